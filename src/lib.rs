@@ -1,0 +1,13 @@
+//! Tensor Surgeon: look inside `.safetensors` model weights and change them.
+//!
+//! The modules at the top level are the pure core: no I/O, they compile for the server and
+//! for the WASM client alike. `server` holds everything that touches files.
+
+pub mod dtype;
+pub mod edit;
+pub mod header;
+pub mod overlay;
+pub mod slice;
+
+#[cfg(feature = "ssr")]
+pub mod server;

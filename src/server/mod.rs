@@ -1,0 +1,1 @@
+//! Server side: files, mmap, CLI.
