@@ -1,0 +1,148 @@
+//! The command line. Every command prints for people by default and JSON with `--json`;
+//! exit code 0 on success, 1 with a one-line message on stderr for anything a user can fix.
+
+mod edit;
+mod inspect;
+mod patch_cmds;
+mod slice;
+
+use super::error::Error;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Look inside `.safetensors` model weights and change them, as hex-diff patches.
+#[derive(Parser, Debug)]
+#[command(name = "tensor-surgeon", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List a model's tensors (name, dtype, shape, file, offsets) and metadata.
+    Inspect {
+        /// A .safetensors file, a model.safetensors.index.json, or a folder holding either.
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the values of a tensor slice, numpy-style: `3,:,10:20`, `0:8:2`, `-1`.
+    Slice {
+        model: PathBuf,
+        tensor: String,
+        /// Index per leading dim; missing trailing dims are taken whole.
+        #[arg(default_value = "", allow_hyphen_values = true)]
+        spec: String,
+        #[arg(long)]
+        json: bool,
+        /// Largest number of elements to print.
+        #[arg(long, default_value_t = 16 << 20)]
+        max_elements: u64,
+    },
+    /// Edit values into a patch file (created or extended); the model is never written.
+    Edit(edit::EditArgs),
+    /// Check that a patch applies to a model: every original byte range must match.
+    Verify {
+        model: PathBuf,
+        patch: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bake a patch into a new model file (or folder, for sharded models).
+    Apply {
+        model: PathBuf,
+        patch: PathBuf,
+        /// Output file, or folder (sharded models; or a folder to put the file in).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write the patch that undoes a patch.
+    Invert {
+        patch: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Combine two patches into one; conflicting bytes are listed and nothing is written.
+    Combine {
+        first: PathBuf,
+        second: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write the demo model (a tiny transformer-shaped checkpoint) into a folder.
+    Demo {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs the command line and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(&matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.to_string()));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn run(matches: &ArgMatches) -> Result<(), Error> {
+    let cli = Cli::from_arg_matches(matches).map_err(|e| Error::Usage(e.to_string()))?;
+    match cli.command {
+        Command::Inspect { model, json } => inspect::run(&model, json),
+        Command::Slice { model, tensor, spec, json, max_elements } => slice::run(&model, &tensor, &spec, json, max_elements),
+        Command::Edit(args) => {
+            let sub = matches.subcommand_matches("edit").ok_or_else(|| Error::Usage("edit needs arguments".into()))?;
+            edit::run(args, sub)
+        }
+        Command::Verify { model, patch, json } => patch_cmds::verify(&model, &patch, json),
+        Command::Apply { model, patch, out } => patch_cmds::apply(&model, &patch, &out),
+        Command::Invert { patch, out } => patch_cmds::invert(&patch, &out),
+        Command::Combine { first, second, out } => patch_cmds::combine(&first, &second, &out),
+        Command::Demo { out } => patch_cmds::demo(&out),
+    }
+}
+
+/// Human-readable byte count.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A borderless, left-aligned table.
+pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+/// Prints a JSON value.
+pub(crate) fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
