@@ -539,3 +539,15 @@ pub fn to_json(value: Value) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests;
+
+/// Decodes packed element bytes (`element_bytes(dtype)` each) into f64s, reusing `out`.
+pub fn decode_f64_into(dtype: Dtype, bytes: &[u8], out: &mut Vec<f64>) {
+    let width = element_bytes(dtype);
+    out.clear();
+    match dtype {
+        Dtype::F32 => out.extend(bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))),
+        Dtype::BF16 => out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f64())),
+        Dtype::F16 => out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())),
+        d => out.extend(bytes.chunks_exact(width).map(|b| decode_f64(d, b))),
+    }
+}

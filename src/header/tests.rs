@@ -93,3 +93,32 @@ fn serialize_round_trips() {
     assert_eq!(h.get("w"), Some(&tensors[0]));
     assert_eq!(h.metadata, Some(meta));
 }
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the bytes, the parser answers Ok or Err, and what it accepts is in bounds.
+        #[test]
+        fn never_panics_and_accepts_only_in_bounds(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(h) = parse_file(&data) {
+                for t in &h.tensors {
+                    prop_assert!(h.data_start() + t.data_offsets.1 <= data.len() as u64);
+                }
+            }
+        }
+
+        /// Mutated valid headers (the interesting neighbourhood for a parser).
+        #[test]
+        fn mutated_headers(pos in 8usize..90, byte in any::<u8>()) {
+            let mut f = file(r#"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[16,22]}}"#, 22);
+            if pos < f.len() { f[pos] = byte; }
+            if let Ok(h) = parse_file(&f) {
+                for t in &h.tensors {
+                    prop_assert!(h.data_start() + t.data_offsets.1 <= f.len() as u64);
+                }
+            }
+        }
+    }
+}

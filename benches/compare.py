@@ -1,0 +1,143 @@
+"""Side-by-side benchmarks: Tensor Surgeon vs its references, same files, same run.
+
+Prepares the files, measures the references (Python safetensors + numpy, cp, xdelta3), runs the
+criterion benches (benches/engine.rs) on the same files and prints a Markdown table of ratios.
+Usage: ./dev.sh bench [--keep DIR]
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / "target" / "release" / "tensor-surgeon"
+
+
+def best_of(fn, repeat=7, number=1):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t) / number)
+    return statistics.median(times)
+
+
+RSS_PROBE = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(p.pid, 0)
+sys.exit(print(usage.ru_maxrss) or os.waitstatus_to_exitcode(status))
+"""
+
+
+def child_peak_rss_mb(cmd):
+    """Peak RSS (MB) of cmd in a fresh process. Linux carries a parent's RSS high-water mark
+    into a forked child, so the command is started from a small intermediate interpreter,
+    whose own few MB are the floor of this measurement."""
+    out = subprocess.run([sys.executable, "-S", "-c", RSS_PROBE, *map(str, cmd)], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def write_sparse(path, tensors=10_000, rows=2560, cols=1024):
+    """A ~100 GB model of `tensors` F32 tensors whose data is a hole (sparse file)."""
+    size = rows * cols * 4
+    header = {f"model.layers.{i // 10}.w{i % 10}.weight": {"dtype": "F32", "shape": [rows, cols], "data_offsets": [i * size, (i + 1) * size]} for i in range(tensors)}
+    text = json.dumps(header).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.truncate(8 + len(text) + tensors * size)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keep", help="folder for the bench files (kept)")
+    args = ap.parse_args()
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ts-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        # --- files ---
+        sparse = work / "sparse-100g.safetensors"
+        write_sparse(sparse)
+        rng = np.random.default_rng(0)
+        dense = work / "dense.safetensors"
+        f32 = rng.standard_normal((4096, 4096), dtype=np.float32)
+        save_file({"f32": f32, "bf16": f32.astype(ml_dtypes.bfloat16)}, str(dense))
+        # 1,000 scattered single-element edits, made with the CLI.
+        patch = work / "scattered.json"
+        edits = []
+        for k, flat in enumerate(rng.choice(4096 * 4096, size=1000, replace=False)):
+            r, c = divmod(int(flat), 4096)
+            edits += ["--set", f"{'f32' if k % 2 else 'bf16'}[{r},{c}]={k + 0.5}"]
+        subprocess.run([BIN, "edit", dense, "--patch", patch, *edits], check=True, stdout=subprocess.DEVNULL)
+
+        # --- references ---
+        def py_open():
+            with safe_open(str(sparse), "np") as f:
+                return len(f.keys())
+
+        ref_open = best_of(py_open)
+        ref_slices = {}
+        with safe_open(str(dense), "np") as f:
+            for name in ["f32", "bf16"]:
+                sl = f.get_slice(name)
+                ref_slices[name] = best_of(lambda: sl[1024:1536, 1024:1536], repeat=21, number=20)
+
+        baked = work / "baked.safetensors"
+        cp_target = work / "cp.safetensors"
+        ref_cp = best_of(lambda: subprocess.run(["cp", dense, cp_target], check=True), repeat=5)
+        apply_t = best_of(lambda: subprocess.run([BIN, "apply", dense, patch, "--out", baked], check=True, stdout=subprocess.DEVNULL), repeat=5)
+
+        vcdiff = work / "baked.vcdiff"
+        xdelta = shutil.which("xdelta3")
+        if xdelta:
+            subprocess.run([xdelta, "-9", "-e", "-f", "-s", dense, baked, vcdiff], check=True)
+
+        rss_ts = child_peak_rss_mb([BIN, "inspect", sparse, "--json"])
+        rss_py = child_peak_rss_mb([sys.executable, "-c", f"from safetensors import safe_open\nwith safe_open({str(sparse)!r}, 'np') as f: f.keys()"])
+
+        # --- ours (criterion, in process) ---
+        env = dict(os.environ, TS_BENCH_DIR=str(work))
+        subprocess.run(["cargo", "bench", "--bench", "engine", "--", "--noplot"], cwd=ROOT, env=env, check=True, stdout=sys.stderr)
+
+        def crit(name):
+            est = json.loads((ROOT / "target" / "criterion" / name / "new" / "estimates.json").read_text())
+            return est["median"]["point_estimate"] / 1e9
+
+        ours_open = crit("open_100g_10k_tensors")
+        rows.append(("open 100 GB sparse model, 10,000 tensors", "Python safe_open + keys()", ours_open, ref_open, "s"))
+        rows.append(("peak RSS of a process that opens it and prints its tensor list", "Python process: safe_open + keys()", rss_ts, rss_py, "MB"))
+        for name in ["f32", "bf16"]:
+            rows.append((f"512x512 slice of a 4096x4096 {name.upper()} tensor", "safe_open get_slice()[...] (numpy)", crit(f"slice_512_{name}"), ref_slices[name], "s"))
+        rows.append(("bake 96 MB model with 1,000 scattered edits (whole process)", "cp of the same file", apply_t, ref_cp, "s"))
+        if xdelta:
+            rows.append(("patch size for those 1,000 edits (JSON)", "xdelta3 -9 of base -> baked", patch.stat().st_size, vcdiff.stat().st_size, "bytes"))
+
+        print("\n| benchmark | reference | ours | reference | ratio (ours / ref) |")
+        print("|---|---|---|---|---|")
+        for what, ref, ours, theirs, unit in rows:
+            show = (lambda v: f"{v * 1e3:.3f} ms") if unit == "s" else (lambda v: f"{v:,.0f} {unit}")
+            print(f"| {what} | {ref} | {show(ours)} | {show(theirs)} | {ours / theirs:.2f}x |")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
