@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Tensor Surgeon: look inside `.safetensors` model weights and change them.
 //!
 //! The modules at the top level are the pure core: no I/O, they compile for the server and
@@ -13,7 +14,21 @@ pub mod index;
 pub mod overlay;
 pub mod patch;
 pub mod slice;
+pub mod urlstate;
+pub mod units;
 pub mod view;
 
 #[cfg(feature = "ssr")]
 pub mod server;
+
+/// The web app's API (shared types and server functions) and its components.
+pub mod api;
+pub mod ui;
+
+/// The WASM entry point: hydrates the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(ui::App);
+}

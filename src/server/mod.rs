@@ -1,11 +1,14 @@
-//! Server side: the mmap store, bakes, file I/O and the command line.
+//! Server side: the mmap store, bakes, file I/O, the web server and the command line.
 
 pub mod bake;
 pub mod cli;
 pub mod error;
 pub mod files;
+pub mod journal;
 pub mod patches;
 pub mod store;
+pub mod web;
+pub mod workbench;
 
 pub use error::{Error, Result};
 pub use store::Model;

@@ -16,11 +16,13 @@ use std::process::ExitCode;
 #[command(name = "tensor-surgeon", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the web app (the default command); the demo model when no model is given.
+    Serve(ServeArgs),
     /// List a model's tensors (name, dtype, shape, file, offsets) and metadata.
     Inspect {
         /// A .safetensors file, a model.safetensors.index.json, or a folder holding either.
@@ -78,6 +80,28 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// The model to open (or set MODEL_PATH); the demo model when neither is given.
+    #[arg(long, env = "MODEL_PATH")]
+    model: Option<PathBuf>,
+    /// Address to listen on (default: the site address of the build, 127.0.0.1:3000).
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
+    /// Disable every edit.
+    #[arg(long)]
+    read_only: bool,
+    /// Folder for saved patches and the session journal (default: `patches` beside the model).
+    #[arg(long)]
+    patches: Option<PathBuf>,
+    /// Folder for baked models (default: `baked` beside the model).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Another Host name to answer to (for a reverse proxy); repeatable.
+    #[arg(long)]
+    allow_host: Vec<String>,
+}
+
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let matches = match Cli::command().try_get_matches() {
@@ -103,7 +127,15 @@ fn one_line(text: &str) -> String {
 
 fn run(matches: &ArgMatches) -> Result<(), Error> {
     let cli = Cli::from_arg_matches(matches).map_err(|e| Error::Usage(e.to_string()))?;
-    match cli.command {
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(a) => crate::server::web::serve(crate::server::web::ServeOptions {
+            model: a.model.or_else(|| std::env::var_os("MODEL_PATH").filter(|p| !p.is_empty()).map(PathBuf::from)),
+            addr: a.addr,
+            read_only: a.read_only,
+            patches: a.patches,
+            out_dir: a.out_dir,
+            allow_hosts: a.allow_host,
+        }),
         Command::Inspect { model, json } => inspect::run(&model, json),
         Command::Slice { model, tensor, spec, json, max_elements } => slice::run(&model, &tensor, &spec, json, max_elements),
         Command::Edit(args) => {
@@ -118,21 +150,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
     }
 }
 
-/// Human-readable byte count.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub(crate) use crate::units::human_bytes;
 
 /// A borderless, left-aligned table.
 pub(crate) fn table(header: &[&str]) -> comfy_table::Table {

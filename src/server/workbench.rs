@@ -1,0 +1,337 @@
+//! The web session over one model: the edit history (journaled), views with the overlay
+//! applied, patch save/load and bakes. Server functions are thin calls into this.
+
+use super::error::{Error, Result};
+use super::journal::{Journal, Record};
+use super::store::Model;
+use super::{bake, patches};
+use crate::api::{BakeStatus, CellData, EditRequest, EntryRow, LoadOutcome, ModelSummary, SessionView, TensorRow, ViewData, ViewRequest};
+use crate::dtype::{self, EncodeOptions};
+use crate::edit::{self, EditStep, History};
+use crate::patch::{self, Patch};
+use crate::slice::{self, ByteSource, SliceSpec};
+use crate::view;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Largest grid side a view request may ask for.
+const MAX_GRID: u64 = 2048;
+/// Changed elements listed in a session view.
+const ENTRY_LIMIT: usize = 500;
+
+/// How the server was started.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub read_only: bool,
+    /// Saved patches and the journal go here.
+    pub patches_dir: PathBuf,
+    /// Bakes go here.
+    pub out_dir: PathBuf,
+}
+
+struct Session {
+    history: History,
+    journal: Journal,
+    version: u64,
+}
+
+/// One model and its editing session.
+pub struct Workbench {
+    pub model: Model,
+    pub config: ServeConfig,
+    session: Mutex<Session>,
+    bake: Arc<Mutex<BakeStatus>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Workbench {
+    /// Opens the session, replaying the model's journal from a previous run.
+    pub fn open(model: Model, config: ServeConfig) -> Result<(Workbench, Vec<String>)> {
+        let journal_path = journal_path(&config.patches_dir, &model);
+        let (journal, history, warnings) = Journal::open(&journal_path)?;
+        let version = history.applied().len() as u64;
+        let session = Mutex::new(Session { history, journal, version });
+        Ok((Workbench { model, config, session, bake: Arc::default() }, warnings))
+    }
+
+    /// Where the journal of this model lives.
+    pub fn journal_path(&self) -> PathBuf {
+        lock(&self.session).journal.path().to_path_buf()
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.config.read_only {
+            return Err(Error::Usage("the server was started with --read-only: edits are disabled".into()));
+        }
+        Ok(())
+    }
+
+    /// Model summary and tensor list.
+    pub fn summary(&self) -> ModelSummary {
+        let mut params: BTreeMap<String, u64> = BTreeMap::new();
+        let tensors = self
+            .model
+            .tensors()
+            .map(|(shard, t)| {
+                *params.entry(dtype::name(t.dtype).to_string()).or_default() += t.elements();
+                TensorRow { name: t.name.clone(), dtype: dtype::name(t.dtype).into(), shape: t.shape.clone(), bytes: t.byte_len(), file: shard.file_name.clone() }
+            })
+            .collect();
+        ModelSummary {
+            path: self.model.path.display().to_string(),
+            files: self.model.shards.iter().map(|s| (s.file_name.clone(), s.size)).collect(),
+            params: params.into_iter().collect(),
+            metadata: self.model.metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
+            tensors,
+            warnings: self.model.warnings.clone(),
+            read_only: self.config.read_only,
+        }
+    }
+
+    /// Heatmap data of a view, overlay applied.
+    pub fn view(&self, req: &ViewRequest) -> Result<ViewData> {
+        let (shard, info) = self.model.get(&req.tensor)?;
+        let spec = req.spec.clone().make_valid(&info.shape);
+        let session = lock(&self.session);
+        let source = session.history.overlay().view(&info.name, shard.data(info));
+        let (rows, cols) = spec.cells();
+        let (max_rows, max_cols) = (req.max_rows.clamp(1, MAX_GRID), req.max_cols.clamp(1, MAX_GRID));
+        let mut data = ViewData {
+            tensor: info.name.clone(),
+            dtype: dtype::name(info.dtype).into(),
+            shape: info.shape.clone(),
+            spec: spec.clone(),
+            rows,
+            cols,
+            block: (1, 1),
+            stat: req.stat,
+            bytes: Vec::new(),
+            pooled: Vec::new(),
+            version: session.version,
+        };
+        if rows <= max_rows && cols <= max_cols {
+            data.bytes = slice::extract(info.dtype, &info.shape, &spec.selection(&info.shape), &source);
+        } else {
+            let p = view::pool(info.dtype, &info.shape, &spec, &source, max_rows, max_cols, req.stat);
+            (data.rows, data.cols, data.block, data.pooled) = (p.rows, p.cols, p.block, p.values);
+        }
+        Ok(data)
+    }
+
+    /// One element, exactly, overlay applied.
+    pub fn cell(&self, tensor: &str, index: &[u64]) -> Result<CellData> {
+        let (shard, info) = self.model.get(tensor)?;
+        let spec = SliceSpec(index.iter().map(|&i| slice::DimSpec::Index(i as i64)).collect());
+        if index.len() != info.shape.len() {
+            return Err(Error::Usage(format!("{tensor} has {} dims; got an index of {}", info.shape.len(), index.len())));
+        }
+        let sel = spec.resolve(&info.shape).map_err(|source| Error::Slice { tensor: tensor.into(), source })?;
+        let session = lock(&self.session);
+        let source = session.history.overlay().view(&info.name, shard.data(info));
+        let bytes = slice::extract(info.dtype, &info.shape, &sel, &source);
+        Ok(CellData { tensor: tensor.into(), index: index.to_vec(), dtype: dtype::name(info.dtype).into(), value: dtype::format_element(info.dtype, &bytes), hex: hex::encode(&bytes) })
+    }
+
+    /// Applies an edit: planned against the current overlay, journaled (fsync), then applied.
+    pub fn edit(&self, req: &EditRequest, origin: &str) -> Result<SessionView> {
+        self.writable()?;
+        let (shard, info) = self.model.get(&req.tensor)?;
+        let sel = SliceSpec::parse(&req.spec).and_then(|s| s.resolve(&info.shape)).map_err(|source| Error::Slice { tensor: req.tensor.clone(), source })?;
+        let options = EncodeOptions { saturate: req.saturate, round: req.round };
+        let mut session = lock(&self.session);
+        let changes = {
+            let source = session.history.overlay().view(&info.name, shard.data(info));
+            edit::plan(info, &sel, &source, &req.op, options)?
+        };
+        if !changes.is_empty() {
+            let label = format!("{} {}[{}] ({origin})", op_name(&req.op), req.tensor, req.spec);
+            let step = EditStep { label, changes };
+            session.journal.append(&Record::Apply(step.clone()))?;
+            session.history.apply(step);
+            session.version += 1;
+        }
+        drop(session);
+        Ok(self.session_view())
+    }
+
+    /// Undoes the last step.
+    pub fn undo(&self) -> Result<SessionView> {
+        self.writable()?;
+        let mut s = lock(&self.session);
+        if !s.history.applied().is_empty() {
+            s.journal.append(&Record::Undo)?;
+            s.history.undo();
+            s.version += 1;
+        }
+        drop(s);
+        Ok(self.session_view())
+    }
+
+    /// Redoes the last undone step.
+    pub fn redo(&self) -> Result<SessionView> {
+        self.writable()?;
+        let mut s = lock(&self.session);
+        if !s.history.undone().is_empty() {
+            s.journal.append(&Record::Redo)?;
+            s.history.redo();
+            s.version += 1;
+        }
+        drop(s);
+        Ok(self.session_view())
+    }
+
+    /// The session's net changes as a patch against the base.
+    pub fn patch(&self, note: &str) -> Patch {
+        let s = lock(&self.session);
+        let mut p = patches::new_for(&self.model, note);
+        p.entries = Patch::entries_from_overlay(s.history.overlay(), &self.model);
+        p
+    }
+
+    /// Changed elements and history.
+    pub fn session_view(&self) -> SessionView {
+        let s = lock(&self.session);
+        let entries = Patch::entries_from_overlay(s.history.overlay(), &self.model);
+        let mut rows = Vec::new();
+        let mut total = 0u64;
+        for e in &entries {
+            let Ok((_, info)) = self.model.get(&e.tensor) else { continue };
+            let width = dtype::element_bytes(info.dtype);
+            if dtype::is_packed(info.dtype) {
+                total += e.patched.len() as u64;
+                if rows.len() < ENTRY_LIMIT {
+                    let (_, index) = patch::element_of(info, e.offset);
+                    rows.push(EntryRow { tensor: e.tensor.clone(), index, old_value: hex::encode(&e.original), new_value: hex::encode(&e.patched), old_hex: hex::encode(&e.original), new_hex: hex::encode(&e.patched) });
+                }
+                continue;
+            }
+            for k in 0..e.patched.len() / width {
+                total += 1;
+                if rows.len() >= ENTRY_LIMIT {
+                    continue;
+                }
+                let (old, new) = (&e.original[k * width..(k + 1) * width], &e.patched[k * width..(k + 1) * width]);
+                let (_, index) = patch::element_of(info, e.offset + (k * width) as u64);
+                rows.push(EntryRow {
+                    tensor: e.tensor.clone(),
+                    index,
+                    old_value: dtype::format_element(info.dtype, old),
+                    new_value: dtype::format_element(info.dtype, new),
+                    old_hex: hex::encode(old),
+                    new_hex: hex::encode(new),
+                });
+            }
+        }
+        SessionView {
+            version: s.version,
+            entries: rows,
+            total_elements: total,
+            steps: s.history.applied().iter().map(|st| st.label.clone()).collect(),
+            can_undo: !s.history.applied().is_empty(),
+            can_redo: !s.history.undone().is_empty(),
+        }
+    }
+
+    /// Saves the session patch as `name` (a plain file name) in the patches folder.
+    pub fn save_patch(&self, name: &str, note: &str) -> Result<String> {
+        let name = plain_file_name(name, ".json")?;
+        let path = self.config.patches_dir.join(name);
+        std::fs::create_dir_all(&self.config.patches_dir).map_err(Error::io(&self.config.patches_dir))?;
+        patches::save(&path, &self.patch(note))?;
+        Ok(path.display().to_string())
+    }
+
+    /// Verifies a patch against the base; if clean, applies its entries as one step.
+    pub fn load_patch(&self, text: &str) -> Result<LoadOutcome> {
+        self.writable()?;
+        let patch = Patch::from_json(text).map_err(|source| Error::Patch { path: PathBuf::from("uploaded patch"), source })?;
+        let conflicts: Vec<String> = patch.verify(&self.model).iter().map(ToString::to_string).collect();
+        if !conflicts.is_empty() {
+            return Ok(LoadOutcome { applied: false, entries: patch.entries.len(), conflicts });
+        }
+        let mut s = lock(&self.session);
+        let mut changes = Vec::new();
+        for e in &patch.entries {
+            let (shard, info) = self.model.get(&e.tensor)?;
+            let mut before = vec![0u8; e.patched.len()];
+            s.history.overlay().view(&info.name, shard.data(info)).read(e.offset, &mut before);
+            changes.push(edit::Change { tensor: e.tensor.clone(), offset: e.offset, before, after: e.patched.clone() });
+        }
+        let step = EditStep { label: format!("load patch ({} entries)", patch.entries.len()), changes };
+        s.journal.append(&Record::Apply(step.clone()))?;
+        s.history.apply(step);
+        s.version += 1;
+        Ok(LoadOutcome { applied: true, entries: patch.entries.len(), conflicts: Vec::new() })
+    }
+
+    /// Starts a bake of the session patch into the output folder, in the background.
+    pub fn start_bake(self: &Arc<Self>, file_name: &str) -> Result<BakeStatus> {
+        let suffix = if self.model.is_sharded() { "" } else { ".safetensors" };
+        let name = plain_file_name(file_name, suffix)?;
+        let out = self.config.out_dir.join(name);
+        {
+            let mut st = lock(&self.bake);
+            if st.running {
+                return Err(Error::Usage("a bake is already running".into()));
+            }
+            *st = BakeStatus { running: true, done: 0, total: self.model.total_bytes(), written: Vec::new(), error: None };
+        }
+        std::fs::create_dir_all(&self.config.out_dir).map_err(Error::io(&self.config.out_dir))?;
+        let patch = self.patch("baked from the web app");
+        let wb = Arc::clone(self);
+        std::thread::spawn(move || {
+            let status = Arc::clone(&wb.bake);
+            let result = bake::bake(&wb.model, &patch, &out, &mut |done, total| {
+                let mut st = lock(&status);
+                st.done = done;
+                st.total = total;
+            });
+            let mut st = lock(&status);
+            st.running = false;
+            match result {
+                Ok(files) => st.written = files.iter().map(|p| p.display().to_string()).collect(),
+                Err(e) => st.error = Some(e.to_string()),
+            }
+        });
+        Ok(self.bake_status())
+    }
+
+    /// The current bake's progress.
+    pub fn bake_status(&self) -> BakeStatus {
+        lock(&self.bake).clone()
+    }
+}
+
+fn op_name(op: &edit::Op) -> &'static str {
+    match op {
+        edit::Op::Set { .. } => "set",
+        edit::Op::Add { .. } => "add",
+        edit::Op::Scale { .. } => "scale",
+        edit::Op::Zero => "zero",
+        edit::Op::Clamp { .. } => "clamp",
+        edit::Op::Hex { .. } => "hex",
+    }
+}
+
+/// A user-given file name: plain (no folders), with `suffix` added when missing.
+fn plain_file_name(name: &str, suffix: &str) -> Result<String> {
+    let name = name.trim();
+    let ok = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']);
+    if !ok {
+        return Err(Error::Usage(format!("{name:?} is not a plain file name")));
+    }
+    Ok(if name.ends_with(suffix) { name.to_string() } else { format!("{name}{suffix}") })
+}
+
+/// The journal of a model: keyed by the model's fingerprints, so another model (or a changed
+/// file) starts a fresh session.
+fn journal_path(patches_dir: &Path, model: &Model) -> PathBuf {
+    use sha2::Digest;
+    let key = serde_json::to_string(&model.fingerprints()).unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    patches_dir.join(format!(".journal-{}.jsonl", &digest[..16]))
+}

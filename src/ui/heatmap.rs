@@ -1,0 +1,394 @@
+//! The heatmap: cells painted into a pixel buffer and blitted once; plotters draws the axes,
+//! the colour bar and the hover/selection overlay. Wheel zooms, drag pans, click selects,
+//! shift-drag selects a rectangle, arrow keys move the selection, Enter starts editing.
+
+use super::controls::scale_mode;
+use super::state::{message, use_ctx, CellRect};
+use crate::api::{get_view, ViewData, ViewRequest};
+use crate::colormap::Scale;
+use crate::dtype;
+use crate::view::{Span, ViewSpec};
+use leptos::html;
+use leptos::prelude::*;
+
+/// Canvas size in pixels.
+pub const WIDTH: u32 = 960;
+pub const HEIGHT: u32 = 760;
+/// Room for axes and the colour bar; the grid asked of the server fits the rest.
+const GRID_W: u64 = WIDTH as u64 - 200;
+const GRID_H: u64 = HEIGHT as u64 - 60;
+
+/// Where the cells landed on the canvas, from the last draw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Geom {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// The cell under the pointer, in view cells.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Hover {
+    row: u64,
+    col: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Drag {
+    x: f64,
+    y: f64,
+    cell: Hover,
+    shift: bool,
+}
+
+fn cell_at(g: Geom, view: &ViewSpec, x: f64, y: f64) -> Option<Hover> {
+    let (rows, cols) = view.cells();
+    let fx = (x - g.left) / g.width;
+    let fy = (y - g.top) / g.height;
+    if !(0.0..1.0).contains(&fx) || !(0.0..1.0).contains(&fy) || rows == 0 || cols == 0 {
+        return None;
+    }
+    Some(Hover { row: ((fy * rows as f64) as u64).min(rows - 1), col: ((fx * cols as f64) as u64).min(cols - 1) })
+}
+
+/// The text shown for the hovered cell: full tensor coordinates, exact value and bytes (or
+/// the pooled block and its statistic).
+fn describe(data: &ViewData, h: Hover) -> String {
+    let spec = &data.spec;
+    let idx = spec.coords(h.row, h.col);
+    let Some(dt) = dtype::parse_name(&data.dtype) else { return String::new() };
+    if data.block == (1, 1) {
+        let w = dtype::element_bytes(dt);
+        let i = (h.row * data.cols + h.col) as usize * w;
+        let Some(b) = data.bytes.get(i..i + w) else { return String::new() };
+        format!("{:?} = {}   (0x{} {})", idx, dtype::format_element(dt, b), hex::encode(b), data.dtype)
+    } else {
+        let (br, bc) = (h.row / data.block.0, h.col / data.block.1);
+        let v = data.pooled.get((br * data.cols + bc) as usize).copied().unwrap_or(f32::NAN);
+        let r0 = spec.y.index(br * data.block.0);
+        let c0 = spec.x.index(bc * data.block.1);
+        format!("{:?}: block of {}x{} cells from [{r0}, {c0}], {} = {}", idx, data.block.0, data.block.1, data.stat.name(), dtype::pretty_f64(f64::from(v)))
+    }
+}
+
+#[component]
+pub fn Heatmap() -> impl IntoView {
+    let ctx = use_ctx();
+    let canvas = NodeRef::<html::Canvas>::new();
+    let overlay = NodeRef::<html::Canvas>::new();
+    let hover = RwSignal::new(None::<Hover>);
+    let drag = RwSignal::new(None::<Drag>);
+    let geom = RwSignal::new(None::<Geom>);
+    let scale = RwSignal::new(None::<Scale>);
+    let data = LocalResource::new(move || {
+        let tensor = ctx.url.with(|u| u.tensor.clone());
+        let view = ctx.view.get();
+        let stat = ctx.url.with(|u| u.stat.unwrap_or_default());
+        let _ = ctx.version.get();
+        async move {
+            let (tensor, spec) = (tensor?, view?);
+            Some(get_view(ViewRequest { tensor, spec, max_rows: GRID_H, max_cols: GRID_W, stat }).await)
+        }
+    });
+    let current = move || data.with(|d| d.as_ref().and_then(|d| d.as_ref()).and_then(|r| r.as_ref().ok()).cloned());
+
+    // Draw the cells, axes and colour bar whenever the data or colour settings change.
+    Effect::new(move |_| {
+        let url = ctx.url.get();
+        let Some(el) = canvas.get() else { return };
+        data.with(|d| {
+            if let Some(Some(Ok(d))) = d {
+                let (cm, mode) = scale_mode(&url, &d.dtype);
+                if let Some((g, s)) = draw::cells(&el, d, cm, mode) {
+                    geom.set(Some(g));
+                    scale.set(Some(s));
+                }
+            }
+        });
+    });
+    // The overlay: selection and hover crosshair.
+    Effect::new(move |_| {
+        let (Some(el), Some(g)) = (overlay.get(), geom.get()) else { return };
+        let view = ctx.view.get();
+        let sel = ctx.selection.get().filter(|s| Some(&s.view) == view.as_ref());
+        let h = hover.get();
+        if let Some(view) = view {
+            draw::overlay(&el, g, &view, sel.as_ref(), h.map(|h| (h.row, h.col)));
+        }
+    });
+
+    let pos = |ev: &leptos::ev::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+    let on_move = move |ev: leptos::ev::MouseEvent| {
+        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else { return };
+        let (x, y) = pos(&ev);
+        hover.set(cell_at(g, &view, x, y));
+    };
+    let on_down = move |ev: leptos::ev::MouseEvent| {
+        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else { return };
+        let (x, y) = pos(&ev);
+        if let Some(cell) = cell_at(g, &view, x, y) {
+            drag.set(Some(Drag { x, y, cell, shift: ev.shift_key() }));
+        }
+    };
+    let on_up = move |ev: leptos::ev::MouseEvent| {
+        let Some(start) = drag.get_untracked() else { return };
+        drag.set(None);
+        let (Some(g), Some(view), Some(t)) = (geom.get_untracked(), ctx.view.get_untracked(), ctx.tensor.get_untracked()) else { return };
+        let (x, y) = pos(&ev);
+        let end = cell_at(g, &view, x, y).unwrap_or(start.cell);
+        let moved = (x - start.x).abs() + (y - start.y).abs() > 3.0;
+        let block = current().map(|d| d.block).unwrap_or((1, 1));
+        let (rows, cols) = view.cells();
+        if !moved || start.shift {
+            // Click selects the cell (or pooled block); shift-drag a rectangle.
+            let (a, b) = (start.cell, end);
+            let r0 = a.row.min(b.row) / block.0 * block.0;
+            let c0 = a.col.min(b.col) / block.1 * block.1;
+            let r1 = ((a.row.max(b.row) / block.0 + 1) * block.0).min(rows);
+            let c1 = ((a.col.max(b.col) / block.1 + 1) * block.1).min(cols);
+            ctx.selection.set(Some(CellRect { view: view.clone(), tensor: t.name.clone(), rows: (r0, r1), cols: (c0, c1) }));
+        } else {
+            // Drag pans by whole cells.
+            let dr = start.cell.row as i64 - end.row as i64;
+            let dc = start.cell.col as i64 - end.col as i64;
+            let shift = |s: Span, d: i64, size: u64| {
+                let delta = d * s.step as i64;
+                let len = s.stop - s.start;
+                let start = (s.start as i64 + delta).clamp(0, size.saturating_sub(len) as i64) as u64;
+                Span { start, stop: start + len, step: s.step }
+            };
+            let mut v = view.clone();
+            if let Some(d) = v.y_dim {
+                v.y = shift(v.y, dr, t.shape[d as usize]);
+            }
+            if let Some(d) = v.x_dim {
+                v.x = shift(v.x, dc, t.shape[d as usize]);
+            }
+            ctx.go(&ctx.url.get_untracked().with_view(&v.make_valid(&t.shape)), true);
+        }
+    };
+    let on_wheel = move |ev: leptos::ev::WheelEvent| {
+        let (Some(g), Some(view), Some(t)) = (geom.get_untracked(), ctx.view.get_untracked(), ctx.tensor.get_untracked()) else { return };
+        let (x, y) = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+        let Some(cell) = cell_at(g, &view, x, y) else { return };
+        ev.prevent_default();
+        let factor = if ev.delta_y() < 0.0 { 0.5 } else { 2.0 };
+        let zoom = |s: Span, k: u64, size: u64| {
+            let center = s.index(k);
+            let len = (((s.stop - s.start) as f64 * factor).round() as u64).clamp(s.step.max(1), size);
+            let start = center.saturating_sub(len / 2).min(size - len);
+            Span { start, stop: start + len, step: s.step }
+        };
+        let mut v = view.clone();
+        if let Some(d) = v.y_dim {
+            v.y = zoom(v.y, cell.row, t.shape[d as usize]);
+        }
+        if let Some(d) = v.x_dim {
+            v.x = zoom(v.x, cell.col, t.shape[d as usize]);
+        }
+        ctx.go(&ctx.url.get_untracked().with_view(&v.make_valid(&t.shape)), true);
+    };
+    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        let (Some(view), Some(t)) = (ctx.view.get_untracked(), ctx.tensor.get_untracked()) else { return };
+        let (rows, cols) = view.cells();
+        let sel = ctx.selection.get_untracked().filter(|s| s.view == view);
+        let (r, c) = sel.as_ref().map(|s| (s.rows.0, s.cols.0)).unwrap_or((0, 0));
+        let (r, c) = match ev.key().as_str() {
+            "ArrowUp" => (r.saturating_sub(1), c),
+            "ArrowDown" => ((r + 1).min(rows.saturating_sub(1)), c),
+            "ArrowLeft" => (r, c.saturating_sub(1)),
+            "ArrowRight" => (r, (c + 1).min(cols.saturating_sub(1))),
+            "Enter" => {
+                ev.prevent_default();
+                ctx.focus_edit.update(|n| *n += 1);
+                return;
+            }
+            _ => return,
+        };
+        ev.prevent_default();
+        ctx.selection.set(Some(CellRect { view, tensor: t.name, rows: (r, r + 1), cols: (c, c + 1) }));
+    };
+
+    let status = move || {
+        data.with(|d| match d {
+            Some(Some(Err(e))) => view! { <span class="error">{message(e)}</span> }.into_any(),
+            Some(Some(Ok(d))) => {
+                let (rows, cols) = d.spec.cells();
+                let text = if d.block == (1, 1) {
+                    format!("exact: {rows} x {cols} cells")
+                } else {
+                    format!("pooled: {rows} x {cols} cells shown as {} x {} blocks of {} x {} ({}); zoom in for exact cells", d.rows, d.cols, d.block.0, d.block.1, d.stat.name())
+                };
+                let nan = if d.block == (1, 1) { count_specials(d) } else { d.pooled.iter().filter(|v| !v.is_finite()).count() };
+                view! { <span class="view-status" data-exact=(d.block == (1, 1)).to_string()>{text}</span> {(nan > 0).then(|| view! { <span class="specials">{format!(" · {nan} NaN/Inf cells (NaN magenta, +Inf green, -Inf cyan)")}</span> })} }.into_any()
+            }
+            _ => view! { <span class="muted">"…"</span> }.into_any(),
+        })
+    };
+    let hover_text = move || {
+        let h = hover.get()?;
+        data.with(|d| d.as_ref().and_then(|d| d.as_ref()).and_then(|r| r.as_ref().ok()).map(|d| describe(d, h)))
+    };
+    let scale_text = move || scale.get().map(|s| format!("scale {} … {}", dtype::pretty_f64(s.lo), dtype::pretty_f64(s.hi)));
+
+    view! {
+        <section class="heatmap">
+            <div class="status">{status}</div>
+            <div class="canvas-stack" style=format!("width:{WIDTH}px;height:{HEIGHT}px")>
+                <canvas node_ref=canvas width=WIDTH height=HEIGHT class="cells"
+                    data-plot=move || geom.get().map(|g| format!("{},{},{},{}", g.left, g.top, g.width, g.height))/>
+                <canvas node_ref=overlay width=WIDTH height=HEIGHT class="overlay" tabindex="0" aria-label="heatmap"
+                    on:mousemove=on_move on:mousedown=on_down on:mouseup=on_up on:wheel=on_wheel on:keydown=on_key
+                    on:mouseleave=move |_| { hover.set(None); drag.set(None); }/>
+            </div>
+            <div class="hover" aria-live="polite">{hover_text}</div>
+            <div class="muted">{scale_text}</div>
+        </section>
+    }
+}
+
+fn count_specials(d: &ViewData) -> usize {
+    let Some(dt) = dtype::parse_name(&d.dtype) else { return 0 };
+    let mut vals = Vec::new();
+    dtype::decode_f64_into(dt, &d.bytes, &mut vals);
+    vals.iter().filter(|v| !v.is_finite()).count()
+}
+
+#[cfg(feature = "hydrate")]
+mod draw {
+    use super::Geom;
+    use crate::api::ViewData;
+    use crate::colormap::{Colormap, Scale, ScaleMode};
+    use crate::dtype;
+    use crate::view::ViewSpec;
+    use plotters::prelude::*;
+    use plotters_canvas::CanvasBackend;
+    use wasm_bindgen::{Clamped, JsCast};
+    use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
+
+    fn context(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
+        canvas.get_context("2d").ok()??.dyn_into().ok()
+    }
+
+    /// An offscreen canvas holding `rgba` as `w x h` pixels.
+    fn image(rgba: &[u8], w: u32, h: u32) -> Option<HtmlCanvasElement> {
+        let doc = web_sys::window()?.document()?;
+        let off: HtmlCanvasElement = doc.create_element("canvas").ok()?.dyn_into().ok()?;
+        off.set_width(w);
+        off.set_height(h);
+        let img = ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), w, h).ok()?;
+        context(&off)?.put_image_data(&img, 0.0, 0.0).ok()?;
+        Some(off)
+    }
+
+    fn blit(canvas: &HtmlCanvasElement, off: &HtmlCanvasElement, g: Geom) -> Option<()> {
+        let ctx = context(canvas)?;
+        ctx.set_image_smoothing_enabled(false);
+        ctx.draw_image_with_html_canvas_element_and_dw_and_dh(off, g.left, g.top, g.width, g.height).ok()
+    }
+
+    /// Draws the data; returns where the cells are and the scale used.
+    pub fn cells(canvas: &HtmlCanvasElement, d: &ViewData, cm: Colormap, mode: ScaleMode) -> Option<(Geom, Scale)> {
+        let dt = dtype::parse_name(&d.dtype)?;
+        let mut values = Vec::new();
+        if d.block == (1, 1) {
+            dtype::decode_f64_into(dt, &d.bytes, &mut values);
+        } else {
+            values.extend(d.pooled.iter().map(|&v| f64::from(v)));
+        }
+        let scale = Scale::fit(cm, mode, values.iter().copied());
+        let mut rgba = Vec::with_capacity(values.len() * 4);
+        scale.paint(values.iter().copied(), &mut rgba);
+        let (rows, cols) = (d.rows.max(1) as u32, d.cols.max(1) as u32);
+        if values.is_empty() {
+            rgba = vec![255; 4];
+        }
+
+        let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
+        let root = backend.into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let (w, _) = root.dim_in_pixel();
+        let (main, bar) = root.split_horizontally(w as i32 - 110);
+        let spec = &d.spec;
+        let x0 = spec.x.start as f64;
+        let x1 = x0 + (spec.x.count().max(1) * spec.x.step) as f64;
+        let y0 = spec.y.start as f64;
+        let y1 = y0 + (spec.y.count().max(1) * spec.y.step) as f64;
+        let mut chart = ChartBuilder::on(&main)
+            .margin(12)
+            .x_label_area_size(34)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y1..y0)
+            .ok()?;
+        let xd = spec.x_dim.map(|d| format!("dim {d}")).unwrap_or_default();
+        let yd = spec.y_dim.map(|d| format!("dim {d}")).unwrap_or_default();
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(xd)
+            .y_desc(yd)
+            .x_label_formatter(&|v| format!("{}", v.floor()))
+            .y_label_formatter(&|v| format!("{}", v.floor()))
+            .draw()
+            .ok()?;
+        let (px, py) = chart.plotting_area().get_pixel_range();
+        let g = Geom { left: f64::from(px.start), top: f64::from(py.start), width: f64::from(px.end - px.start), height: f64::from(py.end - py.start) };
+
+        // Colour bar: a gradient image in its own plotting area, values on its axis.
+        let mut cb = ChartBuilder::on(&bar).margin_top(12).margin_bottom(46).margin_right(8).y_label_area_size(62).build_cartesian_2d(0f64..1f64, scale.lo..scale.hi.max(scale.lo + f64::EPSILON)).ok()?;
+        cb.configure_mesh().disable_mesh().disable_x_axis().y_label_formatter(&|v| dtype::pretty_f64(*v)).draw().ok()?;
+        let (bx, by) = cb.plotting_area().get_pixel_range();
+        drop(chart);
+        drop(cb);
+        root.present().ok()?;
+
+        let off = image(&rgba, cols, rows)?;
+        blit(canvas, &off, g)?;
+        let lut: Vec<u8> = scale.lut().iter().rev().flat_map(|c| c.iter().copied()).collect();
+        let bar_img = image(&lut, 1, 256)?;
+        blit(canvas, &bar_img, Geom { left: f64::from(bx.start), top: f64::from(by.start), width: f64::from(bx.end - bx.start), height: f64::from(by.end - by.start) })?;
+        Some((g, scale))
+    }
+
+    /// Draws the selection and the hover crosshair over the cells.
+    pub fn overlay(canvas: &HtmlCanvasElement, g: Geom, view: &ViewSpec, sel: Option<&crate::ui::state::CellRect>, hover: Option<(u64, u64)>) {
+        let Some(ctx) = context(canvas) else { return };
+        ctx.clear_rect(0.0, 0.0, f64::from(canvas.width()), f64::from(canvas.height()));
+        let Some(backend) = CanvasBackend::with_canvas_object(canvas.clone()) else { return };
+        let root = backend.into_drawing_area();
+        let (rows, cols) = view.cells();
+        let (rows, cols) = (rows.max(1) as f64, cols.max(1) as f64);
+        let px = |c: f64| (g.left + c / cols * g.width) as i32;
+        let py = |r: f64| (g.top + r / rows * g.height) as i32;
+        if let Some((r, c)) = hover {
+            let (r, c) = (r as f64, c as f64);
+            let style = ShapeStyle { color: BLACK.mix(0.35), filled: false, stroke_width: 1 };
+            let _ = root.draw(&PathElement::new(vec![(px(c + 0.5), g.top as i32), (px(c + 0.5), (g.top + g.height) as i32)], style));
+            let _ = root.draw(&PathElement::new(vec![(g.left as i32, py(r + 0.5)), ((g.left + g.width) as i32, py(r + 0.5))], style));
+        }
+        if let Some(s) = sel {
+            let rect = [(px(s.cols.0 as f64), py(s.rows.0 as f64)), (px(s.cols.1 as f64).max(px(s.cols.0 as f64) + 2), py(s.rows.1 as f64).max(py(s.rows.0 as f64) + 2))];
+            let _ = root.draw(&Rectangle::new(rect, ShapeStyle { color: BLACK.to_rgba(), filled: false, stroke_width: 2 }));
+            let inner = [(rect[0].0 + 2, rect[0].1 + 2), (rect[1].0 - 2, rect[1].1 - 2)];
+            let _ = root.draw(&Rectangle::new(inner, ShapeStyle { color: YELLOW.to_rgba(), filled: false, stroke_width: 1 }));
+        }
+        let _ = root.present();
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+mod draw {
+    //! The server never draws: effects run only in the browser.
+    use super::Geom;
+    use crate::api::ViewData;
+    use crate::colormap::{Colormap, Scale, ScaleMode};
+    use crate::view::ViewSpec;
+    use leptos::web_sys::HtmlCanvasElement;
+
+    pub fn cells(_: &HtmlCanvasElement, _: &ViewData, _: Colormap, _: ScaleMode) -> Option<(Geom, Scale)> {
+        None
+    }
+
+    pub fn overlay(_: &HtmlCanvasElement, _: Geom, _: &ViewSpec, _: Option<&crate::ui::state::CellRect>, _: Option<(u64, u64)>) {}
+}

@@ -1,0 +1,96 @@
+//! The web UI: components hold UI state only; everything computable lives in the core.
+
+mod controls;
+mod edit_panel;
+mod heatmap;
+mod inspector;
+mod patch_panel;
+mod state;
+mod summary;
+mod tensor_list;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::StaticSegment;
+pub use state::Ctx;
+
+/// The HTML document around the app.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="data:,"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The application root.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/tensor-surgeon.css"/>
+        <Title text="Tensor Surgeon"/>
+        <Router>
+            <Routes fallback=|| "Page not found.".into_view()>
+                <Route path=StaticSegment("") view=WorkbenchPage/>
+            </Routes>
+        </Router>
+    }
+}
+
+/// The one page: loads the model summary, then lays out the workbench.
+#[component]
+fn WorkbenchPage() -> impl IntoView {
+    let model = Resource::new(|| (), |_| crate::api::get_model());
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"loading model…"</p> }>
+            {move || Suspend::new(async move {
+                match model.await {
+                    Ok(summary) => view! { <Workbench summary/> }.into_any(),
+                    Err(e) => view! { <p class="error">{state::message(&e)}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// Tensor list on the left, the view and its panels on the right.
+#[component]
+fn Workbench(summary: crate::api::ModelSummary) -> impl IntoView {
+    let ctx = Ctx::provide(summary);
+    view! {
+        <div class="app" data-hydrated=move || ctx.hydrated.get().then_some("true")>
+            <header class="top">
+                <h1>"Tensor Surgeon"</h1>
+                <summary::ModelLine/>
+            </header>
+            <aside class="side">
+                {view! { <tensor_list::TensorList/> }.into_any()}
+                {view! { <summary::ModelSummaryPanel/> }.into_any()}
+            </aside>
+            <main class="main">
+                {view! { <controls::ViewControls/> }.into_any()}
+                <div class="view-row">
+                    {view! { <heatmap::Heatmap/> }.into_any()}
+                    <div class="panels">
+                        {view! { <inspector::Inspector/> }.into_any()}
+                        {view! { <edit_panel::EditPanel/> }.into_any()}
+                    </div>
+                </div>
+                {view! { <patch_panel::PatchPanel/> }.into_any()}
+            </main>
+        </div>
+    }
+}

@@ -1,0 +1,161 @@
+//! The patch panel: the session's changed elements, undo / redo, save (download and a copy in
+//! the patches folder), load (verified; conflicts listed), and bake with progress.
+
+use super::state::{message, use_ctx};
+use crate::api::{get_bake_status, load_patch, redo, save_patch, start_bake, undo, BakeStatus};
+use leptos::prelude::*;
+use std::time::Duration;
+
+#[component]
+pub fn PatchPanel() -> impl IntoView {
+    let ctx = use_ctx();
+    let (error, set_error) = signal(None::<String>);
+    let (saved, set_saved) = signal(None::<String>);
+    let (name, set_name) = signal("session.patch.json".to_string());
+    let (note, set_note) = signal(String::new());
+    let (bake_name, set_bake_name) = signal("baked".to_string());
+    let (bake, set_bake) = signal(None::<BakeStatus>);
+    let (conflicts, set_conflicts) = signal(Vec::<String>::new());
+
+    let run = move |f: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ServerFnError>>>>| {
+        leptos::task::spawn_local(async move {
+            match f.await {
+                Ok(()) => set_error.set(None),
+                Err(e) => set_error.set(Some(message(&e))),
+            }
+            ctx.changed();
+        });
+    };
+    let on_undo = move |_| run(Box::pin(async { undo().await.map(|_| ()) }));
+    let on_redo = move |_| run(Box::pin(async { redo().await.map(|_| ()) }));
+    let on_save = move |_| {
+        let (n, t) = (name.get_untracked(), note.get_untracked());
+        leptos::task::spawn_local(async move {
+            match save_patch(n, t).await {
+                Ok(path) => {
+                    set_saved.set(Some(path));
+                    set_error.set(None);
+                }
+                Err(e) => set_error.set(Some(message(&e))),
+            }
+        });
+    };
+    let on_load = move |ev: leptos::ev::Event| {
+        #[cfg(feature = "hydrate")]
+        {
+            use wasm_bindgen::JsCast;
+            let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
+            let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+            leptos::task::spawn_local(async move {
+                let text = wasm_bindgen_futures::JsFuture::from(file.text()).await.ok().and_then(|v| v.as_string()).unwrap_or_default();
+                match load_patch(text).await {
+                    Ok(outcome) => {
+                        set_conflicts.set(outcome.conflicts);
+                        set_error.set(None);
+                        ctx.changed();
+                    }
+                    Err(e) => set_error.set(Some(message(&e))),
+                }
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (ev, load_patch, set_conflicts);
+    };
+    fn poll(set_bake: WriteSignal<Option<BakeStatus>>, set_error: WriteSignal<Option<String>>) {
+        leptos::task::spawn_local(async move {
+            match get_bake_status().await {
+                Ok(st) => {
+                    let running = st.running;
+                    set_bake.set(Some(st));
+                    if running {
+                        set_timeout(move || poll(set_bake, set_error), Duration::from_millis(150));
+                    }
+                }
+                Err(e) => set_error.set(Some(message(&e))),
+            }
+        });
+    }
+    let on_bake = move |_| {
+        let n = bake_name.get_untracked();
+        leptos::task::spawn_local(async move {
+            match start_bake(n).await {
+                Ok(st) => {
+                    set_bake.set(Some(st));
+                    poll(set_bake, set_error);
+                }
+                Err(e) => set_error.set(Some(message(&e))),
+            }
+        });
+    };
+    let bake_view = move || {
+        bake.get().map(|b| {
+            let pct = if b.total > 0 { b.done * 100 / b.total } else { 0 };
+            view! {
+                <div class="bake-status">
+                    <progress max="100" value=pct.to_string()></progress>
+                    {if b.running { format!(" baking… {pct}%") } else { String::new() }}
+                    {b.error.clone().map(|e| view! { <span class="error">{e}</span> })}
+                    <ul class="baked">{b.written.iter().map(|w| view! { <li><code>{w.clone()}</code></li> }).collect_view()}</ul>
+                </div>
+            }
+        })
+    };
+    view! {
+        <section class="patch-panel">
+            <h3>"Patch"</h3>
+            <div class="row">
+                <Transition fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let s = ctx.session.await.ok();
+                        let (can_undo, can_redo) = s.as_ref().map(|s| (s.can_undo, s.can_redo)).unwrap_or_default();
+                        view! {
+                            <button class="undo" on:click=on_undo disabled=!can_undo>"undo"</button>
+                            <button class="redo" on:click=on_redo disabled=!can_redo>"redo"</button>
+                        }
+                    })}
+                </Transition>
+                <input aria-label="patch file name" prop:value=name on:input=move |ev| set_name.set(event_target_value(&ev))/>
+                <input aria-label="patch note" placeholder="note" prop:value=note on:input=move |ev| set_note.set(event_target_value(&ev))/>
+                <button class="save" on:click=on_save>"save to patches folder"</button>
+                <a class="download" href="/api/patch/download" download="session.patch.json">"download"</a>
+                <label class="load">"load " <input type="file" accept=".json,application/json" aria-label="load patch" on:change=on_load/></label>
+            </div>
+            <div class="row">
+                <input aria-label="bake file name" prop:value=bake_name on:input=move |ev| set_bake_name.set(event_target_value(&ev))/>
+                <button class="bake" on:click=on_bake>"bake"</button>
+                {bake_view}
+            </div>
+            {move || saved.get().map(|p| view! { <p class="saved">"saved " <code>{p}</code></p> })}
+            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+            {move || {
+                let c = conflicts.get();
+                (!c.is_empty()).then(|| view! { <div class="conflicts"><p class="error">{format!("{} conflict(s): the patch was not applied", c.len())}</p><ul>{c.into_iter().map(|x| view! { <li>{x}</li> }).collect_view()}</ul></div> })
+            }}
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match ctx.session.await {
+                        Err(e) => view! { <p class="error">{message(&e)}</p> }.into_any(),
+                        Ok(s) => view! {
+                            <p class="muted">{format!("{} changed element(s) in {} step(s)", s.total_elements, s.steps.len())}</p>
+                            <table class="entries">
+                                <thead><tr><th>"tensor"</th><th>"index"</th><th>"old"</th><th>"new"</th><th>"old hex"</th><th>"new hex"</th></tr></thead>
+                                <tbody>
+                                    {s.entries.iter().map(|e| view! {
+                                        <tr>
+                                            <td>{e.tensor.clone()}</td>
+                                            <td>{format!("{:?}", e.index)}</td>
+                                            <td>{e.old_value.clone()}</td>
+                                            <td class="new-value">{e.new_value.clone()}</td>
+                                            <td><code>{e.old_hex.clone()}</code></td>
+                                            <td><code>{e.new_hex.clone()}</code></td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
+    }
+}

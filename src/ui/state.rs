@@ -1,0 +1,120 @@
+//! State shared by the components: the URL-backed view state, the selection, and the edit
+//! version that makes data refetch.
+
+use crate::api::{get_session, ModelSummary, SessionView, TensorRow};
+use crate::urlstate::UrlState;
+use crate::view::ViewSpec;
+use leptos::prelude::*;
+use leptos_router::hooks::{use_navigate, use_query_map};
+use leptos_router::params::ParamsMap;
+use leptos_router::NavigateOptions;
+use std::rc::Rc;
+
+/// A rectangle of view cells (half-open), remembered with the view it was made in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellRect {
+    pub view: ViewSpec,
+    pub tensor: String,
+    pub rows: (u64, u64),
+    pub cols: (u64, u64),
+}
+
+impl CellRect {
+    /// Whether it is a single cell.
+    pub fn is_cell(&self) -> bool {
+        self.rows.1 == self.rows.0 + 1 && self.cols.1 == self.cols.0 + 1
+    }
+}
+
+/// Shared UI state (all `Copy` handles).
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    pub url: Memo<UrlState>,
+    /// Bumped after every change to the session; data keyed on it refetches.
+    pub version: RwSignal<u64>,
+    /// The open model (loaded before anything that needs it renders).
+    pub model: StoredValue<ModelSummary>,
+    pub session: Resource<Result<SessionView, ServerFnError>>,
+    /// The current tensor's row of the list.
+    pub tensor: Memo<Option<TensorRow>>,
+    /// The repaired view of the current tensor.
+    pub view: Memo<Option<ViewSpec>>,
+    pub selection: RwSignal<Option<CellRect>>,
+    /// Asks the edit panel to take focus (Enter on the heatmap).
+    pub focus_edit: RwSignal<u64>,
+    /// True once the client has hydrated (tests wait for it).
+    pub hydrated: RwSignal<bool>,
+    nav: StoredValue<Rc<dyn Fn(&str, NavigateOptions)>, LocalStorage>,
+}
+
+impl Ctx {
+    /// Creates the state for a loaded model and provides it as context.
+    pub fn provide(summary: ModelSummary) -> Ctx {
+        let query = use_query_map();
+        let url = Memo::new(move |_| query.with(|q| UrlState::from_pairs(q.latest_values().map(|(k, v)| (k.as_ref(), v)))));
+        let version = RwSignal::new(0u64);
+        let model = StoredValue::new(summary);
+        let session = Resource::new(move || version.get(), |_| get_session());
+        let tensor = Memo::new(move |_| {
+            let name = url.with(|u| u.tensor.clone())?;
+            model.with_value(|m| m.tensors.iter().find(|t| t.name == name).cloned())
+        });
+        let view = Memo::new(move |_| tensor.with(|t| t.as_ref().map(|t| url.with(|u| u.view(&t.shape)))));
+        let hydrated = RwSignal::new(false);
+        Effect::new(move |_| hydrated.set(true));
+        let navigate = use_navigate();
+        let nav: Rc<dyn Fn(&str, NavigateOptions)> = Rc::new(move |href: &str, opts: NavigateOptions| navigate(href, opts));
+        let ctx = Ctx {
+            url,
+            version,
+            model,
+            session,
+            tensor,
+            view,
+            selection: RwSignal::new(None),
+            focus_edit: RwSignal::new(0),
+            hydrated,
+            nav: StoredValue::new_local(nav),
+        };
+        provide_context(ctx);
+        ctx
+    }
+
+    /// Shows `state` (a new history entry unless `replace`).
+    pub fn go(&self, state: &UrlState, replace: bool) {
+        let href = href(state);
+        self.nav.with_value(|f| f(&href, NavigateOptions { replace, scroll: false, ..Default::default() }));
+    }
+
+    /// Marks the session changed.
+    pub fn changed(&self) {
+        self.version.update(|v| *v += 1);
+    }
+}
+
+/// The link for a state.
+pub fn href(state: &UrlState) -> String {
+    let mut map = ParamsMap::new();
+    for (k, v) in state.to_pairs() {
+        map.insert(k, v);
+    }
+    let q = map.to_query_string();
+    if q.is_empty() {
+        "/".into()
+    } else {
+        format!("/{q}")
+    }
+}
+
+/// The shared state.
+pub fn use_ctx() -> Ctx {
+    expect_context::<Ctx>()
+}
+
+/// A server function error as the text a user should read.
+pub fn message(e: &ServerFnError) -> String {
+    match e {
+        ServerFnError::ServerError(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
