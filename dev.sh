@@ -1,15 +1,39 @@
 #!/usr/bin/env bash
 # Tensor Surgeon's one entry point for people and CI.
-#   ./dev.sh test            set up, then run every test (Rust unit + integration, Python
-#                            reference checks, browser end-to-end)
+#   ./dev.sh serve [MODEL]   set up, build, and serve the web app on http://127.0.0.1:3000
+#                            (the embedded demo model when no MODEL is given)
+#   ./dev.sh test            set up, then run every test: Rust unit + integration, Python
+#                            reference checks and HTTP API tests, browser end-to-end tests
 #   ./dev.sh setup           only install what is missing
 #   ./dev.sh bench           run the benchmarks (see BENCHMARKS.md)
 # Set-up is idempotent: it installs only what is missing, from the package registries.
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+CARGO_LEPTOS_VERSION=0.3.10
+WASM_BINDGEN_VERSION=0.2.130 # must equal the wasm-bindgen pin in Cargo.toml
 
 log() { printf '\n==> %s\n' "$*" >&2; }
+has_version() { command -v "$1" >/dev/null 2>&1 && "$1" --version 2>/dev/null | grep -qF "$2"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+setup_rust() {
+    command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+    if ! rustup target list --installed | grep -q wasm32-unknown-unknown; then
+        log "adding the wasm32 target"
+        rustup target add wasm32-unknown-unknown
+    fi
+    if ! has_version cargo-leptos "$CARGO_LEPTOS_VERSION"; then
+        log "installing cargo-leptos $CARGO_LEPTOS_VERSION (no_downloads: uses the tools on PATH; ~20 min once)"
+        cargo install cargo-leptos --locked --version "$CARGO_LEPTOS_VERSION" --features no_downloads
+    fi
+    if ! has_version wasm-bindgen "$WASM_BINDGEN_VERSION"; then
+        log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
+        cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+    fi
+}
 
 setup_python() {
     if [ ! -x .venv/bin/python ]; then
@@ -22,25 +46,38 @@ setup_python() {
     fi
 }
 
-setup() {
-    command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 1; }
-    setup_python
+setup_browser() {
+    if ! command -v chromium >/dev/null 2>&1; then
+        log "installing Chromium (Debian package)"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+    if [ ! -d end2end/node_modules/@playwright/test ]; then
+        log "installing Playwright (no browser download: tests use the system Chromium)"
+        (cd end2end && npm ci --no-audit --no-fund)
+    fi
 }
 
 run_tests() {
-    log "Rust tests"
+    log "Rust unit and integration tests"
     cargo test --all-targets
-    log "building the CLI for the Python checks"
-    cargo build --bin tensor-surgeon
-    log "Python reference checks"
+    log "building the server and the WASM client"
+    cargo leptos build
+    log "Python reference checks and HTTP API tests"
     TENSOR_SURGEON_BIN="$PWD/target/debug/tensor-surgeon" .venv/bin/python -m pytest -q tests/python
+    log "browser end-to-end tests"
+    (cd end2end && npx playwright test)
 }
 
 cmd="${1:-}"
 shift || true
 case "$cmd" in
-    setup) setup ;;
-    test) setup; run_tests ;;
-    bench) setup; exec benches/run.sh "$@" ;;
-    *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    setup) setup_rust; setup_python; setup_browser ;;
+    test) setup_rust; setup_python; setup_browser; run_tests ;;
+    serve)
+        setup_rust
+        if [ -n "${1:-}" ]; then export MODEL_PATH="$1"; fi
+        exec cargo leptos serve ;;
+    bench) setup_rust; setup_python; setup_browser; exec benches/run.sh "$@" ;;
+    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -13,7 +13,7 @@ export async function resetSession(request) {
   for (let i = 0; i < 200; i++) {
     const s = await (await request.get('/api/session')).json();
     if (!s.can_undo) return;
-    expect((await request.post('/api/undo')).ok()).toBeTruthy();
+    expect((await request.post('/api/undo', { data: {} })).ok()).toBeTruthy();
   }
 }
 

@@ -6,7 +6,7 @@ use crate::colormap::ScaleMode;
 use crate::edit::Op;
 use crate::view::{PoolStat, ViewSpec};
 use leptos::prelude::*;
-use leptos::server_fn::codec::{GetUrl, Rkyv};
+use leptos::server_fn::codec::{GetUrl, Json, Rkyv};
 use serde::{Deserialize, Serialize};
 
 /// One row of the tensor list.
@@ -176,27 +176,33 @@ pub async fn get_view(request: ViewRequest) -> Result<ViewData, ServerFnError> {
     blocking(move || wb.view(&request)).await
 }
 
-/// One element's exact value and bytes. `GET /api/cell?tensor=..&index=..`.
+/// One element's exact value and bytes. `GET /api/cell?tensor=NAME&index=1,2`.
 #[server(endpoint = "cell", input = GetUrl)]
-pub async fn get_cell(tensor: String, index: Vec<u64>) -> Result<CellData, ServerFnError> {
+pub async fn get_cell(tensor: String, index: String) -> Result<CellData, ServerFnError> {
+    let index = index
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim().parse::<u64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| fail(format!("index {index:?} is not a list of whole numbers")))?;
     workbench()?.cell(&tensor, &index).map_err(fail)
 }
 
 /// Applies an edit. `POST /api/edit`.
-#[server(endpoint = "edit")]
+#[server(endpoint = "edit", input = Json)]
 pub async fn edit(request: EditRequest) -> Result<SessionView, ServerFnError> {
     let wb = workbench()?;
     blocking(move || wb.edit(&request, "web")).await
 }
 
 /// Undoes the last edit. `POST /api/undo`.
-#[server(endpoint = "undo")]
+#[server(endpoint = "undo", input = Json)]
 pub async fn undo() -> Result<SessionView, ServerFnError> {
     workbench()?.undo().map_err(fail)
 }
 
 /// Redoes the last undone edit. `POST /api/redo`.
-#[server(endpoint = "redo")]
+#[server(endpoint = "redo", input = Json)]
 pub async fn redo() -> Result<SessionView, ServerFnError> {
     workbench()?.redo().map_err(fail)
 }
@@ -208,20 +214,20 @@ pub async fn get_session() -> Result<SessionView, ServerFnError> {
 }
 
 /// Saves the session patch into the patches folder; returns its path. `POST /api/save_patch`.
-#[server(endpoint = "save_patch")]
+#[server(endpoint = "save_patch", input = Json)]
 pub async fn save_patch(name: String, note: String) -> Result<String, ServerFnError> {
     workbench()?.save_patch(&name, &note).map_err(fail)
 }
 
 /// Verifies a patch (JSON text) and, if it applies cleanly, applies it as one edit.
 /// `POST /api/load_patch`.
-#[server(endpoint = "load_patch")]
+#[server(endpoint = "load_patch", input = Json)]
 pub async fn load_patch(text: String) -> Result<LoadOutcome, ServerFnError> {
     workbench()?.load_patch(&text).map_err(fail)
 }
 
 /// Starts baking the session patch into `file_name` in the output folder. `POST /api/bake`.
-#[server(endpoint = "bake")]
+#[server(endpoint = "bake", input = Json)]
 pub async fn start_bake(file_name: String) -> Result<BakeStatus, ServerFnError> {
     workbench()?.start_bake(&file_name).map_err(fail)
 }

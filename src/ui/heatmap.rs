@@ -288,6 +288,19 @@ mod draw {
         ctx.draw_image_with_html_canvas_element_and_dw_and_dh(off, g.left, g.top, g.width, g.height).ok()
     }
 
+    /// A short tick label: three significant digits.
+    fn tick(v: f64) -> String {
+        let a = v.abs();
+        if a == 0.0 {
+            "0".into()
+        } else if (1e-3..1e4).contains(&a) {
+            let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+            format!("{v:.decimals$}")
+        } else {
+            format!("{v:.2e}")
+        }
+    }
+
     /// Draws the data; returns where the cells are and the scale used.
     pub fn cells(canvas: &HtmlCanvasElement, d: &ViewData, cm: Colormap, mode: ScaleMode) -> Option<(Geom, Scale)> {
         let dt = dtype::parse_name(&d.dtype)?;
@@ -328,6 +341,7 @@ mod draw {
             .disable_mesh()
             .x_desc(xd)
             .y_desc(yd)
+            .label_style(("sans-serif", 13))
             .x_label_formatter(&|v| format!("{}", v.floor()))
             .y_label_formatter(&|v| format!("{}", v.floor()))
             .draw()
@@ -336,8 +350,8 @@ mod draw {
         let g = Geom { left: f64::from(px.start), top: f64::from(py.start), width: f64::from(px.end - px.start), height: f64::from(py.end - py.start) };
 
         // Colour bar: a gradient image in its own plotting area, values on its axis.
-        let mut cb = ChartBuilder::on(&bar).margin_top(12).margin_bottom(46).margin_right(8).y_label_area_size(62).build_cartesian_2d(0f64..1f64, scale.lo..scale.hi.max(scale.lo + f64::EPSILON)).ok()?;
-        cb.configure_mesh().disable_mesh().disable_x_axis().y_label_formatter(&|v| dtype::pretty_f64(*v)).draw().ok()?;
+        let mut cb = ChartBuilder::on(&bar).margin_top(12).margin_bottom(46).margin_right(8).y_label_area_size(66).build_cartesian_2d(0f64..1f64, scale.lo..scale.hi.max(scale.lo + f64::EPSILON)).ok()?;
+        cb.configure_mesh().disable_mesh().disable_x_axis().label_style(("sans-serif", 12)).y_label_formatter(&|v| tick(*v)).draw().ok()?;
         let (bx, by) = cb.plotting_area().get_pixel_range();
         drop(chart);
         drop(cb);

@@ -31,7 +31,7 @@ pub fn Inspector() -> impl IntoView {
     });
     let cell = Resource::new(move || (target.get(), ctx.version.get()), |(t, _)| async move {
         match t {
-            Some((tensor, index)) => Some(get_cell(tensor, index).await),
+            Some((tensor, index)) => Some(get_cell(tensor, index.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")).await),
             None => None,
         }
     });

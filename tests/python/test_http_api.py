@@ -1,0 +1,171 @@
+"""The HTTP API of the real server: every endpoint, bad inputs, Host/Origin checks,
+read-only mode, and edits surviving a kill -9."""
+
+import json
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+
+from conftest import run
+from server import Server
+
+W = "model.embed_tokens.weight"
+Q = "model.layers.0.mlp.up_proj.weight"  # I8
+
+
+@pytest.fixture
+def demo(tmp_path):
+    run("demo", "--out", tmp_path / "demo")
+    return tmp_path / "demo"
+
+
+@pytest.fixture
+def server(demo):
+    s = Server(demo).start()
+    yield s
+    s.stop()
+
+
+def cell(server, tensor, index):
+    q = urllib.parse.urlencode({"tensor": tensor, "index": ",".join(map(str, index))})
+    return server.call("GET", f"/api/cell?{q}")
+
+
+def test_model_summary_and_cells_match_the_cli(server, demo):
+    m = server.call("GET", "/api/model")
+    listed = run("inspect", demo, "--json").json()
+    assert [t["name"] for t in m["tensors"]] == [t["name"] for t in listed["tensors"]]
+    assert dict(m["metadata"]) == listed["metadata"]
+    c = cell(server, W, [3, 5])
+    want = run("slice", demo, W, "3,5", "--json").json()
+    assert c["hex"] == want["hex"][0]
+    assert np.float32(c["value"]) == np.float32(want["values"][0]), "shortest text that round-trips in F32"
+
+
+def test_edit_undo_redo(server, demo):
+    s = server.edit(W, "1,2", {"op": "set", "value": "2.5"})
+    assert s["total_elements"] == 1 and s["can_undo"] and not s["can_redo"]
+    assert s["entries"][0]["new_value"] == "2.5" and s["entries"][0]["index"] == [1, 2]
+    assert cell(server, W, [1, 2])["value"] == "2.5"
+    s = server.edit(W, "0:2,0:3", {"op": "scale", "factor": 2})
+    assert s["total_elements"] == 6
+    assert cell(server, W, [1, 2])["value"] == "5"
+    s = server.call("POST", "/api/undo", {})
+    assert cell(server, W, [1, 2])["value"] == "2.5" and s["can_redo"]
+    server.call("POST", "/api/redo", {})
+    assert cell(server, W, [1, 2])["value"] == "5"
+    # The base file is never written.
+    assert run("slice", demo, W, "1,2", "--json").json()["values"][0] != 5
+
+
+@pytest.mark.parametrize(
+    "tensor,spec,op,message",
+    [
+        (W, "0,0", {"op": "set", "value": "abc"}, '"abc" is not a number'),
+        (Q, "0,0", {"op": "set", "value": "300"}, "300 is out of range for I8 (it holds -128 to 127)"),
+        (Q, "0,0", {"op": "set", "value": "0.5"}, "0.5 is not a whole number"),
+        (W, "0,0", {"op": "hex", "hex": "0000"}, "is not 4 bytes for F32"),
+        (W, "0,0", {"op": "hex", "hex": "zzzzzzzz"}, "is not 4 bytes for F32"),
+        (W, "999,0", {"op": "zero"}, "index 999 out of bounds for dim 0 of size 512"),
+        (W, "0,,1", {"op": "zero"}, "cannot read slice"),
+        ("nope", "0", {"op": "zero"}, 'no tensor named "nope"'),
+    ],
+)
+def test_bad_edits_are_rejected_with_a_message_and_change_nothing(server, tensor, spec, op, message):
+    status, body = server.call("POST", "/api/edit", {"request": {"tensor": tensor, "spec": spec, "op": op}}, ok=False)
+    assert status >= 400
+    assert message in body
+    assert server.call("GET", "/api/session")["total_elements"] == 0
+
+
+def test_malformed_requests(server):
+    status, _ = server.call("POST", "/api/edit", None, headers={"Content-Type": "application/json"}, ok=False)
+    assert status >= 400
+    status, body = server.call("POST", "/api/edit", {"request": {"tensor": W}}, ok=False)
+    assert status >= 400 and "missing field" in body
+    status, body = server.call("GET", "/api/cell?tensor=model.embed_tokens.weight&index=1,x", ok=False)
+    assert status >= 400 and "not a list of whole numbers" in body
+    status, body = server.call("GET", "/api/cell?tensor=model.embed_tokens.weight&index=1", ok=False)
+    assert status >= 400 and "has 2 dims" in body
+
+
+def test_host_and_origin_checks(server):
+    port = server.port
+    status, _ = server.call("GET", "/api/model", headers={"Host": f"evil.example:{port}"}, ok=False)
+    assert status == 403, "DNS rebinding: a foreign Host is refused"
+    assert server.call("GET", "/api/model", headers={"Host": f"localhost:{port}"})
+    body = {"request": {"tensor": W, "spec": "0,0", "op": {"op": "zero"}}}
+    status, text = server.call("POST", "/api/edit", body, headers={"Origin": "http://evil.example"}, ok=False)
+    assert status == 403 and "may not change this model" in text
+    status, _ = server.call("POST", "/api/edit", body, headers={"Sec-Fetch-Site": "cross-site"}, ok=False)
+    assert status == 403
+    assert server.call("GET", "/api/session")["total_elements"] == 0
+    assert server.call("POST", "/api/edit", body, headers={"Origin": f"http://127.0.0.1:{port}"})["total_elements"] == 1
+
+
+def test_read_only_disables_edits(demo):
+    s = Server(demo, "--read-only").start()
+    try:
+        assert s.call("GET", "/api/model")["read_only"] is True
+        status, body = s.call("POST", "/api/edit", {"request": {"tensor": W, "spec": "0,0", "op": {"op": "zero"}}}, ok=False)
+        assert status >= 400 and "--read-only" in body
+        status, _ = s.call("POST", "/api/undo", {}, ok=False)
+        assert status >= 400
+    finally:
+        s.stop()
+
+
+def test_save_download_load_and_bake(server, demo, tmp_path):
+    server.edit(W, "2,2", {"op": "set", "value": "-1"})
+    path = server.call("POST", "/api/save_patch", {"name": "mine", "note": "from a test"})
+    doc = json.loads(open(path).read())
+    assert path.endswith("mine.json") and doc["note"] == "from a test"
+    assert doc["entries"][0]["patched"] == "000080bf"
+    status, text = server.request("GET", "/api/patch/download")
+    assert status == 200 and json.loads(text)["entries"] == doc["entries"]
+    status, body = server.call("POST", "/api/save_patch", {"name": "../escape", "note": ""}, ok=False)
+    assert status >= 400 and "not a plain file name" in body
+
+    # Loading a patch whose originals do not match lists the conflicts and applies nothing.
+    bad = dict(doc, entries=[dict(doc["entries"][0], original="ffffffff")])
+    out = server.call("POST", "/api/load_patch", {"text": json.dumps(bad)})
+    assert out["applied"] is False and "patch expects ffffffff" in out["conflicts"][0]
+    # A clean patch (made against the base) applies as one step.
+    server.call("POST", "/api/undo", {})
+    assert server.call("POST", "/api/load_patch", {"text": json.dumps(doc)})["applied"] is True
+    assert cell(server, W, [2, 2])["value"] == "-1"
+
+    server.call("POST", "/api/bake", {"file_name": "out"})
+    for _ in range(200):
+        st = server.call("GET", "/api/bake_status")
+        if not st["running"]:
+            break
+        time.sleep(0.05)
+    assert st["error"] is None and st["done"] == st["total"]
+    baked = st["written"][0]
+    assert baked.endswith("baked/out.safetensors")
+    assert run("slice", baked, W, "2,2", "--json").json()["values"] == [-1]
+
+
+def test_edits_survive_kill_9(demo):
+    s = Server(demo).start()
+    s.edit(W, "0,0", {"op": "set", "value": "7"})
+    s.edit(W, "0,1", {"op": "set", "value": "8"})
+    s.edit(W, "0,2", {"op": "set", "value": "9"})
+    s.call("POST", "/api/undo", {})
+    before = s.call("GET", "/api/session")
+    s.kill9()
+    s2 = Server(demo).start()
+    try:
+        after = s2.call("GET", "/api/session")
+        assert after["steps"] == before["steps"] and len(after["steps"]) == 2
+        assert after["entries"] == before["entries"]
+        assert after["can_redo"] is True
+        assert cell(s2, W, [0, 1])["value"] == "8"
+        s2.call("POST", "/api/undo", {})
+        assert cell(s2, W, [0, 1])["value"] != "8"
+        assert cell(s2, W, [0, 0])["value"] == "7"
+    finally:
+        s2.stop()
