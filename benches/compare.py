@@ -129,6 +129,22 @@ def main():
             rows.append((f"512x512 slice of a 4096x4096 {name.upper()} tensor", "safe_open get_slice()[...] (numpy)", crit(f"slice_512_{name}"), ref_slices[name], "s"))
         rows.append(("bake 96 MB model with 1,000 scattered edits (whole process)", "cp of the same file", apply_t, ref_cp, "s"))
         rows.append(("bake 96 MB model with 1,000 scattered edits (whole process)", "cp + sync of the same file", apply_t, ref_cp_sync, "s"))
+        # --- the web app in headless Chromium ---
+        web = work / "web"
+        web.mkdir(exist_ok=True)
+        save_file(
+            {
+                "f32_512": rng.standard_normal((512, 512), dtype=np.float32),
+                "f32_1024": rng.standard_normal((1024, 1024), dtype=np.float32),
+                "bf16_4096": rng.standard_normal((4096, 4096), dtype=np.float32).astype(ml_dtypes.bfloat16),
+            },
+            str(web / "model.safetensors"),
+        )
+        env_web = dict(os.environ, TENSOR_SURGEON_BIN=str(BIN))
+        out = subprocess.run(["node", "bench/web-bench.mjs", str(web)], cwd=ROOT / "end2end", env=env_web, check=True, capture_output=True, text=True)
+        for what, ref, ours_ms, ref_ms in json.loads(out.stdout.strip().splitlines()[-1]):
+            rows.append((what, ref, ours_ms / 1e3, ref_ms / 1e3, "s"))
+
         if xdelta:
             rows.append(("patch size for those 1,000 edits (JSON)", "xdelta3 -9 of base -> baked", patch.stat().st_size, vcdiff.stat().st_size, "bytes"))
 

@@ -15,27 +15,55 @@ fn dir() -> Option<PathBuf> {
 fn open_sparse(c: &mut Criterion) {
     let Some(d) = dir() else { return };
     let path = d.join("sparse-100g.safetensors");
-    c.bench_function("open_100g_10k_tensors", |b| b.iter(|| black_box(Model::open(&path).map(|m| m.len()).unwrap_or(0))));
+    c.bench_function("open_100g_10k_tensors", |b| {
+        b.iter(|| black_box(Model::open(&path).map(|m| m.len()).unwrap_or(0)))
+    });
 }
 
 fn slices(c: &mut Criterion) {
     let Some(d) = dir() else { return };
-    let Ok(model) = Model::open(d.join("dense.safetensors")) else { return };
+    let Ok(model) = Model::open(d.join("dense.safetensors")) else {
+        return;
+    };
     let spec = SliceSpec::parse("1024:1536,1024:1536").unwrap_or_default();
     for name in ["f32", "bf16"] {
-        let Ok((shard, info)) = model.get(name) else { continue };
-        let Ok(sel) = spec.resolve(&info.shape) else { continue };
-        c.bench_function(&format!("slice_512_{name}"), |b| b.iter(|| black_box(slice::extract(info.dtype, &info.shape, &sel, shard.data(info)))));
+        let Ok((shard, info)) = model.get(name) else {
+            continue;
+        };
+        let Ok(sel) = spec.resolve(&info.shape) else {
+            continue;
+        };
+        c.bench_function(&format!("slice_512_{name}"), |b| {
+            b.iter(|| {
+                black_box(slice::extract(
+                    info.dtype,
+                    &info.shape,
+                    &sel,
+                    shard.data(info),
+                ))
+            })
+        });
     }
 }
 
 fn bake_scattered(c: &mut Criterion) {
     let Some(d) = dir() else { return };
-    let (Ok(model), Ok(patch)) = (Model::open(d.join("dense.safetensors")), patches::load(&d.join("scattered.json"))) else { return };
+    let (Ok(model), Ok(patch)) = (
+        Model::open(d.join("dense.safetensors")),
+        patches::load(&d.join("scattered.json")),
+    ) else {
+        return;
+    };
     let out = d.join("bench-baked.safetensors");
     let mut g = c.benchmark_group("bake");
     g.sample_size(10);
-    g.bench_function("bake_100mb_1000_edits", |b| b.iter(|| bake::bake(&model, &patch, &out, &mut |_, _| {}).map(|w| w.len()).unwrap_or(0)));
+    g.bench_function("bake_100mb_1000_edits", |b| {
+        b.iter(|| {
+            bake::bake(&model, &patch, &out, &mut |_, _| {})
+                .map(|w| w.len())
+                .unwrap_or(0)
+        })
+    });
     g.finish();
 }
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark against its reference in one run and prints the ratios.
+# Release builds: the server and CLI, and the WASM client optimised with wasm-opt (npm binaryen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin tensor-surgeon
+[ -x tools/node_modules/.bin/wasm-opt ] || (cd tools && npm ci --no-audit --no-fund)
+export PATH="$PWD/tools/node_modules/.bin:$PATH"
+cargo leptos build --release
 exec .venv/bin/python benches/compare.py "$@"

@@ -84,7 +84,11 @@ impl Scale {
                 let hi = *finite.select_nth_unstable_by(k_hi, f64::total_cmp).1;
                 (lo, hi)
             }
-            _ => finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v))),
+            _ => finite
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                }),
         };
         if !lo.is_finite() || !hi.is_finite() {
             (lo, hi) = (0.0, 0.0);
@@ -119,7 +123,9 @@ impl Scale {
 
     /// A 256-entry lookup table over the range, for filling pixel buffers fast.
     pub fn lut(&self) -> Vec<[u8; 4]> {
-        (0..256).map(|i| self.colormap.at(i as f64 / 255.0)).collect()
+        (0..256)
+            .map(|i| self.colormap.at(i as f64 / 255.0))
+            .collect()
     }
 
     /// LUT index of a finite value.
@@ -132,7 +138,11 @@ impl Scale {
         let lut = self.lut();
         out.clear();
         for v in values {
-            let c = if v.is_finite() { lut[self.lut_index(v)] } else { self.color(v) };
+            let c = if v.is_finite() {
+                lut[self.lut_index(v)]
+            } else {
+                self.color(v)
+            };
             out.extend_from_slice(&c);
         }
     }
@@ -144,11 +154,22 @@ mod tests {
 
     #[test]
     fn diverging_is_centred_and_marks_specials() {
-        let s = Scale::fit(Colormap::Diverging, ScaleMode::MinMax, [-1.0, 0.5, f64::NAN, f64::INFINITY].into_iter());
-        assert_eq!((s.lo, s.hi), (-1.0, 1.0), "symmetric around zero, Inf ignored");
+        let s = Scale::fit(
+            Colormap::Diverging,
+            ScaleMode::MinMax,
+            [-1.0, 0.5, f64::NAN, f64::INFINITY].into_iter(),
+        );
+        assert_eq!(
+            (s.lo, s.hi),
+            (-1.0, 1.0),
+            "symmetric around zero, Inf ignored"
+        );
         assert_eq!(s.position(0.0), 0.5);
         let mid = s.color(0.0);
-        assert!(mid[0] > 230 && mid[1] > 230 && mid[2] > 230, "zero is near white: {mid:?}");
+        assert!(
+            mid[0] > 230 && mid[1] > 230 && mid[2] > 230,
+            "zero is near white: {mid:?}"
+        );
         let pos = s.color(1.0);
         assert!(pos[0] > pos[2], "positive is red: {pos:?}");
         let neg = s.color(-1.0);
@@ -162,7 +183,11 @@ mod tests {
         let vals: Vec<f64> = (0..=100).map(f64::from).collect();
         let s = Scale::fit(Colormap::Viridis, ScaleMode::MinMax, vals.iter().copied());
         assert_eq!((s.lo, s.hi), (0.0, 100.0));
-        let p = Scale::fit(Colormap::Viridis, ScaleMode::Percentile(5.0), vals.iter().copied());
+        let p = Scale::fit(
+            Colormap::Viridis,
+            ScaleMode::Percentile(5.0),
+            vals.iter().copied(),
+        );
         assert_eq!((p.lo, p.hi), (5.0, 95.0));
         let e = Scale::fit(Colormap::Viridis, ScaleMode::MinMax, std::iter::empty());
         assert_eq!(e.position(1.0), 0.5, "empty range never divides by zero");

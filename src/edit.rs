@@ -46,17 +46,30 @@ pub enum EditError {
     NotANumber { text: String },
     /// Hex that is not hex, or the wrong length for the dtype.
     #[error("hex {hex:?} is not {expected} bytes for {dtype}")]
-    BadHex { hex: String, expected: usize, dtype: &'static str },
+    BadHex {
+        hex: String,
+        expected: usize,
+        dtype: &'static str,
+    },
     /// A result the dtype cannot hold, at an element.
     #[error("element {index:?} of {tensor}: {source}")]
-    Encode { tensor: String, index: Vec<u64>, source: EncodeError },
+    Encode {
+        tensor: String,
+        index: Vec<u64>,
+        source: EncodeError,
+    },
     /// An operation that makes no sense for the dtype.
     #[error("{op} does not apply to {dtype} tensors")]
-    NotApplicable { op: &'static str, dtype: &'static str },
+    NotApplicable {
+        op: &'static str,
+        dtype: &'static str,
+    },
 }
 
 fn parse(text: &str) -> Result<Number, EditError> {
-    dtype::parse_number(text).ok_or_else(|| EditError::NotANumber { text: text.to_string() })
+    dtype::parse_number(text).ok_or_else(|| EditError::NotANumber {
+        text: text.to_string(),
+    })
 }
 
 fn unflatten(shape: &[u64], mut flat: u64) -> Vec<u64> {
@@ -71,9 +84,13 @@ fn unflatten(shape: &[u64], mut flat: u64) -> Vec<u64> {
 
 fn add(a: Number, b: Number) -> Number {
     match (a, b) {
-        (Number::Int(x), Number::Int(y)) => x.checked_add(y).map_or(Number::Float(x as f64 + y as f64), Number::Int),
+        (Number::Int(x), Number::Int(y)) => x
+            .checked_add(y)
+            .map_or(Number::Float(x as f64 + y as f64), Number::Int),
         (Number::Complex(ar, ai), Number::Complex(br, bi)) => Number::Complex(ar + br, ai + bi),
-        (Number::Complex(ar, ai), other) | (other, Number::Complex(ar, ai)) => Number::Complex(ar + real(other), ai),
+        (Number::Complex(ar, ai), other) | (other, Number::Complex(ar, ai)) => {
+            Number::Complex(ar + real(other), ai)
+        }
         (x, y) => Number::Float(real(x) + real(y)),
     }
 }
@@ -89,7 +106,13 @@ fn real(n: Number) -> f64 {
 /// Computes the changes an operation makes to the selected elements of `tensor`, reading the
 /// current bytes from `source` (base + overlay). Unchanged elements produce nothing; adjacent
 /// changes are merged. Fails on the first element whose result the dtype cannot hold.
-pub fn plan(tensor: &TensorInfo, selection: &Selection, source: &(impl ByteSource + ?Sized), op: &Op, options: EncodeOptions) -> Result<Vec<Change>, EditError> {
+pub fn plan(
+    tensor: &TensorInfo,
+    selection: &Selection,
+    source: &(impl ByteSource + ?Sized),
+    op: &Op,
+    options: EncodeOptions,
+) -> Result<Vec<Change>, EditError> {
     let dt = tensor.dtype;
     let dname = dtype::name(dt);
     let width = dtype::element_bytes(dt);
@@ -100,10 +123,20 @@ pub fn plan(tensor: &TensorInfo, selection: &Selection, source: &(impl ByteSourc
         Op::Set { value } => Some(encode_at(tensor, &[], parse(value)?, options)?),
         Op::Zero => Some(vec![0u8; width]),
         Op::Hex { hex: text } => {
-            let bytes = hex::decode(text.trim().trim_start_matches("0x")).ok().filter(|b| b.len() == width);
-            let bytes = bytes.ok_or(EditError::BadHex { hex: text.clone(), expected: width, dtype: dname })?;
+            let bytes = hex::decode(text.trim().trim_start_matches("0x"))
+                .ok()
+                .filter(|b| b.len() == width);
+            let bytes = bytes.ok_or(EditError::BadHex {
+                hex: text.clone(),
+                expected: width,
+                dtype: dname,
+            })?;
             if packed && u16::from(bytes[0]) >= 1u16 << dtype::bits(dt) {
-                return Err(EditError::BadHex { hex: text.clone(), expected: width, dtype: dname });
+                return Err(EditError::BadHex {
+                    hex: text.clone(),
+                    expected: width,
+                    dtype: dname,
+                });
             }
             Some(bytes)
         }
@@ -114,7 +147,10 @@ pub fn plan(tensor: &TensorInfo, selection: &Selection, source: &(impl ByteSourc
         _ => None,
     };
     if matches!(op, Op::Clamp { .. }) && kind == Kind::Complex {
-        return Err(EditError::NotApplicable { op: "clamp", dtype: dname });
+        return Err(EditError::NotApplicable {
+            op: "clamp",
+            dtype: dname,
+        });
     }
     let mut pending = RangeMap::default();
     let mut changes: Vec<Change> = Vec::new();
@@ -125,7 +161,11 @@ pub fn plan(tensor: &TensorInfo, selection: &Selection, source: &(impl ByteSourc
         source.read(loc.offset, bytes);
         pending.lay_onto(loc.offset, bytes);
         let before = bytes.to_vec();
-        let current: Vec<u8> = if packed { vec![slice::unpack(dt, loc, bytes)] } else { before.clone() };
+        let current: Vec<u8> = if packed {
+            vec![slice::unpack(dt, loc, bytes)]
+        } else {
+            before.clone()
+        };
         let new_elem = match (&fixed, op) {
             (Some(b), _) => b.clone(),
             (None, _) => {
@@ -173,19 +213,34 @@ pub fn plan(tensor: &TensorInfo, selection: &Selection, source: &(impl ByteSourc
                 let mut merged_after = last.after[..keep].to_vec();
                 merged_after.extend_from_slice(&after);
                 let mut merged_before = last.before.clone();
-                merged_before.extend_from_slice(&before[(last.before.len() - keep).min(before.len())..]);
+                merged_before
+                    .extend_from_slice(&before[(last.before.len() - keep).min(before.len())..]);
                 merged_before.truncate(merged_after.len());
                 last.after = merged_after;
                 last.before = merged_before;
             }
-            _ => changes.push(Change { tensor: tensor.name.clone(), offset: loc.offset, before, after }),
+            _ => changes.push(Change {
+                tensor: tensor.name.clone(),
+                offset: loc.offset,
+                before,
+                after,
+            }),
         }
     }
     Ok(changes)
 }
 
-fn encode_at(tensor: &TensorInfo, index: &[u64], n: Number, options: EncodeOptions) -> Result<Vec<u8>, EditError> {
-    dtype::encode(tensor.dtype, n, options).map_err(|source| EditError::Encode { tensor: tensor.name.clone(), index: index.to_vec(), source })
+fn encode_at(
+    tensor: &TensorInfo,
+    index: &[u64],
+    n: Number,
+    options: EncodeOptions,
+) -> Result<Vec<u8>, EditError> {
+    dtype::encode(tensor.dtype, n, options).map_err(|source| EditError::Encode {
+        tensor: tensor.name.clone(),
+        index: index.to_vec(),
+        source,
+    })
 }
 
 /// One user action: its changes and a label for the history list.
@@ -258,7 +313,12 @@ mod tests {
 
     fn f32_tensor(values: &[f32], shape: &[u64]) -> (TensorInfo, Vec<u8>) {
         let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let t = TensorInfo { name: "w".into(), dtype: Dtype::F32, shape: shape.to_vec(), data_offsets: (0, data.len() as u64) };
+        let t = TensorInfo {
+            name: "w".into(),
+            dtype: Dtype::F32,
+            shape: shape.to_vec(),
+            data_offsets: (0, data.len() as u64),
+        };
         (t, data)
     }
 
@@ -273,34 +333,108 @@ mod tests {
         let c = run(&t, &data, ":,1:3", Op::Scale { factor: 2.0 }).unwrap();
         assert_eq!(c.len(), 2, "one change per row of the rectangle");
         assert_eq!(c[0].offset, 4);
-        assert_eq!(c[0].after, [(-4f32).to_le_bytes(), 6f32.to_le_bytes()].concat());
-        let c = run(&t, &data, "", Op::Clamp { min: Some(-3.0), max: Some(2.0) }).unwrap();
+        assert_eq!(
+            c[0].after,
+            [(-4f32).to_le_bytes(), 6f32.to_le_bytes()].concat()
+        );
+        let c = run(
+            &t,
+            &data,
+            "",
+            Op::Clamp {
+                min: Some(-3.0),
+                max: Some(2.0),
+            },
+        )
+        .unwrap();
         let changed: Vec<(u64, usize)> = c.iter().map(|c| (c.offset, c.after.len())).collect();
-        assert_eq!(changed, [(8, 16)], "3, -4, 5, -6 clamped, merged into one run");
-        let c = run(&t, &data, "0,0", Op::Add { value: "0.5".into() }).unwrap();
+        assert_eq!(
+            changed,
+            [(8, 16)],
+            "3, -4, 5, -6 clamped, merged into one run"
+        );
+        let c = run(
+            &t,
+            &data,
+            "0,0",
+            Op::Add {
+                value: "0.5".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(c[0].after, 1.5f32.to_le_bytes());
-        let c = run(&t, &data, "1,2", Op::Hex { hex: "0000803f".into() }).unwrap();
-        assert_eq!((c[0].offset, c[0].after.clone()), (20, 1f32.to_le_bytes().to_vec()));
-        assert!(run(&t, &data, "0,0", Op::Set { value: "1".into() }).unwrap().is_empty(), "no-op edits make no change");
+        let c = run(
+            &t,
+            &data,
+            "1,2",
+            Op::Hex {
+                hex: "0000803f".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (c[0].offset, c[0].after.clone()),
+            (20, 1f32.to_le_bytes().to_vec())
+        );
+        assert!(
+            run(&t, &data, "0,0", Op::Set { value: "1".into() })
+                .unwrap()
+                .is_empty(),
+            "no-op edits make no change"
+        );
     }
 
     #[test]
     fn bad_values_change_nothing() {
         let data = vec![1u8, 2, 3];
-        let t = TensorInfo { name: "q".into(), dtype: Dtype::I8, shape: vec![3], data_offsets: (0, 3) };
+        let t = TensorInfo {
+            name: "q".into(),
+            dtype: Dtype::I8,
+            shape: vec![3],
+            data_offsets: (0, 3),
+        };
         let err = run(&t, &data, "", Op::Scale { factor: 100.0 }).unwrap_err();
         assert_eq!(err.to_string(), "element [1] of q: 200 is out of range for I8 (it holds -128 to 127); pass saturate to clamp");
-        assert!(matches!(run(&t, &data, "", Op::Set { value: "x".into() }), Err(EditError::NotANumber { .. })));
-        assert!(matches!(run(&t, &data, "0", Op::Hex { hex: "0000".into() }), Err(EditError::BadHex { expected: 1, .. })));
-        assert!(matches!(run(&t, &data, "0", Op::Set { value: "0.5".into() }), Err(EditError::Encode { .. })));
+        assert!(matches!(
+            run(&t, &data, "", Op::Set { value: "x".into() }),
+            Err(EditError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            run(&t, &data, "0", Op::Hex { hex: "0000".into() }),
+            Err(EditError::BadHex { expected: 1, .. })
+        ));
+        assert!(matches!(
+            run(
+                &t,
+                &data,
+                "0",
+                Op::Set {
+                    value: "0.5".into()
+                }
+            ),
+            Err(EditError::Encode { .. })
+        ));
     }
 
     #[test]
     fn packed_neighbours_survive() {
         let data = vec![0x21u8, 0x43];
-        let t = TensorInfo { name: "p".into(), dtype: Dtype::F4, shape: vec![4], data_offsets: (0, 2) };
+        let t = TensorInfo {
+            name: "p".into(),
+            dtype: Dtype::F4,
+            shape: vec![4],
+            data_offsets: (0, 2),
+        };
         let c = run(&t, &data, "1:3", Op::Hex { hex: "07".into() }).unwrap();
-        assert_eq!(c, vec![Change { tensor: "p".into(), offset: 0, before: vec![0x21, 0x43], after: vec![0x71, 0x47] }]);
+        assert_eq!(
+            c,
+            vec![Change {
+                tensor: "p".into(),
+                offset: 0,
+                before: vec![0x21, 0x43],
+                after: vec![0x71, 0x47]
+            }]
+        );
     }
 
     #[test]
@@ -308,7 +442,10 @@ mod tests {
         let (t, data) = f32_tensor(&[1.0, 2.0], &[2]);
         let mut h = History::default();
         let c = run(&t, &data, "0", Op::Set { value: "9".into() }).unwrap();
-        h.apply(EditStep { label: "set".into(), changes: c });
+        h.apply(EditStep {
+            label: "set".into(),
+            changes: c,
+        });
         let read = |h: &History| {
             let mut out = vec![0u8; 8];
             h.overlay().view("w", &data).read(0, &mut out);

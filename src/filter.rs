@@ -16,7 +16,9 @@ impl Filter {
             return Ok(Filter::All);
         }
         if regex {
-            regex_lite::Regex::new(pattern).map(Filter::Regex).map_err(|e| format!("invalid regex: {e}"))
+            regex_lite::Regex::new(pattern)
+                .map(Filter::Regex)
+                .map_err(|e| format!("invalid regex: {e}"))
         } else {
             Ok(Filter::Substring(pattern.to_lowercase()))
         }
@@ -38,7 +40,8 @@ pub fn group_of(name: &str) -> &str {
     let mut end = 0;
     for (i, seg) in name.split('.').enumerate() {
         end += seg.len() + 1;
-        if i > 0 && !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) && end <= name.len() {
+        if i > 0 && !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) && end <= name.len()
+        {
             return &name[..end];
         }
     }
@@ -71,7 +74,10 @@ mod tests {
     fn groups_by_layer() {
         let rows: &[(&str, &str)] = &[
             ("model.layers.3.mlp.up_proj.weight", "model.layers.3."),
-            ("model.layers.12.self_attn.q_proj.weight", "model.layers.12."),
+            (
+                "model.layers.12.self_attn.q_proj.weight",
+                "model.layers.12.",
+            ),
             ("model.embed_tokens.weight", "model."),
             ("lm_head.weight", "lm_head."),
             ("bias", ""),
@@ -81,12 +87,21 @@ mod tests {
             assert_eq!(group_of(name), *group, "{name}");
         }
         let g = groups(["a.1.x", "b", "a.1.y", "a.2.x"].into_iter());
-        assert_eq!(g, vec![("a.1.".to_string(), vec![0, 2]), (String::new(), vec![1]), ("a.2.".to_string(), vec![3])]);
+        assert_eq!(
+            g,
+            vec![
+                ("a.1.".to_string(), vec![0, 2]),
+                (String::new(), vec![1]),
+                ("a.2.".to_string(), vec![3])
+            ]
+        );
     }
 
     #[test]
     fn filters() {
-        assert!(Filter::new("UP_PROJ", false).unwrap().matches("model.layers.3.mlp.up_proj.weight"));
+        assert!(Filter::new("UP_PROJ", false)
+            .unwrap()
+            .matches("model.layers.3.mlp.up_proj.weight"));
         let r = Filter::new(r"layers\.[0-1]\.mlp", true).unwrap();
         assert!(r.matches("model.layers.1.mlp.x") && !r.matches("model.layers.2.mlp.x"));
         assert!(Filter::new("(", true).is_err());

@@ -36,17 +36,27 @@ pub enum IndexError {
 /// Parses an index and checks that every shard is a plain file name (an index must not reach
 /// outside its folder).
 pub fn parse(text: &str) -> Result<ShardIndex, IndexError> {
-    let raw: RawIndex = serde_json::from_str(text).map_err(|e| IndexError::Parse { reason: e.to_string() })?;
+    let raw: RawIndex = serde_json::from_str(text).map_err(|e| IndexError::Parse {
+        reason: e.to_string(),
+    })?;
     for (tensor, file) in &raw.weight_map {
-        let plain = !file.is_empty() && file != "." && file != ".." && !file.contains(['/', '\\', '\0']);
+        let plain =
+            !file.is_empty() && file != "." && file != ".." && !file.contains(['/', '\\', '\0']);
         if !plain {
-            return Err(IndexError::BadShardName { tensor: tensor.clone(), file: file.clone() });
+            return Err(IndexError::BadShardName {
+                tensor: tensor.clone(),
+                file: file.clone(),
+            });
         }
     }
     let mut shards: Vec<String> = raw.weight_map.values().cloned().collect();
     shards.sort();
     shards.dedup();
-    Ok(ShardIndex { metadata: raw.metadata, weight_map: raw.weight_map, shards })
+    Ok(ShardIndex {
+        metadata: raw.metadata,
+        weight_map: raw.weight_map,
+        shards,
+    })
 }
 
 #[cfg(test)]
@@ -62,10 +72,21 @@ mod tests {
 
     #[test]
     fn rejects_paths_outside_the_folder() {
-        for bad in ["../etc/passwd", "/abs.safetensors", "sub/x.safetensors", ".."] {
+        for bad in [
+            "../etc/passwd",
+            "/abs.safetensors",
+            "sub/x.safetensors",
+            "..",
+        ] {
             let text = format!(r#"{{"weight_map":{{"t":"{bad}"}}}}"#);
-            assert!(matches!(parse(&text), Err(IndexError::BadShardName { .. })), "{bad}");
+            assert!(
+                matches!(parse(&text), Err(IndexError::BadShardName { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse(r#"{"metadata":{}}"#), Err(IndexError::Parse { .. })));
+        assert!(matches!(
+            parse(r#"{"metadata":{}}"#),
+            Err(IndexError::Parse { .. })
+        ));
     }
 }

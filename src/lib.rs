@@ -1,4 +1,7 @@
 #![recursion_limit = "256"]
+// Errors carry structured context (tensor, dim, asked, size) for messages a user can act on;
+// they are rare and never on a hot path, so their size is not worth boxing.
+#![allow(clippy::result_large_err)]
 //! Tensor Surgeon: look inside `.safetensors` model weights and change them.
 //!
 //! The modules at the top level are the pure core: no I/O, they compile for the server and
@@ -14,8 +17,8 @@ pub mod index;
 pub mod overlay;
 pub mod patch;
 pub mod slice;
-pub mod urlstate;
 pub mod units;
+pub mod urlstate;
 pub mod view;
 
 #[cfg(feature = "ssr")]

@@ -49,13 +49,19 @@ impl RangeMap {
     pub fn lay_onto(&self, offset: u64, out: &mut [u8]) {
         let end = offset + out.len() as u64;
         // The run starting at or before `offset` may reach in; then every run starting inside.
-        let first = self.runs.range(..=offset).next_back().map(|(s, _)| *s).unwrap_or(offset);
+        let first = self
+            .runs
+            .range(..=offset)
+            .next_back()
+            .map(|(s, _)| *s)
+            .unwrap_or(offset);
         for (&s, run) in self.runs.range(first..end) {
             let run_end = s + run.len() as u64;
             let lo = s.max(offset);
             let hi = run_end.min(end);
             if lo < hi {
-                out[(lo - offset) as usize..(hi - offset) as usize].copy_from_slice(&run[(lo - s) as usize..(hi - s) as usize]);
+                out[(lo - offset) as usize..(hi - offset) as usize]
+                    .copy_from_slice(&run[(lo - s) as usize..(hi - s) as usize]);
             }
         }
     }
@@ -85,7 +91,10 @@ pub struct Overlay {
 impl Overlay {
     /// Writes new bytes for `tensor` at `offset` (relative to the tensor's data).
     pub fn write(&mut self, tensor: &str, offset: u64, bytes: &[u8]) {
-        self.tensors.entry(tensor.to_string()).or_default().write(offset, bytes);
+        self.tensors
+            .entry(tensor.to_string())
+            .or_default()
+            .write(offset, bytes);
     }
 
     /// The runs of one tensor.
@@ -95,12 +104,18 @@ impl Overlay {
 
     /// Every tensor with runs, by name.
     pub fn tensors(&self) -> impl Iterator<Item = (&str, &RangeMap)> {
-        self.tensors.iter().filter(|(_, r)| !r.is_empty()).map(|(n, r)| (n.as_str(), r))
+        self.tensors
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(n, r)| (n.as_str(), r))
     }
 
     /// A tensor's base bytes seen through the overlay.
     pub fn view<'a>(&'a self, tensor: &str, base: &'a [u8]) -> Patched<'a> {
-        Patched { base, runs: self.tensor(tensor) }
+        Patched {
+            base,
+            runs: self.tensor(tensor),
+        }
     }
 }
 
@@ -125,7 +140,11 @@ mod tests {
 
     fn read(m: &RangeMap, base: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; base.len()];
-        Patched { base, runs: Some(m) }.read(0, &mut out);
+        Patched {
+            base,
+            runs: Some(m),
+        }
+        .read(0, &mut out);
         out
     }
 
@@ -137,7 +156,10 @@ mod tests {
         m.write(6, &[2, 2]);
         assert_eq!(m.runs().count(), 2);
         m.write(4, &[3, 3]); // touches both neighbours
-        assert_eq!(m.runs().collect::<Vec<_>>(), vec![(2u64, &[1u8, 1, 3, 3, 2, 2][..])]);
+        assert_eq!(
+            m.runs().collect::<Vec<_>>(),
+            vec![(2u64, &[1u8, 1, 3, 3, 2, 2][..])]
+        );
         m.write(1, &[9, 9]); // overlaps the start
         assert_eq!(read(&m, &base), [0, 9, 9, 1, 3, 3, 2, 2, 0, 0]);
         assert_eq!(m.byte_len(), 7);
@@ -149,9 +171,17 @@ mod tests {
         let mut m = RangeMap::default();
         m.write(3, &[100, 101, 102]);
         let mut out = [0u8; 3];
-        Patched { base: &base, runs: Some(&m) }.read(4, &mut out);
+        Patched {
+            base: &base,
+            runs: Some(&m),
+        }
+        .read(4, &mut out);
         assert_eq!(out, [101, 102, 6]);
-        Patched { base: &base, runs: Some(&m) }.read(0, &mut out);
+        Patched {
+            base: &base,
+            runs: Some(&m),
+        }
+        .read(0, &mut out);
         assert_eq!(out, [0, 1, 2]);
     }
 }

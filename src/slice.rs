@@ -14,7 +14,11 @@ pub enum DimSpec {
     /// A single index (negative counts from the end); the dim is dropped from the result.
     Index(i64),
     /// `start:stop:step`, each optional.
-    Range { start: Option<i64>, stop: Option<i64>, step: Option<i64> },
+    Range {
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: Option<i64>,
+    },
 }
 
 /// A numpy-style index over the leading dims; missing trailing dims are taken whole.
@@ -48,8 +52,15 @@ pub enum SliceError {
 impl SliceSpec {
     /// Parses `3,:,10:20`, `0:8:2`, `-1`, `::-1`; an empty string (or `:`) selects everything.
     pub fn parse(text: &str) -> Result<SliceSpec, SliceError> {
-        let err = |reason: String| SliceError::Parse { spec: text.to_string(), reason };
-        let trimmed = text.trim().trim_start_matches('[').trim_end_matches(']').trim();
+        let err = |reason: String| SliceError::Parse {
+            spec: text.to_string(),
+            reason,
+        };
+        let trimmed = text
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim();
         if trimmed.is_empty() {
             return Ok(SliceSpec(Vec::new()));
         }
@@ -64,7 +75,9 @@ impl SliceSpec {
                 if s.is_empty() {
                     Ok(None)
                 } else {
-                    s.parse::<i64>().map(Some).map_err(|_| err(format!("{s:?} is not an integer")))
+                    s.parse::<i64>()
+                        .map(Some)
+                        .map_err(|_| err(format!("{s:?} is not an integer")))
                 }
             };
             if part.contains(':') {
@@ -90,15 +103,26 @@ impl SliceSpec {
     /// Checks the spec against `shape` and fixes every dim's start, step and count.
     pub fn resolve(&self, shape: &[u64]) -> Result<Selection, SliceError> {
         if self.0.len() > shape.len() {
-            return Err(SliceError::TooManyIndices { given: self.0.len(), ndim: shape.len() });
+            return Err(SliceError::TooManyIndices {
+                given: self.0.len(),
+                ndim: shape.len(),
+            });
         }
         let mut axes = Vec::with_capacity(shape.len());
         let mut keep = Vec::new();
         for (dim, &size) in shape.iter().enumerate() {
-            let spec = self.0.get(dim).copied().unwrap_or(DimSpec::Range { start: None, stop: None, step: None });
+            let spec = self.0.get(dim).copied().unwrap_or(DimSpec::Range {
+                start: None,
+                stop: None,
+                step: None,
+            });
             match spec {
                 DimSpec::Index(i) => {
-                    axes.push(Axis { start: wrap_index(i, size, dim)?, step: 1, count: 1 });
+                    axes.push(Axis {
+                        start: wrap_index(i, size, dim)?,
+                        step: 1,
+                        count: 1,
+                    });
                 }
                 DimSpec::Range { start, stop, step } => {
                     axes.push(range_axis(start, stop, step, size, dim)?);
@@ -118,8 +142,14 @@ impl fmt::Display for SliceSpec {
             .iter()
             .map(|d| match *d {
                 DimSpec::Index(i) => i.to_string(),
-                DimSpec::Range { start, stop, step: None } => format!("{}:{}", o(start), o(stop)),
-                DimSpec::Range { start, stop, step } => format!("{}:{}:{}", o(start), o(stop), o(step)),
+                DimSpec::Range {
+                    start,
+                    stop,
+                    step: None,
+                } => format!("{}:{}", o(start), o(stop)),
+                DimSpec::Range { start, stop, step } => {
+                    format!("{}:{}:{}", o(start), o(stop), o(step))
+                }
             })
             .collect();
         f.write_str(&parts.join(","))
@@ -127,15 +157,29 @@ impl fmt::Display for SliceSpec {
 }
 
 fn wrap_index(i: i64, size: u64, dim: usize) -> Result<u64, SliceError> {
-    let wrapped = if i < 0 { i128::from(size) + i128::from(i) } else { i128::from(i) };
+    let wrapped = if i < 0 {
+        i128::from(size) + i128::from(i)
+    } else {
+        i128::from(i)
+    };
     if wrapped < 0 || wrapped >= i128::from(size) {
-        return Err(SliceError::IndexOutOfRange { dim, index: i, size });
+        return Err(SliceError::IndexOutOfRange {
+            dim,
+            index: i,
+            size,
+        });
     }
     Ok(wrapped as u64)
 }
 
 /// numpy's `slice.indices`: clamp start/stop into the dim, then count the steps.
-fn range_axis(start: Option<i64>, stop: Option<i64>, step: Option<i64>, size: u64, dim: usize) -> Result<Axis, SliceError> {
+fn range_axis(
+    start: Option<i64>,
+    stop: Option<i64>,
+    step: Option<i64>,
+    size: u64,
+    dim: usize,
+) -> Result<Axis, SliceError> {
     let step = step.unwrap_or(1);
     if step == 0 {
         return Err(SliceError::ZeroStep { dim });
@@ -158,13 +202,21 @@ fn range_axis(start: Option<i64>, stop: Option<i64>, step: Option<i64>, size: u6
     };
     let step_i = i128::from(step);
     let count = if step > 0 {
-        if stop > start { (stop - start + step_i - 1) / step_i } else { 0 }
+        if stop > start {
+            (stop - start + step_i - 1) / step_i
+        } else {
+            0
+        }
     } else if start > stop {
         (start - stop + (-step_i) - 1) / (-step_i)
     } else {
         0
     };
-    Ok(Axis { start: if count == 0 { 0 } else { start as u64 }, step, count: count as u64 })
+    Ok(Axis {
+        start: if count == 0 { 0 } else { start as u64 },
+        step,
+        count: count as u64,
+    })
 }
 
 /// Which indices of one tensor dim are selected: `start + k * step` for `k < count`.
@@ -234,13 +286,32 @@ impl Selection {
     /// Walks the first `depth` kept dims in output order; the others sit at their start.
     fn walk(&self, shape: &[u64], depth: usize) -> Odometer {
         let strides = strides(shape);
-        let base = self.axes.iter().zip(&strides).map(|(a, s)| a.start * s).sum::<u64>();
+        let base = self
+            .axes
+            .iter()
+            .zip(&strides)
+            .map(|(a, s)| a.start * s)
+            .sum::<u64>();
         let dims = self.order[..depth]
             .iter()
-            .map(|&d| (self.axes[d].count, i128::from(self.axes[d].step) * i128::from(strides[d])))
+            .map(|&d| {
+                (
+                    self.axes[d].count,
+                    i128::from(self.axes[d].step) * i128::from(strides[d]),
+                )
+            })
             .collect::<Vec<_>>();
-        let remaining = if self.axes.iter().any(|a| a.count == 0) { 0 } else { dims.iter().map(|d| d.0).product() };
-        Odometer { counter: vec![0; dims.len()], dims, next: i128::from(base), remaining }
+        let remaining = if self.axes.iter().any(|a| a.count == 0) {
+            0
+        } else {
+            dims.iter().map(|d| d.0).product()
+        };
+        Odometer {
+            counter: vec![0; dims.len()],
+            dims,
+            next: i128::from(base),
+            remaining,
+        }
     }
 
     /// Where tensor element `flat` lands in the output (its C-order position), if selected.
@@ -324,7 +395,11 @@ pub fn locate(dtype: Dtype, flat: u64) -> ElementLocation {
     let bits = dtype::bits(dtype) as u64;
     if bits % 8 == 0 {
         let size = bits / 8;
-        return ElementLocation { offset: flat * size, len: size as usize, shift: 0 };
+        return ElementLocation {
+            offset: flat * size,
+            len: size as usize,
+            shift: 0,
+        };
     }
     let bit = flat * bits;
     let offset = bit / 8;
@@ -369,7 +444,12 @@ impl ByteSource for [u8] {
 }
 
 /// Copies the selected elements, C-order in output order, `dtype::element_bytes` each.
-pub fn extract(dtype: Dtype, shape: &[u64], selection: &Selection, source: &(impl ByteSource + ?Sized)) -> Vec<u8> {
+pub fn extract(
+    dtype: Dtype,
+    shape: &[u64],
+    selection: &Selection,
+    source: &(impl ByteSource + ?Sized),
+) -> Vec<u8> {
     let width = dtype::element_bytes(dtype);
     let total = selection.elements() as usize;
     let mut out = vec![0u8; total * width];
@@ -378,13 +458,17 @@ pub fn extract(dtype: Dtype, shape: &[u64], selection: &Selection, source: &(imp
     }
     let last_dim = shape.len().checked_sub(1);
     let contiguous_rows = !dtype::is_packed(dtype)
-        && last_dim.is_some_and(|l| selection.order.last() == Some(&l) && selection.axes[l].step == 1);
+        && last_dim
+            .is_some_and(|l| selection.order.last() == Some(&l) && selection.axes[l].step == 1);
     if contiguous_rows {
         // Innermost output axis is the tensor's last dim, unit step: one copy per row.
         let row = selection.axes[shape.len() - 1].count as usize;
         let row_bytes = row * width;
         for (r, first) in selection.row_starts(shape).enumerate() {
-            source.read(first * width as u64, &mut out[r * row_bytes..(r + 1) * row_bytes]);
+            source.read(
+                first * width as u64,
+                &mut out[r * row_bytes..(r + 1) * row_bytes],
+            );
         }
         return out;
     }
@@ -412,7 +496,13 @@ mod tests {
 
     #[test]
     fn parse_forms() {
-        let rows: &[(&str, &str)] = &[("3,:,10:20", "3,:,10:20"), ("0:8:2", "0:8:2"), ("-1", "-1"), ("::-1", ":-1" /* no stop */), ("", "")];
+        let rows: &[(&str, &str)] = &[
+            ("3,:,10:20", "3,:,10:20"),
+            ("0:8:2", "0:8:2"),
+            ("-1", "-1"),
+            ("::-1", ":-1" /* no stop */),
+            ("", ""),
+        ];
         for (text, shown) in rows {
             let spec = SliceSpec::parse(text).expect(text);
             if *text != "::-1" {
@@ -442,13 +532,29 @@ mod tests {
 
     #[test]
     fn out_of_range_names_dim_index_size() {
-        let err = SliceSpec::parse("0,7").unwrap().resolve(&[2, 5]).unwrap_err();
+        let err = SliceSpec::parse("0,7")
+            .unwrap()
+            .resolve(&[2, 5])
+            .unwrap_err();
         assert_eq!(err.to_string(), "index 7 out of bounds for dim 1 of size 5");
         let err = SliceSpec::parse("-3").unwrap().resolve(&[2]).unwrap_err();
-        assert_eq!(err, SliceError::IndexOutOfRange { dim: 0, index: -3, size: 2 });
-        let err = SliceSpec::parse("0,0,0").unwrap().resolve(&[2, 2]).unwrap_err();
+        assert_eq!(
+            err,
+            SliceError::IndexOutOfRange {
+                dim: 0,
+                index: -3,
+                size: 2
+            }
+        );
+        let err = SliceSpec::parse("0,0,0")
+            .unwrap()
+            .resolve(&[2, 2])
+            .unwrap_err();
         assert_eq!(err, SliceError::TooManyIndices { given: 3, ndim: 2 });
-        assert_eq!(SliceSpec::parse("::0").unwrap().resolve(&[3]).unwrap_err(), SliceError::ZeroStep { dim: 0 });
+        assert_eq!(
+            SliceSpec::parse("::0").unwrap().resolve(&[3]).unwrap_err(),
+            SliceError::ZeroStep { dim: 0 }
+        );
     }
 
     #[test]
@@ -456,7 +562,10 @@ mod tests {
         // shape [3,4,5], value = flat index.
         let data = iota(60);
         let shape = [3, 4, 5];
-        let sel = SliceSpec::parse("1,1:4:2,::-2").unwrap().resolve(&shape).unwrap();
+        let sel = SliceSpec::parse("1,1:4:2,::-2")
+            .unwrap()
+            .resolve(&shape)
+            .unwrap();
         let got = extract(Dtype::U8, &shape, &sel, data.as_slice());
         let mut want = Vec::new();
         for j in [1u64, 3] {
@@ -480,7 +589,10 @@ mod tests {
         let want: Vec<u8> = (4u16..12).flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(got, want);
         let scalar = SliceSpec::default().resolve(&[]).unwrap();
-        assert_eq!(extract(Dtype::I16, &[], &scalar, data.as_slice()), vec![0, 0]);
+        assert_eq!(
+            extract(Dtype::I16, &[], &scalar, data.as_slice()),
+            vec![0, 0]
+        );
         assert_eq!(scalar.out_shape(), Vec::<u64>::new());
     }
 
@@ -488,14 +600,25 @@ mod tests {
     fn packed_f4_and_f6() {
         // F4: 0x21 holds element 0 = 1 (low nibble), element 1 = 2.
         let sel = SliceSpec::default().resolve(&[4]).unwrap();
-        assert_eq!(extract(Dtype::F4, &[4], &sel, [0x21u8, 0x43].as_slice()), vec![1, 2, 3, 4]);
+        assert_eq!(
+            extract(Dtype::F4, &[4], &sel, [0x21u8, 0x43].as_slice()),
+            vec![1, 2, 3, 4]
+        );
         // F6: four codes 1, 2, 3, 4 in a little-endian bit stream.
         let stream: u32 = 1 | 2 << 6 | 3 << 12 | 4 << 18;
         let bytes = &stream.to_le_bytes()[..3];
         assert_eq!(extract(Dtype::F6_E2M3, &[4], &sel, bytes), vec![1, 2, 3, 4]);
         let mut b = bytes.to_vec();
         let loc = locate(Dtype::F6_E2M3, 1);
-        repack(Dtype::F6_E2M3, loc, &mut b[loc.offset as usize..loc.offset as usize + loc.len], 63);
-        assert_eq!(extract(Dtype::F6_E2M3, &[4], &sel, b.as_slice()), vec![1, 63, 3, 4]);
+        repack(
+            Dtype::F6_E2M3,
+            loc,
+            &mut b[loc.offset as usize..loc.offset as usize + loc.len],
+            63,
+        );
+        assert_eq!(
+            extract(Dtype::F6_E2M3, &[4], &sel, b.as_slice()),
+            vec![1, 63, 3, 4]
+        );
     }
 }

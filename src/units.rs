@@ -18,7 +18,14 @@ pub fn human_bytes(n: u64) -> String {
 
 /// `[4, 8]` -> `"[4, 8]"`.
 pub fn shape_text(shape: &[u64]) -> String {
-    format!("[{}]", shape.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -46,7 +46,12 @@ impl UrlState {
                 "t" if !v.is_empty() => s.tensor = Some(v.to_string()),
                 "y" => s.y_dim = v.parse().ok(),
                 "x" => s.x_dim = v.parse().ok(),
-                "i" => s.index = v.split(',').map(|p| p.trim().parse().unwrap_or(u64::MAX)).collect(),
+                "i" => {
+                    s.index = v
+                        .split(',')
+                        .map(|p| p.trim().parse().unwrap_or(u64::MAX))
+                        .collect()
+                }
                 "ys" => s.y = parse_span(v),
                 "xs" => s.x = parse_span(v),
                 "cm" => s.colormap = Colormap::parse(v),
@@ -71,7 +76,14 @@ impl UrlState {
             out.push(("x", x.to_string()));
         }
         if !self.index.is_empty() {
-            out.push(("i", self.index.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")));
+            out.push((
+                "i",
+                self.index
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
         }
         if let Some(y) = self.y {
             out.push(("ys", span_text(y)));
@@ -86,7 +98,14 @@ impl UrlState {
             out.push(("sc", crate::api::scale_mode_name(s)));
         }
         if let Some(p) = self.stat {
-            out.push(("pool", if p == PoolStat::MaxAbs { "maxabs".into() } else { p.name().to_string() }));
+            out.push((
+                "pool",
+                if p == PoolStat::MaxAbs {
+                    "maxabs".into()
+                } else {
+                    p.name().to_string()
+                },
+            ));
         }
         out
     }
@@ -105,12 +124,25 @@ impl UrlState {
 
     /// The same state showing `view` (as repaired for the tensor).
     pub fn with_view(&self, view: &ViewSpec) -> UrlState {
-        UrlState { y_dim: view.y_dim, x_dim: view.x_dim, index: view.index.clone(), y: Some(view.y), x: Some(view.x), ..self.clone() }
+        UrlState {
+            y_dim: view.y_dim,
+            x_dim: view.x_dim,
+            index: view.index.clone(),
+            y: Some(view.y),
+            x: Some(view.x),
+            ..self.clone()
+        }
     }
 
     /// Opening another tensor resets the view.
     pub fn open(&self, tensor: &str) -> UrlState {
-        UrlState { tensor: Some(tensor.to_string()), colormap: self.colormap, scale: self.scale, stat: self.stat, ..UrlState::default() }
+        UrlState {
+            tensor: Some(tensor.to_string()),
+            colormap: self.colormap,
+            scale: self.scale,
+            stat: self.stat,
+            ..UrlState::default()
+        }
     }
 }
 
@@ -125,8 +157,16 @@ mod tests {
             y_dim: Some(0),
             x_dim: Some(1),
             index: vec![0, 0],
-            y: Some(Span { start: 2, stop: 10, step: 2 }),
-            x: Some(Span { start: 0, stop: 128, step: 1 }),
+            y: Some(Span {
+                start: 2,
+                stop: 10,
+                step: 2,
+            }),
+            x: Some(Span {
+                start: 0,
+                stop: 128,
+                step: 1,
+            }),
             colormap: Some(Colormap::Viridis),
             scale: Some(ScaleMode::Percentile(1.0)),
             stat: Some(PoolStat::Mean),
@@ -138,7 +178,16 @@ mod tests {
 
     #[test]
     fn bad_values_fall_back() {
-        let s = UrlState::from_pairs([("t", "w"), ("y", "x"), ("ys", "5"), ("cm", "nope"), ("i", "1,a")].into_iter());
+        let s = UrlState::from_pairs(
+            [
+                ("t", "w"),
+                ("y", "x"),
+                ("ys", "5"),
+                ("cm", "nope"),
+                ("i", "1,a"),
+            ]
+            .into_iter(),
+        );
         assert_eq!(s.tensor.as_deref(), Some("w"));
         assert_eq!((s.y_dim, s.y, s.colormap), (None, None, None));
         let v = s.view(&[4, 6, 8]);

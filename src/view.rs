@@ -8,8 +8,18 @@ use crate::slice::{Axis, ByteSource, Selection};
 use serde::{Deserialize, Serialize};
 
 /// A strided range `start..stop` by `step` over one dim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct Span {
     pub start: u64,
     pub stop: u64,
@@ -19,7 +29,11 @@ pub struct Span {
 impl Span {
     /// The whole of a dim of `size`.
     pub fn full(size: u64) -> Span {
-        Span { start: 0, stop: size, step: 1 }
+        Span {
+            start: 0,
+            stop: size,
+            step: 1,
+        }
     }
 
     /// Number of selected indices.
@@ -38,17 +52,38 @@ impl Span {
 
     fn make_valid(self, size: u64) -> Span {
         if size == 0 {
-            return Span { start: 0, stop: 0, step: 1 };
+            return Span {
+                start: 0,
+                stop: 0,
+                step: 1,
+            };
         }
         let start = self.start.min(size - 1);
-        let stop = if self.stop <= start || self.stop > size { size } else { self.stop };
-        Span { start, stop, step: self.step.max(1) }
+        let stop = if self.stop <= start || self.stop > size {
+            size
+        } else {
+            self.stop
+        };
+        Span {
+            start,
+            stop,
+            step: self.step.max(1),
+        }
     }
 }
 
 /// Which part of a tensor the heatmap shows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ViewSpec {
     /// The dim drawn downwards (`None` for 0-D and 1-D tensors: one row).
     pub y_dim: Option<u32>,
@@ -63,7 +98,14 @@ pub struct ViewSpec {
 impl ViewSpec {
     /// The default view of a tensor: the two largest dims, the rest at their middle.
     pub fn default_for(shape: &[u64]) -> ViewSpec {
-        ViewSpec { y_dim: None, x_dim: None, index: Vec::new(), y: Span::full(u64::MAX), x: Span::full(u64::MAX) }.make_valid(shape)
+        ViewSpec {
+            y_dim: None,
+            x_dim: None,
+            index: Vec::new(),
+            y: Span::full(u64::MAX),
+            x: Span::full(u64::MAX),
+        }
+        .make_valid(shape)
     }
 
     /// Repairs the view for `shape`: dims in range and distinct (defaulting to the two largest,
@@ -86,7 +128,11 @@ impl ViewSpec {
         self.x_dim = x;
         self.index.resize(ndim, u64::MAX);
         for (i, size) in self.index.iter_mut().zip(shape) {
-            *i = if *i == u64::MAX { size / 2 } else { (*i).min(size.saturating_sub(1)) };
+            *i = if *i == u64::MAX {
+                size / 2
+            } else {
+                (*i).min(size.saturating_sub(1))
+            };
         }
         let size_of = |d: Option<u32>| d.map_or(1, |d| shape[d as usize]);
         self.y = self.y.make_valid(size_of(y));
@@ -101,13 +147,25 @@ impl ViewSpec {
 
     /// The view as a selection (y then x in output order). Assumes a repaired view.
     pub fn selection(&self, shape: &[u64]) -> Selection {
-        let mut axes: Vec<Axis> = self.index.iter().map(|&i| Axis { start: i, step: 1, count: 1 }).collect();
+        let mut axes: Vec<Axis> = self
+            .index
+            .iter()
+            .map(|&i| Axis {
+                start: i,
+                step: 1,
+                count: 1,
+            })
+            .collect();
         let mut order = Vec::new();
         for (dim, span) in [(self.y_dim, self.y), (self.x_dim, self.x)] {
             if let Some(d) = dim {
                 let d = d as usize;
                 if d < shape.len() {
-                    axes[d] = Axis { start: span.start, step: span.step as i64, count: span.count() };
+                    axes[d] = Axis {
+                        start: span.start,
+                        step: span.step as i64,
+                        count: span.count(),
+                    };
                     order.push(d);
                 }
             }
@@ -131,12 +189,20 @@ impl ViewSpec {
     /// positions), for edits and the CLI.
     pub fn rect_spec(&self, rows: (u64, u64), cols: (u64, u64)) -> crate::slice::SliceSpec {
         use crate::slice::DimSpec;
-        let mut dims: Vec<DimSpec> = self.index.iter().map(|&i| DimSpec::Index(i as i64)).collect();
+        let mut dims: Vec<DimSpec> = self
+            .index
+            .iter()
+            .map(|&i| DimSpec::Index(i as i64))
+            .collect();
         for (dim, span, (a, b)) in [(self.y_dim, self.y, rows), (self.x_dim, self.x, cols)] {
             if let Some(d) = dim {
                 let start = span.index(a) as i64;
                 let stop = span.index(b.saturating_sub(1)) as i64 + 1;
-                dims[d as usize] = DimSpec::Range { start: Some(start), stop: Some(stop), step: Some(span.step as i64) };
+                dims[d as usize] = DimSpec::Range {
+                    start: Some(start),
+                    stop: Some(stop),
+                    step: Some(span.step as i64),
+                };
             }
         }
         crate::slice::SliceSpec(dims)
@@ -153,8 +219,19 @@ pub fn two_largest(shape: &[u64]) -> (usize, usize) {
 }
 
 /// The statistic that summarises a block of cells in a pooled view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub enum PoolStat {
     /// The value with the largest magnitude (sign kept): outliers stay visible.
     #[default]
@@ -166,7 +243,12 @@ pub enum PoolStat {
 
 impl PoolStat {
     /// All statistics, for pickers.
-    pub const ALL: [PoolStat; 4] = [PoolStat::MaxAbs, PoolStat::Mean, PoolStat::Min, PoolStat::Max];
+    pub const ALL: [PoolStat; 4] = [
+        PoolStat::MaxAbs,
+        PoolStat::Mean,
+        PoolStat::Min,
+        PoolStat::Max,
+    ];
 
     /// Short name for URLs and labels.
     pub fn name(self) -> &'static str {
@@ -180,7 +262,9 @@ impl PoolStat {
 
     /// Parses [`PoolStat::name`] (or its URL form `maxabs`).
     pub fn parse(text: &str) -> Option<PoolStat> {
-        PoolStat::ALL.into_iter().find(|s| s.name() == text || (text == "maxabs" && *s == PoolStat::MaxAbs))
+        PoolStat::ALL
+            .into_iter()
+            .find(|s| s.name() == text || (text == "maxabs" && *s == PoolStat::MaxAbs))
     }
 }
 
@@ -195,7 +279,15 @@ pub struct Pooled {
 
 /// Pools the view into at most `max_rows x max_cols` blocks, reading each view row once.
 /// A block holding NaN is NaN, so NaNs never disappear into an average.
-pub fn pool(dtype: Dtype, shape: &[u64], spec: &ViewSpec, source: &(impl ByteSource + ?Sized), max_rows: u64, max_cols: u64, stat: PoolStat) -> Pooled {
+pub fn pool(
+    dtype: Dtype,
+    shape: &[u64],
+    spec: &ViewSpec,
+    source: &(impl ByteSource + ?Sized),
+    max_rows: u64,
+    max_cols: u64,
+    stat: PoolStat,
+) -> Pooled {
     let (rows, cols) = spec.cells();
     let by = rows.div_ceil(max_rows.max(1)).max(1);
     let bx = cols.div_ceil(max_cols.max(1)).max(1);
@@ -215,7 +307,11 @@ pub fn pool(dtype: Dtype, shape: &[u64], spec: &ViewSpec, source: &(impl ByteSou
     for r in 0..rows {
         // One view row at a time: fix the y axis to this row.
         if let Some(yd) = spec.y_dim {
-            row_sel.axes[yd as usize] = Axis { start: spec.y.index(r), step: 1, count: 1 };
+            row_sel.axes[yd as usize] = Axis {
+                start: spec.y.index(r),
+                step: 1,
+                count: 1,
+            };
         }
         let raw = crate::slice::extract(dtype, shape, &row_sel, source);
         dtype::decode_f64_into(dtype, &raw, &mut values);
@@ -257,7 +353,12 @@ pub fn pool(dtype: Dtype, shape: &[u64], spec: &ViewSpec, source: &(impl ByteSou
             }
         })
         .collect();
-    Pooled { rows: out_rows, cols: out_cols, block: (by, bx), values: out }
+    Pooled {
+        rows: out_rows,
+        cols: out_cols,
+        block: (by, bx),
+        values: out,
+    }
 }
 
 #[cfg(test)]
@@ -267,8 +368,13 @@ mod tests {
 
     #[test]
     fn repairs() {
-        let rows: &[(&str, &[u64], (Option<u32>, Option<u32>))] = &[
-            ("numpy ordering: two largest", &[800, 50, 900], (Some(0), Some(2))),
+        type Row<'a> = (&'a str, &'a [u64], (Option<u32>, Option<u32>));
+        let rows: &[Row] = &[
+            (
+                "numpy ordering: two largest",
+                &[800, 50, 900],
+                (Some(0), Some(2)),
+            ),
             ("ties go to later dims", &[4, 4, 4], (Some(1), Some(2))),
             ("1-D is one row", &[7], (None, Some(0))),
             ("0-D is one cell", &[], (None, None)),
@@ -277,26 +383,77 @@ mod tests {
             let v = ViewSpec::default_for(shape);
             assert_eq!((v.y_dim, v.x_dim), *dims, "{label}");
         }
-        let v = ViewSpec { y_dim: Some(1), x_dim: Some(1), index: vec![99], y: Span { start: 5, stop: 2, step: 0 }, x: Span { start: 0, stop: 999, step: 3 } }.make_valid(&[10, 20, 30]);
-        assert_eq!((v.y_dim, v.x_dim), (Some(1), Some(2)), "equal dims repaired");
+        let v = ViewSpec {
+            y_dim: Some(1),
+            x_dim: Some(1),
+            index: vec![99],
+            y: Span {
+                start: 5,
+                stop: 2,
+                step: 0,
+            },
+            x: Span {
+                start: 0,
+                stop: 999,
+                step: 3,
+            },
+        }
+        .make_valid(&[10, 20, 30]);
+        assert_eq!(
+            (v.y_dim, v.x_dim),
+            (Some(1), Some(2)),
+            "equal dims repaired"
+        );
         assert_eq!(v.index, vec![9, 10, 15], "clamped, missing at the middle");
-        assert_eq!(v.y, Span { start: 5, stop: 20, step: 1 });
-        assert_eq!(v.x, Span { start: 0, stop: 30, step: 3 });
+        assert_eq!(
+            v.y,
+            Span {
+                start: 5,
+                stop: 20,
+                step: 1
+            }
+        );
+        assert_eq!(
+            v.x,
+            Span {
+                start: 0,
+                stop: 30,
+                step: 3
+            }
+        );
         assert_eq!(v.cells(), (15, 10));
     }
 
     #[test]
     fn selection_and_rect_spec_agree_with_numpy_slices() {
         let shape = [3u64, 4, 5];
-        let v = ViewSpec { y_dim: Some(2), x_dim: Some(0), index: vec![0, 2, 0], y: Span { start: 1, stop: 5, step: 2 }, x: Span::full(3) }.make_valid(&shape);
+        let v = ViewSpec {
+            y_dim: Some(2),
+            x_dim: Some(0),
+            index: vec![0, 2, 0],
+            y: Span {
+                start: 1,
+                stop: 5,
+                step: 2,
+            },
+            x: Span::full(3),
+        }
+        .make_valid(&shape);
         let sel = v.selection(&shape);
-        assert_eq!(sel.out_shape(), vec![2, 3], "y (dim 2) then x (dim 0): transposed");
+        assert_eq!(
+            sel.out_shape(),
+            vec![2, 3],
+            "y (dim 2) then x (dim 0): transposed"
+        );
         let idx: Vec<u64> = sel.element_indices(&shape).collect();
         // element [x, 2, y] = x*20 + 2*5 + y, rows y in {1, 3}
         assert_eq!(idx, vec![11, 31, 51, 13, 33, 53]);
         assert_eq!(v.coords(1, 2), vec![2, 2, 3]);
         assert_eq!(v.rect_spec((0, 2), (1, 3)).to_string(), "1:3:1,2,1:4:2");
-        let rect = SliceSpec::parse("1:3:1,2,1:4:2").unwrap().resolve(&shape).unwrap();
+        let rect = SliceSpec::parse("1:3:1,2,1:4:2")
+            .unwrap()
+            .resolve(&shape)
+            .unwrap();
         assert_eq!(rect.elements(), 4);
     }
 
@@ -309,13 +466,37 @@ mod tests {
         let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         let shape = [4u64, 6];
         let v = ViewSpec::default_for(&shape);
-        let p = pool(Dtype::F32, &shape, &v, data.as_slice(), 2, 3, PoolStat::MaxAbs);
+        let p = pool(
+            Dtype::F32,
+            &shape,
+            &v,
+            data.as_slice(),
+            2,
+            3,
+            PoolStat::MaxAbs,
+        );
         assert_eq!((p.rows, p.cols, p.block), (2, 3, (2, 2)));
         assert_eq!(p.values[0], -100.0);
         assert!(p.values[5].is_nan());
-        let m = pool(Dtype::F32, &shape, &v, data.as_slice(), 2, 3, PoolStat::Mean);
+        let m = pool(
+            Dtype::F32,
+            &shape,
+            &v,
+            data.as_slice(),
+            2,
+            3,
+            PoolStat::Mean,
+        );
         assert_eq!(m.values[1], (2.0 + 3.0 + 8.0 + 9.0) / 4.0);
-        let exact = pool(Dtype::F32, &shape, &v, data.as_slice(), 10, 10, PoolStat::Max);
+        let exact = pool(
+            Dtype::F32,
+            &shape,
+            &v,
+            data.as_slice(),
+            10,
+            10,
+            PoolStat::Max,
+        );
         assert_eq!(exact.block, (1, 1));
         assert_eq!(exact.values[3], 3.0);
     }

@@ -2,8 +2,8 @@
 //! and each way a model on disk can be wrong.
 
 use std::path::Path;
-use tensor_surgeon::header::{self, TensorInfo};
 use tensor_surgeon::dtype::Dtype;
+use tensor_surgeon::header::{self, TensorInfo};
 use tensor_surgeon::patch::Patch;
 use tensor_surgeon::server::{bake, Error, Model};
 
@@ -12,7 +12,12 @@ fn write_model(path: &Path, names: &[&str]) {
     let infos: Vec<TensorInfo> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| TensorInfo { name: n.to_string(), dtype: Dtype::U8, shape: vec![2], data_offsets: (2 * i as u64, 2 * i as u64 + 2) })
+        .map(|(i, n)| TensorInfo {
+            name: n.to_string(),
+            dtype: Dtype::U8,
+            shape: vec![2],
+            data_offsets: (2 * i as u64, 2 * i as u64 + 2),
+        })
         .collect();
     let mut bytes = header::serialize(None, &infos);
     for i in 0..names.len() {
@@ -22,8 +27,15 @@ fn write_model(path: &Path, names: &[&str]) {
 }
 
 fn write_index(dir: &Path, map: &[(&str, &str)]) {
-    let weight_map: serde_json::Map<String, serde_json::Value> = map.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
-    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({ "weight_map": weight_map }).to_string()).unwrap();
+    let weight_map: serde_json::Map<String, serde_json::Value> = map
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::json!({ "weight_map": weight_map }).to_string(),
+    )
+    .unwrap();
 }
 
 fn open_err(path: &Path) -> String {
@@ -37,7 +49,11 @@ fn open_err(path: &Path) -> String {
 fn folder_forms() {
     let d = tempfile::tempdir().unwrap();
     write_model(&d.path().join("weights.safetensors"), &["a"]);
-    assert_eq!(Model::open(d.path()).unwrap().len(), 1, "a lone .safetensors in a folder");
+    assert_eq!(
+        Model::open(d.path()).unwrap().len(),
+        1,
+        "a lone .safetensors in a folder"
+    );
     write_model(&d.path().join("other.safetensors"), &["b"]);
     assert!(open_err(d.path()).contains("2 .safetensors files but no model.safetensors.index.json"));
     let empty = tempfile::tempdir().unwrap();
@@ -49,7 +65,14 @@ fn sharded_routing() {
     let d = tempfile::tempdir().unwrap();
     write_model(&d.path().join("s1.safetensors"), &["a", "b"]);
     write_model(&d.path().join("s2.safetensors"), &["c"]);
-    write_index(d.path(), &[("a", "s1.safetensors"), ("b", "s1.safetensors"), ("c", "s2.safetensors")]);
+    write_index(
+        d.path(),
+        &[
+            ("a", "s1.safetensors"),
+            ("b", "s1.safetensors"),
+            ("c", "s2.safetensors"),
+        ],
+    );
     let m = Model::open(d.path()).unwrap();
     assert!(m.is_sharded());
     let (shard, info) = m.get("c").unwrap();
@@ -60,11 +83,37 @@ fn sharded_routing() {
 
 #[test]
 fn sharded_models_that_disagree_with_their_index() {
-    let rows: &[(&str, &[(&str, &str)], &str)] = &[
-        ("routed to the wrong shard", &[("a", "s2.safetensors"), ("b", "s1.safetensors"), ("c", "s2.safetensors")], "tensor \"a\" is in s1.safetensors but the index routes it to s2.safetensors"),
-        ("tensor missing from its shard", &[("a", "s1.safetensors"), ("b", "s1.safetensors"), ("c", "s2.safetensors"), ("z", "s2.safetensors")], "routes \"z\" to s2.safetensors, which has no such tensor"),
-        ("shard outside the folder", &[("a", "../s1.safetensors")], "is not a file name beside the index"),
-        ("shard file missing", &[("a", "s9.safetensors")], "s9.safetensors: No such file"),
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let rows: &[Row] = &[
+        (
+            "routed to the wrong shard",
+            &[
+                ("a", "s2.safetensors"),
+                ("b", "s1.safetensors"),
+                ("c", "s2.safetensors"),
+            ],
+            "tensor \"a\" is in s1.safetensors but the index routes it to s2.safetensors",
+        ),
+        (
+            "tensor missing from its shard",
+            &[
+                ("a", "s1.safetensors"),
+                ("b", "s1.safetensors"),
+                ("c", "s2.safetensors"),
+                ("z", "s2.safetensors"),
+            ],
+            "routes \"z\" to s2.safetensors, which has no such tensor",
+        ),
+        (
+            "shard outside the folder",
+            &[("a", "../s1.safetensors")],
+            "is not a file name beside the index",
+        ),
+        (
+            "shard file missing",
+            &[("a", "s9.safetensors")],
+            "s9.safetensors: No such file",
+        ),
     ];
     for (label, map, needle) in rows {
         let d = tempfile::tempdir().unwrap();
@@ -78,8 +127,14 @@ fn sharded_models_that_disagree_with_their_index() {
     let d = tempfile::tempdir().unwrap();
     write_model(&d.path().join("s1.safetensors"), &["a"]);
     write_model(&d.path().join("s2.safetensors"), &["a"]);
-    write_index(d.path(), &[("a", "s1.safetensors"), ("x", "s2.safetensors")]);
-    assert!(open_err(d.path()).contains("in more than one shard") || open_err(d.path()).contains("routes it to"));
+    write_index(
+        d.path(),
+        &[("a", "s1.safetensors"), ("x", "s2.safetensors")],
+    );
+    assert!(
+        open_err(d.path()).contains("in more than one shard")
+            || open_err(d.path()).contains("routes it to")
+    );
 }
 
 #[test]
@@ -89,7 +144,10 @@ fn malformed_file_errors_name_the_file() {
     std::fs::write(&path, [1u8, 2, 3]).unwrap();
     let err = open_err(&path);
     assert!(err.starts_with(&path.display().to_string()), "{err}");
-    assert!(err.ends_with("file is 3 bytes, too short for the 8-byte header length"), "{err}");
+    assert!(
+        err.ends_with("file is 3 bytes, too short for the 8-byte header length"),
+        "{err}"
+    );
     assert!(open_err(&d.path().join("missing.safetensors")).contains("No such file"));
 }
 
@@ -102,9 +160,15 @@ fn bake_never_overwrites_the_base() {
     let model = Model::open(&path).unwrap();
     let patch = Patch::new(model.fingerprints(), String::new(), String::new());
     let err = bake::bake(&model, &patch, &path, &mut |_, _| {}).unwrap_err();
-    assert!(matches!(err, Error::Usage(ref m) if m.contains("is the base model")), "{err}");
+    assert!(
+        matches!(err, Error::Usage(ref m) if m.contains("is the base model")),
+        "{err}"
+    );
     let err = bake::bake(&model, &patch, d.path(), &mut |_, _| {}).unwrap_err();
-    assert!(matches!(err, Error::Usage(_)), "a folder holding the base resolves to the base file");
+    assert!(
+        matches!(err, Error::Usage(_)),
+        "a folder holding the base resolves to the base file"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
@@ -115,10 +179,18 @@ fn bake_streams_with_progress() {
     write_model(&path, &["a", "b"]);
     let model = Model::open(&path).unwrap();
     let mut patch = Patch::new(model.fingerprints(), String::new(), String::new());
-    patch.entries.push(tensor_surgeon::patch::PatchEntry { tensor: "b".into(), offset: 1, original: vec![1], patched: vec![42] });
+    patch.entries.push(tensor_surgeon::patch::PatchEntry {
+        tensor: "b".into(),
+        offset: 1,
+        original: vec![1],
+        patched: vec![42],
+    });
     let out = d.path().join("out.safetensors");
     let mut last = (0, 0);
-    let written = bake::bake(&model, &patch, &out, &mut |done, total| last = (done, total)).unwrap();
+    let written = bake::bake(&model, &patch, &out, &mut |done, total| {
+        last = (done, total)
+    })
+    .unwrap();
     assert_eq!(written, vec![out.clone()]);
     assert_eq!(last, (model.total_bytes(), model.total_bytes()));
     let baked = Model::open(&out).unwrap();

@@ -146,3 +146,68 @@ test('the view state lives in the URL: reload and back restore it', async ({ pag
   await page.goBack();
   await expect(page.locator('.view-status')).toContainText('exact: 16 x 16 cells');
 });
+
+test('large views are pooled; wheel zooms down to exact cells', async ({ page }) => {
+  await openView(page, q({ t: EMBED }));
+  await expect(page.locator('.view-status')).toContainText('pooled: 2048 x 128 cells shown as');
+  await expect(page.locator('.view-status')).toContainText('max|x|');
+  const box = await page.locator('canvas.overlay').boundingBox();
+  const g = (await page.locator('canvas.cells').getAttribute('data-plot')).split(',').map(Number);
+  const at = { x: box.x + g[0] + g[2] / 2, y: box.y + g[1] + g[3] / 4 };
+  await page.mouse.move(at.x, at.y);
+  await page.mouse.wheel(0, -100);
+  await expect(page.locator('.view-status')).toContainText('pooled: 1024 x 64 cells');
+  await page.mouse.wheel(0, -100);
+  await expect(page.locator('.view-status')).toContainText('exact: 512 x 32 cells');
+  await expect(page).toHaveURL(/ys=/);
+});
+
+test('shift-drag selects a rectangle; arrow keys move a single selection', async ({ page }) => {
+  await openView(page, q({ t: EMBED, ys: '0:8', xs: '0:8' }));
+  const a = await cellCenter(page, 8, 8, 1, 1);
+  const b = await cellCenter(page, 8, 8, 3, 4);
+  const box = await page.locator('canvas.overlay').boundingBox();
+  await page.keyboard.down('Shift');
+  await page.mouse.move(box.x + a.x, box.y + a.y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + b.x, box.y + b.y, { steps: 4 });
+  await page.mouse.up();
+  await page.keyboard.up('Shift');
+  await expect(page.locator('.edit-panel .target')).toHaveText(`${EMBED}[1:4:1,1:5:1]`);
+  await page.getByLabel('operation').selectOption('zero');
+  await page.getByRole('button', { name: 'apply' }).click();
+  await expect(page.locator('.patch-panel')).toContainText('12 changed element(s)');
+
+  await clickCell(page, 8, 8, 5, 5);
+  await page.locator('canvas.overlay').press('ArrowRight');
+  await page.locator('canvas.overlay').press('ArrowDown');
+  await expect(page.locator('.cell-index')).toHaveText('[6, 6]');
+  await page.locator('canvas.overlay').press('Enter');
+  await expect(page.getByRole('button', { name: 'apply' })).toBeFocused(); // "zero" takes no value
+  await page.getByLabel('operation').selectOption('set');
+  await page.locator('canvas.overlay').press('Enter');
+  await expect(page.getByLabel('edit value')).toBeFocused();
+});
+
+test('load a patch file: applied when clean, conflicts listed when not', async ({ page }) => {
+  const original = cli('slice', paths.model, EMBED, '0,0', '--json').hex[0];
+  const patch = {
+    format: 'tensor-surgeon-patch', version: 1, created: '2026-01-01T00:00:00Z', note: '', base: [],
+    entries: [{ tensor: EMBED, offset: 0, original, patched: '00004040' }],
+  };
+  await openView(page, q({ t: EMBED, ys: '0:4', xs: '0:4' }));
+  await page.getByLabel('load patch').setInputFiles({ name: 'p.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(patch)) });
+  await expect(page.locator('.entries .new-value')).toHaveText('3');
+  const bad = { ...patch, entries: [{ ...patch.entries[0], offset: 4 }] };
+  await page.getByLabel('load patch').setInputFiles({ name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(bad)) });
+  await expect(page.locator('.conflicts')).toContainText('1 conflict(s)');
+  await expect(page.locator('.entries tbody tr')).toHaveCount(1);
+});
+
+test('metadata is untrusted: shown as text, never as markup', async ({ page }) => {
+  await page.goto('/');
+  await page.locator('details.summary > summary').click();
+  const cellText = page.locator('.metadata td', { hasText: 'untrusted' });
+  await expect(cellText).toHaveText('<b>untrusted</b> metadata is shown as text');
+  await expect(page.locator('.metadata b')).toHaveCount(0);
+});

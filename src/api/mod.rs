@@ -34,7 +34,16 @@ pub struct ModelSummary {
 }
 
 /// A request for heatmap data.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ViewRequest {
     pub tensor: String,
     pub spec: ViewSpec,
@@ -45,7 +54,16 @@ pub struct ViewRequest {
 }
 
 /// Heatmap data: raw element bytes for exact views, a pooled f32 grid otherwise.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ViewData {
     pub tensor: String,
     pub dtype: String,
@@ -143,13 +161,19 @@ pub fn parse_scale_mode(text: &str) -> Option<ScaleMode> {
     match text {
         "sym" => Some(ScaleMode::Symmetric),
         "minmax" => Some(ScaleMode::MinMax),
-        t => t.strip_prefix('p').and_then(|p| p.parse::<f64>().ok()).filter(|p| (0.0..50.0).contains(p)).map(ScaleMode::Percentile),
+        t => t
+            .strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .filter(|p| (0.0..50.0).contains(p))
+            .map(ScaleMode::Percentile),
     }
 }
 
 #[cfg(feature = "ssr")]
 fn workbench() -> Result<std::sync::Arc<crate::server::workbench::Workbench>, ServerFnError> {
-    use_context::<crate::server::web::AppState>().map(|s| s.workbench.clone()).ok_or_else(|| ServerFnError::new("server state missing"))
+    use_context::<crate::server::web::AppState>()
+        .map(|s| s.workbench.clone())
+        .ok_or_else(|| ServerFnError::new("server state missing"))
 }
 
 #[cfg(feature = "ssr")]
@@ -159,8 +183,13 @@ fn fail(e: impl std::fmt::Display) -> ServerFnError {
 
 /// Runs blocking work (mmap reads, bakes) off the async workers.
 #[cfg(feature = "ssr")]
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::server::Error> + Send + 'static) -> Result<T, ServerFnError> {
-    tokio::task::spawn_blocking(f).await.map_err(fail)?.map_err(fail)
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::server::Error> + Send + 'static,
+) -> Result<T, ServerFnError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(fail)?
+        .map_err(fail)
 }
 
 /// The model summary and tensor list. `GET /api/model`.

@@ -31,14 +31,54 @@ pub struct Minifloat {
     pub specials: Specials,
 }
 
-pub const F8_E4M3: Minifloat = Minifloat { exp_bits: 4, man_bits: 3, bias: 7, specials: Specials::AllOnesNan };
-pub const F8_E5M2: Minifloat = Minifloat { exp_bits: 5, man_bits: 2, bias: 15, specials: Specials::Ieee };
-pub const F8_E4M3FNUZ: Minifloat = Minifloat { exp_bits: 4, man_bits: 3, bias: 8, specials: Specials::Fnuz };
-pub const F8_E5M2FNUZ: Minifloat = Minifloat { exp_bits: 5, man_bits: 2, bias: 16, specials: Specials::Fnuz };
-pub const F8_E8M0: Minifloat = Minifloat { exp_bits: 8, man_bits: 0, bias: 127, specials: Specials::E8M0 };
-pub const F6_E2M3: Minifloat = Minifloat { exp_bits: 2, man_bits: 3, bias: 1, specials: Specials::FiniteOnly };
-pub const F6_E3M2: Minifloat = Minifloat { exp_bits: 3, man_bits: 2, bias: 3, specials: Specials::FiniteOnly };
-pub const F4_E2M1: Minifloat = Minifloat { exp_bits: 2, man_bits: 1, bias: 1, specials: Specials::FiniteOnly };
+pub const F8_E4M3: Minifloat = Minifloat {
+    exp_bits: 4,
+    man_bits: 3,
+    bias: 7,
+    specials: Specials::AllOnesNan,
+};
+pub const F8_E5M2: Minifloat = Minifloat {
+    exp_bits: 5,
+    man_bits: 2,
+    bias: 15,
+    specials: Specials::Ieee,
+};
+pub const F8_E4M3FNUZ: Minifloat = Minifloat {
+    exp_bits: 4,
+    man_bits: 3,
+    bias: 8,
+    specials: Specials::Fnuz,
+};
+pub const F8_E5M2FNUZ: Minifloat = Minifloat {
+    exp_bits: 5,
+    man_bits: 2,
+    bias: 16,
+    specials: Specials::Fnuz,
+};
+pub const F8_E8M0: Minifloat = Minifloat {
+    exp_bits: 8,
+    man_bits: 0,
+    bias: 127,
+    specials: Specials::E8M0,
+};
+pub const F6_E2M3: Minifloat = Minifloat {
+    exp_bits: 2,
+    man_bits: 3,
+    bias: 1,
+    specials: Specials::FiniteOnly,
+};
+pub const F6_E3M2: Minifloat = Minifloat {
+    exp_bits: 3,
+    man_bits: 2,
+    bias: 3,
+    specials: Specials::FiniteOnly,
+};
+pub const F4_E2M1: Minifloat = Minifloat {
+    exp_bits: 2,
+    man_bits: 1,
+    bias: 1,
+    specials: Specials::FiniteOnly,
+};
 
 /// Why a value has no code in a format.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,7 +114,11 @@ impl Minifloat {
         let mask = ((1u16 << self.bits()) - 1) as u8;
         let code = code & mask;
         if self.specials == Specials::E8M0 {
-            return if code == 0xFF { f64::NAN } else { 2f64.powi(i32::from(code) - self.bias) };
+            return if code == 0xFF {
+                f64::NAN
+            } else {
+                2f64.powi(i32::from(code) - self.bias)
+            };
         }
         let sign_bit = self.sign_bit();
         let negative = code & sign_bit != 0;
@@ -154,7 +198,11 @@ impl Minifloat {
         let table = &self.table().values;
         let negative = value.is_sign_negative();
         if self.specials == Specials::E8M0 && (negative || value == 0.0) {
-            return if saturate { Ok(table[0].1) } else { Err(Unrepresentable::Special) };
+            return if saturate {
+                Ok(table[0].1)
+            } else {
+                Err(Unrepresentable::Special)
+            };
         }
         let magnitude = value.abs();
         let max = self.max_finite();
@@ -189,7 +237,10 @@ impl Minifloat {
             }
         };
         let is_zero = code == 0;
-        if negative && self.specials != Specials::E8M0 && !(is_zero && self.specials == Specials::Fnuz) {
+        if negative
+            && self.specials != Specials::E8M0
+            && !(is_zero && self.specials == Specials::Fnuz)
+        {
             Ok(code | sign)
         } else {
             Ok(code)
@@ -232,12 +283,24 @@ mod tests {
         assert!(F8_E4M3.decode(0xFF).is_nan());
         assert!(F8_E4M3FNUZ.decode(0x80).is_nan());
         assert!(F8_E8M0.decode(0xFF).is_nan());
-        assert_eq!(F4_E2M1.encode(f64::NAN, false), Err(Unrepresentable::Special));
+        assert_eq!(
+            F4_E2M1.encode(f64::NAN, false),
+            Err(Unrepresentable::Special)
+        );
     }
 
     #[test]
     fn every_code_round_trips() {
-        for f in [F8_E4M3, F8_E5M2, F8_E4M3FNUZ, F8_E5M2FNUZ, F8_E8M0, F6_E2M3, F6_E3M2, F4_E2M1] {
+        for f in [
+            F8_E4M3,
+            F8_E5M2,
+            F8_E4M3FNUZ,
+            F8_E5M2FNUZ,
+            F8_E8M0,
+            F6_E2M3,
+            F6_E3M2,
+            F4_E2M1,
+        ] {
             for code in 0..(1u16 << f.bits()) {
                 let code = code as u8;
                 let v = f.decode(code);
@@ -256,11 +319,21 @@ mod tests {
         // 1.0 and 1.125 are neighbours in E4M3; halfway ties to the even code (1.0 = 0x38).
         assert_eq!(F8_E4M3.encode(1.0625, false), Ok(0x38));
         assert_eq!(F8_E4M3.encode(1.07, false), Ok(0x39));
-        assert_eq!(F8_E4M3.encode(1000.0, false), Err(Unrepresentable::Overflow { max: 448.0 }));
+        assert_eq!(
+            F8_E4M3.encode(1000.0, false),
+            Err(Unrepresentable::Overflow { max: 448.0 })
+        );
         assert_eq!(F8_E4M3.encode(1000.0, true), Ok(0x7E));
         assert_eq!(F8_E4M3.encode(-1000.0, true), Ok(0xFE));
-        assert_eq!(F8_E5M2.encode(1e6, false), Err(Unrepresentable::Overflow { max: 57344.0 }));
-        assert_eq!(F8_E4M3FNUZ.encode(-0.0, false), Ok(0x00), "fnuz has no negative zero");
+        assert_eq!(
+            F8_E5M2.encode(1e6, false),
+            Err(Unrepresentable::Overflow { max: 57344.0 })
+        );
+        assert_eq!(
+            F8_E4M3FNUZ.encode(-0.0, false),
+            Ok(0x00),
+            "fnuz has no negative zero"
+        );
         assert_eq!(F8_E8M0.encode(-1.0, false), Err(Unrepresentable::Special));
     }
 }

@@ -72,7 +72,8 @@ pub fn name(dtype: Dtype) -> &'static str {
 
 /// Parses a dtype name, case-insensitively (`"bf16"`, `"f8_e4m3"`).
 pub fn parse_name(text: &str) -> Option<Dtype> {
-    ALL.into_iter().find(|d| name(*d).eq_ignore_ascii_case(text.trim()))
+    ALL.into_iter()
+        .find(|d| name(*d).eq_ignore_ascii_case(text.trim()))
 }
 
 /// Width of one element in bits (4 for F4, 6 for F6_*).
@@ -200,7 +201,10 @@ pub fn decode(dtype: Dtype, bytes: &[u8]) -> Value {
         Dtype::BOOL => Value::Bool(array::<1>(bytes)[0] != 0),
         Dtype::C64 => {
             let b: [u8; 8] = array(bytes);
-            Value::Complex(f32::from_le_bytes(array(&b[..4])), f32::from_le_bytes(array(&b[4..])))
+            Value::Complex(
+                f32::from_le_bytes(array(&b[..4])),
+                f32::from_le_bytes(array(&b[4..])),
+            )
         }
         d => match minifloat(d) {
             Some(m) => Value::Float(m.decode(array::<1>(bytes)[0])),
@@ -228,7 +232,13 @@ impl fmt::Display for Number {
             Number::Int(v) => write!(f, "{v}"),
             Number::Float(v) => f.write_str(&pretty_f64(*v)),
             Number::Complex(re, im) => {
-                write!(f, "{}{}{}j", pretty_f64(*re), if *im < 0.0 { "" } else { "+" }, pretty_f64(*im))
+                write!(
+                    f,
+                    "{}{}{}j",
+                    pretty_f64(*re),
+                    if *im < 0.0 { "" } else { "+" },
+                    pretty_f64(*im)
+                )
             }
         }
     }
@@ -238,7 +248,11 @@ impl fmt::Display for Number {
 /// complex `1.5-2j`.
 pub fn parse_number(text: &str) -> Option<Number> {
     let t = text.trim();
-    let t = t.strip_prefix('(').and_then(|s| s.strip_suffix(')')).unwrap_or(t).trim();
+    let t = t
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(t)
+        .trim();
     let lower = t.to_ascii_lowercase();
     match lower.as_str() {
         "true" => return Some(Number::Int(1)),
@@ -272,7 +286,10 @@ pub fn parse_number(text: &str) -> Option<Number> {
         }
         return Some(Number::Int(i));
     }
-    t.parse::<f64>().ok().filter(|_| !lower.contains("inf") && !lower.contains("nan")).map(Number::Float)
+    t.parse::<f64>()
+        .ok()
+        .filter(|_| !lower.contains("inf") && !lower.contains("nan"))
+        .map(Number::Float)
 }
 
 /// How strictly a number is fitted into a dtype.
@@ -286,7 +303,10 @@ pub struct EncodeOptions {
 
 impl EncodeOptions {
     /// Fail on anything the dtype cannot hold.
-    pub const EXACT: EncodeOptions = EncodeOptions { saturate: false, round: false };
+    pub const EXACT: EncodeOptions = EncodeOptions {
+        saturate: false,
+        round: false,
+    };
 }
 
 /// Why a number cannot be stored in a dtype.
@@ -294,8 +314,15 @@ impl EncodeOptions {
 #[non_exhaustive]
 pub enum EncodeError {
     /// Outside the finite range of the dtype.
-    #[error("{value} is out of range for {dtype} (it holds {min} to {max}); pass saturate to clamp")]
-    OutOfRange { dtype: &'static str, value: String, min: String, max: String },
+    #[error(
+        "{value} is out of range for {dtype} (it holds {min} to {max}); pass saturate to clamp"
+    )]
+    OutOfRange {
+        dtype: &'static str,
+        value: String,
+        min: String,
+        max: String,
+    },
     /// A fractional value for an integer dtype.
     #[error("{value} is not a whole number, which {dtype} needs; pass round to round it")]
     NotInteger { dtype: &'static str, value: String },
@@ -321,17 +348,27 @@ fn int_range(dtype: Dtype) -> (i128, i128) {
 /// Encodes a number as one element of `dtype`: little-endian bytes, `element_bytes(dtype)`
 /// long (for the packed dtypes, one byte holding the code). Floats round to nearest; anything
 /// the dtype cannot hold is an error unless `options` allow saturating or rounding.
-pub fn encode(dtype: Dtype, number: Number, options: EncodeOptions) -> Result<Vec<u8>, EncodeError> {
+pub fn encode(
+    dtype: Dtype,
+    number: Number,
+    options: EncodeOptions,
+) -> Result<Vec<u8>, EncodeError> {
     let dname = name(dtype);
-    let not_representable = || EncodeError::NotRepresentable { dtype: dname, value: number.to_string() };
+    let not_representable = || EncodeError::NotRepresentable {
+        dtype: dname,
+        value: number.to_string(),
+    };
     let real = match number {
         Number::Complex(re, im) if dtype == Dtype::C64 => {
-            let (re, im) = (fit_f32(re, options, dname, number)?, fit_f32(im, options, dname, number)?);
+            let (re, im) = (
+                fit_f32(re, options, dname, number)?,
+                fit_f32(im, options, dname, number)?,
+            );
             let mut out = re.to_le_bytes().to_vec();
             out.extend_from_slice(&im.to_le_bytes());
             return Ok(out);
         }
-        Number::Complex(re, im) if im == 0.0 => Number::Float(re),
+        Number::Complex(re, 0.0) => Number::Float(re),
         Number::Complex(..) => return Err(not_representable()),
         other => other,
     };
@@ -350,7 +387,10 @@ pub fn encode(dtype: Dtype, number: Number, options: EncodeOptions) -> Result<Ve
                     })
                 }
                 Number::Float(f) if f.fract() != 0.0 && !options.round && f.is_finite() => {
-                    return Err(EncodeError::NotInteger { dtype: dname, value: number.to_string() })
+                    return Err(EncodeError::NotInteger {
+                        dtype: dname,
+                        value: number.to_string(),
+                    })
                 }
                 // `as` saturates at the i128 range, which every dtype range lies inside.
                 Number::Float(f) => f.round_ties_even() as i128,
@@ -396,7 +436,11 @@ pub fn encode(dtype: Dtype, number: Number, options: EncodeOptions) -> Result<Ve
                         if !options.saturate {
                             return Err(overflow(half::f16::MAX.to_f64()));
                         }
-                        if v < 0.0 { half::f16::MIN } else { half::f16::MAX }
+                        if v < 0.0 {
+                            half::f16::MIN
+                        } else {
+                            half::f16::MAX
+                        }
                     } else {
                         h
                     };
@@ -408,7 +452,11 @@ pub fn encode(dtype: Dtype, number: Number, options: EncodeOptions) -> Result<Ve
                         if !options.saturate {
                             return Err(overflow(half::bf16::MAX.to_f64()));
                         }
-                        if v < 0.0 { half::bf16::MIN } else { half::bf16::MAX }
+                        if v < 0.0 {
+                            half::bf16::MIN
+                        } else {
+                            half::bf16::MAX
+                        }
                     } else {
                         h
                     };
@@ -418,16 +466,18 @@ pub fn encode(dtype: Dtype, number: Number, options: EncodeOptions) -> Result<Ve
                     let m = minifloat(d).ok_or_else(not_representable)?;
                     match m.encode(v, options.saturate) {
                         Ok(code) => Ok(vec![code]),
-                        Err(minifloat::Unrepresentable::Overflow { max }) => Err(if m.specials == minifloat::Specials::E8M0 {
-                            EncodeError::OutOfRange {
-                                dtype: dname,
-                                value: number.to_string(),
-                                min: pretty_f64(m.decode(0)),
-                                max: pretty_f64(max),
-                            }
-                        } else {
-                            overflow(max)
-                        }),
+                        Err(minifloat::Unrepresentable::Overflow { max }) => {
+                            Err(if m.specials == minifloat::Specials::E8M0 {
+                                EncodeError::OutOfRange {
+                                    dtype: dname,
+                                    value: number.to_string(),
+                                    min: pretty_f64(m.decode(0)),
+                                    max: pretty_f64(max),
+                                }
+                            } else {
+                                overflow(max)
+                            })
+                        }
                         Err(minifloat::Unrepresentable::Special) => Err(not_representable()),
                     }
                 }
@@ -444,7 +494,12 @@ fn real_to_f64(n: Number) -> f64 {
     }
 }
 
-fn fit_f32(v: f64, options: EncodeOptions, dname: &'static str, number: Number) -> Result<f32, EncodeError> {
+fn fit_f32(
+    v: f64,
+    options: EncodeOptions,
+    dname: &'static str,
+    number: Number,
+) -> Result<f32, EncodeError> {
     let f = v as f32;
     if f.is_infinite() && v.is_finite() {
         if !options.saturate {
@@ -494,7 +549,11 @@ pub fn format_element(dtype: Dtype, bytes: &[u8]) -> String {
         Value::UInt(v) => v.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Complex(re, im) => {
-            let sign = if im.is_sign_negative() && !im.is_nan() { "" } else { "+" };
+            let sign = if im.is_sign_negative() && !im.is_nan() {
+                ""
+            } else {
+                "+"
+            };
             format!("{}{sign}{}j", pretty_f32(re), pretty_f32(im))
         }
         Value::Float(v) => match dtype {
@@ -505,8 +564,11 @@ pub fn format_element(dtype: Dtype, bytes: &[u8]) -> String {
                 let target = encode(dtype, Number::Float(v), EncodeOptions::EXACT).ok();
                 for digits in 1..=17 {
                     let text = format!("{:.*e}", digits - 1, v);
-                    let Ok(candidate) = text.parse::<f64>() else { continue };
-                    if encode(dtype, Number::Float(candidate), EncodeOptions::EXACT).ok() == target {
+                    let Ok(candidate) = text.parse::<f64>() else {
+                        continue;
+                    };
+                    if encode(dtype, Number::Float(candidate), EncodeOptions::EXACT).ok() == target
+                    {
                         return pretty_f64(candidate);
                     }
                 }
@@ -523,9 +585,14 @@ pub fn to_json(value: Value) -> serde_json::Value {
         if v.is_nan() {
             "nan".into()
         } else if v.is_infinite() {
-            if v > 0.0 { "inf".into() } else { "-inf".into() }
+            if v > 0.0 {
+                "inf".into()
+            } else {
+                "-inf".into()
+            }
         } else {
-            serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            serde_json::Number::from_f64(v)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number)
         }
     }
     match value {
@@ -533,7 +600,9 @@ pub fn to_json(value: Value) -> serde_json::Value {
         Value::Int(v) => v.into(),
         Value::UInt(v) => v.into(),
         Value::Bool(b) => b.into(),
-        Value::Complex(re, im) => serde_json::Value::Array(vec![float(f64::from(re)), float(f64::from(im))]),
+        Value::Complex(re, im) => {
+            serde_json::Value::Array(vec![float(f64::from(re)), float(f64::from(im))])
+        }
     }
 }
 
@@ -545,9 +614,21 @@ pub fn decode_f64_into(dtype: Dtype, bytes: &[u8], out: &mut Vec<f64>) {
     let width = element_bytes(dtype);
     out.clear();
     match dtype {
-        Dtype::F32 => out.extend(bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))),
-        Dtype::BF16 => out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f64())),
-        Dtype::F16 => out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())),
+        Dtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        ),
+        Dtype::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f64()),
+        ),
+        Dtype::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64()),
+        ),
         d => out.extend(bytes.chunks_exact(width).map(|b| decode_f64(d, b))),
     }
 }

@@ -78,23 +78,47 @@ fn unrepresentable_values_are_errors() {
         ("complex into f32", Dtype::F32, Number::Complex(1.0, 2.0)),
     ];
     for (label, dtype, number) in rows {
-        assert!(encode(*dtype, *number, EncodeOptions::EXACT).is_err(), "{label}");
+        assert!(
+            encode(*dtype, *number, EncodeOptions::EXACT).is_err(),
+            "{label}"
+        );
     }
     let err = encode(Dtype::I8, Number::Int(300), EncodeOptions::EXACT).unwrap_err();
-    assert_eq!(err.to_string(), "300 is out of range for I8 (it holds -128 to 127); pass saturate to clamp");
+    assert_eq!(
+        err.to_string(),
+        "300 is out of range for I8 (it holds -128 to 127); pass saturate to clamp"
+    );
     let err = encode(Dtype::F16, Number::Float(1e6), EncodeOptions::EXACT).unwrap_err();
-    assert_eq!(err.to_string(), "1000000 is out of range for F16 (it holds -65504 to 65504); pass saturate to clamp");
+    assert_eq!(
+        err.to_string(),
+        "1000000 is out of range for F16 (it holds -65504 to 65504); pass saturate to clamp"
+    );
 }
 
 #[test]
 fn saturate_and_round() {
-    let sat = EncodeOptions { saturate: true, round: false };
-    let round = EncodeOptions { saturate: false, round: true };
+    let sat = EncodeOptions {
+        saturate: true,
+        round: false,
+    };
+    let round = EncodeOptions {
+        saturate: false,
+        round: true,
+    };
     assert_eq!(encode(Dtype::I8, Number::Int(300), sat), Ok(vec![127]));
     assert_eq!(encode(Dtype::I8, Number::Int(-300), sat), Ok(vec![0x80]));
-    assert_eq!(encode(Dtype::F16, Number::Float(1e6), sat), Ok(half::f16::MAX.to_le_bytes().to_vec()));
-    assert_eq!(encode(Dtype::I32, Number::Float(2.5), round), Ok(2i32.to_le_bytes().to_vec()));
-    assert_eq!(encode(Dtype::I32, Number::Float(3.5), round), Ok(4i32.to_le_bytes().to_vec()));
+    assert_eq!(
+        encode(Dtype::F16, Number::Float(1e6), sat),
+        Ok(half::f16::MAX.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        encode(Dtype::I32, Number::Float(2.5), round),
+        Ok(2i32.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        encode(Dtype::I32, Number::Float(3.5), round),
+        Ok(4i32.to_le_bytes().to_vec())
+    );
 }
 
 #[test]
@@ -107,7 +131,12 @@ fn shortest_text() {
         ("e4m3 0.3", Dtype::F8_E4M3, Number::Float(0.3), "0.3"),
         ("i8", Dtype::I8, Number::Int(-7), "-7"),
         ("c64", Dtype::C64, Number::Complex(1.5, -2.0), "1.5-2j"),
-        ("f64 inf", Dtype::F64, Number::Float(f64::NEG_INFINITY), "-inf"),
+        (
+            "f64 inf",
+            Dtype::F64,
+            Number::Float(f64::NEG_INFINITY),
+            "-inf",
+        ),
     ];
     for (label, dtype, number, text) in rows {
         let bytes = encode(*dtype, *number, EncodeOptions::EXACT).expect(label);

@@ -100,13 +100,32 @@ pub enum HeaderError {
     Overflow { name: String, shape: Vec<u64> },
     /// The byte range does not match dtype x shape.
     #[error("tensor {name:?}: data_offsets [{begin}, {end}) hold {actual} bytes but {dtype} x {shape:?} needs {expected}")]
-    SizeMismatch { name: String, dtype: &'static str, shape: Vec<u64>, begin: u64, end: u64, actual: u64, expected: u64 },
+    SizeMismatch {
+        name: String,
+        dtype: &'static str,
+        shape: Vec<u64>,
+        begin: u64,
+        end: u64,
+        actual: u64,
+        expected: u64,
+    },
     /// The tensor's bits do not fill whole bytes (packed dtypes).
     #[error("tensor {name:?}: {elements} elements of {dtype} do not fill whole bytes")]
-    PartialByte { name: String, dtype: &'static str, elements: u64 },
+    PartialByte {
+        name: String,
+        dtype: &'static str,
+        elements: u64,
+    },
     /// The byte range goes beyond the data section.
-    #[error("tensor {name:?}: data_offsets [{begin}, {end}) run past the {data_len}-byte data section")]
-    OutOfBounds { name: String, begin: u64, end: u64, data_len: u64 },
+    #[error(
+        "tensor {name:?}: data_offsets [{begin}, {end}) run past the {data_len}-byte data section"
+    )]
+    OutOfBounds {
+        name: String,
+        begin: u64,
+        end: u64,
+        data_len: u64,
+    },
     /// Two tensors share bytes.
     #[error("tensors {first:?} and {second:?} overlap in the data section")]
     Overlap { first: String, second: String },
@@ -114,7 +133,10 @@ pub enum HeaderError {
 
 /// Reads the JSON length from the first 8 bytes and checks it against the file length.
 pub fn json_len(prefix: &[u8], file_len: u64) -> Result<u64, HeaderError> {
-    let bytes: [u8; 8] = prefix.get(..8).and_then(|b| b.try_into().ok()).ok_or(HeaderError::TooShort { len: file_len })?;
+    let bytes: [u8; 8] = prefix
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(HeaderError::TooShort { len: file_len })?;
     let len = u64::from_le_bytes(bytes);
     if len > MAX_HEADER_BYTES {
         return Err(HeaderError::HeaderTooLarge { len });
@@ -130,8 +152,15 @@ pub fn json_len(prefix: &[u8], file_len: u64) -> Result<u64, HeaderError> {
 pub fn parse(start: &[u8], file_len: u64) -> Result<Header, HeaderError> {
     let json_len = json_len(start, file_len)?;
     // json_len <= MAX_HEADER_BYTES, so it fits usize on every target.
-    let json = start.get(8..8 + json_len as usize).ok_or(HeaderError::HeaderPastEnd { len: json_len, file_len })?;
-    let text = std::str::from_utf8(json).map_err(|e| HeaderError::NotUtf8 { at: e.valid_up_to() })?;
+    let json = start
+        .get(8..8 + json_len as usize)
+        .ok_or(HeaderError::HeaderPastEnd {
+            len: json_len,
+            file_len,
+        })?;
+    let text = std::str::from_utf8(json).map_err(|e| HeaderError::NotUtf8 {
+        at: e.valid_up_to(),
+    })?;
     let entries = parse_entries(text)?;
     let data_len = file_len - 8 - json_len;
 
@@ -142,7 +171,9 @@ pub fn parse(start: &[u8], file_len: u64) -> Result<Header, HeaderError> {
     for (name, raw) in entries {
         if name == "__metadata__" {
             metadata = serde_json::from_str::<Option<BTreeMap<String, String>>>(raw.get())
-                .map_err(|e| HeaderError::BadMetadata { reason: e.to_string() })?;
+                .map_err(|e| HeaderError::BadMetadata {
+                    reason: e.to_string(),
+                })?;
             continue;
         }
         let info = tensor_info(&name, &raw, data_len)?;
@@ -160,7 +191,10 @@ pub fn parse(start: &[u8], file_len: u64) -> Result<Header, HeaderError> {
         let (begin, end) = tensors[i].data_offsets;
         if begin < covered_end && begin != end {
             let first = last.map(|l| tensors[l].name.clone()).unwrap_or_default();
-            return Err(HeaderError::Overlap { first, second: tensors[i].name.clone() });
+            return Err(HeaderError::Overlap {
+                first,
+                second: tensors[i].name.clone(),
+            });
         }
         gap_bytes += begin.saturating_sub(covered_end);
         if end > covered_end {
@@ -169,12 +203,23 @@ pub fn parse(start: &[u8], file_len: u64) -> Result<Header, HeaderError> {
         }
     }
     if gap_bytes > 0 {
-        warnings.push(format!("{gap_bytes} bytes of the data section belong to no tensor"));
+        warnings.push(format!(
+            "{gap_bytes} bytes of the data section belong to no tensor"
+        ));
     }
     if covered_end < data_len {
-        warnings.push(format!("{} trailing bytes after the last tensor", data_len - covered_end));
+        warnings.push(format!(
+            "{} trailing bytes after the last tensor",
+            data_len - covered_end
+        ));
     }
-    Ok(Header { json_len, metadata, tensors, warnings, by_name })
+    Ok(Header {
+        json_len,
+        metadata,
+        tensors,
+        warnings,
+        by_name,
+    })
 }
 
 #[derive(Deserialize)]
@@ -185,19 +230,41 @@ struct RawTensor {
 }
 
 fn tensor_info(name: &str, raw: &RawValue, data_len: u64) -> Result<TensorInfo, HeaderError> {
-    let t: RawTensor = serde_json::from_str(raw.get()).map_err(|e| HeaderError::BadTensor { name: name.to_string(), reason: e.to_string() })?;
+    let t: RawTensor = serde_json::from_str(raw.get()).map_err(|e| HeaderError::BadTensor {
+        name: name.to_string(),
+        reason: e.to_string(),
+    })?;
     let dtype = dtype::parse_name(&t.dtype)
         .filter(|d| dtype::name(*d) == t.dtype)
-        .ok_or_else(|| HeaderError::UnknownDtype { name: name.to_string(), dtype: t.dtype.clone() })?;
-    let overflow = || HeaderError::Overflow { name: name.to_string(), shape: t.shape.clone() };
-    let elements = t.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
-    let bits = elements.checked_mul(dtype::bits(dtype) as u64).ok_or_else(overflow)?;
+        .ok_or_else(|| HeaderError::UnknownDtype {
+            name: name.to_string(),
+            dtype: t.dtype.clone(),
+        })?;
+    let overflow = || HeaderError::Overflow {
+        name: name.to_string(),
+        shape: t.shape.clone(),
+    };
+    let elements = t
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(overflow)?;
+    let bits = elements
+        .checked_mul(dtype::bits(dtype) as u64)
+        .ok_or_else(overflow)?;
     if bits % 8 != 0 {
-        return Err(HeaderError::PartialByte { name: name.to_string(), dtype: dtype::name(dtype), elements });
+        return Err(HeaderError::PartialByte {
+            name: name.to_string(),
+            dtype: dtype::name(dtype),
+            elements,
+        });
     }
     let (begin, end) = t.data_offsets;
     if end < begin {
-        return Err(HeaderError::BadTensor { name: name.to_string(), reason: format!("data_offsets [{begin}, {end}) end before they begin") });
+        return Err(HeaderError::BadTensor {
+            name: name.to_string(),
+            reason: format!("data_offsets [{begin}, {end}) end before they begin"),
+        });
     }
     if end - begin != bits / 8 {
         return Err(HeaderError::SizeMismatch {
@@ -211,9 +278,19 @@ fn tensor_info(name: &str, raw: &RawValue, data_len: u64) -> Result<TensorInfo, 
         });
     }
     if end > data_len {
-        return Err(HeaderError::OutOfBounds { name: name.to_string(), begin, end, data_len });
+        return Err(HeaderError::OutOfBounds {
+            name: name.to_string(),
+            begin,
+            end,
+            data_len,
+        });
     }
-    Ok(TensorInfo { name: name.to_string(), dtype, shape: t.shape, data_offsets: (begin, end) })
+    Ok(TensorInfo {
+        name: name.to_string(),
+        dtype,
+        shape: t.shape,
+        data_offsets: (begin, end),
+    })
 }
 
 /// The top-level object as (key, raw value) pairs in order, rejecting duplicate keys (which a
@@ -241,11 +318,15 @@ fn parse_entries(text: &str) -> Result<Vec<(String, Box<RawValue>)>, HeaderError
     let entries = serde::Deserializer::deserialize_map(&mut de, Entries).map_err(|e| {
         let msg = e.to_string();
         match msg.strip_prefix("duplicate:") {
-            Some(rest) => HeaderError::DuplicateName { name: rest.split(" at line").next().unwrap_or(rest).to_string() },
+            Some(rest) => HeaderError::DuplicateName {
+                name: rest.split(" at line").next().unwrap_or(rest).to_string(),
+            },
             None => HeaderError::BadJson { reason: msg },
         }
     })?;
-    de.end().map_err(|e| HeaderError::BadJson { reason: e.to_string() })?;
+    de.end().map_err(|e| HeaderError::BadJson {
+        reason: e.to_string(),
+    })?;
     Ok(entries)
 }
 
@@ -254,7 +335,10 @@ fn parse_entries(text: &str) -> Result<Vec<(String, Box<RawValue>)>, HeaderError
 pub fn serialize(metadata: Option<&BTreeMap<String, String>>, tensors: &[TensorInfo]) -> Vec<u8> {
     let mut map = serde_json::Map::new();
     if let Some(m) = metadata {
-        map.insert("__metadata__".into(), serde_json::to_value(m).unwrap_or_default());
+        map.insert(
+            "__metadata__".into(),
+            serde_json::to_value(m).unwrap_or_default(),
+        );
     }
     for t in tensors {
         map.insert(

@@ -14,11 +14,27 @@ fn parse_file(bytes: &[u8]) -> Result<Header, HeaderError> {
 
 #[test]
 fn parses_a_plain_file() {
-    let f = file(r#"{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"a":{"dtype":"BF16","shape":[3],"data_offsets":[16,22]}}"#, 22);
+    let f = file(
+        r#"{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"a":{"dtype":"BF16","shape":[3],"data_offsets":[16,22]}}"#,
+        22,
+    );
     let h = parse_file(&f).expect("valid");
-    assert_eq!(h.tensors.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["b", "a"], "header order kept");
+    assert_eq!(
+        h.tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["b", "a"],
+        "header order kept"
+    );
     assert_eq!(h.get("a").map(|t| t.dtype), Some(Dtype::BF16));
-    assert_eq!(h.metadata.as_ref().and_then(|m| m.get("format")).map(String::as_str), Some("pt"));
+    assert_eq!(
+        h.metadata
+            .as_ref()
+            .and_then(|m| m.get("format"))
+            .map(String::as_str),
+        Some("pt")
+    );
     assert!(h.warnings.is_empty());
 }
 
@@ -36,8 +52,14 @@ fn accepts_what_real_files_do() {
 
 #[test]
 fn empty_file_and_empty_tensors() {
-    assert!(parse_file(&file("{}", 0)).expect("empty model").tensors.is_empty());
-    let f = file(r#"{"e":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#, 4);
+    assert!(parse_file(&file("{}", 0))
+        .expect("empty model")
+        .tensors
+        .is_empty());
+    let f = file(
+        r#"{"e":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#,
+        4,
+    );
     let h = parse_file(&f).expect("zero-size and scalar tensors");
     assert_eq!(h.get("s").map(TensorInfo::elements), Some(1));
 }
@@ -46,17 +68,125 @@ fn empty_file_and_empty_tensors() {
 fn malformed_files_name_the_problem() {
     let rows: Vec<(&str, Vec<u8>, HeaderError)> = vec![
         ("too short", vec![1, 2, 3], HeaderError::TooShort { len: 3 }),
-        ("header too large", u64::MAX.to_le_bytes().to_vec(), HeaderError::HeaderTooLarge { len: u64::MAX }),
-        ("header past end", { let mut f = 100u64.to_le_bytes().to_vec(); f.extend_from_slice(b"{}"); f }, HeaderError::HeaderPastEnd { len: 100, file_len: 10 }),
-        ("not utf8", { let mut f = 3u64.to_le_bytes().to_vec(); f.extend_from_slice(&[b'{', 0xFF, b'}']); f }, HeaderError::NotUtf8 { at: 1 }),
-        ("duplicate name", file(r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#, 2), HeaderError::DuplicateName { name: "a".into() }),
-        ("unknown dtype", file(r#"{"a":{"dtype":"F12","shape":[1],"data_offsets":[0,1]}}"#, 1), HeaderError::UnknownDtype { name: "a".into(), dtype: "F12".into() }),
-        ("lower-case dtype", file(r#"{"a":{"dtype":"f32","shape":[1],"data_offsets":[0,4]}}"#, 4), HeaderError::UnknownDtype { name: "a".into(), dtype: "f32".into() }),
-        ("size mismatch", file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 4), HeaderError::SizeMismatch { name: "a".into(), dtype: "F32", shape: vec![2], begin: 0, end: 4, actual: 4, expected: 8 }),
-        ("past data", file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4), HeaderError::OutOfBounds { name: "a".into(), begin: 0, end: 8, data_len: 4 }),
-        ("overlap", file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8), HeaderError::Overlap { first: "a".into(), second: "b".into() }),
-        ("overflow", file(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#, 8), HeaderError::Overflow { name: "a".into(), shape: vec![1 << 32, 1 << 32] }),
-        ("partial byte", file(r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, 2), HeaderError::PartialByte { name: "a".into(), dtype: "F4", elements: 3 }),
+        (
+            "header too large",
+            u64::MAX.to_le_bytes().to_vec(),
+            HeaderError::HeaderTooLarge { len: u64::MAX },
+        ),
+        (
+            "header past end",
+            {
+                let mut f = 100u64.to_le_bytes().to_vec();
+                f.extend_from_slice(b"{}");
+                f
+            },
+            HeaderError::HeaderPastEnd {
+                len: 100,
+                file_len: 10,
+            },
+        ),
+        (
+            "not utf8",
+            {
+                let mut f = 3u64.to_le_bytes().to_vec();
+                f.extend_from_slice(&[b'{', 0xFF, b'}']);
+                f
+            },
+            HeaderError::NotUtf8 { at: 1 },
+        ),
+        (
+            "duplicate name",
+            file(
+                r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#,
+                2,
+            ),
+            HeaderError::DuplicateName { name: "a".into() },
+        ),
+        (
+            "unknown dtype",
+            file(
+                r#"{"a":{"dtype":"F12","shape":[1],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            HeaderError::UnknownDtype {
+                name: "a".into(),
+                dtype: "F12".into(),
+            },
+        ),
+        (
+            "lower-case dtype",
+            file(
+                r#"{"a":{"dtype":"f32","shape":[1],"data_offsets":[0,4]}}"#,
+                4,
+            ),
+            HeaderError::UnknownDtype {
+                name: "a".into(),
+                dtype: "f32".into(),
+            },
+        ),
+        (
+            "size mismatch",
+            file(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+                4,
+            ),
+            HeaderError::SizeMismatch {
+                name: "a".into(),
+                dtype: "F32",
+                shape: vec![2],
+                begin: 0,
+                end: 4,
+                actual: 4,
+                expected: 8,
+            },
+        ),
+        (
+            "past data",
+            file(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+                4,
+            ),
+            HeaderError::OutOfBounds {
+                name: "a".into(),
+                begin: 0,
+                end: 8,
+                data_len: 4,
+            },
+        ),
+        (
+            "overlap",
+            file(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                8,
+            ),
+            HeaderError::Overlap {
+                first: "a".into(),
+                second: "b".into(),
+            },
+        ),
+        (
+            "overflow",
+            file(
+                r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#,
+                8,
+            ),
+            HeaderError::Overflow {
+                name: "a".into(),
+                shape: vec![1 << 32, 1 << 32],
+            },
+        ),
+        (
+            "partial byte",
+            file(
+                r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#,
+                2,
+            ),
+            HeaderError::PartialByte {
+                name: "a".into(),
+                dtype: "F4",
+                elements: 3,
+            },
+        ),
     ];
     for (label, bytes, expected) in rows {
         assert_eq!(parse_file(&bytes), Err(expected), "{label}");
@@ -68,10 +198,26 @@ fn malformed_json_and_entries() {
     let rows: &[(&str, &str, &str)] = &[
         ("array, not object", "[1,2]", "header is not valid JSON"),
         ("trailing garbage", "{} x", "header is not valid JSON"),
-        ("metadata not strings", r#"{"__metadata__":{"a":1}}"#, "__metadata__ must map strings to strings"),
-        ("missing shape", r#"{"a":{"dtype":"F32","data_offsets":[0,4]}}"#, "tensor \"a\": missing field `shape`"),
-        ("negative shape", r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, "tensor \"a\": invalid value"),
-        ("reversed offsets", r#"{"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#, "end before they begin"),
+        (
+            "metadata not strings",
+            r#"{"__metadata__":{"a":1}}"#,
+            "__metadata__ must map strings to strings",
+        ),
+        (
+            "missing shape",
+            r#"{"a":{"dtype":"F32","data_offsets":[0,4]}}"#,
+            "tensor \"a\": missing field `shape`",
+        ),
+        (
+            "negative shape",
+            r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+            "tensor \"a\": invalid value",
+        ),
+        (
+            "reversed offsets",
+            r#"{"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#,
+            "end before they begin",
+        ),
     ];
     for (label, json, needle) in rows {
         let err = parse_file(&file(json, 4)).expect_err(label).to_string();
@@ -82,8 +228,18 @@ fn malformed_json_and_entries() {
 #[test]
 fn serialize_round_trips() {
     let tensors = vec![
-        TensorInfo { name: "w".into(), dtype: Dtype::F16, shape: vec![2, 3], data_offsets: (0, 12) },
-        TensorInfo { name: "b".into(), dtype: Dtype::I8, shape: vec![3], data_offsets: (12, 15) },
+        TensorInfo {
+            name: "w".into(),
+            dtype: Dtype::F16,
+            shape: vec![2, 3],
+            data_offsets: (0, 12),
+        },
+        TensorInfo {
+            name: "b".into(),
+            dtype: Dtype::I8,
+            shape: vec![3],
+            data_offsets: (12, 15),
+        },
     ];
     let meta: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
     let mut bytes = serialize(Some(&meta), &tensors);

@@ -26,7 +26,11 @@ pub struct Fingerprint {
 /// Fingerprints a file from its header bytes (length prefix + JSON) and size.
 pub fn fingerprint(file: &str, header_bytes: &[u8], size: u64) -> Fingerprint {
     use sha2::Digest;
-    Fingerprint { file: file.to_string(), header_sha256: hex::encode(sha2::Sha256::digest(header_bytes)), size }
+    Fingerprint {
+        file: file.to_string(),
+        header_sha256: hex::encode(sha2::Sha256::digest(header_bytes)),
+        size,
+    }
 }
 
 /// One run of changed bytes.
@@ -73,10 +77,19 @@ pub enum PatchError {
     Version { format: String, version: u32 },
     /// An entry whose original and patched lengths differ, or that is empty.
     #[error("entry at {tensor}+{offset}: original is {original} bytes but patched is {patched}")]
-    Length { tensor: String, offset: u64, original: usize, patched: usize },
+    Length {
+        tensor: String,
+        offset: u64,
+        original: usize,
+        patched: usize,
+    },
     /// Two entries of one patch cover the same bytes.
     #[error("entries at {tensor}+{first} and {tensor}+{second} overlap")]
-    Overlap { tensor: String, first: u64, second: u64 },
+    Overlap {
+        tensor: String,
+        first: u64,
+        second: u64,
+    },
 }
 
 /// A place where a patch does not fit its base (or another patch).
@@ -115,12 +128,31 @@ pub enum ConflictKind {
 
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let at = format!("{} bytes {}..{}", self.tensor, self.offset, self.offset + self.len);
+        let at = format!(
+            "{} bytes {}..{}",
+            self.tensor,
+            self.offset,
+            self.offset + self.len
+        );
         match &self.kind {
-            ConflictKind::MissingTensor => write!(f, "{}: the model has no tensor of that name", self.tensor),
-            ConflictKind::OutOfRange { tensor_bytes } => write!(f, "{at}: past the end of the tensor's {tensor_bytes} bytes"),
-            ConflictKind::Mismatch { expected, found } => write!(f, "{at}: patch expects {} but the model has {}", hex::encode(expected), hex::encode(found)),
-            ConflictKind::Clash { first, second } => write!(f, "{at}: one patch writes {} and the other {}", hex::encode(first), hex::encode(second)),
+            ConflictKind::MissingTensor => {
+                write!(f, "{}: the model has no tensor of that name", self.tensor)
+            }
+            ConflictKind::OutOfRange { tensor_bytes } => {
+                write!(f, "{at}: past the end of the tensor's {tensor_bytes} bytes")
+            }
+            ConflictKind::Mismatch { expected, found } => write!(
+                f,
+                "{at}: patch expects {} but the model has {}",
+                hex::encode(expected),
+                hex::encode(found)
+            ),
+            ConflictKind::Clash { first, second } => write!(
+                f,
+                "{at}: one patch writes {} and the other {}",
+                hex::encode(first),
+                hex::encode(second)
+            ),
         }
     }
 }
@@ -134,14 +166,26 @@ pub trait BaseModel {
 impl Patch {
     /// An empty patch against `base`.
     pub fn new(base: Vec<Fingerprint>, created: String, note: String) -> Patch {
-        Patch { format: FORMAT.into(), version: VERSION, created, note, base, entries: Vec::new() }
+        Patch {
+            format: FORMAT.into(),
+            version: VERSION,
+            created,
+            note,
+            base,
+            entries: Vec::new(),
+        }
     }
 
     /// Parses and checks a patch document (format, version, entry lengths, overlaps).
     pub fn from_json(text: &str) -> Result<Patch, PatchError> {
-        let mut patch: Patch = serde_json::from_str(text).map_err(|e| PatchError::Parse { reason: e.to_string() })?;
+        let mut patch: Patch = serde_json::from_str(text).map_err(|e| PatchError::Parse {
+            reason: e.to_string(),
+        })?;
         if patch.format != FORMAT || patch.version != VERSION {
-            return Err(PatchError::Version { format: patch.format, version: patch.version });
+            return Err(PatchError::Version {
+                format: patch.format,
+                version: patch.version,
+            });
         }
         patch.entries = normalize(patch.entries)?;
         Ok(patch)
@@ -156,9 +200,15 @@ impl Patch {
     pub fn entries_from_overlay(overlay: &Overlay, base: &impl BaseModel) -> Vec<PatchEntry> {
         let mut out: Vec<PatchEntry> = Vec::new();
         for (name, runs) in overlay.tensors() {
-            let Some((info, bytes)) = base.tensor(name) else { continue };
+            let Some((info, bytes)) = base.tensor(name) else {
+                continue;
+            };
             // Element-sized granules (one byte for the packed dtypes) keep entries readable.
-            let granule = if dtype::is_packed(info.dtype) { 1 } else { dtype::element_bytes(info.dtype) as u64 };
+            let granule = if dtype::is_packed(info.dtype) {
+                1
+            } else {
+                dtype::element_bytes(info.dtype) as u64
+            };
             for (start, run) in runs.runs() {
                 let end = start + run.len() as u64;
                 let mut g = start - start % granule;
@@ -176,7 +226,12 @@ impl Patch {
                             Some(last) if last.tensor == name && last.end() > g => {
                                 // Granule already covered by the previous run's last granule.
                             }
-                            _ => out.push(PatchEntry { tensor: name.to_string(), offset: g, original: old.to_vec(), patched: new }),
+                            _ => out.push(PatchEntry {
+                                tensor: name.to_string(),
+                                offset: g,
+                                original: old.to_vec(),
+                                patched: new,
+                            }),
                         }
                     }
                     g = g_end.max(g + 1);
@@ -191,17 +246,32 @@ impl Patch {
         let mut conflicts = Vec::new();
         for e in &self.entries {
             let len = e.original.len() as u64;
-            let conflict = |kind| Conflict { tensor: e.tensor.clone(), offset: e.offset, len, kind };
+            let conflict = |kind| Conflict {
+                tensor: e.tensor.clone(),
+                offset: e.offset,
+                len,
+                kind,
+            };
             let Some((_, bytes)) = base.tensor(&e.tensor) else {
                 conflicts.push(conflict(ConflictKind::MissingTensor));
                 continue;
             };
-            let Some(found) = e.offset.checked_add(len).filter(|&end| end <= bytes.len() as u64).map(|end| &bytes[e.offset as usize..end as usize]) else {
-                conflicts.push(conflict(ConflictKind::OutOfRange { tensor_bytes: bytes.len() as u64 }));
+            let Some(found) = e
+                .offset
+                .checked_add(len)
+                .filter(|&end| end <= bytes.len() as u64)
+                .map(|end| &bytes[e.offset as usize..end as usize])
+            else {
+                conflicts.push(conflict(ConflictKind::OutOfRange {
+                    tensor_bytes: bytes.len() as u64,
+                }));
                 continue;
             };
             if found != e.original.as_slice() {
-                conflicts.push(conflict(ConflictKind::Mismatch { expected: e.original.clone(), found: found.to_vec() }));
+                conflicts.push(conflict(ConflictKind::Mismatch {
+                    expected: e.original.clone(),
+                    found: found.to_vec(),
+                }));
             }
         }
         conflicts
@@ -255,11 +325,25 @@ impl Patch {
                     Some((first_o, first_p)) if o == first_o && p == first_p => {}
                     Some((first_o, first_p)) => {
                         let kind = if o == first_o {
-                            ConflictKind::Clash { first: vec![first_p], second: vec![p] }
+                            ConflictKind::Clash {
+                                first: vec![first_p],
+                                second: vec![p],
+                            }
                         } else {
-                            ConflictKind::Mismatch { expected: vec![o], found: vec![first_p] }
+                            ConflictKind::Mismatch {
+                                expected: vec![o],
+                                found: vec![first_p],
+                            }
                         };
-                        push_conflict(&mut conflicts, Conflict { tensor: e.tensor.clone(), offset: key.1, len: 1, kind });
+                        push_conflict(
+                            &mut conflicts,
+                            Conflict {
+                                tensor: e.tensor.clone(),
+                                offset: key.1,
+                                len: 1,
+                                kind,
+                            },
+                        );
                     }
                 }
             }
@@ -277,7 +361,12 @@ impl Patch {
                     last.original.push(o);
                     last.patched.push(p);
                 }
-                _ => entries.push(PatchEntry { tensor, offset, original: vec![o], patched: vec![p] }),
+                _ => entries.push(PatchEntry {
+                    tensor,
+                    offset,
+                    original: vec![o],
+                    patched: vec![p],
+                }),
             }
         }
         let note = match (self.note.is_empty(), other.note.is_empty()) {
@@ -285,7 +374,11 @@ impl Patch {
             (false, true) => self.note.clone(),
             _ => other.note.clone(),
         };
-        Ok(Patch { entries, note, ..self.clone() })
+        Ok(Patch {
+            entries,
+            note,
+            ..self.clone()
+        })
     }
 
     /// Adds changes (from an edit) to the patch: the patched bytes become the changes' new
@@ -304,13 +397,25 @@ fn push_conflict(conflicts: &mut Vec<Conflict>, c: Conflict) {
     if let Some(last) = conflicts.last_mut() {
         if last.tensor == c.tensor && last.offset + last.len == c.offset {
             match (&mut last.kind, &c.kind) {
-                (ConflictKind::Clash { first, second }, ConflictKind::Clash { first: f, second: s }) => {
+                (
+                    ConflictKind::Clash { first, second },
+                    ConflictKind::Clash {
+                        first: f,
+                        second: s,
+                    },
+                ) => {
                     first.extend_from_slice(f);
                     second.extend_from_slice(s);
                     last.len += 1;
                     return;
                 }
-                (ConflictKind::Mismatch { expected, found }, ConflictKind::Mismatch { expected: e, found: f }) => {
+                (
+                    ConflictKind::Mismatch { expected, found },
+                    ConflictKind::Mismatch {
+                        expected: e,
+                        found: f,
+                    },
+                ) => {
                     expected.extend_from_slice(e);
                     found.extend_from_slice(f);
                     last.len += 1;
@@ -327,7 +432,12 @@ fn push_conflict(conflicts: &mut Vec<Conflict>, c: Conflict) {
 pub fn normalize(mut entries: Vec<PatchEntry>) -> Result<Vec<PatchEntry>, PatchError> {
     for e in &entries {
         if e.original.len() != e.patched.len() || e.original.is_empty() {
-            return Err(PatchError::Length { tensor: e.tensor.clone(), offset: e.offset, original: e.original.len(), patched: e.patched.len() });
+            return Err(PatchError::Length {
+                tensor: e.tensor.clone(),
+                offset: e.offset,
+                original: e.original.len(),
+                patched: e.patched.len(),
+            });
         }
     }
     entries.sort_by(|a, b| (&a.tensor, a.offset).cmp(&(&b.tensor, b.offset)));
@@ -335,7 +445,11 @@ pub fn normalize(mut entries: Vec<PatchEntry>) -> Result<Vec<PatchEntry>, PatchE
     for e in entries {
         match out.last_mut() {
             Some(last) if last.tensor == e.tensor && last.end() > e.offset => {
-                return Err(PatchError::Overlap { tensor: e.tensor, first: last.offset, second: e.offset });
+                return Err(PatchError::Overlap {
+                    tensor: e.tensor,
+                    first: last.offset,
+                    second: e.offset,
+                });
             }
             Some(last) if last.tensor == e.tensor && last.end() == e.offset => {
                 last.original.extend_from_slice(&e.original);
@@ -352,7 +466,11 @@ pub fn element_of(info: &TensorInfo, byte_offset: u64) -> (u64, Vec<u64>) {
     let bits = dtype::bits(info.dtype) as u64;
     let flat = byte_offset * 8 / bits;
     let strides = slice::strides(&info.shape);
-    let idx = strides.iter().zip(&info.shape).map(|(s, d)| (flat / s) % (*d).max(1)).collect();
+    let idx = strides
+        .iter()
+        .zip(&info.shape)
+        .map(|(s, d)| (flat / s) % (*d).max(1))
+        .collect();
     (flat, idx)
 }
 

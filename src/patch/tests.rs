@@ -12,16 +12,29 @@ impl BaseModel for Model {
 
 fn model() -> Model {
     let bytes: Vec<u8> = (0..16).collect();
-    let info = TensorInfo { name: "w".into(), dtype: Dtype::F32, shape: vec![4], data_offsets: (0, 16) };
+    let info = TensorInfo {
+        name: "w".into(),
+        dtype: Dtype::F32,
+        shape: vec![4],
+        data_offsets: (0, 16),
+    };
     Model([("w".to_string(), (info, bytes))].into())
 }
 
 fn entry(offset: u64, original: &[u8], patched: &[u8]) -> PatchEntry {
-    PatchEntry { tensor: "w".into(), offset, original: original.to_vec(), patched: patched.to_vec() }
+    PatchEntry {
+        tensor: "w".into(),
+        offset,
+        original: original.to_vec(),
+        patched: patched.to_vec(),
+    }
 }
 
 fn patch(entries: Vec<PatchEntry>) -> Patch {
-    Patch { entries, ..Patch::new(vec![], "2026-01-01T00:00:00Z".into(), String::new()) }
+    Patch {
+        entries,
+        ..Patch::new(vec![], "2026-01-01T00:00:00Z".into(), String::new())
+    }
 }
 
 #[test]
@@ -31,19 +44,46 @@ fn overlay_diff_is_element_aligned_and_coalesced() {
     o.write("w", 5, &[50]); // inside element 1
     o.write("w", 8, &[8, 9, 10, 99]); // element 2, last byte changed; first three equal base
     let entries = Patch::entries_from_overlay(&o, &m);
-    assert_eq!(entries, vec![entry(4, &[4, 5, 6, 7, 8, 9, 10, 11], &[4, 50, 6, 7, 8, 9, 10, 99])]);
+    assert_eq!(
+        entries,
+        vec![entry(
+            4,
+            &[4, 5, 6, 7, 8, 9, 10, 11],
+            &[4, 50, 6, 7, 8, 9, 10, 99]
+        )]
+    );
 }
 
 #[test]
 fn verify_lists_each_conflict() {
     let m = model();
-    let p = patch(vec![entry(0, &[0, 1], &[9, 9]), entry(4, &[7, 7], &[1, 1]), entry(15, &[15, 0], &[1, 1]), PatchEntry { tensor: "nope".into(), ..entry(0, &[0], &[1]) }]);
+    let p = patch(vec![
+        entry(0, &[0, 1], &[9, 9]),
+        entry(4, &[7, 7], &[1, 1]),
+        entry(15, &[15, 0], &[1, 1]),
+        PatchEntry {
+            tensor: "nope".into(),
+            ..entry(0, &[0], &[1])
+        },
+    ]);
     let conflicts = p.verify(&m);
     assert_eq!(conflicts.len(), 3);
-    assert_eq!(conflicts[0].kind, ConflictKind::Mismatch { expected: vec![7, 7], found: vec![4, 5] });
-    assert_eq!(conflicts[1].kind, ConflictKind::OutOfRange { tensor_bytes: 16 });
+    assert_eq!(
+        conflicts[0].kind,
+        ConflictKind::Mismatch {
+            expected: vec![7, 7],
+            found: vec![4, 5]
+        }
+    );
+    assert_eq!(
+        conflicts[1].kind,
+        ConflictKind::OutOfRange { tensor_bytes: 16 }
+    );
     assert_eq!(conflicts[2].kind, ConflictKind::MissingTensor);
-    assert_eq!(conflicts[0].to_string(), "w bytes 4..6: patch expects 0707 but the model has 0405");
+    assert_eq!(
+        conflicts[0].to_string(),
+        "w bytes 4..6: patch expects 0707 but the model has 0405"
+    );
 }
 
 #[test]
@@ -58,13 +98,27 @@ fn combine_sequences_agreements_and_clashes() {
     let a = patch(vec![entry(0, &[0, 1], &[9, 9])]);
     // Sequential: b starts from a's result.
     let b = patch(vec![entry(1, &[9, 2], &[7, 7])]);
-    assert_eq!(a.combine(&b).unwrap().entries, vec![entry(0, &[0, 1, 2], &[9, 7, 7])]);
+    assert_eq!(
+        a.combine(&b).unwrap().entries,
+        vec![entry(0, &[0, 1, 2], &[9, 7, 7])]
+    );
     // Same change in both: agreement.
     assert_eq!(a.combine(&a).unwrap().entries, a.entries);
     // Same original, different new values: a clash.
     let c = patch(vec![entry(0, &[0, 1], &[5, 9])]);
     let conflicts = a.combine(&c).unwrap_err();
-    assert_eq!(conflicts, vec![Conflict { tensor: "w".into(), offset: 0, len: 1, kind: ConflictKind::Clash { first: vec![9], second: vec![5] } }]);
+    assert_eq!(
+        conflicts,
+        vec![Conflict {
+            tensor: "w".into(),
+            offset: 0,
+            len: 1,
+            kind: ConflictKind::Clash {
+                first: vec![9],
+                second: vec![5]
+            }
+        }]
+    );
     // A change back to the base value disappears.
     let back = a.combine(&a.invert()).unwrap();
     assert!(back.entries.is_empty());
@@ -72,32 +126,79 @@ fn combine_sequences_agreements_and_clashes() {
 
 #[test]
 fn json_round_trip_and_rejections() {
-    let p = patch(vec![entry(4, &[4], &[40]), entry(0, &[0], &[1]), entry(1, &[1], &[2])]);
+    let p = patch(vec![
+        entry(4, &[4], &[40]),
+        entry(0, &[0], &[1]),
+        entry(1, &[1], &[2]),
+    ]);
     let parsed = Patch::from_json(&p.to_json()).unwrap();
-    assert_eq!(parsed.entries, vec![entry(0, &[0, 1], &[1, 2]), entry(4, &[4], &[40])], "sorted and coalesced");
+    assert_eq!(
+        parsed.entries,
+        vec![entry(0, &[0, 1], &[1, 2]), entry(4, &[4], &[40])],
+        "sorted and coalesced"
+    );
     assert!(p.to_json().contains("\"original\": \"04\""));
     let overlapping = patch(vec![entry(0, &[0, 1], &[1, 2]), entry(1, &[1], &[3])]);
-    assert!(matches!(Patch::from_json(&overlapping.to_json()), Err(PatchError::Overlap { .. })));
+    assert!(matches!(
+        Patch::from_json(&overlapping.to_json()),
+        Err(PatchError::Overlap { .. })
+    ));
     let uneven = patch(vec![entry(0, &[0, 1], &[1])]);
-    assert!(matches!(Patch::from_json(&uneven.to_json()), Err(PatchError::Length { .. })));
-    let future = Patch { version: 99, ..patch(vec![]) };
-    assert!(matches!(Patch::from_json(&future.to_json()), Err(PatchError::Version { version: 99, .. })));
-    assert!(matches!(Patch::from_json("{"), Err(PatchError::Parse { .. })));
-    assert!(Patch::from_json(&p.to_json().replace("\"04\"", "\"zz\"")).is_err(), "bad hex");
+    assert!(matches!(
+        Patch::from_json(&uneven.to_json()),
+        Err(PatchError::Length { .. })
+    ));
+    let future = Patch {
+        version: 99,
+        ..patch(vec![])
+    };
+    assert!(matches!(
+        Patch::from_json(&future.to_json()),
+        Err(PatchError::Version { version: 99, .. })
+    ));
+    assert!(matches!(
+        Patch::from_json("{"),
+        Err(PatchError::Parse { .. })
+    ));
+    assert!(
+        Patch::from_json(&p.to_json().replace("\"04\"", "\"zz\"")).is_err(),
+        "bad hex"
+    );
 }
 
 #[test]
 fn record_keeps_base_originals() {
     let m = model();
     let mut p = patch(vec![]);
-    p.record(&[Change { tensor: "w".into(), offset: 0, before: vec![0, 1, 2, 3], after: vec![1, 1, 1, 1] }], &m);
-    p.record(&[Change { tensor: "w".into(), offset: 0, before: vec![1, 1, 1, 1], after: vec![2, 2, 2, 2] }], &m);
+    p.record(
+        &[Change {
+            tensor: "w".into(),
+            offset: 0,
+            before: vec![0, 1, 2, 3],
+            after: vec![1, 1, 1, 1],
+        }],
+        &m,
+    );
+    p.record(
+        &[Change {
+            tensor: "w".into(),
+            offset: 0,
+            before: vec![1, 1, 1, 1],
+            after: vec![2, 2, 2, 2],
+        }],
+        &m,
+    );
     assert_eq!(p.entries, vec![entry(0, &[0, 1, 2, 3], &[2, 2, 2, 2])]);
     assert!(p.verify(&m).is_empty());
 }
 
 #[test]
 fn element_of_entry() {
-    let info = TensorInfo { name: "w".into(), dtype: Dtype::BF16, shape: vec![3, 4], data_offsets: (0, 24) };
+    let info = TensorInfo {
+        name: "w".into(),
+        dtype: Dtype::BF16,
+        shape: vec![3, 4],
+        data_offsets: (0, 24),
+    };
     assert_eq!(element_of(&info, 14), (7, vec![1, 3]));
 }

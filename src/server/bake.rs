@@ -18,14 +18,28 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 fn targets(model: &Model, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
     if model.is_sharded() {
         if out.is_file() {
-            return Err(Error::Usage(format!("{} is a file; a sharded model bakes into a folder", out.display())));
+            return Err(Error::Usage(format!(
+                "{} is a file; a sharded model bakes into a folder",
+                out.display()
+            )));
         }
         std::fs::create_dir_all(out).map_err(Error::io(out))?;
-        let files = model.shards.iter().map(|s| out.join(&s.file_name)).collect();
+        let files = model
+            .shards
+            .iter()
+            .map(|s| out.join(&s.file_name))
+            .collect();
         Ok((out.to_path_buf(), files))
     } else {
-        let file = if out.is_dir() { out.join(&model.shards[0].file_name) } else { out.to_path_buf() };
-        Ok((file.parent().map(Path::to_path_buf).unwrap_or_default(), vec![file]))
+        let file = if out.is_dir() {
+            out.join(&model.shards[0].file_name)
+        } else {
+            out.to_path_buf()
+        };
+        Ok((
+            file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            vec![file],
+        ))
     }
 }
 
@@ -48,7 +62,10 @@ pub fn bake(model: &Model, patch: &Patch, out: &Path, progress: Progress) -> Res
     let (dir, files) = targets(model, out)?;
     for (shard, target) in model.shards.iter().zip(&files) {
         if same_file(&shard.path, target) {
-            return Err(Error::Usage(format!("{} is the base model; bake to another file", target.display())));
+            return Err(Error::Usage(format!(
+                "{} is the base model; bake to another file",
+                target.display()
+            )));
         }
     }
     let total = model.total_bytes();
@@ -67,7 +84,9 @@ pub fn bake(model: &Model, patch: &Patch, out: &Path, progress: Progress) -> Res
                 progress(done, total);
             }
             for entry in &patch.entries {
-                let Ok((s, info)) = model.get(&entry.tensor) else { continue };
+                let Ok((s, info)) = model.get(&entry.tensor) else {
+                    continue;
+                };
                 if !std::ptr::eq(s, &model.shards[si]) {
                     continue;
                 }
@@ -78,7 +97,11 @@ pub fn bake(model: &Model, patch: &Patch, out: &Path, progress: Progress) -> Res
         })?;
     }
     if let (true, Some(index)) = (model.is_sharded(), &model.index_file) {
-        let src = model.shards[0].path.parent().unwrap_or(Path::new(".")).join(index);
+        let src = model.shards[0]
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(index);
         let text = std::fs::read(&src).map_err(Error::io(&src))?;
         let target = dir.join(index);
         if !same_file(&src, &target) {

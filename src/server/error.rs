@@ -12,7 +12,10 @@ use std::path::PathBuf;
 pub enum Error {
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A `.safetensors` header is malformed.
     #[error("{}: {source}", path.display())]
     Header { path: PathBuf, source: HeaderError },
@@ -24,7 +27,10 @@ pub enum Error {
     NotAModel { path: PathBuf, reason: String },
     /// No tensor of that name.
     #[error("no tensor named {name:?}{}", suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default())]
-    NoTensor { name: String, suggestion: Option<String> },
+    NoTensor {
+        name: String,
+        suggestion: Option<String>,
+    },
     /// A bad slice or view.
     #[error("{tensor}: {source}")]
     Slice { tensor: String, source: SliceError },

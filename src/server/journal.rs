@@ -54,10 +54,21 @@ impl Journal {
             // Cut a torn tail so the next record starts on a line of its own.
             let len = std::fs::metadata(path).map_err(Error::io(path))?.len();
             if good_len < len {
-                OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(good_len)).map_err(Error::io(path))?;
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(good_len))
+                    .map_err(Error::io(path))?;
             }
         }
-        Ok((Journal { path: path.to_path_buf(), file: None }, history, warnings))
+        Ok((
+            Journal {
+                path: path.to_path_buf(),
+                file: None,
+            },
+            history,
+            warnings,
+        ))
     }
 
     /// Appends a record and makes it durable.
@@ -66,13 +77,21 @@ impl Journal {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
             }
-            let f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(Error::io(&self.path))?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(Error::io(&self.path))?;
             self.file = Some(f);
         }
         let mut line = serde_json::to_string(record).map_err(|e| Error::Usage(e.to_string()))?;
         line.push('\n');
-        let f = self.file.as_mut().ok_or_else(|| Error::Usage("journal not open".into()))?;
-        f.write_all(line.as_bytes()).map_err(Error::io(&self.path))?;
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::Usage("journal not open".into()))?;
+        f.write_all(line.as_bytes())
+            .map_err(Error::io(&self.path))?;
         f.sync_data().map_err(Error::io(&self.path))?;
         Ok(())
     }
@@ -89,7 +108,15 @@ mod tests {
     use crate::edit::Change;
 
     fn step(v: u8) -> EditStep {
-        EditStep { label: format!("set {v}"), changes: vec![Change { tensor: "t".into(), offset: 0, before: vec![0], after: vec![v] }] }
+        EditStep {
+            label: format!("set {v}"),
+            changes: vec![Change {
+                tensor: "t".into(),
+                offset: 0,
+                before: vec![0],
+                after: vec![v],
+            }],
+        }
     }
 
     #[test]
@@ -102,14 +129,22 @@ mod tests {
             j.append(&Record::Apply(step(2))).unwrap();
             j.append(&Record::Undo).unwrap();
         }
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"apply\":{\"lab").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"apply\":{\"lab")
+            .unwrap();
         let (mut j, h, warnings) = Journal::open(&path).unwrap();
         assert_eq!(h.applied().len(), 1);
         assert_eq!(h.undone().len(), 1, "undo survives: redo is possible");
         assert_eq!(warnings.len(), 1);
         j.append(&Record::Redo).unwrap();
         let (_, h, warnings) = Journal::open(&path).unwrap();
-        assert!(warnings.is_empty(), "the torn tail was cut before appending");
+        assert!(
+            warnings.is_empty(),
+            "the torn tail was cut before appending"
+        );
         assert_eq!(h.applied().len(), 2);
     }
 }

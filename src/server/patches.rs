@@ -9,7 +9,10 @@ use std::path::Path;
 /// Loads and checks a patch file.
 pub fn load(path: &Path) -> Result<Patch> {
     let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    Patch::from_json(&text).map_err(|source| Error::Patch { path: path.to_path_buf(), source })
+    Patch::from_json(&text).map_err(|source| Error::Patch {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Saves a patch atomically.

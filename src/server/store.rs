@@ -33,9 +33,21 @@ impl Shard {
         // truncating the file while it is open would make reads fault; that is the documented
         // contract of opening a model.
         let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
-        let header = header::parse(&map, size).map_err(|source| Error::Header { path: path.to_path_buf(), source })?;
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Shard { path: path.to_path_buf(), file_name, header, size, map })
+        let header = header::parse(&map, size).map_err(|source| Error::Header {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Shard {
+            path: path.to_path_buf(),
+            file_name,
+            header,
+            size,
+            map,
+        })
     }
 
     /// The bytes of a tensor of this shard.
@@ -93,8 +105,17 @@ impl Model {
             found.sort();
             return match found.as_slice() {
                 [one] => Model::open_single(one, path),
-                [] => Err(Error::NotAModel { path: path.into(), reason: "no .safetensors file or index in this folder".into() }),
-                _ => Err(Error::NotAModel { path: path.into(), reason: format!("{} .safetensors files but no {INDEX_FILE}; open one file", found.len()) }),
+                [] => Err(Error::NotAModel {
+                    path: path.into(),
+                    reason: "no .safetensors file or index in this folder".into(),
+                }),
+                _ => Err(Error::NotAModel {
+                    path: path.into(),
+                    reason: format!(
+                        "{} .safetensors files but no {INDEX_FILE}; open one file",
+                        found.len()
+                    ),
+                }),
             };
         }
         if path.extension().is_some_and(|e| e == "json") {
@@ -105,47 +126,104 @@ impl Model {
 
     fn open_single(file: &Path, given: &Path) -> Result<Model> {
         let shard = Shard::open(file)?;
-        let warnings = shard.header.warnings.iter().map(|w| format!("{}: {w}", shard.file_name)).collect();
+        let warnings = shard
+            .header
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {w}", shard.file_name))
+            .collect();
         let order: Vec<(usize, usize)> = (0..shard.header.tensors.len()).map(|i| (0, i)).collect();
-        let by_name = order.iter().map(|&(s, i)| (shard.header.tensors[i].name.clone(), (s, i))).collect();
-        Ok(Model { path: given.to_path_buf(), shards: vec![shard], index_file: None, index_metadata: None, warnings, order, by_name })
+        let by_name = order
+            .iter()
+            .map(|&(s, i)| (shard.header.tensors[i].name.clone(), (s, i)))
+            .collect();
+        Ok(Model {
+            path: given.to_path_buf(),
+            shards: vec![shard],
+            index_file: None,
+            index_metadata: None,
+            warnings,
+            order,
+            by_name,
+        })
     }
 
     fn open_index(index_path: &Path, given: &Path) -> Result<Model> {
         let text = std::fs::read_to_string(index_path).map_err(Error::io(index_path))?;
-        let idx = index::parse(&text).map_err(|e| Error::Index { path: index_path.into(), reason: e.to_string() })?;
+        let idx = index::parse(&text).map_err(|e| Error::Index {
+            path: index_path.into(),
+            reason: e.to_string(),
+        })?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
-        let shards = idx.shards.iter().map(|f| Shard::open(&dir.join(f))).collect::<Result<Vec<_>>>()?;
-        let shard_of: HashMap<&str, usize> = shards.iter().enumerate().map(|(i, s)| (s.file_name.as_str(), i)).collect();
+        let shards = idx
+            .shards
+            .iter()
+            .map(|f| Shard::open(&dir.join(f)))
+            .collect::<Result<Vec<_>>>()?;
+        let shard_of: HashMap<&str, usize> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.file_name.as_str(), i))
+            .collect();
         let mut warnings = Vec::new();
         let mut by_name = HashMap::new();
         let mut order = Vec::new();
         for (si, shard) in shards.iter().enumerate() {
-            warnings.extend(shard.header.warnings.iter().map(|w| format!("{}: {w}", shard.file_name)));
+            warnings.extend(
+                shard
+                    .header
+                    .warnings
+                    .iter()
+                    .map(|w| format!("{}: {w}", shard.file_name)),
+            );
             for (ti, t) in shard.header.tensors.iter().enumerate() {
                 match idx.weight_map.get(&t.name) {
                     Some(f) if shard_of.get(f.as_str()) == Some(&si) => {}
                     Some(f) => {
                         return Err(Error::Index {
                             path: index_path.into(),
-                            reason: format!("tensor {:?} is in {} but the index routes it to {f}", t.name, shard.file_name),
+                            reason: format!(
+                                "tensor {:?} is in {} but the index routes it to {f}",
+                                t.name, shard.file_name
+                            ),
                         })
                     }
-                    None => warnings.push(format!("{}: tensor {:?} is not in the index; included", shard.file_name, t.name)),
+                    None => warnings.push(format!(
+                        "{}: tensor {:?} is not in the index; included",
+                        shard.file_name, t.name
+                    )),
                 }
                 if by_name.insert(t.name.clone(), (si, ti)).is_some() {
-                    return Err(Error::Index { path: index_path.into(), reason: format!("tensor {:?} is in more than one shard", t.name) });
+                    return Err(Error::Index {
+                        path: index_path.into(),
+                        reason: format!("tensor {:?} is in more than one shard", t.name),
+                    });
                 }
                 order.push((si, ti));
             }
         }
         for (name, file) in &idx.weight_map {
             if !by_name.contains_key(name) {
-                return Err(Error::Index { path: index_path.into(), reason: format!("the index routes {name:?} to {file}, which has no such tensor") });
+                return Err(Error::Index {
+                    path: index_path.into(),
+                    reason: format!(
+                        "the index routes {name:?} to {file}, which has no such tensor"
+                    ),
+                });
             }
         }
-        let index_file = index_path.file_name().map(|n| n.to_string_lossy().into_owned());
-        Ok(Model { path: given.to_path_buf(), shards, index_file, index_metadata: idx.metadata, warnings, order, by_name })
+        let index_file = index_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        Ok(Model {
+            path: given.to_path_buf(),
+            shards,
+            index_file,
+            index_metadata: idx.metadata,
+            warnings,
+            order,
+            by_name,
+        })
     }
 
     /// Whether the model has an index and shards.
@@ -155,7 +233,9 @@ impl Model {
 
     /// Every tensor with its shard, in file order (shard by shard, header order within).
     pub fn tensors(&self) -> impl Iterator<Item = (&Shard, &TensorInfo)> {
-        self.order.iter().map(|&(s, t)| (&self.shards[s], &self.shards[s].header.tensors[t]))
+        self.order
+            .iter()
+            .map(|&(s, t)| (&self.shards[s], &self.shards[s].header.tensors[t]))
     }
 
     /// Number of tensors.
@@ -172,7 +252,10 @@ impl Model {
     pub fn get(&self, name: &str) -> Result<(&Shard, &TensorInfo)> {
         match self.by_name.get(name) {
             Some(&(s, t)) => Ok((&self.shards[s], &self.shards[s].header.tensors[t])),
-            None => Err(Error::NoTensor { name: name.to_string(), suggestion: self.suggest(name) }),
+            None => Err(Error::NoTensor {
+                name: name.to_string(),
+                suggestion: self.suggest(name),
+            }),
         }
     }
 
@@ -191,7 +274,10 @@ impl Model {
 
     /// One fingerprint per file.
     pub fn fingerprints(&self) -> Vec<Fingerprint> {
-        self.shards.iter().map(|s| patch::fingerprint(&s.file_name, s.header_bytes(), s.size)).collect()
+        self.shards
+            .iter()
+            .map(|s| patch::fingerprint(&s.file_name, s.header_bytes(), s.size))
+            .collect()
     }
 
     /// Total bytes of all files.

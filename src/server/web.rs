@@ -36,8 +36,20 @@ impl FromRef<AppState> for LeptosOptions {
 /// Host names a local server answers to on `addr`, plus any the user allowed.
 pub fn allowed_hosts(addr: SocketAddr, extra: &[String]) -> HashSet<String> {
     let port = addr.port();
-    let mut hosts: HashSet<String> = [format!("{addr}"), format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")].into();
-    hosts.extend(extra.iter().map(|h| if h.contains(':') && !h.starts_with('[') { h.clone() } else { format!("{h}:{port}") }));
+    let mut hosts: HashSet<String> = [
+        format!("{addr}"),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ]
+    .into();
+    hosts.extend(extra.iter().map(|h| {
+        if h.contains(':') && !h.starts_with('[') {
+            h.clone()
+        } else {
+            format!("{h}:{port}")
+        }
+    }));
     hosts
 }
 
@@ -50,8 +62,15 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
-fn check_request(method: &Method, headers: &HeaderMap, allowed: &HashSet<String>) -> std::result::Result<(), String> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+fn check_request(
+    method: &Method,
+    headers: &HeaderMap,
+    allowed: &HashSet<String>,
+) -> std::result::Result<(), String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     if !allowed.contains(&host.to_ascii_lowercase()) {
         return Err(format!("Host {host:?} is not served here"));
     }
@@ -62,7 +81,8 @@ fn check_request(method: &Method, headers: &HeaderMap, allowed: &HashSet<String>
             if !allowed.contains(&origin_host.to_ascii_lowercase()) {
                 return Err(format!("requests from {origin} may not change this model"));
             }
-        } else if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+        } else if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site")
+        {
             return Err("cross-site requests may not change this model".into());
         }
     }
@@ -74,7 +94,10 @@ async fn download_patch(State(state): State<AppState>) -> Response {
     let patch = state.workbench.patch("");
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_DISPOSITION, "attachment; filename=\"session.patch.json\"")
+        .header(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"session.patch.json\"",
+        )
         .body(Body::from(patch.to_json()))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
@@ -122,28 +145,46 @@ fn ensure_demo(dir: &std::path::Path) -> Result<PathBuf> {
 }
 
 /// Builds the state for a model (the demo model when none is given).
-pub fn build_state(opts: &ServeOptions, leptos_options: LeptosOptions) -> Result<(AppState, Vec<String>)> {
+pub fn build_state(
+    opts: &ServeOptions,
+    leptos_options: LeptosOptions,
+) -> Result<(AppState, Vec<String>)> {
     let model_path = match &opts.model {
         Some(p) => p.clone(),
         None => ensure_demo(&demo_dir())?,
     };
     let model = Model::open(&model_path)?;
-    let model_dir = if model_path.is_dir() { model_path.clone() } else { model_path.parent().map(PathBuf::from).unwrap_or_default() };
+    let model_dir = if model_path.is_dir() {
+        model_path.clone()
+    } else {
+        model_path.parent().map(PathBuf::from).unwrap_or_default()
+    };
     let config = ServeConfig {
         read_only: opts.read_only,
-        patches_dir: opts.patches.clone().unwrap_or_else(|| model_dir.join("patches")),
-        out_dir: opts.out_dir.clone().unwrap_or_else(|| model_dir.join("baked")),
+        patches_dir: opts
+            .patches
+            .clone()
+            .unwrap_or_else(|| model_dir.join("patches")),
+        out_dir: opts
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| model_dir.join("baked")),
     };
     let (workbench, mut warnings) = Workbench::open(model, config)?;
     warnings.extend(workbench.model.warnings.iter().cloned());
     let addr = leptos_options.site_addr;
-    let state = AppState { leptos_options, workbench: Arc::new(workbench), allowed_hosts: Arc::new(allowed_hosts(addr, &opts.allow_hosts)) };
+    let state = AppState {
+        leptos_options,
+        workbench: Arc::new(workbench),
+        allowed_hosts: Arc::new(allowed_hosts(addr, &opts.allow_hosts)),
+    };
     Ok((state, warnings))
 }
 
 /// Runs the web server until interrupted.
 pub fn serve(opts: ServeOptions) -> Result<()> {
-    let conf = leptos::config::get_configuration(None).map_err(|e| Error::Usage(format!("leptos configuration: {e}")))?;
+    let conf = leptos::config::get_configuration(None)
+        .map_err(|e| Error::Usage(format!("leptos configuration: {e}")))?;
     let mut leptos_options = conf.leptos_options;
     if let Some(addr) = opts.addr {
         leptos_options.site_addr = addr;
@@ -155,16 +196,27 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     }
     let wb = state.workbench.clone();
     let app = router(state);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::io("tokio runtime"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("tokio runtime"))?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(Error::io(addr.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(Error::io(addr.to_string()))?;
         eprintln!(
             "Tensor Surgeon: {} on http://{addr}{}  (journal {})",
             wb.model.path.display(),
-            if wb.config.read_only { " (read-only)" } else { "" },
+            if wb.config.read_only {
+                " (read-only)"
+            } else {
+                ""
+            },
             wb.journal_path().display()
         );
-        axum::serve(listener, app.into_make_service()).await.map_err(Error::io(addr.to_string()))
+        axum::serve(listener, app.into_make_service())
+            .await
+            .map_err(Error::io(addr.to_string()))
     })
 }
 
@@ -178,16 +230,57 @@ mod tests {
         let h = |pairs: &[(&str, &str)]| {
             let mut m = HeaderMap::new();
             for (k, v) in pairs {
-                m.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+                m.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
             }
             m
         };
         assert!(check_request(&Method::GET, &h(&[("host", "localhost:3000")]), &allowed).is_ok());
-        assert!(check_request(&Method::GET, &h(&[("host", "evil.example:3000")]), &allowed).is_err(), "DNS rebinding");
-        assert!(check_request(&Method::POST, &h(&[("host", "127.0.0.1:3000"), ("origin", "http://127.0.0.1:3000")]), &allowed).is_ok());
-        assert!(check_request(&Method::POST, &h(&[("host", "127.0.0.1:3000"), ("origin", "https://evil.example")]), &allowed).is_err());
-        assert!(check_request(&Method::POST, &h(&[("host", "127.0.0.1:3000"), ("sec-fetch-site", "cross-site")]), &allowed).is_err());
-        assert!(check_request(&Method::POST, &h(&[("host", "127.0.0.1:3000")]), &allowed).is_ok(), "scripts send no Origin");
-        assert!(check_request(&Method::GET, &h(&[("host", "127.0.0.1:3000"), ("origin", "https://evil.example")]), &allowed).is_ok(), "reads are guarded by CORS");
+        assert!(
+            check_request(&Method::GET, &h(&[("host", "evil.example:3000")]), &allowed).is_err(),
+            "DNS rebinding"
+        );
+        assert!(check_request(
+            &Method::POST,
+            &h(&[
+                ("host", "127.0.0.1:3000"),
+                ("origin", "http://127.0.0.1:3000")
+            ]),
+            &allowed
+        )
+        .is_ok());
+        assert!(check_request(
+            &Method::POST,
+            &h(&[
+                ("host", "127.0.0.1:3000"),
+                ("origin", "https://evil.example")
+            ]),
+            &allowed
+        )
+        .is_err());
+        assert!(check_request(
+            &Method::POST,
+            &h(&[("host", "127.0.0.1:3000"), ("sec-fetch-site", "cross-site")]),
+            &allowed
+        )
+        .is_err());
+        assert!(
+            check_request(&Method::POST, &h(&[("host", "127.0.0.1:3000")]), &allowed).is_ok(),
+            "scripts send no Origin"
+        );
+        assert!(
+            check_request(
+                &Method::GET,
+                &h(&[
+                    ("host", "127.0.0.1:3000"),
+                    ("origin", "https://evil.example")
+                ]),
+                &allowed
+            )
+            .is_ok(),
+            "reads are guarded by CORS"
+        );
     }
 }

@@ -5,7 +5,10 @@ use super::error::{Error, Result};
 use super::journal::{Journal, Record};
 use super::store::Model;
 use super::{bake, patches};
-use crate::api::{BakeStatus, CellData, EditRequest, EntryRow, LoadOutcome, ModelSummary, SessionView, TensorRow, ViewData, ViewRequest};
+use crate::api::{
+    BakeStatus, CellData, EditRequest, EntryRow, LoadOutcome, ModelSummary, SessionView, TensorRow,
+    ViewData, ViewRequest,
+};
 use crate::dtype::{self, EncodeOptions};
 use crate::edit::{self, EditStep, History};
 use crate::patch::{self, Patch};
@@ -54,8 +57,20 @@ impl Workbench {
         let journal_path = journal_path(&config.patches_dir, &model);
         let (journal, history, warnings) = Journal::open(&journal_path)?;
         let version = history.applied().len() as u64;
-        let session = Mutex::new(Session { history, journal, version });
-        Ok((Workbench { model, config, session, bake: Arc::default() }, warnings))
+        let session = Mutex::new(Session {
+            history,
+            journal,
+            version,
+        });
+        Ok((
+            Workbench {
+                model,
+                config,
+                session,
+                bake: Arc::default(),
+            },
+            warnings,
+        ))
     }
 
     /// Where the journal of this model lives.
@@ -65,7 +80,9 @@ impl Workbench {
 
     fn writable(&self) -> Result<()> {
         if self.config.read_only {
-            return Err(Error::Usage("the server was started with --read-only: edits are disabled".into()));
+            return Err(Error::Usage(
+                "the server was started with --read-only: edits are disabled".into(),
+            ));
         }
         Ok(())
     }
@@ -78,14 +95,29 @@ impl Workbench {
             .tensors()
             .map(|(shard, t)| {
                 *params.entry(dtype::name(t.dtype).to_string()).or_default() += t.elements();
-                TensorRow { name: t.name.clone(), dtype: dtype::name(t.dtype).into(), shape: t.shape.clone(), bytes: t.byte_len(), file: shard.file_name.clone() }
+                TensorRow {
+                    name: t.name.clone(),
+                    dtype: dtype::name(t.dtype).into(),
+                    shape: t.shape.clone(),
+                    bytes: t.byte_len(),
+                    file: shard.file_name.clone(),
+                }
             })
             .collect();
         ModelSummary {
             path: self.model.path.display().to_string(),
-            files: self.model.shards.iter().map(|s| (s.file_name.clone(), s.size)).collect(),
+            files: self
+                .model
+                .shards
+                .iter()
+                .map(|s| (s.file_name.clone(), s.size))
+                .collect(),
             params: params.into_iter().collect(),
-            metadata: self.model.metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
+            metadata: self
+                .model
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
             tensors,
             warnings: self.model.warnings.clone(),
             read_only: self.config.read_only,
@@ -99,7 +131,10 @@ impl Workbench {
         let session = lock(&self.session);
         let source = session.history.overlay().view(&info.name, shard.data(info));
         let (rows, cols) = spec.cells();
-        let (max_rows, max_cols) = (req.max_rows.clamp(1, MAX_GRID), req.max_cols.clamp(1, MAX_GRID));
+        let (max_rows, max_cols) = (
+            req.max_rows.clamp(1, MAX_GRID),
+            req.max_cols.clamp(1, MAX_GRID),
+        );
         let mut data = ViewData {
             tensor: info.name.clone(),
             dtype: dtype::name(info.dtype).into(),
@@ -114,9 +149,22 @@ impl Workbench {
             version: session.version,
         };
         if rows <= max_rows && cols <= max_cols {
-            data.bytes = slice::extract(info.dtype, &info.shape, &spec.selection(&info.shape), &source);
+            data.bytes = slice::extract(
+                info.dtype,
+                &info.shape,
+                &spec.selection(&info.shape),
+                &source,
+            );
         } else {
-            let p = view::pool(info.dtype, &info.shape, &spec, &source, max_rows, max_cols, req.stat);
+            let p = view::pool(
+                info.dtype,
+                &info.shape,
+                &spec,
+                &source,
+                max_rows,
+                max_cols,
+                req.stat,
+            );
             (data.rows, data.cols, data.block, data.pooled) = (p.rows, p.cols, p.block, p.values);
         }
         Ok(data)
@@ -125,30 +173,61 @@ impl Workbench {
     /// One element, exactly, overlay applied.
     pub fn cell(&self, tensor: &str, index: &[u64]) -> Result<CellData> {
         let (shard, info) = self.model.get(tensor)?;
-        let spec = SliceSpec(index.iter().map(|&i| slice::DimSpec::Index(i as i64)).collect());
+        let spec = SliceSpec(
+            index
+                .iter()
+                .map(|&i| slice::DimSpec::Index(i as i64))
+                .collect(),
+        );
         if index.len() != info.shape.len() {
-            return Err(Error::Usage(format!("{tensor} has {} dims; got an index of {}", info.shape.len(), index.len())));
+            return Err(Error::Usage(format!(
+                "{tensor} has {} dims; got an index of {}",
+                info.shape.len(),
+                index.len()
+            )));
         }
-        let sel = spec.resolve(&info.shape).map_err(|source| Error::Slice { tensor: tensor.into(), source })?;
+        let sel = spec.resolve(&info.shape).map_err(|source| Error::Slice {
+            tensor: tensor.into(),
+            source,
+        })?;
         let session = lock(&self.session);
         let source = session.history.overlay().view(&info.name, shard.data(info));
         let bytes = slice::extract(info.dtype, &info.shape, &sel, &source);
-        Ok(CellData { tensor: tensor.into(), index: index.to_vec(), dtype: dtype::name(info.dtype).into(), value: dtype::format_element(info.dtype, &bytes), hex: hex::encode(&bytes) })
+        Ok(CellData {
+            tensor: tensor.into(),
+            index: index.to_vec(),
+            dtype: dtype::name(info.dtype).into(),
+            value: dtype::format_element(info.dtype, &bytes),
+            hex: hex::encode(&bytes),
+        })
     }
 
     /// Applies an edit: planned against the current overlay, journaled (fsync), then applied.
     pub fn edit(&self, req: &EditRequest, origin: &str) -> Result<SessionView> {
         self.writable()?;
         let (shard, info) = self.model.get(&req.tensor)?;
-        let sel = SliceSpec::parse(&req.spec).and_then(|s| s.resolve(&info.shape)).map_err(|source| Error::Slice { tensor: req.tensor.clone(), source })?;
-        let options = EncodeOptions { saturate: req.saturate, round: req.round };
+        let sel = SliceSpec::parse(&req.spec)
+            .and_then(|s| s.resolve(&info.shape))
+            .map_err(|source| Error::Slice {
+                tensor: req.tensor.clone(),
+                source,
+            })?;
+        let options = EncodeOptions {
+            saturate: req.saturate,
+            round: req.round,
+        };
         let mut session = lock(&self.session);
         let changes = {
             let source = session.history.overlay().view(&info.name, shard.data(info));
             edit::plan(info, &sel, &source, &req.op, options)?
         };
         if !changes.is_empty() {
-            let label = format!("{} {}[{}] ({origin})", op_name(&req.op), req.tensor, req.spec);
+            let label = format!(
+                "{} {}[{}] ({origin})",
+                op_name(&req.op),
+                req.tensor,
+                req.spec
+            );
             let step = EditStep { label, changes };
             session.journal.append(&Record::Apply(step.clone()))?;
             session.history.apply(step);
@@ -199,13 +278,22 @@ impl Workbench {
         let mut rows = Vec::new();
         let mut total = 0u64;
         for e in &entries {
-            let Ok((_, info)) = self.model.get(&e.tensor) else { continue };
+            let Ok((_, info)) = self.model.get(&e.tensor) else {
+                continue;
+            };
             let width = dtype::element_bytes(info.dtype);
             if dtype::is_packed(info.dtype) {
                 total += e.patched.len() as u64;
                 if rows.len() < ENTRY_LIMIT {
                     let (_, index) = patch::element_of(info, e.offset);
-                    rows.push(EntryRow { tensor: e.tensor.clone(), index, old_value: hex::encode(&e.original), new_value: hex::encode(&e.patched), old_hex: hex::encode(&e.original), new_hex: hex::encode(&e.patched) });
+                    rows.push(EntryRow {
+                        tensor: e.tensor.clone(),
+                        index,
+                        old_value: hex::encode(&e.original),
+                        new_value: hex::encode(&e.patched),
+                        old_hex: hex::encode(&e.original),
+                        new_hex: hex::encode(&e.patched),
+                    });
                 }
                 continue;
             }
@@ -214,7 +302,10 @@ impl Workbench {
                 if rows.len() >= ENTRY_LIMIT {
                     continue;
                 }
-                let (old, new) = (&e.original[k * width..(k + 1) * width], &e.patched[k * width..(k + 1) * width]);
+                let (old, new) = (
+                    &e.original[k * width..(k + 1) * width],
+                    &e.patched[k * width..(k + 1) * width],
+                );
                 let (_, index) = patch::element_of(info, e.offset + (k * width) as u64);
                 rows.push(EntryRow {
                     tensor: e.tensor.clone(),
@@ -230,7 +321,12 @@ impl Workbench {
             version: s.version,
             entries: rows,
             total_elements: total,
-            steps: s.history.applied().iter().map(|st| st.label.clone()).collect(),
+            steps: s
+                .history
+                .applied()
+                .iter()
+                .map(|st| st.label.clone())
+                .collect(),
             can_undo: !s.history.applied().is_empty(),
             can_redo: !s.history.undone().is_empty(),
         }
@@ -240,7 +336,8 @@ impl Workbench {
     pub fn save_patch(&self, name: &str, note: &str) -> Result<String> {
         let name = plain_file_name(name, ".json")?;
         let path = self.config.patches_dir.join(name);
-        std::fs::create_dir_all(&self.config.patches_dir).map_err(Error::io(&self.config.patches_dir))?;
+        std::fs::create_dir_all(&self.config.patches_dir)
+            .map_err(Error::io(&self.config.patches_dir))?;
         patches::save(&path, &self.patch(note))?;
         Ok(path.display().to_string())
     }
@@ -248,29 +345,59 @@ impl Workbench {
     /// Verifies a patch against the base; if clean, applies its entries as one step.
     pub fn load_patch(&self, text: &str) -> Result<LoadOutcome> {
         self.writable()?;
-        let patch = Patch::from_json(text).map_err(|source| Error::Patch { path: PathBuf::from("uploaded patch"), source })?;
-        let conflicts: Vec<String> = patch.verify(&self.model).iter().map(ToString::to_string).collect();
+        let patch = Patch::from_json(text).map_err(|source| Error::Patch {
+            path: PathBuf::from("uploaded patch"),
+            source,
+        })?;
+        let conflicts: Vec<String> = patch
+            .verify(&self.model)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         if !conflicts.is_empty() {
-            return Ok(LoadOutcome { applied: false, entries: patch.entries.len(), conflicts });
+            return Ok(LoadOutcome {
+                applied: false,
+                entries: patch.entries.len(),
+                conflicts,
+            });
         }
         let mut s = lock(&self.session);
         let mut changes = Vec::new();
         for e in &patch.entries {
             let (shard, info) = self.model.get(&e.tensor)?;
             let mut before = vec![0u8; e.patched.len()];
-            s.history.overlay().view(&info.name, shard.data(info)).read(e.offset, &mut before);
-            changes.push(edit::Change { tensor: e.tensor.clone(), offset: e.offset, before, after: e.patched.clone() });
+            s.history
+                .overlay()
+                .view(&info.name, shard.data(info))
+                .read(e.offset, &mut before);
+            changes.push(edit::Change {
+                tensor: e.tensor.clone(),
+                offset: e.offset,
+                before,
+                after: e.patched.clone(),
+            });
         }
-        let step = EditStep { label: format!("load patch ({} entries)", patch.entries.len()), changes };
+        let step = EditStep {
+            label: format!("load patch ({} entries)", patch.entries.len()),
+            changes,
+        };
         s.journal.append(&Record::Apply(step.clone()))?;
         s.history.apply(step);
         s.version += 1;
-        Ok(LoadOutcome { applied: true, entries: patch.entries.len(), conflicts: Vec::new() })
+        Ok(LoadOutcome {
+            applied: true,
+            entries: patch.entries.len(),
+            conflicts: Vec::new(),
+        })
     }
 
     /// Starts a bake of the session patch into the output folder, in the background.
     pub fn start_bake(self: &Arc<Self>, file_name: &str) -> Result<BakeStatus> {
-        let suffix = if self.model.is_sharded() { "" } else { ".safetensors" };
+        let suffix = if self.model.is_sharded() {
+            ""
+        } else {
+            ".safetensors"
+        };
         let name = plain_file_name(file_name, suffix)?;
         let out = self.config.out_dir.join(name);
         {
@@ -278,7 +405,13 @@ impl Workbench {
             if st.running {
                 return Err(Error::Usage("a bake is already running".into()));
             }
-            *st = BakeStatus { running: true, done: 0, total: self.model.total_bytes(), written: Vec::new(), error: None };
+            *st = BakeStatus {
+                running: true,
+                done: 0,
+                total: self.model.total_bytes(),
+                written: Vec::new(),
+                error: None,
+            };
         }
         std::fs::create_dir_all(&self.config.out_dir).map_err(Error::io(&self.config.out_dir))?;
         let patch = self.patch("baked from the web app");
@@ -324,7 +457,11 @@ fn plain_file_name(name: &str, suffix: &str) -> Result<String> {
     if !ok {
         return Err(Error::Usage(format!("{name:?} is not a plain file name")));
     }
-    Ok(if name.ends_with(suffix) { name.to_string() } else { format!("{name}{suffix}") })
+    Ok(if name.ends_with(suffix) {
+        name.to_string()
+    } else {
+        format!("{name}{suffix}")
+    })
 }
 
 /// The journal of a model: keyed by the model's fingerprints, so another model (or a changed

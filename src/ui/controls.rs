@@ -8,10 +8,16 @@ use crate::view::{PoolStat, Span, ViewSpec};
 use leptos::prelude::*;
 
 fn update(ctx: super::Ctx, replace: bool, f: impl FnOnce(&mut ViewSpec, &mut UrlState)) {
-    let Some(mut view) = ctx.view.get_untracked() else { return };
+    let Some(mut view) = ctx.view.get_untracked() else {
+        return;
+    };
     let mut url = ctx.url.get_untracked();
     f(&mut view, &mut url);
-    let shape = ctx.tensor.get_untracked().map(|t| t.shape).unwrap_or_default();
+    let shape = ctx
+        .tensor
+        .get_untracked()
+        .map(|t| t.shape)
+        .unwrap_or_default();
     let view = view.make_valid(&shape);
     ctx.go(&url.with_view(&view), replace);
 }
@@ -59,9 +65,15 @@ pub fn ViewControls() -> impl IntoView {
             .collect_view()
     };
     let set_dim = move |axis: char, ev: leptos::ev::Event| {
-        let Ok(d) = event_target_value(&ev).parse::<u32>() else { return };
+        let Ok(d) = event_target_value(&ev).parse::<u32>() else {
+            return;
+        };
         update(ctx, false, |v, _| {
-            let (this, other) = if axis == 'y' { (&mut v.y_dim, &mut v.x_dim) } else { (&mut v.x_dim, &mut v.y_dim) };
+            let (this, other) = if axis == 'y' {
+                (&mut v.y_dim, &mut v.x_dim)
+            } else {
+                (&mut v.x_dim, &mut v.y_dim)
+            };
             if *other == Some(d) {
                 *other = *this;
             }
@@ -98,10 +110,12 @@ pub fn ViewControls() -> impl IntoView {
                 .collect_view(),
         )
     };
-    let transpose = move |_| update(ctx, false, |v, _| {
-        std::mem::swap(&mut v.y_dim, &mut v.x_dim);
-        std::mem::swap(&mut v.y, &mut v.x);
-    });
+    let transpose = move |_| {
+        update(ctx, false, |v, _| {
+            std::mem::swap(&mut v.y_dim, &mut v.x_dim);
+            std::mem::swap(&mut v.y, &mut v.x);
+        })
+    };
     let reset = move |_| {
         let url = ctx.url.get_untracked();
         if let Some(t) = &url.tensor {
@@ -114,7 +128,13 @@ pub fn ViewControls() -> impl IntoView {
         ctx.go(&url, false);
     };
     let cmap = move || ctx.url.get().colormap.unwrap_or_default();
-    let scale = move || ctx.url.get().scale.map(crate::api::scale_mode_name).unwrap_or_else(|| "sym".into());
+    let scale = move || {
+        ctx.url
+            .get()
+            .scale
+            .map(crate::api::scale_mode_name)
+            .unwrap_or_else(|| "sym".into())
+    };
     let stat = move || ctx.url.get().stat.unwrap_or_default();
     view! {
         <section class="controls">
@@ -168,7 +188,15 @@ pub fn ViewControls() -> impl IntoView {
 /// The scale mode in effect (default: symmetric for signed data).
 pub fn scale_mode(url: &UrlState, dtype: &str) -> (Colormap, ScaleMode) {
     let unsigned = dtype.starts_with('U') || dtype == "BOOL" || dtype == "F8_E8M0";
-    let cm = url.colormap.unwrap_or(if unsigned { Colormap::Viridis } else { Colormap::Diverging });
-    let sc = url.scale.unwrap_or(if unsigned { ScaleMode::MinMax } else { ScaleMode::Symmetric });
+    let cm = url.colormap.unwrap_or(if unsigned {
+        Colormap::Viridis
+    } else {
+        Colormap::Diverging
+    });
+    let sc = url.scale.unwrap_or(if unsigned {
+        ScaleMode::MinMax
+    } else {
+        ScaleMode::Symmetric
+    });
     (cm, sc)
 }

@@ -8,15 +8,36 @@ use leptos::html;
 use leptos::prelude::*;
 
 fn build_op(kind: &str, value: &str, value2: &str) -> Result<Op, String> {
-    let float = |v: &str, what: &str| v.trim().parse::<f64>().map_err(|_| format!("{what} {v:?} is not a number"));
-    let bound = |v: &str, what: &str| if v.trim().is_empty() { Ok(None) } else { float(v, what).map(Some) };
+    let float = |v: &str, what: &str| {
+        v.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{what} {v:?} is not a number"))
+    };
+    let bound = |v: &str, what: &str| {
+        if v.trim().is_empty() {
+            Ok(None)
+        } else {
+            float(v, what).map(Some)
+        }
+    };
     Ok(match kind {
-        "set" => Op::Set { value: value.trim().to_string() },
-        "add" => Op::Add { value: value.trim().to_string() },
-        "scale" => Op::Scale { factor: float(value, "factor")? },
+        "set" => Op::Set {
+            value: value.trim().to_string(),
+        },
+        "add" => Op::Add {
+            value: value.trim().to_string(),
+        },
+        "scale" => Op::Scale {
+            factor: float(value, "factor")?,
+        },
         "zero" => Op::Zero,
-        "clamp" => Op::Clamp { min: bound(value, "min")?, max: bound(value2, "max")? },
-        _ => Op::Hex { hex: value.trim().to_string() },
+        "clamp" => Op::Clamp {
+            min: bound(value, "min")?,
+            max: bound(value2, "max")?,
+        },
+        _ => Op::Hex {
+            hex: value.trim().to_string(),
+        },
     })
 }
 
@@ -30,30 +51,49 @@ pub fn EditPanel() -> impl IntoView {
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
     let input = NodeRef::<html::Input>::new();
+    let apply_button = NodeRef::<html::Button>::new();
+    // Enter on the heatmap: the value box, or the apply button when the op takes no value.
     Effect::new(move |prev: Option<u64>| {
         let n = ctx.focus_edit.get();
         if prev.is_some() {
-            if let Some(el) = input.get() {
-                let _ = el.focus();
-            }
+            let focused = if kind.get_untracked() == "zero" {
+                apply_button.get().map(|b| b.focus())
+            } else {
+                input.get().map(|i| i.focus())
+            };
+            let _ = focused;
         }
         n
     });
     let read_only = move || ctx.model.with_value(|m| m.read_only);
-    let target = move || ctx.selection.get().filter(|s| Some(&s.view) == ctx.view.get().as_ref());
+    let target = move || {
+        ctx.selection
+            .get()
+            .filter(|s| Some(&s.view) == ctx.view.get().as_ref())
+    };
     let apply = move || {
         let Some(sel) = target() else {
             set_error.set(Some("select a cell or a rectangle first".into()));
             return;
         };
-        let op = match build_op(&kind.get_untracked(), &value.get_untracked(), &value2.get_untracked()) {
+        let op = match build_op(
+            &kind.get_untracked(),
+            &value.get_untracked(),
+            &value2.get_untracked(),
+        ) {
             Ok(op) => op,
             Err(e) => {
                 set_error.set(Some(e));
                 return;
             }
         };
-        let req = EditRequest { tensor: sel.tensor.clone(), spec: sel.view.rect_spec(sel.rows, sel.cols).to_string(), op, saturate: saturate.get_untracked(), round: saturate.get_untracked() };
+        let req = EditRequest {
+            tensor: sel.tensor.clone(),
+            spec: sel.view.rect_spec(sel.rows, sel.cols).to_string(),
+            op,
+            saturate: saturate.get_untracked(),
+            round: saturate.get_untracked(),
+        };
         set_busy.set(true);
         leptos::task::spawn_local(async move {
             let result = edit(req).await;
@@ -95,7 +135,7 @@ pub fn EditPanel() -> impl IntoView {
                     <input type="checkbox" prop:checked=saturate on:change=move |ev| set_saturate.set(event_target_checked(&ev))/>
                     "saturate"
                 </label>
-                <button type="submit" disabled=move || busy.get() || read_only()>"apply"</button>
+                <button type="submit" node_ref=apply_button disabled=move || busy.get() || read_only()>"apply"</button>
             </form>
             {move || read_only().then(|| view! { <p class="muted">"read-only: edits are disabled"</p> })}
             {move || error.get().map(|e| view! { <p class="error edit-error">{e}</p> })}
@@ -110,8 +150,17 @@ mod tests {
     #[test]
     fn ops_from_inputs() {
         assert_eq!(build_op("scale", "0.5", ""), Ok(Op::Scale { factor: 0.5 }));
-        assert_eq!(build_op("clamp", "", "2"), Ok(Op::Clamp { min: None, max: Some(2.0) }));
+        assert_eq!(
+            build_op("clamp", "", "2"),
+            Ok(Op::Clamp {
+                min: None,
+                max: Some(2.0)
+            })
+        );
         assert!(build_op("scale", "x", "").is_err());
-        assert_eq!(build_op("hex", " 00ff ", ""), Ok(Op::Hex { hex: "00ff".into() }));
+        assert_eq!(
+            build_op("hex", " 00ff ", ""),
+            Ok(Op::Hex { hex: "00ff".into() })
+        );
     }
 }

@@ -49,7 +49,10 @@ fn cell_at(g: Geom, view: &ViewSpec, x: f64, y: f64) -> Option<Hover> {
     if !(0.0..1.0).contains(&fx) || !(0.0..1.0).contains(&fy) || rows == 0 || cols == 0 {
         return None;
     }
-    Some(Hover { row: ((fy * rows as f64) as u64).min(rows - 1), col: ((fx * cols as f64) as u64).min(cols - 1) })
+    Some(Hover {
+        row: ((fy * rows as f64) as u64).min(rows - 1),
+        col: ((fx * cols as f64) as u64).min(cols - 1),
+    })
 }
 
 /// The text shown for the hovered cell: full tensor coordinates, exact value and bytes (or
@@ -57,18 +60,39 @@ fn cell_at(g: Geom, view: &ViewSpec, x: f64, y: f64) -> Option<Hover> {
 fn describe(data: &ViewData, h: Hover) -> String {
     let spec = &data.spec;
     let idx = spec.coords(h.row, h.col);
-    let Some(dt) = dtype::parse_name(&data.dtype) else { return String::new() };
+    let Some(dt) = dtype::parse_name(&data.dtype) else {
+        return String::new();
+    };
     if data.block == (1, 1) {
         let w = dtype::element_bytes(dt);
         let i = (h.row * data.cols + h.col) as usize * w;
-        let Some(b) = data.bytes.get(i..i + w) else { return String::new() };
-        format!("{:?} = {}   (0x{} {})", idx, dtype::format_element(dt, b), hex::encode(b), data.dtype)
+        let Some(b) = data.bytes.get(i..i + w) else {
+            return String::new();
+        };
+        format!(
+            "{:?} = {}   (0x{} {})",
+            idx,
+            dtype::format_element(dt, b),
+            hex::encode(b),
+            data.dtype
+        )
     } else {
         let (br, bc) = (h.row / data.block.0, h.col / data.block.1);
-        let v = data.pooled.get((br * data.cols + bc) as usize).copied().unwrap_or(f32::NAN);
+        let v = data
+            .pooled
+            .get((br * data.cols + bc) as usize)
+            .copied()
+            .unwrap_or(f32::NAN);
         let r0 = spec.y.index(br * data.block.0);
         let c0 = spec.x.index(bc * data.block.1);
-        format!("{:?}: block of {}x{} cells from [{r0}, {c0}], {} = {}", idx, data.block.0, data.block.1, data.stat.name(), dtype::pretty_f64(f64::from(v)))
+        format!(
+            "{:?}: block of {}x{} cells from [{r0}, {c0}], {} = {}",
+            idx,
+            data.block.0,
+            data.block.1,
+            data.stat.name(),
+            dtype::pretty_f64(f64::from(v))
+        )
     }
 }
 
@@ -88,19 +112,42 @@ pub fn Heatmap() -> impl IntoView {
         let _ = ctx.version.get();
         async move {
             let (tensor, spec) = (tensor?, view?);
-            Some(get_view(ViewRequest { tensor, spec, max_rows: GRID_H, max_cols: GRID_W, stat }).await)
+            Some(
+                get_view(ViewRequest {
+                    tensor,
+                    spec,
+                    max_rows: GRID_H,
+                    max_cols: GRID_W,
+                    stat,
+                })
+                .await,
+            )
         }
     });
-    let current = move || data.with(|d| d.as_ref().and_then(|d| d.as_ref()).and_then(|r| r.as_ref().ok()).cloned());
+    let current = move || {
+        data.with(|d| {
+            d.as_ref()
+                .and_then(|d| d.as_ref())
+                .and_then(|r| r.as_ref().ok())
+                .cloned()
+        })
+    };
 
-    // Draw the cells, axes and colour bar whenever the data or colour settings change.
+    // Draw the cells, axes and colour bar whenever the data or colour settings change. The
+    // canvas carries the draw count and the last draw time (ms) for benchmarks.
+    let draws = StoredValue::new(0u64);
     Effect::new(move |_| {
         let url = ctx.url.get();
         let Some(el) = canvas.get() else { return };
         data.with(|d| {
             if let Some(Some(Ok(d))) = d {
                 let (cm, mode) = scale_mode(&url, &d.dtype);
+                let t0 = draw::now();
                 if let Some((g, s)) = draw::cells(&el, d, cm, mode) {
+                    let ms = draw::now() - t0;
+                    draws.update_value(|n| *n += 1);
+                    let _ = el.set_attribute("data-draw-ms", &format!("{ms:.2}"));
+                    let _ = el.set_attribute("data-draws", &draws.get_value().to_string());
                     geom.set(Some(g));
                     scale.set(Some(s));
                 }
@@ -109,9 +156,14 @@ pub fn Heatmap() -> impl IntoView {
     });
     // The overlay: selection and hover crosshair.
     Effect::new(move |_| {
-        let (Some(el), Some(g)) = (overlay.get(), geom.get()) else { return };
+        let (Some(el), Some(g)) = (overlay.get(), geom.get()) else {
+            return;
+        };
         let view = ctx.view.get();
-        let sel = ctx.selection.get().filter(|s| Some(&s.view) == view.as_ref());
+        let sel = ctx
+            .selection
+            .get()
+            .filter(|s| Some(&s.view) == view.as_ref());
         let h = hover.get();
         if let Some(view) = view {
             draw::overlay(&el, g, &view, sel.as_ref(), h.map(|h| (h.row, h.col)));
@@ -120,21 +172,38 @@ pub fn Heatmap() -> impl IntoView {
 
     let pos = |ev: &leptos::ev::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
     let on_move = move |ev: leptos::ev::MouseEvent| {
-        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else { return };
+        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else {
+            return;
+        };
         let (x, y) = pos(&ev);
         hover.set(cell_at(g, &view, x, y));
     };
     let on_down = move |ev: leptos::ev::MouseEvent| {
-        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else { return };
+        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else {
+            return;
+        };
         let (x, y) = pos(&ev);
         if let Some(cell) = cell_at(g, &view, x, y) {
-            drag.set(Some(Drag { x, y, cell, shift: ev.shift_key() }));
+            drag.set(Some(Drag {
+                x,
+                y,
+                cell,
+                shift: ev.shift_key(),
+            }));
         }
     };
     let on_up = move |ev: leptos::ev::MouseEvent| {
-        let Some(start) = drag.get_untracked() else { return };
+        let Some(start) = drag.get_untracked() else {
+            return;
+        };
         drag.set(None);
-        let (Some(g), Some(view), Some(t)) = (geom.get_untracked(), ctx.view.get_untracked(), ctx.tensor.get_untracked()) else { return };
+        let (Some(g), Some(view), Some(t)) = (
+            geom.get_untracked(),
+            ctx.view.get_untracked(),
+            ctx.tensor.get_untracked(),
+        ) else {
+            return;
+        };
         let (x, y) = pos(&ev);
         let end = cell_at(g, &view, x, y).unwrap_or(start.cell);
         let moved = (x - start.x).abs() + (y - start.y).abs() > 3.0;
@@ -147,7 +216,12 @@ pub fn Heatmap() -> impl IntoView {
             let c0 = a.col.min(b.col) / block.1 * block.1;
             let r1 = ((a.row.max(b.row) / block.0 + 1) * block.0).min(rows);
             let c1 = ((a.col.max(b.col) / block.1 + 1) * block.1).min(cols);
-            ctx.selection.set(Some(CellRect { view: view.clone(), tensor: t.name.clone(), rows: (r0, r1), cols: (c0, c1) }));
+            ctx.selection.set(Some(CellRect {
+                view: view.clone(),
+                tensor: t.name.clone(),
+                rows: (r0, r1),
+                cols: (c0, c1),
+            }));
         } else {
             // Drag pans by whole cells.
             let dr = start.cell.row as i64 - end.row as i64;
@@ -155,8 +229,13 @@ pub fn Heatmap() -> impl IntoView {
             let shift = |s: Span, d: i64, size: u64| {
                 let delta = d * s.step as i64;
                 let len = s.stop - s.start;
-                let start = (s.start as i64 + delta).clamp(0, size.saturating_sub(len) as i64) as u64;
-                Span { start, stop: start + len, step: s.step }
+                let start =
+                    (s.start as i64 + delta).clamp(0, size.saturating_sub(len) as i64) as u64;
+                Span {
+                    start,
+                    stop: start + len,
+                    step: s.step,
+                }
             };
             let mut v = view.clone();
             if let Some(d) = v.y_dim {
@@ -165,20 +244,36 @@ pub fn Heatmap() -> impl IntoView {
             if let Some(d) = v.x_dim {
                 v.x = shift(v.x, dc, t.shape[d as usize]);
             }
-            ctx.go(&ctx.url.get_untracked().with_view(&v.make_valid(&t.shape)), true);
+            ctx.go(
+                &ctx.url.get_untracked().with_view(&v.make_valid(&t.shape)),
+                true,
+            );
         }
     };
     let on_wheel = move |ev: leptos::ev::WheelEvent| {
-        let (Some(g), Some(view), Some(t)) = (geom.get_untracked(), ctx.view.get_untracked(), ctx.tensor.get_untracked()) else { return };
+        let (Some(g), Some(view), Some(t)) = (
+            geom.get_untracked(),
+            ctx.view.get_untracked(),
+            ctx.tensor.get_untracked(),
+        ) else {
+            return;
+        };
         let (x, y) = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
-        let Some(cell) = cell_at(g, &view, x, y) else { return };
+        let Some(cell) = cell_at(g, &view, x, y) else {
+            return;
+        };
         ev.prevent_default();
         let factor = if ev.delta_y() < 0.0 { 0.5 } else { 2.0 };
         let zoom = |s: Span, k: u64, size: u64| {
             let center = s.index(k);
-            let len = (((s.stop - s.start) as f64 * factor).round() as u64).clamp(s.step.max(1), size);
+            let len =
+                (((s.stop - s.start) as f64 * factor).round() as u64).clamp(s.step.max(1), size);
             let start = center.saturating_sub(len / 2).min(size - len);
-            Span { start, stop: start + len, step: s.step }
+            Span {
+                start,
+                stop: start + len,
+                step: s.step,
+            }
         };
         let mut v = view.clone();
         if let Some(d) = v.y_dim {
@@ -187,10 +282,15 @@ pub fn Heatmap() -> impl IntoView {
         if let Some(d) = v.x_dim {
             v.x = zoom(v.x, cell.col, t.shape[d as usize]);
         }
-        ctx.go(&ctx.url.get_untracked().with_view(&v.make_valid(&t.shape)), true);
+        ctx.go(
+            &ctx.url.get_untracked().with_view(&v.make_valid(&t.shape)),
+            true,
+        );
     };
     let on_key = move |ev: leptos::ev::KeyboardEvent| {
-        let (Some(view), Some(t)) = (ctx.view.get_untracked(), ctx.tensor.get_untracked()) else { return };
+        let (Some(view), Some(t)) = (ctx.view.get_untracked(), ctx.tensor.get_untracked()) else {
+            return;
+        };
         let (rows, cols) = view.cells();
         let sel = ctx.selection.get_untracked().filter(|s| s.view == view);
         let (r, c) = sel.as_ref().map(|s| (s.rows.0, s.cols.0)).unwrap_or((0, 0));
@@ -207,7 +307,12 @@ pub fn Heatmap() -> impl IntoView {
             _ => return,
         };
         ev.prevent_default();
-        ctx.selection.set(Some(CellRect { view, tensor: t.name, rows: (r, r + 1), cols: (c, c + 1) }));
+        ctx.selection.set(Some(CellRect {
+            view,
+            tensor: t.name,
+            rows: (r, r + 1),
+            cols: (c, c + 1),
+        }));
     };
 
     let status = move || {
@@ -228,9 +333,22 @@ pub fn Heatmap() -> impl IntoView {
     };
     let hover_text = move || {
         let h = hover.get()?;
-        data.with(|d| d.as_ref().and_then(|d| d.as_ref()).and_then(|r| r.as_ref().ok()).map(|d| describe(d, h)))
+        data.with(|d| {
+            d.as_ref()
+                .and_then(|d| d.as_ref())
+                .and_then(|r| r.as_ref().ok())
+                .map(|d| describe(d, h))
+        })
     };
-    let scale_text = move || scale.get().map(|s| format!("scale {} … {}", dtype::pretty_f64(s.lo), dtype::pretty_f64(s.hi)));
+    let scale_text = move || {
+        scale.get().map(|s| {
+            format!(
+                "scale {} … {}",
+                dtype::pretty_f64(s.lo),
+                dtype::pretty_f64(s.hi)
+            )
+        })
+    };
 
     view! {
         <section class="heatmap">
@@ -249,7 +367,9 @@ pub fn Heatmap() -> impl IntoView {
 }
 
 fn count_specials(d: &ViewData) -> usize {
-    let Some(dt) = dtype::parse_name(&d.dtype) else { return 0 };
+    let Some(dt) = dtype::parse_name(&d.dtype) else {
+        return 0;
+    };
     let mut vals = Vec::new();
     dtype::decode_f64_into(dt, &d.bytes, &mut vals);
     vals.iter().filter(|v| !v.is_finite()).count()
@@ -285,7 +405,15 @@ mod draw {
     fn blit(canvas: &HtmlCanvasElement, off: &HtmlCanvasElement, g: Geom) -> Option<()> {
         let ctx = context(canvas)?;
         ctx.set_image_smoothing_enabled(false);
-        ctx.draw_image_with_html_canvas_element_and_dw_and_dh(off, g.left, g.top, g.width, g.height).ok()
+        ctx.draw_image_with_html_canvas_element_and_dw_and_dh(off, g.left, g.top, g.width, g.height)
+            .ok()
+    }
+
+    /// Milliseconds since page load.
+    pub fn now() -> f64 {
+        web_sys::window()
+            .and_then(|w| w.performance())
+            .map_or(0.0, |p| p.now())
     }
 
     /// A short tick label: three significant digits.
@@ -302,7 +430,12 @@ mod draw {
     }
 
     /// Draws the data; returns where the cells are and the scale used.
-    pub fn cells(canvas: &HtmlCanvasElement, d: &ViewData, cm: Colormap, mode: ScaleMode) -> Option<(Geom, Scale)> {
+    pub fn cells(
+        canvas: &HtmlCanvasElement,
+        d: &ViewData,
+        cm: Colormap,
+        mode: ScaleMode,
+    ) -> Option<(Geom, Scale)> {
         let dt = dtype::parse_name(&d.dtype)?;
         let mut values = Vec::new();
         if d.block == (1, 1) {
@@ -347,11 +480,28 @@ mod draw {
             .draw()
             .ok()?;
         let (px, py) = chart.plotting_area().get_pixel_range();
-        let g = Geom { left: f64::from(px.start), top: f64::from(py.start), width: f64::from(px.end - px.start), height: f64::from(py.end - py.start) };
+        let g = Geom {
+            left: f64::from(px.start),
+            top: f64::from(py.start),
+            width: f64::from(px.end - px.start),
+            height: f64::from(py.end - py.start),
+        };
 
         // Colour bar: a gradient image in its own plotting area, values on its axis.
-        let mut cb = ChartBuilder::on(&bar).margin_top(12).margin_bottom(46).margin_right(8).y_label_area_size(66).build_cartesian_2d(0f64..1f64, scale.lo..scale.hi.max(scale.lo + f64::EPSILON)).ok()?;
-        cb.configure_mesh().disable_mesh().disable_x_axis().label_style(("sans-serif", 12)).y_label_formatter(&|v| tick(*v)).draw().ok()?;
+        let mut cb = ChartBuilder::on(&bar)
+            .margin_top(12)
+            .margin_bottom(46)
+            .margin_right(8)
+            .y_label_area_size(66)
+            .build_cartesian_2d(0f64..1f64, scale.lo..scale.hi.max(scale.lo + f64::EPSILON))
+            .ok()?;
+        cb.configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .label_style(("sans-serif", 12))
+            .y_label_formatter(&|v| tick(*v))
+            .draw()
+            .ok()?;
         let (bx, by) = cb.plotting_area().get_pixel_range();
         drop(chart);
         drop(cb);
@@ -359,17 +509,44 @@ mod draw {
 
         let off = image(&rgba, cols, rows)?;
         blit(canvas, &off, g)?;
-        let lut: Vec<u8> = scale.lut().iter().rev().flat_map(|c| c.iter().copied()).collect();
+        let lut: Vec<u8> = scale
+            .lut()
+            .iter()
+            .rev()
+            .flat_map(|c| c.iter().copied())
+            .collect();
         let bar_img = image(&lut, 1, 256)?;
-        blit(canvas, &bar_img, Geom { left: f64::from(bx.start), top: f64::from(by.start), width: f64::from(bx.end - bx.start), height: f64::from(by.end - by.start) })?;
+        blit(
+            canvas,
+            &bar_img,
+            Geom {
+                left: f64::from(bx.start),
+                top: f64::from(by.start),
+                width: f64::from(bx.end - bx.start),
+                height: f64::from(by.end - by.start),
+            },
+        )?;
         Some((g, scale))
     }
 
     /// Draws the selection and the hover crosshair over the cells.
-    pub fn overlay(canvas: &HtmlCanvasElement, g: Geom, view: &ViewSpec, sel: Option<&crate::ui::state::CellRect>, hover: Option<(u64, u64)>) {
+    pub fn overlay(
+        canvas: &HtmlCanvasElement,
+        g: Geom,
+        view: &ViewSpec,
+        sel: Option<&crate::ui::state::CellRect>,
+        hover: Option<(u64, u64)>,
+    ) {
         let Some(ctx) = context(canvas) else { return };
-        ctx.clear_rect(0.0, 0.0, f64::from(canvas.width()), f64::from(canvas.height()));
-        let Some(backend) = CanvasBackend::with_canvas_object(canvas.clone()) else { return };
+        ctx.clear_rect(
+            0.0,
+            0.0,
+            f64::from(canvas.width()),
+            f64::from(canvas.height()),
+        );
+        let Some(backend) = CanvasBackend::with_canvas_object(canvas.clone()) else {
+            return;
+        };
         let root = backend.into_drawing_area();
         let (rows, cols) = view.cells();
         let (rows, cols) = (rows.max(1) as f64, cols.max(1) as f64);
@@ -377,15 +554,54 @@ mod draw {
         let py = |r: f64| (g.top + r / rows * g.height) as i32;
         if let Some((r, c)) = hover {
             let (r, c) = (r as f64, c as f64);
-            let style = ShapeStyle { color: BLACK.mix(0.35), filled: false, stroke_width: 1 };
-            let _ = root.draw(&PathElement::new(vec![(px(c + 0.5), g.top as i32), (px(c + 0.5), (g.top + g.height) as i32)], style));
-            let _ = root.draw(&PathElement::new(vec![(g.left as i32, py(r + 0.5)), ((g.left + g.width) as i32, py(r + 0.5))], style));
+            let style = ShapeStyle {
+                color: BLACK.mix(0.35),
+                filled: false,
+                stroke_width: 1,
+            };
+            let _ = root.draw(&PathElement::new(
+                vec![
+                    (px(c + 0.5), g.top as i32),
+                    (px(c + 0.5), (g.top + g.height) as i32),
+                ],
+                style,
+            ));
+            let _ = root.draw(&PathElement::new(
+                vec![
+                    (g.left as i32, py(r + 0.5)),
+                    ((g.left + g.width) as i32, py(r + 0.5)),
+                ],
+                style,
+            ));
         }
         if let Some(s) = sel {
-            let rect = [(px(s.cols.0 as f64), py(s.rows.0 as f64)), (px(s.cols.1 as f64).max(px(s.cols.0 as f64) + 2), py(s.rows.1 as f64).max(py(s.rows.0 as f64) + 2))];
-            let _ = root.draw(&Rectangle::new(rect, ShapeStyle { color: BLACK.to_rgba(), filled: false, stroke_width: 2 }));
-            let inner = [(rect[0].0 + 2, rect[0].1 + 2), (rect[1].0 - 2, rect[1].1 - 2)];
-            let _ = root.draw(&Rectangle::new(inner, ShapeStyle { color: YELLOW.to_rgba(), filled: false, stroke_width: 1 }));
+            let rect = [
+                (px(s.cols.0 as f64), py(s.rows.0 as f64)),
+                (
+                    px(s.cols.1 as f64).max(px(s.cols.0 as f64) + 2),
+                    py(s.rows.1 as f64).max(py(s.rows.0 as f64) + 2),
+                ),
+            ];
+            let _ = root.draw(&Rectangle::new(
+                rect,
+                ShapeStyle {
+                    color: BLACK.to_rgba(),
+                    filled: false,
+                    stroke_width: 2,
+                },
+            ));
+            let inner = [
+                (rect[0].0 + 2, rect[0].1 + 2),
+                (rect[1].0 - 2, rect[1].1 - 2),
+            ];
+            let _ = root.draw(&Rectangle::new(
+                inner,
+                ShapeStyle {
+                    color: YELLOW.to_rgba(),
+                    filled: false,
+                    stroke_width: 1,
+                },
+            ));
         }
         let _ = root.present();
     }
@@ -400,9 +616,25 @@ mod draw {
     use crate::view::ViewSpec;
     use leptos::web_sys::HtmlCanvasElement;
 
-    pub fn cells(_: &HtmlCanvasElement, _: &ViewData, _: Colormap, _: ScaleMode) -> Option<(Geom, Scale)> {
+    pub fn cells(
+        _: &HtmlCanvasElement,
+        _: &ViewData,
+        _: Colormap,
+        _: ScaleMode,
+    ) -> Option<(Geom, Scale)> {
         None
     }
 
-    pub fn overlay(_: &HtmlCanvasElement, _: Geom, _: &ViewSpec, _: Option<&crate::ui::state::CellRect>, _: Option<(u64, u64)>) {}
+    pub fn overlay(
+        _: &HtmlCanvasElement,
+        _: Geom,
+        _: &ViewSpec,
+        _: Option<&crate::ui::state::CellRect>,
+        _: Option<(u64, u64)>,
+    ) {
+    }
+
+    pub fn now() -> f64 {
+        0.0
+    }
 }

@@ -9,7 +9,10 @@ use leptos::prelude::*;
 
 /// Bits of a little-endian element, most significant first.
 fn bits_msb_first(bytes: &[u8], nbits: usize) -> Vec<bool> {
-    (0..nbits).rev().map(|i| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1)).collect()
+    (0..nbits)
+        .rev()
+        .map(|i| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1))
+        .collect()
 }
 
 /// `bytes` with bit `i` (counted from the least significant) flipped.
@@ -27,18 +30,46 @@ pub fn Inspector() -> impl IntoView {
     let (error, set_error) = signal(None::<String>);
     let target = Memo::new(move |_| {
         let s = ctx.selection.get()?;
-        (s.is_cell() && Some(&s.view) == ctx.view.get().as_ref()).then(|| (s.tensor.clone(), s.view.coords(s.rows.0, s.cols.0)))
+        (s.is_cell() && Some(&s.view) == ctx.view.get().as_ref())
+            .then(|| (s.tensor.clone(), s.view.coords(s.rows.0, s.cols.0)))
     });
-    let cell = Resource::new(move || (target.get(), ctx.version.get()), |(t, _)| async move {
-        match t {
-            Some((tensor, index)) => Some(get_cell(tensor, index.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")).await),
-            None => None,
-        }
-    });
+    let cell = Resource::new(
+        move || (target.get(), ctx.version.get()),
+        |(t, _)| async move {
+            match t {
+                Some((tensor, index)) => Some(
+                    get_cell(
+                        tensor,
+                        index
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                    .await,
+                ),
+                None => None,
+            }
+        },
+    );
     let flip_bit = move |tensor: String, index: Vec<u64>, hex_now: String, bit: usize| {
-        let Ok(bytes) = hex::decode(&hex_now) else { return };
-        let spec = index.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        let req = EditRequest { tensor, spec, op: Op::Hex { hex: hex::encode(flip(&bytes, bit)) }, saturate: false, round: false };
+        let Ok(bytes) = hex::decode(&hex_now) else {
+            return;
+        };
+        let spec = index
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let req = EditRequest {
+            tensor,
+            spec,
+            op: Op::Hex {
+                hex: hex::encode(flip(&bytes, bit)),
+            },
+            saturate: false,
+            round: false,
+        };
         leptos::task::spawn_local(async move {
             match edit(req).await {
                 Ok(_) => {
@@ -108,8 +139,18 @@ mod tests {
         // 1.0f32 = 0x3f800000: sign 0, exponent 0111_1111, mantissa 0.
         let one = 1f32.to_le_bytes();
         let bits = bits_msb_first(&one, 32);
-        assert!(!bits[0] && !bits[1] && bits[2..9].iter().all(|b| *b) && bits[9..].iter().all(|b| !*b));
-        assert_eq!(f32::from_le_bytes(flip(&one, 31).try_into().unwrap()), -1.0, "flipping the sign bit");
-        assert_eq!(f32::from_le_bytes(flip(&one, 23).try_into().unwrap()), 0.5, "lowest exponent bit");
+        assert!(
+            !bits[0] && !bits[1] && bits[2..9].iter().all(|b| *b) && bits[9..].iter().all(|b| !*b)
+        );
+        assert_eq!(
+            f32::from_le_bytes(flip(&one, 31).try_into().unwrap()),
+            -1.0,
+            "flipping the sign bit"
+        );
+        assert_eq!(
+            f32::from_le_bytes(flip(&one, 23).try_into().unwrap()),
+            0.5,
+            "lowest exponent bit"
+        );
     }
 }

@@ -17,7 +17,9 @@ pub fn PatchPanel() -> impl IntoView {
     let (bake, set_bake) = signal(None::<BakeStatus>);
     let (conflicts, set_conflicts) = signal(Vec::<String>::new());
 
-    let run = move |f: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ServerFnError>>>>| {
+    let run = move |f: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), ServerFnError>>>,
+    >| {
         leptos::task::spawn_local(async move {
             match f.await {
                 Ok(()) => set_error.set(None),
@@ -44,10 +46,21 @@ pub fn PatchPanel() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         {
             use wasm_bindgen::JsCast;
-            let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
-            let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+            let Some(input) = ev
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+            else {
+                return;
+            };
+            let Some(file) = input.files().and_then(|f| f.get(0)) else {
+                return;
+            };
             leptos::task::spawn_local(async move {
-                let text = wasm_bindgen_futures::JsFuture::from(file.text()).await.ok().and_then(|v| v.as_string()).unwrap_or_default();
+                let text = wasm_bindgen_futures::JsFuture::from(file.text())
+                    .await
+                    .ok()
+                    .and_then(|v| v.as_string())
+                    .unwrap_or_default();
                 match load_patch(text).await {
                     Ok(outcome) => {
                         set_conflicts.set(outcome.conflicts);
@@ -68,7 +81,10 @@ pub fn PatchPanel() -> impl IntoView {
                     let running = st.running;
                     set_bake.set(Some(st));
                     if running {
-                        set_timeout(move || poll(set_bake, set_error), Duration::from_millis(150));
+                        set_timeout(
+                            move || poll(set_bake, set_error),
+                            Duration::from_millis(150),
+                        );
                     }
                 }
                 Err(e) => set_error.set(Some(message(&e))),
@@ -89,7 +105,7 @@ pub fn PatchPanel() -> impl IntoView {
     };
     let bake_view = move || {
         bake.get().map(|b| {
-            let pct = if b.total > 0 { b.done * 100 / b.total } else { 0 };
+            let pct = (b.done * 100).checked_div(b.total).unwrap_or(0);
             view! {
                 <div class="bake-status">
                     <progress max="100" value=pct.to_string()></progress>

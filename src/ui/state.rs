@@ -10,6 +10,9 @@ use leptos_router::params::ParamsMap;
 use leptos_router::NavigateOptions;
 use std::rc::Rc;
 
+/// The router's navigate function, kept for event handlers.
+type Navigate = Rc<dyn Fn(&str, NavigateOptions)>;
+
 /// A rectangle of view cells (half-open), remembered with the view it was made in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CellRect {
@@ -44,14 +47,16 @@ pub struct Ctx {
     pub focus_edit: RwSignal<u64>,
     /// True once the client has hydrated (tests wait for it).
     pub hydrated: RwSignal<bool>,
-    nav: StoredValue<Rc<dyn Fn(&str, NavigateOptions)>, LocalStorage>,
+    nav: StoredValue<Navigate, LocalStorage>,
 }
 
 impl Ctx {
     /// Creates the state for a loaded model and provides it as context.
     pub fn provide(summary: ModelSummary) -> Ctx {
         let query = use_query_map();
-        let url = Memo::new(move |_| query.with(|q| UrlState::from_pairs(q.latest_values().map(|(k, v)| (k.as_ref(), v)))));
+        let url = Memo::new(move |_| {
+            query.with(|q| UrlState::from_pairs(q.latest_values().map(|(k, v)| (k.as_ref(), v))))
+        });
         let version = RwSignal::new(0u64);
         let model = StoredValue::new(summary);
         let session = Resource::new(move || version.get(), |_| get_session());
@@ -59,11 +64,12 @@ impl Ctx {
             let name = url.with(|u| u.tensor.clone())?;
             model.with_value(|m| m.tensors.iter().find(|t| t.name == name).cloned())
         });
-        let view = Memo::new(move |_| tensor.with(|t| t.as_ref().map(|t| url.with(|u| u.view(&t.shape)))));
+        let view =
+            Memo::new(move |_| tensor.with(|t| t.as_ref().map(|t| url.with(|u| u.view(&t.shape)))));
         let hydrated = RwSignal::new(false);
         Effect::new(move |_| hydrated.set(true));
         let navigate = use_navigate();
-        let nav: Rc<dyn Fn(&str, NavigateOptions)> = Rc::new(move |href: &str, opts: NavigateOptions| navigate(href, opts));
+        let nav: Navigate = Rc::new(move |href: &str, opts: NavigateOptions| navigate(href, opts));
         let ctx = Ctx {
             url,
             version,
@@ -83,7 +89,16 @@ impl Ctx {
     /// Shows `state` (a new history entry unless `replace`).
     pub fn go(&self, state: &UrlState, replace: bool) {
         let href = href(state);
-        self.nav.with_value(|f| f(&href, NavigateOptions { replace, scroll: false, ..Default::default() }));
+        self.nav.with_value(|f| {
+            f(
+                &href,
+                NavigateOptions {
+                    replace,
+                    scroll: false,
+                    ..Default::default()
+                },
+            )
+        });
     }
 
     /// Marks the session changed.

@@ -29,7 +29,13 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
     }
     let files = model.shards.len();
     let params: u64 = model.tensors().map(|(_, t)| t.elements()).sum();
-    println!("{}: {} tensors, {} parameters, {} in {files} file(s)", model.path.display(), model.len(), params, human_bytes(model.total_bytes()));
+    println!(
+        "{}: {} tensors, {} parameters, {} in {files} file(s)",
+        model.path.display(),
+        model.len(),
+        params,
+        human_bytes(model.total_bytes())
+    );
     if let Some(meta) = model.metadata() {
         for (k, v) in meta {
             println!("  {k}: {}", v.escape_debug());
@@ -37,7 +43,14 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
     }
     let mut t = table(&["name", "dtype", "shape", "size", "file", "offsets"]);
     for (shard, info) in model.tensors() {
-        let shape = format!("[{}]", info.shape.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+        let shape = format!(
+            "[{}]",
+            info.shape
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         t.add_row(vec![
             info.name.clone(),
             dtype::name(info.dtype).to_string(),

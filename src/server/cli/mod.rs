@@ -129,7 +129,11 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
     let cli = Cli::from_arg_matches(matches).map_err(|e| Error::Usage(e.to_string()))?;
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(a) => crate::server::web::serve(crate::server::web::ServeOptions {
-            model: a.model.or_else(|| std::env::var_os("MODEL_PATH").filter(|p| !p.is_empty()).map(PathBuf::from)),
+            model: a.model.or_else(|| {
+                std::env::var_os("MODEL_PATH")
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            }),
             addr: a.addr,
             read_only: a.read_only,
             patches: a.patches,
@@ -137,9 +141,17 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             allow_hosts: a.allow_host,
         }),
         Command::Inspect { model, json } => inspect::run(&model, json),
-        Command::Slice { model, tensor, spec, json, max_elements } => slice::run(&model, &tensor, &spec, json, max_elements),
+        Command::Slice {
+            model,
+            tensor,
+            spec,
+            json,
+            max_elements,
+        } => slice::run(&model, &tensor, &spec, json, max_elements),
         Command::Edit(args) => {
-            let sub = matches.subcommand_matches("edit").ok_or_else(|| Error::Usage("edit needs arguments".into()))?;
+            let sub = matches
+                .subcommand_matches("edit")
+                .ok_or_else(|| Error::Usage("edit needs arguments".into()))?;
             edit::run(args, sub)
         }
         Command::Verify { model, patch, json } => patch_cmds::verify(&model, &patch, json),
@@ -162,5 +174,8 @@ pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
 
 /// Prints a JSON value.
 pub(crate) fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }

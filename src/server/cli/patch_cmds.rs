@@ -26,7 +26,11 @@ pub fn verify(model_path: &Path, patch_path: &Path, as_json: bool) -> Result<()>
             println!("conflict: {c}");
         }
         if conflicts.is_empty() {
-            println!("ok: {} entr{} apply cleanly", patch.entries.len(), if patch.entries.len() == 1 { "y" } else { "ies" });
+            println!(
+                "ok: {} entr{} apply cleanly",
+                patch.entries.len(),
+                if patch.entries.len() == 1 { "y" } else { "ies" }
+            );
         }
     }
     if conflicts.is_empty() {
@@ -42,8 +46,10 @@ pub fn apply(model_path: &Path, patch_path: &Path, out: &Path) -> Result<()> {
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(model.total_bytes());
         b.set_style(
-            indicatif::ProgressStyle::with_template("baking {bar:40} {binary_bytes}/{binary_total_bytes} {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "baking {bar:40} {binary_bytes}/{binary_total_bytes} {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     } else {

@@ -10,21 +10,34 @@ use std::path::Path;
 pub fn run(path: &Path, tensor: &str, spec: &str, as_json: bool, max_elements: u64) -> Result<()> {
     let model = Model::open(path)?;
     let (shard, info) = model.get(tensor)?;
-    let slice_err = |source| Error::Slice { tensor: tensor.to_string(), source };
-    let selection = SliceSpec::parse(spec).and_then(|s| s.resolve(&info.shape)).map_err(slice_err)?;
+    let slice_err = |source| Error::Slice {
+        tensor: tensor.to_string(),
+        source,
+    };
+    let selection = SliceSpec::parse(spec)
+        .and_then(|s| s.resolve(&info.shape))
+        .map_err(slice_err)?;
     selection.check_cap(max_elements).map_err(slice_err)?;
     let bytes = slice::extract(info.dtype, &info.shape, &selection, shard.data(info));
     let width = dtype::element_bytes(info.dtype);
     let shape = selection.out_shape();
     if as_json {
-        let values: Vec<_> = bytes.chunks(width.max(1)).map(|b| dtype::to_json(dtype::decode(info.dtype, b))).collect();
+        let values: Vec<_> = bytes
+            .chunks(width.max(1))
+            .map(|b| dtype::to_json(dtype::decode(info.dtype, b)))
+            .collect();
         let hex: Vec<_> = bytes.chunks(width.max(1)).map(hex::encode).collect();
-        print_json(&json!({ "dtype": dtype::name(info.dtype), "shape": shape, "values": values, "hex": hex }));
+        print_json(
+            &json!({ "dtype": dtype::name(info.dtype), "shape": shape, "values": values, "hex": hex }),
+        );
         return Ok(());
     }
     println!("{tensor}[{spec}]: {} {shape:?}", dtype::name(info.dtype));
     let cols = shape.last().copied().unwrap_or(1).max(1) as usize;
-    let cells: Vec<String> = bytes.chunks(width.max(1)).map(|b| dtype::format_element(info.dtype, b)).collect();
+    let cells: Vec<String> = bytes
+        .chunks(width.max(1))
+        .map(|b| dtype::format_element(info.dtype, b))
+        .collect();
     if cells.is_empty() {
         println!("(empty)");
         return Ok(());

@@ -1,0 +1,105 @@
+// Browser benchmarks, side by side in one run (headless Chromium, same page):
+//  - heatmap draw time of 512x512 and 1024x1024 views vs Plotly.js drawing the same data;
+//  - click on a 4096x4096 BF16 tensor -> pooled heatmap drawn;
+//  - one-cell edit round trip (request, journal fsync, response, refetch, redraw).
+// Usage: node bench/web-bench.mjs MODEL_DIR   (MODEL_DIR from benches/compare.py --web)
+import { chromium } from 'playwright-core';
+import { execFileSync, spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { paths } from '../tests/paths.mjs';
+
+const require = createRequire(import.meta.url);
+const model = process.argv[2];
+const port = 3199;
+const base = `http://127.0.0.1:${port}`;
+const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const server = spawn(paths.bin, ['serve', '--model', model, '--addr', `127.0.0.1:${port}`], {
+  stdio: 'ignore',
+  env: { ...process.env, LEPTOS_SITE_ROOT: paths.siteRoot, LEPTOS_SITE_PKG_DIR: 'pkg', LEPTOS_OUTPUT_NAME: 'tensor-surgeon' },
+});
+for (let i = 0; i < 100; i++) {
+  try { if ((await fetch(`${base}/api/model`)).ok) break; } catch { await new Promise((r) => setTimeout(r, 100)); }
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const page = await browser.newPage({ viewport: { width: 1600, height: 1200 } });
+const rows = [];
+
+async function open(query) {
+  await page.goto(`${base}/${query}`);
+  await page.waitForSelector('.app[data-hydrated="true"]');
+  await page.waitForSelector('canvas.cells[data-draws]');
+}
+const draws = () => page.locator('canvas.cells').evaluate((c) => Number(c.dataset.draws || 0));
+async function waitDraw(after) {
+  await page.waitForFunction((n) => Number(document.querySelector('canvas.cells').dataset.draws || 0) > n, after);
+}
+
+// 1. Draw time vs Plotly, same data, same page.
+await page.addInitScript({ path: require.resolve('plotly.js-dist-min') });
+for (const n of [512, 1024]) {
+  const name = `f32_${n}`;
+  await open(`?t=${name}&sc=minmax&cm=viridis`);
+  const ours = [];
+  for (let i = 0; i < 7; i++) {
+    const before = await draws();
+    // Switching the colour scale redraws from the same data (no fetch).
+    await page.getByLabel('scale').selectOption(i % 2 ? 'minmax' : 'sym');
+    await waitDraw(before);
+    ours.push(await page.locator('canvas.cells').evaluate((c) => Number(c.dataset.drawMs)));
+  }
+  const status = await page.locator('.view-status').textContent();
+  const z = JSON.parse(execFileSync(paths.bin, ['slice', model, name, '--json'], { encoding: 'utf8', maxBuffer: 1 << 30 })).values;
+  const theirs = await page.evaluate(async ([z, n]) => {
+    const grid = [];
+    for (let r = 0; r < n; r++) grid.push(z.slice(r * n, (r + 1) * n));
+    const div = document.createElement('div');
+    div.style.cssText = 'width:960px;height:760px;position:absolute;left:0;top:1300px';
+    document.body.appendChild(div);
+    const times = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      await Plotly.newPlot(div, [{ z: grid, type: 'heatmap', colorscale: 'Viridis' }], { width: 960, height: 760 }, { staticPlot: true });
+      times.push(performance.now() - t0);
+      Plotly.purge(div);
+    }
+    return times;
+  }, [z, n]);
+  rows.push([`draw ${n}x${n} F32 view (${status.trim().split(':')[0]})`, 'Plotly.js heatmap, same data, same page', median(ours), median(theirs)]);
+}
+
+// 2. Click on a 4096x4096 BF16 tensor -> pooled heatmap drawn.
+const clicks = [];
+for (let i = 0; i < 5; i++) {
+  await open('?t=f32_512');
+  const before = await draws();
+  const t0 = await page.evaluate(() => performance.now());
+  await page.locator('a[data-tensor="bf16_4096"]').click();
+  await waitDraw(before);
+  clicks.push((await page.evaluate(() => performance.now())) - t0);
+}
+rows.push(['click 4096x4096 BF16 tensor -> pooled heatmap drawn', 'target 150 ms', median(clicks), 150]);
+
+// 3. One-cell edit round trip.
+await open('?t=f32_512&ys=0:64&xs=0:64');
+const g = (await page.locator('canvas.cells').getAttribute('data-plot')).split(',').map(Number);
+await page.locator('canvas.overlay').click({ position: { x: g[0] + g[2] / 128, y: g[1] + g[3] / 128 } });
+await page.waitForSelector('.cell-value');
+const edits = [];
+for (let i = 0; i < 11; i++) {
+  await page.getByLabel('edit value').fill(String(i + 0.5));
+  const before = await draws();
+  const t0 = await page.evaluate(() => performance.now());
+  await page.getByRole('button', { name: 'apply' }).click();
+  await waitDraw(before);
+  edits.push((await page.evaluate(() => performance.now())) - t0);
+}
+rows.push(['one-cell edit round trip (request, fsync, response, redraw)', 'target 30 ms', median(edits), 30]);
+
+for (let i = 0; i < 11; i++) await fetch(`${base}/api/undo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+await browser.close();
+server.kill('SIGTERM');
+console.log(JSON.stringify(rows));
