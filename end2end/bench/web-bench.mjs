@@ -35,11 +35,10 @@ async function open(query) {
 }
 const draws = () => page.locator('canvas.cells').evaluate((c) => Number(c.dataset.draws || 0));
 async function waitDraw(after) {
-  await page.waitForFunction((n) => Number(document.querySelector('canvas.cells').dataset.draws || 0) > n, after);
+  await page.waitForFunction((n) => Number(document.querySelector('canvas.cells')?.dataset.draws || 0) > n, after);
 }
 
 // 1. Draw time vs Plotly, same data, same page.
-await page.addInitScript({ path: require.resolve('plotly.js-dist-min') });
 for (const n of [512, 1024]) {
   const name = `f32_${n}`;
   await open(`?t=${name}&sc=minmax&cm=viridis`);
@@ -52,6 +51,7 @@ for (const n of [512, 1024]) {
     ours.push(await page.locator('canvas.cells').evaluate((c) => Number(c.dataset.drawMs)));
   }
   const status = await page.locator('.view-status').textContent();
+  await page.addScriptTag({ path: require.resolve('plotly.js-dist-min') });
   const z = JSON.parse(execFileSync(paths.bin, ['slice', model, name, '--json'], { encoding: 'utf8', maxBuffer: 1 << 30 })).values;
   const theirs = await page.evaluate(async ([z, n]) => {
     const grid = [];
