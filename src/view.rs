@@ -277,6 +277,28 @@ pub struct Pooled {
     pub values: Vec<f32>,
 }
 
+/// How a view is cut into blocks: `block` cells each, giving a `rows x cols` grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGrid {
+    pub rows: u64,
+    pub cols: u64,
+    pub block: (u64, u64),
+}
+
+impl PoolGrid {
+    /// The grid that fits the view into at most `max_rows x max_cols` blocks.
+    pub fn fit(spec: &ViewSpec, max_rows: u64, max_cols: u64) -> PoolGrid {
+        let (rows, cols) = spec.cells();
+        let by = rows.div_ceil(max_rows.max(1)).max(1);
+        let bx = cols.div_ceil(max_cols.max(1)).max(1);
+        PoolGrid {
+            rows: rows.div_ceil(by),
+            cols: cols.div_ceil(bx),
+            block: (by, bx),
+        }
+    }
+}
+
 /// Pools the view into at most `max_rows x max_cols` blocks, reading each view row once.
 /// A block holding NaN is NaN, so NaNs never disappear into an average.
 pub fn pool(
@@ -288,11 +310,30 @@ pub fn pool(
     max_cols: u64,
     stat: PoolStat,
 ) -> Pooled {
+    let grid = PoolGrid::fit(spec, max_rows, max_cols);
+    let values = pool_band(dtype, shape, spec, source, grid, stat, 0..grid.rows);
+    Pooled {
+        rows: grid.rows,
+        cols: grid.cols,
+        block: grid.block,
+        values,
+    }
+}
+
+/// Pools the grid rows `band` (so several bands can run on several cores).
+pub fn pool_band(
+    dtype: Dtype,
+    shape: &[u64],
+    spec: &ViewSpec,
+    source: &(impl ByteSource + ?Sized),
+    grid: PoolGrid,
+    stat: PoolStat,
+    band: std::ops::Range<u64>,
+) -> Vec<f32> {
     let (rows, cols) = spec.cells();
-    let by = rows.div_ceil(max_rows.max(1)).max(1);
-    let bx = cols.div_ceil(max_cols.max(1)).max(1);
-    let (out_rows, out_cols) = (rows.div_ceil(by), cols.div_ceil(bx));
-    let n = (out_rows * out_cols) as usize;
+    let (by, bx) = grid.block;
+    let out_cols = grid.cols;
+    let n = ((band.end - band.start) * out_cols) as usize;
     let init = match stat {
         PoolStat::MaxAbs | PoolStat::Mean => 0.0,
         PoolStat::Min => f64::INFINITY,
@@ -300,11 +341,10 @@ pub fn pool(
     };
     let mut acc = vec![init; n];
     let mut nan = vec![false; n];
-    let sel = spec.selection(shape);
+    let mut row_sel = spec.selection(shape);
     let row_len = cols as usize;
     let mut values = vec![0f64; row_len];
-    let mut row_sel = sel.clone();
-    for r in 0..rows {
+    for r in (band.start * by)..(band.end * by).min(rows) {
         // One view row at a time: fix the y axis to this row.
         if let Some(yd) = spec.y_dim {
             row_sel.axes[yd as usize] = Axis {
@@ -315,7 +355,7 @@ pub fn pool(
         }
         let raw = crate::slice::extract(dtype, shape, &row_sel, source);
         dtype::decode_f64_into(dtype, &raw, &mut values);
-        let base = (r / by * out_cols) as usize;
+        let base = ((r / by - band.start) * out_cols) as usize;
         for (c, &v) in values.iter().enumerate().take(row_len) {
             let i = base + c / bx as usize;
             if v.is_nan() {
@@ -335,8 +375,7 @@ pub fn pool(
             }
         }
     }
-    let out = acc
-        .iter()
+    acc.iter()
         .zip(&nan)
         .enumerate()
         .map(|(i, (&a, &is_nan))| {
@@ -344,7 +383,7 @@ pub fn pool(
                 return f32::NAN;
             }
             if stat == PoolStat::Mean {
-                let (br, bc) = ((i as u64) / out_cols, (i as u64) % out_cols);
+                let (br, bc) = ((i as u64) / out_cols + band.start, (i as u64) % out_cols);
                 let h = by.min(rows - br * by);
                 let w = bx.min(cols - bc * bx);
                 (a / (h * w) as f64) as f32
@@ -352,13 +391,7 @@ pub fn pool(
                 a as f32
             }
         })
-        .collect();
-    Pooled {
-        rows: out_rows,
-        cols: out_cols,
-        block: (by, bx),
-        values: out,
-    }
+        .collect()
 }
 
 #[cfg(test)]

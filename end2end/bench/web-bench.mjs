@@ -34,6 +34,21 @@ async function open(query) {
   await page.waitForSelector('canvas.cells[data-draws]');
 }
 const draws = () => page.locator('canvas.cells').evaluate((c) => Number(c.dataset.draws || 0));
+/** Clicks `selector` inside the page; resolves with the ms until the heatmap is redrawn with
+ *  data that satisfies `done(canvas.dataset, before)` (a new tensor, a newer edit version). */
+async function clickToDraw(selector, done) {
+  return page.evaluate(([sel, doneSrc]) => new Promise((resolve) => {
+    const canvas = document.querySelector('canvas.cells');
+    const before = { ...canvas.dataset };
+    const isDone = new Function('d', 'before', `return (${doneSrc})(d, before)`);
+    const obs = new MutationObserver(() => {
+      if (isDone(canvas.dataset, before)) { obs.disconnect(); resolve(performance.now() - start); }
+    });
+    obs.observe(canvas, { attributes: true, attributeFilter: ['data-draws'] });
+    const start = performance.now();
+    document.querySelector(sel).click();
+  }), [selector, done.toString()]);
+}
 async function waitDraw(after) {
   await page.waitForFunction((n) => Number(document.querySelector('canvas.cells')?.dataset.draws || 0) > n, after);
 }
@@ -75,11 +90,7 @@ for (const n of [512, 1024]) {
 const clicks = [];
 for (let i = 0; i < 5; i++) {
   await open('?t=f32_512');
-  const before = await draws();
-  const t0 = await page.evaluate(() => performance.now());
-  await page.locator('a[data-tensor="bf16_4096"]').click();
-  await waitDraw(before);
-  clicks.push((await page.evaluate(() => performance.now())) - t0);
+  clicks.push(await clickToDraw('a[data-tensor="bf16_4096"]', (d) => d.tensor === 'bf16_4096'));
 }
 rows.push(['click 4096x4096 BF16 tensor -> pooled heatmap drawn', 'target 150 ms', median(clicks), 150]);
 
@@ -91,11 +102,7 @@ await page.waitForSelector('.cell-value');
 const edits = [];
 for (let i = 0; i < 11; i++) {
   await page.getByLabel('edit value').fill(String(i + 0.5));
-  const before = await draws();
-  const t0 = await page.evaluate(() => performance.now());
-  await page.getByRole('button', { name: 'apply' }).click();
-  await waitDraw(before);
-  edits.push((await page.evaluate(() => performance.now())) - t0);
+  edits.push(await clickToDraw('.edit-panel button[type=submit]', (d, before) => Number(d.version) > Number(before.version)));
 }
 rows.push(['one-cell edit round trip (request, fsync, response, redraw)', 'target 30 ms', median(edits), 30]);
 

@@ -148,6 +148,8 @@ pub fn Heatmap() -> impl IntoView {
                     draws.update_value(|n| *n += 1);
                     let _ = el.set_attribute("data-draw-ms", &format!("{ms:.2}"));
                     let _ = el.set_attribute("data-draws", &draws.get_value().to_string());
+                    let _ = el.set_attribute("data-tensor", &d.tensor);
+                    let _ = el.set_attribute("data-version", &d.version.to_string());
                     geom.set(Some(g));
                     scale.set(Some(s));
                 }

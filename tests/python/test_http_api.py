@@ -68,7 +68,7 @@ def test_edit_undo_redo(server, demo):
         (Q, "0,0", {"op": "set", "value": "0.5"}, "0.5 is not a whole number"),
         (W, "0,0", {"op": "hex", "hex": "0000"}, "is not 4 bytes for F32"),
         (W, "0,0", {"op": "hex", "hex": "zzzzzzzz"}, "is not 4 bytes for F32"),
-        (W, "999,0", {"op": "zero"}, "index 999 out of bounds for dim 0 of size 512"),
+        (W, "9999,0", {"op": "zero"}, "index 9999 out of bounds for dim 0 of size 2048"),
         (W, "0,,1", {"op": "zero"}, "cannot read slice"),
         ("nope", "0", {"op": "zero"}, 'no tensor named "nope"'),
     ],
