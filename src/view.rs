@@ -50,6 +50,33 @@ impl Span {
         self.start + k * self.step.max(1)
     }
 
+    /// The span moved by `cells` view cells (negative: towards 0), kept inside `size`.
+    pub fn panned(self, cells: i64, size: u64) -> Span {
+        let len = self.stop - self.start;
+        let delta = cells.saturating_mul(self.step as i64);
+        let start = (self.start as i64)
+            .saturating_add(delta)
+            .clamp(0, size.saturating_sub(len) as i64) as u64;
+        Span {
+            start,
+            stop: start + len,
+            step: self.step,
+        }
+    }
+
+    /// The span scaled by `factor` (< 1 zooms in) around view position `k`, inside `size`.
+    pub fn zoomed(self, k: u64, factor: f64, size: u64) -> Span {
+        let center = self.index(k);
+        let len = (((self.stop - self.start) as f64 * factor).round() as u64)
+            .clamp(self.step.max(1), size.max(1));
+        let start = center.saturating_sub(len / 2).min(size.saturating_sub(len));
+        Span {
+            start,
+            stop: start + len,
+            step: self.step,
+        }
+    }
+
     fn make_valid(self, size: u64) -> Span {
         if size == 0 {
             return Span {
@@ -455,6 +482,70 @@ mod tests {
             }
         );
         assert_eq!(v.cells(), (15, 10));
+    }
+
+    #[test]
+    fn pan_and_zoom_stay_inside_the_dim() {
+        let s = Span {
+            start: 100,
+            stop: 200,
+            step: 2,
+        };
+        assert_eq!(
+            s.panned(10, 1000),
+            Span {
+                start: 120,
+                stop: 220,
+                step: 2
+            }
+        );
+        assert_eq!(
+            s.panned(-500, 1000),
+            Span {
+                start: 0,
+                stop: 100,
+                step: 2
+            },
+            "clamped at 0"
+        );
+        assert_eq!(
+            s.panned(500, 250),
+            Span {
+                start: 150,
+                stop: 250,
+                step: 2
+            },
+            "clamped at the end"
+        );
+        assert_eq!(
+            s.zoomed(25, 0.5, 1000),
+            Span {
+                start: 125,
+                stop: 175,
+                step: 2
+            },
+            "around index 150"
+        );
+        assert_eq!(
+            s.zoomed(0, 100.0, 1000),
+            Span {
+                start: 0,
+                stop: 1000,
+                step: 2
+            },
+            "never past the dim"
+        );
+        assert_eq!(
+            Span {
+                start: 0,
+                stop: 3,
+                step: 1
+            }
+            .zoomed(1, 0.1, 3)
+            .count(),
+            1,
+            "at least one cell"
+        );
     }
 
     #[test]

@@ -239,24 +239,28 @@ impl Workbench {
 
     /// Undoes the last step.
     pub fn undo(&self) -> Result<SessionView> {
-        self.writable()?;
-        let mut s = lock(&self.session);
-        if !s.history.applied().is_empty() {
-            s.journal.append(&Record::Undo)?;
-            s.history.undo();
-            s.version += 1;
-        }
-        drop(s);
-        Ok(self.session_view())
+        self.travel(Record::Undo)
     }
 
     /// Redoes the last undone step.
     pub fn redo(&self) -> Result<SessionView> {
+        self.travel(Record::Redo)
+    }
+
+    /// Moves through the history (journaled first); a no-op at either end.
+    fn travel(&self, record: Record) -> Result<SessionView> {
         self.writable()?;
         let mut s = lock(&self.session);
-        if !s.history.undone().is_empty() {
-            s.journal.append(&Record::Redo)?;
-            s.history.redo();
+        let possible = match record {
+            Record::Undo => !s.history.applied().is_empty(),
+            _ => !s.history.undone().is_empty(),
+        };
+        if possible {
+            s.journal.append(&record)?;
+            match record {
+                Record::Undo => s.history.undo(),
+                _ => s.history.redo(),
+            };
             s.version += 1;
         }
         drop(s);

@@ -55,6 +55,27 @@ fn cell_at(g: Geom, view: &ViewSpec, x: f64, y: f64) -> Option<Hover> {
     })
 }
 
+/// Shows `view` with `f(span, axis, dim size)` applied to its y and x spans (no new history
+/// entry: panning and zooming would flood it).
+fn show_spans(
+    ctx: super::Ctx,
+    view: &ViewSpec,
+    shape: &[u64],
+    f: impl Fn(Span, char, u64) -> Span,
+) {
+    let mut v = view.clone();
+    if let Some(d) = v.y_dim {
+        v.y = f(v.y, 'y', shape[d as usize]);
+    }
+    if let Some(d) = v.x_dim {
+        v.x = f(v.x, 'x', shape[d as usize]);
+    }
+    ctx.go(
+        &ctx.url.get_untracked().with_view(&v.make_valid(shape)),
+        true,
+    );
+}
+
 /// The text shown for the hovered cell: full tensor coordinates, exact value and bytes (or
 /// the pooled block and its statistic).
 fn describe(data: &ViewData, h: Hover) -> String {
@@ -228,28 +249,9 @@ pub fn Heatmap() -> impl IntoView {
             // Drag pans by whole cells.
             let dr = start.cell.row as i64 - end.row as i64;
             let dc = start.cell.col as i64 - end.col as i64;
-            let shift = |s: Span, d: i64, size: u64| {
-                let delta = d * s.step as i64;
-                let len = s.stop - s.start;
-                let start =
-                    (s.start as i64 + delta).clamp(0, size.saturating_sub(len) as i64) as u64;
-                Span {
-                    start,
-                    stop: start + len,
-                    step: s.step,
-                }
-            };
-            let mut v = view.clone();
-            if let Some(d) = v.y_dim {
-                v.y = shift(v.y, dr, t.shape[d as usize]);
-            }
-            if let Some(d) = v.x_dim {
-                v.x = shift(v.x, dc, t.shape[d as usize]);
-            }
-            ctx.go(
-                &ctx.url.get_untracked().with_view(&v.make_valid(&t.shape)),
-                true,
-            );
+            show_spans(ctx, &view, &t.shape, |span, axis, size| {
+                span.panned(if axis == 'y' { dr } else { dc }, size)
+            });
         }
     };
     let on_wheel = move |ev: leptos::ev::WheelEvent| {
@@ -266,28 +268,9 @@ pub fn Heatmap() -> impl IntoView {
         };
         ev.prevent_default();
         let factor = if ev.delta_y() < 0.0 { 0.5 } else { 2.0 };
-        let zoom = |s: Span, k: u64, size: u64| {
-            let center = s.index(k);
-            let len =
-                (((s.stop - s.start) as f64 * factor).round() as u64).clamp(s.step.max(1), size);
-            let start = center.saturating_sub(len / 2).min(size - len);
-            Span {
-                start,
-                stop: start + len,
-                step: s.step,
-            }
-        };
-        let mut v = view.clone();
-        if let Some(d) = v.y_dim {
-            v.y = zoom(v.y, cell.row, t.shape[d as usize]);
-        }
-        if let Some(d) = v.x_dim {
-            v.x = zoom(v.x, cell.col, t.shape[d as usize]);
-        }
-        ctx.go(
-            &ctx.url.get_untracked().with_view(&v.make_valid(&t.shape)),
-            true,
-        );
+        show_spans(ctx, &view, &t.shape, |span, axis, size| {
+            span.zoomed(if axis == 'y' { cell.row } else { cell.col }, factor, size)
+        });
     };
     let on_key = move |ev: leptos::ev::KeyboardEvent| {
         let (Some(view), Some(t)) = (ctx.view.get_untracked(), ctx.tensor.get_untracked()) else {
