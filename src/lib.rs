@@ -17,6 +17,7 @@ pub mod index;
 pub mod overlay;
 pub mod patch;
 pub mod slice;
+pub mod stats;
 pub mod units;
 pub mod urlstate;
 pub mod view;

@@ -110,6 +110,15 @@ impl Overlay {
             .map(|(n, r)| (n.as_str(), r))
     }
 
+    /// A copy holding only one tensor's runs (to read it without holding a lock).
+    pub fn only(&self, tensor: &str) -> Overlay {
+        let mut o = Overlay::default();
+        if let Some(r) = self.tensor(tensor) {
+            o.tensors.insert(tensor.to_string(), r.clone());
+        }
+        o
+    }
+
     /// A tensor's base bytes seen through the overlay.
     pub fn view<'a>(&'a self, tensor: &str, base: &'a [u8]) -> Patched<'a> {
         Patched {

@@ -9,6 +9,9 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::{GetUrl, Json, Rkyv};
 use serde::{Deserialize, Serialize};
 
+mod analysis;
+pub use analysis::*;
+
 /// One row of the tensor list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TensorRow {

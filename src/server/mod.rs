@@ -1,5 +1,6 @@
 //! Server side: the mmap store, bakes, file I/O, the web server and the command line.
 
+pub mod analysis;
 pub mod bake;
 pub mod cli;
 pub mod error;

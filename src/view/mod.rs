@@ -7,7 +7,11 @@ use crate::slice::{Axis, Selection};
 use serde::{Deserialize, Serialize};
 
 mod pool;
+mod profile;
 pub use pool::{pool, pool_band, PoolGrid, PoolStat, Pooled};
+pub use profile::{
+    finish as finish_lines, profile, profile_band, LineAcc, Lines, Profile, Quantity,
+};
 
 /// A strided range `start..stop` by `step` over one dim.
 #[derive(

@@ -5,6 +5,7 @@ mod edit;
 mod inspect;
 mod patch_cmds;
 mod slice;
+mod stats;
 
 use super::error::Error;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -72,6 +73,31 @@ enum Command {
         second: PathBuf,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Statistics of one tensor (or of every tensor): moments, quantiles, NaN/Inf/zero/
+    /// subnormal counts and a histogram; NaN and Inf are counted, the numbers are over the
+    /// finite values.
+    Stats {
+        model: PathBuf,
+        tensor: Option<String>,
+        /// See the model through these patches (each must apply to the model); repeatable.
+        #[arg(long)]
+        patch: Vec<PathBuf>,
+        /// Histogram bins.
+        #[arg(long, default_value_t = crate::stats::DEFAULT_BINS)]
+        bins: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scan every tensor: statistics, flags (NaN/Inf, all zero, constant) and outliers
+    /// among siblings (tensors whose names differ only by layer number).
+    Scan {
+        model: PathBuf,
+        /// See the model through these patches; repeatable.
+        #[arg(long)]
+        patch: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// Write the demo model (a tiny transformer-shaped checkpoint) into a folder.
     Demo {
@@ -159,6 +185,14 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         Command::Invert { patch, out } => patch_cmds::invert(&patch, &out),
         Command::Combine { first, second, out } => patch_cmds::combine(&first, &second, &out),
         Command::Demo { out } => patch_cmds::demo(&out),
+        Command::Stats {
+            model,
+            tensor,
+            patch,
+            bins,
+            json,
+        } => stats::stats(&model, tensor.as_deref(), &patch, bins, json),
+        Command::Scan { model, patch, json } => stats::scan(&model, &patch, json),
     }
 }
 

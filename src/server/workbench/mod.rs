@@ -1,6 +1,8 @@
 //! The web session over one model: the edit history (journaled), views with the overlay
 //! applied, patch save/load and bakes. Server functions are thin calls into this.
 
+mod analysis;
+
 use super::error::{Error, Result};
 use super::journal::{Journal, Record};
 use super::store::Model;
@@ -14,7 +16,7 @@ use crate::edit::{self, EditStep, History};
 use crate::patch::{self, Patch};
 use crate::slice::{self, ByteSource, SliceSpec};
 use crate::view;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -37,6 +39,49 @@ struct Session {
     history: History,
     journal: Journal,
     version: u64,
+    /// The session version at which each tensor last changed (absent: unchanged).
+    changed_at: HashMap<String, u64>,
+}
+
+impl Session {
+    /// Journals (fsync) then applies a step.
+    fn apply(&mut self, step: EditStep) -> Result<()> {
+        self.journal.append(&Record::Apply(step.clone()))?;
+        self.history.apply(step);
+        self.bump();
+        Ok(())
+    }
+
+    /// A new version; the tensors of the last applied or undone step changed at it.
+    fn bump(&mut self) {
+        self.version += 1;
+        let touched = |s: &EditStep| -> Vec<String> {
+            let mut names: Vec<String> = s.changes.iter().map(|c| c.tensor.clone()).collect();
+            names.dedup();
+            names
+        };
+        let mut names = self
+            .history
+            .applied()
+            .last()
+            .map(touched)
+            .unwrap_or_default();
+        names.extend(
+            self.history
+                .undone()
+                .last()
+                .map(touched)
+                .unwrap_or_default(),
+        );
+        for n in names {
+            self.changed_at.insert(n, self.version);
+        }
+    }
+
+    /// The edit version of one tensor (0 while unedited).
+    fn tensor_version(&self, tensor: &str) -> u64 {
+        self.changed_at.get(tensor).copied().unwrap_or(0)
+    }
 }
 
 /// One model and its editing session.
@@ -45,6 +90,7 @@ pub struct Workbench {
     pub config: ServeConfig,
     session: Mutex<Session>,
     bake: Arc<Mutex<BakeStatus>>,
+    analysis: Arc<analysis::State>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,6 +107,7 @@ impl Workbench {
             history,
             journal,
             version,
+            changed_at: HashMap::new(),
         });
         Ok((
             Workbench {
@@ -68,6 +115,7 @@ impl Workbench {
                 config,
                 session,
                 bake: Arc::default(),
+                analysis: Arc::default(),
             },
             warnings,
         ))
@@ -156,16 +204,31 @@ impl Workbench {
                 &source,
             );
         } else {
-            let p = view::pool(
-                info.dtype,
-                &info.shape,
-                &spec,
-                &source,
-                max_rows,
-                max_cols,
-                req.stat,
-            );
-            (data.rows, data.cols, data.block, data.pooled) = (p.rows, p.cols, p.block, p.values);
+            // Bands of grid rows on every core.
+            use rayon::prelude::*;
+            let grid = view::PoolGrid::fit(&spec, max_rows, max_cols);
+            let band = grid
+                .rows
+                .div_ceil(rayon::current_num_threads() as u64 * 2)
+                .max(1);
+            let bands: Vec<u64> = (0..grid.rows.div_ceil(band)).collect();
+            let parts: Vec<Vec<f32>> = bands
+                .par_iter()
+                .map(|&b| {
+                    let rows = b * band..((b + 1) * band).min(grid.rows);
+                    view::pool_band(
+                        info.dtype,
+                        &info.shape,
+                        &spec,
+                        &source,
+                        grid,
+                        req.stat,
+                        rows,
+                    )
+                })
+                .collect();
+            (data.rows, data.cols, data.block) = (grid.rows, grid.cols, grid.block);
+            data.pooled = parts.concat();
         }
         Ok(data)
     }
@@ -229,9 +292,7 @@ impl Workbench {
                 req.spec
             );
             let step = EditStep { label, changes };
-            session.journal.append(&Record::Apply(step.clone()))?;
-            session.history.apply(step);
-            session.version += 1;
+            session.apply(step)?;
         }
         drop(session);
         Ok(self.session_view())
@@ -261,7 +322,7 @@ impl Workbench {
                 Record::Undo => s.history.undo(),
                 _ => s.history.redo(),
             };
-            s.version += 1;
+            s.bump();
         }
         drop(s);
         Ok(self.session_view())
@@ -385,9 +446,7 @@ impl Workbench {
             label: format!("load patch ({} entries)", patch.entries.len()),
             changes,
         };
-        s.journal.append(&Record::Apply(step.clone()))?;
-        s.history.apply(step);
-        s.version += 1;
+        s.apply(step)?;
         Ok(LoadOutcome {
             applied: true,
             entries: patch.entries.len(),
