@@ -19,6 +19,8 @@ pub struct UrlState {
     pub colormap: Option<Colormap>,
     pub scale: Option<ScaleMode>,
     pub stat: Option<PoolStat>,
+    /// The model scan panel is open.
+    pub scan: bool,
 }
 
 fn parse_span(text: &str) -> Option<Span> {
@@ -38,7 +40,7 @@ fn span_text(s: Span) -> String {
 }
 
 impl UrlState {
-    /// Reads the state from query pairs (`t`, `y`, `x`, `i`, `ys`, `xs`, `cm`, `sc`, `pool`).
+    /// Reads the state from query pairs (`t`, `y`, `x`, `i`, `ys`, `xs`, `cm`, `sc`, `pool`, `scan`).
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> UrlState {
         let mut s = UrlState::default();
         for (k, v) in pairs {
@@ -57,6 +59,7 @@ impl UrlState {
                 "cm" => s.colormap = Colormap::parse(v),
                 "sc" => s.scale = crate::api::parse_scale_mode(v),
                 "pool" => s.stat = PoolStat::parse(v),
+                "scan" => s.scan = v == "1",
                 _ => {}
             }
         }
@@ -106,6 +109,9 @@ impl UrlState {
                     p.name().to_string()
                 },
             ));
+        }
+        if self.scan {
+            out.push(("scan", "1".into()));
         }
         out
     }
@@ -170,6 +176,7 @@ mod tests {
             colormap: Some(Colormap::Viridis),
             scale: Some(ScaleMode::Percentile(1.0)),
             stat: Some(PoolStat::Mean),
+            scan: true,
         };
         let pairs = s.to_pairs();
         let back = UrlState::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));

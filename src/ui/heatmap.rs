@@ -15,8 +15,8 @@ use leptos::prelude::*;
 pub const WIDTH: u32 = 960;
 pub const HEIGHT: u32 = 760;
 /// Room for axes and the colour bar; the grid asked of the server fits the rest.
-const GRID_W: u64 = WIDTH as u64 - 200;
-const GRID_H: u64 = HEIGHT as u64 - 60;
+pub(super) const GRID_W: u64 = WIDTH as u64 - 200;
+pub(super) const GRID_H: u64 = HEIGHT as u64 - 60;
 
 /// Where the cells landed on the canvas, from the last draw.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,11 +1,15 @@
 //! The web UI: components hold UI state only; everything computable lives in the core.
 
+mod charts;
 mod controls;
 mod edit_panel;
 mod heatmap;
 mod inspector;
 mod patch_panel;
+mod profiles;
+mod scan_panel;
 mod state;
+mod stats_panel;
 mod summary;
 mod tensor_list;
 
@@ -75,12 +79,18 @@ fn Workbench(summary: crate::api::ModelSummary) -> impl IntoView {
             <header class="top">
                 <h1>"Tensor Surgeon"</h1>
                 <summary::ModelLine/>
+                <a class="scan-link" href=move || {
+                    let mut u = ctx.url.get();
+                    u.scan = !u.scan;
+                    state::href(&u)
+                }>{move || if ctx.url.with(|u| u.scan) { "close scan" } else { "scan model" }}</a>
             </header>
             <aside class="side">
                 {view! { <tensor_list::TensorList/> }.into_any()}
                 {view! { <summary::ModelSummaryPanel/> }.into_any()}
             </aside>
             <main class="main">
+                {move || ctx.url.with(|u| u.scan).then(|| view! { <scan_panel::ScanPanel/> }.into_any())}
                 {view! { <controls::ViewControls/> }.into_any()}
                 <div class="view-row">
                     {view! { <heatmap::Heatmap/> }.into_any()}
@@ -89,6 +99,8 @@ fn Workbench(summary: crate::api::ModelSummary) -> impl IntoView {
                         {view! { <edit_panel::EditPanel/> }.into_any()}
                     </div>
                 </div>
+                {view! { <profiles::Profiles/> }.into_any()}
+                {view! { <stats_panel::StatsPanel/> }.into_any()}
                 {view! { <patch_panel::PatchPanel/> }.into_any()}
             </main>
         </div>

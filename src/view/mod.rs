@@ -10,7 +10,8 @@ mod pool;
 mod profile;
 pub use pool::{pool, pool_band, PoolGrid, PoolStat, Pooled};
 pub use profile::{
-    finish as finish_lines, profile, profile_band, LineAcc, Lines, Profile, Quantity,
+    finish as finish_lines, jump_to, plane, profile, profile_band, LineAcc, Lines, Profile,
+    Quantity,
 };
 
 /// A strided range `start..stop` by `step` over one dim.

@@ -180,9 +180,83 @@ pub fn profile(
     }
 }
 
+/// The view with the whole extent of its y and x dims: what profiles are computed over, so
+/// they stay put while the heatmap zooms and pans.
+pub fn plane(view: &ViewSpec, shape: &[u64]) -> ViewSpec {
+    let full = |d: Option<u32>| super::Span::full(d.map_or(1, |d| shape[d as usize]));
+    ViewSpec {
+        y: full(view.y_dim),
+        x: full(view.x_dim),
+        ..view.clone()
+    }
+    .make_valid(shape)
+}
+
+/// The view moved so that dim index `index` of its y axis (or x axis) is shown exactly, in a
+/// window of at most `window` cells centred on it (the current span kept if it already shows
+/// it cell by cell); with the view position of `index`.
+pub fn jump_to(
+    view: &ViewSpec,
+    shape: &[u64],
+    along_y: bool,
+    index: u64,
+    window: u64,
+) -> (ViewSpec, u64) {
+    let (dim, span) = if along_y {
+        (view.y_dim, view.y)
+    } else {
+        (view.x_dim, view.x)
+    };
+    let size = dim.map_or(1, |d| shape[d as usize]);
+    let index = index.min(size.saturating_sub(1));
+    let shown =
+        span.step == 1 && span.count() <= window && (span.start..span.stop).contains(&index);
+    let span = if shown {
+        span
+    } else {
+        let w = span.count().clamp(1, window.max(1)).min(size);
+        let start = index.saturating_sub(w / 2).min(size - w);
+        super::Span {
+            start,
+            stop: start + w,
+            step: 1,
+        }
+    };
+    let mut v = view.clone();
+    if along_y {
+        v.y = span;
+    } else {
+        v.x = span;
+    }
+    let v = v.make_valid(shape);
+    let pos = index - if along_y { v.y.start } else { v.x.start };
+    (v, pos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jumping_shows_the_line_exactly() {
+        let shape = [2048, 128];
+        let v = ViewSpec::default_for(&shape);
+        // Pooled overview of 2048 rows: jump to row 300 in a 64-row window.
+        let (j, pos) = jump_to(&v, &shape, true, 300, 64);
+        assert_eq!((j.y.start, j.y.stop, j.y.step), (268, 332, 1));
+        assert_eq!(j.y.index(pos), 300);
+        assert_eq!(j.x, v.x);
+        // Near the end the window shifts to fit; an exact view showing the row stays put.
+        let (j2, pos2) = jump_to(&j, &shape, true, 2047, 64);
+        assert_eq!((j2.y.start, j2.y.stop), (1984, 2048));
+        assert_eq!(j2.y.index(pos2), 2047);
+        let (j3, pos3) = jump_to(&j, &shape, true, 270, 64);
+        assert_eq!((j3.y, pos3), (j.y, 2));
+        // Columns, and the whole plane for profiles.
+        let (c, cpos) = jump_to(&v, &shape, false, 5, 700);
+        assert_eq!((c.x.count(), c.x.index(cpos)), (128, 5));
+        assert_eq!(plane(&j, &shape).y.count(), 2048);
+    }
     use crate::view::Span;
 
     #[test]

@@ -39,19 +39,6 @@ pub fn now() -> f64 {
         .map_or(0.0, |p| p.now())
 }
 
-/// A short tick label: three significant digits.
-fn tick(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if (1e-3..1e4).contains(&a) {
-        let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
-        format!("{v:.decimals$}")
-    } else {
-        format!("{v:.2e}")
-    }
-}
-
 /// Draws the data; returns where the cells are and the scale used.
 pub fn cells(
     canvas: &HtmlCanvasElement,
@@ -122,7 +109,7 @@ pub fn cells(
         .disable_mesh()
         .disable_x_axis()
         .label_style(("sans-serif", 12))
-        .y_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| crate::units::tick_label(*v, scale.hi - scale.lo))
         .draw()
         .ok()?;
     let (bx, by) = cb.plotting_area().get_pixel_range();
