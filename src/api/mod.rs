@@ -10,7 +10,9 @@ use leptos::server_fn::codec::{GetUrl, Json, Rkyv};
 use serde::{Deserialize, Serialize};
 
 mod analysis;
+mod structure;
 pub use analysis::*;
+pub use structure::*;
 
 /// One row of the tensor list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +36,11 @@ pub struct ModelSummary {
     pub tensors: Vec<TensorRow>,
     pub warnings: Vec<String>,
     pub read_only: bool,
+    /// The tokenizer's vocabulary size and file, when the model has one.
+    pub vocab_size: Option<u64>,
+    pub tokenizer: Option<String>,
+    /// The vocabulary matrix token search opens (an embedding).
+    pub vocab_tensor: Option<String>,
 }
 
 /// A request for heatmap data.
@@ -85,6 +92,9 @@ pub struct ViewData {
     pub pooled: Vec<f32>,
     /// Edit version the data reflects.
     pub version: u64,
+    /// Token text of each view row / column when that dim indexes the vocabulary (exact views).
+    pub y_labels: Vec<String>,
+    pub x_labels: Vec<String>,
 }
 
 /// One element, exactly.
@@ -95,6 +105,8 @@ pub struct CellData {
     pub dtype: String,
     pub value: String,
     pub hex: String,
+    /// The token of the first index that indexes the vocabulary, if any.
+    pub token: Option<String>,
 }
 
 /// An edit from the UI: a numpy-style region of a tensor and an operation.

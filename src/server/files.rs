@@ -3,7 +3,7 @@
 use super::error::{Error, Result};
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically: readers see the old file or the new one, never half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -36,4 +36,23 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes the demo model and its `tokenizer.json` into `dir` (files already equal are left
+/// alone); returns the model's path.
+pub fn write_demo(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let model = dir.join("model.safetensors");
+    for (path, bytes) in [
+        (model.clone(), crate::demo::file_bytes()),
+        (
+            dir.join("tokenizer.json"),
+            crate::demo::vocab::tokenizer_json().into_bytes(),
+        ),
+    ] {
+        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+            write_atomic(&path, &bytes)?;
+        }
+    }
+    Ok(model)
 }

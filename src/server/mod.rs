@@ -7,7 +7,9 @@ pub mod error;
 pub mod files;
 pub mod journal;
 pub mod patches;
+pub mod project;
 pub mod store;
+pub mod tokens;
 pub mod web;
 pub mod workbench;
 

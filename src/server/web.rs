@@ -123,6 +123,8 @@ pub struct ServeOptions {
     pub patches: Option<PathBuf>,
     pub out_dir: Option<PathBuf>,
     pub allow_hosts: Vec<String>,
+    /// A `tokenizer.json` (default: the one beside the model, if any).
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// Where the demo model is written when no model is given.
@@ -135,13 +137,7 @@ fn demo_dir() -> PathBuf {
 }
 
 fn ensure_demo(dir: &std::path::Path) -> Result<PathBuf> {
-    let path = dir.join("model.safetensors");
-    let bytes = crate::demo::file_bytes();
-    if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        super::files::write_atomic(&path, &bytes)?;
-    }
-    Ok(path)
+    crate::server::files::write_demo(dir)
 }
 
 /// Builds the state for a model (the demo model when none is given).
@@ -170,7 +166,13 @@ pub fn build_state(
             .clone()
             .unwrap_or_else(|| model_dir.join("baked")),
     };
-    let (workbench, mut warnings) = Workbench::open(model, config)?;
+    let (mut workbench, mut warnings) = Workbench::open(model, config)?;
+    // A tokenizer named on the command line must load; one found beside the model may not.
+    match super::tokens::Vocab::find(&model_path, opts.tokenizer.as_deref()) {
+        Ok(v) => workbench.set_vocab(v),
+        Err(e) if opts.tokenizer.is_none() => warnings.push(format!("tokenizer ignored: {e}")),
+        Err(e) => return Err(e),
+    }
     warnings.extend(workbench.model.warnings.iter().cloned());
     let addr = leptos_options.site_addr;
     let state = AppState {

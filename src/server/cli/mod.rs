@@ -6,6 +6,7 @@ mod inspect;
 mod patch_cmds;
 mod slice;
 mod stats;
+mod structure;
 
 use super::error::Error;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -99,7 +100,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the demo model (a tiny transformer-shaped checkpoint) into a folder.
+    /// PCA of a tensor's rows (or columns) on 2 or 3 components, with explained variance.
+    Project(structure::ProjectArgs),
+    /// Token lookups over a [vocab, hidden] matrix: nearest tokens, compare two, find.
+    Tokens(structure::TokensArgs),
+    /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
     Demo {
         #[arg(long)]
         out: PathBuf,
@@ -126,6 +131,9 @@ struct ServeArgs {
     /// Another Host name to answer to (for a reverse proxy); repeatable.
     #[arg(long)]
     allow_host: Vec<String>,
+    /// The tokenizer.json labelling vocabulary rows (default: the one beside the model).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -165,6 +173,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             patches: a.patches,
             out_dir: a.out_dir,
             allow_hosts: a.allow_host,
+            tokenizer: a.tokenizer,
         }),
         Command::Inspect { model, json } => inspect::run(&model, json),
         Command::Slice {
@@ -193,6 +202,8 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             json,
         } => stats::stats(&model, tensor.as_deref(), &patch, bins, json),
         Command::Scan { model, patch, json } => stats::scan(&model, &patch, json),
+        Command::Project(a) => structure::project(&a),
+        Command::Tokens(a) => structure::tokens(&a),
     }
 }
 

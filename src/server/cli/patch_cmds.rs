@@ -95,9 +95,7 @@ pub fn combine(first: &Path, second: &Path, out: &Path) -> Result<()> {
 }
 
 pub fn demo(out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(Error::io(out))?;
-    let path = out.join("model.safetensors");
-    files::write_atomic(&path, &crate::demo::file_bytes())?;
+    let path = files::write_demo(out)?;
     println!("{}", path.display());
     Ok(())
 }

@@ -26,7 +26,7 @@ pub(crate) fn progress_bar(total: u64, label: &str) -> indicatif::ProgressBar {
 }
 
 /// The model's edits from patch files, each checked against the base.
-fn overlay_of(model: &Model, patch_paths: &[PathBuf]) -> Result<Overlay> {
+pub(super) fn overlay_of(model: &Model, patch_paths: &[PathBuf]) -> Result<Overlay> {
     let mut overlay = Overlay::default();
     for path in patch_paths {
         let patch = patches::load(path)?;

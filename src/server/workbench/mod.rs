@@ -2,6 +2,7 @@
 //! applied, patch save/load and bakes. Server functions are thin calls into this.
 
 mod analysis;
+mod structure;
 
 use super::error::{Error, Result};
 use super::journal::{Journal, Record};
@@ -91,6 +92,8 @@ pub struct Workbench {
     session: Mutex<Session>,
     bake: Arc<Mutex<BakeStatus>>,
     analysis: Arc<analysis::State>,
+    vocab: Option<Arc<super::tokens::Vocab>>,
+    projecting: structure::ProjectProgress,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,9 +119,16 @@ impl Workbench {
                 session,
                 bake: Arc::default(),
                 analysis: Arc::default(),
+                vocab: None,
+                projecting: Default::default(),
             },
             warnings,
         ))
+    }
+
+    /// Labels rows of vocabulary-sized matrices with this tokenizer's tokens.
+    pub fn set_vocab(&mut self, vocab: Option<super::tokens::Vocab>) {
+        self.vocab = vocab.map(Arc::new);
     }
 
     /// Where the journal of this model lives.
@@ -169,6 +179,9 @@ impl Workbench {
             tensors,
             warnings: self.model.warnings.clone(),
             read_only: self.config.read_only,
+            vocab_size: self.vocab.as_ref().map(|v| v.size()),
+            tokenizer: self.vocab.as_ref().map(|v| v.path.display().to_string()),
+            vocab_tensor: self.vocab_tensor(),
         }
     }
 
@@ -195,6 +208,8 @@ impl Workbench {
             bytes: Vec::new(),
             pooled: Vec::new(),
             version: session.version,
+            y_labels: Vec::new(),
+            x_labels: Vec::new(),
         };
         if rows <= max_rows && cols <= max_cols {
             data.bytes = slice::extract(
@@ -203,6 +218,19 @@ impl Workbench {
                 &spec.selection(&info.shape),
                 &source,
             );
+            let labels = |dim: Option<u32>, span: view::Span| -> Vec<String> {
+                let Some(size) = dim.map(|d| info.shape[d as usize]) else {
+                    return Vec::new();
+                };
+                if self.token_label(size, 0).is_none() {
+                    return Vec::new();
+                }
+                (0..span.count())
+                    .map(|k| self.token_label(size, span.index(k)).unwrap_or_default())
+                    .collect()
+            };
+            data.y_labels = labels(spec.y_dim, spec.y);
+            data.x_labels = labels(spec.x_dim, spec.x);
         } else {
             // Bands of grid rows on every core.
             use rayon::prelude::*;
@@ -262,6 +290,10 @@ impl Workbench {
             dtype: dtype::name(info.dtype).into(),
             value: dtype::format_element(info.dtype, &bytes),
             hex: hex::encode(&bytes),
+            token: index
+                .iter()
+                .zip(&info.shape)
+                .find_map(|(&i, &size)| self.token_label(size, i)),
         })
     }
 

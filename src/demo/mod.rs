@@ -9,6 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use std::collections::BTreeMap;
 
+pub mod vocab;
+
 /// Vocabulary size of the demo model.
 pub const VOCAB: u64 = 2048;
 /// Hidden size.
@@ -65,6 +67,28 @@ impl Gen {
     }
 }
 
+/// Rows of each word group of the vocabulary around one centre per group, so related
+/// tokens are each other's nearest neighbours (own random stream: other tensors unchanged).
+fn plant_groups(embed: &mut [f64]) {
+    let mut g = Gen {
+        rng: ChaCha8Rng::seed_from_u64(0x70CE),
+        normal: Normal::new(0.0, 1.0).unwrap_or_else(|_| unreachable!("unit normal")),
+    };
+    let centres: Vec<Vec<f64>> = vocab::GROUPS
+        .iter()
+        .map(|_| (0..HIDDEN).map(|_| g.noise(0.06)).collect())
+        .collect();
+    for (group, row) in vocab::group_rows() {
+        let at = (row * HIDDEN) as usize;
+        for (v, c) in embed[at..at + HIDDEN as usize]
+            .iter_mut()
+            .zip(&centres[group])
+        {
+            *v = c + g.noise(0.015);
+        }
+    }
+}
+
 /// The demo tensors with their values, in file order.
 pub fn tensors() -> Vec<DemoTensor> {
     let mut g = Gen {
@@ -82,6 +106,7 @@ pub fn tensors() -> Vec<DemoTensor> {
     };
 
     let mut embed = g.low_rank(VOCAB, HIDDEN, 4, 0.08, 0.01);
+    plant_groups(&mut embed);
     for &row in &OUTLIER_ROWS {
         for v in &mut embed[(row * HIDDEN) as usize..((row + 1) * HIDDEN) as usize] {
             *v *= 8.0;
