@@ -7,6 +7,7 @@
 //! The modules at the top level are the pure core: no I/O, they compile for the server and
 //! for the WASM client alike. `server` holds everything that touches files.
 
+pub mod cluster;
 pub mod colormap;
 pub mod demo;
 pub mod dtype;
@@ -16,6 +17,7 @@ pub mod header;
 pub mod index;
 pub mod overlay;
 pub mod patch;
+pub mod scatter;
 pub mod slice;
 pub mod stats;
 pub mod units;

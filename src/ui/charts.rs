@@ -6,7 +6,7 @@
 #[cfg_attr(not(feature = "hydrate"), path = "charts/no_draw.rs")]
 mod draw;
 
-pub use draw::{bars, histogram, line};
+pub use draw::{bars, histogram, line, scatter, strip};
 
 use super::heatmap::Geom;
 

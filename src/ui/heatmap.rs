@@ -90,8 +90,16 @@ fn describe(data: &ViewData, h: Hover) -> String {
         let Some(b) = data.bytes.get(i..i + w) else {
             return String::new();
         };
+        let token = [
+            data.y_labels.get(h.row as usize),
+            data.x_labels.get(h.col as usize),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| format!("   token {t:?}"))
+        .collect::<String>();
         format!(
-            "{:?} = {}   (0x{} {})",
+            "{:?} = {}   (0x{} {}){token}",
             idx,
             dtype::format_element(dt, b),
             hex::encode(b),
@@ -362,4 +370,4 @@ fn count_specials(d: &ViewData) -> usize {
 
 #[cfg_attr(feature = "hydrate", path = "heatmap/draw.rs")]
 #[cfg_attr(not(feature = "hydrate"), path = "heatmap/no_draw.rs")]
-mod draw;
+pub(super) mod draw;

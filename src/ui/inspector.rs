@@ -117,6 +117,7 @@ pub fn Inspector() -> impl IntoView {
                                 <table class="kv"><tbody>
                                     <tr><td>"index"</td><td class="cell-index">{format!("{:?}", c.index)}</td></tr>
                                     <tr><td>"value"</td><td class="cell-value">{c.value.clone()}</td></tr>
+                                    {c.token.clone().map(|t| view! { <tr><td>"token"</td><td class="cell-token">{format!("{t:?}")}</td></tr> })}
                                     <tr><td>"bytes"</td><td class="cell-hex"><code>{c.hex.clone()}</code> <span class="muted">{format!(" {} little-endian", c.dtype)}</span></td></tr>
                                 </tbody></table>
                                 {bit_view}

@@ -8,10 +8,12 @@ mod inspector;
 mod patch_panel;
 mod profiles;
 mod scan_panel;
+mod scatter;
 mod state;
 mod stats_panel;
 mod summary;
 mod tensor_list;
+mod tokens_panel;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -97,10 +99,12 @@ fn Workbench(summary: crate::api::ModelSummary) -> impl IntoView {
                     <div class="panels">
                         {view! { <inspector::Inspector/> }.into_any()}
                         {view! { <edit_panel::EditPanel/> }.into_any()}
+                        {ctx.model.with_value(|m| m.vocab_size.is_some()).then(|| view! { <tokens_panel::TokensPanel/> }.into_any())}
                     </div>
                 </div>
                 {view! { <profiles::Profiles/> }.into_any()}
                 {view! { <stats_panel::StatsPanel/> }.into_any()}
+                {view! { <scatter::ScatterPanel/> }.into_any()}
                 {view! { <patch_panel::PatchPanel/> }.into_any()}
             </main>
         </div>

@@ -242,3 +242,100 @@ pub fn bars(
     root.present().ok()?;
     Some(g)
 }
+
+/// A scatter of points already laid out in `[0, 1]^2` (see `crate::scatter`): axes for 2-D
+/// layouts (`bounds`), axis titles, each point a 3 px square in its colour, `mark` ringed.
+pub fn scatter(
+    canvas: &HtmlCanvasElement,
+    screen: &[[f32; 2]],
+    colors: &[[u8; 4]],
+    mark: Option<usize>,
+    bounds: Option<crate::scatter::Bounds>,
+    titles: &[String],
+) -> Option<Geom> {
+    let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
+    let root = backend.into_drawing_area();
+    root.fill(&WHITE).ok()?;
+    let (x0, x1, y0, y1) = bounds.unwrap_or((0.0, 1.0, 0.0, 1.0));
+    let mut chart = ChartBuilder::on(&root)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .ok()?;
+    let fx = |v: &f64| tick_label(*v, x1 - x0);
+    let fy = |v: &f64| tick_label(*v, y1 - y0);
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_mesh().label_style(("sans-serif", 12));
+    if bounds.is_some() {
+        mesh.x_desc(titles.first().cloned().unwrap_or_default())
+            .y_desc(titles.get(1).cloned().unwrap_or_default())
+            .x_label_formatter(&fx)
+            .y_label_formatter(&fy);
+    } else {
+        mesh.x_labels(0).y_labels(0).x_desc(titles.join(" · "));
+    }
+    mesh.draw().ok()?;
+    let g = geom(&chart);
+    drop(chart);
+    root.present().ok()?;
+    let (w, h) = (g.width.max(1.0) as usize, g.height.max(1.0) as usize);
+    let mut rgba = vec![0u8; w * h * 4];
+    let mut dot = |p: &[f32; 2], c: [u8; 4], r: i64| {
+        let (cx, cy) = ((p[0] * w as f32) as i64, (p[1] * h as f32) as i64);
+        for y in cy - r..=cy + r {
+            for x in cx - r..=cx + r {
+                if (0..w as i64).contains(&x) && (0..h as i64).contains(&y) {
+                    let at = (y as usize * w + x as usize) * 4;
+                    rgba[at..at + 4].copy_from_slice(&c);
+                }
+            }
+        }
+    };
+    for (p, c) in screen.iter().zip(colors) {
+        dot(p, *c, 1);
+    }
+    if let Some(p) = mark.and_then(|m| screen.get(m)) {
+        dot(p, [200, 30, 30, 255], 4);
+        dot(p, colors.get(mark?).copied().unwrap_or([0, 0, 0, 255]), 2);
+    }
+    let off = crate::ui::heatmap::draw::image(&rgba, w as u32, h as u32)?;
+    crate::ui::heatmap::draw::blit(canvas, &off, g)?;
+    Some(g)
+}
+
+/// One row of values as a strip of coloured cells (diverging, centred at zero).
+pub fn strip(canvas: &HtmlCanvasElement, values: &[f64]) -> Option<Geom> {
+    use crate::colormap::{Colormap, Scale, ScaleMode};
+    let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
+    let root = backend.into_drawing_area();
+    root.fill(&WHITE).ok()?;
+    let n = values.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(6)
+        .x_label_area_size(24)
+        .y_label_area_size(8)
+        .build_cartesian_2d(0f64..n, 0f64..1f64)
+        .ok()?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .y_labels(0)
+        .label_style(("sans-serif", 11))
+        .x_label_formatter(&|v| format!("{}", v.floor()))
+        .draw()
+        .ok()?;
+    let g = geom(&chart);
+    drop(chart);
+    root.present().ok()?;
+    let scale = Scale::fit(
+        Colormap::Diverging,
+        ScaleMode::Symmetric,
+        values.iter().copied(),
+    );
+    let mut rgba = Vec::with_capacity(values.len() * 4);
+    scale.paint(values.iter().copied(), &mut rgba);
+    let off = crate::ui::heatmap::draw::image(&rgba, values.len().max(1) as u32, 1)?;
+    crate::ui::heatmap::draw::blit(canvas, &off, g)?;
+    Some(g)
+}

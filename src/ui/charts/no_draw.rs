@@ -12,6 +12,21 @@ pub fn histogram(_: &HtmlCanvasElement, _: &Histogram, _: bool) -> Option<Geom> 
     None
 }
 
+pub fn scatter(
+    _: &HtmlCanvasElement,
+    _: &[[f32; 2]],
+    _: &[[u8; 4]],
+    _: Option<usize>,
+    _: Option<crate::scatter::Bounds>,
+    _: &[String],
+) -> Option<Geom> {
+    None
+}
+
+pub fn strip(_: &HtmlCanvasElement, _: &[f64]) -> Option<Geom> {
+    None
+}
+
 pub fn bars(_: &HtmlCanvasElement, _: &[Bar], _: Option<f64>, _: &str) -> Option<Geom> {
     None
 }

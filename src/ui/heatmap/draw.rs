@@ -15,7 +15,7 @@ fn context(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
 }
 
 /// An offscreen canvas holding `rgba` as `w x h` pixels.
-fn image(rgba: &[u8], w: u32, h: u32) -> Option<HtmlCanvasElement> {
+pub(in crate::ui) fn image(rgba: &[u8], w: u32, h: u32) -> Option<HtmlCanvasElement> {
     let doc = web_sys::window()?.document()?;
     let off: HtmlCanvasElement = doc.create_element("canvas").ok()?.dyn_into().ok()?;
     off.set_width(w);
@@ -25,7 +25,11 @@ fn image(rgba: &[u8], w: u32, h: u32) -> Option<HtmlCanvasElement> {
     Some(off)
 }
 
-fn blit(canvas: &HtmlCanvasElement, off: &HtmlCanvasElement, g: Geom) -> Option<()> {
+pub(in crate::ui) fn blit(
+    canvas: &HtmlCanvasElement,
+    off: &HtmlCanvasElement,
+    g: Geom,
+) -> Option<()> {
     let ctx = context(canvas)?;
     ctx.set_image_smoothing_enabled(false);
     ctx.draw_image_with_html_canvas_element_and_dw_and_dh(off, g.left, g.top, g.width, g.height)
@@ -37,6 +41,19 @@ pub fn now() -> f64 {
     web_sys::window()
         .and_then(|w| w.performance())
         .map_or(0.0, |p| p.now())
+}
+
+/// A y tick: the index, and its token when the rows are labelled.
+fn axis_label(v: f64, span: crate::view::Span, labels: &[String]) -> String {
+    let i = v.floor();
+    let k = (i - span.start as f64) / span.step.max(1) as f64;
+    match labels
+        .get(k as usize)
+        .filter(|_| k >= 0.0 && k.fract() == 0.0)
+    {
+        Some(l) => format!("{l:?} {i}"),
+        None => format!("{i}"),
+    }
 }
 
 /// Draws the data; returns where the cells are and the scale used.
@@ -74,7 +91,7 @@ pub fn cells(
     let mut chart = ChartBuilder::on(&main)
         .margin(12)
         .x_label_area_size(34)
-        .y_label_area_size(64)
+        .y_label_area_size(if d.y_labels.is_empty() { 64 } else { 130 })
         .build_cartesian_2d(x0..x1, y1..y0)
         .ok()?;
     let xd = spec.x_dim.map(|d| format!("dim {d}")).unwrap_or_default();
@@ -86,7 +103,7 @@ pub fn cells(
         .y_desc(yd)
         .label_style(("sans-serif", 13))
         .x_label_formatter(&|v| format!("{}", v.floor()))
-        .y_label_formatter(&|v| format!("{}", v.floor()))
+        .y_label_formatter(&|v| axis_label(*v, spec.y, &d.y_labels))
         .draw()
         .ok()?;
     let (px, py) = chart.plotting_area().get_pixel_range();
