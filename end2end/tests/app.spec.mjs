@@ -45,7 +45,7 @@ test('hover shows the exact value and bytes of a cell', async ({ page }) => {
   const want = cli('slice', paths.model, EMBED, '1,2', '--json');
   const p = await cellCenter(page, 4, 4, 1, 2);
   await page.locator('canvas.overlay').hover({ position: p });
-  const text = page.locator('.hover');
+  const text = page.locator('.heatmap .hover');
   await expect(text).toContainText('[1, 2] = ');
   await expect(text).toContainText(`0x${want.hex[0]}`);
   const shown = Number((await text.textContent()).split(' = ')[1].split(' ')[0]);
@@ -66,13 +66,13 @@ test('select, edit, see value and colour change; undo restores', async ({ page }
   await waitPixelChange(page, p, before);
   const after = await pixel(page, p.x, p.y);
   expect(after[0]).toBeGreaterThan(after[2]); // the new maximum is the red end of the scale
-  await expect(page.locator('.entries tbody tr')).toHaveCount(1);
-  await expect(page.locator('.entries .new-value')).toHaveText('5');
+  await expect(page.locator('.patch-panel .entries tbody tr')).toHaveCount(1);
+  await expect(page.locator('.patch-panel .entries .new-value')).toHaveText('5');
 
   await page.getByRole('button', { name: 'undo' }).click();
   await expect(page.locator('.cell-hex code')).toHaveText(original);
   await expect.poll(async () => JSON.stringify(await pixel(page, p.x, p.y))).toBe(JSON.stringify(before));
-  await expect(page.locator('.entries tbody tr')).toHaveCount(0);
+  await expect(page.locator('.patch-panel .entries tbody tr')).toHaveCount(0);
 });
 
 test('a value the dtype cannot hold is shown inline and changes nothing', async ({ page }) => {
@@ -81,7 +81,7 @@ test('a value the dtype cannot hold is shown inline and changes nothing', async 
   await page.getByLabel('edit value').fill('300');
   await page.getByRole('button', { name: 'apply' }).click();
   await expect(page.locator('.edit-error')).toContainText('300 is out of range for I8');
-  await expect(page.locator('.entries tbody tr')).toHaveCount(0);
+  await expect(page.locator('.patch-panel .entries tbody tr')).toHaveCount(0);
 });
 
 test('edit raw bytes with hex, and flip a bit', async ({ page }) => {
@@ -101,7 +101,7 @@ test('save a patch and check the downloaded entry', async ({ page }) => {
   await clickCell(page, 4, 4, 3, 3);
   await page.getByLabel('edit value').fill('0.25');
   await page.getByRole('button', { name: 'apply' }).click();
-  await expect(page.locator('.entries tbody tr')).toHaveCount(1);
+  await expect(page.locator('.patch-panel .entries tbody tr')).toHaveCount(1);
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'download' }).click()]);
   const doc = JSON.parse(readFileSync(await download.path(), 'utf8'));
   expect(doc.format).toBe('tensor-surgeon-patch');
@@ -117,7 +117,7 @@ test('bake, then read the baked value with the CLI', async ({ page }) => {
   await clickCell(page, 4, 4, 1, 1);
   await page.getByLabel('edit value').fill('-2.5');
   await page.getByRole('button', { name: 'apply' }).click();
-  await expect(page.locator('.entries tbody tr')).toHaveCount(1);
+  await expect(page.locator('.patch-panel .entries tbody tr')).toHaveCount(1);
   await page.getByLabel('bake file name').fill('e2e-baked');
   await page.getByRole('button', { name: 'bake' }).click();
   const written = page.locator('.baked code');
@@ -197,11 +197,11 @@ test('load a patch file: applied when clean, conflicts listed when not', async (
   };
   await openView(page, q({ t: EMBED, ys: '0:4', xs: '0:4' }));
   await page.getByLabel('load patch').setInputFiles({ name: 'p.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(patch)) });
-  await expect(page.locator('.entries .new-value')).toHaveText('3');
+  await expect(page.locator('.patch-panel .entries .new-value')).toHaveText('3');
   const bad = { ...patch, entries: [{ ...patch.entries[0], offset: 4 }] };
   await page.getByLabel('load patch').setInputFiles({ name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(bad)) });
   await expect(page.locator('.conflicts')).toContainText('1 conflict(s)');
-  await expect(page.locator('.entries tbody tr')).toHaveCount(1);
+  await expect(page.locator('.patch-panel .entries tbody tr')).toHaveCount(1);
 });
 
 test('metadata is untrusted: shown as text, never as markup', async ({ page }) => {
