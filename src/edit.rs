@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// What to do to each selected element.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(schemars::JsonSchema))]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Replace with a value.
@@ -248,6 +249,9 @@ fn encode_at(
 pub struct EditStep {
     pub label: String,
     pub changes: Vec<Change>,
+    /// Who made it (journals written before provenance read as unknown).
+    #[serde(default)]
+    pub origin: crate::patch::Origin,
 }
 
 /// The undo/redo history and the overlay it produces.
@@ -445,6 +449,7 @@ mod tests {
         h.apply(EditStep {
             label: "set".into(),
             changes: c,
+            origin: crate::patch::Origin::new("web"),
         });
         let read = |h: &History| {
             let mut out = vec![0u8; 8];

@@ -130,6 +130,8 @@ pub struct EntryRow {
     pub new_value: String,
     pub old_hex: String,
     pub new_hex: String,
+    /// Who changed it (`web`, `cli`, `agent: hypothesis`, `patch`).
+    pub origin: String,
 }
 
 /// The session's patch and history.
@@ -142,6 +144,20 @@ pub struct SessionView {
     pub steps: Vec<String>,
     pub can_undo: bool,
     pub can_redo: bool,
+    /// Agent proposals waiting to be accepted or rejected.
+    pub pending: Vec<Proposal>,
+}
+
+/// An edit an agent proposed; it changes nothing until a person accepts it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: u64,
+    pub request: EditRequest,
+    pub origin: crate::patch::Origin,
+    /// What it does, e.g. `scale model.embed_tokens.weight[7,:]`.
+    pub label: String,
+    /// Bytes it would change when proposed.
+    pub bytes: u64,
 }
 
 /// Progress of a bake.
@@ -236,7 +252,14 @@ pub async fn get_cell(tensor: String, index: String) -> Result<CellData, ServerF
 #[server(endpoint = "edit", input = Json)]
 pub async fn edit(request: EditRequest) -> Result<SessionView, ServerFnError> {
     let wb = workbench()?;
-    blocking(move || wb.edit(&request, "web")).await
+    blocking(move || wb.edit(&request, &crate::patch::Origin::new("web"))).await
+}
+
+/// Accepts (applies) or rejects an agent's pending proposal. `POST /api/resolve`.
+#[server(endpoint = "resolve", input = Json)]
+pub async fn resolve_proposal(id: u64, accept: bool) -> Result<SessionView, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.resolve(id, accept)).await
 }
 
 /// Undoes the last edit. `POST /api/undo`.

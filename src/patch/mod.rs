@@ -10,6 +10,9 @@ use crate::{dtype, slice};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod origin;
+pub use origin::{Origin, OriginMap};
+
 /// The `format` field of every patch file.
 pub const FORMAT: &str = "tensor-surgeon-patch";
 /// The current format version.
@@ -43,6 +46,9 @@ pub struct PatchEntry {
     pub original: Vec<u8>,
     #[serde(with = "hex::serde")]
     pub patched: Vec<u8>,
+    /// Who made the change (absent in patches written before provenance was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 impl PatchEntry {
@@ -231,6 +237,7 @@ impl Patch {
                                 offset: g,
                                 original: old.to_vec(),
                                 patched: new,
+                                origin: None,
                             }),
                         }
                     }
@@ -366,9 +373,18 @@ impl Patch {
                     offset,
                     original: vec![o],
                     patched: vec![p],
+                    origin: None,
                 }),
             }
         }
+        // Each byte keeps the origin of the patch whose value it carries.
+        let mut origins = OriginMap::from_entries(&self.entries);
+        for e in other.entries.iter().filter(|e| e.origin.is_some()) {
+            if let Some(o) = &e.origin {
+                origins.mark(&e.tensor, e.offset, e.patched.len(), o);
+            }
+        }
+        let entries = origins.split(entries);
         let note = match (self.note.is_empty(), other.note.is_empty()) {
             (false, false) => format!("{}\n{}", self.note, other.note),
             (false, true) => self.note.clone(),
@@ -383,12 +399,14 @@ impl Patch {
 
     /// Adds changes (from an edit) to the patch: the patched bytes become the changes' new
     /// bytes; originals stay those of the base.
-    pub fn record(&mut self, changes: &[Change], base: &impl BaseModel) {
+    pub fn record(&mut self, changes: &[Change], base: &impl BaseModel, origin: &Origin) {
         let mut overlay = self.to_overlay();
+        let mut origins = OriginMap::from_entries(&self.entries);
         for c in changes {
             overlay.write(&c.tensor, c.offset, &c.after);
+            origins.mark(&c.tensor, c.offset, c.after.len(), origin);
         }
-        self.entries = Patch::entries_from_overlay(&overlay, base);
+        self.entries = origins.split(Patch::entries_from_overlay(&overlay, base));
     }
 }
 
@@ -451,7 +469,9 @@ pub fn normalize(mut entries: Vec<PatchEntry>) -> Result<Vec<PatchEntry>, PatchE
                     second: e.offset,
                 });
             }
-            Some(last) if last.tensor == e.tensor && last.end() == e.offset => {
+            Some(last)
+                if last.tensor == e.tensor && last.end() == e.offset && last.origin == e.origin =>
+            {
                 last.original.extend_from_slice(&e.original);
                 last.patched.extend_from_slice(&e.patched);
             }

@@ -27,6 +27,7 @@ fn entry(offset: u64, original: &[u8], patched: &[u8]) -> PatchEntry {
         offset,
         original: original.to_vec(),
         patched: patched.to_vec(),
+        origin: None,
     }
 }
 
@@ -178,6 +179,7 @@ fn record_keeps_base_originals() {
             after: vec![1, 1, 1, 1],
         }],
         &m,
+        &Origin::new("cli"),
     );
     p.record(
         &[Change {
@@ -187,8 +189,15 @@ fn record_keeps_base_originals() {
             after: vec![2, 2, 2, 2],
         }],
         &m,
+        &Origin::new("cli"),
     );
-    assert_eq!(p.entries, vec![entry(0, &[0, 1, 2, 3], &[2, 2, 2, 2])]);
+    assert_eq!(
+        p.entries,
+        vec![PatchEntry {
+            origin: Some(Origin::new("cli")),
+            ..entry(0, &[0, 1, 2, 3], &[2, 2, 2, 2])
+        }]
+    );
     assert!(p.verify(&m).is_empty());
 }
 
@@ -201,4 +210,46 @@ fn element_of_entry() {
         data_offsets: (0, 24),
     };
     assert_eq!(element_of(&info, 14), (7, vec![1, 3]));
+}
+
+#[test]
+fn provenance_splits_entries_and_survives_json_invert_and_combine() {
+    let m = model();
+    let mut p = patch(vec![]);
+    let change = |offset: u64, after: Vec<u8>| Change {
+        tensor: "w".into(),
+        offset,
+        before: vec![0; after.len()],
+        after,
+    };
+    let agent = Origin::agent("row 0 carries the outlier");
+    p.record(&[change(0, vec![9, 9])], &m, &Origin::new("web"));
+    p.record(&[change(2, vec![8, 8])], &m, &agent);
+    // Adjacent bytes, two origins: two entries.
+    assert_eq!(p.entries.len(), 2);
+    assert_eq!(p.entries[0].origin, Some(Origin::new("web")));
+    assert_eq!(
+        p.entries[1].origin.as_ref().map(Origin::label).as_deref(),
+        Some("agent: row 0 carries the outlier")
+    );
+    let back = Patch::from_json(&p.to_json()).expect("round trip");
+    assert_eq!(back.entries, p.entries);
+    assert_eq!(p.invert().entries[1].origin, p.entries[1].origin);
+    // Combined with a later patch, each byte keeps the origin of the value it carries.
+    let mut q = patch(vec![]);
+    q.record(&[change(1, vec![7])], &m, &Origin::new("cli"));
+    q.entries[0].original = vec![9];
+    let c = p.combine(&q).expect("a sequence");
+    let origins: Vec<String> = c
+        .entries
+        .iter()
+        .map(|e| e.origin.as_ref().map(Origin::label).unwrap_or_default())
+        .collect();
+    assert_eq!(origins, ["web", "cli", "agent: row 0 carries the outlier"]);
+    // A patch written without provenance still reads.
+    let old = p.to_json().replace(
+        ",\n      \"origin\": {\n        \"source\": \"web\"\n      }",
+        "",
+    );
+    assert!(Patch::from_json(&old).is_ok());
 }

@@ -2,6 +2,7 @@
 //! before the server answers, so a killed server comes back with the same history.
 
 use super::error::{Error, Result};
+use crate::api::Proposal;
 use crate::edit::{EditStep, History};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -15,6 +16,13 @@ pub enum Record {
     Apply(EditStep),
     Undo,
     Redo,
+    /// An agent proposal, pending until resolved.
+    Propose(Proposal),
+    /// A proposal accepted (its edit follows as an `Apply`) or rejected.
+    Resolve {
+        id: u64,
+        accepted: bool,
+    },
 }
 
 /// An open journal file.
@@ -24,10 +32,11 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Replays the journal at `path` (if any) into a fresh history. A torn last line (a crash
-    /// mid-write) is dropped; the warnings say what was skipped.
-    pub fn open(path: &Path) -> Result<(Journal, History, Vec<String>)> {
+    /// Replays the journal at `path` (if any) into a fresh history and the pending proposals.
+    /// A torn last line (a crash mid-write) is dropped; the warnings say what was skipped.
+    pub fn open(path: &Path) -> Result<(Journal, History, Vec<Proposal>, Vec<String>)> {
         let mut history = History::default();
+        let mut pending: Vec<Proposal> = Vec::new();
         let mut warnings = Vec::new();
         if path.exists() {
             let file = File::open(path).map_err(Error::io(path))?;
@@ -43,6 +52,8 @@ impl Journal {
                     Ok(Record::Redo) => {
                         history.redo();
                     }
+                    Ok(Record::Propose(p)) => pending.push(p),
+                    Ok(Record::Resolve { id, .. }) => pending.retain(|p| p.id != id),
                     Err(_) if text.trim().is_empty() => {}
                     Err(e) => {
                         warnings.push(format!("{}: line {} dropped ({e})", path.display(), n + 1));
@@ -67,6 +78,7 @@ impl Journal {
                 file: None,
             },
             history,
+            pending,
             warnings,
         ))
     }
@@ -116,6 +128,7 @@ mod tests {
                 before: vec![0],
                 after: vec![v],
             }],
+            origin: crate::patch::Origin::new("web"),
         }
     }
 
@@ -124,7 +137,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("j.jsonl");
         {
-            let (mut j, _, _) = Journal::open(&path).unwrap();
+            let (mut j, _, _, _) = Journal::open(&path).unwrap();
             j.append(&Record::Apply(step(1))).unwrap();
             j.append(&Record::Apply(step(2))).unwrap();
             j.append(&Record::Undo).unwrap();
@@ -135,16 +148,49 @@ mod tests {
             .unwrap()
             .write_all(b"{\"apply\":{\"lab")
             .unwrap();
-        let (mut j, h, warnings) = Journal::open(&path).unwrap();
+        let (mut j, h, _, warnings) = Journal::open(&path).unwrap();
         assert_eq!(h.applied().len(), 1);
         assert_eq!(h.undone().len(), 1, "undo survives: redo is possible");
         assert_eq!(warnings.len(), 1);
         j.append(&Record::Redo).unwrap();
-        let (_, h, warnings) = Journal::open(&path).unwrap();
+        let (_, h, _, warnings) = Journal::open(&path).unwrap();
         assert!(
             warnings.is_empty(),
             "the torn tail was cut before appending"
         );
         assert_eq!(h.applied().len(), 2);
+        assert_eq!(h.applied()[0].origin.source, "web");
+    }
+
+    #[test]
+    fn proposals_stay_pending_until_resolved() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        let proposal = |id| Proposal {
+            id,
+            request: crate::api::EditRequest {
+                tensor: "t".into(),
+                spec: "0".into(),
+                op: crate::edit::Op::Zero,
+                saturate: false,
+                round: false,
+            },
+            origin: crate::patch::Origin::agent("t[0] is noise"),
+            label: "zero t[0]".into(),
+            bytes: 4,
+        };
+        {
+            let (mut j, _, _, _) = Journal::open(&path).unwrap();
+            j.append(&Record::Propose(proposal(1))).unwrap();
+            j.append(&Record::Propose(proposal(2))).unwrap();
+            j.append(&Record::Resolve {
+                id: 1,
+                accepted: false,
+            })
+            .unwrap();
+        }
+        let (_, h, pending, _) = Journal::open(&path).unwrap();
+        assert_eq!(pending, vec![proposal(2)]);
+        assert!(h.applied().is_empty());
     }
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod error;
 pub mod files;
 pub mod journal;
+pub mod mcp;
 pub mod patches;
 pub mod project;
 pub mod store;

@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
     Router::new()
         .route("/api/patch/download", get(download_patch))
+        .nest_service("/mcp", super::mcp::http_service(state.workbench.clone()))
         .leptos_routes_with_context(&state, routes, || {}, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -125,6 +126,8 @@ pub struct ServeOptions {
     pub allow_hosts: Vec<String>,
     /// A `tokenizer.json` (default: the one beside the model, if any).
     pub tokenizer: Option<PathBuf>,
+    /// Agent edits apply at once instead of waiting for a person.
+    pub agent_auto_apply: bool,
 }
 
 /// Where the demo model is written when no model is given.
@@ -140,11 +143,8 @@ fn ensure_demo(dir: &std::path::Path) -> Result<PathBuf> {
     crate::server::files::write_demo(dir)
 }
 
-/// Builds the state for a model (the demo model when none is given).
-pub fn build_state(
-    opts: &ServeOptions,
-    leptos_options: LeptosOptions,
-) -> Result<(AppState, Vec<String>)> {
+/// Opens the session over a model (the demo model when none is given), with its tokenizer.
+pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
     let model_path = match &opts.model {
         Some(p) => p.clone(),
         None => ensure_demo(&demo_dir())?,
@@ -165,6 +165,7 @@ pub fn build_state(
             .out_dir
             .clone()
             .unwrap_or_else(|| model_dir.join("baked")),
+        agent_auto_apply: opts.agent_auto_apply,
     };
     let (mut workbench, mut warnings) = Workbench::open(model, config)?;
     // A tokenizer named on the command line must load; one found beside the model may not.
@@ -174,6 +175,15 @@ pub fn build_state(
         Err(e) => return Err(e),
     }
     warnings.extend(workbench.model.warnings.iter().cloned());
+    Ok((workbench, warnings))
+}
+
+/// Builds the state for a model (the demo model when none is given).
+pub fn build_state(
+    opts: &ServeOptions,
+    leptos_options: LeptosOptions,
+) -> Result<(AppState, Vec<String>)> {
+    let (workbench, warnings) = open_workbench(opts)?;
     let addr = leptos_options.site_addr;
     let state = AppState {
         leptos_options,

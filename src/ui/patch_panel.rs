@@ -2,7 +2,10 @@
 //! the patches folder), load (verified; conflicts listed), and bake with progress.
 
 use super::state::{message, use_ctx};
-use crate::api::{get_bake_status, load_patch, redo, save_patch, start_bake, undo, BakeStatus};
+use crate::api::{
+    get_bake_status, get_session, load_patch, redo, resolve_proposal, save_patch, start_bake, undo,
+    BakeStatus,
+};
 use leptos::prelude::*;
 use std::time::Duration;
 
@@ -29,6 +32,24 @@ pub fn PatchPanel() -> impl IntoView {
         });
     };
     let on_undo = move |_| run(Box::pin(async { undo().await.map(|_| ()) }));
+    let on_resolve = move |id: u64, accept: bool| {
+        run(Box::pin(async move {
+            resolve_proposal(id, accept).await.map(|_| ())
+        }))
+    };
+    // Agents edit over /mcp: watch the session so their proposals show up live.
+    fn watch(ctx: super::Ctx, seen: StoredValue<Option<u64>>) {
+        leptos::task::spawn_local(async move {
+            if let Ok(s) = get_session().await {
+                if seen.get_value().is_some_and(|v| v != s.version) {
+                    ctx.changed();
+                }
+                seen.set_value(Some(s.version));
+            }
+            set_timeout(move || watch(ctx, seen), Duration::from_millis(1000));
+        });
+    }
+    Effect::new(move |_| watch(ctx, StoredValue::new(None)));
     let on_redo = move |_| run(Box::pin(async { redo().await.map(|_| ()) }));
     let on_save = move |_| {
         let (n, t) = (name.get_untracked(), note.get_untracked());
@@ -152,9 +173,23 @@ pub fn PatchPanel() -> impl IntoView {
                     match ctx.session.await {
                         Err(e) => view! { <p class="error">{message(&e)}</p> }.into_any(),
                         Ok(s) => view! {
+                            {(!s.pending.is_empty()).then(|| view! {
+                                <div class="pending">
+                                    <h3>{format!("Proposed by agents ({})", s.pending.len())}</h3>
+                                    <ul>{s.pending.iter().map(|p| {
+                                        let id = p.id;
+                                        view! { <li data-proposal=p.id.to_string()>
+                                            <span class="proposal-label">{p.label.clone()}</span>" "
+                                            <span class="muted">{format!("({} bytes)", p.bytes)}</span>
+                                            <button class="accept" on:click=move |_| on_resolve(id, true)>"accept"</button>
+                                            <button class="reject" on:click=move |_| on_resolve(id, false)>"reject"</button>
+                                        </li> }
+                                    }).collect_view()}</ul>
+                                </div>
+                            })}
                             <p class="muted">{format!("{} changed element(s) in {} step(s)", s.total_elements, s.steps.len())}</p>
                             <table class="entries">
-                                <thead><tr><th>"tensor"</th><th>"index"</th><th>"old"</th><th>"new"</th><th>"old hex"</th><th>"new hex"</th></tr></thead>
+                                <thead><tr><th>"tensor"</th><th>"index"</th><th>"old"</th><th>"new"</th><th>"old hex"</th><th>"new hex"</th><th>"origin"</th></tr></thead>
                                 <tbody>
                                     {s.entries.iter().map(|e| view! {
                                         <tr>
@@ -164,6 +199,7 @@ pub fn PatchPanel() -> impl IntoView {
                                             <td class="new-value">{e.new_value.clone()}</td>
                                             <td><code>{e.old_hex.clone()}</code></td>
                                             <td><code>{e.new_hex.clone()}</code></td>
+                                            <td class="origin">{e.origin.clone()}</td>
                                         </tr>
                                     }).collect_view()}
                                 </tbody>

@@ -172,7 +172,7 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
         let source = overlay.view(&name, shard.data(info));
         let changes = edit::plan(info, &selection, &source, &op, options)?;
         total += changes.iter().map(|c| c.after.len()).sum::<usize>();
-        patch.record(&changes, &model);
+        patch.record(&changes, &model, &crate::patch::Origin::new("cli"));
         println!(
             "{kind} {name}[{spec}]: {} byte(s) changed",
             changes.iter().map(|c| c.after.len()).sum::<usize>()

@@ -104,11 +104,32 @@ enum Command {
     Project(structure::ProjectArgs),
     /// Token lookups over a [vocab, hidden] matrix: nearest tokens, compare two, find.
     Tokens(structure::TokensArgs),
+    /// Serve the agent tools over MCP on stdio (the demo model when no model is given).
+    Mcp(McpArgs),
     /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
     Demo {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct McpArgs {
+    /// The model to open (or set MODEL_PATH); the demo model when neither is given.
+    #[arg(env = "MODEL_PATH")]
+    model: Option<PathBuf>,
+    /// Disable every edit (the read tools still work).
+    #[arg(long)]
+    read_only: bool,
+    /// Folder for saved patches and the session journal (default: `patches` beside the model).
+    #[arg(long)]
+    patches: Option<PathBuf>,
+    /// The tokenizer.json labelling vocabulary rows (default: the one beside the model).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Apply proposed edits at once instead of leaving them pending for a person.
+    #[arg(long)]
+    agent_auto_apply: bool,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -134,6 +155,9 @@ struct ServeArgs {
     /// The tokenizer.json labelling vocabulary rows (default: the one beside the model).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// Apply edits proposed by agents (over /mcp) at once instead of leaving them pending.
+    #[arg(long)]
+    agent_auto_apply: bool,
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -174,6 +198,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             out_dir: a.out_dir,
             allow_hosts: a.allow_host,
             tokenizer: a.tokenizer,
+            agent_auto_apply: a.agent_auto_apply,
         }),
         Command::Inspect { model, json } => inspect::run(&model, json),
         Command::Slice {
@@ -202,6 +227,24 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             json,
         } => stats::stats(&model, tensor.as_deref(), &patch, bins, json),
         Command::Scan { model, patch, json } => stats::scan(&model, &patch, json),
+        Command::Mcp(a) => {
+            let opts = crate::server::web::ServeOptions {
+                model: a.model,
+                addr: None,
+                read_only: a.read_only,
+                patches: a.patches,
+                out_dir: None,
+                allow_hosts: Vec::new(),
+                tokenizer: a.tokenizer,
+                agent_auto_apply: a.agent_auto_apply,
+            };
+            let (wb, warnings) = crate::server::web::open_workbench(&opts)?;
+            // stdout carries the protocol: everything else goes to stderr.
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            crate::server::mcp::serve_stdio(std::sync::Arc::new(wb))
+        }
         Command::Project(a) => structure::project(&a),
         Command::Tokens(a) => structure::tokens(&a),
     }

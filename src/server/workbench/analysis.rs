@@ -204,6 +204,25 @@ impl Workbench {
         scan.status.complete = true;
     }
 
+    /// A complete scan for the current edits, computed here and now (cached statistics make
+    /// repeats cheap).
+    pub fn scan_now(&self) -> Result<ScanStatus> {
+        let mut rows = Vec::with_capacity(self.model.len());
+        let names: Vec<String> = self.model.tensors().map(|(_, t)| t.name.clone()).collect();
+        for name in names {
+            rows.push(analysis::scan_row(&self.compute_stats(&name, &|_| {})?));
+        }
+        let groups = analysis::finish_scan(&mut rows);
+        Ok(ScanStatus {
+            complete: true,
+            tensors_done: rows.len(),
+            tensors_total: rows.len(),
+            rows,
+            groups,
+            ..ScanStatus::default()
+        })
+    }
+
     /// The scan's progress, with rows from index `since`.
     pub fn scan_status(&self, since: usize) -> ScanStatus {
         let scan = lock(&self.analysis.scan);

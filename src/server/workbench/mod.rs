@@ -2,6 +2,7 @@
 //! applied, patch save/load and bakes. Server functions are thin calls into this.
 
 mod analysis;
+mod proposals;
 mod structure;
 
 use super::error::{Error, Result};
@@ -14,7 +15,7 @@ use crate::api::{
 };
 use crate::dtype::{self, EncodeOptions};
 use crate::edit::{self, EditStep, History};
-use crate::patch::{self, Patch};
+use crate::patch::{self, Origin, OriginMap, Patch};
 use crate::slice::{self, ByteSource, SliceSpec};
 use crate::view;
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,8 @@ pub struct ServeConfig {
     pub patches_dir: PathBuf,
     /// Bakes go here.
     pub out_dir: PathBuf,
+    /// Agent edits apply at once instead of waiting for a person.
+    pub agent_auto_apply: bool,
 }
 
 struct Session {
@@ -42,6 +45,10 @@ struct Session {
     version: u64,
     /// The session version at which each tensor last changed (absent: unchanged).
     changed_at: HashMap<String, u64>,
+    /// Agent proposals waiting for a person to accept or reject them.
+    pending: Vec<crate::api::Proposal>,
+    /// The last proposal id given out.
+    last_proposal: u64,
 }
 
 impl Session {
@@ -104,13 +111,15 @@ impl Workbench {
     /// Opens the session, replaying the model's journal from a previous run.
     pub fn open(model: Model, config: ServeConfig) -> Result<(Workbench, Vec<String>)> {
         let journal_path = journal_path(&config.patches_dir, &model);
-        let (journal, history, warnings) = Journal::open(&journal_path)?;
+        let (journal, history, pending, warnings) = Journal::open(&journal_path)?;
         let version = history.applied().len() as u64;
         let session = Mutex::new(Session {
             history,
             journal,
             version,
             changed_at: HashMap::new(),
+            last_proposal: pending.iter().map(|p| p.id).max().unwrap_or(0),
+            pending,
         });
         Ok((
             Workbench {
@@ -261,6 +270,14 @@ impl Workbench {
         Ok(data)
     }
 
+    /// The bytes of a selection (C order, `element_bytes` each), overlay applied.
+    pub fn read(&self, tensor: &str, sel: &slice::Selection) -> Result<Vec<u8>> {
+        let (shard, info) = self.model.get(tensor)?;
+        let s = lock(&self.session);
+        let source = s.history.overlay().view(&info.name, shard.data(info));
+        Ok(slice::extract(info.dtype, &info.shape, sel, &source))
+    }
+
     /// One element, exactly, overlay applied.
     pub fn cell(&self, tensor: &str, index: &[u64]) -> Result<CellData> {
         let (shard, info) = self.model.get(tensor)?;
@@ -298,8 +315,23 @@ impl Workbench {
     }
 
     /// Applies an edit: planned against the current overlay, journaled (fsync), then applied.
-    pub fn edit(&self, req: &EditRequest, origin: &str) -> Result<SessionView> {
+    pub fn edit(&self, req: &EditRequest, origin: &Origin) -> Result<SessionView> {
         self.writable()?;
+        let mut session = lock(&self.session);
+        if let Some(step) = self.plan_step(&session, req, origin)? {
+            session.apply(step)?;
+        }
+        drop(session);
+        Ok(self.session_view())
+    }
+
+    /// The step an edit request makes against the current overlay (`None`: nothing changes).
+    fn plan_step(
+        &self,
+        session: &Session,
+        req: &EditRequest,
+        origin: &Origin,
+    ) -> Result<Option<EditStep>> {
         let (shard, info) = self.model.get(&req.tensor)?;
         let sel = SliceSpec::parse(&req.spec)
             .and_then(|s| s.resolve(&info.shape))
@@ -311,23 +343,25 @@ impl Workbench {
             saturate: req.saturate,
             round: req.round,
         };
-        let mut session = lock(&self.session);
         let changes = {
             let source = session.history.overlay().view(&info.name, shard.data(info));
             edit::plan(info, &sel, &source, &req.op, options)?
         };
-        if !changes.is_empty() {
-            let label = format!(
-                "{} {}[{}] ({origin})",
-                op_name(&req.op),
-                req.tensor,
-                req.spec
-            );
-            let step = EditStep { label, changes };
-            session.apply(step)?;
+        if changes.is_empty() {
+            return Ok(None);
         }
-        drop(session);
-        Ok(self.session_view())
+        let label = format!(
+            "{} {}[{}] ({})",
+            op_name(&req.op),
+            req.tensor,
+            req.spec,
+            origin.label()
+        );
+        Ok(Some(EditStep {
+            label,
+            changes,
+            origin: origin.clone(),
+        }))
     }
 
     /// Undoes the last step.
@@ -364,14 +398,14 @@ impl Workbench {
     pub fn patch(&self, note: &str) -> Patch {
         let s = lock(&self.session);
         let mut p = patches::new_for(&self.model, note);
-        p.entries = Patch::entries_from_overlay(s.history.overlay(), &self.model);
+        p.entries = self.session_entries(&s);
         p
     }
 
     /// Changed elements and history.
     pub fn session_view(&self) -> SessionView {
         let s = lock(&self.session);
-        let entries = Patch::entries_from_overlay(s.history.overlay(), &self.model);
+        let entries = self.session_entries(&s);
         let mut rows = Vec::new();
         let mut total = 0u64;
         for e in &entries {
@@ -390,6 +424,7 @@ impl Workbench {
                         new_value: hex::encode(&e.patched),
                         old_hex: hex::encode(&e.original),
                         new_hex: hex::encode(&e.patched),
+                        origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
                     });
                 }
                 continue;
@@ -411,6 +446,7 @@ impl Workbench {
                     new_value: dtype::format_element(info.dtype, new),
                     old_hex: hex::encode(old),
                     new_hex: hex::encode(new),
+                    origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
                 });
             }
         }
@@ -426,7 +462,22 @@ impl Workbench {
                 .collect(),
             can_undo: !s.history.applied().is_empty(),
             can_redo: !s.history.undone().is_empty(),
+            pending: s.pending.clone(),
         }
+    }
+
+    /// The net changes of the applied steps, each entry with the origin of its bytes.
+    fn session_entries(&self, s: &Session) -> Vec<patch::PatchEntry> {
+        let mut origins = OriginMap::default();
+        for step in s.history.applied() {
+            for c in &step.changes {
+                origins.mark(&c.tensor, c.offset, c.after.len(), &step.origin);
+            }
+        }
+        origins.split(Patch::entries_from_overlay(
+            s.history.overlay(),
+            &self.model,
+        ))
     }
 
     /// Saves the session patch as `name` (a plain file name) in the patches folder.
@@ -459,7 +510,8 @@ impl Workbench {
             });
         }
         let mut s = lock(&self.session);
-        let mut changes = Vec::new();
+        // One step per origin, in order, so provenance survives save -> load.
+        let mut groups: Vec<(Origin, Vec<edit::Change>)> = Vec::new();
         for e in &patch.entries {
             let (shard, info) = self.model.get(&e.tensor)?;
             let mut before = vec![0u8; e.patched.len()];
@@ -467,18 +519,30 @@ impl Workbench {
                 .overlay()
                 .view(&info.name, shard.data(info))
                 .read(e.offset, &mut before);
-            changes.push(edit::Change {
+            let change = edit::Change {
                 tensor: e.tensor.clone(),
                 offset: e.offset,
                 before,
                 after: e.patched.clone(),
-            });
+            };
+            let origin = e.origin.clone().unwrap_or_else(|| Origin::new("patch"));
+            match groups.iter_mut().find(|(o, _)| *o == origin) {
+                Some((_, changes)) => changes.push(change),
+                None => groups.push((origin, vec![change])),
+            }
         }
-        let step = EditStep {
-            label: format!("load patch ({} entries)", patch.entries.len()),
-            changes,
-        };
-        s.apply(step)?;
+        for (origin, changes) in groups {
+            let step = EditStep {
+                label: format!(
+                    "load patch: {} change(s) ({})",
+                    changes.len(),
+                    origin.label()
+                ),
+                changes,
+                origin,
+            };
+            s.apply(step)?;
+        }
         Ok(LoadOutcome {
             applied: true,
             entries: patch.entries.len(),
