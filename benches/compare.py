@@ -1,8 +1,10 @@
 """Side-by-side benchmarks: Tensor Surgeon vs its references, same files, same run.
 
 Prepares the files, measures the references (Python safetensors + numpy, cp, xdelta3), runs the
-criterion benches (benches/engine.rs) on the same files and prints a Markdown table of ratios.
-Usage: ./dev.sh bench [--keep DIR]
+criterion benches (benches/engine.rs) and the release binary on the same files and prints a
+Markdown table of ratios.
+Usage: ./dev.sh bench [--keep DIR] [--only engine|web|analysis ...]
+  (or .venv/bin/python benches/compare.py --only analysis, which needs only the release binary)
 """
 
 import argparse
@@ -20,7 +22,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "target" / "release" / "tensor-surgeon"
@@ -64,91 +66,156 @@ def write_sparse(path, tensors=10_000, rows=2560, cols=1024):
         f.truncate(8 + len(text) + tensors * size)
 
 
+GROUPS = ["engine", "web", "analysis"]
+PERCENTS = [0.1, 1, 5, 25, 50, 75, 95, 99, 99.9]  # the quantiles `stats` reports
+
+
+def numpy_stats(x):
+    """What `stats --json` reports, computed by numpy (float64 accumulators, as ours)."""
+    lo, hi = x.min(), x.max()
+    return lo, hi, x.mean(dtype=np.float64), x.std(dtype=np.float64), np.percentile(x, PERCENTS), np.histogram(x, bins=256, range=(lo, hi))
+
+
+def ours_stats(path):
+    out = subprocess.run([BIN, "stats", path, "w", "--json"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["summary"]
+
+
+def analysis_rows(work):
+    """Statistics of one big tensor beside numpy, and the scan of a ~1 GB model against its target.
+    Ours is the whole `tensor-surgeon` process (open, compute, print); the file is in the page cache."""
+    rows = []
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8192, 8192), dtype=np.float32)  # 64 M elements
+    for dtype, label, ref, widen in [(np.float32, "F32 (256 MB)", "numpy", None), (ml_dtypes.bfloat16, "BF16 (128 MB)", "numpy + ml_dtypes", np.float32)]:
+        path = work / f"stats-{np.dtype(dtype).name}.safetensors"
+        save_file({"w": x.astype(dtype)}, str(path))
+        arr = load_file(str(path))["w"]
+        prepare = (lambda a: a.astype(widen)) if widen else (lambda a: a)
+        want = numpy_stats(prepare(arr))
+        got = ours_stats(path)  # also warms the page cache
+        assert (got["min"], got["max"]) == (float(want[0]), float(want[1])), "both sides compute the same thing"
+        in_memory = best_of(lambda: numpy_stats(prepare(arr)), repeat=3)
+        del arr
+        with_load = best_of(lambda: numpy_stats(prepare(load_file(str(path))["w"])), repeat=3)
+        mine = best_of(lambda: subprocess.run([BIN, "stats", path, "w", "--json"], check=True, stdout=subprocess.DEVNULL), repeat=5)
+        what = f"stats + 256-bin histogram of an 8192x8192 {label} tensor of normal values (whole process)"
+        widened = f"astype({np.dtype(widen).name}), then " if widen else ""
+        rows.append((what, f"{ref}: {widened}min, max, mean, std, 9 percentiles, histogram(256) of the array in memory", mine, in_memory, "s"))
+        rows.append((what, "same, plus safetensors.numpy.load_file", mine, with_load, "s"))
+        path.unlink()
+    del x
+
+    scan = work / "scan"
+    scan.mkdir(exist_ok=True)
+    tensors = {}
+    for i in range(8):
+        tensors[f"model.layers.{i}.mlp.up_proj.weight"] = rng.standard_normal((4096, 4096), dtype=np.float32) * 0.02
+        tensors[f"model.layers.{i}.mlp.down_proj.weight"] = (rng.standard_normal((4096, 8192), dtype=np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+    save_file(tensors, str(scan / "model.safetensors"))
+    del tensors
+    size = (scan / "model.safetensors").stat().st_size
+    cmd = [BIN, "scan", scan, "--json"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)  # page cache warm
+    scan_t = best_of(lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL), repeat=3)
+    rows.append((f"scan of a {size / 1e9:.2f} GB model: 16 tensors, 8 F32 + 8 BF16 (whole process)", "target", scan_t, 5.0, "s"))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", help="folder for the bench files (kept)")
+    ap.add_argument("--only", action="append", choices=GROUPS, help="run only these groups of rows (repeatable; default: all)")
     args = ap.parse_args()
+    groups = set(args.only or GROUPS)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ts-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
+    rng = np.random.default_rng(0)
     try:
-        # --- files ---
-        sparse = work / "sparse-100g.safetensors"
-        write_sparse(sparse)
-        rng = np.random.default_rng(0)
-        dense = work / "dense.safetensors"
-        f32 = rng.standard_normal((4096, 4096), dtype=np.float32)
-        save_file({"f32": f32, "bf16": f32.astype(ml_dtypes.bfloat16)}, str(dense))
-        # 1,000 scattered single-element edits, made with the CLI.
-        patch = work / "scattered.json"
-        edits = []
-        for k, flat in enumerate(rng.choice(4096 * 4096, size=1000, replace=False)):
-            r, c = divmod(int(flat), 4096)
-            edits += ["--set", f"{'f32' if k % 2 else 'bf16'}[{r},{c}]={k + 0.5}"]
-        subprocess.run([BIN, "edit", dense, "--patch", patch, *edits], check=True, stdout=subprocess.DEVNULL)
+        if "engine" in groups:
+            # --- files ---
+            sparse = work / "sparse-100g.safetensors"
+            write_sparse(sparse)
+            rng = np.random.default_rng(0)
+            dense = work / "dense.safetensors"
+            f32 = rng.standard_normal((4096, 4096), dtype=np.float32)
+            save_file({"f32": f32, "bf16": f32.astype(ml_dtypes.bfloat16)}, str(dense))
+            # 1,000 scattered single-element edits, made with the CLI.
+            patch = work / "scattered.json"
+            edits = []
+            for k, flat in enumerate(rng.choice(4096 * 4096, size=1000, replace=False)):
+                r, c = divmod(int(flat), 4096)
+                edits += ["--set", f"{'f32' if k % 2 else 'bf16'}[{r},{c}]={k + 0.5}"]
+            subprocess.run([BIN, "edit", dense, "--patch", patch, *edits], check=True, stdout=subprocess.DEVNULL)
 
-        # --- references ---
-        def py_open():
-            with safe_open(str(sparse), "np") as f:
-                return len(f.keys())
+            # --- references ---
+            def py_open():
+                with safe_open(str(sparse), "np") as f:
+                    return len(f.keys())
 
-        ref_open = best_of(py_open)
-        ref_slices = {}
-        with safe_open(str(dense), "np") as f:
+            ref_open = best_of(py_open)
+            ref_slices = {}
+            with safe_open(str(dense), "np") as f:
+                for name in ["f32", "bf16"]:
+                    sl = f.get_slice(name)
+                    ref_slices[name] = best_of(lambda: sl[1024:1536, 1024:1536], repeat=21, number=20)
+
+            baked = work / "baked.safetensors"
+            cp_target = work / "cp.safetensors"
+            ref_cp = best_of(lambda: subprocess.run(["cp", dense, cp_target], check=True), repeat=5)
+            # Bakes fsync before renaming; `sync FILE` gives cp the same durability.
+            ref_cp_sync = best_of(lambda: subprocess.run(f"cp {dense} {cp_target} && sync {cp_target}", shell=True, check=True), repeat=5)
+            apply_t = best_of(lambda: subprocess.run([BIN, "apply", dense, patch, "--out", baked], check=True, stdout=subprocess.DEVNULL), repeat=5)
+
+            vcdiff = work / "baked.vcdiff"
+            xdelta = shutil.which("xdelta3")
+            if xdelta:
+                subprocess.run([xdelta, "-9", "-e", "-f", "-s", dense, baked, vcdiff], check=True)
+
+            rss_ts = child_peak_rss_mb([BIN, "inspect", sparse, "--json"])
+            rss_py = child_peak_rss_mb([sys.executable, "-c", f"from safetensors import safe_open\nwith safe_open({str(sparse)!r}, 'np') as f: f.keys()"])
+
+        if "web" in groups:
+            # --- the web app in headless Chromium ---
+            web = work / "web"
+            web.mkdir(exist_ok=True)
+            save_file(
+                {
+                    "f32_512": rng.standard_normal((512, 512), dtype=np.float32),
+                    "f32_1024": rng.standard_normal((1024, 1024), dtype=np.float32),
+                    "bf16_4096": rng.standard_normal((4096, 4096), dtype=np.float32).astype(ml_dtypes.bfloat16),
+                },
+                str(web / "model.safetensors"),
+            )
+            env_web = dict(os.environ, TENSOR_SURGEON_BIN=str(BIN))
+            out = subprocess.run(["node", "bench/web-bench.mjs", str(web)], cwd=ROOT / "end2end", env=env_web, check=True, capture_output=True, text=True)
+            web_rows = json.loads(out.stdout.strip().splitlines()[-1])
+
+        if "engine" in groups:
+            # --- ours (criterion, in process) ---
+            # The same build-time settings cargo-leptos uses, so the binary is not rebuilt differently.
+            env = dict(os.environ, TS_BENCH_DIR=str(work), LEPTOS_OUTPUT_NAME="tensor-surgeon")
+            subprocess.run(["cargo", "bench", "--bench", "engine", "--", "--noplot"], cwd=ROOT, env=env, check=True, stdout=sys.stderr)
+
+            def crit(name):
+                est = json.loads((ROOT / "target" / "criterion" / name / "new" / "estimates.json").read_text())
+                return est["median"]["point_estimate"] / 1e9
+
+            ours_open = crit("open_100g_10k_tensors")
+            rows.append(("open 100 GB sparse model, 10,000 tensors", "Python safe_open + keys()", ours_open, ref_open, "s"))
+            rows.append(("peak RSS of a process that opens it and prints its tensor list", "Python process: safe_open + keys()", rss_ts, rss_py, "MB"))
             for name in ["f32", "bf16"]:
-                sl = f.get_slice(name)
-                ref_slices[name] = best_of(lambda: sl[1024:1536, 1024:1536], repeat=21, number=20)
-
-        baked = work / "baked.safetensors"
-        cp_target = work / "cp.safetensors"
-        ref_cp = best_of(lambda: subprocess.run(["cp", dense, cp_target], check=True), repeat=5)
-        # Bakes fsync before renaming; `sync FILE` gives cp the same durability.
-        ref_cp_sync = best_of(lambda: subprocess.run(f"cp {dense} {cp_target} && sync {cp_target}", shell=True, check=True), repeat=5)
-        apply_t = best_of(lambda: subprocess.run([BIN, "apply", dense, patch, "--out", baked], check=True, stdout=subprocess.DEVNULL), repeat=5)
-
-        vcdiff = work / "baked.vcdiff"
-        xdelta = shutil.which("xdelta3")
-        if xdelta:
-            subprocess.run([xdelta, "-9", "-e", "-f", "-s", dense, baked, vcdiff], check=True)
-
-        rss_ts = child_peak_rss_mb([BIN, "inspect", sparse, "--json"])
-        rss_py = child_peak_rss_mb([sys.executable, "-c", f"from safetensors import safe_open\nwith safe_open({str(sparse)!r}, 'np') as f: f.keys()"])
-
-        # --- the web app in headless Chromium ---
-        web = work / "web"
-        web.mkdir(exist_ok=True)
-        save_file(
-            {
-                "f32_512": rng.standard_normal((512, 512), dtype=np.float32),
-                "f32_1024": rng.standard_normal((1024, 1024), dtype=np.float32),
-                "bf16_4096": rng.standard_normal((4096, 4096), dtype=np.float32).astype(ml_dtypes.bfloat16),
-            },
-            str(web / "model.safetensors"),
-        )
-        env_web = dict(os.environ, TENSOR_SURGEON_BIN=str(BIN))
-        out = subprocess.run(["node", "bench/web-bench.mjs", str(web)], cwd=ROOT / "end2end", env=env_web, check=True, capture_output=True, text=True)
-        web_rows = json.loads(out.stdout.strip().splitlines()[-1])
-
-        # --- ours (criterion, in process) ---
-        # The same build-time settings cargo-leptos uses, so the binary is not rebuilt differently.
-        env = dict(os.environ, TS_BENCH_DIR=str(work), LEPTOS_OUTPUT_NAME="tensor-surgeon")
-        subprocess.run(["cargo", "bench", "--bench", "engine", "--", "--noplot"], cwd=ROOT, env=env, check=True, stdout=sys.stderr)
-
-        def crit(name):
-            est = json.loads((ROOT / "target" / "criterion" / name / "new" / "estimates.json").read_text())
-            return est["median"]["point_estimate"] / 1e9
-
-        ours_open = crit("open_100g_10k_tensors")
-        rows.append(("open 100 GB sparse model, 10,000 tensors", "Python safe_open + keys()", ours_open, ref_open, "s"))
-        rows.append(("peak RSS of a process that opens it and prints its tensor list", "Python process: safe_open + keys()", rss_ts, rss_py, "MB"))
-        for name in ["f32", "bf16"]:
-            rows.append((f"512x512 slice of a 4096x4096 {name.upper()} tensor", "safe_open get_slice()[...] (numpy)", crit(f"slice_512_{name}"), ref_slices[name], "s"))
-        rows.append(("bake 96 MB model with 1,000 scattered edits (whole process)", "cp of the same file", apply_t, ref_cp, "s"))
-        rows.append(("bake 96 MB model with 1,000 scattered edits (whole process)", "cp + sync of the same file", apply_t, ref_cp_sync, "s"))
-        for what, ref, ours_ms, ref_ms in web_rows:
-            rows.append((what, ref, ours_ms / 1e3, ref_ms / 1e3, "s"))
-        if xdelta:
+                rows.append((f"512x512 slice of a 4096x4096 {name.upper()} tensor", "safe_open get_slice()[...] (numpy)", crit(f"slice_512_{name}"), ref_slices[name], "s"))
+            rows.append(("bake 96 MB model with 1,000 scattered edits (whole process)", "cp of the same file", apply_t, ref_cp, "s"))
+            rows.append(("bake 96 MB model with 1,000 scattered edits (whole process)", "cp + sync of the same file", apply_t, ref_cp_sync, "s"))
+        if "web" in groups:
+            for what, ref, ours_ms, ref_ms in web_rows:
+                rows.append((what, ref, ours_ms / 1e3, ref_ms / 1e3, "s"))
+        if "engine" in groups and xdelta:
             rows.append(("patch size for those 1,000 edits (JSON)", "xdelta3 -9 of base -> baked", patch.stat().st_size, vcdiff.stat().st_size, "bytes"))
+        if "analysis" in groups:
+            rows += analysis_rows(work)
 
         print("\n| benchmark | reference | ours | reference | ratio (ours / ref) |")
         print("|---|---|---|---|---|")

@@ -236,9 +236,10 @@ fn provenance_splits_entries_and_survives_json_invert_and_combine() {
     assert_eq!(back.entries, p.entries);
     assert_eq!(p.invert().entries[1].origin, p.entries[1].origin);
     // Combined with a later patch, each byte keeps the origin of the value it carries.
-    let mut q = patch(vec![]);
-    q.record(&[change(1, vec![7])], &m, &Origin::new("cli"));
-    q.entries[0].original = vec![9];
+    let q = patch(vec![PatchEntry {
+        origin: Some(Origin::new("cli")),
+        ..entry(1, &[9], &[7])
+    }]);
     let c = p.combine(&q).expect("a sequence");
     let origins: Vec<String> = c
         .entries
