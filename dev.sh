@@ -52,7 +52,7 @@ setup_browser() {
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
-    if [ ! -d end2end/node_modules/@playwright/test ]; then
+    if [ ! -d end2end/node_modules/@playwright/test ] || [ ! -d end2end/node_modules/@modelcontextprotocol/sdk ]; then
         log "installing Playwright (no browser download: tests use the system Chromium)"
         (cd end2end && npm ci --no-audit --no-fund)
     fi

@@ -52,6 +52,11 @@ class Server:
             self.proc.wait(timeout=10)
 
     def request(self, method, path, body=None, headers=None):
+        status, _, payload = self.exchange(method, path, body, headers)
+        return status, payload
+
+    def exchange(self, method, path, body=None, headers=None):
+        """Like `request`, also returning the response headers."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         hdrs = {"Host": f"127.0.0.1:{self.port}"}
         if body is not None:
@@ -68,7 +73,7 @@ class Server:
         resp = conn.getresponse()
         payload = resp.read().decode()
         conn.close()
-        return resp.status, payload
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
 
     def call(self, method, path, body=None, headers=None, ok=True):
         status, payload = self.request(method, path, body, headers)
