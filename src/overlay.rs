@@ -66,6 +66,16 @@ impl RangeMap {
         }
     }
 
+    /// Whether any run covers a byte of `[start, end)`.
+    pub fn intersects(&self, start: u64, end: u64) -> bool {
+        let before = self
+            .runs
+            .range(..=start)
+            .next_back()
+            .is_some_and(|(s, r)| s + r.len() as u64 > start);
+        before || self.runs.range(start..end).next().is_some()
+    }
+
     /// The runs, in offset order.
     pub fn runs(&self) -> impl Iterator<Item = (u64, &[u8])> {
         self.runs.iter().map(|(s, r)| (*s, r.as_slice()))
@@ -141,6 +151,13 @@ impl ByteSource for Patched<'_> {
             runs.lay_onto(offset, out);
         }
     }
+
+    fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        match self.runs {
+            Some(runs) if runs.intersects(offset, offset + len as u64) => None,
+            _ => self.base.borrow_bytes(offset, len),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +209,14 @@ mod tests {
         }
         .read(0, &mut out);
         assert_eq!(out, [0, 1, 2]);
+        // Zero-copy reads only where no run reaches.
+        let p = Patched {
+            base: &base,
+            runs: Some(&m),
+        };
+        assert_eq!(p.borrow_bytes(0, 3), Some(&base[0..3]));
+        assert_eq!(p.borrow_bytes(1, 3), None);
+        assert_eq!(p.borrow_bytes(5, 3), None, "the run [3, 6) reaches byte 5");
+        assert_eq!(p.borrow_bytes(6, 4), Some(&base[6..10]));
     }
 }

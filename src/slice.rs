@@ -434,12 +434,22 @@ pub fn repack(dtype: Dtype, loc: ElementLocation, bytes: &mut [u8], code: u8) {
 pub trait ByteSource {
     /// Fills `out` with the bytes at `offset` (relative to the tensor's data).
     fn read(&self, offset: u64, out: &mut [u8]);
+
+    /// The bytes at `offset` without a copy, when they are stored as they read (no edit
+    /// touches them); `None` means: use `read`.
+    fn borrow_bytes(&self, _offset: u64, _len: usize) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl ByteSource for [u8] {
     fn read(&self, offset: u64, out: &mut [u8]) {
         let start = offset as usize;
         out.copy_from_slice(&self[start..start + out.len()]);
+    }
+
+    fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        self.get(offset as usize..offset as usize + len)
     }
 }
 

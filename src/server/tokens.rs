@@ -175,30 +175,70 @@ fn decode_f32_into(dt: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
     }
 }
 
-/// `(q . x, x . x)` in eight lanes (vectorised by the compiler).
-fn dot_and_norm(q: &[f32], x: &[f32]) -> (f32, f32) {
-    let mut d = [0f32; 8];
-    let mut n = [0f32; 8];
-    let qc = q.chunks_exact(8);
-    let xc = x.chunks_exact(8);
-    let (qr, xr) = (qc.remainder(), xc.remainder());
-    for (a, b) in qc.zip(xc) {
-        for k in 0..8 {
-            d[k] += a[k] * b[k];
-            n[k] += b[k] * b[k];
+/// Lanes of the dot-product kernels (the compiler vectorises the fixed-size inner loops).
+const LANES: usize = 8;
+
+/// `(q . x, x . x)` over `x` given by `get(i)`, in eight lanes.
+#[inline(always)]
+fn dot_and_norm_by(q: &[f32], get: impl Fn(usize) -> f32, want_norm: bool) -> (f32, f32) {
+    let mut d = [0f32; LANES];
+    let mut n = [0f32; LANES];
+    let full = q.len() / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for k in 0..LANES {
+            let x = get(base + k);
+            d[k] += q[base + k] * x;
+            if want_norm {
+                n[k] += x * x;
+            }
         }
     }
-    let mut dot: f32 = d.iter().sum();
-    let mut norm: f32 = n.iter().sum();
-    for (a, b) in qr.iter().zip(xr) {
-        dot += a * b;
-        norm += b * b;
+    let (mut dot, mut norm): (f32, f32) = (d.iter().sum(), n.iter().sum());
+    for (i, qi) in q.iter().enumerate().skip(full) {
+        let x = get(i);
+        dot += qi * x;
+        norm += x * x;
     }
     (dot, norm)
 }
 
+/// `(q . x, |x|^2)` of one row's stored bytes (the norm only when `want_norm`).
+fn row_dot(
+    dt: Dtype,
+    q: &[f32],
+    bytes: &[u8],
+    scratch: &mut Vec<f32>,
+    want_norm: bool,
+) -> (f32, f32) {
+    match dt {
+        Dtype::BF16 => dot_and_norm_by(
+            q,
+            |i| f32::from_bits(u32::from(bytes[2 * i]) << 16 | u32::from(bytes[2 * i + 1]) << 24),
+            want_norm,
+        ),
+        Dtype::F32 => dot_and_norm_by(
+            q,
+            |i| {
+                f32::from_le_bytes([
+                    bytes[4 * i],
+                    bytes[4 * i + 1],
+                    bytes[4 * i + 2],
+                    bytes[4 * i + 3],
+                ])
+            },
+            want_norm,
+        ),
+        d => {
+            decode_f32_into(d, bytes, scratch);
+            dot_and_norm_by(q, |i| scratch[i], want_norm)
+        }
+    }
+}
+
 /// The `k` rows of a `[rows, cols]` matrix most cosine-similar to row `row` (itself
-/// excluded), best first. Rows with zero norm or NaN are skipped.
+/// excluded), best first; rows with zero norm or NaN are skipped. `norms` are the rows' L2
+/// norms from an earlier call on the same bytes (then only dot products are computed); the
+/// norms computed here are returned for the next call.
 pub fn nearest(
     dt: Dtype,
     rows: u64,
@@ -206,7 +246,8 @@ pub fn nearest(
     source: &(dyn ByteSource + Sync),
     row: u64,
     k: usize,
-) -> Result<Vec<Neighbor>> {
+    norms: Option<&[f32]>,
+) -> Result<(Vec<Neighbor>, Option<Vec<f32>>)> {
     if row >= rows {
         return Err(Error::Usage(format!(
             "row {row} is out of range (the matrix has {rows} rows)"
@@ -218,54 +259,79 @@ pub fn nearest(
             dtype::name(dt)
         )));
     }
-    let width = dtype::element_bytes(dt) as u64;
-    let row_bytes = cols * width;
+    let norms = norms.filter(|n| n.len() as u64 == rows);
+    let row_bytes = cols * dtype::element_bytes(dt) as u64;
     let mut raw = vec![0u8; row_bytes as usize];
     source.read(row * row_bytes, &mut raw);
     let mut query = Vec::new();
     decode_f32_into(dt, &raw, &mut query);
-    let (_, qn) = dot_and_norm(&query, &query);
+    let qn = query.iter().map(|v| v * v).sum::<f32>().sqrt();
     if !(qn > 0.0 && qn.is_finite()) {
         return Err(Error::Usage(format!(
             "row {row} has zero or non-finite norm: no direction to compare"
         )));
     }
-    let qn = qn.sqrt();
     let blocks: Vec<u64> = (0..rows.div_ceil(BLOCK_ROWS)).collect();
-    let mut all: Vec<(f32, u64)> = blocks
+    let parts: Vec<(Vec<(f32, u64)>, Vec<f32>)> = blocks
         .par_iter()
-        .flat_map_iter(|&b| {
+        .map(|&b| {
             let first = b * BLOCK_ROWS;
             let n = BLOCK_ROWS.min(rows - first);
-            let mut bytes = vec![0u8; (n * row_bytes) as usize];
-            source.read(first * row_bytes, &mut bytes);
-            let mut vals = Vec::new();
-            decode_f32_into(dt, &bytes, &mut vals);
-            let mut best: Vec<(f32, u64)> = vals
-                .chunks_exact(cols as usize)
-                .enumerate()
-                .filter_map(|(i, x)| {
-                    let r = first + i as u64;
-                    let (dot, norm) = dot_and_norm(&query, x);
-                    let cos = dot / (qn * norm.sqrt());
-                    (r != row && cos.is_finite()).then_some((cos, r))
-                })
-                .collect();
-            best.sort_by(|a, b| b.0.total_cmp(&a.0));
-            best.truncate(k);
-            best.into_iter()
+            let len = (n * row_bytes) as usize;
+            let mut copy = Vec::new();
+            let bytes = match source.borrow_bytes(first * row_bytes, len) {
+                Some(s) => s,
+                None => {
+                    copy.resize(len, 0);
+                    source.read(first * row_bytes, &mut copy);
+                    &copy
+                }
+            };
+            let mut scratch = Vec::new();
+            let mut block_norms = Vec::new();
+            let mut best: Vec<(f32, u64)> = Vec::with_capacity(n as usize);
+            for (i, x) in bytes.chunks_exact(row_bytes as usize).enumerate() {
+                let r = first + i as u64;
+                let (dot, norm) = match norms {
+                    Some(ns) => (
+                        row_dot(dt, &query, x, &mut scratch, false).0,
+                        ns[r as usize],
+                    ),
+                    None => {
+                        let (d, n2) = row_dot(dt, &query, x, &mut scratch, true);
+                        (d, n2.sqrt())
+                    }
+                };
+                if norms.is_none() {
+                    block_norms.push(norm);
+                }
+                let cos = dot / (qn * norm);
+                if r != row && cos.is_finite() {
+                    best.push((cos, r));
+                }
+            }
+            if best.len() > k {
+                best.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
+                best.truncate(k);
+            }
+            (best, block_norms)
         })
         .collect();
+    let computed = norms
+        .is_none()
+        .then(|| parts.iter().flat_map(|p| p.1.iter().copied()).collect());
+    let mut all: Vec<(f32, u64)> = parts.into_iter().flat_map(|p| p.0).collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     all.truncate(k);
-    Ok(all
+    let neighbors = all
         .into_iter()
         .map(|(cos, r)| Neighbor {
             row: r,
             token: None,
             cosine: f64::from(cos),
         })
-        .collect())
+        .collect();
+    Ok((neighbors, computed))
 }
 
 /// One row of a `[rows, cols]` matrix as f64.

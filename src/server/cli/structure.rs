@@ -245,7 +245,7 @@ pub fn tokens(a: &TokensArgs) -> Result<()> {
     };
     let row = token_id(&vocab, text)?;
     let k = a.k.clamp(1, 1000);
-    let mut near = tokens::nearest(info.dtype, rows, cols, &source, row, k)?;
+    let (mut near, _) = tokens::nearest(info.dtype, rows, cols, &source, row, k, None)?;
     for n in &mut near {
         n.token = label(n.row);
     }

@@ -6,20 +6,24 @@ use crate::header::TensorInfo;
 use crate::server::error::{Error, Result};
 use crate::server::project::{self, Input};
 use crate::server::tokens::{self, Vocab};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Token search results returned.
 const SEARCH_LIMIT: usize = 20;
 /// Most neighbours a query may ask for.
 const MAX_K: usize = 1000;
 
-/// Progress of the running projection, in passes over the data.
+/// Progress of the running projection (in passes over the data), and the row norms of
+/// vocabulary matrices per (tensor, edit version), so a nearest-token query after the first
+/// only computes dot products.
 #[derive(Default)]
 pub(super) struct ProjectProgress {
     running: AtomicU64,
     done: AtomicU64,
     total: AtomicU64,
+    norms: Mutex<HashMap<String, (u64, Arc<Vec<f32>>)>>,
 }
 
 impl Workbench {
@@ -140,9 +144,25 @@ impl Workbench {
             return Err(Error::Usage(format!("k must be 1 to {MAX_K}; got {k}")));
         }
         let (overlay, info, base) = self.matrix(tensor)?;
+        let version = lock(&self.session).tensor_version(&info.name);
         let source = overlay.view(&info.name, base);
         let (rows, cols) = (info.shape[0], info.shape[1]);
-        let mut neighbors = tokens::nearest(info.dtype, rows, cols, &source, row, k)?;
+        let cached = lock(&self.projecting.norms)
+            .get(&info.name)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, n)| Arc::clone(n));
+        let (mut neighbors, computed) = tokens::nearest(
+            info.dtype,
+            rows,
+            cols,
+            &source,
+            row,
+            k,
+            cached.as_deref().map(Vec::as_slice),
+        )?;
+        if let Some(n) = computed {
+            lock(&self.projecting.norms).insert(info.name.clone(), (version, Arc::new(n)));
+        }
         for n in &mut neighbors {
             n.token = self.token_label(rows, n.row);
         }
