@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x tools/node_modules/.bin/wasm-opt ] || (cd tools && npm ci --no-audit --no-fund)
 export PATH="$PWD/tools/node_modules/.bin:$PATH"
+.venv/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 cargo leptos build --release
-exec .venv/bin/python benches/compare.py "$@"
+.venv/bin/python benches/compare.py "$@"
+exec .venv/bin/python benches/structure_bench.py

@@ -66,6 +66,25 @@ pub struct Computed {
     pub table: Option<CodeTable>,
 }
 
+/// Calls `f` with a parallel runner over one tensor's bytes, overlay applied.
+fn with_runner<T>(
+    model: &Model,
+    overlay: &Overlay,
+    name: &str,
+    progress: Progress<'_>,
+    f: impl FnOnce(&crate::header::TensorInfo, &Parallel<'_>) -> T,
+) -> Result<T> {
+    let (shard, info) = model.get(name)?;
+    let source = overlay.view(&info.name, shard.data(info));
+    let runner = Parallel {
+        dtype: info.dtype,
+        source: &source,
+        elements: info.elements(),
+        progress,
+    };
+    Ok(f(info, &runner))
+}
+
 /// Statistics of one tensor, overlay applied.
 pub fn tensor_stats(
     model: &Model,
@@ -75,27 +94,21 @@ pub fn tensor_stats(
     version: u64,
     progress: Progress<'_>,
 ) -> Result<Computed> {
-    let (shard, info) = model.get(name)?;
-    let source = overlay.view(&info.name, shard.data(info));
-    let runner = Parallel {
-        dtype: info.dtype,
-        source: &source,
-        elements: info.elements(),
-        progress,
-    };
-    let (summary, histogram, table) = stats::compute(info.dtype, &runner, bins);
-    Ok(Computed {
-        stats: TensorStats {
-            tensor: info.name.clone(),
-            dtype: dtype::name(info.dtype).into(),
-            shape: info.shape.clone(),
-            bytes: info.byte_len(),
-            version,
-            summary,
-            histogram,
-            note: stats::kind_note(info.dtype).map(Into::into),
-        },
-        table,
+    with_runner(model, overlay, name, progress, |info, runner| {
+        let (summary, histogram, table) = stats::compute(info.dtype, runner, bins);
+        Computed {
+            stats: TensorStats {
+                tensor: info.name.clone(),
+                dtype: dtype::name(info.dtype).into(),
+                shape: info.shape.clone(),
+                bytes: info.byte_len(),
+                version,
+                summary,
+                histogram,
+                note: stats::kind_note(info.dtype).map(Into::into),
+            },
+            table,
+        }
     })
 }
 
@@ -107,15 +120,9 @@ pub fn histogram(
     table: Option<&CodeTable>,
     bins: &Bins,
 ) -> Result<Histogram> {
-    let (shard, info) = model.get(name)?;
-    let source = overlay.view(&info.name, shard.data(info));
-    let runner = Parallel {
-        dtype: info.dtype,
-        source: &source,
-        elements: info.elements(),
-        progress: &|_| {},
-    };
-    Ok(stats::histogram(info.dtype, &runner, table, bins))
+    with_runner(model, overlay, name, &|_| {}, |info, runner| {
+        stats::histogram(info.dtype, runner, table, bins)
+    })
 }
 
 /// Row and column profiles of a 2-D view, in row bands on every core.

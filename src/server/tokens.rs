@@ -175,27 +175,36 @@ fn decode_f32_into(dt: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
     }
 }
 
-/// Lanes of the dot-product kernels (the compiler vectorises the fixed-size inner loops).
+/// Lanes of the dot-product kernels (fixed-size arrays the compiler vectorises).
 const LANES: usize = 8;
 
-/// `(q . x, x . x)` over `x` given by `get(i)`, in eight lanes.
+/// `(q . x, x . x)` where element `i` of `x` is `decode(&chunk[W * i..W * (i + 1)])`, over
+/// whole chunks of `LANES` elements stored `W` bytes each (`C = W * LANES` bytes).
 #[inline(always)]
-fn dot_and_norm_by(q: &[f32], get: impl Fn(usize) -> f32, want_norm: bool) -> (f32, f32) {
+fn dot_lanes<const W: usize, const C: usize>(
+    q: &[f32],
+    bytes: &[u8],
+    want_norm: bool,
+    decode: impl Fn(&[u8; W]) -> f32,
+) -> (f32, f32) {
+    let (qa, q_rest) = q.as_chunks::<LANES>();
+    let (ba, b_rest) = bytes.as_chunks::<C>();
     let mut d = [0f32; LANES];
     let mut n = [0f32; LANES];
-    let full = q.len() / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
+    for (qs, bs) in qa.iter().zip(ba) {
+        let (xs, _) = bs.as_chunks::<W>();
         for k in 0..LANES {
-            let x = get(base + k);
-            d[k] += q[base + k] * x;
+            let x = decode(&xs[k]);
+            d[k] += qs[k] * x;
             if want_norm {
                 n[k] += x * x;
             }
         }
     }
     let (mut dot, mut norm): (f32, f32) = (d.iter().sum(), n.iter().sum());
-    for (i, qi) in q.iter().enumerate().skip(full) {
-        let x = get(i);
+    let (rest, _) = b_rest.as_chunks::<W>();
+    for (qi, xb) in q_rest.iter().zip(rest) {
+        let x = decode(xb);
         dot += qi * x;
         norm += x * x;
     }
@@ -211,26 +220,14 @@ fn row_dot(
     want_norm: bool,
 ) -> (f32, f32) {
     match dt {
-        Dtype::BF16 => dot_and_norm_by(
-            q,
-            |i| f32::from_bits(u32::from(bytes[2 * i]) << 16 | u32::from(bytes[2 * i + 1]) << 24),
-            want_norm,
-        ),
-        Dtype::F32 => dot_and_norm_by(
-            q,
-            |i| {
-                f32::from_le_bytes([
-                    bytes[4 * i],
-                    bytes[4 * i + 1],
-                    bytes[4 * i + 2],
-                    bytes[4 * i + 3],
-                ])
-            },
-            want_norm,
-        ),
+        Dtype::BF16 => dot_lanes::<2, 16>(q, bytes, want_norm, |b| {
+            f32::from_bits(u32::from(u16::from_le_bytes(*b)) << 16)
+        }),
+        Dtype::F32 => dot_lanes::<4, 32>(q, bytes, want_norm, |b| f32::from_le_bytes(*b)),
         d => {
             decode_f32_into(d, bytes, scratch);
-            dot_and_norm_by(q, |i| scratch[i], want_norm)
+            let as_bytes: Vec<u8> = scratch.iter().flat_map(|v| v.to_le_bytes()).collect();
+            dot_lanes::<4, 32>(q, &as_bytes, want_norm, |b| f32::from_le_bytes(*b))
         }
     }
 }

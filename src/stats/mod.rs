@@ -75,6 +75,38 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Every statistic as `(label, text)` for display, quantiles last (`p0.1` .. `p99.9`);
+    /// numbers are shown in full (shortest text that round-trips), missing ones as `–`.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let num = |v: Option<f64>| v.map_or("–".into(), crate::dtype::pretty_f64);
+        let mut rows: Vec<(String, String)> = [
+            ("count", self.count.to_string()),
+            ("finite", self.finite.to_string()),
+            ("min", num(self.min)),
+            ("max", num(self.max)),
+            ("mean", num(self.mean)),
+            ("std", num(self.std)),
+            ("mean |x|", num(self.mean_abs)),
+            ("max |x|", num(self.max_abs)),
+            ("NaN", self.nan.to_string()),
+            ("+Inf", self.pos_inf.to_string()),
+            ("-Inf", self.neg_inf.to_string()),
+            ("zero", self.zero.to_string()),
+            ("subnormal", self.subnormal.to_string()),
+            ("sparsity", format!("{:.4}%", self.sparsity * 100.0)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        rows.extend(self.quantiles.iter().map(|q| {
+            (
+                format!("p{}", q.q * 100.0),
+                crate::dtype::pretty_f64(q.value),
+            )
+        }));
+        rows
+    }
+
     /// The value of quantile `q` if reported.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         self.quantiles.iter().find(|x| x.q == q).map(|x| x.value)

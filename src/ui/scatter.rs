@@ -5,14 +5,13 @@
 
 use super::charts::{self, plot_attr};
 use super::heatmap::Geom;
-use super::state::{message, use_ctx, CellRect};
+use super::state::{message, poll_progress, use_ctx, CellRect};
 use crate::api::{get_project_progress, get_projection, Progress, ProjectRequest, Projection};
 use crate::colormap::{Colormap, Scale, ScaleMode};
 use crate::scatter::{self, Camera};
 use crate::view::{self, Span};
 use leptos::html;
 use leptos::prelude::*;
-use std::time::Duration;
 
 const WIDTH: u32 = 720;
 const HEIGHT: u32 = 560;
@@ -47,22 +46,6 @@ fn colors(p: &Projection, by: ColorBy, k: usize) -> Vec<[u8; 4]> {
     };
     let scale = Scale::fit(Colormap::Viridis, ScaleMode::MinMax, values.iter().copied());
     values.iter().map(|&v| scale.color(v)).collect()
-}
-
-fn poll(running: ReadSignal<bool>, set_progress: WriteSignal<Option<Progress>>) {
-    leptos::task::spawn_local(async move {
-        if !running.get_untracked() {
-            set_progress.set(None);
-            return;
-        }
-        if let Ok(p) = get_project_progress().await {
-            set_progress.set(Some(p));
-        }
-        set_timeout(
-            move || poll(running, set_progress),
-            Duration::from_millis(250),
-        );
-    });
 }
 
 #[component]
@@ -101,7 +84,7 @@ pub fn ScatterPanel() -> impl IntoView {
         set_running.set(true);
         picked.set(Vec::new());
         hover.set(None);
-        poll(running, set_progress);
+        poll_progress(running, set_progress, get_project_progress);
         leptos::task::spawn_local(async move {
             let r = get_projection(req).await;
             set_running.set(false);

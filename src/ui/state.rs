@@ -126,6 +126,30 @@ pub fn use_ctx() -> Ctx {
     expect_context::<Ctx>()
 }
 
+/// Polls `fetch` every 250 ms while `running` holds, publishing the progress it reports.
+pub fn poll_progress<F, Fut>(
+    running: ReadSignal<bool>,
+    set: WriteSignal<Option<crate::api::Progress>>,
+    fetch: F,
+) where
+    F: Fn() -> Fut + Copy + 'static,
+    Fut: std::future::Future<Output = Result<crate::api::Progress, ServerFnError>> + 'static,
+{
+    leptos::task::spawn_local(async move {
+        if !running.get_untracked() {
+            set.set(None);
+            return;
+        }
+        if let Ok(p) = fetch().await {
+            set.set(Some(p));
+        }
+        set_timeout(
+            move || poll_progress(running, set, fetch),
+            std::time::Duration::from_millis(250),
+        );
+    });
+}
+
 /// A server function error as the text a user should read.
 pub fn message(e: &ServerFnError) -> String {
     match e {

@@ -4,67 +4,23 @@
 
 use super::charts::{self, plot_attr, slot_at};
 use super::heatmap::Geom;
-use super::state::{message, use_ctx};
+use super::state::{message, poll_progress, use_ctx};
 use crate::api::{get_histogram, get_stats, get_stats_progress, Progress, TensorStats};
 use crate::dtype::pretty_f64;
 use crate::stats::{Histogram, DEFAULT_BINS, MAX_BINS};
 use leptos::html;
 use leptos::prelude::*;
-use std::time::Duration;
 
 /// Larger tensors wait for a click.
 const AUTO_BYTES: u64 = 256 << 20;
 /// Progress is shown for tensors over this size.
 const PROGRESS_BYTES: u64 = 100 << 20;
 
-fn num(v: Option<f64>) -> String {
-    v.map_or("–".into(), pretty_f64)
-}
-
-fn poll(pending: ReadSignal<bool>, set_progress: WriteSignal<Option<Progress>>) {
-    leptos::task::spawn_local(async move {
-        if !pending.get_untracked() {
-            set_progress.set(None);
-            return;
-        }
-        if let Ok(p) = get_stats_progress().await {
-            set_progress.set(Some(p));
-        }
-        set_timeout(
-            move || poll(pending, set_progress),
-            Duration::from_millis(250),
-        );
-    });
-}
-
 fn table(s: &TensorStats) -> impl IntoView {
-    let m = &s.summary;
-    let rows = [
-        ("count", m.count.to_string()),
-        ("finite", m.finite.to_string()),
-        ("min", num(m.min)),
-        ("max", num(m.max)),
-        ("mean", num(m.mean)),
-        ("std", num(m.std)),
-        ("mean |x|", num(m.mean_abs)),
-        ("max |x|", num(m.max_abs)),
-        ("NaN", m.nan.to_string()),
-        ("+Inf", m.pos_inf.to_string()),
-        ("-Inf", m.neg_inf.to_string()),
-        ("zero", m.zero.to_string()),
-        ("subnormal", m.subnormal.to_string()),
-        ("sparsity", format!("{:.3}%", m.sparsity * 100.0)),
-    ];
-    let quantiles = m
-        .quantiles
-        .iter()
-        .map(|q| (format!("p{}", q.q * 100.0), pretty_f64(q.value)))
-        .collect::<Vec<_>>();
     view! {
         <table class="kv stats-table">
             <tbody>
-                {rows.into_iter().map(|(k, v)| view! { <tr data-stat=k><td>{k}</td><td>{v}</td></tr> }).collect_view()}
-                {quantiles.into_iter().map(|(k, v)| { let key = k.clone(); view! { <tr data-stat=key><td>{k}</td><td>{v}</td></tr> } }).collect_view()}
+                {s.summary.rows().into_iter().map(|(k, v)| { let key = k.clone(); view! { <tr data-stat=key><td>{k}</td><td>{v}</td></tr> } }).collect_view()}
             </tbody>
         </table>
         {s.note.clone().map(|n| view! { <p class="muted">{n}</p> })}
@@ -148,7 +104,7 @@ pub fn StatsPanel() -> impl IntoView {
             let t = t?;
             if t.bytes > PROGRESS_BYTES {
                 set_pending.set(true);
-                poll(pending, set_progress);
+                poll_progress(pending, set_progress, get_stats_progress);
             }
             let r = get_stats(t.name).await;
             set_pending.set(false);

@@ -80,31 +80,9 @@ fn print_summary(s: &TensorStats) {
     if let Some(note) = &s.note {
         println!("  ({note})");
     }
-    let m = &s.summary;
     let mut t = table(&["statistic", "value"]);
-    for (k, v) in [
-        ("count", m.count.to_string()),
-        ("finite", m.finite.to_string()),
-        ("min", num(m.min)),
-        ("max", num(m.max)),
-        ("mean", num(m.mean)),
-        ("std", num(m.std)),
-        ("mean |x|", num(m.mean_abs)),
-        ("max |x|", num(m.max_abs)),
-        ("NaN", m.nan.to_string()),
-        ("+Inf", m.pos_inf.to_string()),
-        ("-Inf", m.neg_inf.to_string()),
-        ("zero", m.zero.to_string()),
-        ("subnormal", m.subnormal.to_string()),
-        ("sparsity", format!("{:.4}%", m.sparsity * 100.0)),
-    ] {
-        t.add_row(vec![k.to_string(), v]);
-    }
-    for q in &m.quantiles {
-        t.add_row(vec![
-            format!("p{}", q.q * 100.0),
-            crate::dtype::pretty_f64(q.value),
-        ]);
+    for (k, v) in s.summary.rows() {
+        t.add_row(vec![k, v]);
     }
     println!("{t}");
     if let Some(h) = &s.histogram {

@@ -1,16 +1,15 @@
-"""Analysis benchmarks, each beside its reference in the same run, on the same files:
+"""Structure benchmarks, each beside its reference in the same run, on the same files:
 
-- full statistics + 256-bin histogram of a 256 MB F32 tensor vs numpy (min, max, mean, std,
-  9 percentiles, histogram), and of a 128 MB BF16 tensor vs numpy + ml_dtypes;
-- a scan of a ~1 GB model (target: under 5 s);
 - 3-component PCA of a 30,000 x 384 F32 matrix vs scikit-learn PCA(svd_solver="randomized");
 - one nearest-token query on a 150,000 x 4,096 BF16 embedding through the running server
-  (target: under 200 ms).
+  (target: under 200 ms; the first query of a session also computes the row norms).
 
-Ours is the release binary as a user runs it (a whole process, file opened from scratch;
-the query through HTTP to a running server). Usage: .venv/bin/python benches/analysis_bench.py
+(The statistics and scan rows are in benches/compare.py.) Ours is the release binary as a user
+runs it: `project` as a whole process, the query over HTTP to a running server. Usage:
+.venv/bin/python benches/structure_bench.py [--only pca,nearest]
 """
 
+import argparse
 import http.client
 import json
 import os
@@ -30,7 +29,6 @@ from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("TENSOR_SURGEON_BIN", ROOT / "target" / "release" / "tensor-surgeon"))
-QUANTILES = [0.1, 1, 5, 25, 50, 75, 95, 99, 99.9]
 
 
 def median_time(fn, repeat=5):
@@ -44,11 +42,6 @@ def median_time(fn, repeat=5):
 
 def ours(*args):
     return lambda: subprocess.run([str(BIN), *map(str, args)], check=True, stdout=subprocess.DEVNULL)
-
-
-def numpy_stats(x):
-    x = x.astype(np.float64) if x.dtype != np.float32 else x
-    return (x.min(), x.max(), x.mean(dtype=np.float64), x.std(dtype=np.float64), np.percentile(x, QUANTILES), np.histogram(x, bins=256))
 
 
 def load(path, name):
@@ -108,37 +101,26 @@ def query_time(model_dir, tensor, rows, repeat=9):
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="pca,nearest", help="comma-separated subset")
+    only = set(ap.parse_args().only.split(","))
     work = Path(tempfile.mkdtemp(prefix="ts-analysis-bench-"))
     rows = []
     rng = np.random.default_rng(1)
     try:
-        # Statistics: F32 256 MB, BF16 128 MB (64M elements each).
-        x = rng.standard_normal(64 << 20, dtype=np.float32).reshape(8192, 8192)
-        f32 = work / "f32.safetensors"
-        save_file({"w": x}, str(f32))
-        bf = work / "bf16.safetensors"
-        save_file({"w": x.astype(ml_dtypes.bfloat16)}, str(bf))
-        del x
-        for path, label, ref in [(f32, "F32 256 MB", "numpy"), (bf, "BF16 128 MB", "numpy + ml_dtypes")]:
-            arr = load(path, "w")
-            theirs = median_time(lambda: numpy_stats(arr), repeat=3)
-            del arr
-            mine = median_time(ours("stats", path, "w", "--json"), repeat=3)
-            rows.append((f"stats + 256-bin histogram, {label} (whole process)", f"{ref}: min, max, mean, std, 9 percentiles, histogram (array in memory)", mine, theirs))
+        if "pca" in only:
+            pca_rows(work, rng, rows)
+        if "nearest" in only:
+            nearest_rows(work, rng, rows)
+        print("\n| benchmark | reference | ours | reference | ratio (ours / ref) |")
+        print("|---|---|---|---|---|")
+        for what, ref, mine, theirs in rows:
+            print(f"| {what} | {ref} | {mine * 1e3:.1f} ms | {theirs * 1e3:.1f} ms | {mine / theirs:.2f}x |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-        # Scan: 16 tensors, ~1 GB, F32 and BF16 mixed.
-        scan_dir = work / "scan"
-        scan_dir.mkdir()
-        tensors = {}
-        for i in range(16):
-            t = rng.standard_normal((4096, 4096), dtype=np.float32) * 0.02
-            tensors[f"model.layers.{i // 2}.w{i % 2}.weight"] = t if i % 2 == 0 else t.astype(ml_dtypes.bfloat16)
-        save_file(tensors, str(scan_dir / "model.safetensors"))
-        size = (scan_dir / "model.safetensors").stat().st_size
-        del tensors
-        scan = median_time(ours("scan", scan_dir, "--json"), repeat=3)
-        rows.append((f"scan of a {size / 1e9:.2f} GB model, 16 tensors (whole process)", "target: 5 s", scan, 5.0))
 
+def pca_rows(work, rng, rows):
         # PCA: 30,000 x 384 F32 vs scikit-learn randomized PCA.
         from sklearn.decomposition import PCA
 
@@ -151,6 +133,8 @@ def main():
         mine = median_time(ours("project", pca_path, "m", "--dims", "3", "--json"))
         rows.append(("PCA, 3 components, 30,000 x 384 F32 (read from the file)", "scikit-learn PCA(svd_solver='randomized')", mine, theirs))
 
+
+def nearest_rows(work, rng, rows):
         # Nearest tokens: 150,000 x 4,096 BF16.
         emb_dir = work / "emb"
         emb_dir.mkdir()
@@ -163,13 +147,6 @@ def main():
         word_tokenizer(emb_dir / "tokenizer.json", vocab)
         q = query_time(emb_dir, "model.embed_tokens.weight", vocab)
         rows.append(("nearest-token query (k=10), 150,000 x 4,096 BF16 embedding, running server", "target: 200 ms", q, 0.2))
-
-        print("\n| benchmark | reference | ours | reference | ratio (ours / ref) |")
-        print("|---|---|---|---|---|")
-        for what, ref, mine, theirs in rows:
-            print(f"| {what} | {ref} | {mine * 1e3:.1f} ms | {theirs * 1e3:.1f} ms | {mine / theirs:.2f}x |")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
