@@ -184,6 +184,7 @@ fn bake_streams_with_progress() {
         offset: 1,
         original: vec![1],
         patched: vec![42],
+        origin: None,
     });
     let out = d.path().join("out.safetensors");
     let mut last = (0, 0);
