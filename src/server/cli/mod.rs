@@ -1,12 +1,14 @@
 //! The command line. Every command prints for people by default and JSON with `--json`;
 //! exit code 0 on success, 1 with a one-line message on stderr for anything a user can fix.
 
+mod diff;
 mod edit;
 mod inspect;
 mod patch_cmds;
 mod slice;
 
 use super::error::Error;
+use super::patches::Format;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +67,11 @@ enum Command {
         patch: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The model the patch applies to; needed to write a compact patch as JSON.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Combine two patches into one; conflicting bytes are listed and nothing is written.
     Combine {
@@ -72,7 +79,14 @@ enum Command {
         second: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The base model; needed when either patch is compact.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
+    /// Write the patch that turns one model into another, with per-tensor change statistics.
+    Diff(diff::DiffArgs),
     /// Write the demo model (a tiny transformer-shaped checkpoint) into a folder.
     Demo {
         #[arg(long)]
@@ -156,8 +170,20 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         }
         Command::Verify { model, patch, json } => patch_cmds::verify(&model, &patch, json),
         Command::Apply { model, patch, out } => patch_cmds::apply(&model, &patch, &out),
-        Command::Invert { patch, out } => patch_cmds::invert(&patch, &out),
-        Command::Combine { first, second, out } => patch_cmds::combine(&first, &second, &out),
+        Command::Invert {
+            patch,
+            out,
+            format,
+            model,
+        } => patch_cmds::invert(&patch, &out, format, model.as_deref()),
+        Command::Combine {
+            first,
+            second,
+            out,
+            format,
+            model,
+        } => patch_cmds::combine(&first, &second, &out, format, model.as_deref()),
+        Command::Diff(args) => diff::run(args),
         Command::Demo { out } => patch_cmds::demo(&out),
     }
 }
