@@ -233,31 +233,42 @@ impl Patch {
                 dtype::element_bytes(info.dtype) as u64
             };
             for (start, run) in runs.runs() {
-                let end = start + run.len() as u64;
-                let mut g = start - start % granule;
-                while g < end {
-                    let g_end = (g + granule).min(bytes.len() as u64);
-                    let mut new = bytes[g as usize..g_end as usize].to_vec();
-                    runs.lay_onto(g, &mut new);
-                    let old = &bytes[g as usize..g_end as usize];
-                    if new != old {
-                        match out.last_mut() {
-                            Some(last) if last.tensor == name && last.end() == g => {
-                                last.original.extend_from_slice(old);
-                                last.patched.extend_from_slice(&new);
-                            }
-                            Some(last) if last.tensor == name && last.end() > g => {
-                                // Granule already covered by the previous run's last granule.
-                            }
-                            _ => out.push(PatchEntry {
-                                tensor: name.to_string(),
-                                offset: g,
-                                original: old.to_vec(),
-                                patched: new,
-                            }),
-                        }
+                // One buffer per run: the granules it touches, with every run laid over them.
+                let lo = start - start % granule;
+                let hi = (start + run.len() as u64)
+                    .div_ceil(granule)
+                    .saturating_mul(granule)
+                    .min(bytes.len() as u64);
+                if lo >= hi {
+                    continue;
+                }
+                let old_span = &bytes[lo as usize..hi as usize];
+                let mut new_span = old_span.to_vec();
+                runs.lay_onto(lo, &mut new_span);
+                for (k, (old, new)) in old_span
+                    .chunks(granule as usize)
+                    .zip(new_span.chunks(granule as usize))
+                    .enumerate()
+                {
+                    let g = lo + k as u64 * granule;
+                    if new == old {
+                        continue;
                     }
-                    g = g_end.max(g + 1);
+                    match out.last_mut() {
+                        Some(last) if last.tensor == name && last.end() == g => {
+                            last.original.extend_from_slice(old);
+                            last.patched.extend_from_slice(new);
+                        }
+                        Some(last) if last.tensor == name && last.end() > g => {
+                            // Granule already covered by the previous run's last granule.
+                        }
+                        _ => out.push(PatchEntry {
+                            tensor: name.to_string(),
+                            offset: g,
+                            original: old.to_vec(),
+                            patched: new.to_vec(),
+                        }),
+                    }
                 }
             }
         }
