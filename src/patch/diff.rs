@@ -50,6 +50,13 @@ pub fn append_runs(into: &mut Vec<(u64, u64)>, more: &[(u64, u64)]) {
     }
 }
 
+/// Reusable decode buffers for [`diff_bytes`].
+#[derive(Default)]
+pub struct Scratch {
+    base: Vec<f64>,
+    other: Vec<f64>,
+}
+
 /// Compares whole elements (or whole element groups of the packed dtypes) of a `dtype` tensor:
 /// `base` and `other` are the same byte range, starting at byte `at` of the tensor's data.
 /// Returns the changed runs (offsets within the tensor) and the statistics.
@@ -58,6 +65,7 @@ pub fn diff_bytes(
     base: &[u8],
     other: &[u8],
     at: u64,
+    scratch: &mut Scratch,
 ) -> (Vec<(u64, u64)>, DeltaStats) {
     let elements = (base.len() as u64 * 8) / dtype::bits(dtype) as u64;
     let mut stats = DeltaStats {
@@ -75,29 +83,38 @@ pub fn diff_bytes(
     } else {
         (dtype, 1)
     };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    dtype::decode_f64_into(value_dtype, base, &mut a);
+    let (a, b) = (&mut scratch.base, &mut scratch.other);
+    dtype::decode_f64_into(value_dtype, base, a);
+    stats.base_sq = a.iter().map(|x| x * x).sum();
     if base == other {
-        stats.base_sq = a.iter().map(|x| x * x).sum();
         return (runs, stats);
     }
-    dtype::decode_f64_into(value_dtype, other, &mut b);
-    let width = dtype::element_bytes(dtype);
+    dtype::decode_f64_into(value_dtype, other, b);
+    let width = dtype::element_bytes(dtype) as u64;
+    // The open run, as element indices [start, end).
+    let mut open: Option<(u64, u64)> = None;
     let mut visit = |i: usize, changed: bool| {
-        let (mut a2, mut d2, mut first) = (0.0, 0.0, 0.0);
-        for k in i * parts..(i + 1) * parts {
-            let d = b[k] - a[k];
-            a2 += a[k] * a[k];
-            d2 += d * d;
-            first = d;
+        if !changed {
+            return;
         }
-        stats.base_sq += a2;
-        if changed {
-            stats.changed += 1;
-            stats.delta_sq += d2;
-            let magnitude = if parts == 1 { first.abs() } else { d2.sqrt() };
-            stats.max_abs = stats.max_abs.max(magnitude);
-            append_runs(&mut runs, &[(at + (i * width) as u64, width as u64)]);
+        let (d2, magnitude) = if parts == 1 {
+            let d = b[i] - a[i];
+            (d * d, d.abs())
+        } else {
+            let (re, im) = (b[2 * i] - a[2 * i], b[2 * i + 1] - a[2 * i + 1]);
+            (re * re + im * im, re.hypot(im))
+        };
+        stats.changed += 1;
+        stats.delta_sq += d2;
+        stats.max_abs = stats.max_abs.max(magnitude);
+        let i = i as u64;
+        match &mut open {
+            Some((_, end)) if *end == i => *end = i + 1,
+            _ => {
+                if let Some((s, e)) = open.replace((i, i + 1)) {
+                    runs.push((at + s * width, (e - s) * width));
+                }
+            }
         }
     };
     match width {
@@ -105,6 +122,9 @@ pub fn diff_bytes(
         2 => each_element::<2>(base, other, &mut visit),
         4 => each_element::<4>(base, other, &mut visit),
         _ => each_element::<8>(base, other, &mut visit),
+    }
+    if let Some((s, e)) = open {
+        runs.push((at + s * width, (e - s) * width));
     }
     (runs, stats)
 }
@@ -164,7 +184,7 @@ mod tests {
     fn runs_and_statistics_of_f32() {
         let a = f32s(&[1.0, 2.0, 3.0, 4.0, 5.0]);
         let b = f32s(&[1.0, 2.5, 1.0, 4.0, -5.0]);
-        let (runs, s) = diff_bytes(Dtype::F32, &a, &b, 100);
+        let (runs, s) = diff_bytes(Dtype::F32, &a, &b, 100, &mut Scratch::default());
         assert_eq!(
             runs,
             vec![(104, 8), (116, 4)],
@@ -179,7 +199,13 @@ mod tests {
 
     #[test]
     fn negative_zero_is_a_change_of_the_bytes() {
-        let (runs, s) = diff_bytes(Dtype::F32, &f32s(&[0.0]), &f32s(&[-0.0]), 0);
+        let (runs, s) = diff_bytes(
+            Dtype::F32,
+            &f32s(&[0.0]),
+            &f32s(&[-0.0]),
+            0,
+            &mut Scratch::default(),
+        );
         assert_eq!(
             (runs.len(), s.changed, s.max_abs, s.rel_l2()),
             (1, 1, 0.0, 0.0)
@@ -189,7 +215,7 @@ mod tests {
     #[test]
     fn equal_bytes_change_nothing_but_count_the_base() {
         let a = f32s(&[3.0, 4.0]);
-        let (runs, s) = diff_bytes(Dtype::F32, &a, &a, 0);
+        let (runs, s) = diff_bytes(Dtype::F32, &a, &a, 0, &mut Scratch::default());
         assert!(runs.is_empty());
         assert_eq!((s.changed, s.base_sq, s.rel_l2()), (0, 25.0, 0.0));
     }
@@ -198,7 +224,7 @@ mod tests {
     fn complex_uses_the_modulus() {
         let a = f32s(&[1.0, 1.0, 0.0, 0.0]);
         let b = f32s(&[4.0, 5.0, 0.0, 0.0]);
-        let (runs, s) = diff_bytes(Dtype::C64, &a, &b, 0);
+        let (runs, s) = diff_bytes(Dtype::C64, &a, &b, 0, &mut Scratch::default());
         assert_eq!(runs, vec![(0, 8)]);
         assert_eq!(
             (s.elements, s.changed, s.max_abs, s.delta_sq),
@@ -209,7 +235,13 @@ mod tests {
     #[test]
     fn packed_f4_counts_codes_and_patches_bytes() {
         // Two F4 codes per byte, low nibble first: element 1 changes (code 2 -> 3: 1.0 -> 1.5).
-        let (runs, s) = diff_bytes(Dtype::F4, &[0x20, 0x00], &[0x30, 0x00], 8);
+        let (runs, s) = diff_bytes(
+            Dtype::F4,
+            &[0x20, 0x00],
+            &[0x30, 0x00],
+            8,
+            &mut Scratch::default(),
+        );
         assert_eq!(runs, vec![(8, 1)]);
         assert_eq!((s.elements, s.changed, s.max_abs), (4, 1, 0.5));
     }
@@ -218,9 +250,10 @@ mod tests {
     fn merged_parts_equal_the_whole() {
         let a = f32s(&[1.0, 2.0, 3.0, 4.0]);
         let b = f32s(&[1.0, 9.0, 8.0, 4.0]);
-        let (whole_runs, whole) = diff_bytes(Dtype::F32, &a, &b, 0);
-        let (mut runs, mut stats) = diff_bytes(Dtype::F32, &a[..8], &b[..8], 0);
-        let (r2, s2) = diff_bytes(Dtype::F32, &a[8..], &b[8..], 8);
+        let (whole_runs, whole) = diff_bytes(Dtype::F32, &a, &b, 0, &mut Scratch::default());
+        let (mut runs, mut stats) =
+            diff_bytes(Dtype::F32, &a[..8], &b[..8], 0, &mut Scratch::default());
+        let (r2, s2) = diff_bytes(Dtype::F32, &a[8..], &b[8..], 8, &mut Scratch::default());
         append_runs(&mut runs, &r2);
         stats.merge(&s2);
         assert_eq!((runs, stats), (whole_runs, whole));

@@ -149,8 +149,7 @@ pub fn save(path: &Path, patch: &Patch, format: Format, model: Option<&Model>) -
 
 /// Saves a compact patch atomically.
 pub fn save_compact(path: &Path, patch: &CompactPatch) -> Result<()> {
-    let bytes = patch.to_bytes().map_err(Error::io(path))?;
-    files::write_atomic(path, &bytes)
+    files::write_with(path, |f| patch.write_to(f))
 }
 
 /// The current time as RFC 3339 (seconds).

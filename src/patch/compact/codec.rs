@@ -1,8 +1,9 @@
-//! The compact form's bytes: a fixed header, then one zstd stream holding the metadata, the
+//! The compact form's bytes: a fixed header, then zstd frames holding the metadata, the
 //! tensor table and the byte-shuffled deltas.
 
 use super::{CompactError, CompactPatch, TensorDelta};
 use crate::patch::Fingerprint;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -15,6 +16,8 @@ pub const COMPACT_VERSION: u32 = 1;
 /// The zstd level. Measured on the XOR deltas of a 100 MB F32 tensor scaled by 1.1 and 0.5:
 /// level 3 is within 1.5% (x1.1) and 20% (x0.5) of level 19's size at ~150x its speed.
 pub const LEVEL: i32 = 3;
+/// The largest piece of the body compressed as one zstd frame (frames compress in parallel).
+pub const FRAME_BYTES: usize = 4 << 20;
 /// Magic, version, compressed length, body length, SHA-256 of the compressed body.
 const HEAD: usize = 8 + 4 + 8 + 8 + 32;
 
@@ -37,9 +40,11 @@ fn shuffle(data: &[u8], width: usize, out: &mut Vec<u8>) {
     out.clear();
     out.resize(data.len(), 0);
     let n = data.len() / width;
-    for (i, element) in data.chunks_exact(width).enumerate() {
-        for (k, &b) in element.iter().enumerate() {
-            out[k * n + i] = b;
+    if n > 0 {
+        for (k, plane) in out[..n * width].chunks_exact_mut(n).enumerate() {
+            for (o, element) in plane.iter_mut().zip(data.chunks_exact(width)) {
+                *o = element[k];
+            }
         }
     }
     out[n * width..].copy_from_slice(&data[n * width..]);
@@ -49,9 +54,11 @@ fn shuffle(data: &[u8], width: usize, out: &mut Vec<u8>) {
 fn unshuffle(data: &[u8], width: usize) -> Vec<u8> {
     let mut out = vec![0u8; data.len()];
     let n = data.len() / width;
-    for (i, element) in out.chunks_exact_mut(width).enumerate() {
-        for (k, b) in element.iter_mut().enumerate() {
-            *b = data[k * n + i];
+    if n > 0 {
+        for (k, plane) in data[..n * width].chunks_exact(n).enumerate() {
+            for (element, &b) in out.chunks_exact_mut(width).zip(plane) {
+                element[k] = b;
+            }
         }
     }
     out[n * width..].copy_from_slice(&data[n * width..]);
@@ -59,50 +66,73 @@ fn unshuffle(data: &[u8], width: usize) -> Vec<u8> {
 }
 
 impl CompactPatch {
-    /// The file bytes: header + zstd(body).
-    pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
-        let mut z = zstd::stream::Encoder::new(vec![0u8; HEAD], LEVEL)?;
-        z.include_checksum(true)?;
-        let mut body_len = 0u64;
-        let mut put = |z: &mut zstd::stream::Encoder<Vec<u8>>, bytes: &[u8]| {
-            body_len += bytes.len() as u64;
-            z.write_all(bytes)
-        };
+    /// Writes the file: header + zstd(body). The body is compressed in pieces of at most
+    /// [`FRAME_BYTES`], one zstd frame each, on every core.
+    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut table = Vec::new();
         let meta = serde_json::to_vec(&Meta {
             created: self.created.clone(),
             note: self.note.clone(),
             base: self.base.clone(),
         })?;
-        put(&mut z, &(meta.len() as u32).to_le_bytes())?;
-        put(&mut z, &meta)?;
-        put(&mut z, &(self.tensors.len() as u32).to_le_bytes())?;
+        table.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        table.extend_from_slice(&meta);
+        table.extend_from_slice(&(self.tensors.len() as u32).to_le_bytes());
         for t in &self.tensors {
-            put(&mut z, &(t.name.len() as u16).to_le_bytes())?;
-            put(&mut z, t.name.as_bytes())?;
-            put(&mut z, &[t.width])?;
-            put(&mut z, &t.original_sha256)?;
-            put(&mut z, &t.patched_sha256)?;
-            put(&mut z, &(t.runs.len() as u64).to_le_bytes())?;
+            table.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
+            table.extend_from_slice(t.name.as_bytes());
+            table.push(t.width);
+            table.extend_from_slice(&t.original_sha256);
+            table.extend_from_slice(&t.patched_sha256);
+            table.extend_from_slice(&(t.runs.len() as u64).to_le_bytes());
             for &(offset, len) in &t.runs {
-                put(&mut z, &offset.to_le_bytes())?;
-                put(&mut z, &len.to_le_bytes())?;
+                table.extend_from_slice(&offset.to_le_bytes());
+                table.extend_from_slice(&len.to_le_bytes());
             }
         }
-        let mut planes = Vec::new();
-        for t in &self.tensors {
-            shuffle(&t.delta, t.width.max(1) as usize, &mut planes);
-            put(&mut z, &planes)?;
+        let planes: Vec<Vec<u8>> = self
+            .tensors
+            .par_iter()
+            .map(|t| {
+                let mut planes = Vec::new();
+                shuffle(&t.delta, t.width.max(1) as usize, &mut planes);
+                planes
+            })
+            .collect();
+        let pieces: Vec<&[u8]> = std::iter::once(table.as_slice())
+            .chain(planes.iter().flat_map(|p| p.chunks(FRAME_BYTES)))
+            .collect();
+        let body_len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        let frames = pieces
+            .par_iter()
+            .map(|piece| {
+                let mut z = zstd::bulk::Compressor::new(LEVEL)?;
+                z.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+                z.compress(piece)
+            })
+            .collect::<std::io::Result<Vec<Vec<u8>>>>()?;
+        let compressed: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        let mut digest = Sha256::new();
+        for f in &frames {
+            digest.update(f);
         }
-        let mut out = z.finish()?;
-        let compressed = (out.len() - HEAD) as u64;
-        let digest: [u8; 32] = Sha256::digest(&out[HEAD..]).into();
         let mut head = Vec::with_capacity(HEAD);
         head.extend_from_slice(&MAGIC);
         head.extend_from_slice(&COMPACT_VERSION.to_le_bytes());
         head.extend_from_slice(&compressed.to_le_bytes());
         head.extend_from_slice(&body_len.to_le_bytes());
-        head.extend_from_slice(&digest);
-        out[..HEAD].copy_from_slice(&head);
+        head.extend_from_slice(&digest.finalize());
+        out.write_all(&head)?;
+        for f in &frames {
+            out.write_all(f)?;
+        }
+        Ok(())
+    }
+
+    /// The file bytes, in memory.
+    pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_to(&mut out)?;
         Ok(out)
     }
 

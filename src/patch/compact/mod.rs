@@ -24,7 +24,7 @@ use super::{BaseModel, Conflict, ConflictKind, Fingerprint, Patch, PatchEntry, F
 use crate::overlay::Overlay;
 use sha2::{Digest, Sha256};
 
-pub use codec::{is_compact, COMPACT_VERSION, LEVEL, MAGIC};
+pub use codec::{is_compact, COMPACT_VERSION, FRAME_BYTES, LEVEL, MAGIC};
 
 /// A patch in compact form: deltas and digests, no original bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -322,3 +322,29 @@ proptest! {
         prop_assert_eq!(shuffle_round_trip(&data, width), data);
     }
 }
+
+#[test]
+fn a_delta_larger_than_a_frame_round_trips() {
+    let len = FRAME_BYTES * 2 + 6;
+    let base: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let info = TensorInfo {
+        name: "big".into(),
+        dtype: Dtype::F16,
+        shape: vec![len as u64 / 2],
+        data_offsets: (0, len as u64),
+    };
+    let m = Model([("big".to_string(), (info, base.clone()))].into());
+    let mut p = Patch::new(vec![], "2026-01-01T00:00:00Z".into(), String::new());
+    p.entries.push(PatchEntry {
+        tensor: "big".into(),
+        offset: 0,
+        original: base.clone(),
+        patched: base.iter().map(|b| b.wrapping_add(1)).collect(),
+    });
+    let bytes = CompactPatch::from_patch(&p, |_| Some(2))
+        .to_bytes()
+        .unwrap();
+    assert!(bytes.len() < len / 10, "a constant-ish delta compresses");
+    let read = CompactPatch::from_bytes(&bytes).unwrap();
+    assert_eq!(read.expand(&m, None).unwrap(), p);
+}

@@ -7,7 +7,7 @@ use super::{human_bytes, print_json, table};
 use crate::dtype;
 use crate::header::TensorInfo;
 use crate::patch::compact::{CompactPatch, TensorDelta};
-use crate::patch::diff::{append_runs, diff_bytes, DeltaStats};
+use crate::patch::diff::{append_runs, diff_bytes, DeltaStats, Scratch};
 use crate::patch::PatchEntry;
 use crate::server::patches::{self, Format};
 use crate::server::{Error, Model, Result};
@@ -16,8 +16,9 @@ use rayon::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// Elements per chunk (a multiple of 8, so packed chunks end on whole bytes).
-const CHUNK_ELEMENTS: u64 = 1 << 20;
+/// Elements per chunk: a multiple of 8, so packed chunks end on whole bytes; small enough for
+/// the decoded chunk to stay in cache.
+const CHUNK_ELEMENTS: u64 = 1 << 17;
 
 /// `diff BASE OTHER --out PATCH`.
 #[derive(Args, Debug)]
@@ -99,9 +100,15 @@ fn compare(pairs: &[Pair]) -> Vec<Compared> {
     }
     let parts: Vec<_> = jobs
         .par_iter()
-        .map(|&(i, lo, hi)| {
+        .map_init(Scratch::default, |scratch, &(i, lo, hi)| {
             let p = &pairs[i];
-            diff_bytes(p.info.dtype, &p.base[lo..hi], &p.other[lo..hi], lo as u64)
+            diff_bytes(
+                p.info.dtype,
+                &p.base[lo..hi],
+                &p.other[lo..hi],
+                lo as u64,
+                scratch,
+            )
         })
         .collect();
     let mut out: Vec<Compared> = pairs
