@@ -3,7 +3,7 @@
 Prepares the files, measures the references (Python safetensors + numpy, cp, xdelta3), runs the
 criterion benches (benches/engine.rs) and the release binary on the same files and prints a
 Markdown table of ratios.
-Usage: ./dev.sh bench [--keep DIR] [--only engine|web|analysis ...]
+Usage: ./dev.sh bench [--keep DIR] [--only engine|web|analysis|patches ...]
   (or .venv/bin/python benches/compare.py --only analysis, which needs only the release binary)
 """
 
@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "target" / "release" / "tensor-surgeon"
+BIN = Path(os.environ.get("TENSOR_SURGEON_BIN", ROOT / "target" / "release" / "tensor-surgeon"))
 
 
 def best_of(fn, repeat=7, number=1):
@@ -66,7 +66,7 @@ def write_sparse(path, tensors=10_000, rows=2560, cols=1024):
         f.truncate(8 + len(text) + tensors * size)
 
 
-GROUPS = ["engine", "web", "analysis"]
+GROUPS = ["engine", "web", "analysis", "patches"]
 PERCENTS = [0.1, 1, 5, 25, 50, 75, 95, 99, 99.9]  # the quantiles `stats` reports
 
 
@@ -120,6 +120,72 @@ def analysis_rows(work):
     scan_t = best_of(lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL), repeat=3)
     rows.append((f"scan of a {size / 1e9:.2f} GB model: 16 tensors, 8 F32 + 8 BF16 (whole process)", "target", scan_t, 5.0, "s"))
     return rows
+
+
+def run_quiet(*cmd):
+    subprocess.run([*map(str, cmd)], check=True, stdout=subprocess.DEVNULL)
+
+
+def diff_rows(work):
+    """`diff` of two ~90 MB models vs numpy reading both and comparing every tensor."""
+    rng = np.random.default_rng(1)
+    base = {f"layers.{i}.weight": rng.standard_normal((1024, 1024), dtype=np.float32) for i in range(22)}
+    rows = []
+    for label, moved in [("a quarter of the tensors fine-tuned", range(0, 22, 4)), ("every tensor fine-tuned", range(22))]:
+        other = dict(base)
+        for i in moved:
+            name = f"layers.{i}.weight"
+            other[name] = base[name] + rng.standard_normal((1024, 1024), dtype=np.float32) * np.float32(1e-3)
+        bp, op = work / "diff-base.safetensors", work / "diff-other.safetensors"
+        save_file(base, str(bp))
+        save_file(other, str(op))
+
+        def reference():
+            a, b = load_file(str(bp)), load_file(str(op))
+            report = {}
+            for k, x in a.items():
+                d = b[k] - x
+                report[k] = (np.count_nonzero(x != b[k]), np.linalg.norm(d) / np.linalg.norm(x), np.abs(d).max())
+            return report
+
+        patch = work / "diff.patch"
+        ours = best_of(lambda: run_quiet(BIN, "diff", bp, op, "--out", patch, "--json"), repeat=5)
+        ref = best_of(reference, repeat=5)
+        rows.append((f"diff of two 92 MB models, {label} (report + patch written)", "numpy: load_file both, count a != b, norms", ours, ref, "s"))
+    return rows
+
+
+def compact_rows(work):
+    """Whole-tensor scales of a 100 MB F32 tensor: compact patch size and apply time vs xdelta3."""
+    xdelta = shutil.which("xdelta3")
+    if not xdelta:
+        return []
+    rng = np.random.default_rng(2)
+    model = work / "scale-base.safetensors"
+    save_file({"w": rng.standard_normal((5000, 5000), dtype=np.float32)}, str(model))
+    rows = []
+    for factor in ["1.1", "0.5"]:
+        patch, baked, vcdiff, undone = (work / f"scale-{factor}.{ext}" for ext in ["tsp", "safetensors", "vcdiff", "xd.safetensors"])
+        patch.unlink(missing_ok=True)
+        edit_t = best_of(lambda: (patch.unlink(missing_ok=True), run_quiet(BIN, "edit", model, "--patch", patch, "--scale", f"w={factor}")), repeat=3)
+        apply_t = best_of(lambda: run_quiet(BIN, "apply", model, patch, "--out", baked), repeat=3)
+        t = time.perf_counter()
+        run_quiet(xdelta, "-9", "-e", "-f", "-s", model, baked, vcdiff)
+        xdelta_enc = time.perf_counter() - t
+        xdelta_apply = best_of(lambda: run_quiet(xdelta, "-d", "-f", "-s", model, vcdiff, undone), repeat=3)
+        what = f"whole-tensor scale x{factor} of a 100 MB F32 tensor"
+        rows.append((f"{what}: patch size (compact form)", "xdelta3 -9 -e -s base baked", patch.stat().st_size, vcdiff.stat().st_size, "bytes"))
+        rows.append((f"{what}: apply (verify + bake, whole process)", "xdelta3 -d -s base vcdiff", apply_t, xdelta_apply, "s"))
+        rows.append((f"{what}: write the patch (edit, whole process)", "xdelta3 -9 -e -s base baked", edit_t, xdelta_enc, "s"))
+    return rows
+
+
+def print_rows(rows):
+    print("\n| benchmark | reference | ours | reference | ratio (ours / ref) |")
+    print("|---|---|---|---|---|")
+    for what, ref, ours, theirs, unit in rows:
+        show = (lambda v: f"{v * 1e3:.3f} ms") if unit == "s" else (lambda v: f"{v:,.0f} {unit}")
+        print(f"| {what} | {ref} | {show(ours)} | {show(theirs)} | {ours / theirs:.2f}x |")
 
 
 def main():
@@ -214,14 +280,14 @@ def main():
                 rows.append((what, ref, ours_ms / 1e3, ref_ms / 1e3, "s"))
         if "engine" in groups and xdelta:
             rows.append(("patch size for those 1,000 edits (JSON)", "xdelta3 -9 of base -> baked", patch.stat().st_size, vcdiff.stat().st_size, "bytes"))
+            compact = work / "scattered.tsp"
+            run_quiet(BIN, "diff", dense, baked, "--out", compact, "--format", "compact")
+            rows.append(("patch size for those 1,000 edits (compact form)", "xdelta3 -9 of base -> baked", compact.stat().st_size, vcdiff.stat().st_size, "bytes"))
         if "analysis" in groups:
             rows += analysis_rows(work)
-
-        print("\n| benchmark | reference | ours | reference | ratio (ours / ref) |")
-        print("|---|---|---|---|---|")
-        for what, ref, ours, theirs, unit in rows:
-            show = (lambda v: f"{v * 1e3:.3f} ms") if unit == "s" else (lambda v: f"{v:,.0f} {unit}")
-            print(f"| {what} | {ref} | {show(ours)} | {show(theirs)} | {ours / theirs:.2f}x |")
+        if "patches" in groups:
+            rows += diff_rows(work) + compact_rows(work)
+        print_rows(rows)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,23 @@ impl RangeMap {
             return;
         }
         let end = offset + bytes.len() as u64;
+        // Fast path, for element-by-element edits: the write lands in or extends the run that
+        // starts at or before it and touches no later run. Extending in place keeps a
+        // whole-tensor edit linear instead of copying the growing run on every write.
+        let before = self
+            .runs
+            .range(..=offset)
+            .next_back()
+            .map(|(s, r)| (*s, r.len() as u64));
+        if let Some((s, len)) = before.filter(|(s, len)| s + len >= offset) {
+            if self.runs.range(s + 1..=end).next().is_none() {
+                if let Some(run) = self.runs.get_mut(&s) {
+                    run.resize(len.max(end - s) as usize, 0);
+                    run[(offset - s) as usize..(end - s) as usize].copy_from_slice(bytes);
+                    return;
+                }
+            }
+        }
         let touching: Vec<u64> = self
             .runs
             .range(..=end)
@@ -189,6 +206,21 @@ mod tests {
         m.write(1, &[9, 9]); // overlaps the start
         assert_eq!(read(&m, &base), [0, 9, 9, 1, 3, 3, 2, 2, 0, 0]);
         assert_eq!(m.byte_len(), 7);
+    }
+
+    #[test]
+    fn writes_in_or_after_a_run_extend_it() {
+        let mut m = RangeMap::default();
+        for (i, b) in [1u8, 2, 3, 4].iter().enumerate() {
+            m.write(10 + i as u64, &[*b]);
+        }
+        m.write(11, &[9]);
+        m.write(30, &[5]);
+        m.write(13, &[7, 7]);
+        assert_eq!(
+            m.runs().collect::<Vec<_>>(),
+            vec![(10u64, &[1u8, 9, 3, 7, 7][..]), (30, &[5][..])]
+        );
     }
 
     #[test]

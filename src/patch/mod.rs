@@ -8,7 +8,6 @@ use crate::header::TensorInfo;
 use crate::overlay::Overlay;
 use crate::{dtype, slice};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 mod origin;
 pub use origin::{Origin, OriginMap};
@@ -52,7 +51,8 @@ pub struct PatchEntry {
 }
 
 impl PatchEntry {
-    fn end(&self) -> u64 {
+    /// The offset just past the entry.
+    pub fn end(&self) -> u64 {
         self.offset + self.patched.len() as u64
     }
 }
@@ -78,6 +78,10 @@ pub enum PatchError {
     /// Not JSON of the patch shape.
     #[error("not a patch file: {reason}")]
     Parse { reason: String },
+    /// A damaged or unreadable compact patch.
+    #[cfg(feature = "ssr")]
+    #[error("compact patch: {0}")]
+    Compact(#[from] compact::CompactError),
     /// Another format or a newer version.
     #[error("unsupported patch format {format:?} version {version} (this build reads {FORMAT:?} version {VERSION})")]
     Version { format: String, version: u32 },
@@ -123,6 +127,9 @@ pub enum ConflictKind {
         #[serde(with = "hex::serde")]
         found: Vec<u8>,
     },
+    /// A compact patch's digest of the original bytes of a tensor's runs does not match the
+    /// base (compact patches carry digests, not the original bytes).
+    BaseDiffers { runs: u64 },
     /// Two patches change the same bytes to different values.
     Clash {
         #[serde(with = "hex::serde")]
@@ -152,6 +159,11 @@ impl std::fmt::Display for Conflict {
                 "{at}: patch expects {} but the model has {}",
                 hex::encode(expected),
                 hex::encode(found)
+            ),
+            ConflictKind::BaseDiffers { runs } => write!(
+                f,
+                "{at}: the model's bytes in the patch's {runs} run(s) are not those the patch \
+                 was made for (their SHA-256 differs)"
             ),
             ConflictKind::Clash { first, second } => write!(
                 f,
@@ -197,6 +209,17 @@ impl Patch {
         Ok(patch)
     }
 
+    /// About how many bytes [`Patch::to_json`] writes, without writing it.
+    pub fn json_len_estimate(&self) -> u64 {
+        let head = 200 + self.note.len() + 150 * self.base.len();
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|e| 100 + e.tensor.len() + 4 * e.patched.len())
+            .sum();
+        (head + entries) as u64
+    }
+
     /// The patch as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
@@ -216,32 +239,43 @@ impl Patch {
                 dtype::element_bytes(info.dtype) as u64
             };
             for (start, run) in runs.runs() {
-                let end = start + run.len() as u64;
-                let mut g = start - start % granule;
-                while g < end {
-                    let g_end = (g + granule).min(bytes.len() as u64);
-                    let mut new = bytes[g as usize..g_end as usize].to_vec();
-                    runs.lay_onto(g, &mut new);
-                    let old = &bytes[g as usize..g_end as usize];
-                    if new != old {
-                        match out.last_mut() {
-                            Some(last) if last.tensor == name && last.end() == g => {
-                                last.original.extend_from_slice(old);
-                                last.patched.extend_from_slice(&new);
-                            }
-                            Some(last) if last.tensor == name && last.end() > g => {
-                                // Granule already covered by the previous run's last granule.
-                            }
-                            _ => out.push(PatchEntry {
-                                tensor: name.to_string(),
-                                offset: g,
-                                original: old.to_vec(),
-                                patched: new,
-                                origin: None,
-                            }),
-                        }
+                // One buffer per run: the granules it touches, with every run laid over them.
+                let lo = start - start % granule;
+                let hi = (start + run.len() as u64)
+                    .div_ceil(granule)
+                    .saturating_mul(granule)
+                    .min(bytes.len() as u64);
+                if lo >= hi {
+                    continue;
+                }
+                let old_span = &bytes[lo as usize..hi as usize];
+                let mut new_span = old_span.to_vec();
+                runs.lay_onto(lo, &mut new_span);
+                for (k, (old, new)) in old_span
+                    .chunks(granule as usize)
+                    .zip(new_span.chunks(granule as usize))
+                    .enumerate()
+                {
+                    let g = lo + k as u64 * granule;
+                    if new == old {
+                        continue;
                     }
-                    g = g_end.max(g + 1);
+                    match out.last_mut() {
+                        Some(last) if last.tensor == name && last.end() == g => {
+                            last.original.extend_from_slice(old);
+                            last.patched.extend_from_slice(new);
+                        }
+                        Some(last) if last.tensor == name && last.end() > g => {
+                            // Granule already covered by the previous run's last granule.
+                        }
+                        _ => out.push(PatchEntry {
+                            tensor: name.to_string(),
+                            offset: g,
+                            original: old.to_vec(),
+                            patched: new.to_vec(),
+                            origin: None,
+                        }),
+                    }
                 }
             }
         }
@@ -307,96 +341,6 @@ impl Patch {
         out
     }
 
-    /// Combines `self` and `other` (both against the same base, or `other` against the result
-    /// of `self`). Where both cover a byte: `other`'s original equal to `self`'s patched is a
-    /// sequence (the later value wins); equal originals with equal patched values agree;
-    /// anything else is a conflict. The combined patch is returned only without conflicts.
-    pub fn combine(&self, other: &Patch) -> Result<Patch, Vec<Conflict>> {
-        let mut bytes: BTreeMap<(String, u64), (u8, u8)> = BTreeMap::new();
-        for e in &self.entries {
-            for (i, (&o, &p)) in e.original.iter().zip(&e.patched).enumerate() {
-                bytes.insert((e.tensor.clone(), e.offset + i as u64), (o, p));
-            }
-        }
-        let mut conflicts: Vec<Conflict> = Vec::new();
-        for e in &other.entries {
-            for (i, (&o, &p)) in e.original.iter().zip(&e.patched).enumerate() {
-                let key = (e.tensor.clone(), e.offset + i as u64);
-                match bytes.get(&key).copied() {
-                    None => {
-                        bytes.insert(key, (o, p));
-                    }
-                    Some((first_o, first_p)) if o == first_p => {
-                        bytes.insert(key, (first_o, p));
-                    }
-                    Some((first_o, first_p)) if o == first_o && p == first_p => {}
-                    Some((first_o, first_p)) => {
-                        let kind = if o == first_o {
-                            ConflictKind::Clash {
-                                first: vec![first_p],
-                                second: vec![p],
-                            }
-                        } else {
-                            ConflictKind::Mismatch {
-                                expected: vec![o],
-                                found: vec![first_p],
-                            }
-                        };
-                        push_conflict(
-                            &mut conflicts,
-                            Conflict {
-                                tensor: e.tensor.clone(),
-                                offset: key.1,
-                                len: 1,
-                                kind,
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        if !conflicts.is_empty() {
-            return Err(conflicts);
-        }
-        let mut entries: Vec<PatchEntry> = Vec::new();
-        for ((tensor, offset), (o, p)) in bytes {
-            if o == p {
-                continue;
-            }
-            match entries.last_mut() {
-                Some(last) if last.tensor == tensor && last.end() == offset => {
-                    last.original.push(o);
-                    last.patched.push(p);
-                }
-                _ => entries.push(PatchEntry {
-                    tensor,
-                    offset,
-                    original: vec![o],
-                    patched: vec![p],
-                    origin: None,
-                }),
-            }
-        }
-        // Each byte keeps the origin of the patch whose value it carries.
-        let mut origins = OriginMap::from_entries(&self.entries);
-        for e in other.entries.iter().filter(|e| e.origin.is_some()) {
-            if let Some(o) = &e.origin {
-                origins.mark(&e.tensor, e.offset, e.patched.len(), o);
-            }
-        }
-        let entries = origins.split(entries);
-        let note = match (self.note.is_empty(), other.note.is_empty()) {
-            (false, false) => format!("{}\n{}", self.note, other.note),
-            (false, true) => self.note.clone(),
-            _ => other.note.clone(),
-        };
-        Ok(Patch {
-            entries,
-            note,
-            ..self.clone()
-        })
-    }
-
     /// Adds changes (from an edit) to the patch: the patched bytes become the changes' new
     /// bytes; originals stay those of the base.
     pub fn record(&mut self, changes: &[Change], base: &impl BaseModel, origin: &Origin) {
@@ -408,42 +352,6 @@ impl Patch {
         }
         self.entries = origins.split(Patch::entries_from_overlay(&overlay, base));
     }
-}
-
-/// Merges adjacent byte conflicts of the same kind into one line.
-fn push_conflict(conflicts: &mut Vec<Conflict>, c: Conflict) {
-    if let Some(last) = conflicts.last_mut() {
-        if last.tensor == c.tensor && last.offset + last.len == c.offset {
-            match (&mut last.kind, &c.kind) {
-                (
-                    ConflictKind::Clash { first, second },
-                    ConflictKind::Clash {
-                        first: f,
-                        second: s,
-                    },
-                ) => {
-                    first.extend_from_slice(f);
-                    second.extend_from_slice(s);
-                    last.len += 1;
-                    return;
-                }
-                (
-                    ConflictKind::Mismatch { expected, found },
-                    ConflictKind::Mismatch {
-                        expected: e,
-                        found: f,
-                    },
-                ) => {
-                    expected.extend_from_slice(e);
-                    found.extend_from_slice(f);
-                    last.len += 1;
-                    return;
-                }
-                _ => {}
-            }
-        }
-    }
-    conflicts.push(c);
 }
 
 /// Sorts entries, rejects empty or unequal-length ones and overlaps, and coalesces adjacent.
@@ -494,5 +402,10 @@ pub fn element_of(info: &TensorInfo, byte_offset: u64) -> (u64, Vec<u64>) {
     (flat, idx)
 }
 
+mod combine;
+pub mod diff;
+// zstd is C code: the compact form is read and written by the server only.
+#[cfg(feature = "ssr")]
+pub mod compact;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,6 @@
 //! changes, so every byte of a patch carries the origin of the last step that wrote it.
 
 use super::PatchEntry;
-use crate::overlay::RangeMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -41,32 +40,61 @@ impl Origin {
     }
 }
 
-/// Byte ranges of tensors marked with origins (the last mark wins).
+/// Byte ranges of tensors marked with origins (the last mark wins). Marks are kept as
+/// intervals, so marking a whole 100 MB tensor costs one interval, not one id per byte.
 #[derive(Clone, Debug, Default)]
 pub struct OriginMap {
     origins: Vec<Origin>,
-    /// Per tensor: for every marked byte, 4 bytes holding its origin's index + 1.
-    marks: BTreeMap<String, RangeMap>,
+    /// Per tensor: start -> (end, index into `origins`), sorted, not overlapping.
+    marks: BTreeMap<String, BTreeMap<u64, (u64, u32)>>,
 }
 
 impl OriginMap {
     /// Marks `len` bytes from `offset` of `tensor` as coming from `origin`.
     pub fn mark(&mut self, tensor: &str, offset: u64, len: usize, origin: &Origin) {
+        if len == 0 {
+            return;
+        }
         let id = match self.origins.iter().position(|o| o == origin) {
             Some(i) => i,
             None => {
                 self.origins.push(origin.clone());
                 self.origins.len() - 1
             }
-        } as u32
-            + 1;
-        let bytes: Vec<u8> = std::iter::repeat_n(id.to_le_bytes(), len)
-            .flatten()
+        } as u32;
+        let end = offset + len as u64;
+        let marks = self.marks.entry(tensor.to_string()).or_default();
+        // Cut the intervals overlapping [offset, end): keep their parts outside it.
+        let overlapping: Vec<(u64, (u64, u32))> = marks
+            .range(..end)
+            .rev()
+            .take_while(|(_, &(e, _))| e > offset)
+            .map(|(&s, &v)| (s, v))
             .collect();
-        self.marks
-            .entry(tensor.to_string())
-            .or_default()
-            .write(offset * 4, &bytes);
+        for (s, (e, old)) in overlapping {
+            marks.remove(&s);
+            if s < offset {
+                marks.insert(s, (offset, old));
+            }
+            if e > end {
+                marks.insert(end, (e, old));
+            }
+        }
+        // Join with equal neighbours so repeated marks stay few intervals.
+        let (mut lo, mut hi) = (offset, end);
+        if let Some((&s, &(e, i))) = marks.range(..offset).next_back() {
+            if e == offset && i == id {
+                marks.remove(&s);
+                lo = s;
+            }
+        }
+        if let Some(&(e, i)) = marks.get(&end) {
+            if i == id {
+                marks.remove(&end);
+                hi = e;
+            }
+        }
+        marks.insert(lo, (hi, id));
     }
 
     /// The origins entries already carry.
@@ -89,31 +117,91 @@ impl OriginMap {
                 out.push(e);
                 continue;
             };
-            let mut ids = vec![0u8; e.patched.len() * 4];
-            marks.lay_onto(e.offset * 4, &mut ids);
-            let id_at = |i: usize| {
-                u32::from_le_bytes([ids[4 * i], ids[4 * i + 1], ids[4 * i + 2], ids[4 * i + 3]])
-            };
-            let mut start = 0;
-            for i in 1..=e.patched.len() {
-                if i == e.patched.len() || id_at(i) != id_at(start) {
-                    let id = id_at(start);
-                    let origin = if id == 0 {
-                        e.origin.clone()
-                    } else {
-                        self.origins.get(id as usize - 1).cloned()
-                    };
-                    out.push(PatchEntry {
-                        tensor: e.tensor.clone(),
-                        offset: e.offset + start as u64,
-                        original: e.original[start..i].to_vec(),
-                        patched: e.patched[start..i].to_vec(),
-                        origin,
-                    });
-                    start = i;
+            let end = e.end();
+            // (start, end, origin) pieces covering the entry, unmarked gaps included.
+            let mut pieces: Vec<(u64, u64, Option<&Origin>)> = Vec::new();
+            let first = marks
+                .range(..=e.offset)
+                .next_back()
+                .filter(|(_, &(me, _))| me > e.offset)
+                .map(|(&s, _)| s)
+                .unwrap_or(e.offset);
+            let mut at = e.offset;
+            for (&s, &(me, id)) in marks.range(first..end) {
+                let (s, me) = (s.max(e.offset), me.min(end));
+                if s > at {
+                    pieces.push((at, s, e.origin.as_ref()));
                 }
+                pieces.push((s, me, self.origins.get(id as usize)));
+                at = me;
+            }
+            if at < end {
+                pieces.push((at, end, e.origin.as_ref()));
+            }
+            // Adjacent pieces with equal origins become one entry.
+            let mut start = 0;
+            for k in 0..pieces.len() {
+                let last = k + 1 == pieces.len() || pieces[k + 1].2 != pieces[start].2;
+                if !last {
+                    continue;
+                }
+                let (a, b) = (
+                    (pieces[start].0 - e.offset) as usize,
+                    (pieces[k].1 - e.offset) as usize,
+                );
+                out.push(PatchEntry {
+                    tensor: e.tensor.clone(),
+                    offset: pieces[start].0,
+                    original: e.original[a..b].to_vec(),
+                    patched: e.patched[a..b].to_vec(),
+                    origin: pieces[start].2.cloned(),
+                });
+                start = k + 1;
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(offset: u64, len: usize) -> PatchEntry {
+        PatchEntry {
+            tensor: "t".into(),
+            offset,
+            original: (0..len as u8).collect(),
+            patched: (100..100 + len as u8).collect(),
+            origin: Some(Origin::new("patch")),
+        }
+    }
+
+    #[test]
+    fn the_last_mark_wins_and_gaps_keep_the_entrys_origin() {
+        let mut m = OriginMap::default();
+        m.mark("t", 0, 100, &Origin::new("web"));
+        m.mark("t", 20, 10, &Origin::agent("h"));
+        m.mark("t", 25, 10, &Origin::new("cli")); // overlaps the agent's tail
+        m.mark("t", 35, 5, &Origin::new("cli")); // joins the previous mark
+        let out = m.split(vec![entry(10, 100)]);
+        let got: Vec<(u64, usize, String)> = out
+            .iter()
+            .map(|e| (e.offset, e.patched.len(), e.origin.as_ref().unwrap().label()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (10, 10, "web".into()),
+                (20, 5, "agent: h".into()),
+                (25, 15, "cli".into()),
+                (40, 60, "web".into()),
+                (100, 10, "patch".into()),
+            ]
+        );
+        // The pieces carry their own bytes.
+        assert_eq!(out[1].original, vec![10, 11, 12, 13, 14]);
+        assert_eq!(out[4].patched, (190..200).collect::<Vec<u8>>());
+        assert_eq!(m.marks["t"].len(), 4, "cli marks joined");
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::dtype::EncodeOptions;
 use crate::edit::{self, Op};
-use crate::server::{patches, Error, Model, Result};
+use crate::server::patches::{self, Format};
+use crate::server::{Error, Model, Result};
 use crate::slice::SliceSpec;
 use clap::{ArgMatches, Args};
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ pub struct EditArgs {
     /// A note to keep in the patch.
     #[arg(long)]
     note: Option<String>,
+    /// The form to write: JSON, compact (binary, zstd), or auto (compact above ~1 MB of JSON).
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
 }
 
 /// `TENSOR[SPEC]=VALUE` -> (tensor, spec, value).
@@ -141,12 +145,7 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
     ops.sort_by_key(|o| o.0);
 
     let mut patch = if args.patch.exists() {
-        let p = patches::load(&args.patch)?;
-        let conflicts = p.verify(&model);
-        if !conflicts.is_empty() {
-            return Err(Error::Conflicts { conflicts });
-        }
-        p
+        patches::load_for(&args.patch, &model)?
     } else {
         patches::new_for(&model, "")
     };
@@ -179,12 +178,16 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
         );
     }
     patch.created = patches::now();
-    patches::save(&args.patch, &patch)?;
+    let form = patches::save(&args.patch, &patch, args.format, Some(&model))?;
     println!(
-        "{}: {} entr{} ({total} byte(s) changed by this edit)",
+        "{}: {}{} ({total} byte(s) changed by this edit)",
         args.patch.display(),
-        patch.entries.len(),
-        if patch.entries.len() == 1 { "y" } else { "ies" }
+        super::patch_cmds::plural(patch.entries.len(), "entry", "entries"),
+        if form == Format::Compact {
+            " in compact form"
+        } else {
+            ""
+        },
     );
     Ok(())
 }

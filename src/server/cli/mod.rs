@@ -1,6 +1,7 @@
 //! The command line. Every command prints for people by default and JSON with `--json`;
 //! exit code 0 on success, 1 with a one-line message on stderr for anything a user can fix.
 
+mod diff;
 mod edit;
 mod inspect;
 mod patch_cmds;
@@ -9,6 +10,7 @@ mod stats;
 mod structure;
 
 use super::error::Error;
+use super::patches::Format;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,11 @@ enum Command {
         patch: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The model the patch applies to; needed to write a compact patch as JSON.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Combine two patches into one; conflicting bytes are listed and nothing is written.
     Combine {
@@ -74,6 +81,11 @@ enum Command {
         second: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The base model; needed when either patch is compact.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Statistics of one tensor (or of every tensor): moments, quantiles, NaN/Inf/zero/
     /// subnormal counts and a histogram; NaN and Inf are counted, the numbers are over the
@@ -106,6 +118,8 @@ enum Command {
     Tokens(structure::TokensArgs),
     /// Serve the agent tools over MCP on stdio (the demo model when no model is given).
     Mcp(McpArgs),
+    /// Write the patch that turns one model into another, with per-tensor change statistics.
+    Diff(diff::DiffArgs),
     /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
     Demo {
         #[arg(long)]
@@ -216,8 +230,20 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         }
         Command::Verify { model, patch, json } => patch_cmds::verify(&model, &patch, json),
         Command::Apply { model, patch, out } => patch_cmds::apply(&model, &patch, &out),
-        Command::Invert { patch, out } => patch_cmds::invert(&patch, &out),
-        Command::Combine { first, second, out } => patch_cmds::combine(&first, &second, &out),
+        Command::Invert {
+            patch,
+            out,
+            format,
+            model,
+        } => patch_cmds::invert(&patch, &out, format, model.as_deref()),
+        Command::Combine {
+            first,
+            second,
+            out,
+            format,
+            model,
+        } => patch_cmds::combine(&first, &second, &out, format, model.as_deref()),
+        Command::Diff(args) => diff::run(args),
         Command::Demo { out } => patch_cmds::demo(&out),
         Command::Stats {
             model,

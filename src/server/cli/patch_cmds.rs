@@ -1,20 +1,25 @@
 //! `verify`, `apply`, `invert`, `combine`, `demo`.
 
 use super::print_json;
-use crate::server::{bake, files, patches, Error, Model, Result};
+use crate::patch::Patch;
+use crate::server::patches::{self, Format, Loaded};
+use crate::server::{bake, files, Error, Model, Result};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;
 
 pub fn verify(model_path: &Path, patch_path: &Path, as_json: bool) -> Result<()> {
     let model = Model::open(model_path)?;
-    let patch = patches::load(patch_path)?;
-    let conflicts = patch.verify(&model);
-    let mismatched = patches::fingerprint_mismatches(&model, &patch);
+    let loaded = patches::load(patch_path)?;
+    let mismatched = patches::fingerprint_mismatches(&model, loaded.base());
+    let entries = loaded.entry_count();
+    let conflicts = patches::resolve(patch_path, loaded, &model, None)?
+        .err()
+        .unwrap_or_default();
     if as_json {
         print_json(&json!({
             "ok": conflicts.is_empty(),
-            "entries": patch.entries.len(),
+            "entries": entries,
             "conflicts": conflicts,
             "fingerprint_mismatch": mismatched,
         }));
@@ -26,11 +31,7 @@ pub fn verify(model_path: &Path, patch_path: &Path, as_json: bool) -> Result<()>
             println!("conflict: {c}");
         }
         if conflicts.is_empty() {
-            println!(
-                "ok: {} entr{} apply cleanly",
-                patch.entries.len(),
-                if patch.entries.len() == 1 { "y" } else { "ies" }
-            );
+            println!("ok: {} apply cleanly", plural(entries, "entry", "entries"));
         }
     }
     if conflicts.is_empty() {
@@ -40,9 +41,14 @@ pub fn verify(model_path: &Path, patch_path: &Path, as_json: bool) -> Result<()>
     }
 }
 
+/// `1 entry`, `2 entries`.
+pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 pub fn apply(model_path: &Path, patch_path: &Path, out: &Path) -> Result<()> {
     let model = Model::open(model_path)?;
-    let patch = patches::load(patch_path)?;
+    let patch = patches::load_for(patch_path, &model)?;
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(model.total_bytes());
         b.set_style(
@@ -63,26 +69,90 @@ pub fn apply(model_path: &Path, patch_path: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn invert(patch_path: &Path, out: &Path) -> Result<()> {
-    let patch = patches::load(patch_path)?;
-    let mut inverted = patch.invert();
+/// Why a compact patch needs `--model` for `what`.
+fn needs_model(what: &str) -> Error {
+    Error::Usage(format!(
+        "{what} needs the base model: add --model MODEL (a compact patch carries checksums \
+         of the bytes it changes, not the bytes)"
+    ))
+}
+
+/// The full patch of a loaded file: JSON as is, compact expanded against `model`.
+fn full(path: &Path, loaded: Loaded, model: Option<&Model>, what: &str) -> Result<Patch> {
+    match (loaded, model) {
+        (Loaded::Json(p), _) => Ok(p),
+        (Loaded::Compact(_), None) => Err(needs_model(what)),
+        (loaded, Some(m)) => patches::resolve(path, loaded, m, None)?
+            .map_err(|conflicts| Error::Conflicts { conflicts }),
+    }
+}
+
+/// Prints what was written.
+fn report(out: &Path, entries: usize, form: Format) {
+    let form = if form == Format::Compact {
+        " (compact form)"
+    } else {
+        ""
+    };
+    println!(
+        "{}: {}{form}",
+        out.display(),
+        plural(entries, "entry", "entries")
+    );
+}
+
+pub fn invert(patch_path: &Path, out: &Path, format: Format, model: Option<&Path>) -> Result<()> {
+    let model = model.map(Model::open).transpose()?;
+    let loaded = patches::load(patch_path)?;
+    if let (Loaded::Compact(c), None) = (&loaded, &model) {
+        // The delta is symmetric: no base is needed to stay compact.
+        if format == Format::Json {
+            return Err(needs_model("writing a compact patch as JSON"));
+        }
+        let mut inverted = c.invert();
+        inverted.created = patches::now();
+        patches::save_compact(out, &inverted)?;
+        report(out, inverted.entry_count(), Format::Compact);
+        return Ok(());
+    }
+    let mut inverted = full(patch_path, loaded, model.as_ref(), "inverting")?.invert();
     inverted.created = patches::now();
-    patches::save(out, &inverted)?;
-    println!("{}: {} entries", out.display(), inverted.entries.len());
+    let form = patches::save(out, &inverted, format, model.as_ref())?;
+    report(out, inverted.entries.len(), form);
     Ok(())
 }
 
-pub fn combine(first: &Path, second: &Path, out: &Path) -> Result<()> {
-    let a = patches::load(first)?;
-    let b = patches::load(second)?;
-    if a.base != b.base {
+pub fn combine(
+    first: &Path,
+    second: &Path,
+    out: &Path,
+    format: Format,
+    model: Option<&Path>,
+) -> Result<()> {
+    let model = model.map(Model::open).transpose()?;
+    let (la, lb) = (patches::load(first)?, patches::load(second)?);
+    if la.base() != lb.base() {
         eprintln!("warning: the two patches were made for different base files");
     }
+    let what = "combining a compact patch";
+    let a = full(first, la, model.as_ref(), what)?;
+    let b = match (lb, model.as_ref()) {
+        (Loaded::Compact(c), Some(m)) => {
+            // The second patch follows the first (made on its result) or sits beside it
+            // (made on the same base): its digests tell which.
+            match patches::expand(second, &c, m, Some(&a.to_overlay()))? {
+                Ok(p) => p,
+                Err(_) => patches::expand(second, &c, m, None)?
+                    .map_err(|conflicts| Error::Conflicts { conflicts })?,
+            }
+        }
+        (lb, m) => full(second, lb, m, what)?,
+    };
     match a.combine(&b) {
         Ok(mut combined) => {
             combined.created = patches::now();
-            patches::save(out, &combined)?;
-            println!("{}: {} entries", out.display(), combined.entries.len());
+            let form = patches::save(out, &combined, format, model.as_ref())?;
+            report(out, combined.entries.len(), form);
             Ok(())
         }
         Err(conflicts) => {

@@ -29,11 +29,7 @@ pub(crate) fn progress_bar(total: u64, label: &str) -> indicatif::ProgressBar {
 pub(super) fn overlay_of(model: &Model, patch_paths: &[PathBuf]) -> Result<Overlay> {
     let mut overlay = Overlay::default();
     for path in patch_paths {
-        let patch = patches::load(path)?;
-        let conflicts = patch.verify(model);
-        if !conflicts.is_empty() {
-            return Err(Error::Conflicts { conflicts });
-        }
+        let patch = patches::load_for(path, model)?;
         for e in &patch.entries {
             overlay.write(&e.tensor, e.offset, &e.patched);
         }

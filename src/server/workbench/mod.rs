@@ -486,7 +486,8 @@ impl Workbench {
         let path = self.config.patches_dir.join(name);
         std::fs::create_dir_all(&self.config.patches_dir)
             .map_err(Error::io(&self.config.patches_dir))?;
-        patches::save(&path, &self.patch(note))?;
+        // JSON always: the web app loads patches back as text.
+        patches::save(&path, &self.patch(note), patches::Format::Json, None)?;
         Ok(path.display().to_string())
     }
 
