@@ -73,7 +73,7 @@ fn parse(text: &str) -> Result<Number, EditError> {
     })
 }
 
-fn unflatten(shape: &[u64], mut flat: u64) -> Vec<u64> {
+pub(crate) fn unflatten(shape: &[u64], mut flat: u64) -> Vec<u64> {
     let mut idx = vec![0; shape.len()];
     for d in (0..shape.len()).rev() {
         let s = shape[d].max(1);
@@ -96,7 +96,7 @@ fn add(a: Number, b: Number) -> Number {
     }
 }
 
-fn real(n: Number) -> f64 {
+pub(crate) fn real(n: Number) -> f64 {
     match n {
         Number::Int(i) => i as f64,
         Number::Float(f) => f,
@@ -153,10 +153,55 @@ pub fn plan(
             dtype: dname,
         });
     }
+    plan_elements(tensor, selection, source, |_, flat, current| {
+        if let Some(b) = &fixed {
+            return Ok(b.clone());
+        }
+        let value = dtype::decode(dt, current).to_number();
+        let result = match op {
+            Op::Add { .. } => add(value, addend.unwrap_or(Number::Int(0))),
+            Op::Scale { factor } => scale(value, *factor),
+            Op::Clamp { min, max } => {
+                let v = real(value);
+                if min.is_some_and(|m| v < m) {
+                    Number::Float(min.unwrap_or(v))
+                } else if max.is_some_and(|m| v > m) {
+                    Number::Float(max.unwrap_or(v))
+                } else {
+                    value
+                }
+            }
+            _ => value,
+        };
+        encode_at(tensor, &unflatten(&tensor.shape, flat), result, options)
+    })
+}
+
+/// `value * factor` (both parts of a complex value).
+pub(crate) fn scale(value: Number, factor: f64) -> Number {
+    match value {
+        Number::Complex(re, im) => Number::Complex(re * factor, im * factor),
+        v => Number::Float(real(v) * factor),
+    }
+}
+
+/// The changes that give every selected element of `tensor` the bytes `new_element` returns
+/// for it. `new_element(k, flat, current)` gets the element's position in selection order,
+/// its flat index and its current bytes (for packed dtypes: its code, one byte) and returns
+/// the new bytes in the same form. Unchanged elements produce nothing; adjacent changes are
+/// merged; packed elements sharing a byte are combined.
+pub fn plan_elements(
+    tensor: &TensorInfo,
+    selection: &Selection,
+    source: &(impl ByteSource + ?Sized),
+    mut new_element: impl FnMut(usize, u64, &[u8]) -> Result<Vec<u8>, EditError>,
+) -> Result<Vec<Change>, EditError> {
+    let dt = tensor.dtype;
+    let packed = dtype::is_packed(dt);
     let mut pending = RangeMap::default();
     let mut changes: Vec<Change> = Vec::new();
     let mut cell = [0u8; 8];
-    for flat in selection.element_indices(&tensor.shape) {
+    for (k, flat) in selection.element_indices(&tensor.shape).enumerate() {
         let loc = slice::locate(dt, flat);
         let bytes = &mut cell[..loc.len];
         source.read(loc.offset, bytes);
@@ -167,31 +212,7 @@ pub fn plan(
         } else {
             before.clone()
         };
-        let new_elem = match (&fixed, op) {
-            (Some(b), _) => b.clone(),
-            (None, _) => {
-                let value = dtype::decode(dt, &current).to_number();
-                let result = match op {
-                    Op::Add { .. } => add(value, addend.unwrap_or(Number::Int(0))),
-                    Op::Scale { factor } => match value {
-                        Number::Complex(re, im) => Number::Complex(re * factor, im * factor),
-                        v => Number::Float(real(v) * factor),
-                    },
-                    Op::Clamp { min, max } => {
-                        let v = real(value);
-                        if min.is_some_and(|m| v < m) {
-                            Number::Float(min.unwrap_or(v))
-                        } else if max.is_some_and(|m| v > m) {
-                            Number::Float(max.unwrap_or(v))
-                        } else {
-                            value
-                        }
-                    }
-                    _ => value,
-                };
-                encode_at(tensor, &unflatten(&tensor.shape, flat), result, options)?
-            }
-        };
+        let new_elem = new_element(k, flat, &current)?;
         let after = if packed {
             let mut b = before.clone();
             slice::repack(dt, loc, &mut b, new_elem[0]);
@@ -231,7 +252,7 @@ pub fn plan(
     Ok(changes)
 }
 
-fn encode_at(
+pub(crate) fn encode_at(
     tensor: &TensorInfo,
     index: &[u64],
     n: Number,

@@ -17,6 +17,7 @@ pub mod header;
 pub mod index;
 pub mod overlay;
 pub mod patch;
+pub mod region;
 pub mod scatter;
 pub mod slice;
 pub mod stats;

@@ -10,8 +10,10 @@ use leptos::server_fn::codec::{GetUrl, Json, Rkyv};
 use serde::{Deserialize, Serialize};
 
 mod analysis;
+mod patches;
 mod structure;
 pub use analysis::*;
+pub use patches::*;
 pub use structure::*;
 
 /// One row of the tensor list.

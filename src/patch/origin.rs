@@ -187,7 +187,13 @@ mod tests {
         let out = m.split(vec![entry(10, 100)]);
         let got: Vec<(u64, usize, String)> = out
             .iter()
-            .map(|e| (e.offset, e.patched.len(), e.origin.as_ref().unwrap().label()))
+            .map(|e| {
+                (
+                    e.offset,
+                    e.patched.len(),
+                    e.origin.as_ref().unwrap().label(),
+                )
+            })
             .collect();
         assert_eq!(
             got,

@@ -58,3 +58,17 @@ impl Error {
 
 /// The server layer's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A region operation's error on `tensor`.
+    pub fn region(tensor: &str) -> impl FnOnce(crate::region::RegionError) -> Error + '_ {
+        move |e| match e {
+            crate::region::RegionError::Edit(e) => Error::Edit(e),
+            crate::region::RegionError::Slice(source) => Error::Slice {
+                tensor: tensor.to_string(),
+                source,
+            },
+            crate::region::RegionError::Mismatch(m) => Error::Usage(m),
+        }
+    }
+}

@@ -1,7 +1,10 @@
 //! `edit`: value and byte edits recorded into a patch file.
 
+use crate::api::RegionRequest;
 use crate::dtype::EncodeOptions;
 use crate::edit::{self, Op};
+use crate::overlay::Overlay;
+use crate::region::Region;
 use crate::server::patches::{self, Format};
 use crate::server::{Error, Model, Result};
 use crate::slice::SliceSpec;
@@ -34,6 +37,33 @@ pub struct EditArgs {
     /// Replace stored bytes: `TENSOR[i,j]=HEX`, one element's bytes, little-endian as stored.
     #[arg(long, allow_hyphen_values = true)]
     hex: Vec<String>,
+    /// Copy a region: `DST[SPEC]=SRC[SPEC]` (same or another tensor; same shape, size-1 dims
+    /// aside; values converted between dtypes).
+    #[arg(long, allow_hyphen_values = true)]
+    copy: Vec<String>,
+    /// Swap two rows (indices of the first dim): `TENSOR=A,B`.
+    #[arg(long, allow_hyphen_values = true)]
+    swap_rows: Vec<String>,
+    /// Swap two columns (indices of the last dim): `TENSOR=A,B`.
+    #[arg(long, allow_hyphen_values = true)]
+    swap_columns: Vec<String>,
+    /// Replace with seeded normal noise: `TENSOR[SPEC]=STD` (seed from --seed).
+    #[arg(long, allow_hyphen_values = true)]
+    noise: Vec<String>,
+    /// The seed of --noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Blend toward another tensor of the same shape: `TENSOR[SPEC]=OTHER:ALPHA` gives
+    /// `(1 - ALPHA) * TENSOR + ALPHA * OTHER` over the selection.
+    #[arg(long, allow_hyphen_values = true)]
+    blend: Vec<String>,
+    /// Scale each row by its factor: `TENSOR=F0,F1,...` (one per row) or `TENSOR=@VECTOR`
+    /// (the values of a 1-D tensor).
+    #[arg(long, allow_hyphen_values = true)]
+    scale_rows: Vec<String>,
+    /// Scale each column by its factor: `TENSOR=F0,F1,...` or `TENSOR=@VECTOR`.
+    #[arg(long, allow_hyphen_values = true)]
+    scale_columns: Vec<String>,
     /// Clamp values the dtype cannot hold to its range instead of failing.
     #[arg(long)]
     saturate: bool,
@@ -113,6 +143,100 @@ fn parse_op(kind: &str, value: Option<String>) -> Result<Op> {
     })
 }
 
+/// The region operation of a region flag (`None` for the element-wise ones).
+fn parse_region(
+    kind: &str,
+    value: Option<&str>,
+    args: &EditArgs,
+    model: &Model,
+    overlay: &Overlay,
+) -> Result<Option<Region>> {
+    let value = value.unwrap_or_default().trim();
+    let float = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .map_err(|_| Error::Usage(format!("{v:?} is not a number")))
+    };
+    let pair = || -> Result<(u64, u64)> {
+        let (a, b) = value.split_once(',').ok_or_else(|| {
+            Error::Usage(format!(
+                "{} wants TENSOR=A,B, got {value:?}",
+                kind.replace('_', "-")
+            ))
+        })?;
+        let index = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| Error::Usage(format!("{v:?} is not an index")))
+        };
+        Ok((index(a)?, index(b)?))
+    };
+    let factors = || -> Result<Vec<f64>> {
+        match value.strip_prefix('@') {
+            Some(vector) => vector_values(model, overlay, vector),
+            None => value.split(',').map(float).collect(),
+        }
+    };
+    Ok(Some(match kind {
+        "copy" => {
+            let (from, from_spec, _) = split_target(value, false)?;
+            Region::Copy { from, from_spec }
+        }
+        "swap_rows" => {
+            let (a, b) = pair()?;
+            Region::SwapRows { a, b }
+        }
+        "swap_columns" => {
+            let (a, b) = pair()?;
+            Region::SwapColumns { a, b }
+        }
+        "noise" => Region::Noise {
+            std: float(value)?,
+            seed: args.seed,
+        },
+        "blend" => {
+            let (with, alpha) = value.rsplit_once(':').ok_or_else(|| {
+                Error::Usage(format!(
+                    "blend wants TENSOR[SPEC]=OTHER:ALPHA, got {value:?}"
+                ))
+            })?;
+            if with.contains('[') {
+                return Err(Error::Usage(format!(
+                    "blend reads {with} at the target's own selection: write OTHER without [SPEC]"
+                )));
+            }
+            Region::Blend {
+                with: with.trim().to_string(),
+                alpha: float(alpha)?,
+            }
+        }
+        "scale_rows" => Region::ScaleRows {
+            factors: factors()?,
+        },
+        "scale_columns" => Region::ScaleColumns {
+            factors: factors()?,
+        },
+        _ => return Ok(None),
+    }))
+}
+
+/// The values of a 1-D tensor (with the edits so far), as f64.
+fn vector_values(model: &Model, overlay: &Overlay, name: &str) -> Result<Vec<f64>> {
+    let (shard, info) = model.get(name)?;
+    if info.shape.len() != 1 || crate::dtype::is_packed(info.dtype) {
+        return Err(Error::Usage(format!(
+            "{name} has shape {:?} and dtype {}: factors come from a 1-D tensor of whole bytes",
+            info.shape,
+            crate::dtype::name(info.dtype)
+        )));
+    }
+    let mut bytes = vec![0u8; info.byte_len() as usize];
+    crate::slice::ByteSource::read(&overlay.view(&info.name, shard.data(info)), 0, &mut bytes);
+    let mut out = Vec::with_capacity(info.shape[0] as usize);
+    crate::dtype::decode_f64_into(info.dtype, &bytes, &mut out);
+    Ok(out)
+}
+
 pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
     let model = Model::open(&args.model)?;
     let options = EncodeOptions {
@@ -128,6 +252,13 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
         ("zero", &args.zero),
         ("clamp", &args.clamp),
         ("hex", &args.hex),
+        ("copy", &args.copy),
+        ("swap_rows", &args.swap_rows),
+        ("swap_columns", &args.swap_columns),
+        ("noise", &args.noise),
+        ("blend", &args.blend),
+        ("scale_rows", &args.scale_rows),
+        ("scale_columns", &args.scale_columns),
     ] {
         let indices: Vec<usize> = matches
             .indices_of(kind)
@@ -139,7 +270,9 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
     }
     if ops.is_empty() {
         return Err(Error::Usage(
-            "no edit given: use --set, --add, --scale, --zero, --clamp or --hex".into(),
+            "no edit given: use --set, --add, --scale, --zero, --clamp, --hex, --copy, \
+             --swap-rows, --swap-columns, --noise, --blend, --scale-rows or --scale-columns"
+                .into(),
         ));
     }
     ops.sort_by_key(|o| o.0);
@@ -159,21 +292,34 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
     let mut total = 0usize;
     for (_, kind, text) in ops {
         let (name, spec, value) = split_target(text, kind != "zero")?;
-        let op = parse_op(kind, value)?;
-        let (shard, info) = model.get(&name)?;
-        let selection = SliceSpec::parse(&spec)
-            .and_then(|s| s.resolve(&info.shape))
-            .map_err(|source| Error::Slice {
-                tensor: name.clone(),
-                source,
-            })?;
         let overlay = patch.to_overlay();
-        let source = overlay.view(&name, shard.data(info));
-        let changes = edit::plan(info, &selection, &source, &op, options)?;
+        let changes =
+            if let Some(region) = parse_region(kind, value.as_deref(), &args, &model, &overlay)? {
+                let req = RegionRequest {
+                    tensor: name.clone(),
+                    spec: spec.clone(),
+                    region,
+                    saturate: args.saturate,
+                    round: args.round,
+                };
+                crate::server::workbench::region::plan_region_on(&model, &overlay, &req)?
+            } else {
+                let op = parse_op(kind, value)?;
+                let (shard, info) = model.get(&name)?;
+                let selection = SliceSpec::parse(&spec)
+                    .and_then(|s| s.resolve(&info.shape))
+                    .map_err(|source| Error::Slice {
+                        tensor: name.clone(),
+                        source,
+                    })?;
+                let source = overlay.view(&name, shard.data(info));
+                edit::plan(info, &selection, &source, &op, options)?
+            };
         total += changes.iter().map(|c| c.after.len()).sum::<usize>();
         patch.record(&changes, &model, &crate::patch::Origin::new("cli"));
         println!(
-            "{kind} {name}[{spec}]: {} byte(s) changed",
+            "{} {name}[{spec}]: {} byte(s) changed",
+            kind.replace('_', "-"),
             changes.iter().map(|c| c.after.len()).sum::<usize>()
         );
     }

@@ -3,6 +3,7 @@
 
 mod analysis;
 mod proposals;
+pub mod region;
 mod structure;
 
 use super::error::{Error, Result};
