@@ -21,6 +21,8 @@ pub struct UrlState {
     pub stat: Option<PoolStat>,
     /// The model scan panel is open.
     pub scan: bool,
+    /// Before / after / delta (`show=`; absent: after).
+    pub mode: Option<crate::view::ViewMode>,
 }
 
 fn parse_span(text: &str) -> Option<Span> {
@@ -60,6 +62,7 @@ impl UrlState {
                 "sc" => s.scale = crate::api::parse_scale_mode(v),
                 "pool" => s.stat = PoolStat::parse(v),
                 "scan" => s.scan = v == "1",
+                "show" => s.mode = crate::view::ViewMode::parse(v),
                 _ => {}
             }
         }
@@ -113,6 +116,9 @@ impl UrlState {
         if self.scan {
             out.push(("scan", "1".into()));
         }
+        if let Some(m) = self.mode {
+            out.push(("show", m.name().to_string()));
+        }
         out
     }
 
@@ -147,6 +153,7 @@ impl UrlState {
             colormap: self.colormap,
             scale: self.scale,
             stat: self.stat,
+            mode: self.mode,
             ..UrlState::default()
         }
     }
@@ -177,6 +184,7 @@ mod tests {
             scale: Some(ScaleMode::Percentile(1.0)),
             stat: Some(PoolStat::Mean),
             scan: true,
+            mode: Some(crate::view::ViewMode::Delta),
         };
         let pairs = s.to_pairs();
         let back = UrlState::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));

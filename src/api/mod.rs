@@ -4,7 +4,7 @@
 
 use crate::colormap::ScaleMode;
 use crate::edit::Op;
-use crate::view::{PoolStat, ViewSpec};
+use crate::view::{PoolStat, ViewMode, ViewSpec};
 use leptos::prelude::*;
 use leptos::server_fn::codec::{GetUrl, Json, Rkyv};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,9 @@ pub struct ViewRequest {
     pub max_rows: u64,
     pub max_cols: u64,
     pub stat: PoolStat,
+    /// After (default), before, or delta.
+    #[serde(default)]
+    pub mode: ViewMode,
 }
 
 /// Heatmap data: raw element bytes for exact views, a pooled f32 grid otherwise.
@@ -90,8 +93,12 @@ pub struct ViewData {
     pub stat: PoolStat,
     /// Exact views: `element_bytes(dtype)` bytes per cell, row-major.
     pub bytes: Vec<u8>,
-    /// Pooled views: one value per block, row-major.
+    /// Pooled views: one value per block, row-major. Delta views: the delta of every cell
+    /// (or the mean delta of every block), whatever the size.
     pub pooled: Vec<f32>,
+    pub mode: ViewMode,
+    /// Delta views of exact size: the base bytes of every cell (`bytes` holds the edited ones).
+    pub base_bytes: Vec<u8>,
     /// Edit version the data reflects.
     pub version: u64,
     /// Token text of each view row / column when that dim indexes the vocabulary (exact views).

@@ -4,7 +4,7 @@
 use super::state::use_ctx;
 use crate::colormap::{Colormap, ScaleMode};
 use crate::urlstate::UrlState;
-use crate::view::{PoolStat, Span, ViewSpec};
+use crate::view::{PoolStat, Span, ViewMode, ViewSpec};
 use leptos::prelude::*;
 
 fn update(ctx: super::Ctx, replace: bool, f: impl FnOnce(&mut ViewSpec, &mut UrlState)) {
@@ -136,6 +136,7 @@ pub fn ViewControls() -> impl IntoView {
             .unwrap_or_else(|| "sym".into())
     };
     let stat = move || ctx.url.get().stat.unwrap_or_default();
+    let show = move || ctx.url.get().mode.unwrap_or_default();
     view! {
         <section class="controls">
             {move || match ctx.tensor.get() {
@@ -175,6 +176,13 @@ pub fn ViewControls() -> impl IntoView {
                         <option value="p0.1" selected=move || scale() == "p0.1">"clip 0.1%"</option>
                     </select>
                 </label>
+                <span class="toggle" role="group" aria-label="show">
+                    {ViewMode::ALL.into_iter().map(|m| view! {
+                        <button class:active=move || show() == m aria-pressed=move || (show() == m).to_string()
+                            title=match m { ViewMode::After => "the model with every edit", ViewMode::Before => "the base model, as on disk", ViewMode::Delta => "after - before, on its own scale centred at zero" }
+                            on:click=move |_| set_url(Box::new(move |u| u.mode = (m != ViewMode::After).then_some(m)))>{m.name()}</button>
+                    }).collect_view()}
+                </span>
                 <label>"pooling "
                     <select aria-label="pooling" on:change=move |ev| { let v = event_target_value(&ev); set_url(Box::new(move |u| u.stat = PoolStat::parse(&v))) }>
                         {PoolStat::ALL.into_iter().map(|p| view! { <option value=p.name() selected=move || stat() == p>{p.name()}</option> }).collect_view()}
@@ -187,6 +195,10 @@ pub fn ViewControls() -> impl IntoView {
 
 /// The scale mode in effect (default: symmetric for signed data).
 pub fn scale_mode(url: &UrlState, dtype: &str) -> (Colormap, ScaleMode) {
+    if url.mode == Some(ViewMode::Delta) {
+        // Deltas are signed whatever the dtype: diverging, centred at zero.
+        return (Colormap::Diverging, ScaleMode::Symmetric);
+    }
     let unsigned = dtype.starts_with('U') || dtype == "BOOL" || dtype == "F8_E8M0";
     let cm = url.colormap.unwrap_or(if unsigned {
         Colormap::Viridis

@@ -90,6 +90,21 @@ fn describe(data: &ViewData, h: Hover) -> String {
         let Some(b) = data.bytes.get(i..i + w) else {
             return String::new();
         };
+        if data.mode == crate::view::ViewMode::Delta {
+            let before = data.base_bytes.get(i..i + w).unwrap_or_default();
+            let d = data
+                .pooled
+                .get((h.row * data.cols + h.col) as usize)
+                .copied()
+                .unwrap_or(f32::NAN);
+            return format!(
+                "{:?}: delta = {}   (before {} -> after {})",
+                idx,
+                dtype::pretty_f64(f64::from(d)),
+                dtype::format_element(dt, before),
+                dtype::format_element(dt, b)
+            );
+        }
         let token = [
             data.y_labels.get(h.row as usize),
             data.x_labels.get(h.col as usize),
@@ -115,11 +130,16 @@ fn describe(data: &ViewData, h: Hover) -> String {
         let r0 = spec.y.index(br * data.block.0);
         let c0 = spec.x.index(bc * data.block.1);
         format!(
-            "{:?}: block of {}x{} cells from [{r0}, {c0}], {} = {}",
+            "{:?}: block of {}x{} cells from [{r0}, {c0}], {}{} = {}",
             idx,
             data.block.0,
             data.block.1,
             data.stat.name(),
+            if data.mode == crate::view::ViewMode::Delta {
+                " delta"
+            } else {
+                ""
+            },
             dtype::pretty_f64(f64::from(v))
         )
     }
@@ -138,6 +158,7 @@ pub fn Heatmap() -> impl IntoView {
         let tensor = ctx.url.with(|u| u.tensor.clone());
         let view = ctx.view.get();
         let stat = ctx.url.with(|u| u.stat.unwrap_or_default());
+        let mode = ctx.url.with(|u| u.mode.unwrap_or_default());
         let _ = ctx.version.get();
         async move {
             let (tensor, spec) = (tensor?, view?);
@@ -148,6 +169,7 @@ pub fn Heatmap() -> impl IntoView {
                     max_rows: GRID_H,
                     max_cols: GRID_W,
                     stat,
+                    mode,
                 })
                 .await,
             )
@@ -318,8 +340,19 @@ pub fn Heatmap() -> impl IntoView {
                 } else {
                     format!("pooled: {rows} x {cols} cells shown as {} x {} blocks of {} x {} ({}); zoom in for exact cells", d.rows, d.cols, d.block.0, d.block.1, d.stat.name())
                 };
-                let nan = if d.block == (1, 1) { count_specials(d) } else { d.pooled.iter().filter(|v| !v.is_finite()).count() };
-                view! { <span class="view-status" data-exact=(d.block == (1, 1)).to_string()>{text}</span> {(nan > 0).then(|| view! { <span class="specials">{format!(" · {nan} NaN/Inf cells (NaN magenta, +Inf green, -Inf cyan)")}</span> })} }.into_any()
+                let delta = d.mode == crate::view::ViewMode::Delta;
+                let text = match d.mode {
+                    crate::view::ViewMode::After => text,
+                    m => {
+                        let changed = d.pooled.iter().filter(|v| **v != 0.0).count();
+                        let what = if d.block == (1, 1) { "cells" } else { "blocks" };
+                        let extra = if delta { format!(", {changed} {what} changed (mean delta per block when pooled)") } else { String::new() };
+                        format!("{}: {text}{extra}", m.name())
+                    }
+                };
+                let changed = delta.then(|| d.pooled.iter().filter(|v| **v != 0.0).count().to_string());
+                let nan = if delta { 0 } else if d.block == (1, 1) { count_specials(d) } else { d.pooled.iter().filter(|v| !v.is_finite()).count() };
+                view! { <span class="view-status" data-exact=(d.block == (1, 1)).to_string() data-changed=changed>{text}</span> {(nan > 0).then(|| view! { <span class="specials">{format!(" · {nan} NaN/Inf cells (NaN magenta, +Inf green, -Inf cyan)")}</span> })} }.into_any()
             }
             _ => view! { <span class="muted">"…"</span> }.into_any(),
         })

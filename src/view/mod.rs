@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 mod pool;
 mod profile;
-pub use pool::{pool, pool_band, PoolGrid, PoolStat, Pooled};
+pub use pool::{pool, pool_band, PoolGrid, PoolStat, Pooled, ViewMode};
 pub use profile::{
     finish as finish_lines, jump_to, plane, profile, profile_band, LineAcc, Lines, Profile,
     Quantity,

@@ -180,3 +180,43 @@ pub fn pool_band(
         })
         .collect()
 }
+
+/// What a heatmap shows: the edited model, the base, or the change between them.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub enum ViewMode {
+    /// The model with every edit and loaded patch.
+    #[default]
+    After,
+    /// The base model, as on disk.
+    Before,
+    /// After - before, on its own diverging scale centred at zero.
+    Delta,
+}
+
+impl ViewMode {
+    pub const ALL: [ViewMode; 3] = [ViewMode::After, ViewMode::Before, ViewMode::Delta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewMode::After => "after",
+            ViewMode::Before => "before",
+            ViewMode::Delta => "delta",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ViewMode> {
+        ViewMode::ALL.into_iter().find(|m| m.name() == text)
+    }
+}

@@ -202,10 +202,6 @@ impl Workbench {
         let session = lock(&self.session);
         let source = session.history.overlay().view(&info.name, shard.data(info));
         let (rows, cols) = spec.cells();
-        let (max_rows, max_cols) = (
-            req.max_rows.clamp(1, MAX_GRID),
-            req.max_cols.clamp(1, MAX_GRID),
-        );
         let mut data = ViewData {
             tensor: info.name.clone(),
             dtype: dtype::name(info.dtype).into(),
@@ -220,13 +216,64 @@ impl Workbench {
             version: session.version,
             y_labels: Vec::new(),
             x_labels: Vec::new(),
+            mode: req.mode,
+            base_bytes: Vec::new(),
         };
+        let base: &[u8] = shard.data(info);
+        match req.mode {
+            view::ViewMode::After => self.fill(&mut data, info, &source, req),
+            view::ViewMode::Before => self.fill(&mut data, info, base, req),
+            view::ViewMode::Delta => {
+                // Pooled deltas are block means: the mean of the change is the change of
+                // the means, so one pass over each side is exact.
+                let req = ViewRequest {
+                    stat: view::PoolStat::Mean,
+                    ..req.clone()
+                };
+                let mut before = data.clone();
+                self.fill(&mut before, info, base, &req);
+                self.fill(&mut data, info, &source, &req);
+                if data.block == (1, 1) {
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    dtype::decode_f64_into(info.dtype, &data.bytes, &mut a);
+                    dtype::decode_f64_into(info.dtype, &before.bytes, &mut b);
+                    data.pooled = a.iter().zip(&b).map(|(x, y)| delta(*x, *y)).collect();
+                    data.base_bytes = before.bytes;
+                } else {
+                    data.stat = view::PoolStat::Mean;
+                    data.pooled = data
+                        .pooled
+                        .iter()
+                        .zip(&before.pooled)
+                        .map(|(x, y)| delta(f64::from(*x), f64::from(*y)))
+                        .collect();
+                }
+            }
+        }
+        Ok(data)
+    }
+
+    /// Fills `data` (sized for the view) from `source`: exact bytes with token labels when the
+    /// view fits the grid, pooled blocks computed in row bands on every core otherwise.
+    fn fill(
+        &self,
+        data: &mut ViewData,
+        info: &crate::header::TensorInfo,
+        source: &(impl ByteSource + Sync + ?Sized),
+        req: &ViewRequest,
+    ) {
+        let spec = &data.spec;
+        let (rows, cols) = (data.rows, data.cols);
+        let (max_rows, max_cols) = (
+            req.max_rows.clamp(1, MAX_GRID),
+            req.max_cols.clamp(1, MAX_GRID),
+        );
         if rows <= max_rows && cols <= max_cols {
             data.bytes = slice::extract(
                 info.dtype,
                 &info.shape,
                 &spec.selection(&info.shape),
-                &source,
+                source,
             );
             let labels = |dim: Option<u32>, span: view::Span| -> Vec<String> {
                 let Some(size) = dim.map(|d| info.shape[d as usize]) else {
@@ -244,7 +291,7 @@ impl Workbench {
         } else {
             // Bands of grid rows on every core.
             use rayon::prelude::*;
-            let grid = view::PoolGrid::fit(&spec, max_rows, max_cols);
+            let grid = view::PoolGrid::fit(spec, max_rows, max_cols);
             let band = grid
                 .rows
                 .div_ceil(rayon::current_num_threads() as u64 * 2)
@@ -254,21 +301,12 @@ impl Workbench {
                 .par_iter()
                 .map(|&b| {
                     let rows = b * band..((b + 1) * band).min(grid.rows);
-                    view::pool_band(
-                        info.dtype,
-                        &info.shape,
-                        &spec,
-                        &source,
-                        grid,
-                        req.stat,
-                        rows,
-                    )
+                    view::pool_band(info.dtype, &info.shape, spec, source, grid, req.stat, rows)
                 })
                 .collect();
             (data.rows, data.cols, data.block) = (grid.rows, grid.cols, grid.block);
             data.pooled = parts.concat();
         }
-        Ok(data)
     }
 
     /// The bytes of a selection (C order, `element_bytes` each), overlay applied.
@@ -597,6 +635,15 @@ impl Workbench {
     /// The current bake's progress.
     pub fn bake_status(&self) -> BakeStatus {
         lock(&self.bake).clone()
+    }
+}
+
+/// `after - before` for display: equal values (NaN included) are no change.
+fn delta(after: f64, before: f64) -> f32 {
+    if after.to_bits() == before.to_bits() || after == before {
+        0.0
+    } else {
+        (after - before) as f32
     }
 }
 

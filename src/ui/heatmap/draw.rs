@@ -65,7 +65,7 @@ pub fn cells(
 ) -> Option<(Geom, Scale)> {
     let dt = dtype::parse_name(&d.dtype)?;
     let mut values = Vec::new();
-    if d.block == (1, 1) {
+    if d.block == (1, 1) && d.mode != crate::view::ViewMode::Delta {
         dtype::decode_f64_into(dt, &d.bytes, &mut values);
     } else {
         values.extend(d.pooled.iter().map(|&v| f64::from(v)));
