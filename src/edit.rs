@@ -273,6 +273,30 @@ pub struct EditStep {
     /// Who made it (journals written before provenance read as unknown).
     #[serde(default)]
     pub origin: crate::patch::Origin,
+    /// Set on the steps that load, enable or disable a loaded patch (a layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<LayerMark>,
+}
+
+/// A step's part in a loaded patch's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerMark {
+    /// The layer's id in this session.
+    pub id: u64,
+    /// The patch's name (its file name).
+    pub name: String,
+    pub action: LayerAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerAction {
+    /// The patch was loaded: the step's changes are the patch.
+    Load,
+    /// Turned back on.
+    On,
+    /// Turned off: its bytes went back to what was beneath.
+    Off,
 }
 
 /// The undo/redo history and the overlay it produces.
@@ -471,6 +495,7 @@ mod tests {
             label: "set".into(),
             changes: c,
             origin: crate::patch::Origin::new("web"),
+            layer: None,
         });
         let read = |h: &History| {
             let mut out = vec![0u8; 8];

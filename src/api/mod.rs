@@ -155,6 +155,8 @@ pub struct SessionView {
     pub can_redo: bool,
     /// Agent proposals waiting to be accepted or rejected.
     pub pending: Vec<Proposal>,
+    /// Loaded patches, each on or off, in load order.
+    pub layers: Vec<LayerRow>,
 }
 
 /// An edit an agent proposed; it changes nothing until a person accepts it.
@@ -298,8 +300,9 @@ pub async fn save_patch(name: String, note: String) -> Result<String, ServerFnEr
 /// Verifies a patch (JSON text) and, if it applies cleanly, applies it as one edit.
 /// `POST /api/load_patch`.
 #[server(endpoint = "load_patch", input = Json)]
-pub async fn load_patch(text: String) -> Result<LoadOutcome, ServerFnError> {
-    workbench()?.load_patch(&text).map_err(fail)
+pub async fn load_patch(text: String, name: Option<String>) -> Result<LoadOutcome, ServerFnError> {
+    let name = name.unwrap_or_else(|| "uploaded patch".into());
+    workbench()?.load_patch(&text, &name).map_err(fail)
 }
 
 /// Starts baking the session patch into `file_name` in the output folder. `POST /api/bake`.

@@ -129,6 +129,7 @@ mod tests {
                 after: vec![v],
             }],
             origin: crate::patch::Origin::new("web"),
+            layer: None,
         }
     }
 

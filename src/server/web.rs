@@ -89,14 +89,27 @@ fn check_request(
     Ok(())
 }
 
-/// `GET /api/patch/download`: the session patch as a JSON attachment.
-async fn download_patch(State(state): State<AppState>) -> Response {
-    let patch = state.workbench.patch("");
+/// `GET /api/patch/download`: the session patch as a JSON attachment; `?invert=1`: the patch
+/// that undoes it (turns the edited model back into the base).
+async fn download_patch(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let invert = q.get("invert").is_some_and(|v| v == "1");
+    let mut patch = state.workbench.patch("");
+    if invert {
+        patch = patch.invert();
+    }
+    let file = if invert {
+        "session.inverse.patch.json"
+    } else {
+        "session.patch.json"
+    };
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .header(
             header::CONTENT_DISPOSITION,
-            "attachment; filename=\"session.patch.json\"",
+            format!("attachment; filename=\"{file}\""),
         )
         .body(Body::from(patch.to_json()))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())

@@ -5,8 +5,10 @@ mod controls;
 mod edit_panel;
 mod heatmap;
 mod inspector;
+mod layers_panel;
 mod patch_panel;
 mod profiles;
+mod region_panel;
 mod scan_panel;
 mod scatter;
 mod state;
@@ -99,6 +101,7 @@ fn Workbench(summary: crate::api::ModelSummary) -> impl IntoView {
                     <div class="panels">
                         {view! { <inspector::Inspector/> }.into_any()}
                         {view! { <edit_panel::EditPanel/> }.into_any()}
+                        {view! { <region_panel::RegionPanel/> }.into_any()}
                         {ctx.model.with_value(|m| m.vocab_size.is_some()).then(|| view! { <tokens_panel::TokensPanel/> }.into_any())}
                     </div>
                 </div>
@@ -106,6 +109,7 @@ fn Workbench(summary: crate::api::ModelSummary) -> impl IntoView {
                 {view! { <stats_panel::StatsPanel/> }.into_any()}
                 {view! { <scatter::ScatterPanel/> }.into_any()}
                 {view! { <patch_panel::PatchPanel/> }.into_any()}
+                {view! { <layers_panel::LayersPanel/> }.into_any()}
             </main>
         </div>
     }

@@ -3,8 +3,8 @@
 
 use super::state::{message, use_ctx};
 use crate::api::{
-    get_bake_status, get_session, load_patch, redo, resolve_proposal, save_patch, start_bake, undo,
-    BakeStatus,
+    drop_entries, get_bake_status, get_session, load_patch, redo, resolve_proposal, save_patch,
+    start_bake, undo, BakeStatus, DropRequest,
 };
 use leptos::prelude::*;
 use std::time::Duration;
@@ -19,6 +19,9 @@ pub fn PatchPanel() -> impl IntoView {
     let (bake_name, set_bake_name) = signal("baked".to_string());
     let (bake, set_bake) = signal(None::<BakeStatus>);
     let (conflicts, set_conflicts) = signal(Vec::<String>::new());
+    // Entries picked in the table, and a tensor picked whole.
+    let picked = RwSignal::new(Vec::<(String, Vec<u64>)>::new());
+    let (pick_tensor, set_pick_tensor) = signal(String::new());
 
     let run = move |f: std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), ServerFnError>>>,
@@ -51,6 +54,25 @@ pub fn PatchPanel() -> impl IntoView {
     }
     Effect::new(move |_| watch(ctx, StoredValue::new(None)));
     let on_redo = move |_| run(Box::pin(async { redo().await.map(|_| ()) }));
+    let on_drop = move |keep: bool, whole: bool| {
+        let request = DropRequest {
+            tensors: if whole {
+                vec![pick_tensor.get_untracked()]
+            } else {
+                Vec::new()
+            },
+            elements: if whole {
+                Vec::new()
+            } else {
+                picked.get_untracked()
+            },
+            keep,
+        };
+        picked.set(Vec::new());
+        run(Box::pin(
+            async move { drop_entries(request).await.map(|_| ()) },
+        ));
+    };
     let on_save = move |_| {
         let (n, t) = (name.get_untracked(), note.get_untracked());
         leptos::task::spawn_local(async move {
@@ -76,13 +98,14 @@ pub fn PatchPanel() -> impl IntoView {
             let Some(file) = input.files().and_then(|f| f.get(0)) else {
                 return;
             };
+            let name = file.name();
             leptos::task::spawn_local(async move {
                 let text = wasm_bindgen_futures::JsFuture::from(file.text())
                     .await
                     .ok()
                     .and_then(|v| v.as_string())
                     .unwrap_or_default();
-                match load_patch(text).await {
+                match load_patch(text, Some(name)).await {
                     Ok(outcome) => {
                         set_conflicts.set(outcome.conflicts);
                         set_error.set(None);
@@ -188,11 +211,27 @@ pub fn PatchPanel() -> impl IntoView {
                                 </div>
                             })}
                             <p class="muted">{format!("{} changed element(s) in {} step(s)", s.total_elements, s.steps.len())}</p>
+                            <div class="row entry-actions">
+                                <button class="drop-selected" on:click=move |_| on_drop(false, false) disabled=move || picked.with(|p| p.is_empty())>"drop selected"</button>
+                                <button class="keep-selected" on:click=move |_| on_drop(true, false) disabled=move || picked.with(|p| p.is_empty())>"keep only selected"</button>
+                                <select aria-label="entries of tensor" on:change=move |ev| set_pick_tensor.set(event_target_value(&ev))>
+                                    <option value="">"tensor…"</option>
+                                    {let mut ts: Vec<String> = s.entries.iter().map(|e| e.tensor.clone()).collect(); ts.dedup(); ts.into_iter().map(|t| view! { <option value=t.clone()>{t.clone()}</option> }).collect_view()}
+                                </select>
+                                <button class="drop-tensor" on:click=move |_| on_drop(false, true) disabled=move || pick_tensor.with(String::is_empty)>"drop tensor's entries"</button>
+                                <button class="keep-tensor" on:click=move |_| on_drop(true, true) disabled=move || pick_tensor.with(String::is_empty)>"keep only tensor"</button>
+                            </div>
                             <table class="entries">
-                                <thead><tr><th>"tensor"</th><th>"index"</th><th>"old"</th><th>"new"</th><th>"old hex"</th><th>"new hex"</th><th>"origin"</th></tr></thead>
+                                <thead><tr><th></th><th>"tensor"</th><th>"index"</th><th>"old"</th><th>"new"</th><th>"old hex"</th><th>"new hex"</th><th>"origin"</th></tr></thead>
                                 <tbody>
-                                    {s.entries.iter().map(|e| view! {
+                                    {s.entries.iter().map(|e| {
+                                        let key = (e.tensor.clone(), e.index.clone());
+                                        let k2 = key.clone();
+                                        view! {
                                         <tr>
+                                            <td><input type="checkbox" class="pick-entry" aria-label=format!("select {} {:?}", e.tensor, e.index)
+                                                prop:checked=move || picked.with(|p| p.contains(&k2))
+                                                on:change=move |_| { let k = key.clone(); picked.update(|p| if let Some(i) = p.iter().position(|x| *x == k) { p.remove(i); } else { p.push(k); }) }/></td>
                                             <td>{e.tensor.clone()}</td>
                                             <td>{format!("{:?}", e.index)}</td>
                                             <td>{e.old_value.clone()}</td>
@@ -201,7 +240,7 @@ pub fn PatchPanel() -> impl IntoView {
                                             <td><code>{e.new_hex.clone()}</code></td>
                                             <td class="origin">{e.origin.clone()}</td>
                                         </tr>
-                                    }).collect_view()}
+                                    }}).collect_view()}
                                 </tbody>
                             </table>
                         }.into_any(),

@@ -128,6 +128,48 @@ fn compare(pairs: &[Pair]) -> Vec<Compared> {
     out
 }
 
+/// A model compared with another: per-tensor rows, the tensors left out, and the entries of
+/// the patch from one to the other (for the web app's "compare with...").
+pub struct ModelDiff {
+    pub rows: Vec<crate::api::CompareRow>,
+    pub skipped: Vec<(String, String)>,
+    pub entries: Vec<PatchEntry>,
+}
+
+/// Compares `base` with `other`.
+pub fn diff_models(base: &Model, other: &Model) -> ModelDiff {
+    let (pairs, skipped) = unmatched(base, other);
+    let compared = compare(&pairs);
+    let mut entries = Vec::new();
+    let mut rows = Vec::new();
+    for (p, c) in pairs.iter().zip(&compared) {
+        rows.push(crate::api::CompareRow {
+            tensor: p.info.name.clone(),
+            dtype: dtype::name(p.info.dtype).to_string(),
+            shape: p.info.shape.clone(),
+            elements: c.stats.elements,
+            changed: c.stats.changed,
+            rel_l2: c.stats.rel_l2(),
+            max_abs_delta: c.stats.max_abs,
+        });
+        for &(offset, len) in &c.runs {
+            let range = offset as usize..(offset + len) as usize;
+            entries.push(PatchEntry {
+                tensor: p.info.name.clone(),
+                offset,
+                original: p.base[range.clone()].to_vec(),
+                patched: p.other[range].to_vec(),
+                origin: None,
+            });
+        }
+    }
+    ModelDiff {
+        rows,
+        skipped,
+        entries,
+    }
+}
+
 /// Writes the patch; returns its form and entry count.
 fn write_patch(
     args: &DiffArgs,

@@ -1,7 +1,7 @@
 //! The command line. Every command prints for people by default and JSON with `--json`;
 //! exit code 0 on success, 1 with a one-line message on stderr for anything a user can fix.
 
-mod diff;
+pub mod diff;
 mod edit;
 mod inspect;
 mod patch_cmds;

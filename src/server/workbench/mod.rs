@@ -2,6 +2,7 @@
 //! applied, patch save/load and bakes. Server functions are thin calls into this.
 
 mod analysis;
+mod layers;
 mod proposals;
 pub mod region;
 mod structure;
@@ -11,8 +12,8 @@ use super::journal::{Journal, Record};
 use super::store::Model;
 use super::{bake, patches};
 use crate::api::{
-    BakeStatus, CellData, EditRequest, EntryRow, LoadOutcome, ModelSummary, SessionView, TensorRow,
-    ViewData, ViewRequest,
+    BakeStatus, CellData, EditRequest, EntryRow, ModelSummary, SessionView, TensorRow, ViewData,
+    ViewRequest,
 };
 use crate::dtype::{self, EncodeOptions};
 use crate::edit::{self, EditStep, History};
@@ -400,6 +401,7 @@ impl Workbench {
             label,
             changes,
             origin: origin.clone(),
+            layer: None,
         }))
     }
 
@@ -502,6 +504,7 @@ impl Workbench {
             can_undo: !s.history.applied().is_empty(),
             can_redo: !s.history.undone().is_empty(),
             pending: s.pending.clone(),
+            layers: layers::rows(&s),
         }
     }
 
@@ -528,66 +531,6 @@ impl Workbench {
         // JSON always: the web app loads patches back as text.
         patches::save(&path, &self.patch(note), patches::Format::Json, None)?;
         Ok(path.display().to_string())
-    }
-
-    /// Verifies a patch against the base; if clean, applies its entries as one step.
-    pub fn load_patch(&self, text: &str) -> Result<LoadOutcome> {
-        self.writable()?;
-        let patch = Patch::from_json(text).map_err(|source| Error::Patch {
-            path: PathBuf::from("uploaded patch"),
-            source,
-        })?;
-        let conflicts: Vec<String> = patch
-            .verify(&self.model)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        if !conflicts.is_empty() {
-            return Ok(LoadOutcome {
-                applied: false,
-                entries: patch.entries.len(),
-                conflicts,
-            });
-        }
-        let mut s = lock(&self.session);
-        // One step per origin, in order, so provenance survives save -> load.
-        let mut groups: Vec<(Origin, Vec<edit::Change>)> = Vec::new();
-        for e in &patch.entries {
-            let (shard, info) = self.model.get(&e.tensor)?;
-            let mut before = vec![0u8; e.patched.len()];
-            s.history
-                .overlay()
-                .view(&info.name, shard.data(info))
-                .read(e.offset, &mut before);
-            let change = edit::Change {
-                tensor: e.tensor.clone(),
-                offset: e.offset,
-                before,
-                after: e.patched.clone(),
-            };
-            let origin = e.origin.clone().unwrap_or_else(|| Origin::new("patch"));
-            match groups.iter_mut().find(|(o, _)| *o == origin) {
-                Some((_, changes)) => changes.push(change),
-                None => groups.push((origin, vec![change])),
-            }
-        }
-        for (origin, changes) in groups {
-            let step = EditStep {
-                label: format!(
-                    "load patch: {} change(s) ({})",
-                    changes.len(),
-                    origin.label()
-                ),
-                changes,
-                origin,
-            };
-            s.apply(step)?;
-        }
-        Ok(LoadOutcome {
-            applied: true,
-            entries: patch.entries.len(),
-            conflicts: Vec::new(),
-        })
     }
 
     /// Starts a bake of the session patch into the output folder, in the background.

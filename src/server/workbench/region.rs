@@ -42,6 +42,7 @@ impl Workbench {
             ),
             changes,
             origin: origin.clone(),
+            layer: None,
         }))
     }
 }
