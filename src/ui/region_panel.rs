@@ -237,7 +237,7 @@ pub fn RegionPanel() -> impl IntoView {
                 {move || (!hint().1.is_empty()).then(|| view! {
                     <input aria-label="region second argument" placeholder=hint().1 prop:value=b on:input=move |ev| set_b.set(event_target_value(&ev))/>
                 })}
-                <button type="submit" class="region-apply" disabled=move || busy.get()>"apply"</button>
+                <button type="submit" class="region-apply" title="apply the region operation" disabled=move || busy.get()>"run"</button>
             </form>
             <p class="muted">{move || hint().2}</p>
             {move || error.get().map(|e| view! { <p class="error region-error">{e}</p> })}
