@@ -360,20 +360,28 @@ impl Workbench {
             }
             Err(conflicts) => Ok(CombineOutcome {
                 entries: 0,
-                conflicts: conflicts
-                    .iter()
-                    .flat_map(|c| self.conflict_rows(c))
-                    .collect(),
+                conflicts: {
+                    let sides = (a.to_overlay(), b.to_overlay());
+                    conflicts
+                        .iter()
+                        .flat_map(|c| self.conflict_rows(c, &sides))
+                        .collect()
+                },
                 saved: None,
             }),
         }
     }
 
-    /// A conflict as rows per element, values in the tensor's dtype.
-    fn conflict_rows(&self, c: &patch::Conflict) -> Vec<ConflictRow> {
-        let (kind, first, second) = match &c.kind {
-            ConflictKind::Clash { first, second } => ("clash", first, second),
-            ConflictKind::Mismatch { expected, found } => ("mismatch", found, expected),
+    /// A conflict as rows per element, values in the tensor's dtype: each side's element is
+    /// the base element with that patch laid over it.
+    fn conflict_rows(
+        &self,
+        c: &patch::Conflict,
+        (first, second): &(crate::overlay::Overlay, crate::overlay::Overlay),
+    ) -> Vec<ConflictRow> {
+        let kind = match &c.kind {
+            ConflictKind::Clash { .. } => "clash",
+            ConflictKind::Mismatch { .. } => "mismatch",
             other => {
                 return vec![ConflictRow {
                     tensor: c.tensor.clone(),
@@ -395,13 +403,10 @@ impl Workbench {
         let hi = (c.offset + c.len).div_ceil(width) * width;
         let mut rows = Vec::new();
         for at in (lo..hi.min(base.len() as u64)).step_by(width as usize) {
-            let side = |bytes: &[u8]| {
+            let side = |over: &crate::overlay::Overlay| {
                 let mut e = base[at as usize..(at + width) as usize].to_vec();
-                for (i, b) in e.iter_mut().enumerate() {
-                    let o = at + i as u64;
-                    if o >= c.offset && o < c.offset + c.len {
-                        *b = bytes[(o - c.offset) as usize];
-                    }
+                if let Some(runs) = over.tensor(&c.tensor) {
+                    runs.lay_onto(at, &mut e);
                 }
                 if packed {
                     hex::encode(&e)
