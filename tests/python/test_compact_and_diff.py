@@ -239,3 +239,19 @@ def test_whole_tensor_scale_is_written_compact_automatically(ts, tmp_path):
     small = tmp_path / "small.patch"
     ts("edit", model, "--patch", small, "--set", "small[0]=2")
     assert json.loads(small.read_text())["entries"][0]["patched"] == "00000040"
+
+
+def test_origins_survive_the_compact_form(ts, tmp_path):
+    big = RNG.standard_normal((512, 512)).astype(np.float32)
+    model = tmp_path / "big.safetensors"
+    save_file({"big": big}, str(model))
+    patch = tmp_path / "scale.patch"
+    ts("edit", model, "--patch", patch, "--scale", "big[0:256]=0.5")  # compact: above 1 MB of JSON
+    assert patch.read_bytes().startswith(MAGIC)
+    # Extending a compact patch keeps it compact and keeps each run's origin.
+    ts("edit", model, "--patch", patch, "--set", "big[300,0]=7")
+    back = tmp_path / "back.json"
+    ts("invert", patch, "--out", back, "--format", "json", "--model", model)
+    entries = json.loads(back.read_text())["entries"]
+    assert entries and all(e.get("origin", {}).get("source") == "cli" for e in entries)
+    assert any(e["offset"] == 300 * 512 * 4 for e in entries), "the later --set is in the patch"
