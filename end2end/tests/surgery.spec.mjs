@@ -102,7 +102,7 @@ test('swap two rows of the embedding and see them swapped', async ({ page, reque
   const v1 = cli('slice', paths.model, EMBED, '1,0:6', '--json').hex;
   const v2 = cli('slice', paths.model, EMBED, '2,0:6', '--json').hex;
   await clickCell(page, 4, 6, 1, 0);
-  await page.getByLabel('region operation').selectOption('swap_rows');
+  await page.getByLabel('region op', { exact: true }).selectOption('swap_rows');
   await page.getByLabel('region argument').fill('2');
   await page.getByRole('button', { name: 'run' }).click();
   await expect.poll(async () => JSON.stringify(await row(1))).toBe(JSON.stringify(r2));

@@ -19,7 +19,7 @@ pub const AUTO_COMPACT_BYTES: u64 = 1 << 20;
 pub enum Format {
     /// JSON with hex bytes.
     Json,
-    /// Binary: XOR deltas, zstd, SHA-256 of the original and patched bytes.
+    /// Binary: XOR deltas, zstd, BLAKE3 digests of the original and patched bytes.
     Compact,
     /// JSON up to about 1 MB, compact above.
     #[default]

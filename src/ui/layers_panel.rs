@@ -185,7 +185,7 @@ pub fn LayersPanel() -> impl IntoView {
             <div class="row">
                 <label>"saved " <select aria-label="saved patch" on:change=move |ev| set_pick.set(event_target_value(&ev))>{options(pick)}</select></label>
                 <button class="load-saved" on:click=on_load>"load"</button>
-                <a class="download-inverse" href="/api/patch/download?invert=1" download="session.inverse.patch.json" title="the patch that turns the edited model back into the base">"download inverse"</a>
+                <a class="download-inverse" href="/api/patch/download?invert=1" download="session.inverse.patch.json" title="download the patch that turns the edited model back into the base">"inverse patch"</a>
             </div>
             <Transition fallback=|| ()>{layers}</Transition>
             {move || {

@@ -228,7 +228,7 @@ pub fn RegionPanel() -> impl IntoView {
         <section class="region-panel">
             <h3>"Region"</h3>
             <form on:submit=move |ev| { ev.prevent_default(); apply(); }>
-                <select aria-label="region operation" on:change=move |ev| set_kind.set(event_target_value(&ev))>
+                <select aria-label="region op" on:change=move |ev| set_kind.set(event_target_value(&ev))>
                     {OPS.into_iter().map(|(k, label)| view! { <option value=k selected=move || kind.get() == k>{label}</option> }).collect_view()}
                 </select>
                 {move || (!hint().0.is_empty()).then(|| view! {

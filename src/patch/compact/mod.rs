@@ -1,6 +1,6 @@
 //! The compact patch form, for patches too large to read as JSON: per tensor, the XOR of
 //! original and patched bytes (a symmetric delta), byte-shuffled by element width and
-//! compressed with zstd, plus SHA-256 digests of the original and of the patched bytes, so a
+//! compressed with zstd, plus BLAKE3 digests of the original and of the patched bytes, so a
 //! base can be checked without the patch carrying its bytes.
 //!
 //! A compact patch becomes a full [`Patch`] against a base model with
@@ -25,7 +25,6 @@ use super::{
     BaseModel, Conflict, ConflictKind, Fingerprint, Origin, Patch, PatchEntry, FORMAT, VERSION,
 };
 use crate::overlay::Overlay;
-use sha2::{Digest, Sha256};
 
 pub use codec::{is_compact, COMPACT_VERSION, FRAME_BYTES, LEVEL, MAGIC};
 
@@ -49,10 +48,10 @@ pub struct TensorDelta {
     pub name: String,
     /// The element width in bytes the delta is shuffled by (1: not shuffled).
     pub width: u8,
-    /// SHA-256 of the original bytes of every run, concatenated in run order.
-    pub original_sha256: [u8; 32],
-    /// SHA-256 of the patched bytes of every run, concatenated in run order.
-    pub patched_sha256: [u8; 32],
+    /// BLAKE3 of the original bytes of every run, concatenated in run order.
+    pub original_digest: [u8; 32],
+    /// BLAKE3 of the patched bytes of every run, concatenated in run order.
+    pub patched_digest: [u8; 32],
     /// Byte runs `(offset within the tensor's data, length)`, sorted, not overlapping.
     pub runs: Vec<(u64, u64)>,
     /// Per run: its origin id (0: none, `k`: the patch's `origins[k - 1]`).
@@ -81,7 +80,7 @@ pub enum CompactError {
     /// Bytes after the compressed body.
     #[error("{extra} unexpected byte(s) after the compressed body")]
     Trailing { extra: u64 },
-    /// The compressed body does not match its SHA-256.
+    /// The compressed body does not match its BLAKE3.
     #[error("checksum mismatch: the compressed body is damaged")]
     Checksum,
     /// The body is not a zstd stream of the stated length.
@@ -113,7 +112,7 @@ impl TensorDelta {
         base: &[u8],
         other: &[u8],
     ) -> TensorDelta {
-        let (mut ho, mut hp) = (Sha256::new(), Sha256::new());
+        let (mut ho, mut hp) = (blake3::Hasher::new(), blake3::Hasher::new());
         let mut delta = Vec::with_capacity(runs.iter().map(|r| r.1 as usize).sum());
         for &(offset, len) in &runs {
             let range = offset as usize..(offset + len) as usize;
@@ -125,8 +124,8 @@ impl TensorDelta {
         TensorDelta {
             name: name.to_string(),
             width,
-            original_sha256: ho.finalize().into(),
-            patched_sha256: hp.finalize().into(),
+            original_digest: *ho.finalize().as_bytes(),
+            patched_digest: *hp.finalize().as_bytes(),
             run_origins: vec![0; runs.len()],
             runs,
             delta,
@@ -152,7 +151,7 @@ impl CompactPatch {
         let mut entries: Vec<&PatchEntry> = patch.entries.iter().collect();
         entries.sort_by(|a, b| (&a.tensor, a.offset).cmp(&(&b.tensor, b.offset)));
         let mut tensors: Vec<TensorDelta> = Vec::new();
-        let mut hashers: Vec<(Sha256, Sha256)> = Vec::new();
+        let mut hashers: Vec<(blake3::Hasher, blake3::Hasher)> = Vec::new();
         let mut origins: Vec<Origin> = Vec::new();
         for e in entries {
             let origin = match &e.origin {
@@ -169,13 +168,13 @@ impl CompactPatch {
                 tensors.push(TensorDelta {
                     name: e.tensor.clone(),
                     width: 1,
-                    original_sha256: [0; 32],
-                    patched_sha256: [0; 32],
+                    original_digest: [0; 32],
+                    patched_digest: [0; 32],
                     runs: Vec::new(),
                     run_origins: Vec::new(),
                     delta: Vec::new(),
                 });
-                hashers.push((Sha256::new(), Sha256::new()));
+                hashers.push((blake3::Hasher::new(), blake3::Hasher::new()));
             }
             let (Some(t), Some((ho, hp))) = (tensors.last_mut(), hashers.last_mut()) else {
                 continue;
@@ -198,8 +197,8 @@ impl CompactPatch {
             hp.update(&e.patched);
         }
         for (t, (ho, hp)) in tensors.iter_mut().zip(hashers) {
-            t.original_sha256 = ho.finalize().into();
-            t.patched_sha256 = hp.finalize().into();
+            t.original_digest = *ho.finalize().as_bytes();
+            t.patched_digest = *hp.finalize().as_bytes();
             t.width = match width_of(&t.name) {
                 Some(w @ 1..=16) => w as u8,
                 _ => guess_width(&t.runs),
@@ -223,7 +222,7 @@ impl CompactPatch {
     pub fn invert(&self) -> CompactPatch {
         let mut out = self.clone();
         for t in &mut out.tensors {
-            std::mem::swap(&mut t.original_sha256, &mut t.patched_sha256);
+            std::mem::swap(&mut t.original_digest, &mut t.patched_digest);
         }
         out
     }
@@ -252,7 +251,7 @@ impl CompactPatch {
                 continue;
             };
             let laid = over.and_then(|o| o.tensor(&t.name));
-            let (mut ho, mut hp) = (Sha256::new(), Sha256::new());
+            let (mut ho, mut hp) = (blake3::Hasher::new(), blake3::Hasher::new());
             let mut fits = true;
             let mut at = 0usize;
             let start = entries.len();
@@ -299,12 +298,12 @@ impl CompactPatch {
             }
             if !fits {
                 entries.truncate(start);
-            } else if ho.finalize()[..] != t.original_sha256 {
+            } else if *ho.finalize().as_bytes() != t.original_digest {
                 entries.truncate(start);
                 conflicts.push(whole(ConflictKind::BaseDiffers {
                     runs: t.runs.len() as u64,
                 }));
-            } else if hp.finalize()[..] != t.patched_sha256 {
+            } else if *hp.finalize().as_bytes() != t.patched_digest {
                 return Err(ExpandError::Damaged(CompactError::PatchedDigest {
                     tensor: t.name.clone(),
                 }));

@@ -265,7 +265,7 @@ fn sealed_but_malformed_bodies_are_rejected() {
         f.truncate(12);
         f.extend_from_slice(&(z.len() as u64).to_le_bytes());
         f.extend_from_slice(&10u64.to_le_bytes());
-        f.extend_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(z));
+        f.extend_from_slice(blake3::hash(z).as_bytes());
         f.extend_from_slice(z);
         f
     };
