@@ -1,7 +1,7 @@
 //! The edit panel: set / add / scale / zero / clamp or raw hex on the selection. A bad value
 //! is shown inline and changes nothing.
 
-use super::state::{message, use_ctx};
+use super::state::{submit, use_ctx};
 use crate::api::{edit, EditRequest};
 use crate::edit::Op;
 use leptos::html;
@@ -94,18 +94,7 @@ pub fn EditPanel() -> impl IntoView {
             saturate: saturate.get_untracked(),
             round: saturate.get_untracked(),
         };
-        set_busy.set(true);
-        leptos::task::spawn_local(async move {
-            let result = edit(req).await;
-            set_busy.set(false);
-            match result {
-                Ok(_) => {
-                    set_error.set(None);
-                    ctx.changed();
-                }
-                Err(e) => set_error.set(Some(message(&e))),
-            }
-        });
+        submit(ctx, set_busy, set_error, edit(req));
     };
     let placeholder = move || match kind.get().as_str() {
         "set" | "add" => "value (1.5, -inf, nan)",

@@ -2,7 +2,7 @@
 //! column with another, copy a region onto it, fill it with seeded noise; and, over the whole
 //! tensor, blend toward another tensor or scale every row or column by its own factor.
 
-use super::state::{message, use_ctx};
+use super::state::{submit, use_ctx};
 use crate::api::{edit, region_edit, EditRequest, RegionRequest};
 use crate::edit::Op;
 use crate::region::Region;
@@ -173,19 +173,10 @@ pub fn RegionPanel() -> impl IntoView {
                 return;
             }
         };
-        set_busy.set(true);
-        leptos::task::spawn_local(async move {
-            let result = match req {
+        submit(ctx, set_busy, set_error, async move {
+            match req {
                 Request::Edit(r) => edit(r).await,
                 Request::Region(r) => region_edit(r).await,
-            };
-            set_busy.set(false);
-            match result {
-                Ok(_) => {
-                    set_error.set(None);
-                    ctx.changed();
-                }
-                Err(e) => set_error.set(Some(message(&e))),
             }
         });
     };

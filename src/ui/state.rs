@@ -151,6 +151,28 @@ pub fn poll_progress<F, Fut>(
 }
 
 /// A server function error as the text a user should read.
+/// Runs a session-changing request: `busy` while it runs, then its error (or none) in
+/// `error`, and on success every view of the session refetches.
+pub fn submit<T: 'static>(
+    ctx: Ctx,
+    busy: WriteSignal<bool>,
+    error: WriteSignal<Option<String>>,
+    request: impl std::future::Future<Output = Result<T, ServerFnError>> + 'static,
+) {
+    busy.set(true);
+    leptos::task::spawn_local(async move {
+        let result = request.await;
+        busy.set(false);
+        match result {
+            Ok(_) => {
+                error.set(None);
+                ctx.changed();
+            }
+            Err(e) => error.set(Some(message(&e))),
+        }
+    });
+}
+
 pub fn message(e: &ServerFnError) -> String {
     match e {
         ServerFnError::ServerError(m) => m.clone(),

@@ -87,6 +87,17 @@ fn next_id(s: &Session) -> u64 {
 }
 
 impl Workbench {
+    /// `len` bytes of `tensor` from `offset` as the session shows them (every edit applied).
+    fn current(&self, s: &Session, tensor: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let (shard, info) = self.model.get(tensor)?;
+        let mut out = vec![0u8; len];
+        s.history
+            .overlay()
+            .view(&info.name, shard.data(info))
+            .read(offset, &mut out);
+        Ok(out)
+    }
+
     /// Verifies a patch (JSON text) against the base; if clean, loads it as a layer: one step
     /// per origin, so provenance survives save -> load.
     pub fn load_patch(&self, text: &str, name: &str) -> Result<LoadOutcome> {
@@ -153,12 +164,7 @@ impl Workbench {
         let id = next_id(&s);
         let mut groups: Vec<(Origin, Vec<Change>)> = Vec::new();
         for e in &patch.entries {
-            let (shard, info) = self.model.get(&e.tensor)?;
-            let mut before = vec![0u8; e.patched.len()];
-            s.history
-                .overlay()
-                .view(&info.name, shard.data(info))
-                .read(e.offset, &mut before);
+            let before = self.current(&s, &e.tensor, e.offset, e.patched.len())?;
             let change = Change {
                 tensor: e.tensor.clone(),
                 offset: e.offset,
@@ -205,12 +211,7 @@ impl Workbench {
         if row.enabled != enabled {
             let mut changes = Vec::new();
             for c in layer_changes(&s, id) {
-                let (shard, info) = self.model.get(&c.tensor)?;
-                let mut current = vec![0u8; c.after.len()];
-                s.history
-                    .overlay()
-                    .view(&info.name, shard.data(info))
-                    .read(c.offset, &mut current);
+                let current = self.current(&s, &c.tensor, c.offset, c.after.len())?;
                 // Off: the patch's bytes go back to what was beneath; on: the reverse.
                 let (from, to) = if enabled {
                     (&c.before, &c.after)
