@@ -66,11 +66,7 @@ pub fn EditPanel() -> impl IntoView {
         n
     });
     let read_only = move || ctx.model.with_value(|m| m.read_only);
-    let target = move || {
-        ctx.selection
-            .get()
-            .filter(|s| Some(&s.view) == ctx.view.get().as_ref())
-    };
+    let target = move || ctx.selection_in_view();
     let apply = move || {
         let Some(sel) = target() else {
             set_error.set(Some("select a cell or a rectangle first".into()));

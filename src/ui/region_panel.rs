@@ -147,11 +147,7 @@ pub fn RegionPanel() -> impl IntoView {
     let (b, set_b) = signal(String::new());
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
-    let selected = move || {
-        ctx.selection
-            .get()
-            .filter(|s| Some(&s.view) == ctx.view.get().as_ref())
-    };
+    let selected = move || ctx.selection_in_view();
     let apply = move || {
         let Some(sel) = selected() else {
             set_error.set(Some("select a cell or a rectangle first".into()));

@@ -102,6 +102,13 @@ impl Ctx {
     }
 
     /// Marks the session changed.
+    /// The selection, when it belongs to the view on screen.
+    pub fn selection_in_view(&self) -> Option<CellRect> {
+        self.selection
+            .get()
+            .filter(|s| Some(&s.view) == self.view.get().as_ref())
+    }
+
     pub fn changed(&self) {
         self.version.update(|v| *v += 1);
     }

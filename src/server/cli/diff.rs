@@ -152,22 +152,27 @@ pub fn diff_models(base: &Model, other: &Model) -> ModelDiff {
             rel_l2: c.stats.rel_l2(),
             max_abs_delta: c.stats.max_abs,
         });
-        for &(offset, len) in &c.runs {
-            let range = offset as usize..(offset + len) as usize;
-            entries.push(PatchEntry {
-                tensor: p.info.name.clone(),
-                offset,
-                original: p.base[range.clone()].to_vec(),
-                patched: p.other[range].to_vec(),
-                origin: None,
-            });
-        }
+        entries.extend(entries_of(p, c));
     }
     ModelDiff {
         rows,
         skipped,
         entries,
     }
+}
+
+/// The JSON patch entries of one compared pair: its changed runs, bytes from both sides.
+fn entries_of<'a>(p: &'a Pair, c: &'a Compared) -> impl Iterator<Item = PatchEntry> + 'a {
+    c.runs.iter().map(|&(offset, len)| {
+        let range = offset as usize..(offset + len) as usize;
+        PatchEntry {
+            tensor: p.info.name.clone(),
+            offset,
+            original: p.base[range.clone()].to_vec(),
+            patched: p.other[range].to_vec(),
+            origin: None,
+        }
+    })
 }
 
 /// Writes the patch; returns its form and entry count.
@@ -213,16 +218,7 @@ fn write_patch(
         return Ok((Format::Compact, entries));
     }
     for (p, c) in changed {
-        for &(offset, len) in &c.runs {
-            let range = offset as usize..(offset + len) as usize;
-            patch.entries.push(PatchEntry {
-                tensor: p.info.name.clone(),
-                offset,
-                original: p.base[range.clone()].to_vec(),
-                patched: p.other[range].to_vec(),
-                origin: None,
-            });
-        }
+        patch.entries.extend(entries_of(p, c));
     }
     patches::save(&args.out, &patch, Format::Json, Some(base))?;
     Ok((Format::Json, entries))

@@ -1,6 +1,6 @@
 //! Loaded patches as layers of the session: several loaded at once, each turned on or off;
-//! entries dropped or kept by tensor or one by one; two saved patches combined with their
-//! conflicts listed; the model compared with another, the difference loaded as a layer.
+//! entries dropped or kept by tensor or one by one. (Combining saved patches and comparing
+//! with another model are in `combine.rs`.)
 //!
 //! A layer is the set of steps that loaded it. Turning it off is itself a step: every byte
 //! that still shows the patch's value goes back to what was beneath it; turning it on puts
@@ -8,19 +8,15 @@
 //! are left alone either way. Being steps, all of it is journaled and can be undone.
 
 use super::{lock, plain_file_name, Result, Session, Workbench};
-use crate::api::{
-    CombineOutcome, CompareOutcome, CompareRow, ConflictRow, DropRequest, LayerRow, LoadOutcome,
-    SessionView,
-};
+use crate::api::{DropRequest, LayerRow, LoadOutcome, SessionView};
 use crate::dtype;
 use crate::edit::{Change, EditStep, LayerAction, LayerMark};
-use crate::patch::{self, ConflictKind, Origin, Patch};
+use crate::patch::{Origin, Patch};
 use crate::server::error::Error;
 use crate::server::patches;
-use crate::server::store::Model;
 use crate::slice::ByteSource;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The layers of the applied steps, in load order.
 pub(super) fn rows(s: &Session) -> Vec<LayerRow> {
@@ -106,7 +102,7 @@ impl Workbench {
             path: PathBuf::from(name),
             source,
         })?;
-        self.load_layer(patch, name)
+        Ok(self.load_layer(patch, name)?.0)
     }
 
     /// The patch files in the patches folder (JSON or compact), by name.
@@ -125,7 +121,7 @@ impl Workbench {
         Ok(names)
     }
 
-    fn saved_path(&self, name: &str) -> Result<PathBuf> {
+    pub(super) fn saved_path(&self, name: &str) -> Result<PathBuf> {
         let name = plain_file_name(name, "")?;
         Ok(self.config.patches_dir.join(name))
     }
@@ -137,7 +133,7 @@ impl Workbench {
         let loaded = patches::load(&path)?;
         let entries = loaded.entry_count();
         match patches::resolve(&path, loaded, &self.model, None)? {
-            Ok(p) => self.load_layer(p, name),
+            Ok(p) => Ok(self.load_layer(p, name)?.0),
             Err(conflicts) => Ok(LoadOutcome {
                 applied: false,
                 entries,
@@ -146,19 +142,25 @@ impl Workbench {
         }
     }
 
-    /// Applies a patch (against the base) as a new layer, or lists where it does not fit.
-    fn load_layer(&self, patch: Patch, name: &str) -> Result<LoadOutcome> {
+    /// Applies a patch (against the base) as a new layer, or lists where it does not fit;
+    /// with the new layer's id when it was applied.
+    pub(super) fn load_layer(
+        &self,
+        patch: Patch,
+        name: &str,
+    ) -> Result<(LoadOutcome, Option<u64>)> {
         let conflicts: Vec<String> = patch
             .verify(&self.model)
             .iter()
             .map(ToString::to_string)
             .collect();
         if !conflicts.is_empty() {
-            return Ok(LoadOutcome {
+            let outcome = LoadOutcome {
                 applied: false,
                 entries: patch.entries.len(),
                 conflicts,
-            });
+            };
+            return Ok((outcome, None));
         }
         let mut s = lock(&self.session);
         let id = next_id(&s);
@@ -194,11 +196,12 @@ impl Workbench {
             };
             s.apply(step)?;
         }
-        Ok(LoadOutcome {
+        let outcome = LoadOutcome {
             applied: true,
             entries: patch.entries.len(),
             conflicts: Vec::new(),
-        })
+        };
+        Ok((outcome, Some(id)))
     }
 
     /// Turns a loaded patch on or off (a step; a no-op when it already is).
@@ -326,139 +329,6 @@ impl Workbench {
         drop(s);
         Ok(self.session_view())
     }
-
-    /// Combines two saved patches (`second` after `first`); without conflicts the result is
-    /// saved as `save_as` in the patches folder.
-    pub fn combine_saved(
-        &self,
-        first: &str,
-        second: &str,
-        save_as: &str,
-    ) -> Result<CombineOutcome> {
-        let load = |name: &str| -> Result<Patch> {
-            let path = self.saved_path(name)?;
-            let loaded = patches::load(&path)?;
-            // Compact patches expand against the base (checked by their digests); JSON ones
-            // are combined as they are, so a sequence (second made on top of first) works.
-            match loaded {
-                patches::Loaded::Json(p) => Ok(p),
-                patches::Loaded::Compact(c) => patches::expand(&path, &c, &self.model, None)?
-                    .map_err(|conflicts| Error::Conflicts { conflicts }),
-            }
-        };
-        let (a, b) = (load(first)?, load(second)?);
-        match a.combine(&b) {
-            Ok(p) => {
-                let path = self.saved_path(&plain_file_name(save_as, ".json")?)?;
-                std::fs::create_dir_all(&self.config.patches_dir)
-                    .map_err(Error::io(&self.config.patches_dir))?;
-                patches::save(&path, &p, patches::Format::Auto, Some(&self.model))?;
-                Ok(CombineOutcome {
-                    entries: p.entries.len(),
-                    conflicts: Vec::new(),
-                    saved: Some(path.display().to_string()),
-                })
-            }
-            Err(conflicts) => Ok(CombineOutcome {
-                entries: 0,
-                conflicts: {
-                    let sides = (a.to_overlay(), b.to_overlay());
-                    conflicts
-                        .iter()
-                        .flat_map(|c| self.conflict_rows(c, &sides))
-                        .collect()
-                },
-                saved: None,
-            }),
-        }
-    }
-
-    /// A conflict as rows per element, values in the tensor's dtype: each side's element is
-    /// the base element with that patch laid over it.
-    fn conflict_rows(
-        &self,
-        c: &patch::Conflict,
-        (first, second): &(crate::overlay::Overlay, crate::overlay::Overlay),
-    ) -> Vec<ConflictRow> {
-        let kind = match &c.kind {
-            ConflictKind::Clash { .. } => "clash",
-            ConflictKind::Mismatch { .. } => "mismatch",
-            other => {
-                return vec![ConflictRow {
-                    tensor: c.tensor.clone(),
-                    index: Vec::new(),
-                    kind: format!("{other:?}"),
-                    first: String::new(),
-                    second: String::new(),
-                }]
-            }
-        };
-        let Ok((shard, info)) = self.model.get(&c.tensor) else {
-            return Vec::new();
-        };
-        let base = shard.data(info);
-        let width = dtype::element_bytes(info.dtype) as u64;
-        let packed = dtype::is_packed(info.dtype);
-        // Whole elements around the conflicting bytes: base bytes with each side's laid on.
-        let lo = c.offset - c.offset % width;
-        let hi = (c.offset + c.len).div_ceil(width) * width;
-        let mut rows = Vec::new();
-        for at in (lo..hi.min(base.len() as u64)).step_by(width as usize) {
-            let side = |over: &crate::overlay::Overlay| {
-                let mut e = base[at as usize..(at + width) as usize].to_vec();
-                if let Some(runs) = over.tensor(&c.tensor) {
-                    runs.lay_onto(at, &mut e);
-                }
-                if packed {
-                    hex::encode(&e)
-                } else {
-                    dtype::format_element(info.dtype, &e)
-                }
-            };
-            rows.push(ConflictRow {
-                tensor: c.tensor.clone(),
-                index: patch::element_of(info, at).1,
-                kind: kind.to_string(),
-                first: side(first),
-                second: side(second),
-            });
-        }
-        rows
-    }
-
-    /// Compares the model with `other` (a model path on this machine) and loads the
-    /// difference as a layer: the delta view then shows what the other model changed.
-    pub fn compare_with(&self, other: &str) -> Result<CompareOutcome> {
-        self.writable()?;
-        let other_model = Model::open(Path::new(other.trim()))?;
-        let diff = crate::server::cli::diff::diff_models(&self.model, &other_model);
-        let rows: Vec<CompareRow> = diff.rows;
-        let mut layer = None;
-        if !diff.entries.is_empty() {
-            let mut p = patches::new_for(&self.model, &format!("difference to {other}"));
-            p.entries = diff.entries;
-            let name = format!("compare: {}", other.trim());
-            let outcome = self.load_layer(p, &name)?;
-            if !outcome.applied {
-                return Err(Error::Usage(outcome.conflicts.join("; ")));
-            }
-            layer = rows_of(self)
-                .iter()
-                .rev()
-                .find(|l| l.name == name)
-                .map(|l| l.id);
-        }
-        Ok(CompareOutcome {
-            other: other.trim().to_string(),
-            rows,
-            not_compared: diff.skipped,
-            layer,
-        })
-    }
-}
-
-fn rows_of(wb: &Workbench) -> Vec<LayerRow> {
-    rows(&lock(&wb.session))
 }
 
 /// The flat index of `index` in `info`, checked.

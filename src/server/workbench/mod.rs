@@ -2,6 +2,7 @@
 //! applied, patch save/load and bakes. Server functions are thin calls into this.
 
 mod analysis;
+mod combine;
 mod layers;
 mod proposals;
 pub mod region;
