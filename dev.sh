@@ -59,10 +59,15 @@ setup_browser() {
 }
 
 run_tests() {
+    # .cargo/config.toml gives every cargo command here the flags `cargo leptos build` uses:
+    # the tests and the web build share one compile of each crate.
     log "Rust unit and integration tests"
     cargo test --all-targets
+    cargo test --doc -p tensor-surgeon-core -p tensor-surgeon-wire
     log "building the server and the WASM client"
     cargo leptos build
+    log "the core builds for wasm32 on its own"
+    cargo check -p tensor-surgeon-core --target wasm32-unknown-unknown --target-dir target/front
     log "Python reference checks and HTTP API tests"
     TENSOR_SURGEON_BIN="$PWD/target/debug/tensor-surgeon" .venv/bin/python -m pytest -q tests/python
     log "browser end-to-end tests"

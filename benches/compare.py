@@ -262,7 +262,7 @@ def main():
             # --- ours (criterion, in process) ---
             # The same build-time settings cargo-leptos uses, so the binary is not rebuilt differently.
             env = dict(os.environ, TS_BENCH_DIR=str(work), LEPTOS_OUTPUT_NAME="tensor-surgeon")
-            subprocess.run(["cargo", "bench", "--bench", "engine", "--", "--noplot"], cwd=ROOT, env=env, check=True, stdout=sys.stderr)
+            subprocess.run(["cargo", "bench", "-p", "tensor-surgeon-engine", "--bench", "engine", "--", "--noplot"], cwd=ROOT, env=env, check=True, stdout=sys.stderr)
 
             def crit(name):
                 est = json.loads((ROOT / "target" / "criterion" / name / "new" / "estimates.json").read_text())

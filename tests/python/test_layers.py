@@ -65,7 +65,7 @@ def test_layers_toggle_off_and_on(server, model, tmp_path):
     server.call("POST", "/api/undo", {})
     assert cell(server, "a", [0, 0]) == float(t["a"][0, 0])
     status, body = server.call("POST", "/api/layer", {"id": 99, "enabled": False}, ok=False)
-    assert status >= 400 and "no loaded patch 99" in body
+    assert status == 404 and "no loaded patch 99" in body
 
 
 def test_drop_and_keep_entries_by_element_and_by_tensor(server, model, tmp_path):
@@ -79,7 +79,7 @@ def test_drop_and_keep_entries_by_element_and_by_tensor(server, model, tmp_path)
     view = server.call("POST", "/api/drop_entries", {"request": {"elements": [["a", [3, 3]]], "keep": True}})
     assert [(e["tensor"], e["index"]) for e in view["entries"]] == [("a", [3, 3])]
     status, body = server.call("POST", "/api/drop_entries", {"request": {"elements": [["a", [9, 0]]]}}, ok=False)
-    assert status >= 400 and "not an element of a" in body
+    assert status == 400 and "not an element of a" in body
 
 
 def test_inverse_download_turns_the_baked_model_back_into_the_base(server, model, tmp_path):
@@ -115,7 +115,7 @@ def test_combine_saved_patches_lists_conflicts_per_element(server, model, tmp_pa
     assert load(server, patches / "xz.json")["applied"]
     assert cell(server, "a", [5, 5]) == 2 and cell(server, "b", [3, 3]) == 5
     status, body = server.call("POST", "/api/combine", {"first": "../x.json", "second": "z.json", "save_as": "q"}, ok=False)
-    assert status >= 400 and "plain file name" in body
+    assert status == 400 and "plain file name" in body
 
 
 def test_compare_with_another_model_loads_the_difference_and_shows_deltas(server, model, tmp_path):
@@ -140,4 +140,4 @@ def test_compare_with_another_model_loads_the_difference_and_shows_deltas(server
     run("apply", path, dl, "--out", tmp_path / "same.safetensors")
     assert sha256(tmp_path / "same.safetensors") == sha256(other_path)
     status, body = server.call("POST", "/api/compare", {"other": str(tmp_path / "missing")}, ok=False)
-    assert status >= 400 and "missing" in body
+    assert status == 404 and "missing" in body

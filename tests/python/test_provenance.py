@@ -95,7 +95,7 @@ def test_rejected_and_pending_proposals(tmp_path):
         s.call("POST", "/api/resolve", {"id": a["id"], "accept": False})
         assert [p["id"] for p in s.call("GET", "/api/session")["pending"]] == [b["id"]]
         status, body = s.call("POST", "/api/resolve", {"id": a["id"], "accept": True}, ok=False)
-        assert status == 500 and f"no pending proposal {a['id']}" in body
+        assert status == 404 and f"no pending proposal {a['id']}" in body
         # Pending proposals survive a crash.
         s.kill9()
         s = Server(tmp_path / "demo").start()

@@ -146,7 +146,7 @@ def test_token_endpoints_use_the_session_edits(demo):
         cell = s.call("GET", "/api/cell?" + urllib.parse.urlencode({"tensor": E, "index": f"{PARIS},0"}))
         assert cell["token"] == " Paris"
         status, body = s.call("GET", "/api/tokens/nearest?" + urllib.parse.urlencode({"tensor": E, "row": 5000, "k": 3}), ok=False)
-        assert status == 500 and "out of range" in body
+        assert status == 400 and "out of range" in body
     finally:
         s.stop()
 

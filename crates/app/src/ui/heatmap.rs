@@ -1,0 +1,407 @@
+//! The heatmap: cells painted into a pixel buffer and blitted once; plotters draws the axes,
+//! the colour bar and the hover/selection overlay. Wheel zooms, drag pans, click selects,
+//! shift-drag selects a rectangle, arrow keys move the selection, Enter starts editing.
+
+use super::controls::scale_mode;
+use super::state::{message, use_ctx, CellRect};
+use crate::api::get_view;
+use leptos::html;
+use leptos::prelude::*;
+use tensor_surgeon_core::colormap::Scale;
+use tensor_surgeon_core::dtype;
+use tensor_surgeon_core::view::{Span, ViewSpec};
+use tensor_surgeon_wire::{ViewData, ViewRequest};
+
+/// Canvas size in pixels.
+pub const WIDTH: u32 = 960;
+pub const HEIGHT: u32 = 760;
+/// Room for axes and the colour bar; the grid asked of the server fits the rest.
+pub(super) const GRID_W: u64 = WIDTH as u64 - 200;
+pub(super) const GRID_H: u64 = HEIGHT as u64 - 60;
+
+/// Where the cells landed on the canvas, from the last draw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Geom {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// The cell under the pointer, in view cells.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Hover {
+    row: u64,
+    col: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Drag {
+    x: f64,
+    y: f64,
+    cell: Hover,
+    shift: bool,
+}
+
+fn cell_at(g: Geom, view: &ViewSpec, x: f64, y: f64) -> Option<Hover> {
+    let (rows, cols) = view.cells();
+    let fx = (x - g.left) / g.width;
+    let fy = (y - g.top) / g.height;
+    if !(0.0..1.0).contains(&fx) || !(0.0..1.0).contains(&fy) || rows == 0 || cols == 0 {
+        return None;
+    }
+    Some(Hover {
+        row: ((fy * rows as f64) as u64).min(rows - 1),
+        col: ((fx * cols as f64) as u64).min(cols - 1),
+    })
+}
+
+/// Shows `view` with `f(span, axis, dim size)` applied to its y and x spans (no new history
+/// entry: panning and zooming would flood it).
+fn show_spans(
+    ctx: super::Ctx,
+    view: &ViewSpec,
+    shape: &[u64],
+    f: impl Fn(Span, char, u64) -> Span,
+) {
+    let mut v = view.clone();
+    if let Some(d) = v.y_dim {
+        v.y = f(v.y, 'y', shape[d as usize]);
+    }
+    if let Some(d) = v.x_dim {
+        v.x = f(v.x, 'x', shape[d as usize]);
+    }
+    ctx.go(
+        &ctx.url.get_untracked().with_view(&v.make_valid(shape)),
+        true,
+    );
+}
+
+/// The text shown for the hovered cell: full tensor coordinates, exact value and bytes (or
+/// the pooled block and its statistic).
+fn describe(data: &ViewData, h: Hover) -> String {
+    let spec = &data.spec;
+    let idx = spec.coords(h.row, h.col);
+    let Some(dt) = dtype::parse_name(&data.dtype) else {
+        return String::new();
+    };
+    if data.block == (1, 1) {
+        let w = dtype::element_bytes(dt);
+        let i = (h.row * data.cols + h.col) as usize * w;
+        let Some(b) = data.bytes.get(i..i + w) else {
+            return String::new();
+        };
+        if data.mode == tensor_surgeon_core::view::ViewMode::Delta {
+            let before = data.base_bytes.get(i..i + w).unwrap_or_default();
+            let d = data
+                .pooled
+                .get((h.row * data.cols + h.col) as usize)
+                .copied()
+                .unwrap_or(f32::NAN);
+            return format!(
+                "{:?}: delta = {}   (before {} -> after {})",
+                idx,
+                dtype::pretty_f64(f64::from(d)),
+                dtype::format_element(dt, before),
+                dtype::format_element(dt, b)
+            );
+        }
+        let token = [
+            data.y_labels.get(h.row as usize),
+            data.x_labels.get(h.col as usize),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| format!("   token {t:?}"))
+        .collect::<String>();
+        format!(
+            "{:?} = {}   (0x{} {}){token}",
+            idx,
+            dtype::format_element(dt, b),
+            hex::encode(b),
+            data.dtype
+        )
+    } else {
+        let (br, bc) = (h.row / data.block.0, h.col / data.block.1);
+        let v = data
+            .pooled
+            .get((br * data.cols + bc) as usize)
+            .copied()
+            .unwrap_or(f32::NAN);
+        let r0 = spec.y.index(br * data.block.0);
+        let c0 = spec.x.index(bc * data.block.1);
+        format!(
+            "{:?}: block of {}x{} cells from [{r0}, {c0}], {}{} = {}",
+            idx,
+            data.block.0,
+            data.block.1,
+            data.stat.name(),
+            if data.mode == tensor_surgeon_core::view::ViewMode::Delta {
+                " delta"
+            } else {
+                ""
+            },
+            dtype::pretty_f64(f64::from(v))
+        )
+    }
+}
+
+#[component]
+pub fn Heatmap() -> impl IntoView {
+    let ctx = use_ctx();
+    let canvas = NodeRef::<html::Canvas>::new();
+    let overlay = NodeRef::<html::Canvas>::new();
+    let hover = RwSignal::new(None::<Hover>);
+    let drag = RwSignal::new(None::<Drag>);
+    let geom = RwSignal::new(None::<Geom>);
+    let scale = RwSignal::new(None::<Scale>);
+    let data = LocalResource::new(move || {
+        let tensor = ctx.url.with(|u| u.tensor.clone());
+        let view = ctx.view.get();
+        let stat = ctx.url.with(|u| u.stat.unwrap_or_default());
+        let mode = ctx.url.with(|u| u.mode.unwrap_or_default());
+        let _ = ctx.version.get();
+        async move {
+            let (tensor, spec) = (tensor?, view?);
+            Some(
+                get_view(ViewRequest {
+                    tensor,
+                    spec,
+                    max_rows: GRID_H,
+                    max_cols: GRID_W,
+                    stat,
+                    mode,
+                })
+                .await,
+            )
+        }
+    });
+    let current = move || {
+        data.with(|d| {
+            d.as_ref()
+                .and_then(|d| d.as_ref())
+                .and_then(|r| r.as_ref().ok())
+                .cloned()
+        })
+    };
+
+    // Draw the cells, axes and colour bar whenever the data or colour settings change. The
+    // canvas carries the draw count and the last draw time (ms) for benchmarks.
+    let draws = StoredValue::new(0u64);
+    Effect::new(move |_| {
+        let url = ctx.url.get();
+        let Some(el) = canvas.get() else { return };
+        data.with(|d| {
+            if let Some(Some(Ok(d))) = d {
+                let (cm, mode) = scale_mode(&url, &d.dtype);
+                let t0 = draw::now();
+                if let Some((g, s)) = draw::cells(&el, d, cm, mode) {
+                    let ms = draw::now() - t0;
+                    draws.update_value(|n| *n += 1);
+                    let _ = el.set_attribute("data-draw-ms", &format!("{ms:.2}"));
+                    let _ = el.set_attribute("data-draws", &draws.get_value().to_string());
+                    let _ = el.set_attribute("data-tensor", &d.tensor);
+                    let _ = el.set_attribute("data-version", &d.version.to_string());
+                    geom.set(Some(g));
+                    scale.set(Some(s));
+                }
+            }
+        });
+    });
+    // The overlay: selection and hover crosshair.
+    Effect::new(move |_| {
+        let (Some(el), Some(g)) = (overlay.get(), geom.get()) else {
+            return;
+        };
+        let view = ctx.view.get();
+        let sel = ctx
+            .selection
+            .get()
+            .filter(|s| Some(&s.view) == view.as_ref());
+        let h = hover.get();
+        if let Some(view) = view {
+            draw::overlay(&el, g, &view, sel.as_ref(), h.map(|h| (h.row, h.col)));
+        }
+    });
+
+    // What a pointer event needs: where the cells are, the view and the tensor.
+    let ready = move || {
+        Some((
+            geom.get_untracked()?,
+            ctx.view.get_untracked()?,
+            ctx.tensor.get_untracked()?,
+        ))
+    };
+    let pos = |ev: &leptos::ev::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+    let on_move = move |ev: leptos::ev::MouseEvent| {
+        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else {
+            return;
+        };
+        let (x, y) = pos(&ev);
+        hover.set(cell_at(g, &view, x, y));
+    };
+    let on_down = move |ev: leptos::ev::MouseEvent| {
+        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else {
+            return;
+        };
+        let (x, y) = pos(&ev);
+        if let Some(cell) = cell_at(g, &view, x, y) {
+            drag.set(Some(Drag {
+                x,
+                y,
+                cell,
+                shift: ev.shift_key(),
+            }));
+        }
+    };
+    let on_up = move |ev: leptos::ev::MouseEvent| {
+        let Some(start) = drag.get_untracked() else {
+            return;
+        };
+        drag.set(None);
+        let Some((g, view, t)) = ready() else {
+            return;
+        };
+        let (x, y) = pos(&ev);
+        let end = cell_at(g, &view, x, y).unwrap_or(start.cell);
+        let moved = (x - start.x).abs() + (y - start.y).abs() > 3.0;
+        let block = current().map(|d| d.block).unwrap_or((1, 1));
+        let (rows, cols) = view.cells();
+        if !moved || start.shift {
+            // Click selects the cell (or pooled block); shift-drag a rectangle.
+            let (a, b) = (start.cell, end);
+            let r0 = a.row.min(b.row) / block.0 * block.0;
+            let c0 = a.col.min(b.col) / block.1 * block.1;
+            let r1 = ((a.row.max(b.row) / block.0 + 1) * block.0).min(rows);
+            let c1 = ((a.col.max(b.col) / block.1 + 1) * block.1).min(cols);
+            ctx.selection.set(Some(CellRect {
+                view: view.clone(),
+                tensor: t.name.clone(),
+                rows: (r0, r1),
+                cols: (c0, c1),
+            }));
+        } else {
+            // Drag pans by whole cells.
+            let dr = start.cell.row as i64 - end.row as i64;
+            let dc = start.cell.col as i64 - end.col as i64;
+            show_spans(ctx, &view, &t.shape, |span, axis, size| {
+                span.panned(if axis == 'y' { dr } else { dc }, size)
+            });
+        }
+    };
+    let on_wheel = move |ev: leptos::ev::WheelEvent| {
+        let Some((g, view, t)) = ready() else {
+            return;
+        };
+        let (x, y) = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+        let Some(cell) = cell_at(g, &view, x, y) else {
+            return;
+        };
+        ev.prevent_default();
+        let factor = if ev.delta_y() < 0.0 { 0.5 } else { 2.0 };
+        show_spans(ctx, &view, &t.shape, |span, axis, size| {
+            span.zoomed(if axis == 'y' { cell.row } else { cell.col }, factor, size)
+        });
+    };
+    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        let (Some(view), Some(t)) = (ctx.view.get_untracked(), ctx.tensor.get_untracked()) else {
+            return;
+        };
+        let (rows, cols) = view.cells();
+        let sel = ctx.selection.get_untracked().filter(|s| s.view == view);
+        let (r, c) = sel.as_ref().map(|s| (s.rows.0, s.cols.0)).unwrap_or((0, 0));
+        let (r, c) = match ev.key().as_str() {
+            "ArrowUp" => (r.saturating_sub(1), c),
+            "ArrowDown" => ((r + 1).min(rows.saturating_sub(1)), c),
+            "ArrowLeft" => (r, c.saturating_sub(1)),
+            "ArrowRight" => (r, (c + 1).min(cols.saturating_sub(1))),
+            "Enter" => {
+                ev.prevent_default();
+                ctx.focus_edit.update(|n| *n += 1);
+                return;
+            }
+            _ => return,
+        };
+        ev.prevent_default();
+        ctx.selection.set(Some(CellRect {
+            view,
+            tensor: t.name,
+            rows: (r, r + 1),
+            cols: (c, c + 1),
+        }));
+    };
+
+    let status = move || {
+        data.with(|d| match d {
+            Some(Some(Err(e))) => view! { <span class="error">{message(e)}</span> }.into_any(),
+            Some(Some(Ok(d))) => {
+                let (rows, cols) = d.spec.cells();
+                let text = if d.block == (1, 1) {
+                    format!("exact: {rows} x {cols} cells")
+                } else {
+                    format!("pooled: {rows} x {cols} cells shown as {} x {} blocks of {} x {} ({}); zoom in for exact cells", d.rows, d.cols, d.block.0, d.block.1, d.stat.name())
+                };
+                let delta = d.mode == tensor_surgeon_core::view::ViewMode::Delta;
+                let text = match d.mode {
+                    tensor_surgeon_core::view::ViewMode::After => text,
+                    m => {
+                        let changed = d.pooled.iter().filter(|v| **v != 0.0).count();
+                        let what = if d.block == (1, 1) { "cells" } else { "blocks" };
+                        let extra = if delta { format!(", {changed} {what} changed (mean delta per block when pooled)") } else { String::new() };
+                        format!("{}: {text}{extra}", m.name())
+                    }
+                };
+                let changed = delta.then(|| d.pooled.iter().filter(|v| **v != 0.0).count().to_string());
+                let nan = if delta { 0 } else if d.block == (1, 1) { count_specials(d) } else { d.pooled.iter().filter(|v| !v.is_finite()).count() };
+                view! { <span class="view-status" data-exact=(d.block == (1, 1)).to_string() data-changed=changed>{text}</span> {(nan > 0).then(|| view! { <span class="specials">{format!(" · {nan} NaN/Inf cells (NaN magenta, +Inf green, -Inf cyan)")}</span> })} }.into_any()
+            }
+            _ => view! { <span class="muted">"…"</span> }.into_any(),
+        })
+    };
+    let hover_text = move || {
+        let h = hover.get()?;
+        data.with(|d| {
+            d.as_ref()
+                .and_then(|d| d.as_ref())
+                .and_then(|r| r.as_ref().ok())
+                .map(|d| describe(d, h))
+        })
+    };
+    let scale_text = move || {
+        scale.get().map(|s| {
+            format!(
+                "scale {} … {}",
+                dtype::pretty_f64(s.lo),
+                dtype::pretty_f64(s.hi)
+            )
+        })
+    };
+
+    view! {
+        <section class="heatmap">
+            <div class="status">{status}</div>
+            <div class="canvas-stack" style=format!("width:{WIDTH}px;height:{HEIGHT}px")>
+                <canvas node_ref=canvas width=WIDTH height=HEIGHT class="cells"
+                    data-plot=move || geom.get().map(|g| format!("{},{},{},{}", g.left, g.top, g.width, g.height))/>
+                <canvas node_ref=overlay width=WIDTH height=HEIGHT class="overlay" tabindex="0" aria-label="heatmap"
+                    on:mousemove=on_move on:mousedown=on_down on:mouseup=on_up on:wheel=on_wheel on:keydown=on_key
+                    on:mouseleave=move |_| { hover.set(None); drag.set(None); }/>
+            </div>
+            <div class="hover" aria-live="polite">{hover_text}</div>
+            <div class="muted">{scale_text}</div>
+        </section>
+    }
+}
+
+fn count_specials(d: &ViewData) -> usize {
+    let Some(dt) = dtype::parse_name(&d.dtype) else {
+        return 0;
+    };
+    let mut vals = Vec::new();
+    dtype::decode_f64_into(dt, &d.bytes, &mut vals);
+    vals.iter().filter(|v| !v.is_finite()).count()
+}
+
+#[cfg_attr(feature = "hydrate", path = "heatmap/draw.rs")]
+#[cfg_attr(not(feature = "hydrate"), path = "heatmap/no_draw.rs")]
+pub(super) mod draw;

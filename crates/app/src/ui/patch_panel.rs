@@ -1,0 +1,235 @@
+//! The patch panel: the session's changed elements, undo / redo, save (download and a copy in
+//! the patches folder), load (verified; conflicts listed), and bake with progress.
+
+use super::state::{message, submit, use_ctx};
+use crate::api::{
+    drop_entries, get_bake_status, get_session, load_patch, redo, resolve_proposal, save_patch,
+    start_bake, undo,
+};
+use leptos::prelude::*;
+use std::time::Duration;
+use tensor_surgeon_wire::{BakeStatus, DropRequest};
+
+#[component]
+pub fn PatchPanel() -> impl IntoView {
+    let ctx = use_ctx();
+    let (error, set_error) = signal(None::<String>);
+    let (saved, set_saved) = signal(None::<String>);
+    let (name, set_name) = signal("session.patch.json".to_string());
+    let (note, set_note) = signal(String::new());
+    let (bake_name, set_bake_name) = signal("baked".to_string());
+    let (bake, set_bake) = signal(None::<BakeStatus>);
+    let (conflicts, set_conflicts) = signal(Vec::<String>::new());
+    // Entries picked in the table, and a tensor picked whole.
+    let picked = RwSignal::new(Vec::<(String, Vec<u64>)>::new());
+    let (pick_tensor, set_pick_tensor) = signal(String::new());
+
+    let (_, set_busy) = signal(false);
+    let on_undo = move |_| submit(ctx, set_busy, set_error, undo());
+    let on_resolve =
+        move |id: u64, accept: bool| submit(ctx, set_busy, set_error, resolve_proposal(id, accept));
+    // Agents edit over /mcp: watch the session so their proposals show up live.
+    fn watch(ctx: super::Ctx, seen: StoredValue<Option<u64>>) {
+        leptos::task::spawn_local(async move {
+            if let Ok(s) = get_session().await {
+                if seen.get_value().is_some_and(|v| v != s.version) {
+                    ctx.changed();
+                }
+                seen.set_value(Some(s.version));
+            }
+            set_timeout(move || watch(ctx, seen), Duration::from_millis(1000));
+        });
+    }
+    Effect::new(move |_| watch(ctx, StoredValue::new(None)));
+    let on_redo = move |_| submit(ctx, set_busy, set_error, redo());
+    let on_drop = move |keep: bool, whole: bool| {
+        let request = DropRequest {
+            tensors: if whole {
+                vec![pick_tensor.get_untracked()]
+            } else {
+                Vec::new()
+            },
+            elements: if whole {
+                Vec::new()
+            } else {
+                picked.get_untracked()
+            },
+            keep,
+        };
+        picked.set(Vec::new());
+        submit(ctx, set_busy, set_error, drop_entries(request));
+    };
+    let on_save = move |_| {
+        let (n, t) = (name.get_untracked(), note.get_untracked());
+        leptos::task::spawn_local(async move {
+            match save_patch(n, t).await {
+                Ok(path) => {
+                    set_saved.set(Some(path));
+                    set_error.set(None);
+                }
+                Err(e) => set_error.set(Some(message(&e))),
+            }
+        });
+    };
+    let on_load = move |ev: leptos::ev::Event| {
+        #[cfg(feature = "hydrate")]
+        {
+            use super::state::submit_then;
+            use wasm_bindgen::JsCast;
+            let Some(input) = ev
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+            else {
+                return;
+            };
+            let Some(file) = input.files().and_then(|f| f.get(0)) else {
+                return;
+            };
+            let name = file.name();
+            let request = async move {
+                let text = wasm_bindgen_futures::JsFuture::from(file.text())
+                    .await
+                    .ok()
+                    .and_then(|v| v.as_string())
+                    .unwrap_or_default();
+                load_patch(text, Some(name)).await
+            };
+            submit_then(ctx, set_busy, set_error, request, move |outcome| {
+                set_conflicts.set(outcome.conflicts)
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (ev, load_patch, set_conflicts, set_busy);
+    };
+    fn poll(set_bake: WriteSignal<Option<BakeStatus>>, set_error: WriteSignal<Option<String>>) {
+        leptos::task::spawn_local(async move {
+            match get_bake_status().await {
+                Ok(st) => {
+                    let running = st.running;
+                    set_bake.set(Some(st));
+                    if running {
+                        set_timeout(
+                            move || poll(set_bake, set_error),
+                            Duration::from_millis(150),
+                        );
+                    }
+                }
+                Err(e) => set_error.set(Some(message(&e))),
+            }
+        });
+    }
+    let on_bake = move |_| {
+        let n = bake_name.get_untracked();
+        leptos::task::spawn_local(async move {
+            match start_bake(n).await {
+                Ok(st) => {
+                    set_bake.set(Some(st));
+                    poll(set_bake, set_error);
+                }
+                Err(e) => set_error.set(Some(message(&e))),
+            }
+        });
+    };
+    let bake_view = move || {
+        bake.get().map(|b| {
+            let pct = (b.done * 100).checked_div(b.total).unwrap_or(0);
+            view! {
+                <div class="bake-status">
+                    <progress max="100" value=pct.to_string()></progress>
+                    {if b.running { format!(" baking… {pct}%") } else { String::new() }}
+                    {b.error.clone().map(|e| view! { <span class="error">{e}</span> })}
+                    <ul class="baked">{b.written.iter().map(|w| view! { <li><code>{w.clone()}</code></li> }).collect_view()}</ul>
+                </div>
+            }
+        })
+    };
+    view! {
+        <section class="patch-panel">
+            <h3>"Patch"</h3>
+            <div class="row">
+                <Transition fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let s = ctx.session.await.ok();
+                        let (can_undo, can_redo) = s.as_ref().map(|s| (s.can_undo, s.can_redo)).unwrap_or_default();
+                        view! {
+                            <button class="undo" on:click=on_undo disabled=!can_undo>"undo"</button>
+                            <button class="redo" on:click=on_redo disabled=!can_redo>"redo"</button>
+                        }
+                    })}
+                </Transition>
+                <input aria-label="patch file name" prop:value=name on:input=move |ev| set_name.set(event_target_value(&ev))/>
+                <input aria-label="patch note" placeholder="note" prop:value=note on:input=move |ev| set_note.set(event_target_value(&ev))/>
+                <button class="save" on:click=on_save>"save to patches folder"</button>
+                <a class="download" href="/api/patch/download" download="session.patch.json">"download"</a>
+                <label class="load">"load " <input type="file" accept=".json,application/json" aria-label="load patch" on:change=on_load/></label>
+            </div>
+            <div class="row">
+                <input aria-label="bake file name" prop:value=bake_name on:input=move |ev| set_bake_name.set(event_target_value(&ev))/>
+                <button class="bake" on:click=on_bake>"bake"</button>
+                {bake_view}
+            </div>
+            {move || saved.get().map(|p| view! { <p class="saved">"saved " <code>{p}</code></p> })}
+            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+            {move || {
+                let c = conflicts.get();
+                (!c.is_empty()).then(|| view! { <div class="conflicts"><p class="error">{format!("{} conflict(s): the patch was not applied", c.len())}</p><ul>{c.into_iter().map(|x| view! { <li>{x}</li> }).collect_view()}</ul></div> })
+            }}
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match ctx.session.await {
+                        Err(e) => view! { <p class="error">{message(&e)}</p> }.into_any(),
+                        Ok(s) => view! {
+                            {(!s.pending.is_empty()).then(|| view! {
+                                <div class="pending">
+                                    <h3>{format!("Proposed by agents ({})", s.pending.len())}</h3>
+                                    <ul>{s.pending.iter().map(|p| {
+                                        let id = p.id;
+                                        view! { <li data-proposal=p.id.to_string()>
+                                            <span class="proposal-label">{p.label.clone()}</span>" "
+                                            <span class="muted">{format!("({} bytes)", p.bytes)}</span>
+                                            <button class="accept" on:click=move |_| on_resolve(id, true)>"accept"</button>
+                                            <button class="reject" on:click=move |_| on_resolve(id, false)>"reject"</button>
+                                        </li> }
+                                    }).collect_view()}</ul>
+                                </div>
+                            })}
+                            <p class="muted">{format!("{} changed element(s) in {} step(s)", s.total_elements, s.steps.len())}</p>
+                            <div class="row entry-actions">
+                                <button class="drop-selected" on:click=move |_| on_drop(false, false) disabled=move || picked.with(|p| p.is_empty())>"drop selected"</button>
+                                <button class="keep-selected" on:click=move |_| on_drop(true, false) disabled=move || picked.with(|p| p.is_empty())>"keep only selected"</button>
+                                <select aria-label="entries of tensor" on:change=move |ev| set_pick_tensor.set(event_target_value(&ev))>
+                                    <option value="">"tensor…"</option>
+                                    {let mut ts: Vec<String> = s.entries.iter().map(|e| e.tensor.clone()).collect(); ts.dedup(); ts.into_iter().map(|t| view! { <option value=t.clone()>{t.clone()}</option> }).collect_view()}
+                                </select>
+                                <button class="drop-tensor" on:click=move |_| on_drop(false, true) disabled=move || pick_tensor.with(String::is_empty)>"drop tensor's entries"</button>
+                                <button class="keep-tensor" on:click=move |_| on_drop(true, true) disabled=move || pick_tensor.with(String::is_empty)>"keep only tensor"</button>
+                            </div>
+                            <table class="entries">
+                                <thead><tr><th></th><th>"tensor"</th><th>"index"</th><th>"old"</th><th>"new"</th><th>"old hex"</th><th>"new hex"</th><th>"origin"</th></tr></thead>
+                                <tbody>
+                                    {s.entries.iter().map(|e| {
+                                        let key = (e.tensor.clone(), e.index.clone());
+                                        let k2 = key.clone();
+                                        view! {
+                                        <tr>
+                                            <td><input type="checkbox" class="pick-entry" aria-label=format!("select {} {:?}", e.tensor, e.index)
+                                                prop:checked=move || picked.with(|p| p.contains(&k2))
+                                                on:change=move |_| { let k = key.clone(); picked.update(|p| if let Some(i) = p.iter().position(|x| *x == k) { p.remove(i); } else { p.push(k); }) }/></td>
+                                            <td>{e.tensor.clone()}</td>
+                                            <td>{format!("{:?}", e.index)}</td>
+                                            <td>{e.old_value.clone()}</td>
+                                            <td class="new-value">{e.new_value.clone()}</td>
+                                            <td><code>{e.old_hex.clone()}</code></td>
+                                            <td><code>{e.new_hex.clone()}</code></td>
+                                            <td class="origin">{e.origin.clone()}</td>
+                                        </tr>
+                                    }}).collect_view()}
+                                </tbody>
+                            </table>
+                        }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
+    }
+}

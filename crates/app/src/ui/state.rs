@@ -1,0 +1,218 @@
+//! State shared by the components: the URL-backed view state, the selection, and the edit
+//! version that makes data refetch.
+
+use crate::api::get_session;
+use crate::urlstate::UrlState;
+use leptos::prelude::*;
+use leptos_router::hooks::{use_navigate, use_query_map};
+use leptos_router::params::ParamsMap;
+use leptos_router::NavigateOptions;
+use std::rc::Rc;
+use tensor_surgeon_core::view::ViewSpec;
+use tensor_surgeon_wire::{ModelSummary, SessionView, TensorRow};
+
+/// The router's navigate function, kept for event handlers.
+type Navigate = Rc<dyn Fn(&str, NavigateOptions)>;
+
+/// A rectangle of view cells (half-open), remembered with the view it was made in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellRect {
+    pub view: ViewSpec,
+    pub tensor: String,
+    pub rows: (u64, u64),
+    pub cols: (u64, u64),
+}
+
+impl CellRect {
+    /// Whether it is a single cell.
+    pub fn is_cell(&self) -> bool {
+        self.rows.1 == self.rows.0 + 1 && self.cols.1 == self.cols.0 + 1
+    }
+}
+
+/// Shared UI state (all `Copy` handles).
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    pub url: Memo<UrlState>,
+    /// Bumped after every change to the session; data keyed on it refetches.
+    pub version: RwSignal<u64>,
+    /// Bumped when the session must be fetched again (not when a request answered with it).
+    session_stale: RwSignal<u64>,
+    /// The open model (loaded before anything that needs it renders).
+    pub model: StoredValue<ModelSummary>,
+    pub session: Resource<Result<SessionView, ServerFnError>>,
+    /// The current tensor's row of the list.
+    pub tensor: Memo<Option<TensorRow>>,
+    /// The repaired view of the current tensor.
+    pub view: Memo<Option<ViewSpec>>,
+    pub selection: RwSignal<Option<CellRect>>,
+    /// Asks the edit panel to take focus (Enter on the heatmap).
+    pub focus_edit: RwSignal<u64>,
+    /// True once the client has hydrated (tests wait for it).
+    pub hydrated: RwSignal<bool>,
+    nav: StoredValue<Navigate, LocalStorage>,
+}
+
+impl Ctx {
+    /// Creates the state for a loaded model and provides it as context.
+    pub fn provide(summary: ModelSummary) -> Ctx {
+        let query = use_query_map();
+        let url = Memo::new(move |_| {
+            query.with(|q| UrlState::from_pairs(q.latest_values().map(|(k, v)| (k.as_ref(), v))))
+        });
+        let version = RwSignal::new(0u64);
+        let model = StoredValue::new(summary);
+        let session_stale = RwSignal::new(0u64);
+        let session = Resource::new(move || session_stale.get(), |_| get_session());
+        let tensor = Memo::new(move |_| {
+            let name = url.with(|u| u.tensor.clone())?;
+            model.with_value(|m| m.tensors.iter().find(|t| t.name == name).cloned())
+        });
+        let view =
+            Memo::new(move |_| tensor.with(|t| t.as_ref().map(|t| url.with(|u| u.view(&t.shape)))));
+        let hydrated = RwSignal::new(false);
+        Effect::new(move |_| hydrated.set(true));
+        let navigate = use_navigate();
+        let nav: Navigate = Rc::new(move |href: &str, opts: NavigateOptions| navigate(href, opts));
+        let ctx = Ctx {
+            url,
+            version,
+            session_stale,
+            model,
+            session,
+            tensor,
+            view,
+            selection: RwSignal::new(None),
+            focus_edit: RwSignal::new(0),
+            hydrated,
+            nav: StoredValue::new_local(nav),
+        };
+        provide_context(ctx);
+        ctx
+    }
+
+    /// Shows `state` (a new history entry unless `replace`).
+    pub fn go(&self, state: &UrlState, replace: bool) {
+        let href = href(state);
+        self.nav.with_value(|f| {
+            f(
+                &href,
+                NavigateOptions {
+                    replace,
+                    scroll: false,
+                    ..Default::default()
+                },
+            )
+        });
+    }
+
+    /// The selection, when it belongs to the view on screen.
+    pub fn selection_in_view(&self) -> Option<CellRect> {
+        self.selection
+            .get()
+            .filter(|s| Some(&s.view) == self.view.get().as_ref())
+    }
+
+    /// Marks the session changed: the session and every view of the data are fetched again.
+    pub fn changed(&self) {
+        self.session_stale.update(|v| *v += 1);
+        self.version.update(|v| *v += 1);
+    }
+
+    /// Shows `session`, the answer of a request that changed it; views of the data refetch.
+    pub fn show_session(&self, session: SessionView) {
+        self.session.set(Some(Ok(session)));
+        self.version.update(|v| *v += 1);
+    }
+}
+
+/// The link for a state.
+pub fn href(state: &UrlState) -> String {
+    let mut map = ParamsMap::new();
+    for (k, v) in state.to_pairs() {
+        map.insert(k, v);
+    }
+    let q = map.to_query_string();
+    if q.is_empty() {
+        "/".into()
+    } else {
+        format!("/{q}")
+    }
+}
+
+/// The shared state.
+pub fn use_ctx() -> Ctx {
+    expect_context::<Ctx>()
+}
+
+/// Polls `fetch` every 250 ms while `running` holds, publishing the progress it reports.
+pub fn poll_progress<F, Fut>(
+    running: ReadSignal<bool>,
+    set: WriteSignal<Option<tensor_surgeon_wire::TaskProgress>>,
+    fetch: F,
+) where
+    F: Fn() -> Fut + Copy + 'static,
+    Fut: std::future::Future<Output = Result<tensor_surgeon_wire::TaskProgress, ServerFnError>>
+        + 'static,
+{
+    leptos::task::spawn_local(async move {
+        if !running.get_untracked() {
+            set.set(None);
+            return;
+        }
+        if let Ok(p) = fetch().await {
+            set.set(Some(p));
+        }
+        set_timeout(
+            move || poll_progress(running, set, fetch),
+            std::time::Duration::from_millis(250),
+        );
+    });
+}
+
+/// Runs a request that changes the session and answers with the session (edits, region
+/// operations, undo, redo, layers, drops): `busy` while it runs, then its error (or none) in
+/// `error`; the answer is shown as the session and every view of the data refetches.
+pub fn submit(
+    ctx: Ctx,
+    busy: WriteSignal<bool>,
+    error: WriteSignal<Option<String>>,
+    request: impl std::future::Future<Output = Result<SessionView, ServerFnError>> + 'static,
+) {
+    submit_then(ctx, busy, error, request, move |session| {
+        ctx.show_session(session)
+    });
+}
+
+/// Runs a request that changes the session and answers with something else (a load's
+/// conflicts, a combine's outcome): like [`submit`], but `done` gets the answer, and the
+/// session is fetched again.
+pub fn submit_then<T: 'static>(
+    ctx: Ctx,
+    busy: WriteSignal<bool>,
+    error: WriteSignal<Option<String>>,
+    request: impl std::future::Future<Output = Result<T, ServerFnError>> + 'static,
+    done: impl FnOnce(T) + 'static,
+) {
+    busy.set(true);
+    leptos::task::spawn_local(async move {
+        let result = request.await;
+        busy.set(false);
+        match result {
+            Ok(answer) => {
+                error.set(None);
+                done(answer);
+                ctx.changed();
+            }
+            Err(e) => error.set(Some(message(&e))),
+        }
+    });
+}
+
+/// A server function error as the text a user should read.
+pub fn message(e: &ServerFnError) -> String {
+    match e {
+        ServerFnError::ServerError(m) => m.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,94 @@
+//! The undo/redo history of edit steps, and the overlay it produces.
+
+use super::Change;
+use crate::overlay::Overlay;
+use serde::{Deserialize, Serialize};
+
+/// One user action: its changes and a label for the history list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EditStep {
+    pub label: String,
+    pub changes: Vec<Change>,
+    /// Who made it (journals written before provenance read as unknown).
+    #[serde(default)]
+    pub origin: crate::origin::Origin,
+    /// Set on the steps that load, enable or disable a loaded patch (a layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<LayerMark>,
+}
+
+/// A step's part in a loaded patch's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerMark {
+    /// The layer's id in this session.
+    pub id: u64,
+    /// The patch's name (its file name).
+    pub name: String,
+    pub action: LayerAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerAction {
+    /// The patch was loaded: the step's changes are the patch.
+    Load,
+    /// Turned back on.
+    On,
+    /// Turned off: its bytes went back to what was beneath.
+    Off,
+}
+
+/// The undo/redo history and the overlay it produces.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    steps: Vec<EditStep>,
+    cursor: usize,
+    overlay: Overlay,
+}
+
+impl History {
+    /// The overlay of every applied step.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// Applies a new step; any undone steps are discarded.
+    pub fn apply(&mut self, step: EditStep) {
+        self.steps.truncate(self.cursor);
+        for c in &step.changes {
+            self.overlay.write(&c.tensor, c.offset, &c.after);
+        }
+        self.steps.push(step);
+        self.cursor = self.steps.len();
+    }
+
+    /// Reverts the last applied step.
+    pub fn undo(&mut self) -> Option<&EditStep> {
+        self.cursor = self.cursor.checked_sub(1)?;
+        let step = &self.steps[self.cursor];
+        for c in step.changes.iter().rev() {
+            self.overlay.write(&c.tensor, c.offset, &c.before);
+        }
+        Some(step)
+    }
+
+    /// Re-applies the last undone step.
+    pub fn redo(&mut self) -> Option<&EditStep> {
+        let step = self.steps.get(self.cursor)?;
+        for c in &step.changes {
+            self.overlay.write(&c.tensor, c.offset, &c.after);
+        }
+        self.cursor += 1;
+        Some(step)
+    }
+
+    /// Applied steps, oldest first.
+    pub fn applied(&self) -> &[EditStep] {
+        &self.steps[..self.cursor]
+    }
+
+    /// Steps that redo would bring back, next first.
+    pub fn undone(&self) -> &[EditStep] {
+        &self.steps[self.cursor..]
+    }
+}

@@ -1,0 +1,254 @@
+//! The edit overlay: new bytes laid over a tensor's base bytes, which every read consults.
+//!
+//! Per tensor, a [`RangeMap`] of non-overlapping byte runs (adjacent writes merge). The
+//! base data is never written; [`Patched`] is a [`ByteSource`] that reads the base and lays
+//! the runs on top.
+
+use crate::source::ByteSource;
+use std::collections::BTreeMap;
+
+/// Non-overlapping byte runs keyed by their start offset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeMap {
+    runs: BTreeMap<u64, Vec<u8>>,
+}
+
+impl RangeMap {
+    /// Writes `bytes` at `offset`, replacing what was there; touching runs merge into one.
+    pub fn write(&mut self, offset: u64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let end = offset + bytes.len() as u64;
+        // Fast path, for element-by-element edits: the write lands in or extends the run that
+        // starts at or before it and touches no later run. Extending in place keeps a
+        // whole-tensor edit linear instead of copying the growing run on every write.
+        let before = self
+            .runs
+            .range(..=offset)
+            .next_back()
+            .map(|(s, r)| (*s, r.len() as u64));
+        if let Some((s, len)) = before.filter(|(s, len)| s + len >= offset) {
+            if self.runs.range(s + 1..=end).next().is_none() {
+                if let Some(run) = self.runs.get_mut(&s) {
+                    run.resize(len.max(end - s) as usize, 0);
+                    run[(offset - s) as usize..(end - s) as usize].copy_from_slice(bytes);
+                    return;
+                }
+            }
+        }
+        let touching: Vec<u64> = self
+            .runs
+            .range(..=end)
+            .rev()
+            .take_while(|(s, r)| **s + r.len() as u64 >= offset)
+            .map(|(s, _)| *s)
+            .collect();
+        let mut start = offset;
+        let mut stop = end;
+        for s in &touching {
+            start = start.min(*s);
+            stop = stop.max(*s + self.runs[s].len() as u64);
+        }
+        let mut merged = vec![0u8; (stop - start) as usize];
+        for s in touching {
+            if let Some(run) = self.runs.remove(&s) {
+                let at = (s - start) as usize;
+                merged[at..at + run.len()].copy_from_slice(&run);
+            }
+        }
+        let at = (offset - start) as usize;
+        merged[at..at + bytes.len()].copy_from_slice(bytes);
+        self.runs.insert(start, merged);
+    }
+
+    /// Lays the runs that intersect `[offset, offset + out.len())` onto `out`.
+    pub fn lay_onto(&self, offset: u64, out: &mut [u8]) {
+        let end = offset + out.len() as u64;
+        // The run starting at or before `offset` may reach in; then every run starting inside.
+        let first = self
+            .runs
+            .range(..=offset)
+            .next_back()
+            .map(|(s, _)| *s)
+            .unwrap_or(offset);
+        for (&s, run) in self.runs.range(first..end) {
+            let run_end = s + run.len() as u64;
+            let lo = s.max(offset);
+            let hi = run_end.min(end);
+            if lo < hi {
+                out[(lo - offset) as usize..(hi - offset) as usize]
+                    .copy_from_slice(&run[(lo - s) as usize..(hi - s) as usize]);
+            }
+        }
+    }
+
+    /// Whether any run covers a byte of `[start, end)`.
+    pub fn intersects(&self, start: u64, end: u64) -> bool {
+        let before = self
+            .runs
+            .range(..=start)
+            .next_back()
+            .is_some_and(|(s, r)| s + r.len() as u64 > start);
+        before || self.runs.range(start..end).next().is_some()
+    }
+
+    /// The runs, in offset order.
+    pub fn runs(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.runs.iter().map(|(s, r)| (*s, r.as_slice()))
+    }
+
+    /// Whether nothing is written.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Total bytes held.
+    pub fn byte_len(&self) -> u64 {
+        self.runs.values().map(|r| r.len() as u64).sum()
+    }
+}
+
+/// Per-tensor overlays of a whole model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overlay {
+    tensors: BTreeMap<String, RangeMap>,
+}
+
+impl Overlay {
+    /// Writes new bytes for `tensor` at `offset` (relative to the tensor's data).
+    pub fn write(&mut self, tensor: &str, offset: u64, bytes: &[u8]) {
+        self.tensors
+            .entry(tensor.to_string())
+            .or_default()
+            .write(offset, bytes);
+    }
+
+    /// The runs of one tensor.
+    pub fn tensor(&self, tensor: &str) -> Option<&RangeMap> {
+        self.tensors.get(tensor).filter(|r| !r.is_empty())
+    }
+
+    /// Every tensor with runs, by name.
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, &RangeMap)> {
+        self.tensors
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(n, r)| (n.as_str(), r))
+    }
+
+    /// A copy holding only one tensor's runs (to read it without holding a lock).
+    pub fn only(&self, tensor: &str) -> Overlay {
+        let mut o = Overlay::default();
+        if let Some(r) = self.tensor(tensor) {
+            o.tensors.insert(tensor.to_string(), r.clone());
+        }
+        o
+    }
+
+    /// A tensor's base bytes seen through the overlay.
+    pub fn view<'a>(&'a self, tensor: &str, base: &'a [u8]) -> Patched<'a> {
+        Patched {
+            base,
+            runs: self.tensor(tensor),
+        }
+    }
+}
+
+/// Base bytes with overlay runs laid on top.
+pub struct Patched<'a> {
+    pub base: &'a [u8],
+    pub runs: Option<&'a RangeMap>,
+}
+
+impl ByteSource for Patched<'_> {
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        self.base.read(offset, out);
+        if let Some(runs) = self.runs {
+            runs.lay_onto(offset, out);
+        }
+    }
+
+    fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        match self.runs {
+            Some(runs) if runs.intersects(offset, offset + len as u64) => None,
+            _ => self.base.borrow_bytes(offset, len),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(m: &RangeMap, base: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; base.len()];
+        Patched {
+            base,
+            runs: Some(m),
+        }
+        .read(0, &mut out);
+        out
+    }
+
+    #[test]
+    fn writes_merge_and_overwrite() {
+        let base = [0u8; 10];
+        let mut m = RangeMap::default();
+        m.write(2, &[1, 1]);
+        m.write(6, &[2, 2]);
+        assert_eq!(m.runs().count(), 2);
+        m.write(4, &[3, 3]); // touches both neighbours
+        assert_eq!(
+            m.runs().collect::<Vec<_>>(),
+            vec![(2u64, &[1u8, 1, 3, 3, 2, 2][..])]
+        );
+        m.write(1, &[9, 9]); // overlaps the start
+        assert_eq!(read(&m, &base), [0, 9, 9, 1, 3, 3, 2, 2, 0, 0]);
+        assert_eq!(m.byte_len(), 7);
+    }
+
+    #[test]
+    fn writes_in_or_after_a_run_extend_it() {
+        let mut m = RangeMap::default();
+        for (i, b) in [1u8, 2, 3, 4].iter().enumerate() {
+            m.write(10 + i as u64, &[*b]);
+        }
+        m.write(11, &[9]);
+        m.write(30, &[5]);
+        m.write(13, &[7, 7]);
+        assert_eq!(
+            m.runs().collect::<Vec<_>>(),
+            vec![(10u64, &[1u8, 9, 3, 7, 7][..]), (30, &[5][..])]
+        );
+    }
+
+    #[test]
+    fn partial_reads_see_runs() {
+        let base: Vec<u8> = (0..10).collect();
+        let mut m = RangeMap::default();
+        m.write(3, &[100, 101, 102]);
+        let mut out = [0u8; 3];
+        Patched {
+            base: &base,
+            runs: Some(&m),
+        }
+        .read(4, &mut out);
+        assert_eq!(out, [101, 102, 6]);
+        Patched {
+            base: &base,
+            runs: Some(&m),
+        }
+        .read(0, &mut out);
+        assert_eq!(out, [0, 1, 2]);
+        // Zero-copy reads only where no run reaches.
+        let p = Patched {
+            base: &base,
+            runs: Some(&m),
+        };
+        assert_eq!(p.borrow_bytes(0, 3), Some(&base[0..3]));
+        assert_eq!(p.borrow_bytes(1, 3), None);
+        assert_eq!(p.borrow_bytes(5, 3), None, "the run [3, 6) reaches byte 5");
+        assert_eq!(p.borrow_bytes(6, 4), Some(&base[6..10]));
+    }
+}

@@ -1,0 +1,416 @@
+//! Hex-diff patches: `(tensor, byte offset, original bytes, patched bytes)` entries with a
+//! header naming the base model. Pure: verification reads the base through [`BaseModel`].
+//!
+//! The file format is documented in `docs/patch-format.md`.
+
+use crate::change::Change;
+use crate::header::TensorInfo;
+use crate::overlay::Overlay;
+use crate::{dtype, slice};
+use serde::{Deserialize, Serialize};
+
+mod origin;
+pub use crate::origin::Origin;
+pub use origin::OriginMap;
+
+/// The `format` field of every patch file.
+pub const FORMAT: &str = "tensor-surgeon-patch";
+/// The current format version.
+pub const VERSION: u32 = 1;
+
+/// Identity of one base file: its name, a hash of its header, its size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub file: String,
+    pub header_sha256: String,
+    pub size: u64,
+}
+
+/// Fingerprints a file from its header bytes (length prefix + JSON) and size.
+pub fn fingerprint(file: &str, header_bytes: &[u8], size: u64) -> Fingerprint {
+    use sha2::Digest;
+    Fingerprint {
+        file: file.to_string(),
+        header_sha256: hex::encode(sha2::Sha256::digest(header_bytes)),
+        size,
+    }
+}
+
+/// One run of changed bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchEntry {
+    pub tensor: String,
+    /// Byte offset within the tensor's data.
+    pub offset: u64,
+    #[serde(with = "hex::serde")]
+    pub original: Vec<u8>,
+    #[serde(with = "hex::serde")]
+    pub patched: Vec<u8>,
+    /// Who made the change (absent in patches written before provenance was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+impl PatchEntry {
+    /// The offset just past the entry.
+    pub fn end(&self) -> u64 {
+        self.offset + self.patched.len() as u64
+    }
+}
+
+/// A patch file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patch {
+    pub format: String,
+    pub version: u32,
+    /// RFC 3339 creation time.
+    pub created: String,
+    #[serde(default)]
+    pub note: String,
+    /// The base model, one fingerprint per file (shard).
+    pub base: Vec<Fingerprint>,
+    pub entries: Vec<PatchEntry>,
+}
+
+/// What is wrong with a patch as a document.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PatchError {
+    /// Not JSON of the patch shape.
+    #[error("not a patch file: {reason}")]
+    Parse { reason: String },
+    /// Another format or a newer version.
+    #[error("unsupported patch format {format:?} version {version} (this build reads {FORMAT:?} version {VERSION})")]
+    Version { format: String, version: u32 },
+    /// An entry whose original and patched lengths differ, or that is empty.
+    #[error("entry at {tensor}+{offset}: original is {original} bytes but patched is {patched}")]
+    Length {
+        tensor: String,
+        offset: u64,
+        original: usize,
+        patched: usize,
+    },
+    /// An entry whose bytes would end past the largest offset there is.
+    #[error(
+        "entry at {tensor}+{offset}: {len} bytes from there run past the largest possible offset"
+    )]
+    OffsetOverflow {
+        tensor: String,
+        offset: u64,
+        len: usize,
+    },
+    /// Two entries of one patch cover the same bytes.
+    #[error("entries at {tensor}+{first} and {tensor}+{second} overlap")]
+    Overlap {
+        tensor: String,
+        first: u64,
+        second: u64,
+    },
+}
+
+/// A place where a patch does not fit its base (or another patch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub tensor: String,
+    pub offset: u64,
+    pub len: u64,
+    #[serde(flatten)]
+    pub kind: ConflictKind,
+}
+
+/// The kinds of conflict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConflictKind {
+    /// The base has no such tensor.
+    MissingTensor,
+    /// The entry runs past the tensor's data.
+    OutOfRange { tensor_bytes: u64 },
+    /// The base bytes are not the entry's original bytes.
+    Mismatch {
+        #[serde(with = "hex::serde")]
+        expected: Vec<u8>,
+        #[serde(with = "hex::serde")]
+        found: Vec<u8>,
+    },
+    /// A compact patch's digest of the original bytes of a tensor's runs does not match the
+    /// base (compact patches carry digests, not the original bytes).
+    BaseDiffers { runs: u64 },
+    /// Two patches change the same bytes to different values.
+    Clash {
+        #[serde(with = "hex::serde")]
+        first: Vec<u8>,
+        #[serde(with = "hex::serde")]
+        second: Vec<u8>,
+    },
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = format!(
+            "{} bytes {}..{}",
+            self.tensor,
+            self.offset,
+            self.offset + self.len
+        );
+        match &self.kind {
+            ConflictKind::MissingTensor => {
+                write!(f, "{}: the model has no tensor of that name", self.tensor)
+            }
+            ConflictKind::OutOfRange { tensor_bytes } => {
+                write!(f, "{at}: past the end of the tensor's {tensor_bytes} bytes")
+            }
+            ConflictKind::Mismatch { expected, found } => write!(
+                f,
+                "{at}: patch expects {} but the model has {}",
+                hex::encode(expected),
+                hex::encode(found)
+            ),
+            ConflictKind::BaseDiffers { runs } => write!(
+                f,
+                "{at}: the model's bytes in the patch's {runs} run(s) are not those the patch \
+                 was made for (their SHA-256 differs)"
+            ),
+            ConflictKind::Clash { first, second } => write!(
+                f,
+                "{at}: one patch writes {} and the other {}",
+                hex::encode(first),
+                hex::encode(second)
+            ),
+        }
+    }
+}
+
+/// Read access to the base model for verification and diffing.
+pub trait BaseModel {
+    /// A tensor's header entry and base bytes.
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])>;
+}
+
+impl Patch {
+    /// An empty patch against `base`.
+    pub fn new(base: Vec<Fingerprint>, created: String, note: String) -> Patch {
+        Patch {
+            format: FORMAT.into(),
+            version: VERSION,
+            created,
+            note,
+            base,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Parses and checks a patch document (format, version, entry lengths, overlaps).
+    pub fn from_json(text: &str) -> Result<Patch, PatchError> {
+        let mut patch: Patch = serde_json::from_str(text).map_err(|e| PatchError::Parse {
+            reason: e.to_string(),
+        })?;
+        if patch.format != FORMAT || patch.version != VERSION {
+            return Err(PatchError::Version {
+                format: patch.format,
+                version: patch.version,
+            });
+        }
+        patch.entries = normalize(patch.entries)?;
+        Ok(patch)
+    }
+
+    /// About how many bytes [`Patch::to_json`] writes, without writing it.
+    pub fn json_len_estimate(&self) -> u64 {
+        let head = 200 + self.note.len() + 150 * self.base.len();
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|e| 100 + e.tensor.len() + 4 * e.patched.len())
+            .sum();
+        (head + entries) as u64
+    }
+
+    /// The patch as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// The net difference between `base` and the overlay, element-aligned and coalesced.
+    pub fn entries_from_overlay(overlay: &Overlay, base: &impl BaseModel) -> Vec<PatchEntry> {
+        let mut out: Vec<PatchEntry> = Vec::new();
+        for (name, runs) in overlay.tensors() {
+            let Some((info, bytes)) = base.tensor(name) else {
+                continue;
+            };
+            // Element-sized granules (one byte for the packed dtypes) keep entries readable.
+            let granule = if dtype::is_packed(info.dtype) {
+                1
+            } else {
+                dtype::element_bytes(info.dtype) as u64
+            };
+            for (start, run) in runs.runs() {
+                // One buffer per run: the granules it touches, with every run laid over them.
+                let lo = start - start % granule;
+                let hi = (start + run.len() as u64)
+                    .div_ceil(granule)
+                    .saturating_mul(granule)
+                    .min(bytes.len() as u64);
+                if lo >= hi {
+                    continue;
+                }
+                let old_span = &bytes[lo as usize..hi as usize];
+                let mut new_span = old_span.to_vec();
+                runs.lay_onto(lo, &mut new_span);
+                for (k, (old, new)) in old_span
+                    .chunks(granule as usize)
+                    .zip(new_span.chunks(granule as usize))
+                    .enumerate()
+                {
+                    let g = lo + k as u64 * granule;
+                    if new == old {
+                        continue;
+                    }
+                    match out.last_mut() {
+                        Some(last) if last.tensor == name && last.end() == g => {
+                            last.original.extend_from_slice(old);
+                            last.patched.extend_from_slice(new);
+                        }
+                        Some(last) if last.tensor == name && last.end() > g => {
+                            // Granule already covered by the previous run's last granule.
+                        }
+                        _ => out.push(PatchEntry {
+                            tensor: name.to_string(),
+                            offset: g,
+                            original: old.to_vec(),
+                            patched: new.to_vec(),
+                            origin: None,
+                        }),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks every entry against the base; an empty list means the patch applies cleanly.
+    pub fn verify(&self, base: &impl BaseModel) -> Vec<Conflict> {
+        let mut conflicts = Vec::new();
+        for e in &self.entries {
+            let len = e.original.len() as u64;
+            let conflict = |kind| Conflict {
+                tensor: e.tensor.clone(),
+                offset: e.offset,
+                len,
+                kind,
+            };
+            let Some((_, bytes)) = base.tensor(&e.tensor) else {
+                conflicts.push(conflict(ConflictKind::MissingTensor));
+                continue;
+            };
+            let Some(found) = e
+                .offset
+                .checked_add(len)
+                .filter(|&end| end <= bytes.len() as u64)
+                .map(|end| &bytes[e.offset as usize..end as usize])
+            else {
+                conflicts.push(conflict(ConflictKind::OutOfRange {
+                    tensor_bytes: bytes.len() as u64,
+                }));
+                continue;
+            };
+            if found != e.original.as_slice() {
+                conflicts.push(conflict(ConflictKind::Mismatch {
+                    expected: e.original.clone(),
+                    found: found.to_vec(),
+                }));
+            }
+        }
+        conflicts
+    }
+
+    /// The overlay that applying this patch produces.
+    pub fn to_overlay(&self) -> Overlay {
+        let mut overlay = Overlay::default();
+        for e in &self.entries {
+            overlay.write(&e.tensor, e.offset, &e.patched);
+        }
+        overlay
+    }
+
+    /// Entries of one tensor, by offset.
+    pub fn entries_for<'a>(&'a self, tensor: &'a str) -> impl Iterator<Item = &'a PatchEntry> + 'a {
+        self.entries.iter().filter(move |e| e.tensor == tensor)
+    }
+
+    /// The patch that undoes this one.
+    pub fn invert(&self) -> Patch {
+        let mut out = self.clone();
+        for e in &mut out.entries {
+            std::mem::swap(&mut e.original, &mut e.patched);
+        }
+        out
+    }
+
+    /// Adds changes (from an edit) to the patch: the patched bytes become the changes' new
+    /// bytes; originals stay those of the base.
+    pub fn record(&mut self, changes: &[Change], base: &impl BaseModel, origin: &Origin) {
+        let mut overlay = self.to_overlay();
+        let mut origins = OriginMap::from_entries(&self.entries);
+        for c in changes {
+            overlay.write(&c.tensor, c.offset, &c.after);
+            origins.mark(&c.tensor, c.offset, c.after.len(), origin);
+        }
+        self.entries = origins.split(Patch::entries_from_overlay(&overlay, base));
+    }
+}
+
+/// Sorts entries, rejects empty or unequal-length ones and overlaps, and coalesces adjacent.
+pub fn normalize(mut entries: Vec<PatchEntry>) -> Result<Vec<PatchEntry>, PatchError> {
+    for e in &entries {
+        if e.original.len() != e.patched.len() || e.original.is_empty() {
+            return Err(PatchError::Length {
+                tensor: e.tensor.clone(),
+                offset: e.offset,
+                original: e.original.len(),
+                patched: e.patched.len(),
+            });
+        }
+        // Past this check `end()` cannot overflow, whatever a file claims.
+        if e.offset.checked_add(e.patched.len() as u64).is_none() {
+            return Err(PatchError::OffsetOverflow {
+                tensor: e.tensor.clone(),
+                offset: e.offset,
+                len: e.patched.len(),
+            });
+        }
+    }
+    entries.sort_by(|a, b| (&a.tensor, a.offset).cmp(&(&b.tensor, b.offset)));
+    let mut out: Vec<PatchEntry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        match out.last_mut() {
+            Some(last) if last.tensor == e.tensor && last.end() > e.offset => {
+                return Err(PatchError::Overlap {
+                    tensor: e.tensor,
+                    first: last.offset,
+                    second: e.offset,
+                });
+            }
+            Some(last)
+                if last.tensor == e.tensor && last.end() == e.offset && last.origin == e.origin =>
+            {
+                last.original.extend_from_slice(&e.original);
+                last.patched.extend_from_slice(&e.patched);
+            }
+            _ => out.push(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The tensor element an entry byte belongs to, for display: `(flat index, multi-index)`.
+pub fn element_of(info: &TensorInfo, byte_offset: u64) -> (u64, Vec<u64>) {
+    let bits = dtype::bits(info.dtype) as u64;
+    let flat = byte_offset * 8 / bits;
+    (flat, slice::unflatten(&info.shape, flat))
+}
+
+mod combine;
+pub mod diff;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! Baking: base model + patch -> a new model file (or sharded folder). Streams the base into a
+//! temp file in the target folder, writes the patched bytes at their offsets, fsyncs and
+//! renames. The base files are only read.
+
+use crate::error::{Error, Result};
+use crate::files;
+use crate::store::Model;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tensor_surgeon_core::patch::Patch;
+
+/// Progress callback: bytes written so far, total bytes.
+pub type BakeProgress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Where a bake goes, resolved from `--out`.
+fn targets(model: &Model, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
+    if model.is_sharded() {
+        if out.is_file() {
+            return Err(Error::Usage(format!(
+                "{} is a file; a sharded model bakes into a folder",
+                out.display()
+            )));
+        }
+        std::fs::create_dir_all(out).map_err(Error::io(out))?;
+        let files = model
+            .shards
+            .iter()
+            .map(|s| out.join(&s.file_name))
+            .collect();
+        Ok((out.to_path_buf(), files))
+    } else {
+        let file = if out.is_dir() {
+            out.join(&model.shards[0].file_name)
+        } else {
+            out.to_path_buf()
+        };
+        Ok((
+            file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            vec![file],
+        ))
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Verifies `patch` against `model` and writes the patched model to `out` (a file, or a folder
+/// for sharded models and when `out` is an existing folder). Returns the files written.
+/// Nothing is written if any entry conflicts.
+pub fn bake(
+    model: &Model,
+    patch: &Patch,
+    out: &Path,
+    progress: BakeProgress,
+) -> Result<Vec<PathBuf>> {
+    let conflicts = patch.verify(model);
+    if !conflicts.is_empty() {
+        return Err(Error::Conflicts { conflicts });
+    }
+    let (dir, files) = targets(model, out)?;
+    for (shard, target) in model.shards.iter().zip(&files) {
+        if same_file(&shard.path, target) {
+            return Err(Error::Usage(format!(
+                "{} is the base model; bake to another file",
+                target.display()
+            )));
+        }
+    }
+    let total = model.total_bytes();
+    let mut done = 0u64;
+    for (si, (shard, target)) in model.shards.iter().zip(&files).enumerate() {
+        files::write_with(target, |f| {
+            // Stream the base in chunks (flat memory for any size); File-to-File copies let
+            // the kernel move the bytes (copy_file_range) without passing through user space.
+            let src = File::open(&shard.path)?;
+            loop {
+                let n = std::io::copy(&mut (&src).take(64 << 20), f)?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+                progress(done, total);
+            }
+            for entry in &patch.entries {
+                let Ok((s, info)) = model.get(&entry.tensor) else {
+                    continue;
+                };
+                if !std::ptr::eq(s, &model.shards[si]) {
+                    continue;
+                }
+                let at = shard.header.data_start() + info.data_offsets.0 + entry.offset;
+                f.write_all_at(&entry.patched, at)?;
+            }
+            Ok(())
+        })?;
+    }
+    if let (true, Some(index)) = (model.is_sharded(), &model.index_file) {
+        let src = model.shards[0]
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(index);
+        let text = std::fs::read(&src).map_err(Error::io(&src))?;
+        let target = dir.join(index);
+        if !same_file(&src, &target) {
+            files::write_atomic(&target, &text)?;
+        }
+    }
+    let mut written = files;
+    if let (true, Some(index)) = (model.is_sharded(), &model.index_file) {
+        written.push(dir.join(index));
+    }
+    Ok(written)
+}

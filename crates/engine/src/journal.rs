@@ -1,0 +1,502 @@
+//! The session journal: every edit, undo and redo appended as one line and fsynced before the
+//! server answers, so a killed server comes back with the same history.
+//!
+//! A line is `CHECKSUM JSON`: the first 8 hex digits of the BLAKE3 hash of the JSON, a
+//! space, the record. A line that is torn (a crash mid-write) or damaged fails its checksum
+//! and is skipped and reported; the records after it still count. Lines of journals written
+//! before checksums (bare JSON) are read as they are.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use tensor_surgeon_core::edit::{EditStep, History};
+use tensor_surgeon_core::patch::BaseModel;
+use tensor_surgeon_core::source::ByteSource;
+use tensor_surgeon_wire::Proposal;
+
+/// One journal line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    Apply(EditStep),
+    Undo,
+    Redo,
+    /// An agent proposal, pending until resolved.
+    Propose(Proposal),
+    /// A proposal accepted or rejected; an accepted one carries its edit, so accepting is
+    /// one record (journals written before this carry the edit as the next `Apply`).
+    Resolve {
+        id: u64,
+        accepted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<EditStep>,
+    },
+}
+
+/// An open journal file.
+pub struct Journal {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Journal {
+    /// Replays the journal at `path` (if any) into a fresh history and the pending proposals.
+    /// A torn last line (a crash mid-write) is dropped; the warnings say what was skipped.
+    /// Every step's original bytes are checked against `base` as the replay reaches it: a
+    /// journal written against other weights (a retrained checkpoint with the same header)
+    /// replays nothing and is kept aside under a name that says so.
+    pub fn open(
+        path: &Path,
+        base: &impl BaseModel,
+    ) -> Result<(Journal, History, Vec<Proposal>, Vec<String>)> {
+        let mut history = History::default();
+        let mut pending: Vec<Proposal> = Vec::new();
+        let mut warnings = Vec::new();
+        if path.exists() {
+            let file = File::open(path).map_err(Error::io(path))?;
+            for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
+                let line = line.map_err(Error::io(path))?;
+                let record = match decode(&line) {
+                    Ok(Some(record)) => record,
+                    Ok(None) => continue,
+                    Err(why) => {
+                        warnings.push(format!(
+                            "{}: line {} skipped ({why}); the other records were replayed",
+                            path.display(),
+                            n + 1
+                        ));
+                        continue;
+                    }
+                };
+                let step = match record {
+                    Record::Apply(step) => Some(step),
+                    Record::Resolve { id, step, .. } => {
+                        pending.retain(|p| p.id != id);
+                        step
+                    }
+                    Record::Undo => {
+                        history.undo();
+                        None
+                    }
+                    Record::Redo => {
+                        history.redo();
+                        None
+                    }
+                    Record::Propose(p) => {
+                        pending.push(p);
+                        None
+                    }
+                };
+                if let Some(step) = step {
+                    if let Some(why) = misfit(&step, &history, base) {
+                        return set_aside(path, n + 1, &step, &why);
+                    }
+                    history.apply(step);
+                }
+            }
+        }
+        Ok((Journal::empty(path), history, pending, warnings))
+    }
+
+    /// A journal with no history, to be written at `path` (the old one is gone or set aside).
+    fn empty(path: &Path) -> Journal {
+        Journal {
+            path: path.to_path_buf(),
+            file: None,
+        }
+    }
+
+    /// Appends a record and makes it durable. A write that fails is rolled back, so the
+    /// next record does not join a broken line.
+    pub fn append(&mut self, record: &Record) -> Result<()> {
+        let line = encode(record)?;
+        let path = self.path.clone();
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(open_for_append(&path)?),
+        };
+        let len = f.metadata().map_err(Error::io(&path))?.len();
+        let written = f.write_all(&line).and_then(|()| f.sync_data());
+        if let Err(e) = written {
+            // Best effort: if even the rollback fails, the checksum still marks the line.
+            let _ = f.set_len(len);
+            return Err(Error::io(&path)(e));
+        }
+        Ok(())
+    }
+
+    /// Where the journal lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// One record as its journal line: checksum, space, JSON, newline.
+fn encode(record: &Record) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(record).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut line = hex::encode(&blake3::hash(&json).as_bytes()[..4]).into_bytes();
+    line.push(b' ');
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// The record of one line (`None`: a blank line), or why it cannot be read.
+fn decode(line: &[u8]) -> std::result::Result<Option<Record>, String> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    // Journals written before checksums hold bare JSON: an object, or a string (`"undo"`).
+    let json = if matches!(line.first(), Some(b'{' | b'"')) {
+        line
+    } else {
+        let (sum, json) = match line.iter().position(|&b| b == b' ') {
+            Some(at) => (&line[..at], &line[at + 1..]),
+            None => return Err("no checksum".into()),
+        };
+        if sum != hex::encode(&blake3::hash(json).as_bytes()[..4]).as_bytes() {
+            return Err("checksum mismatch: torn or damaged".into());
+        }
+        json
+    };
+    serde_json::from_slice(json)
+        .map(Some)
+        .map_err(|e| format!("not a record: {e}"))
+}
+
+/// Opens the journal for appending: creates it (and its folder, made durable: a new file's
+/// name lives in the folder), and starts a new line if a torn record ends the file.
+fn open_for_append(path: &Path) -> Result<File> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    }
+    let existed = path.exists();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(Error::io(path))?;
+    if !existed {
+        if let Some(dir) = dir {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io(dir))?;
+        }
+    }
+    let len = f.metadata().map_err(Error::io(path))?.len();
+    if len > 0 {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))
+            .and_then(|_| f.read_exact(&mut last))
+            .map_err(Error::io(path))?;
+        if last[0] != b'\n' {
+            f.write_all(b"\n").map_err(Error::io(path))?;
+        }
+    }
+    Ok(f)
+}
+
+/// Why `step` does not fit the model as `history` has left it: the first change whose
+/// original bytes are not the bytes there (`None`: it fits).
+fn misfit(step: &EditStep, history: &History, base: &impl BaseModel) -> Option<String> {
+    for c in &step.changes {
+        let Some((_, bytes)) = base.tensor(&c.tensor) else {
+            return Some(format!("the model has no tensor {:?}", c.tensor));
+        };
+        let end = c.offset.checked_add(c.before.len() as u64);
+        if end.is_none_or(|end| end > bytes.len() as u64) {
+            return Some(format!(
+                "{}+{} is past the end of the tensor ({} bytes)",
+                c.tensor,
+                c.offset,
+                bytes.len()
+            ));
+        }
+        let mut now = vec![0u8; c.before.len()];
+        history
+            .overlay()
+            .view(&c.tensor, bytes)
+            .read(c.offset, &mut now);
+        if now != c.before {
+            return Some(format!(
+                "{}+{}: the journal expects {} but the model holds {}",
+                c.tensor,
+                c.offset,
+                hex::encode(&c.before),
+                hex::encode(&now)
+            ));
+        }
+    }
+    None
+}
+
+/// Moves a journal that does not fit the model aside (nothing of it is replayed) and starts
+/// an empty one; the warning names both files.
+fn set_aside(
+    path: &Path,
+    line: usize,
+    step: &EditStep,
+    why: &str,
+) -> Result<(Journal, History, Vec<Proposal>, Vec<String>)> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".does-not-fit-model.{stamp}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(Error::io(path))?;
+    let warning = format!(
+        "the edit journal {} was written for other weights (line {line}, step {:?}: {why}); \
+         nothing was replayed, the session starts empty, and the journal is kept as {}",
+        path.display(),
+        step.label,
+        aside.display()
+    );
+    Ok((
+        Journal::empty(path),
+        History::default(),
+        Vec::new(),
+        vec![warning],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tensor_surgeon_core::edit::Change;
+    use tensor_surgeon_core::header::TensorInfo;
+
+    /// A one-byte model: tensor `t` holds `[0]`.
+    struct Base(TensorInfo);
+
+    impl BaseModel for Base {
+        fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
+            (name == "t").then_some((&self.0, &[0u8][..]))
+        }
+    }
+
+    fn base() -> Base {
+        Base(TensorInfo {
+            name: "t".into(),
+            dtype: tensor_surgeon_core::dtype::Dtype::U8,
+            shape: vec![1],
+            data_offsets: (0, 1),
+        })
+    }
+
+    /// Sets `t[0]` from `from` to `v`.
+    fn step_from(from: u8, v: u8) -> EditStep {
+        EditStep {
+            label: format!("set {v}"),
+            changes: vec![Change {
+                tensor: "t".into(),
+                offset: 0,
+                before: vec![from],
+                after: vec![v],
+            }],
+            origin: tensor_surgeon_core::patch::Origin::new("web"),
+            layer: None,
+        }
+    }
+
+    fn step(v: u8) -> EditStep {
+        step_from(v.saturating_sub(1), v)
+    }
+
+    fn append_raw(path: &Path, bytes: &[u8]) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    #[test]
+    fn replays_in_order_and_skips_a_torn_line_without_cutting_anything() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        {
+            let (mut j, _, _, _) = Journal::open(&path, &base()).unwrap();
+            j.append(&Record::Apply(step(1))).unwrap();
+            j.append(&Record::Apply(step(2))).unwrap();
+            j.append(&Record::Undo).unwrap();
+        }
+        let whole = std::fs::read(&path).unwrap();
+        append_raw(&path, b"0badc0de {\"apply\":{\"lab");
+        let (mut j, h, _, warnings) = Journal::open(&path, &base()).unwrap();
+        assert_eq!(h.applied().len(), 1);
+        assert_eq!(h.undone().len(), 1, "undo survives: redo is possible");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("line 4 skipped"), "{}", warnings[0]);
+        assert!(
+            std::fs::read(&path).unwrap().starts_with(&whole),
+            "nothing is cut"
+        );
+        j.append(&Record::Redo).unwrap();
+        let (_, h, _, warnings) = Journal::open(&path, &base()).unwrap();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "the torn line is still reported, and only it"
+        );
+        assert_eq!(
+            h.applied().len(),
+            2,
+            "the record after the torn line counts"
+        );
+        assert_eq!(h.applied()[0].origin.source, "web");
+    }
+
+    #[test]
+    fn a_damaged_record_in_the_middle_costs_only_itself() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        {
+            let (mut j, _, _, _) = Journal::open(&path, &base()).unwrap();
+            j.append(&Record::Apply(step(1))).unwrap();
+            j.append(&Record::Undo).unwrap();
+            j.append(&Record::Redo).unwrap();
+        }
+        // Flip one character of the undo record's JSON: its checksum no longer matches.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let undo = bytes.windows(6).position(|w| w == b"\"undo\"").unwrap();
+        bytes[undo + 1] = b'U';
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, h, _, warnings) = Journal::open(&path, &base()).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("line 2 skipped (checksum mismatch"),
+            "{}",
+            warnings[0]
+        );
+        assert_eq!(
+            h.applied().len(),
+            1,
+            "the apply before and the redo after still count"
+        );
+    }
+
+    #[test]
+    fn journals_written_before_checksums_still_replay() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        let old = |r: &Record| serde_json::to_string(r).unwrap() + "\n";
+        std::fs::write(
+            &path,
+            old(&Record::Apply(step(1))) + &old(&Record::Apply(step(2))) + &old(&Record::Undo),
+        )
+        .unwrap();
+        let (mut j, h, _, warnings) = Journal::open(&path, &base()).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!((h.applied().len(), h.undone().len()), (1, 1));
+        j.append(&Record::Redo).unwrap();
+        let (_, h, _, _) = Journal::open(&path, &base()).unwrap();
+        assert_eq!(h.applied().len(), 2, "old and new lines mix");
+    }
+
+    #[test]
+    fn an_accepted_proposal_is_one_record_with_its_edit() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        {
+            let (mut j, _, _, _) = Journal::open(&path, &base()).unwrap();
+            let line = encode(&Record::Resolve {
+                id: 3,
+                accepted: true,
+                step: Some(step(1)),
+            })
+            .unwrap();
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            j.append(&Record::Resolve {
+                id: 3,
+                accepted: true,
+                step: Some(step(1)),
+            })
+            .unwrap();
+        }
+        let (_, h, pending, _) = Journal::open(&path, &base()).unwrap();
+        assert!(pending.is_empty());
+        assert_eq!(h.applied().len(), 1, "the accepted edit replays");
+    }
+
+    #[test]
+    fn proposals_stay_pending_until_resolved() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        let proposal = |id| Proposal {
+            id,
+            request: tensor_surgeon_wire::EditRequest {
+                tensor: "t".into(),
+                spec: "0".into(),
+                op: tensor_surgeon_core::edit::Op::Zero,
+                saturate: false,
+                round: false,
+            },
+            origin: tensor_surgeon_core::patch::Origin::agent("t[0] is noise"),
+            label: "zero t[0]".into(),
+            bytes: 4,
+        };
+        {
+            let (mut j, _, _, _) = Journal::open(&path, &base()).unwrap();
+            j.append(&Record::Propose(proposal(1))).unwrap();
+            j.append(&Record::Propose(proposal(2))).unwrap();
+            j.append(&Record::Resolve {
+                id: 1,
+                accepted: false,
+                step: None,
+            })
+            .unwrap();
+        }
+        let (_, h, pending, _) = Journal::open(&path, &base()).unwrap();
+        assert_eq!(pending, vec![proposal(2)]);
+        assert!(h.applied().is_empty());
+    }
+
+    #[test]
+    fn a_journal_for_other_weights_replays_nothing_and_is_kept_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        {
+            let (mut j, _, _, _) = Journal::open(&path, &base()).unwrap();
+            j.append(&Record::Apply(step_from(0, 5))).unwrap();
+            // Written against a model whose byte was 5 when this step was made: it was not.
+            j.append(&Record::Apply(step_from(7, 6))).unwrap();
+        }
+        let (mut j, h, pending, warnings) = Journal::open(&path, &base()).unwrap();
+        assert!(
+            h.applied().is_empty() && pending.is_empty(),
+            "nothing is replayed"
+        );
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("other weights") && warnings[0].contains("expects 07"),
+            "{}",
+            warnings[0]
+        );
+        assert!(!path.exists(), "the journal is moved away");
+        let kept: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert!(
+            kept[0].starts_with("j.jsonl.does-not-fit-model."),
+            "{kept:?}"
+        );
+        assert!(
+            warnings[0].contains(&kept[0]),
+            "the warning names where it went"
+        );
+        // The new session journals from scratch.
+        j.append(&Record::Apply(step_from(0, 3))).unwrap();
+        let (_, h, _, warnings) = Journal::open(&path, &base()).unwrap();
+        assert_eq!((h.applied().len(), warnings.len()), (1, 0));
+    }
+}

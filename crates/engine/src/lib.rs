@@ -1,0 +1,53 @@
+// Errors carry structured context (tensor, dim, asked, size) for messages a user can act on;
+// they are rare and never on a hot path, so their size is not worth boxing.
+#![allow(clippy::result_large_err)]
+//! Tensor Surgeon's engine: everything that touches files or runs long. It opens models
+//! (memory-mapped, one file or sharded), keeps the editing session ([`workbench::Workbench`]:
+//! the overlay, history, journal, loaded patches, caches), reads and writes patch files,
+//! bakes, and runs the analyses (statistics, scan, projections, tokens, model diff).
+//! The web app, the MCP host and the command line are thin layers over it.
+//!
+//! ```no_run
+//! use tensor_surgeon_engine::Model;
+//! let model = Model::open(std::path::Path::new("model.safetensors"))?;
+//! for (_, info) in model.tensors() {
+//!     println!("{} {:?}", info.name, info.shape);
+//! }
+//! # Ok::<(), tensor_surgeon_engine::Error>(())
+//! ```
+
+pub mod analysis;
+pub mod bake;
+pub mod compact;
+pub mod diff;
+pub mod error;
+pub mod files;
+mod journal;
+pub mod patch_files;
+pub mod project;
+pub mod store;
+pub mod tokens;
+pub mod workbench;
+
+pub use error::{Error, Result};
+pub use store::Model;
+
+/// Runs blocking work (mmap reads, fsyncs, bakes) on the async runtime's blocking pool, so
+/// the async workers stay free for other requests; a panic in it becomes an error.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// The text of a caught panic, as an error message for the user and the log.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into());
+    format!("internal error: {what}")
+}

@@ -1,0 +1,346 @@
+//! Loaded patches as layers of the session: several loaded at once, each turned on or off;
+//! entries dropped or kept by tensor or one by one. (Combining saved patches and comparing
+//! with another model are in `combine.rs`.)
+//!
+//! A layer is the set of steps that loaded it. Turning it off is itself a step: every byte
+//! that still shows the patch's value goes back to what was beneath it; turning it on puts
+//! the value back where that byte still shows what was beneath. Bytes a later edit changed
+//! are left alone either way. Being steps, all of it is journaled and can be undone.
+
+use super::{lock, plain_file_name, Result, Session, Workbench};
+use crate::error::Error;
+use crate::patch_files;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use tensor_surgeon_core::dtype;
+use tensor_surgeon_core::edit::{Change, EditStep, LayerAction, LayerMark};
+use tensor_surgeon_core::patch::{Origin, Patch};
+use tensor_surgeon_core::source::ByteSource;
+use tensor_surgeon_wire::{DropRequest, LayerRow, LoadOutcome, SessionView};
+
+/// The layers of the applied steps, in load order.
+pub(super) fn rows(s: &Session) -> Vec<LayerRow> {
+    let mut out: Vec<LayerRow> = Vec::new();
+    for step in s.history.applied() {
+        let Some(mark) = &step.layer else { continue };
+        match mark.action {
+            LayerAction::Load => match out.iter_mut().find(|l| l.id == mark.id) {
+                Some(l) => add_changes(l, &step.changes),
+                None => {
+                    let mut l = LayerRow {
+                        id: mark.id,
+                        name: mark.name.clone(),
+                        enabled: true,
+                        bytes: 0,
+                        tensors: Vec::new(),
+                    };
+                    add_changes(&mut l, &step.changes);
+                    out.push(l);
+                }
+            },
+            action => {
+                if let Some(l) = out.iter_mut().find(|l| l.id == mark.id) {
+                    l.enabled = action == LayerAction::On;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn add_changes(l: &mut LayerRow, changes: &[Change]) {
+    l.bytes += changes.iter().map(|c| c.after.len() as u64).sum::<u64>();
+    for c in changes {
+        if !l.tensors.contains(&c.tensor) {
+            l.tensors.push(c.tensor.clone());
+        }
+    }
+}
+
+/// The changes that loaded layer `id` (empty: no such layer among the applied steps).
+fn layer_changes(s: &Session, id: u64) -> Vec<&Change> {
+    s.history
+        .applied()
+        .iter()
+        .filter(|st| {
+            st.layer
+                .as_ref()
+                .is_some_and(|m| m.id == id && m.action == LayerAction::Load)
+        })
+        .flat_map(|st| &st.changes)
+        .collect()
+}
+
+/// A fresh layer id: one past every id in the history, undone steps included.
+fn next_id(s: &Session) -> u64 {
+    s.history
+        .applied()
+        .iter()
+        .chain(s.history.undone())
+        .filter_map(|st| st.layer.as_ref().map(|m| m.id))
+        .max()
+        .map_or(1, |m| m + 1)
+}
+
+impl Workbench {
+    /// `len` bytes of `tensor` from `offset` as the session shows them (every edit applied).
+    fn current(&self, s: &Session, tensor: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let (shard, info) = self.model.get(tensor)?;
+        let mut out = vec![0u8; len];
+        s.history
+            .overlay()
+            .view(&info.name, shard.data(info))
+            .read(offset, &mut out);
+        Ok(out)
+    }
+
+    /// Verifies a patch (JSON text) against the base; if clean, loads it as a layer: one step
+    /// per origin, so provenance survives save -> load.
+    pub fn load_patch(&self, text: &str, name: &str) -> Result<LoadOutcome> {
+        self.writable()?;
+        let patch = Patch::from_json(text).map_err(|source| Error::Patch {
+            path: PathBuf::from(name),
+            source,
+        })?;
+        Ok(self.load_layer(patch, name)?.0)
+    }
+
+    /// The patch files in the patches folder (JSON or compact), by name.
+    pub fn saved_patches(&self) -> Result<Vec<String>> {
+        let dir = &self.config.patches_dir;
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = read
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.') && (n.ends_with(".json") || n.ends_with(".tsp")))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub(super) fn saved_path(&self, name: &str) -> Result<PathBuf> {
+        let name = plain_file_name(name, "")?;
+        Ok(self.config.patches_dir.join(name))
+    }
+
+    /// Loads a patch file of the patches folder (either form) as a layer.
+    pub fn load_saved(&self, name: &str) -> Result<LoadOutcome> {
+        self.writable()?;
+        let path = self.saved_path(name)?;
+        let loaded = patch_files::load(&path)?;
+        let entries = loaded.entry_count();
+        match patch_files::resolve(&path, loaded, &self.model, None)? {
+            Ok(p) => Ok(self.load_layer(p, name)?.0),
+            Err(conflicts) => Ok(LoadOutcome {
+                applied: false,
+                entries,
+                conflicts: conflicts.iter().map(ToString::to_string).collect(),
+            }),
+        }
+    }
+
+    /// Applies a patch (against the base) as a new layer, or lists where it does not fit;
+    /// with the new layer's id when it was applied.
+    pub(super) fn load_layer(
+        &self,
+        patch: Patch,
+        name: &str,
+    ) -> Result<(LoadOutcome, Option<u64>)> {
+        let conflicts: Vec<String> = patch
+            .verify(&self.model)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if !conflicts.is_empty() {
+            let outcome = LoadOutcome {
+                applied: false,
+                entries: patch.entries.len(),
+                conflicts,
+            };
+            return Ok((outcome, None));
+        }
+        let mut s = lock(&self.session);
+        let id = next_id(&s);
+        let mut groups: Vec<(Origin, Vec<Change>)> = Vec::new();
+        for e in &patch.entries {
+            let before = self.current(&s, &e.tensor, e.offset, e.patched.len())?;
+            let change = Change {
+                tensor: e.tensor.clone(),
+                offset: e.offset,
+                before,
+                after: e.patched.clone(),
+            };
+            let origin = e.origin.clone().unwrap_or_else(|| Origin::new("patch"));
+            match groups.iter_mut().find(|(o, _)| *o == origin) {
+                Some((_, changes)) => changes.push(change),
+                None => groups.push((origin, vec![change])),
+            }
+        }
+        for (origin, changes) in groups {
+            let step = EditStep {
+                label: format!(
+                    "load {name}: {} change(s) ({})",
+                    changes.len(),
+                    origin.label()
+                ),
+                changes,
+                origin,
+                layer: Some(LayerMark {
+                    id,
+                    name: name.to_string(),
+                    action: LayerAction::Load,
+                }),
+            };
+            s.apply(step)?;
+        }
+        let outcome = LoadOutcome {
+            applied: true,
+            entries: patch.entries.len(),
+            conflicts: Vec::new(),
+        };
+        Ok((outcome, Some(id)))
+    }
+
+    /// Turns a loaded patch on or off (a step; a no-op when it already is).
+    pub fn set_layer(&self, id: u64, enabled: bool) -> Result<SessionView> {
+        self.writable()?;
+        let mut s = lock(&self.session);
+        let Some(row) = rows(&s).into_iter().find(|l| l.id == id) else {
+            return Err(Error::NotFound(format!("no loaded patch {id}")));
+        };
+        if row.enabled != enabled {
+            let mut changes = Vec::new();
+            for c in layer_changes(&s, id) {
+                let current = self.current(&s, &c.tensor, c.offset, c.after.len())?;
+                // Off: the patch's bytes go back to what was beneath; on: the reverse.
+                let (from, to) = if enabled {
+                    (&c.before, &c.after)
+                } else {
+                    (&c.after, &c.before)
+                };
+                let mut next = current.clone();
+                for i in 0..next.len() {
+                    if current[i] == from[i] {
+                        next[i] = to[i];
+                    }
+                }
+                if next != current {
+                    changes.push(Change {
+                        tensor: c.tensor.clone(),
+                        offset: c.offset,
+                        before: current,
+                        after: next,
+                    });
+                }
+            }
+            let step = EditStep {
+                label: format!(
+                    "{} {}: {} byte(s)",
+                    if enabled { "turn on" } else { "turn off" },
+                    row.name,
+                    changes.iter().map(|c| c.after.len()).sum::<usize>()
+                ),
+                changes,
+                origin: Origin::new("web"),
+                layer: Some(LayerMark {
+                    id,
+                    name: row.name.clone(),
+                    action: if enabled {
+                        LayerAction::On
+                    } else {
+                        LayerAction::Off
+                    },
+                }),
+            };
+            s.apply(step)?;
+        }
+        drop(s);
+        Ok(self.session_view())
+    }
+
+    /// Drops entries of the session patch (their bytes go back to the base), or keeps only
+    /// the selection and drops the rest.
+    pub fn drop_entries(&self, req: &DropRequest) -> Result<SessionView> {
+        self.writable()?;
+        let mut s = lock(&self.session);
+        let tensors: BTreeSet<&str> = req.tensors.iter().map(String::as_str).collect();
+        let mut elements: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+        for (t, index) in &req.elements {
+            let (_, info) = self.model.get(t)?;
+            let flat = flat_index(info, index)?;
+            elements.entry(t.as_str()).or_default().insert(flat);
+        }
+        let entries = self.session_entries(&s);
+        let mut changes = Vec::new();
+        for e in &entries {
+            let (_, info) = self.model.get(&e.tensor)?;
+            let width = dtype::element_bytes(info.dtype);
+            let packed = dtype::is_packed(info.dtype);
+            let whole = tensors.contains(e.tensor.as_str());
+            let picked = elements.get(e.tensor.as_str());
+            // Per element (per byte for packed dtypes, whose elements share bytes).
+            let unit = if packed { 1 } else { width };
+            let mut after = e.patched.clone();
+            for k in 0..e.patched.len() / unit {
+                let offset = e.offset + (k * unit) as u64;
+                let selected = whole
+                    || picked.is_some_and(|p| {
+                        if packed {
+                            let bits = dtype::bits(info.dtype) as u64;
+                            (offset * 8 / bits..(offset + 1) * 8 / bits).any(|f| p.contains(&f))
+                        } else {
+                            p.contains(&(offset / width as u64))
+                        }
+                    });
+                if selected != req.keep {
+                    after[k * unit..(k + 1) * unit]
+                        .copy_from_slice(&e.original[k * unit..(k + 1) * unit]);
+                }
+            }
+            if after != e.patched {
+                changes.push(Change {
+                    tensor: e.tensor.clone(),
+                    offset: e.offset,
+                    before: e.patched.clone(),
+                    after,
+                });
+            }
+        }
+        if !changes.is_empty() {
+            let n = changes.len();
+            s.apply(EditStep {
+                label: format!(
+                    "{} {n} entr{}",
+                    if req.keep {
+                        "keep selection: drop"
+                    } else {
+                        "drop"
+                    },
+                    if n == 1 { "y" } else { "ies" }
+                ),
+                changes,
+                origin: Origin::new("web"),
+                layer: None,
+            })?;
+        }
+        drop(s);
+        Ok(self.session_view())
+    }
+}
+
+/// The flat index of `index` in `info`, checked.
+fn flat_index(info: &tensor_surgeon_core::header::TensorInfo, index: &[u64]) -> Result<u64> {
+    if index.len() != info.shape.len() || index.iter().zip(&info.shape).any(|(i, d)| i >= d) {
+        return Err(Error::Usage(format!(
+            "{index:?} is not an element of {} {:?}",
+            info.name, info.shape
+        )));
+    }
+    Ok(index
+        .iter()
+        .zip(&info.shape)
+        .fold(0u64, |acc, (i, d)| acc * d + i))
+}

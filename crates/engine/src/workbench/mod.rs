@@ -1,0 +1,346 @@
+//! The web session over one model: the edit history (journaled), views with the overlay
+//! applied, patch save/load and bakes. Server functions are thin calls into this.
+
+mod analysis;
+mod combine;
+mod layers;
+mod proposals;
+pub mod region;
+mod session;
+use session::Session;
+mod structure;
+
+use super::error::{Error, Result};
+use super::journal::Journal;
+use super::store::Model;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tensor_surgeon_core::dtype::{self};
+
+use tensor_surgeon_core::slice::{self, SliceSpec};
+use tensor_surgeon_core::source::ByteSource;
+use tensor_surgeon_core::view;
+use tensor_surgeon_wire::{BakeStatus, CellData, ModelSummary, TensorRow, ViewData, ViewRequest};
+
+/// Largest grid side a view request may ask for.
+const MAX_GRID: u64 = 2048;
+/// Changed elements listed in a session view.
+const ENTRY_LIMIT: usize = 500;
+
+/// How the server was started.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub read_only: bool,
+    /// Saved patches and the journal go here.
+    pub patches_dir: PathBuf,
+    /// Bakes go here.
+    pub out_dir: PathBuf,
+    /// Agent edits apply at once instead of waiting for a person.
+    pub agent_auto_apply: bool,
+}
+
+/// One model and its editing session.
+pub struct Workbench {
+    pub model: Model,
+    pub config: ServeConfig,
+    session: Mutex<Session>,
+    bake: Arc<Mutex<BakeStatus>>,
+    analysis: Arc<analysis::State>,
+    vocab: Option<Arc<super::tokens::Vocab>>,
+    projecting: structure::ProjectProgress,
+    /// What the user must know about how the session opened (a journal set aside...).
+    startup_warnings: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Workbench {
+    /// Opens the session, replaying the model's journal from a previous run.
+    pub fn open(model: Model, config: ServeConfig) -> Result<(Workbench, Vec<String>)> {
+        let journal_path = journal_path(&config.patches_dir, &model);
+        let (journal, history, pending, warnings) = Journal::open(&journal_path, &model)?;
+        let version = history.applied().len() as u64;
+        let session = Mutex::new(Session {
+            history,
+            journal,
+            version,
+            changed_at: HashMap::new(),
+            last_proposal: pending.iter().map(|p| p.id).max().unwrap_or(0),
+            pending,
+        });
+        Ok((
+            Workbench {
+                model,
+                config,
+                session,
+                bake: Arc::default(),
+                analysis: Arc::default(),
+                vocab: None,
+                projecting: Default::default(),
+                startup_warnings: warnings.clone(),
+            },
+            warnings,
+        ))
+    }
+
+    /// Labels rows of vocabulary-sized matrices with this tokenizer's tokens.
+    pub fn set_vocab(&mut self, vocab: Option<super::tokens::Vocab>) {
+        self.vocab = vocab.map(Arc::new);
+    }
+
+    /// Where the journal of this model lives.
+    pub fn journal_path(&self) -> PathBuf {
+        lock(&self.session).journal.path().to_path_buf()
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Model summary and tensor list.
+    pub fn summary(&self) -> ModelSummary {
+        let mut params: BTreeMap<String, u64> = BTreeMap::new();
+        let tensors = self
+            .model
+            .tensors()
+            .map(|(shard, t)| {
+                *params.entry(dtype::name(t.dtype).to_string()).or_default() += t.elements();
+                TensorRow {
+                    name: t.name.clone(),
+                    dtype: dtype::name(t.dtype).into(),
+                    shape: t.shape.clone(),
+                    bytes: t.byte_len(),
+                    file: shard.file_name.clone(),
+                }
+            })
+            .collect();
+        ModelSummary {
+            path: self.model.path.display().to_string(),
+            files: self
+                .model
+                .shards
+                .iter()
+                .map(|s| (s.file_name.clone(), s.size))
+                .collect(),
+            params: params.into_iter().collect(),
+            metadata: self
+                .model
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            tensors,
+            warnings: self
+                .model
+                .warnings
+                .iter()
+                .chain(&self.startup_warnings)
+                .cloned()
+                .collect(),
+            read_only: self.config.read_only,
+            vocab_size: self.vocab.as_ref().map(|v| v.size()),
+            tokenizer: self.vocab.as_ref().map(|v| v.path.display().to_string()),
+            vocab_tensor: self.vocab_tensor(),
+        }
+    }
+
+    /// Heatmap data of a view, overlay applied.
+    pub fn view(&self, req: &ViewRequest) -> Result<ViewData> {
+        let (shard, info) = self.model.get(&req.tensor)?;
+        let spec = req.spec.clone().make_valid(&info.shape);
+        let session = lock(&self.session);
+        let source = session.history.overlay().view(&info.name, shard.data(info));
+        let (rows, cols) = spec.cells();
+        let mut data = ViewData {
+            tensor: info.name.clone(),
+            dtype: dtype::name(info.dtype).into(),
+            shape: info.shape.clone(),
+            spec: spec.clone(),
+            rows,
+            cols,
+            block: (1, 1),
+            stat: req.stat,
+            bytes: Vec::new(),
+            pooled: Vec::new(),
+            version: session.version,
+            y_labels: Vec::new(),
+            x_labels: Vec::new(),
+            mode: req.mode,
+            base_bytes: Vec::new(),
+        };
+        let base: &[u8] = shard.data(info);
+        match req.mode {
+            view::ViewMode::After => self.fill(&mut data, info, &source, req),
+            view::ViewMode::Before => self.fill(&mut data, info, base, req),
+            view::ViewMode::Delta => {
+                // Pooled deltas are block means: the mean of the change is the change of
+                // the means, so one pass over each side is exact.
+                let req = ViewRequest {
+                    stat: view::PoolStat::Mean,
+                    ..req.clone()
+                };
+                let mut before = data.clone();
+                self.fill(&mut before, info, base, &req);
+                self.fill(&mut data, info, &source, &req);
+                if data.block == (1, 1) {
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    dtype::decode_f64_into(info.dtype, &data.bytes, &mut a);
+                    dtype::decode_f64_into(info.dtype, &before.bytes, &mut b);
+                    data.pooled = a.iter().zip(&b).map(|(x, y)| delta(*x, *y)).collect();
+                    data.base_bytes = before.bytes;
+                } else {
+                    data.stat = view::PoolStat::Mean;
+                    data.pooled = data
+                        .pooled
+                        .iter()
+                        .zip(&before.pooled)
+                        .map(|(x, y)| delta(f64::from(*x), f64::from(*y)))
+                        .collect();
+                }
+            }
+        }
+        Ok(data)
+    }
+
+    /// Fills `data` (sized for the view) from `source`: exact bytes with token labels when the
+    /// view fits the grid, pooled blocks computed in row bands on every core otherwise.
+    fn fill(
+        &self,
+        data: &mut ViewData,
+        info: &tensor_surgeon_core::header::TensorInfo,
+        source: &(impl ByteSource + Sync + ?Sized),
+        req: &ViewRequest,
+    ) {
+        let spec = &data.spec;
+        let (rows, cols) = (data.rows, data.cols);
+        let (max_rows, max_cols) = (
+            req.max_rows.clamp(1, MAX_GRID),
+            req.max_cols.clamp(1, MAX_GRID),
+        );
+        if rows <= max_rows && cols <= max_cols {
+            data.bytes = tensor_surgeon_core::source::extract(
+                info.dtype,
+                &info.shape,
+                &spec.selection(&info.shape),
+                source,
+            );
+            let labels = |dim: Option<u32>, span: view::Span| -> Vec<String> {
+                let Some(size) = dim.map(|d| info.shape[d as usize]) else {
+                    return Vec::new();
+                };
+                if self.token_label(size, 0).is_none() {
+                    return Vec::new();
+                }
+                (0..span.count())
+                    .map(|k| self.token_label(size, span.index(k)).unwrap_or_default())
+                    .collect()
+            };
+            data.y_labels = labels(spec.y_dim, spec.y);
+            data.x_labels = labels(spec.x_dim, spec.x);
+        } else {
+            // Bands of grid rows on every core.
+            use rayon::prelude::*;
+            let grid = view::PoolGrid::fit(spec, max_rows, max_cols);
+            let band = grid
+                .rows
+                .div_ceil(rayon::current_num_threads() as u64 * 2)
+                .max(1);
+            let bands: Vec<u64> = (0..grid.rows.div_ceil(band)).collect();
+            let parts: Vec<Vec<f32>> = bands
+                .par_iter()
+                .map(|&b| {
+                    let rows = b * band..((b + 1) * band).min(grid.rows);
+                    view::pool_band(info.dtype, &info.shape, spec, source, grid, req.stat, rows)
+                })
+                .collect();
+            (data.rows, data.cols, data.block) = (grid.rows, grid.cols, grid.block);
+            data.pooled = parts.concat();
+        }
+    }
+
+    /// The bytes of a selection (C order, `element_bytes` each), overlay applied.
+    pub fn read(&self, tensor: &str, sel: &slice::Selection) -> Result<Vec<u8>> {
+        let (shard, info) = self.model.get(tensor)?;
+        let s = lock(&self.session);
+        let source = s.history.overlay().view(&info.name, shard.data(info));
+        Ok(tensor_surgeon_core::source::extract(
+            info.dtype,
+            &info.shape,
+            sel,
+            &source,
+        ))
+    }
+
+    /// One element, exactly, overlay applied.
+    pub fn cell(&self, tensor: &str, index: &[u64]) -> Result<CellData> {
+        let (shard, info) = self.model.get(tensor)?;
+        let spec = SliceSpec(
+            index
+                .iter()
+                .map(|&i| slice::DimSpec::Index(i as i64))
+                .collect(),
+        );
+        if index.len() != info.shape.len() {
+            return Err(Error::Usage(format!(
+                "{tensor} has {} dims; got an index of {}",
+                info.shape.len(),
+                index.len()
+            )));
+        }
+        let sel = spec.resolve(&info.shape).map_err(|source| Error::Slice {
+            tensor: tensor.into(),
+            source,
+        })?;
+        let session = lock(&self.session);
+        let source = session.history.overlay().view(&info.name, shard.data(info));
+        let bytes = tensor_surgeon_core::source::extract(info.dtype, &info.shape, &sel, &source);
+        Ok(CellData {
+            tensor: tensor.into(),
+            index: index.to_vec(),
+            dtype: dtype::name(info.dtype).into(),
+            value: dtype::format_element(info.dtype, &bytes),
+            hex: hex::encode(&bytes),
+            token: index
+                .iter()
+                .zip(&info.shape)
+                .find_map(|(&i, &size)| self.token_label(size, i)),
+        })
+    }
+}
+
+/// `after - before` for display: equal values (NaN included) are no change.
+fn delta(after: f64, before: f64) -> f32 {
+    if after.to_bits() == before.to_bits() || after == before {
+        0.0
+    } else {
+        (after - before) as f32
+    }
+}
+
+/// A user-given file name: plain (no folders), with `suffix` added when missing.
+fn plain_file_name(name: &str, suffix: &str) -> Result<String> {
+    let name = name.trim();
+    let ok = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']);
+    if !ok {
+        return Err(Error::Usage(format!("{name:?} is not a plain file name")));
+    }
+    Ok(if name.ends_with(suffix) {
+        name.to_string()
+    } else {
+        format!("{name}{suffix}")
+    })
+}
+
+/// The journal of a model: keyed by the model's fingerprints, so another model (or a changed
+/// file) starts a fresh session.
+fn journal_path(patches_dir: &Path, model: &Model) -> PathBuf {
+    use sha2::Digest;
+    let key = serde_json::to_string(&model.fingerprints()).unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    patches_dir.join(format!(".journal-{}.jsonl", &digest[..16]))
+}

@@ -1,0 +1,76 @@
+//! Agent proposals: edits recorded with the agent's hypothesis that change nothing until a
+//! person accepts them (or the server runs with `--agent-auto-apply`). Proposals and their
+//! resolution are journaled like edits.
+
+use super::{lock, Workbench};
+use crate::error::{Error, Result};
+use crate::journal::Record;
+use tensor_surgeon_core::patch::Origin;
+use tensor_surgeon_wire::{EditRequest, Proposal, SessionView};
+
+impl Workbench {
+    /// Records an agent's edit with its hypothesis: pending, or applied at once when the server
+    /// auto-applies agent edits. Returns the proposal (its id) and whether it was applied.
+    pub fn propose(&self, req: &EditRequest, hypothesis: &str) -> Result<(Proposal, bool)> {
+        self.writable()?;
+        if hypothesis.trim().is_empty() {
+            return Err(Error::Usage(
+                "say what the edit tests: the hypothesis is required".into(),
+            ));
+        }
+        let origin = Origin::agent(hypothesis.trim());
+        let mut s = lock(&self.session);
+        // Planned now so a request that cannot be made fails here, with the UI's message.
+        let Some(step) = self.plan_step(&s, req, &origin)? else {
+            return Err(Error::Usage(format!(
+                "{}[{}]: the edit changes no bytes (the values are already so)",
+                req.tensor, req.spec
+            )));
+        };
+        s.last_proposal += 1;
+        let id = s.last_proposal;
+        let proposal = Proposal {
+            id,
+            request: req.clone(),
+            origin,
+            label: step.label.clone(),
+            bytes: step.changes.iter().map(|c| c.after.len() as u64).sum(),
+        };
+        if self.config.agent_auto_apply {
+            s.apply(step)?;
+            return Ok((proposal, true));
+        }
+        s.journal.append(&Record::Propose(proposal.clone()))?;
+        s.pending.push(proposal.clone());
+        s.version += 1;
+        Ok((proposal, false))
+    }
+
+    /// Accepts (applies, re-planned against the current edits) or rejects a proposal.
+    pub fn resolve(&self, id: u64, accept: bool) -> Result<SessionView> {
+        self.writable()?;
+        let mut s = lock(&self.session);
+        let Some(at) = s.pending.iter().position(|p| p.id == id) else {
+            return Err(Error::NotFound(format!("no pending proposal {id}")));
+        };
+        let proposal = s.pending[at].clone();
+        let step = if accept {
+            self.plan_step(&s, &proposal.request, &proposal.origin)?
+        } else {
+            None
+        };
+        // One record: a crash cannot separate the acceptance from its edit.
+        s.journal.append(&Record::Resolve {
+            id,
+            accepted: accept,
+            step: step.clone(),
+        })?;
+        s.pending.remove(at);
+        match step {
+            Some(step) => s.commit(step),
+            None => s.version += 1,
+        }
+        drop(s);
+        Ok(self.session_view())
+    }
+}

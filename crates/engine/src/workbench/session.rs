@@ -1,0 +1,323 @@
+//! The editing session: edits planned against the current overlay and journaled, undo and
+//! redo, the session's patch and its changed elements, saving and baking.
+
+use super::{lock, plain_file_name, Result, Workbench, ENTRY_LIMIT};
+use crate::error::Error;
+use crate::journal::Journal;
+use crate::journal::Record;
+use crate::{bake, patch_files};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use tensor_surgeon_core::dtype::{self, EncodeOptions};
+use tensor_surgeon_core::edit::History;
+use tensor_surgeon_core::edit::{self, EditStep};
+use tensor_surgeon_core::patch::{self, Origin, OriginMap, Patch};
+use tensor_surgeon_wire::{BakeStatus, EditRequest, EntryRow, SessionView};
+
+/// The editing session: the history (which owns the overlay), its journal, the edit version
+/// per tensor, and the agents' pending proposals.
+pub(super) struct Session {
+    pub(super) history: History,
+    pub(super) journal: Journal,
+    pub(super) version: u64,
+    /// The session version at which each tensor last changed (absent: unchanged).
+    pub(super) changed_at: HashMap<String, u64>,
+    /// Agent proposals waiting for a person to accept or reject them.
+    pub(super) pending: Vec<tensor_surgeon_wire::Proposal>,
+    /// The last proposal id given out.
+    pub(super) last_proposal: u64,
+}
+
+impl Session {
+    /// Journals (fsync) then applies a step.
+    pub(super) fn apply(&mut self, step: EditStep) -> Result<()> {
+        self.journal.append(&Record::Apply(step.clone()))?;
+        self.commit(step);
+        Ok(())
+    }
+
+    /// Applies a step already journaled.
+    pub(super) fn commit(&mut self, step: EditStep) {
+        let tensors = tensors_of(&step);
+        self.history.apply(step);
+        self.bump(tensors);
+    }
+
+    /// A new version, at which `tensors` changed: caches of exactly those tensors go stale.
+    fn bump(&mut self, tensors: BTreeSet<String>) {
+        self.version += 1;
+        for n in tensors {
+            self.changed_at.insert(n, self.version);
+        }
+    }
+
+    /// The edit version of one tensor (0 while unedited).
+    pub(super) fn tensor_version(&self, tensor: &str) -> u64 {
+        self.changed_at.get(tensor).copied().unwrap_or(0)
+    }
+}
+
+/// The tensors a step changes.
+fn tensors_of(step: &EditStep) -> BTreeSet<String> {
+    step.changes.iter().map(|c| c.tensor.clone()).collect()
+}
+
+impl Workbench {
+    /// Applies an edit: planned against the current overlay, journaled (fsync), then applied.
+    pub fn edit(&self, req: &EditRequest, origin: &Origin) -> Result<SessionView> {
+        self.writable()?;
+        let mut session = lock(&self.session);
+        if let Some(step) = self.plan_step(&session, req, origin)? {
+            session.apply(step)?;
+        }
+        drop(session);
+        Ok(self.session_view())
+    }
+
+    /// The step an edit request makes against the current overlay (`None`: nothing changes).
+    pub(super) fn plan_step(
+        &self,
+        session: &Session,
+        req: &EditRequest,
+        origin: &Origin,
+    ) -> Result<Option<EditStep>> {
+        let (shard, info) = self.model.get(&req.tensor)?;
+        let sel = crate::store::select(&req.tensor, &req.spec, &info.shape)?;
+        let options = EncodeOptions {
+            saturate: req.saturate,
+            round: req.round,
+        };
+        let changes = {
+            let source = session.history.overlay().view(&info.name, shard.data(info));
+            edit::plan(info, &sel, &source, &req.op, options)?
+        };
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let label = format!(
+            "{} {}[{}] ({})",
+            req.op.name(),
+            req.tensor,
+            req.spec,
+            origin.label()
+        );
+        Ok(Some(EditStep {
+            label,
+            changes,
+            origin: origin.clone(),
+            layer: None,
+        }))
+    }
+
+    /// Undoes the last step.
+    pub fn undo(&self) -> Result<SessionView> {
+        self.travel(Record::Undo, |_| Ok(()))
+    }
+
+    /// Undoes the last applied step for an agent: only a step an agent made, unless agent
+    /// edits apply without review (then the agent acts for the person anyway).
+    pub fn undo_for_agent(&self) -> Result<SessionView> {
+        let auto = self.config.agent_auto_apply;
+        self.travel(Record::Undo, |last| match last {
+            Some(step) if !auto && step.origin.source != "agent" => Err(Error::Usage(format!(
+                "the last edit ({}) was made by {}, not by an agent: an agent may undo only its own edits",
+                step.label,
+                step.origin.label()
+            ))),
+            _ => Ok(()),
+        })
+    }
+
+    /// Redoes the last undone step.
+    pub fn redo(&self) -> Result<SessionView> {
+        self.travel(Record::Redo, |_| Ok(()))
+    }
+
+    /// Moves through the history (journaled first); a no-op at either end. `allow` sees the
+    /// last applied step under the same lock, and may refuse.
+    fn travel(
+        &self,
+        record: Record,
+        allow: impl FnOnce(Option<&EditStep>) -> Result<()>,
+    ) -> Result<SessionView> {
+        self.writable()?;
+        let mut s = lock(&self.session);
+        allow(s.history.applied().last())?;
+        let possible = match record {
+            Record::Undo => !s.history.applied().is_empty(),
+            _ => !s.history.undone().is_empty(),
+        };
+        if possible {
+            s.journal.append(&record)?;
+            // The tensors of the step that moved (not of its neighbours in the history).
+            let moved = match record {
+                Record::Undo => s.history.undo().map(tensors_of),
+                _ => s.history.redo().map(tensors_of),
+            };
+            s.bump(moved.unwrap_or_default());
+        }
+        drop(s);
+        Ok(self.session_view())
+    }
+
+    /// The session's net changes as a patch against the base.
+    pub fn patch(&self, note: &str) -> Patch {
+        let s = lock(&self.session);
+        let mut p = patch_files::new_for(&self.model, note);
+        p.entries = self.session_entries(&s);
+        p
+    }
+
+    /// Changed elements and history.
+    pub fn session_view(&self) -> SessionView {
+        let s = lock(&self.session);
+        let entries = self.session_entries(&s);
+        let mut rows = Vec::new();
+        let mut total = 0u64;
+        for e in &entries {
+            let Ok((_, info)) = self.model.get(&e.tensor) else {
+                continue;
+            };
+            let width = dtype::element_bytes(info.dtype);
+            if dtype::is_packed(info.dtype) {
+                total += e.patched.len() as u64;
+                if rows.len() < ENTRY_LIMIT {
+                    let (_, index) = patch::element_of(info, e.offset);
+                    rows.push(EntryRow {
+                        tensor: e.tensor.clone(),
+                        index,
+                        old_value: hex::encode(&e.original),
+                        new_value: hex::encode(&e.patched),
+                        old_hex: hex::encode(&e.original),
+                        new_hex: hex::encode(&e.patched),
+                        origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
+                    });
+                }
+                continue;
+            }
+            for k in 0..e.patched.len() / width {
+                total += 1;
+                if rows.len() >= ENTRY_LIMIT {
+                    continue;
+                }
+                let (old, new) = (
+                    &e.original[k * width..(k + 1) * width],
+                    &e.patched[k * width..(k + 1) * width],
+                );
+                let (_, index) = patch::element_of(info, e.offset + (k * width) as u64);
+                rows.push(EntryRow {
+                    tensor: e.tensor.clone(),
+                    index,
+                    old_value: dtype::format_element(info.dtype, old),
+                    new_value: dtype::format_element(info.dtype, new),
+                    old_hex: hex::encode(old),
+                    new_hex: hex::encode(new),
+                    origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
+                });
+            }
+        }
+        SessionView {
+            version: s.version,
+            entries: rows,
+            total_elements: total,
+            steps: s
+                .history
+                .applied()
+                .iter()
+                .map(|st| st.label.clone())
+                .collect(),
+            can_undo: !s.history.applied().is_empty(),
+            can_redo: !s.history.undone().is_empty(),
+            pending: s.pending.clone(),
+            layers: super::layers::rows(&s),
+        }
+    }
+
+    /// The net changes of the applied steps, each entry with the origin of its bytes.
+    pub(super) fn session_entries(&self, s: &Session) -> Vec<patch::PatchEntry> {
+        let mut origins = OriginMap::default();
+        for step in s.history.applied() {
+            for c in &step.changes {
+                origins.mark(&c.tensor, c.offset, c.after.len(), &step.origin);
+            }
+        }
+        origins.split(Patch::entries_from_overlay(
+            s.history.overlay(),
+            &self.model,
+        ))
+    }
+
+    /// Saves the session patch as `name` (a plain file name) in the patches folder.
+    pub fn save_patch(&self, name: &str, note: &str) -> Result<String> {
+        let name = plain_file_name(name, ".json")?;
+        let path = self.config.patches_dir.join(name);
+        std::fs::create_dir_all(&self.config.patches_dir)
+            .map_err(Error::io(&self.config.patches_dir))?;
+        // JSON always: the web app loads patches back as text.
+        patch_files::save(&path, &self.patch(note), patch_files::Format::Json, None)?;
+        Ok(path.display().to_string())
+    }
+
+    /// Starts a bake of the session patch into the output folder, in the background.
+    pub fn start_bake(self: &Arc<Self>, file_name: &str) -> Result<BakeStatus> {
+        let suffix = if self.model.is_sharded() {
+            ""
+        } else {
+            ".safetensors"
+        };
+        let name = plain_file_name(file_name, suffix)?;
+        let out = self.config.out_dir.join(name);
+        // Everything that can fail at once fails before the bake is marked running.
+        std::fs::create_dir_all(&self.config.out_dir).map_err(Error::io(&self.config.out_dir))?;
+        let patch = self.patch("baked from the web app");
+        {
+            let mut st = lock(&self.bake);
+            if st.running {
+                return Err(Error::Usage("a bake is already running".into()));
+            }
+            *st = BakeStatus {
+                running: true,
+                done: 0,
+                total: self.model.total_bytes(),
+                written: Vec::new(),
+                error: None,
+            };
+        }
+        let wb = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("bake".into())
+            .spawn(move || {
+                let status = Arc::clone(&wb.bake);
+                // A panic in the bake must not leave it "running" forever (every later bake
+                // would be refused): it ends as an error like any other.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    bake::bake(&wb.model, &patch, &out, &mut |done, total| {
+                        let mut st = lock(&status);
+                        st.done = done;
+                        st.total = total;
+                    })
+                }));
+                let mut st = lock(&status);
+                st.running = false;
+                match result {
+                    Ok(Ok(files)) => {
+                        st.written = files.iter().map(|p| p.display().to_string()).collect()
+                    }
+                    Ok(Err(e)) => st.error = Some(e.to_string()),
+                    Err(panic) => st.error = Some(crate::panic_message(panic.as_ref())),
+                }
+            });
+        if let Err(e) = spawned {
+            let mut st = lock(&self.bake);
+            st.running = false;
+            st.error = Some(format!("cannot start the bake: {e}"));
+            return Err(Error::Internal(format!("cannot start the bake: {e}")));
+        }
+        Ok(self.bake_status())
+    }
+
+    /// The current bake's progress.
+    pub fn bake_status(&self) -> BakeStatus {
+        lock(&self.bake).clone()
+    }
+}

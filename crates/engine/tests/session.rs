@@ -1,0 +1,134 @@
+//! The editing session on a real model file: caches keyed on edit versions must never serve
+//! an undone edit.
+
+use std::path::Path;
+use tensor_surgeon_core::edit::Op;
+use tensor_surgeon_core::origin::Origin;
+use tensor_surgeon_engine::tokens::Vocab;
+use tensor_surgeon_engine::workbench::{ServeConfig, Workbench};
+use tensor_surgeon_engine::{files, Model};
+use tensor_surgeon_wire::EditRequest;
+
+const EMBED: &str = "model.embed_tokens.weight";
+
+fn open(dir: &Path) -> Workbench {
+    open_baking_to(dir, &dir.join("baked"))
+}
+
+fn open_baking_to(dir: &Path, out_dir: &Path) -> Workbench {
+    let path = files::write_demo(&dir.join("model")).unwrap();
+    let config = ServeConfig {
+        read_only: false,
+        patches_dir: dir.join("patches"),
+        out_dir: out_dir.to_path_buf(),
+        agent_auto_apply: false,
+    };
+    let (mut wb, _) = Workbench::open(Model::open(&path).unwrap(), config).unwrap();
+    wb.set_vocab(Vocab::find(&path, None).unwrap());
+    wb
+}
+
+fn set(tensor: &str, spec: &str, value: &str) -> EditRequest {
+    EditRequest {
+        tensor: tensor.into(),
+        spec: spec.into(),
+        op: Op::Set {
+            value: value.into(),
+        },
+        saturate: false,
+        round: false,
+    }
+}
+
+/// What a user reads of a tensor: its statistics and histogram, and (for the embedding) the
+/// nearest tokens of a row.
+fn reading(wb: &Workbench, tensor: &str) -> String {
+    let stats = wb.stats(tensor).unwrap();
+    let mut text = format!("{:?} {:?}", stats.summary, stats.histogram);
+    if tensor == EMBED {
+        text += &format!("{:?}", wb.nearest(EMBED, 0, 8).unwrap().neighbors);
+    }
+    text
+}
+
+#[test]
+fn undoing_several_edits_leaves_no_stale_statistics_or_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let wb = open(dir.path());
+    let others: Vec<String> = wb
+        .summary()
+        .tensors
+        .iter()
+        .filter(|t| t.dtype == "BF16" && t.shape.len() == 2)
+        .map(|t| t.name.clone())
+        .take(2)
+        .collect();
+    assert_eq!(others.len(), 2, "the demo has 2-D BF16 tensors");
+    let tensors = [EMBED, &others[0], &others[1]];
+    let max = |wb: &Workbench, t: &str| wb.stats(t).unwrap().summary.max;
+    for t in tensors {
+        reading(&wb, t); // cached before the edits
+        wb.edit(&set(t, "0,0", "1000"), &Origin::new("web"))
+            .unwrap();
+        assert_eq!(max(&wb, t), Some(1000.0), "{t}: the edit shows");
+    }
+    wb.undo().unwrap();
+    wb.undo().unwrap();
+    // A fresh session over the same journal replays the same two undos.
+    let fresh_dir = dir.path();
+    let fresh = open(fresh_dir);
+    for t in tensors {
+        assert_eq!(reading(&wb, t), reading(&fresh, t), "{t} after two undos");
+    }
+    assert_eq!(
+        max(&wb, EMBED),
+        Some(1000.0),
+        "the first edit is still applied"
+    );
+    wb.undo().unwrap();
+    let fresh = open(fresh_dir);
+    for t in tensors {
+        assert_eq!(
+            reading(&wb, t),
+            reading(&fresh, t),
+            "{t} after undoing everything"
+        );
+        assert!(max(&wb, t) < Some(1000.0), "{t}: no edit left");
+    }
+}
+
+#[test]
+fn a_bake_that_cannot_start_does_not_stay_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"a file where the output folder should be").unwrap();
+    let wb = std::sync::Arc::new(open_baking_to(dir.path(), &blocker.join("baked")));
+    for attempt in 1..=2 {
+        let err = wb.start_bake("out").unwrap_err().to_string();
+        assert!(err.contains("not-a-folder"), "attempt {attempt}: {err}");
+        assert!(!wb.bake_status().running, "attempt {attempt}: idle again");
+    }
+}
+
+#[test]
+fn an_agent_undoes_only_its_own_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let wb = open(dir.path());
+    wb.edit(&set(EMBED, "1,1", "7"), &Origin::new("web"))
+        .unwrap();
+    let err = wb.undo_for_agent().unwrap_err().to_string();
+    assert!(err.contains("only its own edits"), "{err}");
+    assert_eq!(wb.session_view().steps.len(), 1, "the person's edit stays");
+
+    let (proposal, _) = wb
+        .propose(&set(EMBED, "2,2", "9"), "row 2 matters")
+        .unwrap();
+    wb.resolve(proposal.id, true).unwrap();
+    assert_eq!(wb.session_view().steps.len(), 2);
+    wb.undo_for_agent().unwrap();
+    let view = wb.session_view();
+    assert_eq!(view.steps.len(), 1, "the agent's accepted edit is undone");
+    assert!(view.can_redo);
+    let err = wb.undo_for_agent().unwrap_err().to_string();
+    assert!(err.contains("only its own edits"), "{err}");
+}

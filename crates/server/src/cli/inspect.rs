@@ -1,0 +1,65 @@
+//! `inspect`: the tensor list and metadata.
+
+use super::{human_bytes, print_json, table};
+use serde_json::json;
+use std::path::Path;
+use tensor_surgeon_core::dtype;
+use tensor_surgeon_engine::{Model, Result};
+
+pub fn run(path: &Path, as_json: bool) -> Result<()> {
+    let model = Model::open(path)?;
+    for w in &model.warnings {
+        eprintln!("warning: {w}");
+    }
+    if as_json {
+        let tensors: Vec<_> = model
+            .tensors()
+            .map(|(shard, t)| {
+                json!({
+                    "name": t.name,
+                    "dtype": dtype::name(t.dtype),
+                    "shape": t.shape,
+                    "file": shard.file_name,
+                    "data_offsets": [t.data_offsets.0, t.data_offsets.1],
+                })
+            })
+            .collect();
+        print_json(&json!({ "metadata": model.metadata(), "tensors": tensors }));
+        return Ok(());
+    }
+    let files = model.shards.len();
+    let params: u64 = model.tensors().map(|(_, t)| t.elements()).sum();
+    println!(
+        "{}: {} tensors, {} parameters, {} in {files} file(s)",
+        model.path.display(),
+        model.len(),
+        params,
+        human_bytes(model.total_bytes())
+    );
+    if let Some(meta) = model.metadata() {
+        for (k, v) in meta {
+            println!("  {k}: {}", v.escape_debug());
+        }
+    }
+    let mut t = table(&["name", "dtype", "shape", "size", "file", "offsets"]);
+    for (shard, info) in model.tensors() {
+        let shape = format!(
+            "[{}]",
+            info.shape
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        t.add_row(vec![
+            info.name.clone(),
+            dtype::name(info.dtype).to_string(),
+            shape,
+            human_bytes(info.byte_len()),
+            shard.file_name.clone(),
+            format!("{}..{}", info.data_offsets.0, info.data_offsets.1),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}

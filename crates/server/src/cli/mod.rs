@@ -1,0 +1,317 @@
+//! The command line. Every command prints for people by default and JSON with `--json`;
+//! exit code 0 on success, 1 with a one-line message on stderr for anything a user can fix.
+
+pub mod diff;
+mod edit;
+mod inspect;
+mod patch_cmds;
+mod slice;
+mod stats;
+mod structure;
+
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tensor_surgeon_engine::error::Error;
+use tensor_surgeon_engine::patch_files::Format;
+
+/// Look inside `.safetensors` model weights and change them, as hex-diff patches.
+#[derive(Parser, Debug)]
+#[command(name = "tensor-surgeon", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// `--format`: the form to write a patch in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// JSON with hex bytes.
+    Json,
+    /// Binary: XOR deltas, zstd, BLAKE3 digests of the original and patched bytes.
+    Compact,
+    /// JSON up to about 1 MB, compact above.
+    #[default]
+    Auto,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Json => Format::Json,
+            FormatArg::Compact => Format::Compact,
+            FormatArg::Auto => Format::Auto,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the web app (the default command); the demo model when no model is given.
+    Serve(ServeArgs),
+    /// List a model's tensors (name, dtype, shape, file, offsets) and metadata.
+    Inspect {
+        /// A .safetensors file, a model.safetensors.index.json, or a folder holding either.
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the values of a tensor slice, numpy-style: `3,:,10:20`, `0:8:2`, `-1`.
+    Slice {
+        model: PathBuf,
+        tensor: String,
+        /// Index per leading dim; missing trailing dims are taken whole.
+        #[arg(default_value = "", allow_hyphen_values = true)]
+        spec: String,
+        #[arg(long)]
+        json: bool,
+        /// Largest number of elements to print.
+        #[arg(long, default_value_t = 16 << 20)]
+        max_elements: u64,
+    },
+    /// Edit values into a patch file (created or extended); the model is never written.
+    Edit(edit::EditArgs),
+    /// Check that a patch applies to a model: every original byte range must match.
+    Verify {
+        model: PathBuf,
+        patch: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bake a patch into a new model file (or folder, for sharded models).
+    Apply {
+        model: PathBuf,
+        patch: PathBuf,
+        /// Output file, or folder (sharded models; or a folder to put the file in).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write the patch that undoes a patch.
+    Invert {
+        patch: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: FormatArg,
+        /// The model the patch applies to; needed to write a compact patch as JSON.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Combine two patches into one; conflicting bytes are listed and nothing is written.
+    Combine {
+        first: PathBuf,
+        second: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: FormatArg,
+        /// The base model; needed when either patch is compact.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Statistics of one tensor (or of every tensor): moments, quantiles, NaN/Inf/zero/
+    /// subnormal counts and a histogram; NaN and Inf are counted, the numbers are over the
+    /// finite values.
+    Stats {
+        model: PathBuf,
+        tensor: Option<String>,
+        /// See the model through these patches (each must apply to the model); repeatable.
+        #[arg(long)]
+        patch: Vec<PathBuf>,
+        /// Histogram bins.
+        #[arg(long, default_value_t = tensor_surgeon_core::stats::DEFAULT_BINS)]
+        bins: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scan every tensor: statistics, flags (NaN/Inf, all zero, constant) and outliers
+    /// among siblings (tensors whose names differ only by layer number).
+    Scan {
+        model: PathBuf,
+        /// See the model through these patches; repeatable.
+        #[arg(long)]
+        patch: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// PCA of a tensor's rows (or columns) on 2 or 3 components, with explained variance.
+    Project(structure::ProjectArgs),
+    /// Token lookups over a [vocab, hidden] matrix: nearest tokens, compare two, find.
+    Tokens(structure::TokensArgs),
+    /// Serve the agent tools over MCP on stdio (the demo model when no model is given).
+    Mcp(McpArgs),
+    /// Write the patch that turns one model into another, with per-tensor change statistics.
+    Diff(diff::DiffArgs),
+    /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
+    Demo {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct McpArgs {
+    /// The model to open (or set MODEL_PATH); the demo model when neither is given.
+    #[arg(env = "MODEL_PATH")]
+    model: Option<PathBuf>,
+    /// Disable every edit (the read tools still work).
+    #[arg(long)]
+    read_only: bool,
+    /// Folder for saved patches and the session journal (default: `patches` beside the model).
+    #[arg(long)]
+    patches: Option<PathBuf>,
+    /// The tokenizer.json labelling vocabulary rows (default: the one beside the model).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Apply proposed edits at once instead of leaving them pending for a person.
+    #[arg(long)]
+    agent_auto_apply: bool,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// The model to open (or set MODEL_PATH); the demo model when neither is given.
+    #[arg(long, env = "MODEL_PATH")]
+    model: Option<PathBuf>,
+    /// Address to listen on (default: the site address of the build, 127.0.0.1:3000).
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
+    /// Disable every edit.
+    #[arg(long)]
+    read_only: bool,
+    /// Folder for saved patches and the session journal (default: `patches` beside the model).
+    #[arg(long)]
+    patches: Option<PathBuf>,
+    /// Folder for baked models (default: `baked` beside the model).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Another Host name to answer to (for a reverse proxy); repeatable.
+    #[arg(long)]
+    allow_host: Vec<String>,
+    /// The tokenizer.json labelling vocabulary rows (default: the one beside the model).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Apply edits proposed by agents (over /mcp) at once instead of leaving them pending.
+    #[arg(long)]
+    agent_auto_apply: bool,
+}
+
+/// Runs the command line and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(&matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.to_string()));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn run(matches: &ArgMatches) -> Result<(), Error> {
+    let cli = Cli::from_arg_matches(matches).map_err(|e| Error::Usage(e.to_string()))?;
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(a) => crate::web::serve(crate::web::ServeOptions {
+            model: a.model.or_else(|| {
+                std::env::var_os("MODEL_PATH")
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            }),
+            addr: a.addr,
+            read_only: a.read_only,
+            patches: a.patches,
+            out_dir: a.out_dir,
+            allow_hosts: a.allow_host,
+            tokenizer: a.tokenizer,
+            agent_auto_apply: a.agent_auto_apply,
+        }),
+        Command::Inspect { model, json } => inspect::run(&model, json),
+        Command::Slice {
+            model,
+            tensor,
+            spec,
+            json,
+            max_elements,
+        } => slice::run(&model, &tensor, &spec, json, max_elements),
+        Command::Edit(args) => {
+            let sub = matches
+                .subcommand_matches("edit")
+                .ok_or_else(|| Error::Usage("edit needs arguments".into()))?;
+            edit::run(args, sub)
+        }
+        Command::Verify { model, patch, json } => patch_cmds::verify(&model, &patch, json),
+        Command::Apply { model, patch, out } => patch_cmds::apply(&model, &patch, &out),
+        Command::Invert {
+            patch,
+            out,
+            format,
+            model,
+        } => patch_cmds::invert(&patch, &out, format.into(), model.as_deref()),
+        Command::Combine {
+            first,
+            second,
+            out,
+            format,
+            model,
+        } => patch_cmds::combine(&first, &second, &out, format.into(), model.as_deref()),
+        Command::Diff(args) => diff::run(args),
+        Command::Demo { out } => patch_cmds::demo(&out),
+        Command::Stats {
+            model,
+            tensor,
+            patch,
+            bins,
+            json,
+        } => stats::stats(&model, tensor.as_deref(), &patch, bins, json),
+        Command::Scan { model, patch, json } => stats::scan(&model, &patch, json),
+        Command::Mcp(a) => {
+            let opts = crate::web::ServeOptions {
+                model: a.model,
+                addr: None,
+                read_only: a.read_only,
+                patches: a.patches,
+                out_dir: None,
+                allow_hosts: Vec::new(),
+                tokenizer: a.tokenizer,
+                agent_auto_apply: a.agent_auto_apply,
+            };
+            let (wb, warnings) = crate::web::open_workbench(&opts)?;
+            // stdout carries the protocol: everything else goes to stderr.
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            crate::mcp::serve_stdio(std::sync::Arc::new(wb))
+        }
+        Command::Project(a) => structure::project(&a),
+        Command::Tokens(a) => structure::tokens(&a),
+    }
+}
+
+pub(crate) use tensor_surgeon_core::units::human_bytes;
+
+/// A borderless, left-aligned table.
+pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+/// Prints a JSON value.
+pub(crate) fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}

@@ -1,0 +1,17 @@
+//! The `tensor-surgeon` binary: the command line, the web server (axum host of the Leptos
+//! app, with its request guards) and the MCP host. The work itself is the engine's.
+
+mod cli;
+mod mcp;
+mod web;
+
+fn main() -> std::process::ExitCode {
+    // Output piped into `head` and closed early ends the program quietly, like other Unix
+    // tools, instead of a panic on the failed write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    cli::main()
+}

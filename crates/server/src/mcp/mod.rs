@@ -1,0 +1,353 @@
+//! The investigation toolkit over the Model Context Protocol (the official Rust SDK, rmcp):
+//! the same workbench the web app uses, as tools an agent can call and resources it can read.
+//! Served over stdio (`tensor-surgeon mcp`) and over streamable HTTP at `/mcp` of the web
+//! server, where an agent shares the open session: its proposals show up in the patch panel.
+//! Every failure is a tool error carrying the same message the UI shows.
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tensor_surgeon_core::dtype;
+use tensor_surgeon_core::filter::Filter;
+use tensor_surgeon_engine::workbench::Workbench;
+use tensor_surgeon_wire::EditRequest;
+
+/// Most elements `read_values` returns.
+const READ_CAP: u64 = 4096;
+const MODEL_URI: &str = "tensor-surgeon://model";
+const PATCH_URI: &str = "tensor-surgeon://patch";
+
+/// The MCP service over one workbench.
+#[derive(Clone)]
+pub struct Tools {
+    wb: Arc<Workbench>,
+    tool_router: ToolRouter<Tools>,
+}
+
+use tensor_surgeon_wire::mcp::*;
+
+type ToolResult = Result<String, String>;
+
+fn json_text(v: &impl serde::Serialize) -> ToolResult {
+    serde_json::to_string_pretty(v).map_err(|e| e.to_string())
+}
+
+/// Runs blocking workbench work off the async runtime; errors become tool errors.
+async fn blocking<T: serde::Serialize + Send + 'static>(
+    f: impl FnOnce() -> tensor_surgeon_engine::Result<T> + Send + 'static,
+) -> ToolResult {
+    match tensor_surgeon_engine::blocking(f).await {
+        Ok(v) => json_text(&v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Tools {
+    pub fn new(wb: Arc<Workbench>) -> Tools {
+        Tools {
+            wb,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    fn token_row(
+        &self,
+        tensor: &Option<String>,
+        token: &str,
+    ) -> tensor_surgeon_engine::Result<(String, u64)> {
+        let vocab = self.wb.vocab().ok_or_else(|| {
+            tensor_surgeon_engine::Error::Usage(
+                "this model has no tokenizer.json: token tools are unavailable".into(),
+            )
+        })?;
+        let tensor = match tensor {
+            Some(t) => t.clone(),
+            None => self.wb.vocab_tensor().ok_or_else(|| {
+                tensor_surgeon_engine::Error::Usage(
+                    "no [vocab, hidden] matrix in the model; pass tensor".into(),
+                )
+            })?,
+        };
+        let row = vocab.resolve_token(token)?;
+        Ok((tensor, row))
+    }
+}
+
+#[tool_router]
+impl Tools {
+    #[tool(
+        description = "List the model's tensors (name, dtype, shape, bytes), filtered by a name substring or /regex/, with paging. Start here to see what the model holds."
+    )]
+    async fn list_tensors(&self, Parameters(p): Parameters<ListTensors>) -> ToolResult {
+        let filter = match p.filter.strip_prefix('/').and_then(|f| f.strip_suffix('/')) {
+            Some(re) => Filter::new(re, true),
+            None => Filter::new(&p.filter, false),
+        }
+        .map_err(|e| format!("bad filter: {e}"))?;
+        let summary = self.wb.summary();
+        let all: Vec<_> = summary
+            .tensors
+            .iter()
+            .filter(|t| filter.matches(&t.name))
+            .collect();
+        let limit = p.limit.unwrap_or(100).clamp(1, 10_000);
+        let page: Vec<Value> = all
+            .iter()
+            .skip(p.offset)
+            .take(limit)
+            .map(|t| json!({"name": t.name, "dtype": t.dtype, "shape": t.shape, "bytes": t.bytes}))
+            .collect();
+        json_text(&json!({"total": all.len(), "offset": p.offset, "tensors": page}))
+    }
+
+    #[tool(
+        description = "One tensor's dtype, shape, size, file and byte offsets, and whether its rows are labelled with tokens."
+    )]
+    async fn tensor_info(&self, Parameters(p): Parameters<TensorArg>) -> ToolResult {
+        let (shard, info) = self.wb.model.get(&p.tensor).map_err(|e| e.to_string())?;
+        let token_dims: Vec<usize> = info
+            .shape
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| self.wb.token_label(s, 0).is_some())
+            .map(|(d, _)| d)
+            .collect();
+        json_text(&json!({
+            "name": info.name, "dtype": dtype::name(info.dtype), "shape": info.shape,
+            "elements": info.elements(), "bytes": info.byte_len(), "file": shard.file_name,
+            "data_offsets": [info.data_offsets.0, info.data_offsets.1], "token_dims": token_dims,
+        }))
+    }
+
+    #[tool(
+        description = "Statistics of a tensor with the session's edits applied: count, min, max, mean, std, mean |x|, max |x|, quantiles p0.1..p99.9, NaN/Inf/zero/subnormal counts, sparsity, and a 256-bin histogram. NaN and Inf are counted; the numbers are over finite values."
+    )]
+    async fn tensor_stats(&self, Parameters(p): Parameters<TensorArg>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || wb.stats(&p.tensor)).await
+    }
+
+    #[tool(
+        description = "Exact values of a slice of a tensor (edits applied): shape, values in C order (NaN/Inf as strings) and each element's stored bytes as little-endian hex. Keep slices small (default 256 elements, at most 4096)."
+    )]
+    async fn read_values(&self, Parameters(p): Parameters<ReadValues>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let (_, info) = wb.model.get(&p.tensor)?;
+            let sel = tensor_surgeon_engine::store::select(&p.tensor, &p.spec, &info.shape)?;
+            let cap = p.max_elements.unwrap_or(256).clamp(1, READ_CAP);
+            if sel.elements() > cap {
+                return Err(tensor_surgeon_engine::Error::Usage(format!(
+                    "the slice {:?} of {} has {} elements; read_values returns at most {cap}: narrow the spec",
+                    p.spec, p.tensor, sel.elements()
+                )));
+            }
+            let bytes = wb.read(&p.tensor, &sel)?;
+            let width = dtype::element_bytes(info.dtype);
+            let values: Vec<Value> = bytes
+                .chunks(width)
+                .map(|b| dtype::to_json(dtype::decode(info.dtype, b)))
+                .collect();
+            let hex: Vec<String> = bytes.chunks(width).map(hex::encode).collect();
+            Ok(json!({"tensor": p.tensor, "dtype": dtype::name(info.dtype), "shape": sel.out_shape(), "values": values, "hex": hex}))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Scan every tensor (edits applied) and return those flagged: NaN/Inf present, all zero, constant, or an outlier among its siblings (same name except the layer number; std compared to the siblings' median), plus the sibling groups with outliers. The first call reads the whole model."
+    )]
+    async fn find_outliers(&self, Parameters(p): Parameters<FindOutliers>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let status = wb.scan_now()?;
+            let limit = p.limit.unwrap_or(50).clamp(1, 10_000);
+            let flagged: Vec<Value> = status
+                .rows
+                .iter()
+                .filter(|r| !r.flags.is_empty())
+                .take(limit)
+                .map(|r| json!({"tensor": r.tensor, "dtype": r.dtype, "shape": r.shape, "std": r.summary.std,
+                    "max_abs": r.summary.max_abs, "flags": r.flags}))
+                .collect();
+            let groups: Vec<_> = status.groups.iter().filter(|g| !g.outliers.is_empty()).collect();
+            Ok(json!({"tensors_scanned": status.rows.len(), "flagged": flagged, "sibling_outliers": groups}))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "The k tokens whose rows are most cosine-similar to a token's row in a [vocab, hidden] matrix (the embedding by default), edits applied. Needs a tokenizer.json beside the model."
+    )]
+    async fn nearest_tokens(&self, Parameters(p): Parameters<NearestTokens>) -> ToolResult {
+        let wb = self.wb.clone();
+        let found = self.token_row(&p.tensor, &p.token);
+        blocking(move || {
+            let (tensor, row) = found?;
+            wb.nearest(&tensor, row, p.k.unwrap_or(10))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Compare two tokens' rows of a [vocab, hidden] matrix (the embedding by default): cosine similarity and L2 distance, edits applied."
+    )]
+    async fn compare_tokens(&self, Parameters(p): Parameters<CompareTokens>) -> ToolResult {
+        let wb = self.wb.clone();
+        let a = self.token_row(&p.tensor, &p.a);
+        let b = self.token_row(&p.tensor, &p.b);
+        blocking(move || {
+            let ((tensor, a), (_, b)) = (a?, b?);
+            let mut c = wb.compare_rows(&tensor, a, b)?;
+            c.delta.clear();
+            Ok(c)
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Propose an edit to the model with the hypothesis it tests. It is recorded as pending: nothing changes until a person accepts it in the web app's patch panel (unless the server runs with --agent-auto-apply). Returns the proposal id and whether it was applied. Values the dtype cannot hold are errors unless saturate/round is set."
+    )]
+    async fn propose_edit(&self, Parameters(p): Parameters<ProposeEdit>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let req = EditRequest {
+                tensor: p.tensor,
+                spec: p.spec,
+                op: p.op,
+                saturate: p.saturate,
+                round: p.round,
+            };
+            let (proposal, applied) = wb.propose(&req, &p.hypothesis)?;
+            Ok(
+                json!({"id": proposal.id, "label": proposal.label, "bytes": proposal.bytes,
+                "status": if applied { "applied" } else { "pending" }}),
+            )
+        })
+        .await
+    }
+
+    #[tool(
+        description = "The session's patch: changed elements (old -> new values and hex, with who made each change), the edit history, and the pending proposals."
+    )]
+    async fn list_patch(&self, Parameters(_): Parameters<Nothing>) -> ToolResult {
+        json_text(&self.wb.session_view())
+    }
+
+    #[tool(
+        description = "Undo the last applied edit of the session, when an agent made it (a person's edits are theirs to undo, unless the server applies agent edits without review)."
+    )]
+    async fn undo(&self, Parameters(_): Parameters<Nothing>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let v = wb.undo_for_agent()?;
+            Ok(json!({"steps": v.steps, "can_undo": v.can_undo, "can_redo": v.can_redo, "total_elements": v.total_elements}))
+        })
+        .await
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Tools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(rmcp::model::Implementation::new(
+            "tensor-surgeon",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "Tensor Surgeon: look inside a .safetensors model and propose edits. Start with \
+                 list_tensors / find_outliers, read numbers with tensor_stats and read_values, \
+                 then propose_edit with the hypothesis it tests; a person accepts or rejects it.",
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new(MODEL_URI, "model")
+                .with_description("The model: files, parameters per dtype, metadata, tensors")
+                .with_mime_type("application/json"),
+            Resource::new(PATCH_URI, "patch")
+                .with_description(
+                    "The session's current patch (tensor-surgeon-patch JSON, with origins)",
+                )
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let text = match request.uri.as_str() {
+            MODEL_URI => serde_json::to_string_pretty(&self.wb.summary()).unwrap_or_default(),
+            PATCH_URI => self.wb.patch("current session").to_json(),
+            other => {
+                return Err(ErrorData::resource_not_found(
+                    format!("no resource {other:?}; there are {MODEL_URI} and {PATCH_URI}"),
+                    None,
+                ))
+            }
+        };
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
+    }
+}
+
+/// Serves the tools over stdio until the client closes it.
+pub fn serve_stdio(wb: Arc<Workbench>) -> tensor_surgeon_engine::Result<()> {
+    use rmcp::ServiceExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(tensor_surgeon_engine::Error::io("tokio runtime"))?;
+    rt.block_on(async move {
+        let service = Tools::new(wb)
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| {
+                tensor_surgeon_engine::Error::Usage(format!("MCP start-up failed: {e}"))
+            })?;
+        service
+            .waiting()
+            .await
+            .map_err(|e| tensor_surgeon_engine::Error::Usage(format!("MCP session ended: {e}")))?;
+        Ok(())
+    })
+}
+
+/// The streamable HTTP service for `/mcp` (Host/Origin checks are the router's).
+pub fn http_service(
+    wb: Arc<Workbench>,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    Tools,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let mut config = StreamableHttpServerConfig::default();
+    // The web server's guard already checks Host and Origin against its own allow list.
+    config.allowed_hosts = Vec::new();
+    StreamableHttpService::new(
+        move || Ok(Tools::new(wb.clone())),
+        Default::default(),
+        config,
+    )
+}

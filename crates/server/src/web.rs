@@ -1,0 +1,319 @@
+//! The web server: axum + Leptos SSR, the server functions, and the request checks that keep
+//! other web pages away from the user's model (Host and Origin).
+
+use axum::body::Body;
+use axum::extract::{FromRef, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tensor_surgeon_app::{shell, App};
+use tensor_surgeon_engine::workbench::{ServeConfig, Workbench};
+use tensor_surgeon_engine::{Error, Model, Result};
+
+/// State shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub workbench: Arc<Workbench>,
+    /// `Host` values accepted (`127.0.0.1:3000`, `localhost:3000`, ...).
+    pub allowed_hosts: Arc<HashSet<String>>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> LeptosOptions {
+        state.leptos_options.clone()
+    }
+}
+
+/// Host names a local server answers to on `addr`, plus any the user allowed.
+pub fn allowed_hosts(addr: SocketAddr, extra: &[String]) -> HashSet<String> {
+    let port = addr.port();
+    let mut hosts: HashSet<String> = [
+        format!("{addr}"),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ]
+    .into();
+    hosts.extend(extra.iter().map(|h| {
+        if h.contains(':') && !h.starts_with('[') {
+            h.clone()
+        } else {
+            format!("{h}:{port}")
+        }
+    }));
+    hosts
+}
+
+/// Rejects requests for another Host (DNS rebinding) and state-changing requests sent by
+/// another site (a page the user visits must not edit their model).
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Err(why) = check_request(req.method(), req.headers(), &state.allowed_hosts) {
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    next.run(req).await
+}
+
+fn check_request(
+    method: &Method,
+    headers: &HeaderMap,
+    allowed: &HashSet<String>,
+) -> std::result::Result<(), String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !allowed.contains(&host.to_ascii_lowercase()) {
+        return Err(format!("Host {host:?} is not served here"));
+    }
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            let origin_host = origin.strip_prefix("http://").unwrap_or("\u{0}");
+            if !allowed.contains(&origin_host.to_ascii_lowercase()) {
+                return Err(format!("requests from {origin} may not change this model"));
+            }
+        } else if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site")
+        {
+            return Err("cross-site requests may not change this model".into());
+        }
+    }
+    Ok(())
+}
+
+/// `GET /api/patch/download`: the session patch as a JSON attachment; `?invert=1`: the patch
+/// that undoes it (turns the edited model back into the base).
+async fn download_patch(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let invert = q.get("invert").is_some_and(|v| v == "1");
+    let mut patch = state.workbench.patch("");
+    if invert {
+        patch = patch.invert();
+    }
+    let file = if invert {
+        "session.inverse.patch.json"
+    } else {
+        "session.patch.json"
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file}\""),
+        )
+        .body(Body::from(patch.to_json()))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The whole app as a router (tests drive it with `oneshot`).
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let options = state.leptos_options.clone();
+    Router::new()
+        .route("/api/patch/download", get(download_patch))
+        .nest_service("/mcp", crate::mcp::http_service(state.workbench.clone()))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            {
+                let wb = state.workbench.clone();
+                move || leptos::context::provide_context(wb.clone())
+            },
+            move || shell(options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Options of `tensor-surgeon serve`.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub model: Option<PathBuf>,
+    pub addr: Option<SocketAddr>,
+    pub read_only: bool,
+    pub patches: Option<PathBuf>,
+    pub out_dir: Option<PathBuf>,
+    pub allow_hosts: Vec<String>,
+    /// A `tokenizer.json` (default: the one beside the model, if any).
+    pub tokenizer: Option<PathBuf>,
+    /// Agent edits apply at once instead of waiting for a person.
+    pub agent_auto_apply: bool,
+}
+
+/// Where the demo model is written when no model is given.
+fn demo_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("tensor-surgeon").join("demo")
+}
+
+fn ensure_demo(dir: &std::path::Path) -> Result<PathBuf> {
+    tensor_surgeon_engine::files::write_demo(dir)
+}
+
+/// Opens the session over a model (the demo model when none is given), with its tokenizer.
+pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
+    let model_path = match &opts.model {
+        Some(p) => p.clone(),
+        None => ensure_demo(&demo_dir())?,
+    };
+    let model = Model::open(&model_path)?;
+    let model_dir = if model_path.is_dir() {
+        model_path.clone()
+    } else {
+        model_path.parent().map(PathBuf::from).unwrap_or_default()
+    };
+    let config = ServeConfig {
+        read_only: opts.read_only,
+        patches_dir: opts
+            .patches
+            .clone()
+            .unwrap_or_else(|| model_dir.join("patches")),
+        out_dir: opts
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| model_dir.join("baked")),
+        agent_auto_apply: opts.agent_auto_apply,
+    };
+    let (mut workbench, mut warnings) = Workbench::open(model, config)?;
+    // A tokenizer named on the command line must load; one found beside the model may not.
+    match tensor_surgeon_engine::tokens::Vocab::find(&model_path, opts.tokenizer.as_deref()) {
+        Ok(v) => workbench.set_vocab(v),
+        Err(e) if opts.tokenizer.is_none() => warnings.push(format!("tokenizer ignored: {e}")),
+        Err(e) => return Err(e),
+    }
+    warnings.extend(workbench.model.warnings.iter().cloned());
+    Ok((workbench, warnings))
+}
+
+/// Builds the state for a model (the demo model when none is given).
+pub fn build_state(
+    opts: &ServeOptions,
+    leptos_options: LeptosOptions,
+) -> Result<(AppState, Vec<String>)> {
+    let (workbench, warnings) = open_workbench(opts)?;
+    let addr = leptos_options.site_addr;
+    let state = AppState {
+        leptos_options,
+        workbench: Arc::new(workbench),
+        allowed_hosts: Arc::new(allowed_hosts(addr, &opts.allow_hosts)),
+    };
+    Ok((state, warnings))
+}
+
+/// Runs the web server until interrupted.
+pub fn serve(opts: ServeOptions) -> Result<()> {
+    let conf = leptos::config::get_configuration(None)
+        .map_err(|e| Error::Usage(format!("leptos configuration: {e}")))?;
+    let mut leptos_options = conf.leptos_options;
+    if let Some(addr) = opts.addr {
+        leptos_options.site_addr = addr;
+    }
+    let addr = leptos_options.site_addr;
+    let (state, warnings) = build_state(&opts, leptos_options)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let wb = state.workbench.clone();
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("tokio runtime"))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(Error::io(addr.to_string()))?;
+        eprintln!(
+            "Tensor Surgeon: {} on http://{addr}{}  (journal {})",
+            wb.model.path.display(),
+            if wb.config.read_only {
+                " (read-only)"
+            } else {
+                ""
+            },
+            wb.journal_path().display()
+        );
+        axum::serve(listener, app.into_make_service())
+            .await
+            .map_err(Error::io(addr.to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_origin_checks() {
+        let allowed = allowed_hosts("127.0.0.1:3000".parse().unwrap(), &[]);
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        assert!(check_request(&Method::GET, &h(&[("host", "localhost:3000")]), &allowed).is_ok());
+        assert!(
+            check_request(&Method::GET, &h(&[("host", "evil.example:3000")]), &allowed).is_err(),
+            "DNS rebinding"
+        );
+        assert!(check_request(
+            &Method::POST,
+            &h(&[
+                ("host", "127.0.0.1:3000"),
+                ("origin", "http://127.0.0.1:3000")
+            ]),
+            &allowed
+        )
+        .is_ok());
+        assert!(check_request(
+            &Method::POST,
+            &h(&[
+                ("host", "127.0.0.1:3000"),
+                ("origin", "https://evil.example")
+            ]),
+            &allowed
+        )
+        .is_err());
+        assert!(check_request(
+            &Method::POST,
+            &h(&[("host", "127.0.0.1:3000"), ("sec-fetch-site", "cross-site")]),
+            &allowed
+        )
+        .is_err());
+        assert!(
+            check_request(&Method::POST, &h(&[("host", "127.0.0.1:3000")]), &allowed).is_ok(),
+            "scripts send no Origin"
+        );
+        assert!(
+            check_request(
+                &Method::GET,
+                &h(&[
+                    ("host", "127.0.0.1:3000"),
+                    ("origin", "https://evil.example")
+                ]),
+                &allowed
+            )
+            .is_ok(),
+            "reads are guarded by CORS"
+        );
+    }
+}

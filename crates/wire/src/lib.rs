@@ -1,0 +1,25 @@
+//! Every shape that crosses a boundary of Tensor Surgeon: the HTTP API's requests and
+//! responses (JSON, or rkyv for the bulk ones), shared by the server and the WASM client.
+//! Logic lives in `tensor-surgeon-core`; these are plain records.
+//!
+//! ```
+//! let row: tensor_surgeon_wire::TensorRow = serde_json::from_str(
+//!     r#"{"name": "w", "dtype": "BF16", "shape": [2, 3], "bytes": 12, "file": "model.safetensors"}"#,
+//! ).unwrap();
+//! assert_eq!(row.shape, [2, 3]);
+//! ```
+
+mod analysis;
+/// The MCP tools' arguments, with JSON schemas for the agents that call them.
+#[cfg(feature = "schema")]
+pub mod mcp;
+mod model;
+mod session;
+mod structure;
+mod surgery;
+
+pub use analysis::*;
+pub use model::*;
+pub use session::*;
+pub use structure::*;
+pub use surgery::*;

@@ -1,0 +1,125 @@
+//! The MCP tools' arguments: their JSON schemas (and the descriptions agents read) come from
+//! these types.
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::Deserialize;
+use tensor_surgeon_core::edit::Op;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListTensors {
+    /// Keep names containing this text (or matching it as a regex when it is written /like
+    /// this/). Empty: every tensor.
+    #[serde(default)]
+    pub filter: String,
+    /// First tensor to return (for paging).
+    #[serde(default)]
+    pub offset: usize,
+    /// Most tensors to return (default 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct TensorArg {
+    /// Exact tensor name, as list_tensors prints it.
+    pub tensor: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ReadValues {
+    /// Exact tensor name.
+    pub tensor: String,
+    /// numpy-style slice, one entry per leading dim: "3,:,10:20", "0:8:2", "-1". Missing trailing
+    /// dims are taken whole.
+    #[serde(default)]
+    pub spec: String,
+    /// Most elements to return (default 256, at most 4096); a larger slice is an error.
+    #[serde(default)]
+    pub max_elements: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FindOutliers {
+    /// Most flagged tensors to return (default 50).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct NearestTokens {
+    /// A token as text (" Paris", with its leading space) or "#ID".
+    pub token: String,
+    /// Neighbours to return (default 10).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// The [vocab, hidden] matrix (default: the embedding).
+    #[serde(default)]
+    pub tensor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CompareTokens {
+    /// First token (text or "#ID").
+    pub a: String,
+    /// Second token (text or "#ID").
+    pub b: String,
+    /// The [vocab, hidden] matrix (default: the embedding).
+    #[serde(default)]
+    pub tensor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ProposeEdit {
+    /// Exact tensor name.
+    pub tensor: String,
+    /// numpy-style region to edit: "7,:" is row 7, "0:4,2" a column piece.
+    pub spec: String,
+    /// The operation: {"op":"set","value":"0.5"}, {"op":"add","value":"-1"},
+    /// {"op":"scale","factor":0.125}, {"op":"zero"}, {"op":"clamp","min":-1,"max":1} or
+    /// {"op":"hex","hex":"0000803f"} (one element's stored bytes, little-endian).
+    #[schemars(schema_with = "op_schema")]
+    pub op: Op,
+    /// What the edit tests, in a sentence: shown to the person who accepts or rejects it and
+    /// kept with the patch entries.
+    pub hypothesis: String,
+    /// Clamp values the dtype cannot hold instead of failing.
+    #[serde(default)]
+    pub saturate: bool,
+    /// Round non-integers for integer dtypes instead of failing.
+    #[serde(default)]
+    pub round: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Nothing {}
+
+/// The schema of an edit operation (the core's `Op`, whose JSON form is tagged by `op`).
+fn op_schema(_: &mut SchemaGenerator) -> Schema {
+    let variant = |op: &str, doc: &str, fields: serde_json::Value, required: &[&str]| {
+        let mut properties = serde_json::json!({ "op": { "type": "string", "const": op } });
+        if let (Some(p), Some(f)) = (properties.as_object_mut(), fields.as_object()) {
+            p.extend(f.clone());
+        }
+        let mut req = vec!["op"];
+        req.extend_from_slice(required);
+        serde_json::json!({
+            "type": "object",
+            "description": doc,
+            "properties": properties,
+            "required": req,
+        })
+    };
+    let number = serde_json::json!({ "type": "number" });
+    let optional = serde_json::json!({ "type": ["number", "null"] });
+    let text = serde_json::json!({ "type": "string" });
+    json_schema!({
+        "oneOf": [
+            variant("set", "Replace with a value.", serde_json::json!({ "value": text }), &["value"]),
+            variant("add", "Add a value.", serde_json::json!({ "value": text }), &["value"]),
+            variant("scale", "Multiply by a factor.", serde_json::json!({ "factor": number }), &["factor"]),
+            variant("zero", "Set to zero.", serde_json::json!({}), &[]),
+            variant("clamp", "Clamp into [min, max] (either bound optional).", serde_json::json!({ "min": optional, "max": optional }), &[]),
+            variant("hex", "Replace the stored bytes: hex, one element's worth.", serde_json::json!({ "hex": text }), &["hex"]),
+        ]
+    })
+}

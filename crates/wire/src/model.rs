@@ -1,0 +1,106 @@
+//! The open model and what the heatmap reads from it: the tensor list, views, single cells.
+
+use serde::{Deserialize, Serialize};
+use tensor_surgeon_core::view::{PoolStat, ViewMode, ViewSpec};
+
+/// One row of the tensor list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorRow {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub bytes: u64,
+    pub file: String,
+}
+
+/// What the app shows about the open model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub path: String,
+    pub files: Vec<(String, u64)>,
+    /// Parameters per dtype.
+    pub params: Vec<(String, u64)>,
+    /// `__metadata__` (untrusted text: rendered escaped).
+    pub metadata: Vec<(String, String)>,
+    pub tensors: Vec<TensorRow>,
+    pub warnings: Vec<String>,
+    pub read_only: bool,
+    /// The tokenizer's vocabulary size and file, when the model has one.
+    pub vocab_size: Option<u64>,
+    pub tokenizer: Option<String>,
+    /// The vocabulary matrix token search opens (an embedding).
+    pub vocab_tensor: Option<String>,
+}
+
+/// A request for heatmap data.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ViewRequest {
+    pub tensor: String,
+    pub spec: ViewSpec,
+    /// Largest grid the client can show; bigger views are pooled into blocks.
+    pub max_rows: u64,
+    pub max_cols: u64,
+    pub stat: PoolStat,
+    /// After (default), before, or delta.
+    #[serde(default)]
+    pub mode: ViewMode,
+}
+
+/// Heatmap data: raw element bytes for exact views, a pooled f32 grid otherwise.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ViewData {
+    pub tensor: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    /// The view after repair.
+    pub spec: ViewSpec,
+    /// Grid size (cells of the view, or blocks when pooled).
+    pub rows: u64,
+    pub cols: u64,
+    /// Cells per block; `(1, 1)` for an exact view.
+    pub block: (u64, u64),
+    pub stat: PoolStat,
+    /// Exact views: `element_bytes(dtype)` bytes per cell, row-major.
+    pub bytes: Vec<u8>,
+    /// Pooled views: one value per block, row-major. Delta views: the delta of every cell
+    /// (or the mean delta of every block), whatever the size.
+    pub pooled: Vec<f32>,
+    pub mode: ViewMode,
+    /// Delta views of exact size: the base bytes of every cell (`bytes` holds the edited ones).
+    pub base_bytes: Vec<u8>,
+    /// Edit version the data reflects.
+    pub version: u64,
+    /// Token text of each view row / column when that dim indexes the vocabulary (exact views).
+    pub y_labels: Vec<String>,
+    pub x_labels: Vec<String>,
+}
+
+/// One element, exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellData {
+    pub tensor: String,
+    pub index: Vec<u64>,
+    pub dtype: String,
+    pub value: String,
+    pub hex: String,
+    /// The token of the first index that indexes the vocabulary, if any.
+    pub token: Option<String>,
+}
