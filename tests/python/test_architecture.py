@@ -25,7 +25,7 @@ ALLOWED = {
 }
 
 # Crates that do I/O, async or native-only work: never in the core's tree.
-NOT_IN_CORE = {"tokio", "axum", "memmap2", "zstd", "zstd-sys", "leptos", "rayon", "tempfile", "libc"}
+NOT_IN_CORE = {"tokio", "axum", "memmap2", "zstd", "zstd-sys", "leptos", "rayon", "tempfile"}
 
 
 def cargo(*args) -> str:

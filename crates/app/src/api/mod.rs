@@ -76,6 +76,7 @@ pub async fn get_cell(tensor: String, index: String) -> Result<CellData, ServerF
                 "index {index:?} is not a list of whole numbers"
             )))
         })?;
-    let wb = workbench()?;
-    blocking(move || wb.cell(&tensor, &index)).await
+    // Read while the page renders on the server (a selected cell): runs in place, like
+    // `get_session`.
+    workbench()?.cell(&tensor, &index).map_err(fail)
 }

@@ -34,8 +34,9 @@ pub async fn redo() -> Result<SessionView, ServerFnError> {
 /// The session's changed elements and history. `GET /api/session`.
 #[server(endpoint = "session", input = GetUrl)]
 pub async fn get_session() -> Result<SessionView, ServerFnError> {
-    let wb = workbench()?;
-    blocking(move || Ok(wb.session_view())).await
+    // Read while the page renders on the server: it must not yield to the runtime (the
+    // page's reactive state lives on one thread), so it runs in place.
+    Ok(workbench()?.session_view())
 }
 
 /// Saves the session patch into the patches folder; returns its path. `POST /api/save_patch`.
