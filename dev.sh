@@ -63,7 +63,7 @@ run_tests() {
     # the tests and the web build share one compile of each crate.
     log "Rust unit and integration tests"
     cargo test --all-targets
-    cargo test --doc -p tensor-surgeon-core -p tensor-surgeon-wire
+    cargo test --doc -p tensor-surgeon-core -p tensor-surgeon-wire -p tensor-surgeon-engine
     log "building the server and the WASM client"
     cargo leptos build
     log "the core builds for wasm32 on its own"

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import run
+from helpers import sha256
+from safetensors.numpy import save_file
 from server import Server
 
 W = "model.embed_tokens.weight"
@@ -207,3 +209,43 @@ def test_edits_survive_kill_9(demo):
         assert cell(s2, W, [0, 0])["value"] == "7"
     finally:
         s2.stop()
+
+
+def test_kill_9_during_a_bake_leaves_the_base_and_the_target_name_untouched(tmp_path):
+    """A bake streams into a temporary file and renames it: killed halfway, nothing is at the
+    target name, the base is as it was, and the next server's bake works."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    tensors = {f"w{i}": np.full((1024, 1024), i + 0.5, dtype=np.float32) for i in range(192)}  # 768 MiB
+    save_file(tensors, str(folder / "model.safetensors"))
+    base_sum = sha256(folder / "model.safetensors")
+    s = Server(folder).start()
+    killed_at = None
+    try:
+        s.edit("w0", "0,0", {"op": "set", "value": "2"})
+        s.call("POST", "/api/bake", {"file_name": "out"})
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            st = s.call("GET", "/api/bake_status")
+            if 0 < st["done"] < st["total"]:
+                killed_at = st["done"] / st["total"]
+                break
+            assert st["running"], f"the bake finished before it could be interrupted: {st}"
+            time.sleep(0.005)
+    finally:
+        s.kill9()
+    assert killed_at is not None, "the bake never reported progress"
+    assert not (folder / "baked" / "out.safetensors").exists(), "nothing at the target name"
+    assert sha256(folder / "model.safetensors") == base_sum, "the base is untouched"
+    s2 = Server(folder).start()
+    try:
+        s2.call("POST", "/api/bake", {"file_name": "out"})
+        deadline = time.time() + 120
+        while (st := s2.call("GET", "/api/bake_status"))["running"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert st["error"] is None and st["written"], st
+    finally:
+        s2.stop()
+    baked = folder / "baked" / "out.safetensors"
+    assert run("slice", baked, "w0", "0,0", "--json").json()["values"] == [2.0], "the edit survived the crash and is baked"
+    assert run("slice", baked, "w5", "3,4", "--json").json()["values"] == [float(tensors["w5"][3, 4])]

@@ -3,6 +3,7 @@ off, entries dropped or kept, the inverse download, combining saved patches with
 listed, comparing with another model, and the before / after / delta view."""
 
 import json
+import os
 import urllib.parse
 
 import numpy as np
@@ -141,3 +142,9 @@ def test_compare_with_another_model_loads_the_difference_and_shows_deltas(server
     assert sha256(tmp_path / "same.safetensors") == sha256(other_path)
     status, body = server.call("POST", "/api/compare", {"other": str(tmp_path / "missing")}, ok=False)
     assert status == 404 and "missing" in body
+    # A FIFO would block a reader forever: refused at once, as a CLI path is.
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    status, body = server.call("POST", "/api/compare", {"other": str(fifo)}, ok=False)
+    assert status == 400 and "not a regular file" in body
+    assert "not a regular file" in run("inspect", fifo, check=False).err

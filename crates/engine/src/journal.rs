@@ -43,7 +43,8 @@ pub struct Journal {
 
 impl Journal {
     /// Replays the journal at `path` (if any) into a fresh history and the pending proposals.
-    /// A torn last line (a crash mid-write) is dropped; the warnings say what was skipped.
+    /// A torn (a crash mid-write) or damaged line is skipped, the warnings say which; the
+    /// file itself is never cut.
     /// Every step's original bytes are checked against `base` as the replay reaches it: a
     /// journal written against other weights (a retrained checkpoint with the same header)
     /// replays nothing and is kept aside under a name that says so.
@@ -91,7 +92,7 @@ impl Journal {
                 };
                 if let Some(step) = step {
                     if let Some(why) = misfit(&step, &history, base) {
-                        return set_aside(path, n + 1, &step, &why);
+                        return set_aside(path, n + 1, &step, &why, warnings);
                     }
                     history.apply(step);
                 }
@@ -242,6 +243,7 @@ fn set_aside(
     line: usize,
     step: &EditStep,
     why: &str,
+    mut warnings: Vec<String>,
 ) -> Result<(Journal, History, Vec<Proposal>, Vec<String>)> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -258,11 +260,12 @@ fn set_aside(
         step.label,
         aside.display()
     );
+    warnings.push(warning);
     Ok((
         Journal::empty(path),
         History::default(),
         Vec::new(),
-        vec![warning],
+        warnings,
     ))
 }
 

@@ -27,6 +27,7 @@ pub struct Shard {
 impl Shard {
     /// Maps and parses one `.safetensors` file.
     pub fn open(path: &Path) -> Result<Shard> {
+        regular_file(path)?;
         let file = File::open(path).map_err(Error::io(path))?;
         let size = file.metadata().map_err(Error::io(path))?.len();
         // SAFETY: the map is read-only and Tensor Surgeon never writes to, truncates or
@@ -119,6 +120,7 @@ impl Model {
                 }),
             };
         }
+        regular_file(path)?;
         if path.extension().is_some_and(|e| e == "json") {
             return Model::open_index(path, path);
         }
@@ -284,6 +286,20 @@ impl Model {
     /// Total bytes of all files.
     pub fn total_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.size).sum()
+    }
+}
+
+/// Refuses what is not a regular file before opening it: opening a FIFO for reading waits
+/// for a writer forever, and a device is no model.
+fn regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(Error::io(path))?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(Error::NotAModel {
+            path: path.into(),
+            reason: "not a regular file (a FIFO, a device or a socket)".into(),
+        })
     }
 }
 
