@@ -18,7 +18,7 @@ pub struct ElementLocation {
 /// Locates element `flat` of a `dtype` tensor.
 pub fn locate(dtype: Dtype, flat: u64) -> ElementLocation {
     let bits = dtype::bits(dtype) as u64;
-    if bits % 8 == 0 {
+    if bits.is_multiple_of(8) {
         let size = bits / 8;
         return ElementLocation {
             offset: flat * size,

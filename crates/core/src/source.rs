@@ -74,7 +74,7 @@ pub fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packed::{locate, repack, unpack};
+    use crate::packed::{locate, repack};
     use crate::slice::SliceSpec;
 
     fn iota(n: usize) -> Vec<u8> {

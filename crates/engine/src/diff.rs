@@ -186,7 +186,7 @@ impl<'a> Comparison<'a> {
                     .map(|r| 100 + p.info.name.len() as u64 + 4 * r.1)
             })
             .sum();
-        let mut patch = patch_files::new_for(base, &note);
+        let mut patch = patch_files::new_for(base, note);
         if patch_files::wants_compact(format, json_len) {
             // Straight from the mapped bytes: no copies of the original and patched bytes.
             let tensors = changed
@@ -203,13 +203,13 @@ impl<'a> Comparison<'a> {
                 origins: Vec::new(),
                 tensors,
             };
-            patch_files::save_compact(&out, &compact)?;
+            patch_files::save_compact(out, &compact)?;
             return Ok((Format::Compact, entries));
         }
         for (p, c) in changed {
             patch.entries.extend(entries_of(p, c));
         }
-        patch_files::save(&out, &patch, Format::Json, Some(base))?;
+        patch_files::save(out, &patch, Format::Json, Some(base))?;
         Ok((Format::Json, entries))
     }
 }

@@ -11,6 +11,9 @@ use tensor_surgeon_core::source::ByteSource;
 use tensor_surgeon_wire::{Neighbor, TokenHit};
 use tokenizers::Tokenizer;
 
+/// One block of rows scored: the best (cosine, row) pairs and the block's row norms.
+type BlockResult = (Vec<(f32, u64)>, Vec<f32>);
+
 /// Vocabulary-sized dims may carry this many padding rows beyond the vocabulary.
 const PADDING: u64 = 1024;
 /// Rows per parallel block of a similarity scan.
@@ -282,7 +285,7 @@ pub fn nearest(
         )));
     }
     let blocks: Vec<u64> = (0..rows.div_ceil(BLOCK_ROWS)).collect();
-    let parts: Vec<(Vec<(f32, u64)>, Vec<f32>)> = blocks
+    let parts: Vec<BlockResult> = blocks
         .par_iter()
         .map(|&b| {
             let first = b * BLOCK_ROWS;

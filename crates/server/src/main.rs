@@ -1,3 +1,6 @@
+// The engine's errors carry structured context for messages a user can act on; they are rare
+// and never on a hot path, so their size is not worth boxing.
+#![allow(clippy::result_large_err)]
 //! The `tensor-surgeon` binary: the command line, the web server (axum host of the Leptos
 //! app, with its request guards) and the MCP host. The work itself is the engine's.
 

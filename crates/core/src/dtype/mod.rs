@@ -89,7 +89,7 @@ pub fn element_bytes(dtype: Dtype) -> usize {
 
 /// Whether several elements share a byte (F4, F6_*).
 pub fn is_packed(dtype: Dtype) -> bool {
-    bits(dtype) % 8 != 0
+    !bits(dtype).is_multiple_of(8)
 }
 
 /// What the bits of a dtype mean.

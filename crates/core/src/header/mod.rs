@@ -351,7 +351,7 @@ pub fn serialize(metadata: Option<&BTreeMap<String, String>>, tensors: &[TensorI
         );
     }
     let mut json = serde_json::Value::Object(map).to_string().into_bytes();
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();

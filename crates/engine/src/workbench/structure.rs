@@ -12,6 +12,9 @@ use tensor_surgeon_wire::{
     Nearest, ProjectRequest, Projection, TaskProgress, TokenComparison, TokenHit,
 };
 
+/// Row norms per tensor, with the edit version they were computed at.
+type NormCache = HashMap<String, (u64, Arc<Vec<f32>>)>;
+
 /// Token search results returned.
 const SEARCH_LIMIT: usize = 20;
 /// Most neighbours a query may ask for.
@@ -25,7 +28,7 @@ pub(super) struct ProjectProgress {
     running: AtomicU64,
     done: AtomicU64,
     total: AtomicU64,
-    norms: Mutex<HashMap<String, (u64, Arc<Vec<f32>>)>>,
+    norms: Mutex<NormCache>,
 }
 
 impl Workbench {

@@ -45,6 +45,8 @@ impl From<FormatArg> for Format {
     }
 }
 
+// Parsed once per run: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the web app (the default command); the demo model when no model is given.
