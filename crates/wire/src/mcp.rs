@@ -58,6 +58,32 @@ pub struct NearestTokens {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct RunPrompt {
+    /// The prompt text.
+    pub prompt: String,
+    /// Candidates to list (default 10).
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    /// A token whose probability and log-odds to report (" Paris", or "#ID").
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Greedy continuation length (default 0).
+    #[serde(default)]
+    pub generate: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct TopNeurons {
+    /// The prompt text.
+    pub prompt: String,
+    /// The decoder layer (0-based).
+    pub layer: u32,
+    /// Neurons to list (default 10).
+    #[serde(default)]
+    pub k: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct CompareTokens {
     /// First token (text or "#ID").
     pub a: String,

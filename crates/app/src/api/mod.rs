@@ -7,10 +7,12 @@ use leptos::server_fn::codec::{GetUrl, Json, Rkyv};
 use tensor_surgeon_wire::{CellData, ModelSummary, ViewData, ViewRequest};
 
 mod analysis;
+mod run;
 mod session;
 mod structure;
 mod surgery;
 pub use analysis::*;
+pub use run::*;
 pub use session::*;
 pub use structure::*;
 pub use surgery::*;

@@ -1,5 +1,6 @@
 //! The web UI: components hold UI state only; everything computable lives in the core.
 
+mod activations_panel;
 mod charts;
 mod controls;
 mod edit_panel;
@@ -7,8 +8,10 @@ mod heatmap;
 mod inspector;
 mod layers_panel;
 mod patch_panel;
+mod probes_panel;
 mod profiles;
 mod region_panel;
+mod run_panel;
 mod scan_panel;
 mod scatter;
 mod state;
@@ -105,6 +108,7 @@ fn Workspace(summary: tensor_surgeon_wire::ModelSummary) -> impl IntoView {
                         {ctx.model.with_value(|m| m.vocab_size.is_some()).then(|| view! { <tokens_panel::TokensPanel/> }.into_any())}
                     </div>
                 </div>
+                {view! { <run_panel::RunPanel/> }.into_any()}
                 {view! { <profiles::Profiles/> }.into_any()}
                 {view! { <stats_panel::StatsPanel/> }.into_any()}
                 {view! { <scatter::ScatterPanel/> }.into_any()}

@@ -140,6 +140,53 @@ pub fn href(state: &UrlState) -> String {
     }
 }
 
+/// Rows (or columns) shown around a line opened from a panel.
+const WINDOW: u64 = 32;
+
+/// Opens line `index` of a 2-D `tensor` in the heatmap: a row (`columns` false; its first cell
+/// selected) or a column (the whole column in view selected), ready for an edit.
+pub fn open_line(ctx: Ctx, tensor: &str, index: u64, columns: bool) {
+    let shape = ctx.model.with_value(|m| {
+        m.tensors
+            .iter()
+            .find(|t| t.name == tensor)
+            .map(|t| t.shape.clone())
+    });
+    let Some(shape) = shape else { return };
+    let url = ctx.url.get_untracked();
+    let mut state = if url.tensor.as_deref() == Some(tensor) {
+        url
+    } else {
+        url.open(tensor)
+    };
+    let current = state.view(&shape);
+    let base = ViewSpec {
+        y_dim: Some(0),
+        x_dim: Some(1),
+        ..current
+    };
+    let (v, pos) = tensor_surgeon_core::view::jump_to(
+        &base.make_valid(&shape),
+        &shape,
+        !columns,
+        index,
+        WINDOW,
+    );
+    state = state.with_view(&v);
+    ctx.go(&state, false);
+    let (rows, cols) = if columns {
+        ((0, v.y.count()), (pos, pos + 1))
+    } else {
+        ((pos, pos + 1), (0, 1))
+    };
+    ctx.selection.set(Some(CellRect {
+        view: v,
+        tensor: tensor.to_string(),
+        rows,
+        cols,
+    }));
+}
+
 /// The shared state.
 pub fn use_ctx() -> Ctx {
     expect_context::<Ctx>()

@@ -3,47 +3,17 @@
 //! distance, and the delta of their rows as a strip).
 
 use super::charts;
-use super::state::{message, use_ctx, CellRect, Ctx};
+use super::state::{message, open_line, use_ctx, Ctx};
 use crate::api::{compare_tokens, nearest_tokens, search_tokens};
 use leptos::html;
 use leptos::prelude::*;
-use tensor_surgeon_core::view;
 
 /// Neighbours listed.
 const K: usize = 10;
-/// Rows shown around a token opened from the panel.
-const WINDOW: u64 = 32;
 
 /// Opens `row` of `tensor` (a [vocab, hidden] matrix) in the heatmap and selects its first cell.
 fn open_row(ctx: Ctx, tensor: &str, row: u64) {
-    let shape = ctx.model.with_value(|m| {
-        m.tensors
-            .iter()
-            .find(|t| t.name == tensor)
-            .map(|t| t.shape.clone())
-    });
-    let Some(shape) = shape else { return };
-    let url = ctx.url.get_untracked();
-    let mut state = if url.tensor.as_deref() == Some(tensor) {
-        url
-    } else {
-        url.open(tensor)
-    };
-    let current = state.view(&shape);
-    let base = view::ViewSpec {
-        y_dim: Some(0),
-        x_dim: Some(1),
-        ..current
-    };
-    let (v, pos) = view::jump_to(&base.make_valid(&shape), &shape, true, row, WINDOW);
-    state = state.with_view(&v);
-    ctx.go(&state, false);
-    ctx.selection.set(Some(CellRect {
-        view: v,
-        tensor: tensor.to_string(),
-        rows: (pos, pos + 1),
-        cols: (0, 1),
-    }));
+    open_line(ctx, tensor, row, false);
 }
 
 #[component]

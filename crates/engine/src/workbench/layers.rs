@@ -116,6 +116,7 @@ impl Workbench {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| !n.starts_with('.') && (n.ends_with(".json") || n.ends_with(".tsp")))
+            .filter(|n| !n.ends_with(super::PROBES_SUFFIX))
             .collect();
         names.sort();
         Ok(names)

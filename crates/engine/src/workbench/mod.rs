@@ -6,6 +6,8 @@ mod combine;
 mod layers;
 mod proposals;
 pub mod region;
+mod run;
+pub use run::PROBES_SUFFIX;
 mod session;
 use session::Session;
 mod structure;
@@ -49,6 +51,7 @@ pub struct Workbench {
     analysis: Arc<analysis::State>,
     vocab: Option<Arc<super::tokens::Vocab>>,
     projecting: structure::ProjectProgress,
+    run: run::RunState,
     /// What the user must know about how the session opened (a journal set aside...).
     startup_warnings: Vec<String>,
 }
@@ -80,6 +83,7 @@ impl Workbench {
                 analysis: Arc::default(),
                 vocab: None,
                 projecting: Default::default(),
+                run: Default::default(),
                 startup_warnings: warnings.clone(),
             },
             warnings,

@@ -5,6 +5,7 @@ pub mod diff;
 mod edit;
 mod inspect;
 mod patch_cmds;
+mod run;
 mod slice;
 mod stats;
 mod structure;
@@ -144,6 +145,14 @@ enum Command {
     Mcp(McpArgs),
     /// Write the patch that turns one model into another, with per-tensor change statistics.
     Diff(diff::DiffArgs),
+    /// Run the model on a prompt (base and patched side by side): top next tokens, a target
+    /// token's probability, a greedy continuation; encoders embed --sentence texts.
+    Run(run::RunArgs),
+    /// Run a probe file on the base and patched model: target probabilities and the KL of
+    /// the next-token distribution (efficacy and locality).
+    Probe(run::ProbeArgs),
+    /// One layer's MLP activations for a prompt, its top neurons, and the logit lens.
+    Activations(run::ActivationsArgs),
     /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
     Demo {
         #[arg(long)]
@@ -297,6 +306,9 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         }
         Command::Project(a) => structure::project(&a),
         Command::Tokens(a) => structure::tokens(&a),
+        Command::Run(a) => run::run(&a),
+        Command::Probe(a) => run::probe(&a),
+        Command::Activations(a) => run::activations(&a),
     }
 }
 

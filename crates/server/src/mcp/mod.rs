@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::filter::Filter;
 use tensor_surgeon_engine::workbench::Workbench;
-use tensor_surgeon_wire::EditRequest;
+use tensor_surgeon_wire::{ActivationsRequest, EditRequest, RunRequest};
 
 /// Most elements `read_values` returns.
 const READ_CAP: u64 = 4096;
@@ -208,6 +208,54 @@ impl Tools {
             let mut c = wb.compare_rows(&tensor, a, b)?;
             c.delta.clear();
             Ok(c)
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Run the model on a prompt, on the base weights and on the session's edited weights (edits applied, no bake): the top-k next tokens with probabilities on both sides, a target token's probability and log-odds, the KL divergence between the two next-token distributions, and optional greedy continuations. Test a hypothesis before proposing an edit, and again after. Needs a Llama-family model with config.json and tokenizer.json."
+    )]
+    async fn run_prompt(&self, Parameters(p): Parameters<RunPrompt>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            wb.run_prompt(&RunRequest {
+                prompt: p.prompt,
+                top_k: p.top_k.unwrap_or(10),
+                target: p.target,
+                generate: p.generate.unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    #[tool(
+        description = "The MLP neurons of one decoder layer most active (by |activation|) at the last token of a prompt, on the edited model, with the weights each neuron owns: its column of down_proj and its rows of up_proj and gate_proj (edit those to change the neuron). Also the logit lens: each layer's top next tokens."
+    )]
+    async fn top_neurons(&self, Parameters(p): Parameters<TopNeurons>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let a = wb.activations(&ActivationsRequest {
+                prompt: p.prompt,
+                layer: p.layer,
+                top: p.k.unwrap_or(10),
+            })?;
+            let neurons: Vec<_> = a
+                .top_neurons
+                .iter()
+                .map(|n| {
+                    json!({"neuron": n.neuron, "activation": n.value,
+                        "down_proj_column": format!("{}[:, {}]", a.down_proj, n.neuron),
+                        "up_proj_row": format!("{}[{}, :]", a.up_proj, n.neuron),
+                        "gate_proj_row": format!("{}[{}, :]", a.gate_proj, n.neuron)})
+                })
+                .collect();
+            let lens: Vec<_> = a
+                .logit_lens
+                .iter()
+                .map(|l| json!({"layer": l.layer, "top": l.top.iter().take(3).map(|t| json!({"token": t.token, "prob": t.prob})).collect::<Vec<_>>()}))
+                .collect();
+            let tokens: Vec<&str> = a.tokens.iter().map(|t| t.token.as_str()).collect();
+            Ok(json!({"layer": a.layer, "tokens": tokens, "neurons": neurons, "logit_lens": lens}))
         })
         .await
     }

@@ -1,0 +1,71 @@
+//! Running the model on the session's weights: prompts side by side, sentence embeddings,
+//! probes (saved beside the patches) and activations. Continuations stream from
+//! `GET /api/generate` (server-sent events, served by the host).
+
+use super::*;
+use tensor_surgeon_wire::{
+    Activations, ActivationsRequest, EmbedOutcome, ProbeSet, ProbeTable, RunInfo, RunOutcome,
+    RunRequest, TaskProgress,
+};
+
+/// Whether the model can run (family, sizes) or why not. `GET /api/run/info`.
+#[server(endpoint = "run/info", input = GetUrl)]
+pub async fn get_run_info() -> Result<RunInfo, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || Ok(wb.run_info())).await
+}
+
+/// A prompt on the base and the edited model: top-k, target, continuation. `POST /api/run`.
+#[server(endpoint = "run", input = Json)]
+pub async fn run_prompt(request: RunRequest) -> Result<RunOutcome, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.run_prompt(&request)).await
+}
+
+/// Sentence embeddings and their cosine matrix, base and edited. `POST /api/run/embed`.
+#[server(endpoint = "run/embed", input = Json)]
+pub async fn run_embed(sentences: Vec<String>) -> Result<EmbedOutcome, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.run_embed(&sentences)).await
+}
+
+/// The probe table on the current session. `POST /api/run/probes`.
+#[server(endpoint = "run/probes", input = Json)]
+pub async fn run_probes(probes: ProbeSet) -> Result<ProbeTable, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.run_probes(&probes)).await
+}
+
+/// Progress of the running probe table. `GET /api/run/probes_progress`.
+#[server(endpoint = "run/probes_progress", input = GetUrl)]
+pub async fn get_probe_progress() -> Result<TaskProgress, ServerFnError> {
+    Ok(workbench()?.probe_progress())
+}
+
+/// One layer's activations, top neurons and the logit lens. `POST /api/run/activations`.
+#[server(endpoint = "run/activations", input = Json)]
+pub async fn get_activations(request: ActivationsRequest) -> Result<Activations, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.activations(&request)).await
+}
+
+/// Saves probes as `NAME.probes.json` in the patches folder. `POST /api/probes/save`.
+#[server(endpoint = "probes/save", input = Json)]
+pub async fn save_probes(name: String, probes: ProbeSet) -> Result<String, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.save_probes(&name, &probes)).await
+}
+
+/// A saved probe file. `GET /api/probes/load?name=NAME`.
+#[server(endpoint = "probes/load", input = GetUrl)]
+pub async fn load_probes(name: String) -> Result<ProbeSet, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.load_probes(&name)).await
+}
+
+/// The probe files of the patches folder. `GET /api/probes`.
+#[server(endpoint = "probes", input = GetUrl)]
+pub async fn list_probes() -> Result<Vec<String>, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || Ok(wb.saved_probes())).await
+}

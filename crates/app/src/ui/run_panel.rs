@@ -1,0 +1,409 @@
+//! Run: the model on a prompt, base and edited side by side (edits included, no bake): the top
+//! next tokens as bars, a target token's probability and log-odds, the KL between the two
+//! distributions, and greedy continuations streamed as they are produced (with a stop). An
+//! encoder embeds sentences instead: cosine matrices, base vs edited. Everything re-runs after
+//! every edit, undo or layer toggle.
+
+use super::probes_panel::ProbesPanel;
+use super::activations_panel::ActivationsPanel;
+use super::state::{message, use_ctx};
+use crate::api::{get_run_info, run_embed, run_prompt};
+use leptos::prelude::*;
+use tensor_surgeon_wire::{EmbedSide, NextTokens, RunInfo, RunRequest, TokenProb};
+
+/// The prompt a newcomer sees first.
+const FIRST_PROMPT: &str = "The capital of France is";
+
+#[component]
+pub fn RunPanel() -> impl IntoView {
+    let ctx = use_ctx();
+    let info = LocalResource::new(move || {
+        let _ = ctx.version.get();
+        get_run_info()
+    });
+    let body = move || {
+        info.with(|i| match i {
+            Some(Ok(RunInfo { reason: Some(r), .. })) => Some(
+                view! { <p class="muted run-unsupported">{format!("The model cannot run here: {r}")}</p> }
+                    .into_any(),
+            ),
+            Some(Ok(info)) if info.family.as_deref() == Some("bert") => {
+                Some(view! { <EmbedRun/> }.into_any())
+            }
+            Some(Ok(info)) => {
+                let info = info.clone();
+                Some(view! { <PromptRun info/> }.into_any())
+            }
+            Some(Err(e)) => Some(view! { <p class="error">{message(e)}</p> }.into_any()),
+            None => None,
+        })
+    };
+    view! {
+        <section class="run-panel">
+            <h3>"Run the model"</h3>
+            {body}
+        </section>
+    }
+}
+
+/// A causal LM: prompt, top-k side by side, target, continuation; then probes and activations.
+#[component]
+fn PromptRun(info: RunInfo) -> impl IntoView {
+    let ctx = use_ctx();
+    let prompt = RwSignal::new(FIRST_PROMPT.to_string());
+    let (top_k, set_top_k) = signal("10".to_string());
+    let (target, set_target) = signal(String::new());
+    let (tokens, set_tokens) = signal("16".to_string());
+    let (error, set_error) = signal(None::<String>);
+    let asked = RwSignal::new(None::<RunRequest>);
+    let result = LocalResource::new(move || {
+        let req = asked.get();
+        let _ = ctx.version.get();
+        async move {
+            match req {
+                Some(r) => Some(run_prompt(r).await),
+                None => None,
+            }
+        }
+    });
+    let run = move || {
+        let Ok(k) = top_k.get_untracked().trim().parse::<u32>() else {
+            set_error.set(Some("top-k must be a whole number".into()));
+            return;
+        };
+        set_error.set(None);
+        let t = target.get_untracked();
+        asked.set(Some(RunRequest {
+            prompt: prompt.get_untracked(),
+            top_k: k,
+            target: (!t.is_empty()).then_some(t),
+            generate: 0,
+        }));
+    };
+    let generation = Generation::new();
+    let start_generation = move || match tokens.get_untracked().trim().parse::<u32>() {
+        Ok(n) => {
+            set_error.set(None);
+            generation.start(&prompt.get_untracked(), n);
+        }
+        Err(_) => set_error.set(Some("tokens must be a whole number".into())),
+    };
+    let outcome = move || {
+        result.with(|r| match r {
+            Some(Some(Ok(o))) => {
+                let edited = o.edited.clone();
+                let tokens: Vec<String> = o.prompt_tokens.iter().map(|t| format!("{:?}", t.token)).collect();
+                Some(view! {
+                    <div class="run-outcome" data-kl=o.kl.to_string()>
+                        <p class="muted prompt-tokens">{format!("{} prompt tokens: {}", tokens.len(), tokens.join(" "))}</p>
+                        <div class="run-sides">
+                            <Side name="base" next=o.base.clone()/>
+                            {match edited {
+                                Some(e) => view! { <Side name="edited" next=e/> }.into_any(),
+                                None => view! { <div class="run-side edited same"><h4>"edited"</h4><p class="muted">"no edits: the edited model is the base"</p></div> }.into_any(),
+                            }}
+                        </div>
+                        <TargetLine base=o.base.clone() edited=o.edited.clone()/>
+                        <p class="kl">{format!("KL(base \u{2016} edited) = {:.6} nats", o.kl)}</p>
+                    </div>
+                }.into_any())
+            }
+            Some(Some(Err(e))) => Some(view! { <p class="error">{message(e)}</p> }.into_any()),
+            _ => None,
+        })
+    };
+    view! {
+        <div class="run-form">
+            <textarea class="run-prompt" rows=2 aria-label="prompt"
+                prop:value=move || prompt.get()
+                on:input=move |ev| prompt.set(event_target_value(&ev))
+                on:keydown=move |ev| if ev.key() == "Enter" && (ev.ctrl_key() || ev.meta_key()) { run() }></textarea>
+            <label>"top-k "<input class="run-topk" size=3 prop:value=top_k on:change=move |ev| set_top_k.set(event_target_value(&ev))/></label>
+            <label>"target token "<input class="run-target-token" size=10 placeholder="\" Paris\" or #ID" prop:value=target on:change=move |ev| set_target.set(event_target_value(&ev))/></label>
+            <button class="run-button" on:click=move |_| run()>"run prompt"</button>
+            <label>" tokens "<input class="run-tokens" size=3 prop:value=tokens on:change=move |ev| set_tokens.set(event_target_value(&ev))/></label>
+            <button class="generate-button" on:click=move |_| start_generation() disabled=move || generation.running.get()>"generate"</button>
+            <button class="stop-button" on:click=move |_| generation.stop() disabled=move || !generation.running.get()>"stop"</button>
+        </div>
+        {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+        {outcome}
+        {move || generation.view()}
+        <ProbesPanel prompt/>
+        <ActivationsPanel prompt layers=info.layers/>
+    }
+}
+
+/// One side's top tokens as bars.
+#[component]
+fn Side(name: &'static str, next: NextTokens) -> impl IntoView {
+    let top1 = next.top.first().map(|t| t.token.clone()).unwrap_or_default();
+    view! {
+        <div class=format!("run-side {name}") data-top1=top1>
+            <h4>{name}</h4>
+            <table class="run-top"><tbody>
+                {next.top.iter().map(|t| bar_row(t)).collect_view()}
+            </tbody></table>
+        </div>
+    }
+}
+
+fn bar_row(t: &TokenProb) -> impl IntoView {
+    let width = format!("{:.1}%", (t.prob * 100.0).clamp(0.0, 100.0));
+    view! {
+        <tr data-id=t.id.to_string()>
+            <td class="tok">{format!("{:?}", t.token)}</td>
+            <td class="bar-cell"><div class="bar" style:width=width></div></td>
+            <td class="num">{format!("{:.4}", t.prob)}</td>
+        </tr>
+    }
+}
+
+/// The target token's probability and log-odds on both sides, and their change.
+#[component]
+fn TargetLine(base: NextTokens, edited: Option<NextTokens>) -> impl IntoView {
+    let b = base.target?;
+    let e = edited.and_then(|e| e.target).unwrap_or_else(|| b.clone());
+    Some(view! {
+        <p class="run-target" data-base=b.prob.to_string() data-edited=e.prob.to_string()>
+            {format!(
+                "p({:?}): base {:.4} \u{2192} edited {:.4} (\u{0394}p {:+.4}); log-odds {:.3} \u{2192} {:.3} (\u{0394} {:+.3})",
+                b.token, b.prob, e.prob, e.prob - b.prob, b.log_odds, e.log_odds, e.log_odds - b.log_odds
+            )}
+        </p>
+    })
+}
+
+/// Greedy continuations streamed from `GET /api/generate` (server-sent events).
+#[derive(Clone, Copy)]
+struct Generation {
+    running: RwSignal<bool>,
+    base: RwSignal<String>,
+    edited: RwSignal<Option<String>>,
+    count: RwSignal<u32>,
+    error: RwSignal<Option<String>>,
+    source: StoredValue<Option<stream::Stream>, LocalStorage>,
+}
+
+impl Generation {
+    fn new() -> Generation {
+        Generation {
+            running: RwSignal::new(false),
+            base: RwSignal::new(String::new()),
+            edited: RwSignal::new(None),
+            count: RwSignal::new(0),
+            error: RwSignal::new(None),
+            source: StoredValue::new_local(None),
+        }
+    }
+
+    fn start(self, prompt: &str, tokens: u32) {
+        self.stop();
+        self.base.set(String::new());
+        self.edited.set(None);
+        self.count.set(0);
+        self.error.set(None);
+        self.running.set(true);
+        let mut query = leptos_router::params::ParamsMap::new();
+        query.insert("prompt", prompt.to_string());
+        query.insert("tokens", tokens.to_string());
+        let url = format!("/api/generate{}", query.to_query_string());
+        let s = stream::Stream::open(
+            &url,
+            move |event| {
+                let text = event.token;
+                if event.side == "base" {
+                    self.base.update(|b| b.push_str(&text));
+                } else {
+                    self.edited.update(|e| e.get_or_insert_with(String::new).push_str(&text));
+                }
+                self.count.update(|c| *c += 1);
+            },
+            move |failure| {
+                self.error.set(failure);
+                self.running.set(false);
+                self.source.set_value(None);
+            },
+        );
+        self.source.set_value(s);
+    }
+
+    fn stop(self) {
+        self.source.update_value(|s| {
+            if let Some(s) = s.take() {
+                s.close();
+            }
+        });
+        self.running.set(false);
+    }
+
+    fn view(self) -> impl IntoView {
+        let shown = self.running.get() || self.count.get() > 0 || self.error.get().is_some();
+        shown.then(|| {
+            view! {
+                <div class="continuations" data-count=self.count.get().to_string() data-running=self.running.get().to_string()>
+                    <div class="continuation base"><h4>"base"</h4><pre>{self.base.get()}</pre></div>
+                    <div class="continuation edited"><h4>"edited"</h4><pre>{self.edited.get().unwrap_or_else(|| "(no edits: same as the base)".into())}</pre></div>
+                    {self.error.get().map(|e| view! { <p class="error">{e}</p> })}
+                </div>
+            }
+        })
+    }
+}
+
+/// An encoder: sentences in, cosine-similarity matrices of the base and edited model out.
+#[component]
+fn EmbedRun() -> impl IntoView {
+    let ctx = use_ctx();
+    let text = RwSignal::new(
+        "A man is eating food.\nA man is eating a piece of bread.\nThe girl is carrying a baby.".to_string(),
+    );
+    let asked = RwSignal::new(None::<Vec<String>>);
+    let result = LocalResource::new(move || {
+        let s = asked.get();
+        let _ = ctx.version.get();
+        async move {
+            match s {
+                Some(s) => Some(run_embed(s).await),
+                None => None,
+            }
+        }
+    });
+    let run = move |_| {
+        let lines: Vec<String> = text
+            .get_untracked()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        asked.set(Some(lines));
+    };
+    let outcome = move || {
+        result.with(|r| match r {
+            Some(Some(Ok(o))) => {
+                let n = o.base.similarity.len();
+                let edited = o.edited.clone();
+                Some(view! {
+                    <div class="run-sides">
+                        <SimilarityTable name="base" side=o.base.clone() reference=None/>
+                        {match edited {
+                            Some(e) => view! { <SimilarityTable name="edited" side=e reference=Some(o.base.clone())/> }.into_any(),
+                            None => view! { <p class="muted">{format!("no edits: the edited model is the base ({n} sentences)")}</p> }.into_any(),
+                        }}
+                    </div>
+                }.into_any())
+            }
+            Some(Some(Err(e))) => Some(view! { <p class="error">{message(e)}</p> }.into_any()),
+            _ => None,
+        })
+    };
+    view! {
+        <div class="run-form">
+            <textarea class="run-sentences" rows=4 aria-label="sentences, one per line"
+                prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))></textarea>
+            <button class="run-button" on:click=run>"embed"</button>
+        </div>
+        {outcome}
+    }
+}
+
+/// A cosine matrix; with a reference, each cell also shows its change.
+#[component]
+fn SimilarityTable(name: &'static str, side: EmbedSide, reference: Option<EmbedSide>) -> impl IntoView {
+    view! {
+        <div class=format!("run-side {name}")>
+            <h4>{name}</h4>
+            <table class="similarity"><tbody>
+                {side.similarity.iter().enumerate().map(|(i, row)| view! {
+                    <tr>{row.iter().enumerate().map(|(j, v)| {
+                        let delta = reference.as_ref().map(|r| v - r.similarity[i][j]);
+                        view! { <td class="num">{match delta {
+                            Some(d) => format!("{v:.4} ({d:+.4})"),
+                            None => format!("{v:.4}"),
+                        }}</td> }
+                    }).collect_view()}</tr>
+                }).collect_view()}
+            </tbody></table>
+        </div>
+    }
+}
+
+/// The event stream (the browser's `EventSource`); nothing on the server.
+mod stream {
+    use tensor_surgeon_wire::GenerationEvent;
+
+    #[cfg(feature = "hydrate")]
+    pub struct Stream {
+        source: web_sys::EventSource,
+        _closures: Vec<wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>>,
+    }
+
+    #[cfg(feature = "hydrate")]
+    impl Stream {
+        /// Opens `url`; `on_token` per token, `on_end(None)` when done, `on_end(Some(error))`.
+        pub fn open(
+            url: &str,
+            on_token: impl Fn(GenerationEvent) + 'static,
+            on_end: impl Fn(Option<String>) + Clone + 'static,
+        ) -> Option<Stream> {
+            use wasm_bindgen::closure::Closure;
+            use wasm_bindgen::JsCast;
+            let source = web_sys::EventSource::new(url).ok()?;
+            let data = |e: &web_sys::MessageEvent| e.data().as_string().unwrap_or_default();
+            let token = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+                if let Ok(ev) = serde_json::from_str::<GenerationEvent>(&data(&e)) {
+                    on_token(ev);
+                }
+            });
+            let (end1, end2, end3) = (on_end.clone(), on_end.clone(), on_end);
+            let s1 = source.clone();
+            let done = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
+                s1.close();
+                end1(None);
+            });
+            let s2 = source.clone();
+            let failure = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+                s2.close();
+                end2(Some(data(&e)));
+            });
+            let s3 = source.clone();
+            // A dropped connection (not a `failure` event): EventSource would reconnect and
+            // start the generation again; close it instead.
+            let error = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
+                if s3.ready_state() != web_sys::EventSource::CLOSED {
+                    s3.close();
+                    end3(Some("the connection to the server was lost".into()));
+                }
+            });
+            for (name, c) in [("token", &token), ("done", &done), ("failure", &failure)] {
+                source
+                    .add_event_listener_with_callback(name, c.as_ref().unchecked_ref())
+                    .ok()?;
+            }
+            source.set_onerror(Some(error.as_ref().unchecked_ref()));
+            Some(Stream {
+                source,
+                _closures: vec![token, done, failure, error],
+            })
+        }
+
+        pub fn close(&self) {
+            self.source.close();
+        }
+    }
+
+    #[cfg(not(feature = "hydrate"))]
+    pub struct Stream;
+
+    #[cfg(not(feature = "hydrate"))]
+    impl Stream {
+        pub fn open(
+            _: &str,
+            _: impl Fn(GenerationEvent) + 'static,
+            _: impl Fn(Option<String>) + Clone + 'static,
+        ) -> Option<Stream> {
+            None
+        }
+        pub fn close(&self) {}
+    }
+}

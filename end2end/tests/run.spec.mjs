@@ -1,0 +1,125 @@
+// Running the model in the browser, on a real language model (SmolLM2-135M, served by the
+// second test server): the prompt's next tokens on the base and the edited model side by side,
+// an edit that swaps two embedding rows flipping the edited model's answer while the base keeps
+// its own, the probe table showing the change (efficacy) and the locality KL, undo bringing
+// both back together; and a top neuron opening its down_proj column.
+import { test, expect } from '@playwright/test';
+import { llmPort } from '../playwright.config.mjs';
+import { resetSession } from './helpers.mjs';
+
+test.use({ baseURL: `http://127.0.0.1:${llmPort}` });
+test.describe.configure({ timeout: 240_000 });
+
+const EMBED = 'model.embed_tokens.weight';
+const PROMPT = 'The capital of France is';
+
+test.beforeEach(async ({ request }) => resetSession(request));
+
+/** The id of a one-token text, from the server's token search. */
+async function tokenId(request, text) {
+  const hits = await (await request.get(`/api/tokens/search?${new URLSearchParams({ q: text })}`)).json();
+  expect(hits[0].token).toBe(text);
+  return hits[0].id;
+}
+
+async function open(page) {
+  await page.goto('/');
+  await expect(page.locator('.app[data-hydrated="true"]')).toBeVisible();
+  await expect(page.locator('.run-panel .run-prompt')).toBeVisible({ timeout: 60_000 });
+}
+
+test('an embedding swap flips the edited answer, the probes show it, undo restores it', async ({ page, request }) => {
+  const paris = await tokenId(request, ' Paris');
+  const london = await tokenId(request, ' London');
+  await open(page);
+  await page.locator('.run-prompt').fill(PROMPT);
+  await page.getByRole('button', { name: 'run prompt', exact: true }).click();
+  const base = page.locator('.run-outcome .run-side.base');
+  await expect(base).toHaveAttribute('data-top1', ' Paris', { timeout: 60_000 });
+  await expect(page.locator('.run-outcome .run-side.edited.same')).toBeVisible();
+
+  // Probes: the edit's target, and an unrelated prompt to watch for collateral damage.
+  await page.locator('.probe-target').fill(' Paris');
+  await page.locator('.probe-kind').selectOption('expect');
+  await page.getByRole('button', { name: 'add the prompt as a probe' }).click();
+  await page.locator('.run-prompt').fill('The largest planet in the solar system is');
+  await page.locator('.probe-target').fill('');
+  await page.locator('.probe-kind').selectOption('unrelated');
+  await page.getByRole('button', { name: 'add the prompt as a probe' }).click();
+  await page.locator('.run-prompt').fill(PROMPT);
+  const expectRow = page.locator('.probe-row[data-kind="expect"]');
+  const unrelated = page.locator('.probe-row[data-kind="unrelated"]');
+  await expect(expectRow).not.toHaveAttribute('data-base', '', { timeout: 60_000 });
+  const before = Number(await expectRow.getAttribute('data-base'));
+  expect(before).toBeGreaterThan(0.5);
+  expect(Number(await expectRow.getAttribute('data-edited'))).toBeCloseTo(before, 6);
+  expect(Number(await unrelated.getAttribute('data-kl'))).toBe(0);
+
+  // Swap the two rows with the region panel: open " Paris"'s row from the tokens panel.
+  await page.locator('.token-search').fill(' Paris');
+  await page.locator('.token-search').press('Enter');
+  await page.locator(`.token-hits a[data-id="${paris}"]`).click();
+  await expect(page).toHaveURL(new RegExp(`t=${EMBED.replaceAll('.', '\\.')}`));
+  await page.getByLabel('region op', { exact: true }).selectOption('swap_rows');
+  await page.getByLabel('region argument').fill(String(london));
+  await page.locator('.region-apply').click();
+  await expect(page.locator('.region-error')).toHaveCount(0);
+
+  // The run re-ran by itself: the edited model now says " London", the base still " Paris".
+  const edited = page.locator('.run-outcome .run-side.edited:not(.same)');
+  await expect(edited).toHaveAttribute('data-top1', ' London', { timeout: 60_000 });
+  await expect(base).toHaveAttribute('data-top1', ' Paris');
+  expect(Number(await page.locator('.run-outcome').getAttribute('data-kl'))).toBeGreaterThan(0.1);
+  // The probe table followed: the target's probability fell; the unrelated prompt moved little.
+  await expect.poll(async () => Number(await expectRow.getAttribute('data-edited')), { timeout: 60_000 }).toBeLessThan(before / 2);
+  expect(Number(await expectRow.getAttribute('data-base'))).toBeCloseTo(before, 6);
+  const kl = Number(await unrelated.getAttribute('data-kl'));
+  expect(kl).toBeGreaterThanOrEqual(0);
+  expect(kl).toBeLessThan(0.5);
+  await expect(unrelated.locator('td').nth(6)).toHaveText(/^\d+\.\d{5}$/);
+
+  // Undo: both sides agree again.
+  await request.post('/api/undo', { data: {} });
+  await page.reload();
+  await expect(page.locator('.app[data-hydrated="true"]')).toBeVisible();
+  await page.locator('.run-prompt').fill(PROMPT);
+  await page.getByRole('button', { name: 'run prompt', exact: true }).click();
+  await expect(page.locator('.run-outcome .run-side.base')).toHaveAttribute('data-top1', ' Paris', { timeout: 60_000 });
+  const after = page.locator('.run-outcome .run-side.edited');
+  await expect(after).toHaveAttribute('data-top1', ' Paris');
+  expect(Number(await page.locator('.run-outcome').getAttribute('data-kl'))).toBeLessThan(1e-6);
+});
+
+test('a continuation streams token by token and stops on request', async ({ page }) => {
+  await open(page);
+  await page.locator('.run-prompt').fill('Once upon a time');
+  await page.locator('.run-tokens').fill('200');
+  await page.locator('.run-tokens').press('Tab');
+  await page.getByRole('button', { name: 'generate', exact: true }).click();
+  const box = page.locator('.continuations');
+  await expect.poll(async () => Number(await box.getAttribute('data-count')), { timeout: 60_000 }).toBeGreaterThan(2);
+  await page.getByRole('button', { name: 'stop', exact: true }).click();
+  await expect(box).toHaveAttribute('data-running', 'false');
+  const stopped = Number(await box.getAttribute('data-count'));
+  expect(stopped).toBeLessThan(200);
+  await page.waitForTimeout(1500);
+  expect(Number(await box.getAttribute('data-count'))).toBe(stopped);
+  expect((await box.locator('.continuation.base pre').textContent()).length).toBeGreaterThan(3);
+});
+
+test('a top neuron opens its down_proj column, selected', async ({ page }) => {
+  await open(page);
+  await page.locator('.run-prompt').fill(PROMPT);
+  await page.locator('.activation-layer').fill('12');
+  await page.locator('.activation-layer').press('Tab');
+  await page.getByRole('button', { name: "capture the prompt's activations" }).click();
+  const first = page.locator('.top-neurons tr.neuron').first();
+  await expect(first).toBeVisible({ timeout: 60_000 });
+  const neuron = Number(await first.getAttribute('data-neuron'));
+  await expect(page.locator('canvas.activation-map')).toBeVisible();
+  await expect(page.locator('.logit-lens tr')).toHaveCount(30);
+  await first.locator('a.open-down').click();
+  await expect(page).toHaveURL(/t=model\.layers\.12\.mlp\.down_proj\.weight/);
+  // The selection is that column: the cell inspector shows index [row, neuron].
+  await expect(page.locator('.inspector')).toContainText(`, ${neuron}]`, { timeout: 30_000 });
+});
