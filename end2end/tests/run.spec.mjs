@@ -120,6 +120,7 @@ test('a top neuron opens its down_proj column, selected', async ({ page }) => {
   await expect(page.locator('.logit-lens tr')).toHaveCount(30);
   await first.locator('a.open-down').click();
   await expect(page).toHaveURL(/t=model\.layers\.12\.mlp\.down_proj\.weight/);
-  // The selection is that column: the cell inspector shows index [row, neuron].
-  await expect(page.locator('.inspector')).toContainText(`, ${neuron}]`, { timeout: 30_000 });
+  // The selection is that whole column (576 rows), ready for the edit panel.
+  await expect(page.locator('.edit-panel .target')).toHaveText(
+    `model.layers.12.mlp.down_proj.weight[0:576:1,${neuron}:${neuron + 1}:1]`, { timeout: 30_000 });
 });

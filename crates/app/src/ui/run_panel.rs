@@ -16,11 +16,9 @@ const FIRST_PROMPT: &str = "The capital of France is";
 
 #[component]
 pub fn RunPanel() -> impl IntoView {
-    let ctx = use_ctx();
-    let info = LocalResource::new(move || {
-        let _ = ctx.version.get();
-        get_run_info()
-    });
+    // Read once: whether and how the model runs does not change with edits (re-rendering the
+    // panel would drop the prompt, the probes and the results).
+    let info = LocalResource::new(get_run_info);
     let body = move || {
         info.with(|i| match i {
             Some(Ok(RunInfo { reason: Some(r), .. })) => Some(
