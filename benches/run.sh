@@ -8,4 +8,5 @@ export PATH="$PWD/tools/node_modules/.bin:$PATH"
 .venv/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 cargo leptos build --release
 .venv/bin/python benches/compare.py "$@"
+.venv/bin/python benches/run_bench.py
 exec .venv/bin/python benches/structure_bench.py

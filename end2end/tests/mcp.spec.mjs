@@ -15,7 +15,7 @@ import { cli, resetSession, openView, cellCenter, pixel, waitPixelChange } from 
 const EMBED = 'model.embed_tokens.weight';
 const NORM = 'model.layers.3.post_attention_layernorm.weight';
 const OUTLIER = 'model.layers.2.self_attn.o_proj.weight';
-const TOOLS = ['compare_tokens', 'find_outliers', 'list_patch', 'list_tensors', 'nearest_tokens', 'propose_edit', 'read_values', 'tensor_info', 'tensor_stats', 'undo'];
+const TOOLS = ['compare_tokens', 'find_outliers', 'list_patch', 'list_tensors', 'nearest_tokens', 'propose_edit', 'read_values', 'run_prompt', 'tensor_info', 'tensor_stats', 'top_neurons', 'undo'];
 
 /** Calls a tool; returns [parsed JSON or text, isError]. */
 async function call(client, name, args = {}) {
@@ -38,6 +38,10 @@ async function checkTools(client, model) {
     expect(t.description.length).toBeGreaterThan(40);
     expect(t.inputSchema.type).toBe('object');
   }
+  // The demo has no config.json: running it is a tool error that says what is missing.
+  const [why, failed] = await call(client, 'run_prompt', { prompt: 'hello' });
+  expect(failed).toBe(true);
+  expect(why).toContain('config.json');
   const propose = tools.find((t) => t.name === 'propose_edit').inputSchema;
   expect(propose.required).toEqual(expect.arrayContaining(['tensor', 'spec', 'op', 'hypothesis']));
 

@@ -5,6 +5,8 @@
 // both back together; and a top neuron opening its down_proj column.
 import { test, expect } from '@playwright/test';
 import { llmPort } from '../playwright.config.mjs';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { resetSession } from './helpers.mjs';
 
 test.use({ baseURL: `http://127.0.0.1:${llmPort}` });
@@ -123,4 +125,43 @@ test('a top neuron opens its down_proj column, selected', async ({ page }) => {
   // The selection is that whole column (576 rows), ready for the edit panel.
   await expect(page.locator('.edit-panel .target')).toHaveText(
     `model.layers.12.mlp.down_proj.weight[0:576:1,${neuron}:${neuron + 1}:1]`, { timeout: 30_000 });
+});
+
+test('an agent tests a hypothesis before and after its edit over MCP', async ({ request, baseURL }) => {
+  const paris = await tokenId(request, ' Paris');
+  const client = new Client({ name: 'tensor-surgeon-tests', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL('/mcp', baseURL)));
+  const call = async (name, args) => {
+    const r = await client.callTool({ name, arguments: args });
+    expect(r.isError, r.content.map((c) => c.text).join('')).toBeFalsy();
+    return JSON.parse(r.content.map((c) => c.text).join(''));
+  };
+  try {
+    let run = await call('run_prompt', { prompt: PROMPT, target: ' Paris', generate: 3 });
+    expect(run.base.top[0].token).toBe(' Paris');
+    expect(run.edited).toBeNull();
+    expect(run.base.continuation.ids.length).toBe(3);
+    const neurons = await call('top_neurons', { prompt: PROMPT, layer: 12, k: 3 });
+    expect(neurons.neurons.length).toBe(3);
+    expect(neurons.neurons[0].down_proj_column).toBe(`model.layers.12.mlp.down_proj.weight[:, ${neurons.neurons[0].neuron}]`);
+    expect(neurons.logit_lens.length).toBe(30);
+    // Hypothesis: the answer lives in " Paris"'s embedding row. Zero it; a person accepts.
+    const proposal = await call('propose_edit', {
+      tensor: EMBED, spec: `${paris},:`, op: { op: 'zero' }, hypothesis: "the answer lives in ' Paris''s embedding row",
+    });
+    expect(proposal.status).toBe('pending');
+    run = await call('run_prompt', { prompt: PROMPT, target: ' Paris' });
+    expect(run.edited).toBeNull(); // pending edits change nothing
+    expect((await request.post('/api/resolve', { data: { id: proposal.id, accept: true } })).ok()).toBeTruthy();
+    run = await call('run_prompt', { prompt: PROMPT, target: ' Paris' });
+    expect(run.base.top[0].token).toBe(' Paris');
+    expect(run.edited.top[0].token).not.toBe(' Paris');
+    expect(run.edited.target.prob).toBeLessThan(run.base.target.prob / 2);
+    await call('undo', {});
+    run = await call('run_prompt', { prompt: PROMPT, target: ' Paris' });
+    expect(run.edited.top[0].token).toBe(' Paris');
+    expect(run.kl).toBeLessThan(1e-6);
+  } finally {
+    await client.close();
+  }
 });

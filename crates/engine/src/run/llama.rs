@@ -7,7 +7,7 @@
 use super::config::LlamaConfig;
 use super::weights::Weights;
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 /// What a pass keeps besides the logits.
 #[derive(Clone, Copy, Debug, Default)]
@@ -167,8 +167,7 @@ impl Llama {
         let c = &self.config;
         let norm = w.get("model.norm.weight")?;
         let h = candle_nn::ops::rms_norm(hidden, &norm, c.rms_norm_eps as f32)?;
-        let out = w.get_shaped(self.unembedding_name(w), &[c.vocab_size, c.hidden_size])?;
-        Ok(h.matmul(&out.t()?)?)
+        project(w, &h, self.unembedding_name(w), c.vocab_size)
     }
 
     /// cos and sin of the rotary angles of positions `past..past + t` ([t, head_width / 2]).
@@ -195,15 +194,29 @@ impl Llama {
 
 /// `x @ W^T (+ b)` for one of a layer's projections; the weight must be [out, in].
 fn linear(w: &Weights, x: &Tensor, layer: usize, part: &str, out: usize) -> Result<Tensor> {
-    let input = x.dim(D::Minus1)?;
-    let weight = w.get_shaped(&name(layer, part), &[out, input])?;
-    let y = x.matmul(&weight.t()?)?;
+    let y = project(w, x, &name(layer, part), out)?;
     let bias = format!("model.layers.{layer}.{part}.bias");
     if w.has(&bias) {
         let b = w.get_shaped(&bias, &[out])?;
         return Ok(y.broadcast_add(&b)?);
     }
     Ok(y)
+}
+
+/// `x @ W^T` for a weight `[out, in]`. One row (a decode step) reads the weight as stored,
+/// through the kernel; more rows (a prompt) multiply the f32 copy.
+fn project(w: &Weights, x: &Tensor, weight: &str, out: usize) -> Result<Tensor> {
+    let (rows, input) = x.dims2()?;
+    if rows == 1 {
+        if let Some(stored) = w.stored(weight, out, input) {
+            let xs = x.flatten_all()?.to_vec1::<f32>()?;
+            let mut y = vec![0f32; out];
+            super::kernel::matvec(stored, &xs, &mut y);
+            return Ok(Tensor::from_vec(y, (1, out), &Device::Cpu)?);
+        }
+    }
+    let matrix = w.get_shaped(weight, &[out, input])?;
+    Ok(x.matmul(&matrix.t()?)?)
 }
 
 /// -inf above the diagonal (a position sees itself and the past); none for one new position.

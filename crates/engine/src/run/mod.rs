@@ -9,6 +9,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod kernel;
 pub mod llama;
 pub mod weights;
 

@@ -7,16 +7,24 @@ use crate::store::Model;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use super::kernel::Stored;
+use std::sync::{Arc, Mutex};
 use tensor_surgeon_core::dtype::{self, Dtype};
 use tensor_surgeon_core::overlay::Overlay;
 
+/// A converted tensor and, for an edited one, its stored bytes (the decode kernel reads those).
+#[derive(Clone)]
+pub(crate) struct Loaded {
+    tensor: Tensor,
+    stored: Option<Arc<Vec<u8>>>,
+}
+
 /// The edited tensors of one side of a run (none: the base model).
 #[derive(Clone, Default)]
-pub struct Edited(pub(super) HashMap<String, Tensor>);
+pub struct Edited(HashMap<String, Loaded>);
 
 impl Edited {
-    pub(crate) fn from_map(tensors: HashMap<String, Tensor>) -> Edited {
+    pub(crate) fn from_map(tensors: HashMap<String, Loaded>) -> Edited {
         Edited(tensors)
     }
 
@@ -32,18 +40,18 @@ impl Edited {
 /// Converted weights by (tensor name, edit version); version 0 is the base.
 #[derive(Default)]
 pub struct WeightCache {
-    entries: Mutex<HashMap<(String, u64), Tensor>>,
+    entries: Mutex<HashMap<(String, u64), Loaded>>,
     /// Tensors converted since start (a measure of what a run had to reload).
     loads: std::sync::atomic::AtomicU64,
 }
 
 impl WeightCache {
-    fn get(&self, name: &str, version: u64) -> Option<Tensor> {
+    fn get(&self, name: &str, version: u64) -> Option<Loaded> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.get(&(name.to_string(), version)).cloned()
     }
 
-    fn insert(&self, name: &str, version: u64, tensor: Tensor) {
+    fn insert(&self, name: &str, version: u64, tensor: Loaded) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         // An edited tensor's older versions will not be asked for again (history moves on):
         // keep the base and the newest edit only.
@@ -69,20 +77,24 @@ impl WeightCache {
     }
 
     /// An edited tensor at `version`: from the cache, or converted from `bytes()`.
-    pub fn edited(
+    pub(crate) fn edited(
         &self,
         model: &Model,
         name: &str,
         version: u64,
         bytes: impl FnOnce() -> Result<Vec<u8>>,
-    ) -> Result<Tensor> {
+    ) -> Result<Loaded> {
         if let Some(t) = self.get(name, version) {
             return Ok(t);
         }
         let (_, info) = model.get(name)?;
-        let t = to_tensor(name, info.dtype, &info.shape, &bytes()?)?;
-        self.insert(name, version, t.clone());
-        Ok(t)
+        let bytes = bytes()?;
+        let loaded = Loaded {
+            tensor: to_tensor(name, info.dtype, &info.shape, &bytes)?,
+            stored: Some(Arc::new(bytes)),
+        };
+        self.insert(name, version, loaded.clone());
+        Ok(loaded)
     }
 
     /// The tensors a set of patches changes, seen through their overlay (the command line:
@@ -113,10 +125,24 @@ impl WeightCache {
 pub struct Weights<'a> {
     model: &'a Model,
     cache: &'a WeightCache,
-    edited: HashMap<String, Tensor>,
+    edited: HashMap<String, Loaded>,
 }
 
 impl Weights<'_> {
+    /// A 2-D weight as stored (`[rows, cols]`), for the decode kernel: the memory map, or the
+    /// edited bytes. `None` when its dtype or alignment does not suit the kernel.
+    pub fn stored(&self, name: &str, rows: usize, cols: usize) -> Option<Stored<'_>> {
+        let (shard, info) = self.model.get(name).ok()?;
+        if info.shape != [rows as u64, cols as u64] {
+            return None;
+        }
+        let bytes: &[u8] = match self.edited.get(name) {
+            Some(l) => l.stored.as_deref()?,
+            None => shard.data(info),
+        };
+        Stored::of(info.dtype, bytes)
+    }
+
     /// Whether the model has a tensor of that name.
     pub fn has(&self, name: &str) -> bool {
         self.model.get(name).is_ok()
@@ -130,10 +156,10 @@ impl Weights<'_> {
     /// A tensor as f32, in its stored shape.
     pub fn get(&self, name: &str) -> Result<Tensor> {
         if let Some(t) = self.edited.get(name) {
-            return Ok(t.clone());
+            return Ok(t.tensor.clone());
         }
         if let Some(t) = self.cache.get(name, 0) {
-            return Ok(t);
+            return Ok(t.tensor);
         }
         let (shard, info) = self.model.get(name).map_err(|_| {
             Error::Unsupported(format!(
@@ -141,7 +167,11 @@ impl Weights<'_> {
             ))
         })?;
         let t = to_tensor(name, info.dtype, &info.shape, shard.data(info))?;
-        self.cache.insert(name, 0, t.clone());
+        let loaded = Loaded {
+            tensor: t.clone(),
+            stored: None,
+        };
+        self.cache.insert(name, 0, loaded);
         Ok(t)
     }
 
