@@ -80,16 +80,14 @@ test('an embedding swap flips the edited answer, the probes show it, undo restor
   expect(kl).toBeLessThan(0.5);
   await expect(unrelated.locator('td').nth(6)).toHaveText(/^\d+\.\d{5}$/);
 
-  // Undo: both sides agree again.
-  await request.post('/api/undo', { data: {} });
-  await page.reload();
-  await expect(page.locator('.app[data-hydrated="true"]')).toBeVisible();
-  await page.locator('.run-prompt').fill(PROMPT);
-  await page.getByRole('button', { name: 'run prompt', exact: true }).click();
-  await expect(page.locator('.run-outcome .run-side.base')).toHaveAttribute('data-top1', ' Paris', { timeout: 60_000 });
-  const after = page.locator('.run-outcome .run-side.edited');
-  await expect(after).toHaveAttribute('data-top1', ' Paris');
-  expect(Number(await page.locator('.run-outcome').getAttribute('data-kl'))).toBeLessThan(1e-6);
+  // Undo in the patch panel: everything re-runs, and both sides agree again.
+  await page.locator('.patch-panel button.undo').click();
+  // Every edit undone: the edited model is the base again.
+  await expect(page.locator('.run-outcome .run-side.edited.same')).toBeVisible({ timeout: 60_000 });
+  await expect(base).toHaveAttribute('data-top1', ' Paris');
+  expect(Number(await page.locator('.run-outcome').getAttribute('data-kl'))).toBe(0);
+  await expect(expectRow).toHaveAttribute('data-kl', '0', { timeout: 60_000 });
+  expect(Number(await expectRow.getAttribute('data-edited'))).toBeCloseTo(before, 6);
 });
 
 test('a continuation streams token by token and stops on request', async ({ page }) => {
@@ -125,6 +123,15 @@ test('a top neuron opens its down_proj column, selected', async ({ page }) => {
   // The selection is that whole column (576 rows), ready for the edit panel.
   await expect(page.locator('.edit-panel .target')).toHaveText(
     `model.layers.12.mlp.down_proj.weight[0:576:1,${neuron}:${neuron + 1}:1]`, { timeout: 30_000 });
+  // The last layer's logit lens is the model's answer; its token opens the unembedding row
+  // (SmolLM2 ties it to the embedding).
+  const top = page.locator('.logit-lens tr[data-layer="29"] a.lens-token').first();
+  await expect(top).toContainText('" Paris"');
+  const id = Number(await top.getAttribute('data-id'));
+  await top.click();
+  await expect(page).toHaveURL(/t=model\.embed_tokens\.weight/);
+  await expect(page.locator('.edit-panel .target')).toHaveText(`model.embed_tokens.weight[${id}:${id + 1}:1,0:1:1]`);
+  await expect(page.locator('.inspector .cell-index')).toHaveText(`[${id}, 0]`);
 });
 
 test('an agent tests a hypothesis before and after its edit over MCP', async ({ request, baseURL }) => {
@@ -159,8 +166,8 @@ test('an agent tests a hypothesis before and after its edit over MCP', async ({ 
     expect(run.edited.target.prob).toBeLessThan(run.base.target.prob / 2);
     await call('undo', {});
     run = await call('run_prompt', { prompt: PROMPT, target: ' Paris' });
-    expect(run.edited.top[0].token).toBe(' Paris');
-    expect(run.kl).toBeLessThan(1e-6);
+    expect(run.edited).toBeNull(); // undone: the edited model is the base again
+    expect(run.kl).toBe(0);
   } finally {
     await client.close();
   }

@@ -252,6 +252,11 @@ impl Model {
     }
 
     /// The tensor called `name`, with its shard; a near name is suggested when there is none.
+    /// Whether the model has a tensor of that name (no suggestion computed on a miss).
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
     pub fn get(&self, name: &str) -> Result<(&Shard, &TensorInfo)> {
         match self.by_name.get(name) {
             Some(&(s, t)) => Ok((&self.shards[s], &self.shards[s].header.tensors[t])),

@@ -32,6 +32,31 @@ impl<'a> Stored<'a> {
         }
     }
 
+    /// Row `r` of a matrix of `cols` columns, widened.
+    pub fn row(&self, r: usize, cols: usize) -> Vec<f32> {
+        let mut out = vec![0f32; cols];
+        self.widen_row(r, cols, &mut out);
+        out
+    }
+
+    #[inline(always)]
+    fn widen_row(&self, r: usize, cols: usize, out: &mut [f32]) {
+        let span = r * cols..(r + 1) * cols;
+        match self {
+            Stored::BF16(s) => {
+                for (o, &b) in out.iter_mut().zip(&s[span]) {
+                    *o = f32::from_bits(u32::from(b) << 16);
+                }
+            }
+            Stored::F16(s) => {
+                for (o, &b) in out.iter_mut().zip(&s[span]) {
+                    *o = half::f16::from_bits(b).to_f32();
+                }
+            }
+            Stored::F32(s) => out.copy_from_slice(&s[span]),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Stored::BF16(s) | Stored::F16(s) => s.len(),
@@ -42,29 +67,154 @@ impl<'a> Stored<'a> {
 
 /// `y = W x` for `W` `[y.len(), x.len()]`.
 pub fn matvec(w: Stored, x: &[f32], y: &mut [f32]) {
+    matvec_many(&mut [(w, y)], x);
+}
+
+/// Several products with the same input (a layer's q, k and v; its gate and up) as one
+/// parallel job: fewer wake-ups of the other cores per token.
+pub fn matvec_many(jobs: &mut [(Stored, &mut [f32])], x: &[f32]) {
     let cols = x.len();
-    assert_eq!(w.len(), y.len() * cols, "matrix and vectors disagree");
+    let mut tasks: Vec<(Stored, usize, &mut [f32])> = Vec::new();
+    for (w, y) in jobs.iter_mut() {
+        assert_eq!(w.len(), y.len() * cols, "matrix and vectors disagree");
+        for (i, chunk) in y.chunks_mut(ROWS_PER_TASK).enumerate() {
+            tasks.push((*w, i * ROWS_PER_TASK, chunk));
+        }
+    }
     let arch = pulp::Arch::new();
-    y.par_chunks_mut(ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let first = task * ROWS_PER_TASK;
-            arch.dispatch(|| {
-                let mut widened = Vec::new();
-                for (k, o) in out.iter_mut().enumerate() {
-                    let r = (first + k) * cols..(first + k + 1) * cols;
-                    *o = match w {
-                        Stored::BF16(s) => dot_bf16(&s[r], x),
-                        Stored::F32(s) => dot_f32(&s[r], x),
-                        Stored::F16(s) => {
-                            widened.clear();
-                            widened.extend(s[r].iter().map(|&b| half::f16::from_bits(b).to_f32()));
-                            dot_f32(&widened, x)
-                        }
-                    };
+    tasks
+        .into_par_iter()
+        .for_each(|(w, first, out)| arch.dispatch(VecRows { w, first, x, out }));
+}
+
+/// Rows `first..` of `W x`: one task of [`matvec_many`], compiled for the CPU's vector width.
+struct VecRows<'a, 'b> {
+    w: Stored<'a>,
+    first: usize,
+    x: &'b [f32],
+    out: &'b mut [f32],
+}
+
+impl pulp::WithSimd for VecRows<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let cols = self.x.len();
+        let mut widened = Vec::new();
+        for (k, o) in self.out.iter_mut().enumerate() {
+            let r = (self.first + k) * cols..(self.first + k + 1) * cols;
+            *o = match self.w {
+                Stored::BF16(s) => dot_bf16(&s[r], self.x),
+                Stored::F32(s) => dot_f32(&s[r], self.x),
+                Stored::F16(s) => {
+                    widened.clear();
+                    widened.extend(s[r].iter().map(|&b| half::f16::from_bits(b).to_f32()));
+                    dot_f32(&widened, self.x)
                 }
-            })
-        });
+            };
+        }
+    }
+}
+
+/// `y = x W^T` for `t` rows of input `x` (`[t, cols]`, row-major) and `W` `[rows, cols]`:
+/// `y` is `[t, rows]`. Each weight row is widened once and met by every input row while it is
+/// in cache, four input rows at a time: the weights are read once whatever `t` is.
+pub fn matmat(w: Stored, x: &[f32], t: usize, y: &mut [f32]) {
+    if t == 1 {
+        return matvec(w, x, y);
+    }
+    let cols = x.len() / t;
+    let rows = y.len() / t;
+    assert_eq!(w.len(), rows * cols, "matrix and inputs disagree");
+    let arch = pulp::Arch::new();
+    let parts: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|task| {
+            let first = task * ROWS_PER_TASK;
+            let n = ROWS_PER_TASK.min(rows - first);
+            let mut out = vec![0f32; n * t]; // [n, t]
+            arch.dispatch(MatRows {
+                w,
+                first,
+                t,
+                x,
+                out: &mut out,
+            });
+            (first, out)
+        })
+        .collect();
+    for (first, out) in parts {
+        for (k, values) in out.chunks_exact(t).enumerate() {
+            for (i, v) in values.iter().enumerate() {
+                y[i * rows + first + k] = *v;
+            }
+        }
+    }
+}
+
+/// Rows `first..` of `x W^T` (as `[rows, t]`): one task of [`matmat`].
+struct MatRows<'a, 'b> {
+    w: Stored<'a>,
+    first: usize,
+    t: usize,
+    x: &'b [f32],
+    out: &'b mut [f32],
+}
+
+impl pulp::WithSimd for MatRows<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let (t, x) = (self.t, self.x);
+        let cols = x.len() / t;
+        let mut row = vec![0f32; cols];
+        for (k, out) in self.out.chunks_exact_mut(t).enumerate() {
+            self.w.widen_row(self.first + k, cols, &mut row);
+            let mut i = 0;
+            while i + 4 <= t {
+                out[i..i + 4].copy_from_slice(&dot4(simd, &row, &x[i * cols..(i + 4) * cols]));
+                i += 4;
+            }
+            for (j, o) in out.iter_mut().enumerate().skip(i) {
+                *o = dot_f32(&row, &x[j * cols..(j + 1) * cols]);
+            }
+        }
+    }
+}
+
+/// Dot products of one row with four consecutive input rows, in the CPU's vectors (four
+/// accumulators: each weight vector loaded once feeds four fused multiply-adds).
+#[inline(always)]
+fn dot4<S: pulp::Simd>(simd: S, row: &[f32], x4: &[f32]) -> [f32; 4] {
+    let cols = row.len();
+    let (x0, rest) = x4.split_at(cols);
+    let (x1, rest) = rest.split_at(cols);
+    let (x2, x3) = rest.split_at(cols);
+    let (w, w_tail) = S::as_simd_f32s(row);
+    let ((p0, _), (p1, _), (p2, _), (p3, _)) = (
+        S::as_simd_f32s(x0),
+        S::as_simd_f32s(x1),
+        S::as_simd_f32s(x2),
+        S::as_simd_f32s(x3),
+    );
+    let zero = simd.splat_f32s(0.0);
+    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+    for ((((w, p0), p1), p2), p3) in w.iter().zip(p0).zip(p1).zip(p2).zip(p3) {
+        a0 = simd.mul_add_e_f32s(*w, *p0, a0);
+        a1 = simd.mul_add_e_f32s(*w, *p1, a1);
+        a2 = simd.mul_add_e_f32s(*w, *p2, a2);
+        a3 = simd.mul_add_e_f32s(*w, *p3, a3);
+    }
+    let whole = cols - w_tail.len();
+    let tail = |x: &[f32]| -> f32 { w_tail.iter().zip(&x[whole..]).map(|(p, q)| p * q).sum() };
+    [
+        simd.reduce_sum_f32s(a0) + tail(x0),
+        simd.reduce_sum_f32s(a1) + tail(x1),
+        simd.reduce_sum_f32s(a2) + tail(x2),
+        simd.reduce_sum_f32s(a3) + tail(x3),
+    ]
 }
 
 #[inline(always)]
@@ -118,6 +268,19 @@ mod tests {
             matvec(w, &x, &mut y);
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+        // Several input rows at once (4 + a tail of 2) give the same numbers.
+        let t = 6;
+        let xs: Vec<f32> = (0..t * cols).map(|i| ((i * 31) % 17) as f32 / 4.0 - 2.0).collect();
+        for w in [Stored::BF16(&bf), Stored::F16(&hf), Stored::F32(&values)] {
+            let mut y = vec![0f32; t * rows];
+            matmat(w, &xs, t, &mut y);
+            for i in 0..t {
+                for r in 0..rows {
+                    let want: f32 = (0..cols).map(|c| values[r * cols + c] * xs[i * cols + c]).sum();
+                    assert!((y[i * rows + r] - want).abs() < 1e-3, "row {i}, out {r}");
+                }
             }
         }
         let bytes: Vec<u8> = bf.iter().flat_map(|v| v.to_le_bytes()).collect();

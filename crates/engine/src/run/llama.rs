@@ -29,11 +29,12 @@ pub struct Captured {
     pub residuals: Vec<Tensor>,
 }
 
-/// Keys and values of the positions seen so far, per layer.
+/// Keys and values of the positions seen so far, per layer, row-major
+/// `[positions, kv_heads, head_width]` (a new position appends).
 #[derive(Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
+    pub(super) layers: Vec<(Vec<f32>, Vec<f32>)>,
+    pub(super) len: usize,
 }
 
 impl KvCache {
@@ -93,11 +94,22 @@ impl Llama {
             )));
         }
         if cache.layers.len() != c.num_hidden_layers {
-            cache.layers = vec![None; c.num_hidden_layers];
+            cache.layers = vec![Default::default(); c.num_hidden_layers];
         }
-        let embed = w.get_shaped("model.embed_tokens.weight", &[c.vocab_size, hidden])?;
-        let ids_t = Tensor::from_vec(ids.to_vec(), t, &dev)?;
-        let mut x = embed.index_select(&ids_t, 0)?; // [t, hidden]
+        const EMBED: &str = "model.embed_tokens.weight";
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(Error::Usage(format!("token {bad} is beyond the vocabulary")));
+        }
+        let mut x = match w.stored(EMBED, c.vocab_size, hidden) {
+            Some(e) => {
+                let rows: Vec<f32> = ids.iter().flat_map(|&id| e.row(id as usize, hidden)).collect();
+                Tensor::from_vec(rows, (t, hidden), &dev)?
+            }
+            None => {
+                let embed = w.get_shaped(EMBED, &[c.vocab_size, hidden])?;
+                embed.index_select(&Tensor::from_vec(ids.to_vec(), t, &dev)?, 0)?
+            }
+        }; // [t, hidden]
         let (cos, sin) = self.rope_tables(past, t)?;
         let mask = causal_mask(t, past)?;
         let eps = c.rms_norm_eps as f32;
@@ -114,11 +126,21 @@ impl Llama {
             let q = candle_nn::rotary_emb::rope(&split(q, heads)?, &cos, &sin)?.squeeze(0)?;
             let k = candle_nn::rotary_emb::rope(&split(k, kv_heads)?, &cos, &sin)?.squeeze(0)?;
             let v = split(v, kv_heads)?.squeeze(0)?;
-            let (k, v) = match cache.layers[layer].take() {
-                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
-                None => (k, v),
+            // [kv_heads, t, hd] -> appended to the cache as [t, kv_heads, hd]; the past joined.
+            let (pk, pv) = &mut cache.layers[layer];
+            let (k, v) = if past > 0 {
+                let back = |m: &[f32]| -> candle_core::Result<Tensor> {
+                    Tensor::from_slice(m, (past, kv_heads, hd), &dev)?.transpose(0, 1)?.contiguous()
+                };
+                (Tensor::cat(&[&back(pk)?, &k], 1)?, Tensor::cat(&[&back(pv)?, &v], 1)?)
+            } else {
+                (k, v)
             };
-            cache.layers[layer] = Some((k.clone(), v.clone()));
+            let rows = |m: &Tensor| -> candle_core::Result<Vec<f32>> {
+                m.narrow(1, past, t)?.transpose(0, 1)?.flatten_all()?.to_vec1::<f32>()
+            };
+            pk.extend(rows(&k)?);
+            pv.extend(rows(&v)?);
             let s = past + t;
             let rep = heads / kv_heads;
             let expand = |m: &Tensor| -> candle_core::Result<Tensor> {
@@ -173,21 +195,16 @@ impl Llama {
     /// cos and sin of the rotary angles of positions `past..past + t` ([t, head_width / 2]).
     fn rope_tables(&self, past: usize, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
         let hd = self.config.head_width();
-        let theta = self.config.rope_theta;
-        let half = hd / 2;
-        let mut cos = Vec::with_capacity(t * half);
-        let mut sin = Vec::with_capacity(t * half);
+        let mut cos = Vec::with_capacity(t * hd / 2);
+        let mut sin = Vec::with_capacity(t * hd / 2);
         for p in past..past + t {
-            for i in 0..half {
-                let freq = 1.0 / theta.powf(2.0 * i as f64 / hd as f64);
-                let angle = p as f64 * freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
+            let (c, s) = super::decode::rope_angles(p, hd, self.config.rope_theta);
+            cos.extend(c);
+            sin.extend(s);
         }
         Ok((
-            Tensor::from_vec(cos, (t, half), &Device::Cpu)?,
-            Tensor::from_vec(sin, (t, half), &Device::Cpu)?,
+            Tensor::from_vec(cos, (t, hd / 2), &Device::Cpu)?,
+            Tensor::from_vec(sin, (t, hd / 2), &Device::Cpu)?,
         ))
     }
 }
@@ -203,17 +220,15 @@ fn linear(w: &Weights, x: &Tensor, layer: usize, part: &str, out: usize) -> Resu
     Ok(y)
 }
 
-/// `x @ W^T` for a weight `[out, in]`. One row (a decode step) reads the weight as stored,
-/// through the kernel; more rows (a prompt) multiply the f32 copy.
+/// `x @ W^T` for a weight `[out, in]`: the kernel on the weight as stored, or the f32 copy
+/// through candle when the kernel cannot read it.
 fn project(w: &Weights, x: &Tensor, weight: &str, out: usize) -> Result<Tensor> {
     let (rows, input) = x.dims2()?;
-    if rows == 1 {
-        if let Some(stored) = w.stored(weight, out, input) {
-            let xs = x.flatten_all()?.to_vec1::<f32>()?;
-            let mut y = vec![0f32; out];
-            super::kernel::matvec(stored, &xs, &mut y);
-            return Ok(Tensor::from_vec(y, (1, out), &Device::Cpu)?);
-        }
+    if let Some(stored) = w.stored(weight, out, input) {
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut y = vec![0f32; rows * out];
+        super::kernel::matmat(stored, &xs, rows, &mut y);
+        return Ok(Tensor::from_vec(y, (rows, out), &Device::Cpu)?);
     }
     let matrix = w.get_shaped(weight, &[out, input])?;
     Ok(x.matmul(&matrix.t()?)?)

@@ -9,6 +9,7 @@
 
 pub mod bert;
 pub mod config;
+mod decode;
 pub mod kernel;
 pub mod llama;
 pub mod weights;
@@ -242,8 +243,13 @@ impl Runner {
         }
         g.ids.push(id);
         let model = self.llama()?;
-        let logits = model.forward(w, &[id], &mut g.cache, Capture::default(), &mut Captured::default())?;
-        g.next = argmax(&logits.to_vec1::<f32>()?);
+        let logits = match model.step(w, id, &mut g.cache)? {
+            Some(logits) => logits,
+            None => model
+                .forward(w, &[id], &mut g.cache, Capture::default(), &mut Captured::default())?
+                .to_vec1::<f32>()?,
+        };
+        g.next = argmax(&logits);
         Ok(Some(id))
     }
 

@@ -1,6 +1,8 @@
-//! Weights for a forward pass: a tensor's bytes (the base from the memory map, or seen through
-//! the edit overlay) widened to f32 candle tensors, cached per (tensor, edit version). Base and
-//! edited runs share every unchanged tensor; after an edit only the edited tensors reload.
+//! Weights for a forward pass: a tensor's bytes, the base from the memory map or an edited
+//! tensor's bytes seen through the overlay, cached per (tensor, edit version). Matrices are read
+//! at their stored width by the kernels; an f32 copy (a candle tensor) is made only when an
+//! operation needs one (norms, biases, dtypes the kernels do not read), once. Base and edited
+//! runs share every unchanged tensor; after an edit only the edited tensors reload.
 
 use crate::error::{Error, Result};
 use crate::store::Model;
@@ -8,15 +10,37 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use super::kernel::Stored;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tensor_surgeon_core::dtype::{self, Dtype};
 use tensor_surgeon_core::overlay::Overlay;
 
-/// A converted tensor and, for an edited one, its stored bytes (the decode kernel reads those).
-#[derive(Clone)]
-pub(crate) struct Loaded {
-    tensor: Tensor,
-    stored: Option<Arc<Vec<u8>>>,
+/// A tensor of the cache: an edited one's stored bytes, and its f32 copy once asked for.
+#[derive(Clone, Default)]
+pub(crate) struct Loaded(Arc<LoadedInner>);
+
+#[derive(Default)]
+struct LoadedInner {
+    /// The edited bytes (`None`: the base, read from the memory map).
+    stored: Option<Vec<u8>>,
+    /// Edited bytes equal to the base (every edit undone or turned off).
+    same_as_base: bool,
+    widened: OnceLock<Tensor>,
+}
+
+impl Loaded {
+    /// Whether the edits of this tensor cancel out.
+    pub(crate) fn same_as_base(&self) -> bool {
+        self.0.same_as_base
+    }
+
+    /// The f32 copy, made on first use from `bytes`.
+    fn widened(&self, name: &str, dt: Dtype, shape: &[u64], bytes: &[u8]) -> Result<Tensor> {
+        if let Some(t) = self.0.widened.get() {
+            return Ok(t.clone());
+        }
+        let t = to_tensor(name, dt, shape, bytes)?;
+        Ok(self.0.widened.get_or_init(|| t).clone())
+    }
 }
 
 /// The edited tensors of one side of a run (none: the base model).
@@ -76,23 +100,23 @@ impl WeightCache {
         }
     }
 
-    /// An edited tensor at `version`: from the cache, or converted from `bytes()`.
+    /// An edited tensor at `version`: from the cache, or its bytes from `bytes()`.
     pub(crate) fn edited(
         &self,
-        model: &Model,
         name: &str,
         version: u64,
+        base: &[u8],
         bytes: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<Loaded> {
         if let Some(t) = self.get(name, version) {
             return Ok(t);
         }
-        let (_, info) = model.get(name)?;
         let bytes = bytes()?;
-        let loaded = Loaded {
-            tensor: to_tensor(name, info.dtype, &info.shape, &bytes)?,
-            stored: Some(Arc::new(bytes)),
-        };
+        let loaded = Loaded(Arc::new(LoadedInner {
+            same_as_base: bytes == base,
+            stored: Some(bytes),
+            widened: OnceLock::new(),
+        }));
         self.insert(name, version, loaded.clone());
         Ok(loaded)
     }
@@ -107,15 +131,17 @@ impl WeightCache {
         let mut out = HashMap::new();
         for (name, _) in overlay.tensors() {
             let (shard, info) = model.get(name)?;
-            let t = self.edited(model, name, 1, || {
-                let base = shard.data(info);
+            let base = shard.data(info);
+            let t = self.edited(name, 1, base, || {
                 let mut bytes = base.to_vec();
                 if let Some(runs) = overlay.tensor(name) {
                     runs.lay_onto(0, &mut bytes);
                 }
                 Ok(bytes)
             })?;
-            out.insert(name.to_string(), t);
+            if !t.same_as_base() {
+                out.insert(name.to_string(), t);
+            }
         }
         Ok(Edited(out))
     }
@@ -137,7 +163,7 @@ impl Weights<'_> {
             return None;
         }
         let bytes: &[u8] = match self.edited.get(name) {
-            Some(l) => l.stored.as_deref()?,
+            Some(l) => l.0.stored.as_deref()?,
             None => shard.data(info),
         };
         Stored::of(info.dtype, bytes)
@@ -145,7 +171,7 @@ impl Weights<'_> {
 
     /// Whether the model has a tensor of that name.
     pub fn has(&self, name: &str) -> bool {
-        self.model.get(name).is_ok()
+        self.model.contains(name)
     }
 
     /// Whether any tensor is edited.
@@ -153,26 +179,26 @@ impl Weights<'_> {
         !self.edited.is_empty()
     }
 
-    /// A tensor as f32, in its stored shape.
+    /// A tensor as f32, in its stored shape (widened once, then cached).
     pub fn get(&self, name: &str) -> Result<Tensor> {
-        if let Some(t) = self.edited.get(name) {
-            return Ok(t.tensor.clone());
-        }
-        if let Some(t) = self.cache.get(name, 0) {
-            return Ok(t.tensor);
-        }
         let (shard, info) = self.model.get(name).map_err(|_| {
             Error::Unsupported(format!(
                 "cannot run this model: it has no tensor {name:?}, which the forward pass needs"
             ))
         })?;
-        let t = to_tensor(name, info.dtype, &info.shape, shard.data(info))?;
-        let loaded = Loaded {
-            tensor: t.clone(),
-            stored: None,
+        if let Some(l) = self.edited.get(name) {
+            let bytes = l.0.stored.as_deref().unwrap_or(shard.data(info));
+            return l.widened(name, info.dtype, &info.shape, bytes);
+        }
+        let base = match self.cache.get(name, 0) {
+            Some(l) => l,
+            None => {
+                let l = Loaded::default();
+                self.cache.insert(name, 0, l.clone());
+                l
+            }
         };
-        self.cache.insert(name, 0, loaded);
-        Ok(t)
+        base.widened(name, info.dtype, &info.shape, shard.data(info))
     }
 
     /// A tensor that must have `shape`.

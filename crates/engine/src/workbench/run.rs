@@ -63,14 +63,18 @@ impl Workbench {
         let mut tensors = HashMap::new();
         for (name, &at) in &session.changed_at {
             let (shard, info) = self.model.get(name)?;
-            let t = runner.cache.edited(&self.model, name, at, || {
-                let mut bytes = shard.data(info).to_vec();
+            let base = shard.data(info);
+            let t = runner.cache.edited(name, at, base, || {
+                let mut bytes = base.to_vec();
                 if let Some(runs) = session.history.overlay().tensor(name) {
                     runs.lay_onto(0, &mut bytes);
                 }
                 Ok(bytes)
             })?;
-            tensors.insert(name.clone(), t);
+            // A tensor whose edits were all undone is the base again.
+            if !t.same_as_base() {
+                tensors.insert(name.clone(), t);
+            }
         }
         Ok((Edited::from_map(tensors), version))
     }
