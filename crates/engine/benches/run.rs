@@ -102,9 +102,17 @@ fn rerun(c: &mut Criterion) {
         round: false,
     };
     let mut value = 0.0;
-    for tensor in ["model.layers.10.mlp.down_proj.weight", "model.embed_tokens.weight"] {
-        let short = if tensor.contains("embed") { "embedding" } else { "down_proj" };
-        wb.edit(&edit(tensor, 0.5), &Default::default()).expect("edits");
+    for tensor in [
+        "model.layers.10.mlp.down_proj.weight",
+        "model.embed_tokens.weight",
+    ] {
+        let short = if tensor.contains("embed") {
+            "embedding"
+        } else {
+            "down_proj"
+        };
+        wb.edit(&edit(tensor, 0.5), &Default::default())
+            .expect("edits");
         wb.run_prompt(&req).expect("runs");
         c.bench_function(&format!("run/rerun_unchanged_{short}"), |b| {
             b.iter(|| black_box(wb.run_prompt(&req).expect("runs").kl))
@@ -113,7 +121,8 @@ fn rerun(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     value += 0.25;
-                    wb.edit(&edit(tensor, value), &Default::default()).expect("edits");
+                    wb.edit(&edit(tensor, value), &Default::default())
+                        .expect("edits");
                 },
                 |_| black_box(wb.run_prompt(&req).expect("runs").kl),
                 BatchSize::PerIteration,

@@ -72,16 +72,26 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
                 top: TOP,
             }));
         }
-        Err(_) => set_error.set(Some(format!("layer must be a number in 0..{}", layers.saturating_sub(1)))),
+        Err(_) => set_error.set(Some(format!(
+            "layer must be a number in 0..{}",
+            layers.saturating_sub(1)
+        ))),
     };
-    let current = move || result.with(|r| match r {
-        Some(Some(Ok(a))) => Some(a.clone()),
-        _ => None,
-    });
+    let current = move || {
+        result.with(|r| match r {
+            Some(Some(Ok(a))) => Some(a.clone()),
+            _ => None,
+        })
+    };
     Effect::new(move |_| {
-        let (Some(el), Some(a)) = (canvas.get(), current()) else { return };
+        let (Some(el), Some(a)) = (canvas.get(), current()) else {
+            return;
+        };
         let data = as_view(&a);
-        geom.set(draw::cells(&el, &data, Colormap::Diverging, ScaleMode::Percentile(0.5)).map(|(g, _)| g));
+        geom.set(
+            draw::cells(&el, &data, Colormap::Diverging, ScaleMode::Percentile(0.5))
+                .map(|(g, _)| g),
+        );
     });
     // The (token, neuron) under a canvas point.
     let cell_at = move |x: f64, y: f64| -> Option<(usize, u32, Activations)> {
@@ -99,7 +109,10 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
     let on_move = move |ev: leptos::ev::MouseEvent| {
         let text = cell_at(f64::from(ev.offset_x()), f64::from(ev.offset_y())).map(|(r, c, a)| {
             let v = a.mlp.values[r * a.mlp.cols as usize + c as usize];
-            format!("token {r} {:?}, neuron {c}: {v:.5} (click: open its down_proj column)", a.tokens[r].token)
+            format!(
+                "token {r} {:?}, neuron {c}: {v:.5} (click: open its down_proj column)",
+                a.tokens[r].token
+            )
         });
         hover.set(text);
     };
@@ -138,7 +151,12 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
 fn Details(a: Activations) -> impl IntoView {
     let ctx = use_ctx();
     let last = a.tokens.last().map(|t| t.token.clone()).unwrap_or_default();
-    let (down, up, gate, unembed) = (a.down_proj.clone(), a.up_proj.clone(), a.gate_proj.clone(), a.unembedding.clone());
+    let (down, up, gate, unembed) = (
+        a.down_proj.clone(),
+        a.up_proj.clone(),
+        a.gate_proj.clone(),
+        a.unembedding.clone(),
+    );
     view! {
         <div class="activation-details">
             <table class="top-neurons">

@@ -5,7 +5,9 @@
 //! alone or with the session patch under the same name.
 
 use super::state::{message, poll_progress, use_ctx};
-use crate::api::{get_probe_progress, list_probes, load_probes, run_probes, save_patch, save_probes};
+use crate::api::{
+    get_probe_progress, list_probes, load_probes, run_probes, save_patch, save_probes,
+};
 use leptos::prelude::*;
 use tensor_surgeon_wire::{Probe, ProbeKind, ProbeRow, ProbeSet, TaskProgress};
 
@@ -49,7 +51,11 @@ pub fn ProbesPanel(prompt: RwSignal<String>) -> impl IntoView {
             }
             set_running.set(true);
             poll_progress(running, set_progress, get_probe_progress);
-            let r = run_probes(ProbeSet { version: 1, probes: list }).await;
+            let r = run_probes(ProbeSet {
+                version: 1,
+                probes: list,
+            })
+            .await;
             set_running.set(false);
             Some(r)
         }
@@ -57,7 +63,9 @@ pub fn ProbesPanel(prompt: RwSignal<String>) -> impl IntoView {
     let add = move |_| {
         let p = prompt.get_untracked();
         if p.trim().is_empty() {
-            set_note.set(Some("write the probe's prompt in the prompt box first".into()));
+            set_note.set(Some(
+                "write the probe's prompt in the prompt box first".into(),
+            ));
             return;
         }
         probes.update(|l| {

@@ -4,8 +4,8 @@
 //! encoder embeds sentences instead: cosine matrices, base vs edited. Everything re-runs after
 //! every edit, undo or layer toggle.
 
-use super::probes_panel::ProbesPanel;
 use super::activations_panel::ActivationsPanel;
+use super::probes_panel::ProbesPanel;
 use super::state::{message, use_ctx};
 use crate::api::{get_run_info, run_embed, run_prompt};
 use leptos::prelude::*;
@@ -134,12 +134,16 @@ fn PromptRun(info: RunInfo) -> impl IntoView {
 /// One side's top tokens as bars.
 #[component]
 fn Side(name: &'static str, next: NextTokens) -> impl IntoView {
-    let top1 = next.top.first().map(|t| t.token.clone()).unwrap_or_default();
+    let top1 = next
+        .top
+        .first()
+        .map(|t| t.token.clone())
+        .unwrap_or_default();
     view! {
         <div class=format!("run-side {name}") data-top1=top1>
             <h4>{name}</h4>
             <table class="run-top"><tbody>
-                {next.top.iter().map(|t| bar_row(t)).collect_view()}
+                {next.top.iter().map(bar_row).collect_view()}
             </tbody></table>
         </div>
     }
@@ -212,7 +216,8 @@ impl Generation {
                 if event.side == "base" {
                     self.base.update(|b| b.push_str(&text));
                 } else {
-                    self.edited.update(|e| e.get_or_insert_with(String::new).push_str(&text));
+                    self.edited
+                        .update(|e| e.get_or_insert_with(String::new).push_str(&text));
                 }
                 self.count.update(|c| *c += 1);
             },
@@ -253,7 +258,8 @@ impl Generation {
 fn EmbedRun() -> impl IntoView {
     let ctx = use_ctx();
     let text = RwSignal::new(
-        "A man is eating food.\nA man is eating a piece of bread.\nThe girl is carrying a baby.".to_string(),
+        "A man is eating food.\nA man is eating a piece of bread.\nThe girl is carrying a baby."
+            .to_string(),
     );
     let asked = RwSignal::new(None::<Vec<String>>);
     let result = LocalResource::new(move || {
@@ -307,7 +313,11 @@ fn EmbedRun() -> impl IntoView {
 
 /// A cosine matrix; with a reference, each cell also shows its change.
 #[component]
-fn SimilarityTable(name: &'static str, side: EmbedSide, reference: Option<EmbedSide>) -> impl IntoView {
+fn SimilarityTable(
+    name: &'static str,
+    side: EmbedSide,
+    reference: Option<EmbedSide>,
+) -> impl IntoView {
     view! {
         <div class=format!("run-side {name}")>
             <h4>{name}</h4>
@@ -348,31 +358,39 @@ mod stream {
             use wasm_bindgen::JsCast;
             let source = web_sys::EventSource::new(url).ok()?;
             let data = |e: &web_sys::MessageEvent| e.data().as_string().unwrap_or_default();
-            let token = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                if let Ok(ev) = serde_json::from_str::<GenerationEvent>(&data(&e)) {
-                    on_token(ev);
-                }
-            });
+            let token = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+                move |e: web_sys::MessageEvent| {
+                    if let Ok(ev) = serde_json::from_str::<GenerationEvent>(&data(&e)) {
+                        on_token(ev);
+                    }
+                },
+            );
             let (end1, end2, end3) = (on_end.clone(), on_end.clone(), on_end);
             let s1 = source.clone();
-            let done = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
-                s1.close();
-                end1(None);
-            });
+            let done = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+                move |_: web_sys::MessageEvent| {
+                    s1.close();
+                    end1(None);
+                },
+            );
             let s2 = source.clone();
-            let failure = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                s2.close();
-                end2(Some(data(&e)));
-            });
+            let failure = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+                move |e: web_sys::MessageEvent| {
+                    s2.close();
+                    end2(Some(data(&e)));
+                },
+            );
             let s3 = source.clone();
             // A dropped connection (not a `failure` event): EventSource would reconnect and
             // start the generation again; close it instead.
-            let error = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
-                if s3.ready_state() != web_sys::EventSource::CLOSED {
-                    s3.close();
-                    end3(Some("the connection to the server was lost".into()));
-                }
-            });
+            let error = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+                move |_: web_sys::MessageEvent| {
+                    if s3.ready_state() != web_sys::EventSource::CLOSED {
+                        s3.close();
+                        end3(Some("the connection to the server was lost".into()));
+                    }
+                },
+            );
             for (name, c) in [("token", &token), ("done", &done), ("failure", &failure)] {
                 source
                     .add_event_listener_with_callback(name, c.as_ref().unchecked_ref())

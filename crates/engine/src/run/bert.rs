@@ -62,9 +62,10 @@ impl Bert {
                 Some("gelu_new") | Some("gelu_pytorch_tanh") => i.gelu()?,
                 Some("relu") => i.relu()?,
                 Some(other) => {
+                    let supported = "gelu, gelu_new, relu";
                     return Err(Error::Unsupported(format!(
-                        "cannot run this model: activation {other:?} (supported: gelu, gelu_new, relu)"
-                    )))
+                        "cannot run this model: activation {other:?} (supported: {supported})"
+                    )));
                 }
             };
             let o = self.dense(w, &i, &at("output.dense"))?;

@@ -43,7 +43,9 @@ impl LlamaConfig {
     /// The end-of-sequence ids (a number or a list in `config.json`).
     pub fn eos_ids(&self) -> Vec<u32> {
         match &self.eos_token_id {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
+            }
             Some(serde_json::Value::Array(a)) => a
                 .iter()
                 .filter_map(|v| v.as_u64().map(|n| n as u32))
@@ -95,9 +97,8 @@ impl Family {
             )));
         }
         let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
-        let family = Family::parse(&text).map_err(|reason| {
-            Error::Unsupported(format!("{}: {reason}", path.display()))
-        })?;
+        let family = Family::parse(&text)
+            .map_err(|reason| Error::Unsupported(format!("{}: {reason}", path.display())))?;
         Ok((family, path))
     }
 
@@ -116,12 +117,15 @@ impl Family {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
-        let wrong = |e: serde_json::Error| format!("a {model_type} config this reader cannot use: {e}");
+        let wrong =
+            |e: serde_json::Error| format!("a {model_type} config this reader cannot use: {e}");
         match model_type.as_str() {
             "llama" | "mistral" | "qwen2" => serde_json::from_value(value)
                 .map(Family::Llama)
                 .map_err(wrong),
-            "bert" => serde_json::from_value(value).map(Family::Bert).map_err(wrong),
+            "bert" => serde_json::from_value(value)
+                .map(Family::Bert)
+                .map_err(wrong),
             "" => Err(format!(
                 "no model_type in config.json (architectures: {architecture:?}); {SUPPORTED}"
             )),
@@ -177,8 +181,14 @@ mod tests {
     fn other_architectures_say_what_is_supported() {
         let err = Family::parse(r#"{"model_type":"gpt2","architectures":["GPT2LMHeadModel"]}"#)
             .unwrap_err();
-        assert!(err.contains("\"gpt2\"") && err.contains("GPT2LMHeadModel"), "{err}");
-        assert!(err.contains("Llama-family") && err.contains("BERT"), "{err}");
+        assert!(
+            err.contains("\"gpt2\"") && err.contains("GPT2LMHeadModel"),
+            "{err}"
+        );
+        assert!(
+            err.contains("Llama-family") && err.contains("BERT"),
+            "{err}"
+        );
         let err = Family::parse(r#"{"model_type":"llama","hidden_size":8}"#).unwrap_err();
         assert!(err.contains("missing field"), "{err}");
         assert!(Family::parse("[").unwrap_err().contains("not JSON"));
@@ -190,6 +200,9 @@ mod tests {
         let model = dir.path().join("model.safetensors");
         std::fs::write(&model, b"").unwrap();
         let err = Family::detect(&model).unwrap_err().to_string();
-        assert!(err.contains("no config.json") && err.contains("supported"), "{err}");
+        assert!(
+            err.contains("no config.json") && err.contains("supported"),
+            "{err}"
+        );
     }
 }

@@ -27,7 +27,12 @@ fn name(layer: usize, part: &str) -> String {
 impl Llama {
     /// The logits after one more token; `None` when some matrix cannot be read as stored
     /// (another dtype, unaligned bytes): the caller runs `forward` instead.
-    pub(super) fn step(&self, w: &Weights, id: u32, cache: &mut KvCache) -> Result<Option<Vec<f32>>> {
+    pub(super) fn step(
+        &self,
+        w: &Weights,
+        id: u32,
+        cache: &mut KvCache,
+    ) -> Result<Option<Vec<f32>>> {
         let c = &self.config;
         let (hidden, heads, kv_heads, hd, inter) = (
             c.hidden_size,
@@ -80,7 +85,11 @@ impl Llama {
         let rep = heads / kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut x = embed.row(id as usize, hidden);
-        let (mut q, mut k, mut v) = (vec![0f32; heads * hd], vec![0f32; kv_heads * hd], vec![0f32; kv_heads * hd]);
+        let (mut q, mut k, mut v) = (
+            vec![0f32; heads * hd],
+            vec![0f32; kv_heads * hd],
+            vec![0f32; kv_heads * hd],
+        );
         let (mut att, mut o) = (vec![0f32; heads * hd], vec![0f32; hidden]);
         let (mut gate, mut up) = (vec![0f32; inter], vec![0f32; inter]);
         let mut scores = vec![0f32; pos + 1];

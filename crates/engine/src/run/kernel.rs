@@ -221,7 +221,10 @@ fn dot4<S: pulp::Simd>(simd: S, row: &[f32], x4: &[f32]) -> [f32; 4] {
 fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let whole = w.len() / LANES * LANES;
-    for (a, b) in w[..whole].chunks_exact(LANES).zip(x[..whole].chunks_exact(LANES)) {
+    for (a, b) in w[..whole]
+        .chunks_exact(LANES)
+        .zip(x[..whole].chunks_exact(LANES))
+    {
         for l in 0..LANES {
             acc[l] += f32::from_bits(u32::from(a[l]) << 16) * b[l];
         }
@@ -238,7 +241,10 @@ fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
 fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let whole = w.len() / LANES * LANES;
-    for (a, b) in w[..whole].chunks_exact(LANES).zip(x[..whole].chunks_exact(LANES)) {
+    for (a, b) in w[..whole]
+        .chunks_exact(LANES)
+        .zip(x[..whole].chunks_exact(LANES))
+    {
         for l in 0..LANES {
             acc[l] += a[l] * b[l];
         }
@@ -254,15 +260,23 @@ mod tests {
     #[test]
     fn every_stored_width_gives_the_widened_product() {
         let (rows, cols) = (70, 37); // tails in both directions
-        let values: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 23) as f32 / 8.0 - 1.0).collect();
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 23) as f32 / 8.0 - 1.0)
+            .collect();
         let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
         let want: Vec<f32> = values
             .chunks(cols)
             .map(|r| r.iter().zip(&x).map(|(a, b)| a * b).sum())
             .collect();
         // These values are exact in every width.
-        let bf: Vec<u16> = values.iter().map(|v| half::bf16::from_f32(*v).to_bits()).collect();
-        let hf: Vec<u16> = values.iter().map(|v| half::f16::from_f32(*v).to_bits()).collect();
+        let bf: Vec<u16> = values
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_bits())
+            .collect();
+        let hf: Vec<u16> = values
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_bits())
+            .collect();
         for w in [Stored::BF16(&bf), Stored::F16(&hf), Stored::F32(&values)] {
             let mut y = vec![0f32; rows];
             matvec(w, &x, &mut y);
@@ -272,13 +286,17 @@ mod tests {
         }
         // Several input rows at once (4 + a tail of 2) give the same numbers.
         let t = 6;
-        let xs: Vec<f32> = (0..t * cols).map(|i| ((i * 31) % 17) as f32 / 4.0 - 2.0).collect();
+        let xs: Vec<f32> = (0..t * cols)
+            .map(|i| ((i * 31) % 17) as f32 / 4.0 - 2.0)
+            .collect();
         for w in [Stored::BF16(&bf), Stored::F16(&hf), Stored::F32(&values)] {
             let mut y = vec![0f32; t * rows];
             matmat(w, &xs, t, &mut y);
             for i in 0..t {
                 for r in 0..rows {
-                    let want: f32 = (0..cols).map(|c| values[r * cols + c] * xs[i * cols + c]).sum();
+                    let want: f32 = (0..cols)
+                        .map(|c| values[r * cols + c] * xs[i * cols + c])
+                        .sum();
                     assert!((y[i * rows + r] - want).abs() < 1e-3, "row {i}, out {r}");
                 }
             }

@@ -98,11 +98,16 @@ impl Llama {
         }
         const EMBED: &str = "model.embed_tokens.weight";
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(Error::Usage(format!("token {bad} is beyond the vocabulary")));
+            return Err(Error::Usage(format!(
+                "token {bad} is beyond the vocabulary"
+            )));
         }
         let mut x = match w.stored(EMBED, c.vocab_size, hidden) {
             Some(e) => {
-                let rows: Vec<f32> = ids.iter().flat_map(|&id| e.row(id as usize, hidden)).collect();
+                let rows: Vec<f32> = ids
+                    .iter()
+                    .flat_map(|&id| e.row(id as usize, hidden))
+                    .collect();
                 Tensor::from_vec(rows, (t, hidden), &dev)?
             }
             None => {
@@ -121,7 +126,10 @@ impl Llama {
             let v = linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?;
             // [t, heads, hd] -> [1, heads, t, hd]
             let split = |m: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                m.reshape((t, n, hd))?.transpose(0, 1)?.contiguous()?.unsqueeze(0)
+                m.reshape((t, n, hd))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .unsqueeze(0)
             };
             let q = candle_nn::rotary_emb::rope(&split(q, heads)?, &cos, &sin)?.squeeze(0)?;
             let k = candle_nn::rotary_emb::rope(&split(k, kv_heads)?, &cos, &sin)?.squeeze(0)?;
@@ -130,14 +138,22 @@ impl Llama {
             let (pk, pv) = &mut cache.layers[layer];
             let (k, v) = if past > 0 {
                 let back = |m: &[f32]| -> candle_core::Result<Tensor> {
-                    Tensor::from_slice(m, (past, kv_heads, hd), &dev)?.transpose(0, 1)?.contiguous()
+                    Tensor::from_slice(m, (past, kv_heads, hd), &dev)?
+                        .transpose(0, 1)?
+                        .contiguous()
                 };
-                (Tensor::cat(&[&back(pk)?, &k], 1)?, Tensor::cat(&[&back(pv)?, &v], 1)?)
+                (
+                    Tensor::cat(&[&back(pk)?, &k], 1)?,
+                    Tensor::cat(&[&back(pv)?, &v], 1)?,
+                )
             } else {
                 (k, v)
             };
             let rows = |m: &Tensor| -> candle_core::Result<Vec<f32>> {
-                m.narrow(1, past, t)?.transpose(0, 1)?.flatten_all()?.to_vec1::<f32>()
+                m.narrow(1, past, t)?
+                    .transpose(0, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()
             };
             pk.extend(rows(&k)?);
             pv.extend(rows(&v)?);
@@ -243,5 +259,7 @@ fn causal_mask(t: usize, past: usize) -> candle_core::Result<Option<Tensor>> {
     let values: Vec<f32> = (0..t)
         .flat_map(|i| (0..s).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
-    Ok(Some(Tensor::from_vec(values, (t, s), &Device::Cpu)?.to_dtype(DType::F32)?))
+    Ok(Some(
+        Tensor::from_vec(values, (t, s), &Device::Cpu)?.to_dtype(DType::F32)?,
+    ))
 }

@@ -23,8 +23,8 @@ use llama::{Capture, Captured, KvCache, Llama};
 use std::sync::Arc;
 use tensor_surgeon_wire::{
     Activations, ActivationsRequest, Continuation, EmbedOutcome, EmbedSide, LensLayer, Matrix,
-    NeuronHit, NextTokens, Probe, ProbeKind, ProbeRow, ProbeTable, RunInfo, RunOutcome,
-    RunRequest, TargetProb, TokenProb, TokenRef,
+    NeuronHit, NextTokens, Probe, ProbeKind, ProbeRow, ProbeTable, RunInfo, RunOutcome, RunRequest,
+    TargetProb, TokenProb, TokenRef,
 };
 pub use weights::Edited;
 use weights::{WeightCache, Weights};
@@ -84,7 +84,13 @@ impl Distribution {
         self.log_probs
             .iter()
             .zip(&other.log_probs)
-            .map(|(&p, &q)| if p == f64::NEG_INFINITY { 0.0 } else { p.exp() * (p - q) })
+            .map(|(&p, &q)| {
+                if p == f64::NEG_INFINITY {
+                    0.0
+                } else {
+                    p.exp() * (p - q)
+                }
+            })
             .sum::<f64>()
             .max(0.0)
     }
@@ -143,11 +149,7 @@ impl Runner {
     }
 
     /// Weights of `model` with `edited` tensors laid over it.
-    pub fn weights<'a>(
-        &'a self,
-        model: &'a Model,
-        edited: Edited,
-    ) -> Weights<'a> {
+    pub fn weights<'a>(&'a self, model: &'a Model, edited: Edited) -> Weights<'a> {
         self.cache.weights(model, edited)
     }
 
@@ -217,7 +219,13 @@ impl Runner {
     fn start(&self, w: &Weights, ids: &[u32]) -> Result<(Distribution, Generator)> {
         let model = self.llama()?;
         let mut cache = KvCache::default();
-        let logits = model.forward(w, ids, &mut cache, Capture::default(), &mut Captured::default())?;
+        let logits = model.forward(
+            w,
+            ids,
+            &mut cache,
+            Capture::default(),
+            &mut Captured::default(),
+        )?;
         let d = Distribution::from_logits(logits.to_vec1::<f32>()?);
         let next = d.top(1)[0];
         Ok((
@@ -246,7 +254,13 @@ impl Runner {
         let logits = match model.step(w, id, &mut g.cache)? {
             Some(logits) => logits,
             None => model
-                .forward(w, &[id], &mut g.cache, Capture::default(), &mut Captured::default())?
+                .forward(
+                    w,
+                    &[id],
+                    &mut g.cache,
+                    Capture::default(),
+                    &mut Captured::default(),
+                )?
                 .to_vec1::<f32>()?,
         };
         g.next = argmax(&logits);
@@ -298,7 +312,11 @@ impl Runner {
     pub fn continuation(&self, ids: &[u32]) -> Continuation {
         Continuation {
             ids: ids.to_vec(),
-            text: self.vocab.tokenizer().decode(ids, false).unwrap_or_default(),
+            text: self
+                .vocab
+                .tokenizer()
+                .decode(ids, false)
+                .unwrap_or_default(),
         }
     }
 
@@ -583,7 +601,9 @@ mod distribution_tests {
         assert_eq!(d.kl(&d), 0.0);
         let e = Distribution::from_logits(vec![3.0, 1.0, 2.0, 3.0]);
         // Hand computation: sum p_i (ln p_i - ln q_i).
-        let expect: f64 = (0..4).map(|i| d.prob(i) * (d.prob(i).ln() - e.prob(i).ln())).sum();
+        let expect: f64 = (0..4)
+            .map(|i| d.prob(i) * (d.prob(i).ln() - e.prob(i).ln()))
+            .sum();
         assert!((d.kl(&e) - expect).abs() < 1e-12 && expect > 0.0);
         assert!((log_odds(0.5)).abs() < 1e-12);
         assert!(log_odds(1.0).is_finite());

@@ -24,14 +24,27 @@ fn tiny_llama(dir: &std::path::Path, skip: Option<&str>) -> std::path::PathBuf {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let normal = Normal::new(0.0f32, 0.3).unwrap();
     let hd = HIDDEN / HEADS;
-    let mut shapes: Vec<(String, Vec<u64>)> = vec![("model.embed_tokens.weight".into(), vec![vocab, HIDDEN])];
+    let mut shapes: Vec<(String, Vec<u64>)> =
+        vec![("model.embed_tokens.weight".into(), vec![vocab, HIDDEN])];
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
         shapes.push((format!("{p}.input_layernorm.weight"), vec![HIDDEN]));
-        shapes.push((format!("{p}.self_attn.q_proj.weight"), vec![HEADS * hd, HIDDEN]));
-        shapes.push((format!("{p}.self_attn.k_proj.weight"), vec![KV_HEADS * hd, HIDDEN]));
-        shapes.push((format!("{p}.self_attn.v_proj.weight"), vec![KV_HEADS * hd, HIDDEN]));
-        shapes.push((format!("{p}.self_attn.o_proj.weight"), vec![HIDDEN, HEADS * hd]));
+        shapes.push((
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![HEADS * hd, HIDDEN],
+        ));
+        shapes.push((
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![KV_HEADS * hd, HIDDEN],
+        ));
+        shapes.push((
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![KV_HEADS * hd, HIDDEN],
+        ));
+        shapes.push((
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![HIDDEN, HEADS * hd],
+        ));
         shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN]));
         shapes.push((format!("{p}.mlp.gate_proj.weight"), vec![INTER, HIDDEN]));
         shapes.push((format!("{p}.mlp.up_proj.weight"), vec![INTER, HIDDEN]));
@@ -48,7 +61,11 @@ fn tiny_llama(dir: &std::path::Path, skip: Option<&str>) -> std::path::PathBuf {
         let n: u64 = shape.iter().product();
         let begin = data.len() as u64;
         for _ in 0..n {
-            let v = if shape.len() == 1 { 1.0 + normal.sample(&mut rng) * 0.1 } else { normal.sample(&mut rng) };
+            let v = if shape.len() == 1 {
+                1.0 + normal.sample(&mut rng) * 0.1
+            } else {
+                normal.sample(&mut rng)
+            };
             data.extend_from_slice(&v.to_le_bytes());
         }
         infos.push(TensorInfo {
@@ -62,7 +79,11 @@ fn tiny_llama(dir: &std::path::Path, skip: Option<&str>) -> std::path::PathBuf {
     bytes.extend_from_slice(&data);
     let model = dir.join("model.safetensors");
     std::fs::write(&model, bytes).unwrap();
-    std::fs::write(dir.join("tokenizer.json"), tensor_surgeon_core::demo::vocab::tokenizer_json()).unwrap();
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        tensor_surgeon_core::demo::vocab::tokenizer_json(),
+    )
+    .unwrap();
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": LAYERS,
@@ -75,12 +96,17 @@ fn tiny_llama(dir: &std::path::Path, skip: Option<&str>) -> std::path::PathBuf {
 }
 
 fn runner(model: &Model) -> Runner {
-    let vocab = crate::tokens::Vocab::find(&model.path, None).unwrap().map(Arc::new);
+    let vocab = crate::tokens::Vocab::find(&model.path, None)
+        .unwrap()
+        .map(Arc::new);
     Runner::open(&model.path, vocab).unwrap()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -94,7 +120,9 @@ fn cached_decoding_equals_recomputing_the_sequence() {
     let mut seq = prompt.clone();
     let mut steps = 0;
     while steps < 6 {
-        let Some(id) = r.step(&w, &mut g).unwrap() else { break };
+        let Some(id) = r.step(&w, &mut g).unwrap() else {
+            break;
+        };
         // The greedy token is the argmax of recomputing everything before it.
         let full = r.distribution(&w, &seq).unwrap();
         assert_eq!(full.top(1)[0], id, "step {steps}");
@@ -107,17 +135,44 @@ fn cached_decoding_equals_recomputing_the_sequence() {
     assert!(steps > 0);
     // The cache's last step equals a from-scratch pass over the whole sequence.
     let mut cache = llama::KvCache::default();
-    let Family::Llama(c) = &r.family else { panic!() };
+    let Family::Llama(c) = &r.family else {
+        panic!()
+    };
     let m = Llama { config: c.clone() };
     let mut cap = Captured::default();
-    m.forward(&w, &seq[..seq.len() - 1], &mut cache, Capture::default(), &mut cap).unwrap();
-    let stepped = m.forward(&w, &seq[seq.len() - 1..], &mut cache, Capture::default(), &mut cap).unwrap();
+    m.forward(
+        &w,
+        &seq[..seq.len() - 1],
+        &mut cache,
+        Capture::default(),
+        &mut cap,
+    )
+    .unwrap();
+    let stepped = m
+        .forward(
+            &w,
+            &seq[seq.len() - 1..],
+            &mut cache,
+            Capture::default(),
+            &mut cap,
+        )
+        .unwrap();
     let whole = r.distribution(&w, &seq).unwrap();
     assert!(max_diff(&stepped.to_vec1::<f32>().unwrap(), &whole.logits) < 1e-4);
     // The decode step (plain loops over the stored weights) gives the same logits.
     let mut cache = llama::KvCache::default();
-    m.forward(&w, &seq[..seq.len() - 1], &mut cache, Capture::default(), &mut cap).unwrap();
-    let fast = m.step(&w, seq[seq.len() - 1], &mut cache).unwrap().expect("F32 weights step");
+    m.forward(
+        &w,
+        &seq[..seq.len() - 1],
+        &mut cache,
+        Capture::default(),
+        &mut cap,
+    )
+    .unwrap();
+    let fast = m
+        .step(&w, seq[seq.len() - 1], &mut cache)
+        .unwrap()
+        .expect("F32 weights step");
     assert!(max_diff(&fast, &whole.logits) < 1e-4);
     let again = m.step(&w, 9, &mut cache).unwrap().expect("steps");
     seq.push(9);
@@ -134,7 +189,9 @@ fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
         out_dir: dir.path().join("out"),
         agent_auto_apply: false,
     };
-    let mut wb = Workbench::open(Model::open(&path).unwrap(), config).unwrap().0;
+    let mut wb = Workbench::open(Model::open(&path).unwrap(), config)
+        .unwrap()
+        .0;
     wb.set_vocab(crate::tokens::Vocab::find(&path, None).unwrap());
     let req = RunRequest {
         prompt: "the".into(),
@@ -153,7 +210,8 @@ fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
         saturate: false,
         round: false,
     };
-    wb.edit(&edit(format!("{top},:")), &Default::default()).unwrap();
+    wb.edit(&edit(format!("{top},:")), &Default::default())
+        .unwrap();
     let loads = wb.run_loads();
     let after = wb.run_prompt(&req).unwrap();
     assert_eq!(wb.run_loads() - loads, 1, "only lm_head reloads");
@@ -176,12 +234,20 @@ fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
 #[test]
 fn a_missing_tensor_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let model = Model::open(tiny_llama(dir.path(), Some("model.layers.1.mlp.up_proj.weight"))).unwrap();
+    let model = Model::open(tiny_llama(
+        dir.path(),
+        Some("model.layers.1.mlp.up_proj.weight"),
+    ))
+    .unwrap();
     let r = runner(&model);
     let w = r.weights(&model, Edited::default());
     let err = r.distribution(&w, &[3, 4]).unwrap_err();
     assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
-    assert!(err.to_string().contains("model.layers.1.mlp.up_proj.weight"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("model.layers.1.mlp.up_proj.weight"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -191,7 +257,14 @@ fn activations_and_the_logit_lens_have_their_shapes() {
     let r = runner(&model);
     let w = r.weights(&model, Edited::default());
     let a = r
-        .activations(&w, &ActivationsRequest { prompt: "the cat".into(), layer: 1, top: 4 })
+        .activations(
+            &w,
+            &ActivationsRequest {
+                prompt: "the cat".into(),
+                layer: 1,
+                top: 4,
+            },
+        )
         .unwrap();
     let t = a.tokens.len() as u32;
     assert_eq!((a.mlp.rows, a.mlp.cols), (t, INTER as u32));
@@ -207,7 +280,14 @@ fn activations_and_the_logit_lens_have_their_shapes() {
     assert_eq!(a.down_proj, "model.layers.1.mlp.down_proj.weight");
     assert_eq!(a.unembedding, "lm_head.weight");
     let err = r
-        .activations(&w, &ActivationsRequest { prompt: "the".into(), layer: 9, top: 4 })
+        .activations(
+            &w,
+            &ActivationsRequest {
+                prompt: "the".into(),
+                layer: 9,
+                top: 4,
+            },
+        )
         .unwrap_err();
     assert!(err.to_string().contains("out of range"), "{err}");
 }

@@ -4,12 +4,12 @@
 //! operation needs one (norms, biases, dtypes the kernels do not read), once. Base and edited
 //! runs share every unchanged tensor; after an edit only the edited tensors reload.
 
+use super::kernel::Stored;
 use crate::error::{Error, Result};
 use crate::store::Model;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use super::kernel::Stored;
 use std::sync::{Arc, Mutex, OnceLock};
 use tensor_surgeon_core::dtype::{self, Dtype};
 use tensor_surgeon_core::overlay::Overlay;
@@ -83,7 +83,8 @@ impl WeightCache {
             entries.retain(|(n, v), _| n != name || *v == 0 || *v > version);
         }
         entries.insert((name.to_string(), version), tensor);
-        self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many tensors were converted since start.
@@ -123,11 +124,7 @@ impl WeightCache {
 
     /// The tensors a set of patches changes, seen through their overlay (the command line:
     /// each run starts afresh, so version 1 marks "edited").
-    pub fn edited_from_overlay(
-        &self,
-        model: &Model,
-        overlay: &Overlay,
-    ) -> Result<Edited> {
+    pub fn edited_from_overlay(&self, model: &Model, overlay: &Overlay) -> Result<Edited> {
         let mut out = HashMap::new();
         for (name, _) in overlay.tensors() {
             let (shard, info) = model.get(name)?;
@@ -250,10 +247,15 @@ mod tests {
         let h = half::f16::from_f32(0.5).to_bits().to_le_bytes();
         let t = to_tensor("w", Dtype::F16, &[1, 1], &h).unwrap();
         assert_eq!(t.dims(), &[1, 1]);
-        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.5]);
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.5]
+        );
         let t = to_tensor("w", Dtype::I8, &[2], &[0xff, 3]).unwrap();
         assert_eq!(t.to_vec1::<f32>().unwrap(), vec![-1.0, 3.0]);
-        let err = to_tensor("w", Dtype::F4, &[2], &[0]).unwrap_err().to_string();
+        let err = to_tensor("w", Dtype::F4, &[2], &[0])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("F4"), "{err}");
     }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use tensor_surgeon_wire::{
-    Activations, ActivationsRequest, EmbedOutcome, GenerationEvent, ProbeSet, ProbeTable,
-    RunInfo, RunOutcome, RunRequest, TaskProgress,
+    Activations, ActivationsRequest, EmbedOutcome, GenerationEvent, ProbeSet, ProbeTable, RunInfo,
+    RunOutcome, RunRequest, TaskProgress,
 };
 
 /// Probe files are saved with this suffix in the patches folder.
@@ -107,7 +107,8 @@ impl Workbench {
         let base = runner.weights(&self.model, Edited::default());
         let edited = runner.weights(&self.model, edited);
         let r = &self.run;
-        r.probes_total.store(set.probes.len() as u64, Ordering::Relaxed);
+        r.probes_total
+            .store(set.probes.len() as u64, Ordering::Relaxed);
         r.probes_done.store(0, Ordering::Relaxed);
         r.probing.store(true, Ordering::Relaxed);
         let rows = runner.probe_table(&base, &edited, &set.probes, &mut |done, _| {
@@ -206,7 +207,10 @@ impl Workbench {
     }
 
     fn probes_path(&self, name: &str) -> Result<PathBuf> {
-        let stem = name.trim().trim_end_matches(PROBES_SUFFIX).trim_end_matches(".json");
+        let stem = name
+            .trim()
+            .trim_end_matches(PROBES_SUFFIX)
+            .trim_end_matches(".json");
         Ok(self
             .config
             .patches_dir
@@ -228,9 +232,8 @@ impl Workbench {
     pub fn load_probes(&self, name: &str) -> Result<ProbeSet> {
         let path = self.probes_path(name)?;
         let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
-        serde_json::from_str(&text).map_err(|e| {
-            Error::Usage(format!("{}: not a probe file: {e}", path.display()))
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("{}: not a probe file: {e}", path.display())))
     }
 }
 
@@ -260,7 +263,10 @@ mod tests {
         let info = wb.run_info();
         assert_eq!(info.family, None);
         let reason = info.reason.unwrap();
-        assert!(reason.contains("config.json") && reason.contains("Llama-family"), "{reason}");
+        assert!(
+            reason.contains("config.json") && reason.contains("Llama-family"),
+            "{reason}"
+        );
         let err = wb
             .run_prompt(&RunRequest {
                 prompt: "hi".into(),

@@ -110,7 +110,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
         return Ok(());
     }
     let Some(prompt) = &a.prompt else {
-        return Err(Error::Usage("give --prompt (or --sentence for encoders)".into()));
+        return Err(Error::Usage(
+            "give --prompt (or --sentence for encoders)".into(),
+        ));
     };
     let req = RunRequest {
         prompt: prompt.clone(),
@@ -122,7 +124,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
     if a.m.json {
         return json(&out);
     }
-    let tokens: Vec<String> = out.prompt_tokens.iter().map(|t| format!("{:?}", t.token)).collect();
+    let tokens: Vec<String> = out
+        .prompt_tokens
+        .iter()
+        .map(|t| format!("{:?}", t.token))
+        .collect();
     println!("prompt: {} tokens: {}", tokens.len(), tokens.join(" "));
     let mut t = table(&["rank", "base", "p", "patched", "p"]);
     let empty = Vec::new();
@@ -143,7 +149,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
     println!("{t}");
     let show = |name: &str, n: &NextTokens| {
         if let Some(tp) = &n.target {
-            println!("{name}: p({:?}) = {:.4}, log-odds {:.3}", tp.token, tp.prob, tp.log_odds);
+            println!(
+                "{name}: p({:?}) = {:.4}, log-odds {:.3}",
+                tp.token, tp.prob, tp.log_odds
+            );
         }
         if let Some(c) = &n.continuation {
             println!("{name}: {prompt}\u{2502}{}", c.text);
@@ -166,14 +175,25 @@ pub fn probe(a: &ProbeArgs) -> Result<()> {
     let base = o.runner.weights(&o.model, Edited::default());
     let edited = o.runner.weights(&o.model, o.edited.clone());
     let bar = super::stats::progress_bar(set.probes.len() as u64, "probing");
-    let rows = o.runner.probe_table(&base, &edited, &set.probes, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    let rows = o
+        .runner
+        .probe_table(&base, &edited, &set.probes, &mut |done, _| {
+            bar.set_position(done as u64)
+        })?;
     bar.finish_and_clear();
     if a.m.json {
         return json(&serde_json::json!({ "rows": rows }));
     }
-    let mut t = table(&["kind", "prompt", "target", "p base", "p patched", "KL", "top base", "top patched"]);
+    let mut t = table(&[
+        "kind",
+        "prompt",
+        "target",
+        "p base",
+        "p patched",
+        "KL",
+        "top base",
+        "top patched",
+    ]);
     let p = |v: Option<f32>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
     for r in &rows {
         t.add_row(vec![
@@ -213,7 +233,12 @@ pub fn activations(a: &ActivationsArgs) -> Result<()> {
     }
     println!("{t}\nlogit lens (top tokens of each layer's residual stream, last token):");
     for l in &out.logit_lens {
-        let tops: Vec<String> = l.top.iter().take(5).map(|t| format!("{:?} {:.3}", t.token, t.prob)).collect();
+        let tops: Vec<String> = l
+            .top
+            .iter()
+            .take(5)
+            .map(|t| format!("{:?} {:.3}", t.token, t.prob))
+            .collect();
         println!("  {:>3}  {}", l.layer, tops.join("  "));
     }
     Ok(())
