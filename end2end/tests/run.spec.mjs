@@ -116,8 +116,17 @@ test('a top neuron opens its down_proj column, selected', async ({ page }) => {
   const first = page.locator('.top-neurons tr.neuron').first();
   await expect(first).toBeVisible({ timeout: 60_000 });
   const neuron = Number(await first.getAttribute('data-neuron'));
-  await expect(page.locator('canvas.activation-map')).toBeVisible();
+  const map = page.locator('canvas.activation-map');
+  await expect(map).toBeVisible();
   await expect(page.locator('.logit-lens tr')).toHaveCount(30);
+  // The attention output of the same layer, on the same heatmap: hover names the hidden dim.
+  await page.getByLabel('activations shown').selectOption('attention');
+  const box = await map.boundingBox();
+  await map.hover({ position: { x: box.width * 0.5, y: box.height * 0.5 } });
+  await expect(page.locator('.activation-hover')).toContainText('hidden dim');
+  await page.getByLabel('activations shown').selectOption('mlp');
+  await map.hover({ position: { x: box.width * 0.5, y: box.height * 0.5 } });
+  await expect(page.locator('.activation-hover')).toContainText('neuron');
   await first.locator('a.open-down').click();
   await expect(page).toHaveURL(/t=model\.layers\.12\.mlp\.down_proj\.weight/);
   // The selection is that whole column (576 rows), ready for the edit panel.

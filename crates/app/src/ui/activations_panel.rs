@@ -16,11 +16,43 @@ use tensor_surgeon_wire::{Activations, ActivationsRequest, ViewData};
 /// Neurons and logit-lens tokens listed.
 const TOP: u32 = 10;
 
+/// Which capture the heatmap shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Shown {
+    /// The MLP activations (the input of `down_proj`): tokens x neurons.
+    Mlp,
+    /// The attention block's output (`o_proj`'s): tokens x hidden dims.
+    Attention,
+}
+
+impl Shown {
+    fn matrix(self, a: &Activations) -> &tensor_surgeon_wire::Matrix {
+        match self {
+            Shown::Mlp => &a.mlp,
+            Shown::Attention => &a.attention,
+        }
+    }
+
+    /// The weight line column `c` of the heatmap came from: a neuron's `down_proj` column, or
+    /// the `o_proj` row that writes hidden dim `c`.
+    fn source(self, a: &Activations, c: u32) -> (String, u64, bool) {
+        match self {
+            Shown::Mlp => (a.down_proj.clone(), u64::from(c), true),
+            Shown::Attention => (
+                a.down_proj.replace("mlp.down_proj", "self_attn.o_proj"),
+                u64::from(c),
+                false,
+            ),
+        }
+    }
+}
+
 /// The activations as a heatmap view (F32 cells, token rows labelled).
-fn as_view(a: &Activations) -> ViewData {
-    let (rows, cols) = (u64::from(a.mlp.rows), u64::from(a.mlp.cols));
+fn as_view(a: &Activations, shown: Shown) -> ViewData {
+    let m = shown.matrix(a);
+    let (rows, cols) = (u64::from(m.rows), u64::from(m.cols));
     ViewData {
-        tensor: format!("activations of layer {}", a.layer),
+        tensor: format!("layer {} activations", a.layer),
         dtype: "F32".into(),
         shape: vec![rows, cols],
         spec: ViewSpec {
@@ -33,7 +65,7 @@ fn as_view(a: &Activations) -> ViewData {
         rows,
         cols,
         block: (1, 1),
-        bytes: a.mlp.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        bytes: m.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         stat: Default::default(),
         pooled: Vec::new(),
         mode: Default::default(),
@@ -52,7 +84,8 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
     let asked = RwSignal::new(None::<ActivationsRequest>);
     let canvas = NodeRef::<html::Canvas>::new();
     let geom = RwSignal::new(None::<Geom>);
-    let hover = RwSignal::new(None::<String>);
+    let shown = RwSignal::new(Shown::Mlp);
+    let hover = RwSignal::new(None::<(usize, u32)>);
     let result = LocalResource::new(move || {
         let req = asked.get();
         let _ = ctx.version.get();
@@ -87,7 +120,7 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
         let (Some(el), Some(a)) = (canvas.get(), current()) else {
             return;
         };
-        let data = as_view(&a);
+        let data = as_view(&a, shown.get());
         geom.set(
             draw::cells(&el, &data, Colormap::Diverging, ScaleMode::Percentile(0.5))
                 .map(|(g, _)| g),
@@ -102,23 +135,33 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
         if !(0.0..1.0).contains(&fx) || !(0.0..1.0).contains(&fy) {
             return None;
         }
-        let row = (fy * f64::from(a.mlp.rows)) as usize;
-        let col = (fx * f64::from(a.mlp.cols)) as u32;
+        let m = shown.get_untracked().matrix(&a);
+        let row = (fy * f64::from(m.rows)) as usize;
+        let col = (fx * f64::from(m.cols)) as u32;
         Some((row, col, a))
     };
     let on_move = move |ev: leptos::ev::MouseEvent| {
-        let text = cell_at(f64::from(ev.offset_x()), f64::from(ev.offset_y())).map(|(r, c, a)| {
-            let v = a.mlp.values[r * a.mlp.cols as usize + c as usize];
-            format!(
-                "token {r} {:?}, neuron {c}: {v:.5} (click: open its down_proj column)",
-                a.tokens[r].token
-            )
-        });
-        hover.set(text);
+        hover.set(
+            cell_at(f64::from(ev.offset_x()), f64::from(ev.offset_y())).map(|(r, c, _)| (r, c)),
+        );
+    };
+    // The hovered cell's text follows the shown capture and the data.
+    let hover_text = move || {
+        let (r, c) = hover.get()?;
+        let a = current()?;
+        let s = shown.get();
+        let m = s.matrix(&a);
+        let v = m.values.get(r * m.cols as usize + c as usize)?;
+        let token = &a.tokens.get(r)?.token;
+        Some(match s {
+            Shown::Mlp => format!("token {r} {token:?}, neuron {c}: {v:.5} (click: open its down_proj column)"),
+            Shown::Attention => format!("token {r} {token:?}, hidden dim {c}: {v:.5} (click: open the o_proj row that writes it)"),
+        })
     };
     let on_click = move |ev: leptos::ev::MouseEvent| {
         if let Some((_, c, a)) = cell_at(f64::from(ev.offset_x()), f64::from(ev.offset_y())) {
-            open_line(ctx, &a.down_proj, u64::from(c), true);
+            let (tensor, line, columns) = shown.get_untracked().source(&a, c);
+            open_line(ctx, &tensor, line, columns);
         }
     };
     let details = move || {
@@ -135,12 +178,17 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
                 <label>{format!("layer (0..{}) ", layers.saturating_sub(1))}
                     <input class="activation-layer" size=3 prop:value=layer on:change=move |ev| set_layer.set(event_target_value(&ev))/></label>
                 <button class="capture-button" on:click=capture>"capture the prompt's activations"</button>
+                <select class="activation-kind" aria-label="activations shown"
+                    on:change=move |ev| shown.set(if event_target_value(&ev) == "attention" { Shown::Attention } else { Shown::Mlp })>
+                    <option value="mlp">"MLP activations (down_proj input)"</option>
+                    <option value="attention">"attention output (o_proj)"</option>
+                </select>
             </div>
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
             <canvas node_ref=canvas width=960 height=260 class="activation-map"
                 style:display=move || if current().is_some() { "block" } else { "none" }
                 on:mousemove=on_move on:mouseleave=move |_| hover.set(None) on:click=on_click/>
-            <p class="muted activation-hover">{move || hover.get().unwrap_or_default()}</p>
+            <p class="muted activation-hover">{move || hover_text().unwrap_or_default()}</p>
             {details}
         </div>
     }

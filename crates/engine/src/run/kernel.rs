@@ -1,20 +1,31 @@
-//! Matrix-vector products on weights at their stored width, the hot loop of a decode step. One
-//! new token reads every weight once, so the bytes read set the speed: a BF16 matrix read as
-//! BF16 (from the memory map, or the edited copy) costs half of its f32 widening. The loops
-//! are plain Rust compiled for the CPU found at run time (AVX2/FMA or AVX-512 where present,
-//! through `pulp`'s dispatch), split over the cores by rows.
+//! Products with weights at their stored width: a decode step reads every weight once, so the
+//! bytes read set the speed, and a BF16 matrix read as BF16 (from the memory map) costs half of
+//! its f32 widening. Edited matrices are the mapped base plus their edited rows (copy on write:
+//! an edit costs its rows, not a copy of the tensor). The loops are plain Rust compiled for the
+//! CPU found at run time (AVX2/FMA or AVX-512 where present, through `pulp`'s dispatch), split
+//! over the cores by rows.
 
 use rayon::prelude::*;
+use std::collections::HashMap;
 use tensor_surgeon_core::dtype::Dtype;
+
+/// Rows of a matrix that edits changed, with the edits laid on, widened.
+pub type PatchedRows = HashMap<usize, Vec<f32>>;
 
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
 /// Accumulator lanes (the compiler vectorises fixed-size arrays).
 const LANES: usize = 16;
 
-/// A weight matrix as stored: row-major `[rows, cols]`.
+/// A weight matrix as stored (row-major `[rows, cols]`), and the rows edits replaced.
 #[derive(Clone, Copy)]
-pub enum Stored<'a> {
+pub struct Stored<'a> {
+    elems: Elems<'a>,
+    patched: Option<&'a PatchedRows>,
+}
+
+#[derive(Clone, Copy)]
+enum Elems<'a> {
     BF16(&'a [u16]),
     F16(&'a [u16]),
     F32(&'a [f32]),
@@ -24,12 +35,30 @@ impl<'a> Stored<'a> {
     /// Views stored bytes as elements; `None` for other dtypes, or bytes not aligned to their
     /// element (the caller then uses the f32 copy).
     pub fn of(dtype: Dtype, bytes: &'a [u8]) -> Option<Stored<'a>> {
-        match dtype {
-            Dtype::BF16 => bytemuck::try_cast_slice(bytes).ok().map(Stored::BF16),
-            Dtype::F16 => bytemuck::try_cast_slice(bytes).ok().map(Stored::F16),
-            Dtype::F32 => bytemuck::try_cast_slice(bytes).ok().map(Stored::F32),
-            _ => None,
+        let elems = match dtype {
+            Dtype::BF16 => Elems::BF16(bytemuck::try_cast_slice(bytes).ok()?),
+            Dtype::F16 => Elems::F16(bytemuck::try_cast_slice(bytes).ok()?),
+            Dtype::F32 => Elems::F32(bytemuck::try_cast_slice(bytes).ok()?),
+            _ => return None,
+        };
+        Some(Stored {
+            elems,
+            patched: None,
+        })
+    }
+
+    /// The same matrix with some rows replaced.
+    pub fn with_patched(self, rows: &'a PatchedRows) -> Stored<'a> {
+        Stored {
+            patched: (!rows.is_empty()).then_some(rows),
+            ..self
         }
+    }
+
+    /// An edited row, if row `r` is one.
+    #[inline(always)]
+    fn patched_row(&self, r: usize) -> Option<&'a [f32]> {
+        self.patched.and_then(|p| p.get(&r)).map(Vec::as_slice)
     }
 
     /// Row `r` of a matrix of `cols` columns, widened.
@@ -41,26 +70,30 @@ impl<'a> Stored<'a> {
 
     #[inline(always)]
     fn widen_row(&self, r: usize, cols: usize, out: &mut [f32]) {
+        if let Some(p) = self.patched_row(r) {
+            out.copy_from_slice(p);
+            return;
+        }
         let span = r * cols..(r + 1) * cols;
-        match self {
-            Stored::BF16(s) => {
+        match self.elems {
+            Elems::BF16(s) => {
                 for (o, &b) in out.iter_mut().zip(&s[span]) {
                     *o = f32::from_bits(u32::from(b) << 16);
                 }
             }
-            Stored::F16(s) => {
+            Elems::F16(s) => {
                 for (o, &b) in out.iter_mut().zip(&s[span]) {
                     *o = half::f16::from_bits(b).to_f32();
                 }
             }
-            Stored::F32(s) => out.copy_from_slice(&s[span]),
+            Elems::F32(s) => out.copy_from_slice(&s[span]),
         }
     }
 
     fn len(&self) -> usize {
-        match self {
-            Stored::BF16(s) | Stored::F16(s) => s.len(),
-            Stored::F32(s) => s.len(),
+        match self.elems {
+            Elems::BF16(s) | Elems::F16(s) => s.len(),
+            Elems::F32(s) => s.len(),
         }
     }
 }
@@ -103,11 +136,15 @@ impl pulp::WithSimd for VecRows<'_, '_> {
         let cols = self.x.len();
         let mut widened = Vec::new();
         for (k, o) in self.out.iter_mut().enumerate() {
+            if let Some(p) = self.w.patched_row(self.first + k) {
+                *o = dot_f32(p, self.x);
+                continue;
+            }
             let r = (self.first + k) * cols..(self.first + k + 1) * cols;
-            *o = match self.w {
-                Stored::BF16(s) => dot_bf16(&s[r], self.x),
-                Stored::F32(s) => dot_f32(&s[r], self.x),
-                Stored::F16(s) => {
+            *o = match self.w.elems {
+                Elems::BF16(s) => dot_bf16(&s[r], self.x),
+                Elems::F32(s) => dot_f32(&s[r], self.x),
+                Elems::F16(s) => {
                     widened.clear();
                     widened.extend(s[r].iter().map(|&b| half::f16::from_bits(b).to_f32()));
                     dot_f32(&widened, self.x)
@@ -277,7 +314,13 @@ mod tests {
             .iter()
             .map(|v| half::f16::from_f32(*v).to_bits())
             .collect();
-        for w in [Stored::BF16(&bf), Stored::F16(&hf), Stored::F32(&values)] {
+        // Bytes as the elements' own (aligned) storage.
+        let all = [
+            Stored::of(Dtype::BF16, bytemuck::cast_slice(&bf)).unwrap(),
+            Stored::of(Dtype::F16, bytemuck::cast_slice(&hf)).unwrap(),
+            Stored::of(Dtype::F32, bytemuck::cast_slice(&values)).unwrap(),
+        ];
+        for w in all {
             let mut y = vec![0f32; rows];
             matvec(w, &x, &mut y);
             for (a, b) in y.iter().zip(&want) {
@@ -289,7 +332,7 @@ mod tests {
         let xs: Vec<f32> = (0..t * cols)
             .map(|i| ((i * 31) % 17) as f32 / 4.0 - 2.0)
             .collect();
-        for w in [Stored::BF16(&bf), Stored::F16(&hf), Stored::F32(&values)] {
+        for w in all {
             let mut y = vec![0f32; t * rows];
             matmat(w, &xs, t, &mut y);
             for i in 0..t {
@@ -301,8 +344,18 @@ mod tests {
                 }
             }
         }
-        let bytes: Vec<u8> = bf.iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert!(Stored::of(Dtype::BF16, &bytes).is_some() || bytes.as_ptr() as usize % 2 == 1);
-        assert!(Stored::of(Dtype::I8, &bytes).is_none());
+        // Patched rows stand in for the stored ones, in both kernels.
+        let mut patched = PatchedRows::new();
+        patched.insert(3, vec![1.0; cols]);
+        let w = all[0].with_patched(&patched);
+        let mut y = vec![0f32; rows];
+        matvec(w, &x, &mut y);
+        assert!((y[3] - x.iter().sum::<f32>()).abs() < 1e-4);
+        assert!((y[4] - want[4]).abs() < 1e-4);
+        let mut y = vec![0f32; t * rows];
+        matmat(w, &xs, t, &mut y);
+        assert!((y[rows + 3] - xs[cols..2 * cols].iter().sum::<f32>()).abs() < 1e-4);
+        assert_eq!(w.row(3, cols), vec![1.0; cols]);
+        assert!(Stored::of(Dtype::I8, bytemuck::cast_slice(&bf)).is_none());
     }
 }

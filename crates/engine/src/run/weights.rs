@@ -1,10 +1,11 @@
-//! Weights for a forward pass: a tensor's bytes, the base from the memory map or an edited
-//! tensor's bytes seen through the overlay, cached per (tensor, edit version). Matrices are read
-//! at their stored width by the kernels; an f32 copy (a candle tensor) is made only when an
-//! operation needs one (norms, biases, dtypes the kernels do not read), once. Base and edited
-//! runs share every unchanged tensor; after an edit only the edited tensors reload.
+//! Weights for a forward pass: the base from the memory map; an edited tensor as the base plus
+//! the overlay's byte runs and the rows they change (copy on write), cached per (tensor, edit
+//! version). Matrices are read at their stored width by the kernels; an f32 copy (a candle
+//! tensor) is made only when an operation needs one (norms, biases, dtypes the kernels do not
+//! read), once. Base and edited runs share every unchanged tensor; after an edit only the
+//! edited tensors reload, at the cost of their edited rows.
 
-use super::kernel::Stored;
+use super::kernel::{PatchedRows, Stored};
 use crate::error::{Error, Result};
 use crate::store::Model;
 use candle_core::{Device, Tensor};
@@ -12,33 +13,41 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use tensor_surgeon_core::dtype::{self, Dtype};
-use tensor_surgeon_core::overlay::Overlay;
+use tensor_surgeon_core::overlay::{Overlay, RangeMap};
 
-/// A tensor of the cache: an edited one's stored bytes, and its f32 copy once asked for.
+/// A tensor of the cache: an edited one's runs and edited rows, and its f32 copy once asked
+/// for.
 #[derive(Clone, Default)]
 pub(crate) struct Loaded(Arc<LoadedInner>);
 
 #[derive(Default)]
 struct LoadedInner {
-    /// The edited bytes (`None`: the base, read from the memory map).
-    stored: Option<Vec<u8>>,
-    /// Edited bytes equal to the base (every edit undone or turned off).
-    same_as_base: bool,
+    /// The overlay's runs on this tensor (`None`: the base, read from the memory map).
+    runs: Option<RangeMap>,
+    /// The rows (of the last dim) the runs change, with the runs laid on, widened.
+    rows: PatchedRows,
     widened: OnceLock<Tensor>,
 }
 
 impl Loaded {
-    /// Whether the edits of this tensor cancel out.
+    /// Whether the edits of this tensor cancel out (every edit undone or turned off).
     pub(crate) fn same_as_base(&self) -> bool {
-        self.0.same_as_base
+        self.0.runs.is_some() && self.0.rows.is_empty()
     }
 
-    /// The f32 copy, made on first use from `bytes`.
-    fn widened(&self, name: &str, dt: Dtype, shape: &[u64], bytes: &[u8]) -> Result<Tensor> {
+    /// The f32 copy, made on first use from the base bytes and the runs.
+    fn widened(&self, name: &str, dt: Dtype, shape: &[u64], base: &[u8]) -> Result<Tensor> {
         if let Some(t) = self.0.widened.get() {
             return Ok(t.clone());
         }
-        let t = to_tensor(name, dt, shape, bytes)?;
+        let t = match &self.0.runs {
+            Some(runs) => {
+                let mut bytes = base.to_vec();
+                runs.lay_onto(0, &mut bytes);
+                to_tensor(name, dt, shape, &bytes)?
+            }
+            None => to_tensor(name, dt, shape, base)?,
+        };
         Ok(self.0.widened.get_or_init(|| t).clone())
     }
 }
@@ -101,21 +110,45 @@ impl WeightCache {
         }
     }
 
-    /// An edited tensor at `version`: from the cache, or its bytes from `bytes()`.
+    /// The cached edited tensor at `version`, if any.
+    pub(crate) fn cached(&self, name: &str, version: u64) -> Option<Loaded> {
+        self.get(name, version)
+    }
+
+    /// An edited tensor at `version`: the overlay's `runs` over the `base` bytes of a tensor
+    /// of `dt` and `shape`; the rows they change are laid out (and widened) now.
     pub(crate) fn edited(
         &self,
         name: &str,
         version: u64,
-        base: &[u8],
-        bytes: impl FnOnce() -> Result<Vec<u8>>,
+        (dt, shape, base): (Dtype, &[u64], &[u8]),
+        runs: RangeMap,
     ) -> Result<Loaded> {
         if let Some(t) = self.get(name, version) {
             return Ok(t);
         }
-        let bytes = bytes()?;
+        let cols = shape.last().copied().unwrap_or(1).max(1) as usize;
+        let row_bytes = cols * dtype::element_bytes(dt);
+        let mut rows = PatchedRows::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (offset, bytes) in runs.runs() {
+            let first = offset as usize / row_bytes;
+            let last = (offset as usize + bytes.len()).div_ceil(row_bytes);
+            seen.extend(first..last);
+        }
+        for r in seen {
+            let span = r * row_bytes..((r + 1) * row_bytes).min(base.len());
+            let mut row = base[span.clone()].to_vec();
+            runs.lay_onto(span.start as u64, &mut row);
+            if row != base[span] {
+                let mut values = Vec::new();
+                crate::tokens::decode_f32_into(dt, &row, &mut values);
+                rows.insert(r, values);
+            }
+        }
         let loaded = Loaded(Arc::new(LoadedInner {
-            same_as_base: bytes == base,
-            stored: Some(bytes),
+            runs: Some(runs),
+            rows,
             widened: OnceLock::new(),
         }));
         self.insert(name, version, loaded.clone());
@@ -128,14 +161,8 @@ impl WeightCache {
         let mut out = HashMap::new();
         for (name, _) in overlay.tensors() {
             let (shard, info) = model.get(name)?;
-            let base = shard.data(info);
-            let t = self.edited(name, 1, base, || {
-                let mut bytes = base.to_vec();
-                if let Some(runs) = overlay.tensor(name) {
-                    runs.lay_onto(0, &mut bytes);
-                }
-                Ok(bytes)
-            })?;
+            let runs = overlay.tensor(name).cloned().unwrap_or_default();
+            let t = self.edited(name, 1, (info.dtype, &info.shape, shard.data(info)), runs)?;
             if !t.same_as_base() {
                 out.insert(name.to_string(), t);
             }
@@ -159,11 +186,11 @@ impl Weights<'_> {
         if info.shape != [rows as u64, cols as u64] {
             return None;
         }
-        let bytes: &[u8] = match self.edited.get(name) {
-            Some(l) => l.0.stored.as_deref()?,
-            None => shard.data(info),
-        };
-        Stored::of(info.dtype, bytes)
+        let base = Stored::of(info.dtype, shard.data(info))?;
+        Some(match self.edited.get(name) {
+            Some(l) => base.with_patched(&l.0.rows),
+            None => base,
+        })
     }
 
     /// Whether the model has a tensor of that name.
@@ -184,8 +211,7 @@ impl Weights<'_> {
             ))
         })?;
         if let Some(l) = self.edited.get(name) {
-            let bytes = l.0.stored.as_deref().unwrap_or(shard.data(info));
-            return l.widened(name, info.dtype, &info.shape, bytes);
+            return l.widened(name, info.dtype, &info.shape, shard.data(info));
         }
         let base = match self.cache.get(name, 0) {
             Some(l) => l,

@@ -58,24 +58,39 @@ impl Workbench {
     /// edit version (a tensor edited since the last run reloads; the rest come from the cache).
     /// Also the session version they reflect.
     fn edited_weights(&self, runner: &Runner) -> Result<(Edited, u64)> {
-        let session = lock(&self.session);
-        let version = session.version;
-        let mut tensors = HashMap::new();
-        for (name, &at) in &session.changed_at {
-            let (shard, info) = self.model.get(name)?;
-            let base = shard.data(info);
-            let t = runner.cache.edited(name, at, base, || {
-                let mut bytes = base.to_vec();
-                if let Some(runs) = session.history.overlay().tensor(name) {
-                    runs.lay_onto(0, &mut bytes);
+        // Under the lock, only what is cheap: the versions, and a copy of the runs of each
+        // tensor edited since its last load (the edited bytes only, not the tensor).
+        let (version, cached, fresh) = {
+            let session = lock(&self.session);
+            let mut cached = Vec::new();
+            let mut fresh = Vec::new();
+            for (name, &at) in &session.changed_at {
+                match runner.cache.cached(name, at) {
+                    Some(t) => cached.push((name.clone(), t)),
+                    None => {
+                        let runs = session.history.overlay().tensor(name).cloned();
+                        fresh.push((name.clone(), at, runs.unwrap_or_default()));
+                    }
                 }
-                Ok(bytes)
-            })?;
-            // A tensor whose edits were all undone is the base again.
-            if !t.same_as_base() {
-                tensors.insert(name.clone(), t);
             }
+            (session.version, cached, fresh)
+        };
+        let mut tensors = HashMap::new();
+        for (name, t) in cached {
+            tensors.insert(name, t);
         }
+        for (name, at, runs) in fresh {
+            let (shard, info) = self.model.get(&name)?;
+            let t = runner.cache.edited(
+                &name,
+                at,
+                (info.dtype, &info.shape, shard.data(info)),
+                runs,
+            )?;
+            tensors.insert(name, t);
+        }
+        // A tensor whose edits were all undone is the base again.
+        tensors.retain(|_, t| !t.same_as_base());
         Ok((Edited::from_map(tensors), version))
     }
 
