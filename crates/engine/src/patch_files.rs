@@ -66,9 +66,17 @@ fn compact_error(path: &Path) -> impl Fn(compact::CompactError) -> Error + '_ {
 
 /// Loads and checks a patch file of either form.
 pub fn load(path: &Path) -> Result<Loaded> {
+    load_within(path, None)
+}
+
+/// Reads a patch file meant for `model`: a compact patch's runs are checked against the
+/// model's tensor sizes before its deltas are decompressed.
+pub fn load_within(path: &Path, model: Option<&Model>) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
     if compact::is_compact(&bytes) {
-        return CompactPatch::from_bytes(&bytes)
+        let sizes = |name: &str| model?.get(name).ok().map(|(_, info)| info.byte_len());
+        let within: Option<&dyn Fn(&str) -> Option<u64>> = model.map(|_| &sizes as _);
+        return CompactPatch::from_bytes_within(&bytes, within)
             .map(Loaded::Compact)
             .map_err(compact_error(path));
     }
@@ -113,7 +121,8 @@ pub fn expand(path: &Path, c: &CompactPatch, model: &Model, over: Option<&Overla
 
 /// Loads a patch and resolves it against `model`; conflicts are an error.
 pub fn load_for(path: &Path, model: &Model) -> Result<Patch> {
-    resolve(path, load(path)?, model, None)?.map_err(|conflicts| Error::Conflicts { conflicts })
+    resolve(path, load_within(path, Some(model))?, model, None)?
+        .map_err(|conflicts| Error::Conflicts { conflicts })
 }
 
 /// The element width of a tensor of `model` for the compact form's shuffle (1 for packed).

@@ -173,6 +173,16 @@ impl CompactPatch {
 
     /// Reads and checks a compact patch file.
     pub fn from_bytes(bytes: &[u8]) -> Result<CompactPatch, CompactError> {
+        CompactPatch::from_bytes_within(bytes, None)
+    }
+
+    /// Reads and checks a compact patch file for a model whose tensor sizes `tensor_bytes`
+    /// gives: a run past its tensor is refused before any delta is decompressed, so a small
+    /// file cannot make the reader inflate more than the model's own size.
+    pub fn from_bytes_within(
+        bytes: &[u8],
+        tensor_bytes: Option<&dyn Fn(&str) -> Option<u64>>,
+    ) -> Result<CompactPatch, CompactError> {
         if !is_compact(bytes) {
             return Err(CompactError::BadMagic);
         }
@@ -211,25 +221,41 @@ impl CompactPatch {
             reason: e.to_string(),
         };
         let decoder = zstd::stream::Decoder::new(&bytes[HEAD..]).map_err(decompress)?;
-        // Never trust the stated length for an allocation; read at most one byte past it.
-        let mut body = Vec::with_capacity(body_len.min(compressed.saturating_mul(64)) as usize);
-        decoder
-            .take(body_len.saturating_add(1))
-            .read_to_end(&mut body)
+        // The body is read as a stream: the stated length bounds every read, the tensor table
+        // bounds the deltas (and the model's tensor sizes bound the table), and nothing is
+        // allocated before the bytes that fill it have decompressed.
+        let mut body = Stream {
+            reader: decoder,
+            at: 0,
+            len: body_len,
+        };
+        let patch = parse_body(&mut body, tensor_bytes)?;
+        let mut extra = Vec::new();
+        (&mut body.reader)
+            .take(1 << 20)
+            .read_to_end(&mut extra)
             .map_err(decompress)?;
-        if body.len() as u64 != body_len {
-            return Err(CompactError::Decompress {
-                reason: format!("{} bytes, but the header says {body_len}", body.len()),
-            });
+        if !extra.is_empty() {
+            return Err(malformed(format!(
+                "{} bytes after the last delta",
+                extra.len()
+            )));
         }
-        parse_body(&body)
+        if body.at != body.len {
+            return Err(malformed(format!(
+                "it ends {} bytes before the length its header states",
+                body.len - body.at
+            )));
+        }
+        Ok(patch)
     }
 }
 
-/// A reader over the decompressed body whose every read is bounds-checked.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// The decompressing reader of the body; every read is checked against the stated length.
+struct Stream<R: Read> {
+    reader: R,
+    at: u64,
+    len: u64,
 }
 
 fn malformed(reason: impl Into<String>) -> CompactError {
@@ -238,40 +264,55 @@ fn malformed(reason: impl Into<String>) -> CompactError {
     }
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], CompactError> {
-        let left = (self.bytes.len() - self.at) as u64;
-        if n > left {
-            return Err(malformed(format!("it ends inside the {what}")));
+impl<R: Read> Stream<R> {
+    /// The next `n` bytes; the buffer grows only as the bytes arrive.
+    fn take(&mut self, n: u64, what: &str) -> Result<Vec<u8>, CompactError> {
+        let ends_inside = || malformed(format!("it ends inside the {what}"));
+        if n > self.len - self.at {
+            return Err(ends_inside());
         }
-        let out = &self.bytes[self.at..self.at + n as usize];
-        self.at += n as usize;
+        let mut out = Vec::new();
+        (&mut self.reader)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|e| CompactError::Decompress {
+                reason: e.to_string(),
+            })?;
+        if out.len() as u64 != n {
+            return Err(ends_inside());
+        }
+        self.at += n;
         Ok(out)
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], CompactError> {
         let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N as u64, what)?);
+        out.copy_from_slice(&self.take(N as u64, what)?);
         Ok(out)
     }
 
     fn u64(&mut self, what: &str) -> Result<u64, CompactError> {
         self.array(what).map(u64::from_le_bytes)
     }
+
+    fn left(&self) -> u64 {
+        self.len - self.at
+    }
 }
 
-fn parse_body(body: &[u8]) -> Result<CompactPatch, CompactError> {
-    let mut c = Cursor { bytes: body, at: 0 };
+fn parse_body<R: Read>(
+    c: &mut Stream<R>,
+    tensor_bytes: Option<&dyn Fn(&str) -> Option<u64>>,
+) -> Result<CompactPatch, CompactError> {
     let meta_len = u32::from_le_bytes(c.array("metadata length")?);
-    let meta: Meta = serde_json::from_slice(c.take(meta_len as u64, "metadata")?)
+    let meta: Meta = serde_json::from_slice(&c.take(meta_len as u64, "metadata")?)
         .map_err(|e| malformed(format!("metadata: {e}")))?;
     let count = u32::from_le_bytes(c.array("tensor count")?);
     let mut tensors: Vec<TensorDelta> = Vec::new();
     for _ in 0..count {
         let name_len = u16::from_le_bytes(c.array("tensor table")?);
-        let name = std::str::from_utf8(c.take(name_len as u64, "tensor table")?)
-            .map_err(|_| malformed("a tensor name is not UTF-8"))?
-            .to_string();
+        let name = String::from_utf8(c.take(name_len as u64, "tensor table")?)
+            .map_err(|_| malformed("a tensor name is not UTF-8"))?;
         if tensors.last().is_some_and(|t| t.name >= name) {
             return Err(malformed(format!(
                 "tensor {name:?} is out of order or repeated"
@@ -284,7 +325,7 @@ fn parse_body(body: &[u8]) -> Result<CompactPatch, CompactError> {
         let original_digest = c.array("tensor table")?;
         let patched_digest = c.array("tensor table")?;
         let run_count = c.u64("tensor table")?;
-        if run_count > (body.len() - c.at) as u64 / 20 {
+        if run_count > c.left() / 20 {
             return Err(malformed(format!(
                 "{name}: {run_count} runs do not fit the body"
             )));
@@ -312,6 +353,12 @@ fn parse_body(body: &[u8]) -> Result<CompactPatch, CompactError> {
                 .ok_or_else(|| malformed(format!("{name}: the run at {offset} overflows")))?;
             runs.push((offset, len));
         }
+        let size = tensor_bytes.and_then(|f| f(&name));
+        if let Some(size) = size.filter(|&size| end > size) {
+            return Err(malformed(format!(
+                "{name}: its runs reach byte {end}, past the tensor's {size} bytes"
+            )));
+        }
         tensors.push(TensorDelta {
             name,
             width,
@@ -328,13 +375,7 @@ fn parse_body(body: &[u8]) -> Result<CompactPatch, CompactError> {
             .iter()
             .try_fold(0u64, |s, r| s.checked_add(r.1))
             .ok_or_else(|| malformed(format!("{}: run lengths overflow", t.name)))?;
-        t.delta = unshuffle(c.take(len, "deltas")?, t.width as usize);
-    }
-    if c.at != body.len() {
-        return Err(malformed(format!(
-            "{} bytes after the last delta",
-            body.len() - c.at
-        )));
+        t.delta = unshuffle(&c.take(len, "deltas")?, t.width as usize);
     }
     Ok(CompactPatch {
         created: meta.created,

@@ -337,6 +337,33 @@ fn sealed_but_malformed_bodies_are_rejected() {
     }
 }
 
+#[test]
+fn a_small_file_cannot_inflate_past_the_model() {
+    // 64 MiB of zero deltas compress to a few kilobytes; the table says they patch tensor "t".
+    let big = 64u64 << 20;
+    let meta = br#"{"created":"x","base":[]}"#;
+    let mut body = (meta.len() as u32).to_le_bytes().to_vec();
+    body.extend_from_slice(meta);
+    body.extend_from_slice(&tensor_row(1, 1, &[(0, big)]));
+    body.resize(body.len() + big as usize, 0);
+    let file = seal_for_tests(&body);
+    assert!(file.len() < 64 << 10, "{} bytes", file.len());
+    // For a model whose "t" has 1 KiB, the run is refused before any delta is inflated.
+    let sizes = |name: &str| (name == "t").then_some(1024u64);
+    let err = CompactPatch::from_bytes_within(&file, Some(&sizes)).unwrap_err();
+    assert!(
+        err.to_string().contains("past the tensor's 1024 bytes"),
+        "{err}"
+    );
+    // A header that states a longer body than the stream holds ends inside the deltas.
+    let mut short = body.clone();
+    short.truncate(body.len() - 1);
+    let mut lying = seal_for_tests(&short);
+    lying[20..28].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    let err = CompactPatch::from_bytes(&lying).unwrap_err();
+    assert!(err.to_string().contains("ends inside the deltas"), "{err}");
+}
+
 /// A table of one tensor "t" with a run count field, a width and runs (no deltas); no runs
 /// means a run count far too large for the body.
 fn tensor_row(count: u64, width: u8, runs: &[(u64, u64)]) -> Vec<u8> {

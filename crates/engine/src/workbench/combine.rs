@@ -21,7 +21,7 @@ impl Workbench {
     ) -> Result<CombineOutcome> {
         let load = |name: &str| -> Result<Patch> {
             let path = self.saved_path(name)?;
-            let loaded = patch_files::load(&path)?;
+            let loaded = patch_files::load_within(&path, Some(&self.model))?;
             // Compact patches expand against the base (checked by their digests); JSON ones
             // are combined as they are, so a sequence (second made on top of first) works.
             match loaded {

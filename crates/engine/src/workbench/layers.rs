@@ -131,7 +131,7 @@ impl Workbench {
     pub fn load_saved(&self, name: &str) -> Result<LoadOutcome> {
         self.writable()?;
         let path = self.saved_path(name)?;
-        let loaded = patch_files::load(&path)?;
+        let loaded = patch_files::load_within(&path, Some(&self.model))?;
         let entries = loaded.entry_count();
         match patch_files::resolve(&path, loaded, &self.model, None)? {
             Ok(p) => Ok(self.load_layer(p, name)?.0),

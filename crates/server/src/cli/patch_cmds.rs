@@ -10,7 +10,7 @@ use tensor_surgeon_engine::{bake, files, Error, Model, Result};
 
 pub fn verify(model_path: &Path, patch_path: &Path, as_json: bool) -> Result<()> {
     let model = Model::open(model_path)?;
-    let loaded = patch_files::load(patch_path)?;
+    let loaded = patch_files::load_within(patch_path, Some(&model))?;
     let mismatched = patch_files::fingerprint_mismatches(&model, loaded.base());
     let entries = loaded.entry_count();
     let conflicts = patch_files::resolve(patch_path, loaded, &model, None)?
@@ -103,7 +103,7 @@ fn report(out: &Path, entries: usize, form: Format) {
 
 pub fn invert(patch_path: &Path, out: &Path, format: Format, model: Option<&Path>) -> Result<()> {
     let model = model.map(Model::open).transpose()?;
-    let loaded = patch_files::load(patch_path)?;
+    let loaded = patch_files::load_within(patch_path, model.as_ref())?;
     if let (Loaded::Compact(c), None) = (&loaded, &model) {
         // The delta is symmetric: no base is needed to stay compact.
         if format == Format::Json {
@@ -130,7 +130,10 @@ pub fn combine(
     model: Option<&Path>,
 ) -> Result<()> {
     let model = model.map(Model::open).transpose()?;
-    let (la, lb) = (patch_files::load(first)?, patch_files::load(second)?);
+    let (la, lb) = (
+        patch_files::load_within(first, model.as_ref())?,
+        patch_files::load_within(second, model.as_ref())?,
+    );
     if la.base() != lb.base() {
         eprintln!("warning: the two patches were made for different base files");
     }
