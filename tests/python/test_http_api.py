@@ -249,3 +249,22 @@ def test_kill_9_during_a_bake_leaves_the_base_and_the_target_name_untouched(tmp_
     baked = folder / "baked" / "out.safetensors"
     assert run("slice", baked, "w0", "0,0", "--json").json()["values"] == [2.0], "the edit survived the crash and is baked"
     assert run("slice", baked, "w5", "3,4", "--json").json()["values"] == [float(tensors["w5"][3, 4])]
+
+
+def test_edits_over_the_step_cap_are_413_and_change_nothing(demo):
+    s = Server(demo, "--max-edit-bytes", "1000").start()
+    try:
+        # The whole embedding (2048 x 128 F32, 1 MiB) in one step: refused, nothing changes.
+        status, body = s.call("POST", "/api/edit", {"request": {"tensor": W, "spec": "", "op": {"op": "scale", "factor": 2}}}, ok=False)
+        assert status == 413, body
+        assert "more than the 1000 B one step may" in body
+        # A region step is measured by what it changes: two rows of 512 bytes are over the cap,
+        # one row is not.
+        swap = {"request": {"tensor": W, "spec": "", "region": {"op": "swap_rows", "a": 1, "b": 2}}}
+        status, body = s.call("POST", "/api/region", swap, ok=False)
+        assert status == 413 and "swap rows of model.embed_tokens.weight would change 1.0 KiB" in body, body
+        assert s.call("GET", "/api/session")["steps"] == []
+        s.edit(W, "3,0:8", {"op": "set", "value": "1"})
+        assert len(s.call("GET", "/api/session")["steps"]) == 1
+    finally:
+        s.stop()

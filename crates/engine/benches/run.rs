@@ -83,6 +83,7 @@ fn rerun(c: &mut Criterion) {
         patches_dir: dir.path().join("patches"),
         out_dir: dir.path().join("out"),
         agent_auto_apply: false,
+        max_step_bytes: tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES,
     };
     let (mut wb, _) = Workbench::open(Model::open(&path).expect("opens"), config).expect("opens");
     wb.set_vocab(Vocab::find(&path, None).expect("a tokenizer"));

@@ -55,6 +55,9 @@ pub enum Error {
     /// A model this build cannot run (architecture, missing config or tokenizer).
     #[error("{0}")]
     Unsupported(String),
+    /// A request bigger than the server allows (an edit over the step cap).
+    #[error("{0}")]
+    TooLarge(String),
     /// The server was started read-only.
     #[error("the server was started with --read-only: edits are disabled")]
     ReadOnly,
@@ -114,6 +117,7 @@ impl Error {
                 ..
             } => ErrorKind::TooLarge,
             Error::Conflicts { .. } => ErrorKind::Conflict,
+            Error::TooLarge(_) => ErrorKind::TooLarge,
             Error::ReadOnly => ErrorKind::Forbidden,
             Error::Header { .. }
             | Error::Index { .. }

@@ -191,6 +191,8 @@ pub struct ServeOptions {
     pub tokenizer: Option<PathBuf>,
     /// Agent edits apply at once instead of waiting for a person.
     pub agent_auto_apply: bool,
+    /// Most bytes one edit or region step may change.
+    pub max_edit_bytes: u64,
 }
 
 /// Where the demo model is written when no model is given.
@@ -229,6 +231,7 @@ pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
             .clone()
             .unwrap_or_else(|| model_dir.join("baked")),
         agent_auto_apply: opts.agent_auto_apply,
+        max_step_bytes: opts.max_edit_bytes,
     };
     let (mut workbench, mut warnings) = Workbench::open(model, config)?;
     // A tokenizer named on the command line must load; one found beside the model may not.

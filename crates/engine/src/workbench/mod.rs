@@ -40,6 +40,25 @@ pub struct ServeConfig {
     pub out_dir: PathBuf,
     /// Agent edits apply at once instead of waiting for a person.
     pub agent_auto_apply: bool,
+    /// Most bytes one edit or region step may change (each step keeps the original and the
+    /// new bytes, and journals both as hex: about 6x this in memory while it is written).
+    pub max_step_bytes: u64,
+}
+
+/// The default of [`ServeConfig::max_step_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_STEP_BYTES: u64 = 256 << 20;
+
+/// Refuses a step that would change more than `cap` bytes.
+fn check_step_size(bytes: u64, cap: u64, what: &str) -> Result<()> {
+    if bytes > cap {
+        return Err(Error::TooLarge(format!(
+            "{what} would change {}, more than the {} one step may (the server's \
+             --max-edit-bytes); edit it in parts",
+            tensor_surgeon_core::units::human_bytes(bytes),
+            tensor_surgeon_core::units::human_bytes(cap)
+        )));
+    }
+    Ok(())
 }
 
 /// One model and its editing session.

@@ -31,6 +31,9 @@ impl Workbench {
         if changes.is_empty() {
             return Ok(None);
         }
+        let bytes = changes.iter().map(|c| c.after.len() as u64).sum();
+        let what = format!("this {} of {}", req.region.name(), req.tensor);
+        super::check_step_size(bytes, self.config.max_step_bytes, &what)?;
         Ok(Some(EditStep {
             label: format!(
                 "{} {}[{}] ({})",

@@ -267,6 +267,7 @@ mod tests {
             patches_dir: dir.path().join("patches"),
             out_dir: dir.path().join("out"),
             agent_auto_apply: false,
+            max_step_bytes: crate::workbench::DEFAULT_MAX_STEP_BYTES,
         };
         let (wb, _) = Workbench::open(Model::open(&model).unwrap(), config).unwrap();
         (dir, wb)

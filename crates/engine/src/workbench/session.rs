@@ -83,6 +83,11 @@ impl Workbench {
     ) -> Result<Option<EditStep>> {
         let (shard, info) = self.model.get(&req.tensor)?;
         let sel = crate::store::select(&req.tensor, &req.spec, &info.shape)?;
+        let bytes = sel
+            .elements()
+            .saturating_mul(dtype::element_bytes(info.dtype) as u64);
+        let what = format!("this edit of {}[{}]", req.tensor, req.spec);
+        super::check_step_size(bytes, self.config.max_step_bytes, &what)?;
         let options = EncodeOptions {
             saturate: req.saturate,
             round: req.round,

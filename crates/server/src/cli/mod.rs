@@ -177,6 +177,10 @@ struct McpArgs {
     /// Apply proposed edits at once instead of leaving them pending for a person.
     #[arg(long)]
     agent_auto_apply: bool,
+    /// Most bytes one edit or region step may change (default 256 MiB; a larger one is
+    /// refused).
+    #[arg(long)]
+    max_edit_bytes: Option<u64>,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -205,6 +209,10 @@ struct ServeArgs {
     /// Apply edits proposed by agents (over /mcp) at once instead of leaving them pending.
     #[arg(long)]
     agent_auto_apply: bool,
+    /// Most bytes one edit or region step may change (default 256 MiB; a larger one is
+    /// refused with 413).
+    #[arg(long)]
+    max_edit_bytes: Option<u64>,
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -246,6 +254,9 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             allow_hosts: a.allow_host,
             tokenizer: a.tokenizer,
             agent_auto_apply: a.agent_auto_apply,
+            max_edit_bytes: a
+                .max_edit_bytes
+                .unwrap_or(tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES),
         }),
         Command::Inspect { model, json } => inspect::run(&model, json),
         Command::Slice {
@@ -296,6 +307,9 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 allow_hosts: Vec::new(),
                 tokenizer: a.tokenizer,
                 agent_auto_apply: a.agent_auto_apply,
+                max_edit_bytes: a
+                    .max_edit_bytes
+                    .unwrap_or(tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES),
             };
             let (wb, warnings) = crate::web::open_workbench(&opts)?;
             // stdout carries the protocol: everything else goes to stderr.
