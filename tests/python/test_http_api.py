@@ -268,3 +268,19 @@ def test_edits_over_the_step_cap_are_413_and_change_nothing(demo):
         assert len(s.call("GET", "/api/session")["steps"]) == 1
     finally:
         s.stop()
+
+
+def test_session_changes_are_long_polled(server):
+    import threading
+
+    v = server.call("GET", "/api/session")["version"]
+    # A version the page has not seen: answered at once.
+    assert server.call("GET", f"/api/session/changed?since={v + 5}") == v
+    got = {}
+    waiter = threading.Thread(target=lambda: got.setdefault("v", server.call("GET", f"/api/session/changed?since={v}")))
+    waiter.start()
+    time.sleep(0.5)
+    assert waiter.is_alive(), "nothing changed: the request waits"
+    server.edit(W, "0,0", {"op": "set", "value": "2"})
+    waiter.join(5)
+    assert got["v"] == v + 1

@@ -39,6 +39,17 @@ pub async fn get_session() -> Result<SessionView, ServerFnError> {
     Ok(workbench()?.session_view())
 }
 
+/// The session version once it differs from `since` (or after 20 s): a long poll, so pages see
+/// changes made elsewhere within a tenth of a second without refetching the session.
+/// `GET /api/session/changed?since=V`.
+#[server(endpoint = "session/changed", input = GetUrl)]
+pub async fn session_changed(since: u64) -> Result<u64, ServerFnError> {
+    let wb = workbench()?;
+    Ok(wb
+        .changed_since(since, std::time::Duration::from_secs(20))
+        .await)
+}
+
 /// Saves the session patch into the patches folder; returns its path. `POST /api/save_patch`.
 #[server(endpoint = "save_patch", input = Json)]
 pub async fn save_patch(name: String, note: String) -> Result<String, ServerFnError> {

@@ -3,7 +3,7 @@
 
 use super::state::{message, submit, use_ctx};
 use crate::api::{
-    drop_entries, get_bake_status, get_session, load_patch, redo, resolve_proposal, save_patch,
+    drop_entries, get_bake_status, load_patch, redo, resolve_proposal, save_patch, session_changed,
     start_bake, undo,
 };
 use leptos::prelude::*;
@@ -28,16 +28,23 @@ pub fn PatchPanel() -> impl IntoView {
     let on_undo = move |_| submit(ctx, set_busy, set_error, undo());
     let on_resolve =
         move |id: u64, accept: bool| submit(ctx, set_busy, set_error, resolve_proposal(id, accept));
-    // Agents edit over /mcp: watch the session so their proposals show up live.
+    // Agents edit over /mcp: a long poll on the session version shows their proposals live
+    // (the whole session is fetched only when it changed).
     fn watch(ctx: super::Ctx, seen: StoredValue<Option<u64>>) {
         leptos::task::spawn_local(async move {
-            if let Ok(s) = get_session().await {
-                if seen.get_value().is_some_and(|v| v != s.version) {
-                    ctx.changed();
+            let since = seen.get_value().unwrap_or(u64::MAX);
+            let pause = match session_changed(since).await {
+                Ok(v) => {
+                    if seen.get_value().is_some_and(|s| s != v) {
+                        ctx.changed();
+                    }
+                    seen.set_value(Some(v));
+                    0
                 }
-                seen.set_value(Some(s.version));
-            }
-            set_timeout(move || watch(ctx, seen), Duration::from_millis(1000));
+                // The server went away or restarted: try again in a second.
+                Err(_) => 1000,
+            };
+            set_timeout(move || watch(ctx, seen), Duration::from_millis(pause));
         });
     }
     Effect::new(move |_| watch(ctx, StoredValue::new(None)));

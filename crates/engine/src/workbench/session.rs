@@ -252,6 +252,20 @@ impl Workbench {
         ))
     }
 
+    /// The session version once it differs from `since`, or when `wait` is up: how a page
+    /// learns of changes it did not make (an agent's proposal, another tab) without fetching
+    /// and rebuilding the whole session every second.
+    pub async fn changed_since(&self, since: u64, wait: std::time::Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let version = lock(&self.session).version;
+            if version != since || tokio::time::Instant::now() >= deadline {
+                return version;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Saves the session patch as `name` (a plain file name) in the patches folder.
     pub fn save_patch(&self, name: &str, note: &str) -> Result<String> {
         let name = plain_file_name(name, ".json")?;
