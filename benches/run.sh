@@ -9,4 +9,5 @@ export PATH="$PWD/tools/node_modules/.bin:$PATH"
 cargo leptos build --release
 .venv/bin/python benches/compare.py "$@"
 .venv/bin/python benches/run_bench.py
+.venv/bin/python benches/load_bench.py
 exec .venv/bin/python benches/structure_bench.py
