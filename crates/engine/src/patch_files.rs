@@ -75,7 +75,7 @@ pub fn load_within(path: &Path, model: Option<&Model>) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
     if compact::is_compact(&bytes) {
         let sizes = |name: &str| model?.get(name).ok().map(|(_, info)| info.byte_len());
-        let within: Option<&dyn Fn(&str) -> Option<u64>> = model.map(|_| &sizes as _);
+        let within: Option<compact::TensorBytes> = model.map(|_| &sizes as _);
         return CompactPatch::from_bytes_within(&bytes, within)
             .map(Loaded::Compact)
             .map_err(compact_error(path));

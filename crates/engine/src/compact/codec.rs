@@ -181,7 +181,7 @@ impl CompactPatch {
     /// file cannot make the reader inflate more than the model's own size.
     pub fn from_bytes_within(
         bytes: &[u8],
-        tensor_bytes: Option<&dyn Fn(&str) -> Option<u64>>,
+        tensor_bytes: Option<super::TensorBytes>,
     ) -> Result<CompactPatch, CompactError> {
         if !is_compact(bytes) {
             return Err(CompactError::BadMagic);
@@ -302,7 +302,7 @@ impl<R: Read> Stream<R> {
 
 fn parse_body<R: Read>(
     c: &mut Stream<R>,
-    tensor_bytes: Option<&dyn Fn(&str) -> Option<u64>>,
+    tensor_bytes: Option<super::TensorBytes>,
 ) -> Result<CompactPatch, CompactError> {
     let meta_len = u32::from_le_bytes(c.array("metadata length")?);
     let meta: Meta = serde_json::from_slice(&c.take(meta_len as u64, "metadata")?)

@@ -61,6 +61,10 @@ pub struct TensorDelta {
     pub delta: Vec<u8>,
 }
 
+/// A model's tensor sizes in bytes, by name (`None`: no such tensor): what a compact patch's
+/// runs may reach.
+pub type TensorBytes<'a> = &'a dyn Fn(&str) -> Option<u64>;
+
 /// What is wrong with a compact patch file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
