@@ -80,6 +80,15 @@ test('an embedding swap flips the edited answer, the probes show it, undo restor
   expect(kl).toBeLessThan(0.5);
   await expect(unrelated.locator('td').nth(6)).toHaveText(/^\d+\.\d{5}$/);
 
+  // The patch and its probes, saved together under one name beside the patches.
+  await page.locator('.probes-name').fill('paris-london');
+  await page.locator('.probes-name').press('Tab');
+  await page.getByRole('button', { name: 'save patch with probes' }).click();
+  await expect(page.locator('.probe-note')).toContainText('paris-london.probes.json');
+  expect(await (await request.get('/api/saved_patches')).json()).toContain('paris-london.json');
+  const saved = await (await request.get('/api/probes/load?name=paris-london')).json();
+  expect(saved.probes.map((p) => p.kind)).toEqual(['expect', 'unrelated']);
+
   // Undo in the patch panel: everything re-runs, and both sides agree again.
   await page.locator('.patch-panel button.undo').click();
   // Every edit undone: the edited model is the base again.
