@@ -5,7 +5,7 @@
 //! `gate_proj` row) selected, ready for an edit; a logit-lens token opens its unembedding row.
 
 use super::heatmap::{draw, Geom};
-use super::state::{message, open_line, use_ctx};
+use super::state::{asked_resource, message, open_line, use_ctx};
 use crate::api::get_activations;
 use leptos::html;
 use leptos::prelude::*;
@@ -86,16 +86,7 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
     let geom = RwSignal::new(None::<Geom>);
     let shown = RwSignal::new(Shown::Mlp);
     let hover = RwSignal::new(None::<(usize, u32)>);
-    let result = LocalResource::new(move || {
-        let req = asked.get();
-        let _ = ctx.version.get();
-        async move {
-            match req {
-                Some(r) => Some(get_activations(r).await),
-                None => None,
-            }
-        }
-    });
+    let result = asked_resource(ctx, asked, get_activations);
     let capture = move |_| match layer.get_untracked().trim().parse::<u32>() {
         Ok(l) => {
             set_error.set(None);

@@ -6,7 +6,7 @@
 
 use super::activations_panel::ActivationsPanel;
 use super::probes_panel::ProbesPanel;
-use super::state::{message, use_ctx};
+use super::state::{asked_resource, message, use_ctx};
 use crate::api::{get_run_info, run_embed, run_prompt};
 use leptos::prelude::*;
 use tensor_surgeon_wire::{EmbedSide, NextTokens, RunInfo, RunRequest, TokenProb};
@@ -54,16 +54,7 @@ fn PromptRun(info: RunInfo) -> impl IntoView {
     let (tokens, set_tokens) = signal("16".to_string());
     let (error, set_error) = signal(None::<String>);
     let asked = RwSignal::new(None::<RunRequest>);
-    let result = LocalResource::new(move || {
-        let req = asked.get();
-        let _ = ctx.version.get();
-        async move {
-            match req {
-                Some(r) => Some(run_prompt(r).await),
-                None => None,
-            }
-        }
-    });
+    let result = asked_resource(ctx, asked, run_prompt);
     let run = move || {
         let Ok(k) = top_k.get_untracked().trim().parse::<u32>() else {
             set_error.set(Some("top-k must be a whole number".into()));
@@ -262,16 +253,7 @@ fn EmbedRun() -> impl IntoView {
             .to_string(),
     );
     let asked = RwSignal::new(None::<Vec<String>>);
-    let result = LocalResource::new(move || {
-        let s = asked.get();
-        let _ = ctx.version.get();
-        async move {
-            match s {
-                Some(s) => Some(run_embed(s).await),
-                None => None,
-            }
-        }
-    });
+    let result = asked_resource(ctx, asked, run_embed);
     let run = move |_| {
         let lines: Vec<String> = text
             .get_untracked()

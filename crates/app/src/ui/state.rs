@@ -187,6 +187,31 @@ pub fn open_line(ctx: Ctx, tensor: &str, index: u64, columns: bool) {
     }));
 }
 
+/// A request the user asked for (`None` until then), fetched again after every change to the
+/// session: the run, embedding and activation panels follow edits, undos and layer toggles.
+pub fn asked_resource<Req, Resp, F, Fut>(
+    ctx: Ctx,
+    asked: RwSignal<Option<Req>>,
+    fetch: F,
+) -> LocalResource<Option<Result<Resp, ServerFnError>>>
+where
+    Req: Clone + Send + Sync + 'static,
+    Resp: 'static,
+    F: Fn(Req) -> Fut + Copy + 'static,
+    Fut: std::future::Future<Output = Result<Resp, ServerFnError>> + 'static,
+{
+    LocalResource::new(move || {
+        let req = asked.get();
+        let _ = ctx.version.get();
+        async move {
+            match req {
+                Some(r) => Some(fetch(r).await),
+                None => None,
+            }
+        }
+    })
+}
+
 /// The shared state.
 pub fn use_ctx() -> Ctx {
     expect_context::<Ctx>()

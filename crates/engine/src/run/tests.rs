@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, Normal};
 use tensor_surgeon_core::dtype::Dtype;
 use tensor_surgeon_core::header::{self, TensorInfo};
-use tensor_surgeon_wire::EditRequest;
+use tensor_surgeon_wire::{ActivationsRequest, EditRequest};
 
 const HIDDEN: u64 = 16;
 const INTER: u64 = 32;

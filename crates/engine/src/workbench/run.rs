@@ -130,7 +130,10 @@ impl Workbench {
             r.probes_done.store(done as u64, Ordering::Relaxed)
         });
         r.probing.store(false, Ordering::Relaxed);
-        Ok(crate::run::probe_table(rows?, version))
+        Ok(ProbeTable {
+            rows: rows?,
+            version,
+        })
     }
 
     /// How far the running probe table is.
