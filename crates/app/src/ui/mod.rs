@@ -4,6 +4,7 @@ mod activations_panel;
 mod charts;
 mod controls;
 mod edit_panel;
+mod embed_run;
 mod heatmap;
 mod inspector;
 mod layers_panel;

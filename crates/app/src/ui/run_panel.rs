@@ -2,14 +2,14 @@
 //! next tokens as bars, a target token's probability and log-odds, the KL between the two
 //! distributions, and greedy continuations streamed as they are produced (with a stop). An
 //! encoder embeds sentences instead: cosine matrices, base vs edited. Everything re-runs after
-//! every edit, undo or layer toggle.
+//! every edit, undo or layer toggle (an encoder gets `embed_run`).
 
 use super::activations_panel::ActivationsPanel;
 use super::probes_panel::ProbesPanel;
 use super::state::{asked_resource, message, use_ctx};
-use crate::api::{get_run_info, run_embed, run_prompt};
+use crate::api::{get_run_info, run_prompt};
 use leptos::prelude::*;
-use tensor_surgeon_wire::{EmbedSide, NextTokens, RunInfo, RunRequest, TokenProb};
+use tensor_surgeon_wire::{NextTokens, RunInfo, RunRequest, TokenProb};
 
 /// The prompt a newcomer sees first.
 const FIRST_PROMPT: &str = "The capital of France is";
@@ -26,7 +26,7 @@ pub fn RunPanel() -> impl IntoView {
                     .into_any(),
             ),
             Some(Ok(info)) if info.family.as_deref() == Some("bert") => {
-                Some(view! { <EmbedRun/> }.into_any())
+                Some(view! { <super::embed_run::EmbedRun/> }.into_any())
             }
             Some(Ok(info)) => {
                 let info = info.clone();
@@ -241,80 +241,6 @@ impl Generation {
                 </div>
             }
         })
-    }
-}
-
-/// An encoder: sentences in, cosine-similarity matrices of the base and edited model out.
-#[component]
-fn EmbedRun() -> impl IntoView {
-    let ctx = use_ctx();
-    let text = RwSignal::new(
-        "A man is eating food.\nA man is eating a piece of bread.\nThe girl is carrying a baby."
-            .to_string(),
-    );
-    let asked = RwSignal::new(None::<Vec<String>>);
-    let result = asked_resource(ctx, asked, run_embed);
-    let run = move |_| {
-        let lines: Vec<String> = text
-            .get_untracked()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
-        asked.set(Some(lines));
-    };
-    let outcome = move || {
-        result.with(|r| match r {
-            Some(Some(Ok(o))) => {
-                let n = o.base.similarity.len();
-                let edited = o.edited.clone();
-                Some(view! {
-                    <div class="run-sides">
-                        <SimilarityTable name="base" side=o.base.clone() reference=None/>
-                        {match edited {
-                            Some(e) => view! { <SimilarityTable name="edited" side=e reference=Some(o.base.clone())/> }.into_any(),
-                            None => view! { <p class="muted">{format!("no edits: the edited model is the base ({n} sentences)")}</p> }.into_any(),
-                        }}
-                    </div>
-                }.into_any())
-            }
-            Some(Some(Err(e))) => Some(view! { <p class="error">{message(e)}</p> }.into_any()),
-            _ => None,
-        })
-    };
-    view! {
-        <div class="run-form">
-            <textarea class="run-sentences" rows=4 aria-label="sentences, one per line"
-                prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))></textarea>
-            <button class="run-button" on:click=run>"embed"</button>
-        </div>
-        {outcome}
-    }
-}
-
-/// A cosine matrix; with a reference, each cell also shows its change.
-#[component]
-fn SimilarityTable(
-    name: &'static str,
-    side: EmbedSide,
-    reference: Option<EmbedSide>,
-) -> impl IntoView {
-    view! {
-        <div class=format!("run-side {name}")>
-            <h4>{name}</h4>
-            <table class="similarity"><tbody>
-                {side.similarity.iter().enumerate().map(|(i, row)| view! {
-                    <tr>{row.iter().enumerate().map(|(j, v)| {
-                        let delta = reference.as_ref().map(|r| v - r.similarity[i][j]);
-                        view! { <td class="num">{match delta {
-                            Some(d) => format!("{v:.4} ({d:+.4})"),
-                            None => format!("{v:.4}"),
-                        }}</td> }
-                    }).collect_view()}</tr>
-                }).collect_view()}
-            </tbody></table>
-        </div>
     }
 }
 
