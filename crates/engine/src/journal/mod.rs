@@ -5,14 +5,23 @@
 //! space, the record. A line that is torn (a crash mid-write) or damaged fails its checksum
 //! and is skipped and reported; the records after it still count. Lines of journals written
 //! before checksums (bare JSON) are read as they are.
+//!
+//! A step that changes more than [`COMPACT_STEP_BYTES`] is stored in the compact patch form
+//! (XOR delta, zstd, BLAKE3 digests of both sides; base64 in the line) instead of hex of both
+//! sides: replay expands it against the model as the history has left it, which also checks
+//! its original bytes. When most records no longer count (undone-and-replaced steps, undo and
+//! redo churn, resolved proposals), the journal is rewritten as the live history alone:
+//! written beside, fsynced, then renamed over the old one.
 
+use crate::compact::{CompactPatch, ExpandError};
 use crate::error::{Error, Result};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use tensor_surgeon_core::edit::{EditStep, History};
-use tensor_surgeon_core::patch::BaseModel;
+use tensor_surgeon_core::edit::{Change, EditStep, History, LayerMark};
+use tensor_surgeon_core::patch::{BaseModel, Origin, Patch, PatchEntry};
 use tensor_surgeon_core::source::ByteSource;
 use tensor_surgeon_wire::Proposal;
 
@@ -32,13 +41,121 @@ pub enum Record {
         accepted: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step: Option<EditStep>,
+        /// The accepted edit in compact form (written instead of `step` for a big one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compact: Option<CompactStep>,
     },
+    /// A big step in compact form (written instead of `Apply`).
+    ApplyCompact(CompactStep),
+}
+
+/// Steps changing more bytes than this are journaled in compact form.
+pub const COMPACT_STEP_BYTES: usize = 4096;
+
+/// A journal is rewritten as its live history once it is bigger than this and most of its
+/// records no longer count.
+const COMPACT_JOURNAL_BYTES: u64 = 1 << 20;
+
+/// A step whose changes are stored as a compact patch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompactStep {
+    label: String,
+    #[serde(default)]
+    origin: Origin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layer: Option<LayerMark>,
+    /// The compact patch file's bytes, base64.
+    patch: String,
+}
+
+impl CompactStep {
+    /// The compact form of `step`, when it is big and its changes do not overlap (a step whose
+    /// changes overlap is replayed in order, which a patch cannot express).
+    fn of(step: &EditStep) -> Option<CompactStep> {
+        let bytes: usize = step.changes.iter().map(|c| c.before.len()).sum();
+        if bytes <= COMPACT_STEP_BYTES || overlaps(&step.changes) {
+            return None;
+        }
+        let mut patch = Patch::new(Vec::new(), String::new(), String::new());
+        patch.entries = step
+            .changes
+            .iter()
+            .map(|c| PatchEntry {
+                tensor: c.tensor.clone(),
+                offset: c.offset,
+                original: c.before.clone(),
+                patched: c.after.clone(),
+                origin: None,
+            })
+            .collect();
+        let bytes = CompactPatch::from_patch(&patch, |_| None).to_bytes().ok()?;
+        Some(CompactStep {
+            label: step.label.clone(),
+            origin: step.origin.clone(),
+            layer: step.layer.clone(),
+            patch: base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
+    }
+
+    /// The step again, its original bytes read from `base` as `history` has left it (and
+    /// checked against the digests): `Err` says why it does not fit.
+    fn expand(
+        self,
+        history: &History,
+        base: &impl BaseModel,
+    ) -> std::result::Result<EditStep, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.patch)
+            .map_err(|e| format!("the compact step is not base64: {e}"))?;
+        let size = |name: &str| base.tensor(name).map(|(_, b)| b.len() as u64);
+        let compact = CompactPatch::from_bytes_within(&bytes, Some(&size))
+            .map_err(|e| format!("the compact step is damaged: {e}"))?;
+        let patch = compact
+            .expand(base, Some(history.overlay()))
+            .map_err(|e| match e {
+                ExpandError::Conflicts(c) => match c.first() {
+                    Some(c) => format!("{}+{}: {:?}", c.tensor, c.offset, c.kind),
+                    None => "the step does not fit".into(),
+                },
+                ExpandError::Damaged(e) => format!("the compact step is damaged: {e}"),
+            })?;
+        Ok(EditStep {
+            label: self.label,
+            changes: patch
+                .entries
+                .into_iter()
+                .map(|e| Change {
+                    tensor: e.tensor,
+                    offset: e.offset,
+                    before: e.original,
+                    after: e.patched,
+                })
+                .collect(),
+            origin: self.origin,
+            layer: self.layer,
+        })
+    }
+}
+
+/// Whether any two changes of a step touch the same byte.
+fn overlaps(changes: &[Change]) -> bool {
+    let mut spans: Vec<(&str, u64, u64)> = changes
+        .iter()
+        .map(|c| (c.tensor.as_str(), c.offset, c.offset.saturating_add(c.before.len() as u64)))
+        .collect();
+    spans.sort_unstable();
+    spans
+        .windows(2)
+        .any(|w| w[0].0 == w[1].0 && w[1].1 < w[0].2)
 }
 
 /// An open journal file.
 pub struct Journal {
     path: PathBuf,
     file: Option<File>,
+    /// Records in the file, and its length (what decides a rewrite).
+    records: usize,
+    bytes: u64,
 }
 
 impl Journal {
@@ -55,6 +172,7 @@ impl Journal {
         let mut history = History::default();
         let mut pending: Vec<Proposal> = Vec::new();
         let mut warnings = Vec::new();
+        let mut records = 0;
         if path.exists() {
             let file = File::open(path).map_err(Error::io(path))?;
             for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
@@ -71,34 +189,54 @@ impl Journal {
                         continue;
                     }
                 };
-                let step = match record {
-                    Record::Apply(step) => Some(step),
-                    Record::Resolve { id, step, .. } => {
+                records += 1;
+                let (step, compact) = match record {
+                    Record::Apply(step) => (Some(step), None),
+                    Record::ApplyCompact(c) => (None, Some(c)),
+                    Record::Resolve {
+                        id, step, compact, ..
+                    } => {
                         pending.retain(|p| p.id != id);
-                        step
+                        (step, compact)
                     }
                     Record::Undo => {
                         history.undo();
-                        None
+                        (None, None)
                     }
                     Record::Redo => {
                         history.redo();
-                        None
+                        (None, None)
                     }
                     Record::Propose(p) => {
                         pending.push(p);
-                        None
+                        (None, None)
                     }
                 };
-                if let Some(step) = step {
-                    if let Some(why) = misfit(&step, &history, base) {
-                        return set_aside(path, n + 1, &step, &why, warnings);
+                let step = match (step, compact) {
+                    (Some(step), _) => match misfit(&step, &history, base) {
+                        Some(why) => return set_aside(path, n + 1, &step.label, &why, warnings),
+                        None => step,
+                    },
+                    (None, Some(c)) => {
+                        let label = c.label.clone();
+                        match c.expand(&history, base) {
+                            Ok(step) => step,
+                            Err(why) => return set_aside(path, n + 1, &label, &why, warnings),
+                        }
                     }
-                    history.apply(step);
-                }
+                    (None, None) => continue,
+                };
+                history.apply(step);
             }
         }
-        Ok((Journal::empty(path), history, pending, warnings))
+        let mut journal = Journal::empty(path);
+        journal.records = records;
+        journal.bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        // Damaged lines are evidence: a journal with any is left as it is.
+        if warnings.is_empty() {
+            journal.compact_if_stale(&history, &pending)?;
+        }
+        Ok((journal, history, pending, warnings))
     }
 
     /// A journal with no history, to be written at `path` (the old one is gone or set aside).
@@ -106,6 +244,8 @@ impl Journal {
         Journal {
             path: path.to_path_buf(),
             file: None,
+            records: 0,
+            bytes: 0,
         }
     }
 
@@ -125,7 +265,50 @@ impl Journal {
             let _ = f.set_len(len);
             return Err(Error::io(&path)(e));
         }
+        self.records += 1;
+        self.bytes = len + line.len() as u64;
         Ok(())
+    }
+
+    /// Rewrites the journal as `history` and `pending` alone when it has grown past
+    /// [`COMPACT_JOURNAL_BYTES`] and fewer than half its records still count. Returns whether
+    /// it did. The new file is complete and durable before it replaces the old one.
+    pub fn compact_if_stale(
+        &mut self,
+        history: &History,
+        pending: &[Proposal],
+    ) -> Result<bool> {
+        let steps = history.applied().len() + history.undone().len();
+        let live = steps + history.undone().len() + pending.len();
+        if self.bytes <= COMPACT_JOURNAL_BYTES || self.records <= 2 * live {
+            return Ok(false);
+        }
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".compacting");
+        let tmp = PathBuf::from(tmp);
+        let mut lines = Vec::new();
+        for step in history.applied().iter().chain(history.undone()) {
+            lines.push(Record::Apply(step.clone()));
+        }
+        lines.extend(history.undone().iter().map(|_| Record::Undo));
+        lines.extend(pending.iter().cloned().map(Record::Propose));
+        let mut bytes = 0u64;
+        {
+            let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(Error::io(&tmp))?);
+            for record in &lines {
+                let line = encode(record)?;
+                bytes += line.len() as u64;
+                out.write_all(&line).map_err(Error::io(&tmp))?;
+            }
+            let f = out.into_inner().map_err(|e| Error::io(&tmp)(e.into_error()))?;
+            f.sync_all().map_err(Error::io(&tmp))?;
+        }
+        self.file = None;
+        std::fs::rename(&tmp, &self.path).map_err(Error::io(&self.path))?;
+        sync_dir(&self.path)?;
+        self.records = lines.len();
+        self.bytes = bytes;
+        Ok(true)
     }
 
     /// Where the journal lives.
@@ -134,8 +317,25 @@ impl Journal {
     }
 }
 
-/// One record as its journal line: checksum, space, JSON, newline.
+/// One record as its journal line: checksum, space, JSON, newline. A big step is written in
+/// compact form.
 fn encode(record: &Record) -> Result<Vec<u8>> {
+    let compacted = match record {
+        Record::Apply(step) => CompactStep::of(step).map(Record::ApplyCompact),
+        Record::Resolve {
+            id,
+            accepted,
+            step: Some(step),
+            ..
+        } => CompactStep::of(step).map(|c| Record::Resolve {
+            id: *id,
+            accepted: *accepted,
+            step: None,
+            compact: Some(c),
+        }),
+        _ => None,
+    };
+    let record = compacted.as_ref().unwrap_or(record);
     let json = serde_json::to_vec(record).map_err(|e| Error::Internal(e.to_string()))?;
     let mut line = hex::encode(&blake3::hash(&json).as_bytes()[..4]).into_bytes();
     line.push(b' ');
@@ -182,11 +382,7 @@ fn open_for_append(path: &Path) -> Result<File> {
         .open(path)
         .map_err(Error::io(path))?;
     if !existed {
-        if let Some(dir) = dir {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(Error::io(dir))?;
-        }
+        sync_dir(path)?;
     }
     let len = f.metadata().map_err(Error::io(path))?.len();
     if len > 0 {
@@ -200,6 +396,16 @@ fn open_for_append(path: &Path) -> Result<File> {
         }
     }
     Ok(f)
+}
+
+/// Makes the folder holding `path` durable (a new or renamed file's name lives there).
+fn sync_dir(path: &Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io(dir)),
+        None => Ok(()),
+    }
 }
 
 /// Why `step` does not fit the model as `history` has left it: the first change whose
@@ -241,7 +447,7 @@ fn misfit(step: &EditStep, history: &History, base: &impl BaseModel) -> Option<S
 fn set_aside(
     path: &Path,
     line: usize,
-    step: &EditStep,
+    label: &str,
     why: &str,
     mut warnings: Vec<String>,
 ) -> Result<(Journal, History, Vec<Proposal>, Vec<String>)> {
@@ -257,7 +463,7 @@ fn set_aside(
         "the edit journal {} was written for other weights (line {line}, step {:?}: {why}); \
          nothing was replayed, the session starts empty, and the journal is kept as {}",
         path.display(),
-        step.label,
+        label,
         aside.display()
     );
     warnings.push(warning);

@@ -11,6 +11,49 @@ impl BaseModel for Base {
     }
 }
 
+/// A model with one tensor `w` of `BIG` bytes, `i % 251` each.
+struct Big(TensorInfo, Vec<u8>);
+
+const BIG: usize = 3 * COMPACT_STEP_BYTES;
+
+impl BaseModel for Big {
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
+        (name == "w").then_some((&self.0, &self.1[..]))
+    }
+}
+
+fn big_base() -> Big {
+    let info = TensorInfo {
+        name: "w".into(),
+        dtype: tensor_surgeon_core::dtype::Dtype::U8,
+        shape: vec![BIG as u64],
+        data_offsets: (0, BIG as u64),
+    };
+    Big(info, (0..BIG).map(|i| (i % 251) as u8).collect())
+}
+
+/// Changes `len` bytes of `w` from `at` on, from what `now` holds there to `f(i)`.
+fn big_step(now: &[u8], at: usize, len: usize, f: impl Fn(usize) -> u8) -> EditStep {
+    EditStep {
+        label: format!("fill {at}+{len}"),
+        changes: vec![Change {
+            tensor: "w".into(),
+            offset: at as u64,
+            before: now[at..at + len].to_vec(),
+            after: (at..at + len).map(f).collect(),
+        }],
+        origin: tensor_surgeon_core::patch::Origin::new("web"),
+        layer: None,
+    }
+}
+
+/// The bytes of `w` as `h` leaves them.
+fn big_now(h: &History, b: &Big) -> Vec<u8> {
+    let mut out = vec![0u8; BIG];
+    h.overlay().view("w", &b.1).read(0, &mut out);
+    out
+}
+
 fn base() -> Base {
     Base(TensorInfo {
         name: "t".into(),
@@ -141,6 +184,7 @@ fn an_accepted_proposal_is_one_record_with_its_edit() {
             id: 3,
             accepted: true,
             step: Some(step(1)),
+            compact: None,
         })
         .unwrap();
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
@@ -148,6 +192,7 @@ fn an_accepted_proposal_is_one_record_with_its_edit() {
             id: 3,
             accepted: true,
             step: Some(step(1)),
+            compact: None,
         })
         .unwrap();
     }
@@ -181,6 +226,7 @@ fn proposals_stay_pending_until_resolved() {
             id: 1,
             accepted: false,
             step: None,
+            compact: None,
         })
         .unwrap();
     }
@@ -228,4 +274,123 @@ fn a_journal_for_other_weights_replays_nothing_and_is_kept_aside() {
     j.append(&Record::Apply(step_from(0, 3))).unwrap();
     let (_, h, _, warnings) = Journal::open(&path, &base()).unwrap();
     assert_eq!((h.applied().len(), warnings.len()), (1, 0));
+}
+
+#[test]
+fn a_big_step_is_journaled_compact_and_replays_byte_for_byte() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("j.jsonl");
+    let b = big_base();
+    let first = big_step(&b.1, 100, 2 * COMPACT_STEP_BYTES, |_| 0);
+    let small = big_step(&b.1, 0, 8, |i| i as u8 + 1);
+    {
+        let (mut j, mut h, _, _) = Journal::open(&path, &b).unwrap();
+        j.append(&Record::Apply(first.clone())).unwrap();
+        h.apply(first.clone());
+        // Laid over the first: its original bytes are the first step's zeros.
+        let second = big_step(&big_now(&h, &b), 50, 2 * COMPACT_STEP_BYTES, |i| (i * 7) as u8);
+        j.append(&Record::Apply(second)).unwrap();
+        j.append(&Record::Undo).unwrap();
+        j.append(&Record::Apply(small.clone())).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("apply_compact"), "{}", &text[..200]);
+    // Hex of both sides would be 4 bytes per changed byte; the zeroing step is a few hundred.
+    assert!(
+        text.len() < 2 * COMPACT_STEP_BYTES * 3,
+        "journal is {} bytes for {} changed",
+        text.len(),
+        4 * COMPACT_STEP_BYTES
+    );
+    let (_, h, _, warnings) = Journal::open(&path, &b).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mut want = b.1.clone();
+    want[100..100 + 2 * COMPACT_STEP_BYTES].fill(0);
+    for i in 0..8 {
+        want[i] = i as u8 + 1;
+    }
+    assert_eq!(big_now(&h, &b), want);
+    assert_eq!(h.applied().len(), 2);
+    assert_eq!(h.applied()[0].label, first.label);
+    let replayed: Vec<u8> = h.applied()[0].changes.iter().flat_map(|c| c.before.clone()).collect();
+    assert_eq!(replayed, first.changes[0].before, "undo restores the original bytes");
+}
+
+#[test]
+fn a_big_step_for_other_weights_sets_the_journal_aside() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("j.jsonl");
+    let b = big_base();
+    {
+        let (mut j, _, _, _) = Journal::open(&path, &b).unwrap();
+        j.append(&Record::Apply(big_step(&b.1, 0, BIG, |_| 9))).unwrap();
+    }
+    let mut other = big_base();
+    other.1[BIG - 1] ^= 1;
+    let (_, h, _, warnings) = Journal::open(&path, &other).unwrap();
+    assert!(h.applied().is_empty());
+    assert!(warnings[0].contains("other weights"), "{warnings:?}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_journal_of_mostly_dead_records_is_rewritten_as_the_live_history() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("j.jsonl");
+    let b = big_base();
+    // Steps just under the compact size: each line is hex of both sides (~16 KB).
+    let len = COMPACT_STEP_BYTES - 8;
+    let (mut j, mut h, _, _) = Journal::open(&path, &b).unwrap();
+    let keep = big_step(&b.1, 0, 4, |_| 1);
+    j.append(&Record::Apply(keep.clone())).unwrap();
+    h.apply(keep);
+    let mut round = 0;
+    while std::fs::metadata(&path).unwrap().len() <= COMPACT_JOURNAL_BYTES {
+        let s = big_step(&big_now(&h, &b), 16, len, move |i| (i + round) as u8);
+        j.append(&Record::Apply(s.clone())).unwrap();
+        h.apply(s);
+        j.append(&Record::Undo).unwrap();
+        h.undo();
+        round += 1;
+    }
+    let before = std::fs::metadata(&path).unwrap().len();
+    let want = big_now(&h, &b);
+    let redo_label = h.undone()[0].label.clone();
+    assert!(j.compact_if_stale(&h, &[]).unwrap(), "{round} rounds, {before} bytes");
+    assert!(!j.compact_if_stale(&h, &[]).unwrap(), "once is enough");
+    let after = std::fs::metadata(&path).unwrap().len();
+    assert!(after * 20 < before, "{before} -> {after} bytes");
+    // Still appendable, and the history (the redo included) is the same.
+    j.append(&Record::Redo).unwrap();
+    drop(j);
+    let (_, mut h2, _, warnings) = Journal::open(&path, &b).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(h2.applied().len(), 2);
+    assert_eq!(h2.applied()[1].label, redo_label);
+    h2.undo();
+    assert_eq!(big_now(&h2, &b), want);
+    let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+}
+
+#[test]
+fn a_journal_with_a_damaged_line_is_not_rewritten() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("j.jsonl");
+    let b = big_base();
+    {
+        let (mut j, mut h, _, _) = Journal::open(&path, &b).unwrap();
+        while std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) <= COMPACT_JOURNAL_BYTES {
+            let s = big_step(&big_now(&h, &b), 0, COMPACT_STEP_BYTES, |i| i as u8 ^ 0x55);
+            j.append(&Record::Apply(s.clone())).unwrap();
+            h.apply(s);
+            j.append(&Record::Undo).unwrap();
+            h.undo();
+        }
+    }
+    append_raw(&path, b"0000 {\"torn");
+    let size = std::fs::metadata(&path).unwrap().len();
+    let (_, _, _, warnings) = Journal::open(&path, &b).unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "left as it was");
 }

@@ -41,7 +41,8 @@ pub struct ServeConfig {
     /// Agent edits apply at once instead of waiting for a person.
     pub agent_auto_apply: bool,
     /// Most bytes one edit or region step may change (each step keeps the original and the
-    /// new bytes, and journals both as hex: about 6x this in memory while it is written).
+    /// new bytes, and journals their compact delta: about 5x this in memory while it is
+    /// written).
     pub max_step_bytes: u64,
 }
 

@@ -64,6 +64,7 @@ impl Workbench {
             id,
             accepted: accept,
             step: step.clone(),
+            compact: None,
         })?;
         s.pending.remove(at);
         match step {

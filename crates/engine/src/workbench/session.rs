@@ -49,6 +49,10 @@ impl Session {
         for n in tensors {
             self.changed_at.insert(n, self.version);
         }
+        // The change is journaled already: a failed rewrite leaves the old journal as it was.
+        if let Err(e) = self.journal.compact_if_stale(&self.history, &self.pending) {
+            eprintln!("warning: the edit journal was not compacted: {e}");
+        }
     }
 
     /// The edit version of one tensor (0 while unedited).
