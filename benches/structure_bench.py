@@ -68,11 +68,12 @@ def word_tokenizer(path, vocab):
 def query_time(model_dir, tensor, rows, repeat=9):
     port = free_port()
     env = dict(os.environ, LEPTOS_SITE_ROOT=str(ROOT / "target" / "site"), LEPTOS_OUTPUT_NAME="tensor-surgeon")
-    proc = subprocess.Popen([str(BIN), "serve", "--model", str(model_dir), "--addr", f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    token = "structure-bench-local-token"
+    proc = subprocess.Popen([str(BIN), "serve", "--model", str(model_dir), "--addr", f"127.0.0.1:{port}", "--token", token], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def get(path):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            c.request("GET", path, headers={"Host": f"127.0.0.1:{port}"})
+            c.request("GET", path, headers={"Host": f"127.0.0.1:{port}", "Authorization": f"Bearer {token}"})
             r = c.getresponse()
             body = r.read()
             assert r.status == 200, body

@@ -1,10 +1,24 @@
 // Playwright drives the system Chromium (no browser download) against the real server,
 // started by start-server.mjs on a fresh copy of the demo model.
 import { defineConfig } from '@playwright/test';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { paths } from './tests/paths.mjs';
+import { TOKEN } from './tests/token.mjs';
 
 const port = Number(process.env.TS_E2E_PORT || 3107);
 // A second server on a real language model (SmolLM2-135M) for the run panel's tests.
 export const llmPort = port + 1;
+
+// Every test starts logged in: the cookie each server sets for the address it prints
+// (auth.spec.mjs checks that exchange itself, from a browser without it).
+const storageState = path.join(paths.work, 'auth.json');
+mkdirSync(paths.work, { recursive: true });
+const cookie = (p) => ({
+  name: `tensor-surgeon-${p}`, value: TOKEN, domain: '127.0.0.1', path: '/', expires: -1,
+  httpOnly: true, secure: false, sameSite: 'Strict',
+});
+writeFileSync(storageState, JSON.stringify({ cookies: [cookie(port), cookie(llmPort)], origins: [] }));
 
 export default defineConfig({
   testDir: './tests',
@@ -17,6 +31,7 @@ export default defineConfig({
   outputDir: './test-results',
   use: {
     baseURL: `http://127.0.0.1:${port}`,
+    storageState,
     screenshot: 'only-on-failure',
     acceptDownloads: true,
     viewport: { width: 1600, height: 1200 },

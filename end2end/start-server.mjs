@@ -5,6 +5,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { rmSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { paths } from './tests/paths.mjs';
+import { TOKEN } from './tests/token.mjs';
 
 const port = process.argv[2] || '3107';
 const which = process.argv[3] || 'demo';
@@ -20,7 +21,7 @@ if (which === 'demo') {
   const script = path.join(paths.root, 'tests', 'python', 'models.py');
   model = execFileSync(python, [script, which], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
 }
-const server = spawn(paths.bin, ['serve', '--model', model, '--addr', `127.0.0.1:${port}`, '--patches', path.join(work, 'patches'), '--out-dir', path.join(work, 'baked')], {
+const server = spawn(paths.bin, ['serve', '--model', model, '--addr', `127.0.0.1:${port}`, '--patches', path.join(work, 'patches'), '--out-dir', path.join(work, 'baked'), '--token', TOKEN], {
   stdio: 'inherit',
   env: { ...process.env, LEPTOS_SITE_ROOT: paths.siteRoot, LEPTOS_SITE_PKG_DIR: 'pkg', LEPTOS_OUTPUT_NAME: 'tensor-surgeon' },
 });

@@ -1,7 +1,18 @@
 // Shared steps of the browser tests.
 import { expect } from '@playwright/test';
 import { execFileSync } from 'node:child_process';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { paths } from './paths.mjs';
+import { TOKEN } from './token.mjs';
+
+/** An MCP client over HTTP at /mcp; agents send the server's token as a Bearer header. */
+export async function mcpClient(baseURL, token = TOKEN) {
+  const client = new Client({ name: 'tensor-surgeon-tests', version: '1.0.0' });
+  const requestInit = { headers: { Authorization: `Bearer ${token}` } };
+  await client.connect(new StreamableHTTPClientTransport(new URL('/mcp', baseURL), { requestInit }));
+  return client;
+}
 
 /** Runs the CLI and parses its JSON output. */
 export function cli(...args) {
@@ -10,11 +21,12 @@ export function cli(...args) {
 
 /** Undoes every edit of the session, so each test starts from the base model. */
 export async function resetSession(request) {
-  for (let i = 0; i < 200; i++) {
-    const s = await (await request.get('/api/session')).json();
-    if (!s.can_undo) return;
+  let s = await (await request.get('/api/session')).json();
+  for (let i = 0; s.can_undo && i < 5000; i++) {
     expect((await request.post('/api/undo', { data: {} })).ok()).toBeTruthy();
+    s = await (await request.get('/api/session')).json();
   }
+  expect(s.can_undo, 'the session was undone back to the base model').toBe(false);
 }
 
 /** Opens the page at a query string and waits for the client to hydrate and draw. */

@@ -8,9 +8,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { paths } from './paths.mjs';
-import { cli, resetSession, openView, cellCenter, pixel, waitPixelChange } from './helpers.mjs';
+import { cli, resetSession, openView, cellCenter, pixel, waitPixelChange, mcpClient } from './helpers.mjs';
 
 const EMBED = 'model.embed_tokens.weight';
 const NORM = 'model.layers.3.post_attention_layernorm.weight';
@@ -145,11 +144,7 @@ test('the MCP tools over stdio, checked against the CLI', async () => {
   }
 });
 
-async function httpClient(baseURL) {
-  const client = new Client({ name: 'tensor-surgeon-tests', version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL('/mcp', baseURL)));
-  return client;
-}
+const httpClient = mcpClient;
 
 test.describe('over HTTP at /mcp', () => {
   test.beforeEach(async ({ request }) => {
@@ -169,9 +164,37 @@ test.describe('over HTTP at /mcp', () => {
     } finally {
       await client.close();
     }
-    // Another site's page may not call the tools.
+    // Another site's page may not call the tools, nor may a client without the token.
     const r = await request.post('/mcp', { headers: { Origin: 'https://evil.example', 'Content-Type': 'application/json' }, data: {} });
     expect(r.status()).toBe(403);
+    await expect(httpClient(baseURL, 'not-the-token')).rejects.toThrow(/needs its access token/);
+  });
+
+  test("an agent's undo takes back its own edit, never a person's", async ({ request, baseURL }) => {
+    const cell = async () => Number((await (await request.get(`/api/cell?${new URLSearchParams({ tensor: EMBED, index: '2,3' })}`)).json()).value);
+    const base = await cell();
+    expect((await request.post('/api/edit', { data: { request: { tensor: EMBED, spec: '2,3', op: { op: 'set', value: '2' } } } })).ok()).toBeTruthy();
+    const client = await httpClient(baseURL);
+    try {
+      let [v, err] = await call(client, 'undo');
+      expect(err).toBe(true);
+      expect(v).toContain('an agent may undo only its own edits');
+      expect(await cell()).toBe(2);
+      [v] = await call(client, 'propose_edit', { tensor: EMBED, spec: '2,3', op: { op: 'set', value: '5' }, hypothesis: 'five' });
+      expect((await request.post('/api/resolve', { data: { id: v.id, accept: true } })).ok()).toBeTruthy();
+      expect(await cell()).toBe(5);
+      [v, err] = await call(client, 'undo');
+      expect(err).toBe(false);
+      expect(v.can_undo).toBe(true);
+      expect(await cell()).toBe(2);
+      // The person's edit is next: the agent may not take it back.
+      [v, err] = await call(client, 'undo');
+      expect(err).toBe(true);
+      expect(await cell()).toBe(2);
+    } finally {
+      await client.close();
+    }
+    expect(base).not.toBe(2);
   });
 
   test('a proposal shows up in the open page as pending; accepting it updates the heatmap', async ({ page, baseURL }) => {

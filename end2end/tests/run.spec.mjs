@@ -5,9 +5,7 @@
 // both back together; and a top neuron opening its down_proj column.
 import { test, expect } from '@playwright/test';
 import { llmPort } from '../playwright.config.mjs';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { resetSession } from './helpers.mjs';
+import { resetSession, mcpClient } from './helpers.mjs';
 
 test.use({ baseURL: `http://127.0.0.1:${llmPort}` });
 test.describe.configure({ timeout: 240_000 });
@@ -154,8 +152,7 @@ test('a top neuron opens its down_proj column, selected', async ({ page }) => {
 
 test('an agent tests a hypothesis before and after its edit over MCP', async ({ request, baseURL }) => {
   const paris = await tokenId(request, ' Paris');
-  const client = new Client({ name: 'tensor-surgeon-tests', version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL('/mcp', baseURL)));
+  const client = await mcpClient(baseURL);
   const call = async (name, args) => {
     const r = await client.callTool({ name, arguments: args });
     expect(r.isError, r.content.map((c) => c.text).join('')).toBeFalsy();

@@ -55,12 +55,24 @@ test('a 3-D scatter rotates when dragged', async ({ page }) => {
   const box = await canvas.boundingBox();
   const cx = box.x + left + width / 2;
   const cy = box.y + top + height / 2;
-  await page.mouse.move(cx, cy);
-  await page.mouse.down();
-  await page.mouse.move(cx + 80, cy + 30, { steps: 5 });
-  await page.mouse.up();
+  await expect(canvas).toHaveAttribute('data-camera', '0.60,0.35');
+  const drag = async (dx, dy) => {
+    await page.mouse.move(cx, cy);
+    await page.mouse.down();
+    await page.mouse.move(cx + dx, cy + dy, { steps: 5 });
+    await page.mouse.up();
+    await page.mouse.move(0, 0); // off the canvas: no hovered point drawn
+  };
+  // 0.01 radian per pixel: right turns the yaw, down the pitch.
+  await drag(80, 30);
+  await expect(canvas).toHaveAttribute('data-camera', '1.40,0.65');
   await expect.poll(async () => Number(await canvas.getAttribute('data-draws'))).toBeGreaterThan(draws);
-  expect(await snapshot(canvas)).not.toBe(before);
+  const turned = await snapshot(canvas);
+  expect(turned).not.toBe(before);
+  // Dragging back is the inverse rotation: the very same picture as before.
+  await drag(-80, -30);
+  await expect(canvas).toHaveAttribute('data-camera', '0.60,0.35');
+  await expect.poll(() => snapshot(canvas)).toBe(before);
 });
 
 test('find a token, open its row, and list its nearest tokens as the CLI does', async ({ page }) => {

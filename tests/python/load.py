@@ -1,5 +1,5 @@
-"""A load on the real server: 16 readers (cells, the session, statistics and histograms) and
-one editor (edits and undos) at once, for a given time. Used by the test suite (a few seconds,
+"""A load on the real server: 16 readers (cells, 64 x 64 views, the session, statistics and
+histograms) and one editor (edits and undos) at once, for a given time. Used by the test suite (a few seconds,
 test_load.py) and the benchmarks (30 s, benches/load_bench.py)."""
 
 import random
@@ -22,11 +22,19 @@ def write_model(path):
     )
 
 
+def view_request(tensor, y0=0, x0=0, size=None, grid=256):
+    """A `/api/view_json` body: rows y0.. and columns x0.. (`size` of each; all when None),
+    pooled into at most `grid` x `grid` blocks."""
+    span = lambda start: {"start": start, "stop": start + size if size else 2**63, "step": 1}
+    spec = {"y_dim": 0, "x_dim": 1, "index": [0, 0], "y": span(y0), "x": span(x0)}
+    return {"request": {"tensor": tensor, "spec": spec, "max_rows": grid, "max_cols": grid, "stat": "MaxAbs", "mode": "After"}}
+
+
 def run_load(server, seconds, readers=16, seed=0):
     """Runs the load; returns (latencies by kind in seconds, errors, the editor's applied edits
     as [(row, col, value)] in order)."""
     stop = time.monotonic() + seconds
-    lat = {"cell": [], "session": [], "stats": [], "edit": [], "undo": []}
+    lat = {"cell": [], "view": [], "session": [], "stats": [], "edit": [], "undo": []}
     errors = []
     lock = threading.Lock()
 
@@ -44,9 +52,11 @@ def run_load(server, seconds, readers=16, seed=0):
         rng = random.Random(seed * 1000 + k)
         while time.monotonic() < stop:
             r = rng.random()
-            if r < 0.6:
+            if r < 0.5:
                 q = urllib.parse.urlencode({"tensor": BIG, "index": f"{rng.randrange(4096)},{rng.randrange(4096)}"})
                 timed("cell", "GET", f"/api/cell?{q}")
+            elif r < 0.65:
+                timed("view", "POST", "/api/view_json", view_request(BIG, rng.randrange(4032), rng.randrange(4032), 64))
             elif r < 0.8:
                 timed("session", "GET", "/api/session")
             elif r < 0.9:

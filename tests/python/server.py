@@ -3,9 +3,11 @@
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,38 +20,76 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The access token the test servers are started with; every request sends it as a Bearer header.
+TOKEN = "python-tests-local-token"
+
+
 class Server:
-    def __init__(self, model: Path, *args: str):
+    """One server process. Its log (stderr) goes to a file; `stop` fails the test if the server
+    panicked anywhere, a background thread included."""
+
+    def __init__(self, model: Path, *args: str, token: str | None = TOKEN, token_in_env=False):
+        """`token=None`: the server makes its own (read from its log), or none with --no-auth.
+        `token_in_env`: the token is given as TENSOR_SURGEON_TOKEN instead of --token."""
         self.port = free_port()
         self.model = model
         self.args = args
+        self.token = token
+        self.token_in_env = token_in_env
         self.proc = None
+        self.log_file = None
 
     def start(self):
         env = dict(os.environ, LEPTOS_SITE_ROOT=str(ROOT / "target" / "site"), LEPTOS_OUTPUT_NAME="tensor-surgeon")
+        env.pop("TENSOR_SURGEON_TOKEN", None)
+        auth = ["--token", self.token] if self.token and not self.token_in_env else []
+        if self.token_in_env:
+            env["TENSOR_SURGEON_TOKEN"] = self.token
+        self.log_file = tempfile.NamedTemporaryFile(prefix="tensor-surgeon-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [binary(), "serve", "--model", str(self.model), "--addr", f"127.0.0.1:{self.port}", *self.args],
+            [binary(), "serve", "--model", str(self.model), "--addr", f"127.0.0.1:{self.port}", *auth, *self.args],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log_file,
         )
         deadline = time.time() + 30
+        learn = self.token is None and "--no-auth" not in self.args
         while time.time() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if learn:
+                # A random token: read it from the address the server prints, as a person would.
+                found = re.search(r"http://127\.0\.0\.1:\d+/\?token=([0-9a-f]+)", self.log())
+                if not found:
+                    time.sleep(0.05)
+                    continue
+                self.token, learn = found.group(1), False
             try:
                 if self.request("GET", "/api/model")[0] == 200:
                     return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"server did not start: {self.proc.stderr.read().decode() if self.proc.poll() is not None else 'timeout'}")
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the server wrote to stderr so far."""
+        return Path(self.log_file.name).read_text(errors="replace") if self.log_file else ""
+
+    def check_log(self):
+        log = self.log()
+        assert "panicked" not in log, f"the server panicked:\n{log}"
+        Path(self.log_file.name).unlink(missing_ok=True)
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self.check_log()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+        self.check_log()
 
     def request(self, method, path, body=None, headers=None):
         status, _, payload = self.exchange(method, path, body, headers)
@@ -59,6 +99,8 @@ class Server:
         """Like `request`, also returning the response headers."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         hdrs = {"Host": f"127.0.0.1:{self.port}"}
+        if self.token:
+            hdrs["Authorization"] = f"Bearer {self.token}"
         if body is not None:
             hdrs["Content-Type"] = "application/json"
             body = json.dumps(body)

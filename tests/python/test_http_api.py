@@ -266,6 +266,18 @@ def test_edits_over_the_step_cap_are_413_and_change_nothing(demo):
         assert s.call("GET", "/api/session")["steps"] == []
         s.edit(W, "3,0:8", {"op": "set", "value": "1"})
         assert len(s.call("GET", "/api/session")["steps"]) == 1
+        # Comparing with a model that differs in the whole embedding: refused before any copy.
+        for name, spec in [("far", ""), ("near", "5,0:4")]:
+            run("edit", demo, "--patch", demo / f"{name}.json", "--scale", f"{W}[{spec}]=2")
+            run("apply", demo, demo / f"{name}.json", "--out", demo / f"{name}.safetensors")
+        status, body = s.call("POST", "/api/compare", {"other": str(demo / "far.safetensors")}, ok=False)
+        assert status == 413 and "the difference to" in body and "1000 B" in body, body
+        assert s.call("GET", "/api/session")["layers"] == []
+        # A small difference loads as a layer, with exactly the differing bytes.
+        out = s.call("POST", "/api/compare", {"other": str(demo / "near.safetensors")})
+        changed = [r for r in out["rows"] if r["changed"]]
+        assert [(r["tensor"], r["changed"]) for r in changed] == [(W, 4)]
+        assert len(s.call("GET", "/api/session")["layers"]) == 1
     finally:
         s.stop()
 

@@ -97,7 +97,8 @@ def test_invert_and_combine(ts, model, tmp_path):
     ts("edit", path, "--patch", c, "--set", "w.f32[0,0]=5")
     r = ts("combine", a, c, "--out", tmp_path / "ac.json", check=False)
     assert r.code == 1 and "conflict" in r.err
-    assert "w.f32 bytes 2..3" in r.out or "w.f32 bytes" in r.out
+    # 2.0 is 00 00 00 40 and 5.0 is 00 00 a0 40: they differ in byte 2 alone.
+    assert "conflict: w.f32 bytes 2..3: one patch writes 00 and the other a0" in r.out, r.out
     assert not (tmp_path / "ac.json").exists()
 
 

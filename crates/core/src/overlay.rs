@@ -2,10 +2,13 @@
 //!
 //! Per tensor, a [`RangeMap`] of non-overlapping byte runs (adjacent writes merge). The
 //! base data is never written; [`Patched`] is a [`ByteSource`] that reads the base and lays
-//! the runs on top.
+//! the runs on top. Each tensor's runs are shared (`Arc`) and copied on write, so a reader
+//! takes a snapshot of a tensor ([`Overlay::only`]) in O(1) under the session lock and reads
+//! it after letting go; an edit made meanwhile copies the runs it changes, not the reader.
 
 use crate::source::ByteSource;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Non-overlapping byte runs keyed by their start offset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,21 +115,21 @@ impl RangeMap {
 /// Per-tensor overlays of a whole model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overlay {
-    tensors: BTreeMap<String, RangeMap>,
+    tensors: BTreeMap<String, Arc<RangeMap>>,
 }
 
 impl Overlay {
     /// Writes new bytes for `tensor` at `offset` (relative to the tensor's data).
     pub fn write(&mut self, tensor: &str, offset: u64, bytes: &[u8]) {
-        self.tensors
-            .entry(tensor.to_string())
-            .or_default()
-            .write(offset, bytes);
+        Arc::make_mut(self.tensors.entry(tensor.to_string()).or_default()).write(offset, bytes);
     }
 
     /// The runs of one tensor.
     pub fn tensor(&self, tensor: &str) -> Option<&RangeMap> {
-        self.tensors.get(tensor).filter(|r| !r.is_empty())
+        self.tensors
+            .get(tensor)
+            .map(|r| &**r)
+            .filter(|r| !r.is_empty())
     }
 
     /// Every tensor with runs, by name.
@@ -134,14 +137,15 @@ impl Overlay {
         self.tensors
             .iter()
             .filter(|(_, r)| !r.is_empty())
-            .map(|(n, r)| (n.as_str(), r))
+            .map(|(n, r)| (n.as_str(), &**r))
     }
 
-    /// A copy holding only one tensor's runs (to read it without holding a lock).
+    /// A snapshot of one tensor's runs (to read it without holding a lock): O(1), the runs
+    /// are shared until either side writes.
     pub fn only(&self, tensor: &str) -> Overlay {
         let mut o = Overlay::default();
-        if let Some(r) = self.tensor(tensor) {
-            o.tensors.insert(tensor.to_string(), r.clone());
+        if let Some(r) = self.tensors.get(tensor).filter(|r| !r.is_empty()) {
+            o.tensors.insert(tensor.to_string(), Arc::clone(r));
         }
         o
     }
@@ -250,5 +254,23 @@ mod tests {
         assert_eq!(p.borrow_bytes(1, 3), None);
         assert_eq!(p.borrow_bytes(5, 3), None, "the run [3, 6) reaches byte 5");
         assert_eq!(p.borrow_bytes(6, 4), Some(&base[6..10]));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_what_it_saw_while_the_overlay_moves_on() {
+        let base = [0u8; 8];
+        let mut o = Overlay::default();
+        o.write("t", 2, &[1, 1]);
+        let snap = o.only("t");
+        o.write("t", 2, &[9]);
+        o.write("t", 6, &[7]);
+        let read = |o: &Overlay| {
+            let mut out = [0u8; 8];
+            o.view("t", &base).read(0, &mut out);
+            out
+        };
+        assert_eq!(read(&snap), [0, 0, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(read(&o), [0, 0, 9, 1, 0, 0, 7, 0]);
+        assert!(o.only("u").tensor("u").is_none());
     }
 }

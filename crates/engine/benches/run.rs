@@ -21,13 +21,17 @@ pub const LONG_PROMPT: &str = "The history of the city begins in the Roman era, 
     settlement grew along the river. Over the centuries it became a centre of trade, learning and \
     art, and today it is known for";
 
-/// The model to run; `None` (with a note) when `TS_RUN_MODEL` is not set, as under
-/// `cargo test --all-targets`, which runs every bench once as a test.
+/// The model to run. Without `TS_RUN_MODEL`, `cargo bench` fails and says why, and
+/// `cargo test --all-targets` (which runs every bench once as a test) skips with a note.
 fn model_path() -> Option<PathBuf> {
+    let benching = std::env::args().any(|a| a == "--bench");
     match std::env::var_os("TS_RUN_MODEL") {
         Some(dir) => Some(PathBuf::from(dir).join("model.safetensors")),
+        None if benching => panic!(
+            "TS_RUN_MODEL is not set: point it at the SmolLM2 folder (benches/run_bench.py does)"
+        ),
         None => {
-            eprintln!("run benches skipped: set TS_RUN_MODEL to the SmolLM2 folder (benches/run_bench.py does)");
+            eprintln!("run benches skipped under cargo test: TS_RUN_MODEL is not set");
             None
         }
     }
@@ -90,6 +94,7 @@ fn rerun(c: &mut Criterion) {
         out_dir: dir.path().join("out"),
         agent_auto_apply: false,
         max_step_bytes: tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES,
+        allow_dirs: Vec::new(),
     };
     let (mut wb, _) = Workbench::open(Model::open(&path).expect("opens"), config).expect("opens");
     wb.set_vocab(Vocab::find(&path, None).expect("a tokenizer"));

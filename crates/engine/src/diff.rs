@@ -154,11 +154,24 @@ impl<'a> Comparison<'a> {
 
     /// The entries of the patch from `base` to `other`, bytes copied from both sides.
     pub fn entries(&self) -> Vec<PatchEntry> {
+        self.entries_iter().collect()
+    }
+
+    /// The same entries made one at a time (a caller that consumes them holds one at once).
+    pub fn entries_iter(&self) -> impl Iterator<Item = PatchEntry> + '_ {
         self.pairs
             .iter()
             .zip(&self.compared)
             .flat_map(|(p, c)| entries_of(p, c))
-            .collect()
+    }
+
+    /// Bytes that differ, over every compared tensor.
+    pub fn changed_bytes(&self) -> u64 {
+        self.compared
+            .iter()
+            .flat_map(|c| &c.runs)
+            .map(|&(_, len)| len)
+            .sum()
     }
 
     /// Writes the patch from `base` to `other` to `out` (compact when `format` asks for it or

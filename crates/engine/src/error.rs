@@ -61,6 +61,9 @@ pub enum Error {
     /// The server was started read-only.
     #[error("the server was started with --read-only: edits are disabled")]
     ReadOnly,
+    /// Something the server may not do for this request (a path outside the allowed folders).
+    #[error("{0}")]
+    Forbidden(String),
     /// Something the request names that the session does not have (a proposal, a layer).
     #[error("{0}")]
     NotFound(String),
@@ -118,7 +121,7 @@ impl Error {
             } => ErrorKind::TooLarge,
             Error::Conflicts { .. } => ErrorKind::Conflict,
             Error::TooLarge(_) => ErrorKind::TooLarge,
-            Error::ReadOnly => ErrorKind::Forbidden,
+            Error::ReadOnly | Error::Forbidden(_) => ErrorKind::Forbidden,
             Error::Header { .. }
             | Error::Index { .. }
             | Error::NotAModel { .. }

@@ -23,6 +23,7 @@ fn open_baking_to(dir: &Path, out_dir: &Path) -> Workbench {
         out_dir: out_dir.to_path_buf(),
         agent_auto_apply: false,
         max_step_bytes: tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES,
+        allow_dirs: Vec::new(),
     };
     let (mut wb, _) = Workbench::open(Model::open(&path).unwrap(), config).unwrap();
     wb.set_vocab(Vocab::find(&path, None).unwrap());

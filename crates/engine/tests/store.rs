@@ -131,9 +131,25 @@ fn sharded_models_that_disagree_with_their_index() {
         d.path(),
         &[("a", "s1.safetensors"), ("x", "s2.safetensors")],
     );
+    assert_eq!(
+        open_err(d.path()),
+        format!(
+            "{}: tensor \"a\" is in s2.safetensors but the index routes it to s1.safetensors",
+            d.path().join("model.safetensors.index.json").display()
+        )
+    );
+    // The same name in two shards, in the index under neither.
+    let d = tempfile::tempdir().unwrap();
+    write_model(&d.path().join("s1.safetensors"), &["a", "b"]);
+    write_model(&d.path().join("s2.safetensors"), &["a", "c"]);
+    write_index(
+        d.path(),
+        &[("b", "s1.safetensors"), ("c", "s2.safetensors")],
+    );
     assert!(
-        open_err(d.path()).contains("in more than one shard")
-            || open_err(d.path()).contains("routes it to")
+        open_err(d.path()).ends_with("tensor \"a\" is in more than one shard"),
+        "{}",
+        open_err(d.path())
     );
 }
 

@@ -4,6 +4,7 @@
 //! The `tensor-surgeon` binary: the command line, the web server (axum host of the Leptos
 //! app, with its request guards) and the MCP host. The work itself is the engine's.
 
+mod auth;
 mod cli;
 mod mcp;
 mod web;

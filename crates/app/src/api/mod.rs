@@ -65,6 +65,14 @@ pub async fn get_view(request: ViewRequest) -> Result<ViewData, ServerFnError> {
     blocking(move || wb.view(&request)).await
 }
 
+/// The same view for scripts and agents: `POST /api/view_json` (JSON in and out; the page
+/// uses the binary `/api/view`).
+#[server(endpoint = "view_json", input = Json)]
+pub async fn get_view_json(request: ViewRequest) -> Result<ViewData, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.view(&request)).await
+}
+
 /// One element's exact value and bytes. `GET /api/cell?tensor=NAME&index=1,2`.
 #[server(endpoint = "cell", input = GetUrl)]
 pub async fn get_cell(tensor: String, index: String) -> Result<CellData, ServerFnError> {

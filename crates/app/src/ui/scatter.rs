@@ -332,6 +332,7 @@ pub fn ScatterPanel() -> impl IntoView {
                     format!("{},{},{},{}", b.0, b.1, b.2, b.3)
                 }))
                 data-draws=move || draws.get().to_string()
+                data-camera=move || camera.with(|c| format!("{:.2},{:.2}", c.yaw, c.pitch))
                 on:mousedown=on_down on:mousemove=on_move on:mouseup=on_up
                 on:mouseleave=move |_| { hover.set(None); drag.set(None); }/>
             <div class="hover scatter-hover">{hover_text}</div>

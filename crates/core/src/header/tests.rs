@@ -254,6 +254,19 @@ mod arbitrary_input {
     use super::*;
     use proptest::prelude::*;
 
+    /// Byte-aligned dtypes and their widths.
+    const DTYPES: [(&str, u64); 9] = [
+        ("BOOL", 1),
+        ("U8", 1),
+        ("F8_E4M3", 1),
+        ("I16", 2),
+        ("F16", 2),
+        ("BF16", 2),
+        ("F32", 4),
+        ("I64", 8),
+        ("F64", 8),
+    ];
+
     proptest! {
         /// Whatever the bytes, the parser answers Ok or Err, and what it accepts is in bounds.
         #[test]
@@ -262,6 +275,65 @@ mod arbitrary_input {
                 for t in &h.tensors {
                     prop_assert!(h.data_start() + t.data_offsets.1 <= data.len() as u64);
                 }
+            }
+        }
+
+        /// Structured headers: valid JSON with random dtypes, shapes and offsets (laid out
+        /// with gaps, then some offsets nudged), so both the accept and the refuse branches
+        /// run. The verdict is checked against an independent statement of the rules: every
+        /// tensor's bytes are what its dtype and shape need, within the data section, and no
+        /// two non-empty tensors overlap. What is accepted comes back exactly as written.
+        #[test]
+        fn structured_headers_are_judged_by_the_rules(
+            tensors in proptest::collection::vec(
+                (0usize..DTYPES.len(), proptest::collection::vec(0u64..5, 0..4), 0u64..3),
+                1..6,
+            ),
+            nudges in proptest::collection::vec((0usize..6, -2i64..3, any::<bool>()), 0..3),
+            trailing in 0u64..3,
+        ) {
+            let mut layout = Vec::new();
+            let mut at = 0u64;
+            for (i, (d, shape, gap)) in tensors.iter().enumerate() {
+                let (name, width) = DTYPES[*d];
+                let bytes = shape.iter().product::<u64>() * width;
+                at += gap;
+                layout.push((format!("t{i}"), name, shape.clone(), at, at + bytes, bytes));
+                at += bytes;
+            }
+            for &(i, by, both) in &nudges {
+                if let Some(t) = layout.get_mut(i % tensors.len()) {
+                    let nudge = |v: u64| v.saturating_add_signed(by);
+                    if both {
+                        t.3 = nudge(t.3);
+                    }
+                    t.4 = nudge(t.4);
+                }
+            }
+            let data_len = at + trailing;
+            let json: serde_json::Map<String, serde_json::Value> = layout
+                .iter()
+                .map(|(n, d, shape, b, e, _)| {
+                    (n.clone(), serde_json::json!({"dtype": d, "shape": shape, "data_offsets": [b, e]}))
+                })
+                .collect();
+            let f = file(&serde_json::Value::Object(json).to_string(), data_len as usize);
+            let sized = layout.iter().all(|(_, _, _, b, e, bytes)| e >= b && e - b == *bytes && *e <= data_len);
+            let mut spans: Vec<(u64, u64)> = layout.iter().filter(|t| t.4 > t.3).map(|t| (t.3, t.4)).collect();
+            spans.sort_unstable();
+            let disjoint = spans.windows(2).all(|w| w[0].1 <= w[1].0);
+            match parse_file(&f) {
+                Ok(h) => {
+                    prop_assert!(sized && disjoint, "accepted a header that breaks the rules: {layout:?}");
+                    prop_assert_eq!(h.tensors.len(), layout.len());
+                    for (n, d, shape, b, e, _) in &layout {
+                        let t = h.get(n).expect("listed");
+                        prop_assert_eq!(t.dtype.to_string(), d.to_string());
+                        prop_assert_eq!(&t.shape, shape);
+                        prop_assert_eq!(t.data_offsets, (*b, *e));
+                    }
+                }
+                Err(e) => prop_assert!(!(sized && disjoint), "refused a valid header: {e}: {layout:?}"),
             }
         }
 

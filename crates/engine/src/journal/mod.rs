@@ -141,7 +141,13 @@ impl CompactStep {
 fn overlaps(changes: &[Change]) -> bool {
     let mut spans: Vec<(&str, u64, u64)> = changes
         .iter()
-        .map(|c| (c.tensor.as_str(), c.offset, c.offset.saturating_add(c.before.len() as u64)))
+        .map(|c| {
+            (
+                c.tensor.as_str(),
+                c.offset,
+                c.offset.saturating_add(c.before.len() as u64),
+            )
+        })
         .collect();
     spans.sort_unstable();
     spans
@@ -273,11 +279,7 @@ impl Journal {
     /// Rewrites the journal as `history` and `pending` alone when it has grown past
     /// [`COMPACT_JOURNAL_BYTES`] and fewer than half its records still count. Returns whether
     /// it did. The new file is complete and durable before it replaces the old one.
-    pub fn compact_if_stale(
-        &mut self,
-        history: &History,
-        pending: &[Proposal],
-    ) -> Result<bool> {
+    pub fn compact_if_stale(&mut self, history: &History, pending: &[Proposal]) -> Result<bool> {
         let steps = history.applied().len() + history.undone().len();
         let live = steps + history.undone().len() + pending.len();
         if self.bytes <= COMPACT_JOURNAL_BYTES || self.records <= 2 * live {
@@ -300,7 +302,9 @@ impl Journal {
                 bytes += line.len() as u64;
                 out.write_all(&line).map_err(Error::io(&tmp))?;
             }
-            let f = out.into_inner().map_err(|e| Error::io(&tmp)(e.into_error()))?;
+            let f = out
+                .into_inner()
+                .map_err(|e| Error::io(&tmp)(e.into_error()))?;
             f.sync_all().map_err(Error::io(&tmp))?;
         }
         self.file = None;

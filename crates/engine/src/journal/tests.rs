@@ -288,7 +288,9 @@ fn a_big_step_is_journaled_compact_and_replays_byte_for_byte() {
         j.append(&Record::Apply(first.clone())).unwrap();
         h.apply(first.clone());
         // Laid over the first: its original bytes are the first step's zeros.
-        let second = big_step(&big_now(&h, &b), 50, 2 * COMPACT_STEP_BYTES, |i| (i * 7) as u8);
+        let second = big_step(&big_now(&h, &b), 50, 2 * COMPACT_STEP_BYTES, |i| {
+            (i * 7) as u8
+        });
         j.append(&Record::Apply(second)).unwrap();
         j.append(&Record::Undo).unwrap();
         j.append(&Record::Apply(small.clone())).unwrap();
@@ -306,14 +308,21 @@ fn a_big_step_is_journaled_compact_and_replays_byte_for_byte() {
     assert!(warnings.is_empty(), "{warnings:?}");
     let mut want = b.1.clone();
     want[100..100 + 2 * COMPACT_STEP_BYTES].fill(0);
-    for i in 0..8 {
-        want[i] = i as u8 + 1;
+    for (i, w) in want.iter_mut().take(8).enumerate() {
+        *w = i as u8 + 1;
     }
     assert_eq!(big_now(&h, &b), want);
     assert_eq!(h.applied().len(), 2);
     assert_eq!(h.applied()[0].label, first.label);
-    let replayed: Vec<u8> = h.applied()[0].changes.iter().flat_map(|c| c.before.clone()).collect();
-    assert_eq!(replayed, first.changes[0].before, "undo restores the original bytes");
+    let replayed: Vec<u8> = h.applied()[0]
+        .changes
+        .iter()
+        .flat_map(|c| c.before.clone())
+        .collect();
+    assert_eq!(
+        replayed, first.changes[0].before,
+        "undo restores the original bytes"
+    );
 }
 
 #[test]
@@ -323,7 +332,8 @@ fn a_big_step_for_other_weights_sets_the_journal_aside() {
     let b = big_base();
     {
         let (mut j, _, _, _) = Journal::open(&path, &b).unwrap();
-        j.append(&Record::Apply(big_step(&b.1, 0, BIG, |_| 9))).unwrap();
+        j.append(&Record::Apply(big_step(&b.1, 0, BIG, |_| 9)))
+            .unwrap();
     }
     let mut other = big_base();
     other.1[BIG - 1] ^= 1;
@@ -356,7 +366,10 @@ fn a_journal_of_mostly_dead_records_is_rewritten_as_the_live_history() {
     let before = std::fs::metadata(&path).unwrap().len();
     let want = big_now(&h, &b);
     let redo_label = h.undone()[0].label.clone();
-    assert!(j.compact_if_stale(&h, &[]).unwrap(), "{round} rounds, {before} bytes");
+    assert!(
+        j.compact_if_stale(&h, &[]).unwrap(),
+        "{round} rounds, {before} bytes"
+    );
     assert!(!j.compact_if_stale(&h, &[]).unwrap(), "once is enough");
     let after = std::fs::metadata(&path).unwrap().len();
     assert!(after * 20 < before, "{before} -> {after} bytes");
@@ -369,7 +382,10 @@ fn a_journal_of_mostly_dead_records_is_rewritten_as_the_live_history() {
     assert_eq!(h2.applied()[1].label, redo_label);
     h2.undo();
     assert_eq!(big_now(&h2, &b), want);
-    let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
 }
 
@@ -392,5 +408,9 @@ fn a_journal_with_a_damaged_line_is_not_rewritten() {
     let size = std::fs::metadata(&path).unwrap().len();
     let (_, _, _, warnings) = Journal::open(&path, &b).unwrap();
     assert_eq!(warnings.len(), 1);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "left as it was");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        size,
+        "left as it was"
+    );
 }

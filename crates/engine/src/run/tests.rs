@@ -189,6 +189,7 @@ fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
         out_dir: dir.path().join("out"),
         agent_auto_apply: false,
         max_step_bytes: crate::workbench::DEFAULT_MAX_STEP_BYTES,
+        allow_dirs: Vec::new(),
     };
     let mut wb = Workbench::open(Model::open(&path).unwrap(), config)
         .unwrap()

@@ -115,25 +115,65 @@ impl Workbench {
         rows
     }
 
+    /// Refuses a path outside the folders this server may read: the model's folder, the
+    /// patches folder and `--allow-dir` (symbolic links and `..` resolved first).
+    fn check_allowed(&self, path: &Path) -> Result<()> {
+        let real = path.canonicalize().map_err(Error::io(path))?;
+        let model_dir = if self.model.path.is_dir() {
+            self.model.path.clone()
+        } else {
+            self.model
+                .path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        };
+        let roots = [model_dir, self.config.patches_dir.clone()];
+        let allowed = roots
+            .iter()
+            .chain(&self.config.allow_dirs)
+            .filter_map(|r| r.canonicalize().ok())
+            .any(|root| real.starts_with(root));
+        if allowed {
+            return Ok(());
+        }
+        Err(Error::Forbidden(format!(
+            "{} is outside the folders this server may read (the model's folder, the patches \
+             folder, and any --allow-dir); start the server with --allow-dir FOLDER to compare \
+             with it",
+            path.display()
+        )))
+    }
+
     /// Compares the model with `other` (a model path on this machine) and loads the
     /// difference as a layer: the delta view then shows what the other model changed.
     pub fn compare_with(&self, other: &str) -> Result<CompareOutcome> {
         self.writable()?;
-        let other_model = Model::open(Path::new(other.trim()))?;
+        let other_path = Path::new(other.trim());
+        self.check_allowed(other_path)?;
+        let other_model = Model::open(other_path)?;
+        for shard in &other_model.shards {
+            self.check_allowed(&shard.path)?;
+        }
         let diff = crate::diff::Comparison::new(&self.model, &other_model);
         let rows: Vec<CompareRow> = diff.rows();
-        let entries = diff.entries();
-        let mut layer = None;
-        if !entries.is_empty() {
-            let mut p = patch_files::new_for(&self.model, &format!("difference to {other}"));
-            p.entries = entries;
-            let name = format!("compare: {}", other.trim());
-            let (outcome, id) = self.load_layer(p, &name)?;
-            if !outcome.applied {
-                return Err(Error::Usage(outcome.conflicts.join("; ")));
-            }
-            layer = id;
-        }
+        let name = format!("compare: {}", other.trim());
+        // The difference becomes one layer, built entry by entry from the two mapped files
+        // (its original bytes are the base's by construction); a difference larger than one
+        // step may be is refused before anything is copied.
+        let bytes = diff.changed_bytes();
+        super::check_step_size(
+            bytes,
+            self.config.max_step_bytes,
+            &format!(
+                "the difference to {} (use the CLI's `diff` for it)",
+                other.trim()
+            ),
+        )?;
+        let layer = match bytes {
+            0 => None,
+            _ => Some(self.apply_layer(diff.entries_iter(), &name)?),
+        };
         Ok(CompareOutcome {
             other: other.trim().to_string(),
             rows,

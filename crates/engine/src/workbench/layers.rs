@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::edit::{Change, EditStep, LayerAction, LayerMark};
-use tensor_surgeon_core::patch::{Origin, Patch};
+use tensor_surgeon_core::patch::{Origin, Patch, PatchEntry};
 use tensor_surgeon_core::source::ByteSource;
 use tensor_surgeon_wire::{DropRequest, LayerRow, LoadOutcome, SessionView};
 
@@ -163,16 +163,41 @@ impl Workbench {
             };
             return Ok((outcome, None));
         }
+        let count = patch.entries.len();
+        let id = self.apply_layer(patch.entries, name)?;
+        let outcome = LoadOutcome {
+            applied: true,
+            entries: count,
+            conflicts: Vec::new(),
+        };
+        Ok((outcome, Some(id)))
+    }
+
+    /// Applies entries whose original bytes fit the base as a new layer (one step per origin);
+    /// returns its id. Entries are consumed one by one (their new bytes moved into the step),
+    /// so a large layer is held once, not twice. Refused past the step cap.
+    pub(super) fn apply_layer(
+        &self,
+        entries: impl IntoIterator<Item = PatchEntry>,
+        name: &str,
+    ) -> Result<u64> {
         let mut s = lock(&self.session);
         let id = next_id(&s);
         let mut groups: Vec<(Origin, Vec<Change>)> = Vec::new();
-        for e in &patch.entries {
+        let mut bytes = 0u64;
+        for e in entries {
+            bytes += e.patched.len() as u64;
+            super::check_step_size(
+                bytes,
+                self.config.max_step_bytes,
+                &format!("loading {name}"),
+            )?;
             let before = self.current(&s, &e.tensor, e.offset, e.patched.len())?;
             let change = Change {
-                tensor: e.tensor.clone(),
+                tensor: e.tensor,
                 offset: e.offset,
                 before,
-                after: e.patched.clone(),
+                after: e.patched,
             };
             let origin = e.origin.clone().unwrap_or_else(|| Origin::new("patch"));
             match groups.iter_mut().find(|(o, _)| *o == origin) {
@@ -197,12 +222,7 @@ impl Workbench {
             };
             s.apply(step)?;
         }
-        let outcome = LoadOutcome {
-            applied: true,
-            entries: patch.entries.len(),
-            conflicts: Vec::new(),
-        };
-        Ok((outcome, Some(id)))
+        Ok(id)
     }
 
     /// Turns a loaded patch on or off (a step; a no-op when it already is).

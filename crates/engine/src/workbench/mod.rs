@@ -44,6 +44,9 @@ pub struct ServeConfig {
     /// new bytes, and journals their compact delta: about 5x this in memory while it is
     /// written).
     pub max_step_bytes: u64,
+    /// Folders whose models "compare with" may read, besides the model's own folder and the
+    /// patches folder.
+    pub allow_dirs: Vec<PathBuf>,
 }
 
 /// The default of [`ServeConfig::max_step_bytes`]: 256 MiB.
@@ -177,8 +180,12 @@ impl Workbench {
     pub fn view(&self, req: &ViewRequest) -> Result<ViewData> {
         let (shard, info) = self.model.get(&req.tensor)?;
         let spec = req.spec.clone().make_valid(&info.shape);
-        let session = lock(&self.session);
-        let source = session.history.overlay().view(&info.name, shard.data(info));
+        // A snapshot of this tensor's edits: the (possibly long) read runs without the lock.
+        let (overlay, version) = {
+            let s = lock(&self.session);
+            (s.history.overlay().only(&info.name), s.version)
+        };
+        let source = overlay.view(&info.name, shard.data(info));
         let (rows, cols) = spec.cells();
         let mut data = ViewData {
             tensor: info.name.clone(),
@@ -191,7 +198,7 @@ impl Workbench {
             stat: req.stat,
             bytes: Vec::new(),
             pooled: Vec::new(),
-            version: session.version,
+            version,
             y_labels: Vec::new(),
             x_labels: Vec::new(),
             mode: req.mode,

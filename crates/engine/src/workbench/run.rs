@@ -271,6 +271,7 @@ mod tests {
             out_dir: dir.path().join("out"),
             agent_auto_apply: false,
             max_step_bytes: crate::workbench::DEFAULT_MAX_STEP_BYTES,
+            allow_dirs: Vec::new(),
         };
         let (wb, _) = Workbench::open(Model::open(&model).unwrap(), config).unwrap();
         (dir, wb)

@@ -213,6 +213,16 @@ struct ServeArgs {
     /// refused with 413).
     #[arg(long)]
     max_edit_bytes: Option<u64>,
+    /// Another folder whose models "compare with" may read (besides the model's folder and
+    /// the patches folder); repeatable.
+    #[arg(long)]
+    allow_dir: Vec<PathBuf>,
+    /// The access token (default: a random one, printed in the address the server logs).
+    #[arg(long, env = "TENSOR_SURGEON_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Let anyone who can reach the port use the server, without a token.
+    #[arg(long, conflicts_with = "token")]
+    no_auth: bool,
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -257,6 +267,15 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
             max_edit_bytes: a
                 .max_edit_bytes
                 .unwrap_or(tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES),
+            allow_dirs: a.allow_dir,
+            // With no command (`cargo leptos serve`) the arguments were not parsed: read the
+            // environment here.
+            token: a.token.or_else(|| {
+                std::env::var("TENSOR_SURGEON_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            }),
+            no_auth: a.no_auth,
         }),
         Command::Inspect { model, json } => inspect::run(&model, json),
         Command::Slice {
@@ -310,6 +329,9 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
                 max_edit_bytes: a
                     .max_edit_bytes
                     .unwrap_or(tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES),
+                allow_dirs: Vec::new(),
+                token: None,
+                no_auth: true,
             };
             let (wb, warnings) = crate::web::open_workbench(&opts)?;
             // stdout carries the protocol: everything else goes to stderr.

@@ -1,6 +1,8 @@
 //! The web server: axum + Leptos SSR, the server functions, and the request checks that keep
-//! other web pages away from the user's model (Host and Origin).
+//! other web pages away from the user's model (Host and Origin) and everyone but its user out
+//! (the access token, [`crate::auth`]).
 
+use crate::auth::{Auth, Verdict};
 use axum::body::Body;
 use axum::extract::{FromRef, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -25,6 +27,8 @@ pub struct AppState {
     pub workbench: Arc<Workbench>,
     /// `Host` values accepted (`127.0.0.1:3000`, `localhost:3000`, ...).
     pub allowed_hosts: Arc<HashSet<String>>,
+    /// Who may use the server.
+    pub auth: Arc<Auth>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -53,13 +57,17 @@ pub fn allowed_hosts(addr: SocketAddr, extra: &[String]) -> HashSet<String> {
     hosts
 }
 
-/// Rejects requests for another Host (DNS rebinding) and state-changing requests sent by
-/// another site (a page the user visits must not edit their model).
+/// Rejects requests for another Host (DNS rebinding), state-changing requests sent by
+/// another site (a page the user visits must not edit their model), and requests without the
+/// access token.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Err(why) = check_request(req.method(), req.headers(), &state.allowed_hosts) {
         return (StatusCode::FORBIDDEN, why).into_response();
     }
-    next.run(req).await
+    match state.auth.check(req.method(), req.uri(), req.headers()) {
+        Verdict::Pass => next.run(req).await,
+        verdict => state.auth.respond(verdict, req.headers()),
+    }
 }
 
 fn check_request(
@@ -193,6 +201,12 @@ pub struct ServeOptions {
     pub agent_auto_apply: bool,
     /// Most bytes one edit or region step may change.
     pub max_edit_bytes: u64,
+    /// Folders "compare with" may read besides the model's and the patches folder.
+    pub allow_dirs: Vec<PathBuf>,
+    /// The access token (`None`: a random one, unless `no_auth`).
+    pub token: Option<String>,
+    /// Anyone who reaches the port may use the server.
+    pub no_auth: bool,
 }
 
 /// Where the demo model is written when no model is given.
@@ -232,6 +246,7 @@ pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
             .unwrap_or_else(|| model_dir.join("baked")),
         agent_auto_apply: opts.agent_auto_apply,
         max_step_bytes: opts.max_edit_bytes,
+        allow_dirs: opts.allow_dirs.clone(),
     };
     let (mut workbench, mut warnings) = Workbench::open(model, config)?;
     // A tokenizer named on the command line must load; one found beside the model may not.
@@ -244,19 +259,46 @@ pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
     Ok((workbench, warnings))
 }
 
-/// Builds the state for a model (the demo model when none is given).
+/// Builds the state for a model (the demo model when none is given), and the token the
+/// server wants (`None`: `--no-auth`).
 pub fn build_state(
     opts: &ServeOptions,
     leptos_options: LeptosOptions,
-) -> Result<(AppState, Vec<String>)> {
-    let (workbench, warnings) = open_workbench(opts)?;
+) -> Result<(AppState, Option<String>, Vec<String>)> {
     let addr = leptos_options.site_addr;
+    let token = match (&opts.token, opts.no_auth) {
+        (_, true) => None,
+        (Some(t), false) => Some(checked_token(t)?),
+        (None, false) => {
+            Some(Auth::random_token().map_err(Error::io("the system's random source"))?)
+        }
+    };
+    let auth = match &token {
+        Some(t) => Auth::token(t, addr.port()),
+        None => Auth::Off,
+    };
+    let (workbench, warnings) = open_workbench(opts)?;
     let state = AppState {
         leptos_options,
         workbench: Arc::new(workbench),
         allowed_hosts: Arc::new(allowed_hosts(addr, &opts.allow_hosts)),
+        auth: Arc::new(auth),
     };
-    Ok((state, warnings))
+    Ok((state, token, warnings))
+}
+
+/// A token given by the user: long enough to guess no sooner than a random one would, and
+/// made of characters that pass through an address and a cookie unchanged.
+fn checked_token(token: &str) -> Result<String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+    if token.len() < 16 || !token.chars().all(safe) {
+        return Err(Error::Usage(
+            "the access token needs at least 16 characters, each a letter, a digit or one of \
+             - . _ ~"
+                .into(),
+        ));
+    }
+    Ok(token.to_string())
 }
 
 /// Runs the web server until interrupted.
@@ -268,7 +310,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         leptos_options.site_addr = addr;
     }
     let addr = leptos_options.site_addr;
-    let (state, warnings) = build_state(&opts, leptos_options)?;
+    let (state, token, warnings) = build_state(&opts, leptos_options)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
@@ -282,8 +324,12 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(Error::io(addr.to_string()))?;
+        let open = match &token {
+            Some(t) => format!("http://{addr}/?token={t}"),
+            None => format!("http://{addr}/  (no access token: --no-auth)"),
+        };
         eprintln!(
-            "Tensor Surgeon: {} on http://{addr}{}  (journal {})",
+            "Tensor Surgeon: {} on {open}{}  (journal {})",
             wb.model.path.display(),
             if wb.config.read_only {
                 " (read-only)"
@@ -299,66 +345,4 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_and_origin_checks() {
-        let allowed = allowed_hosts("127.0.0.1:3000".parse().unwrap(), &[]);
-        let h = |pairs: &[(&str, &str)]| {
-            let mut m = HeaderMap::new();
-            for (k, v) in pairs {
-                m.insert(
-                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                );
-            }
-            m
-        };
-        assert!(check_request(&Method::GET, &h(&[("host", "localhost:3000")]), &allowed).is_ok());
-        assert!(
-            check_request(&Method::GET, &h(&[("host", "evil.example:3000")]), &allowed).is_err(),
-            "DNS rebinding"
-        );
-        assert!(check_request(
-            &Method::POST,
-            &h(&[
-                ("host", "127.0.0.1:3000"),
-                ("origin", "http://127.0.0.1:3000")
-            ]),
-            &allowed
-        )
-        .is_ok());
-        assert!(check_request(
-            &Method::POST,
-            &h(&[
-                ("host", "127.0.0.1:3000"),
-                ("origin", "https://evil.example")
-            ]),
-            &allowed
-        )
-        .is_err());
-        assert!(check_request(
-            &Method::POST,
-            &h(&[("host", "127.0.0.1:3000"), ("sec-fetch-site", "cross-site")]),
-            &allowed
-        )
-        .is_err());
-        assert!(
-            check_request(&Method::POST, &h(&[("host", "127.0.0.1:3000")]), &allowed).is_ok(),
-            "scripts send no Origin"
-        );
-        assert!(
-            check_request(
-                &Method::GET,
-                &h(&[
-                    ("host", "127.0.0.1:3000"),
-                    ("origin", "https://evil.example")
-                ]),
-                &allowed
-            )
-            .is_ok(),
-            "reads are guarded by CORS"
-        );
-    }
-}
+mod tests;
