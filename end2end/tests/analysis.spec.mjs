@@ -29,7 +29,7 @@ async function drawn(locator) {
 }
 
 test('statistics and histogram of a tensor agree with the CLI; hover reads a bin', async ({ page }) => {
-  await openView(page, q({ t: NORM }));
+  await openView(page, q({ t: NORM, tab: 'stats' }));
   const want = cli('stats', paths.model, NORM, '--json');
   const panel = page.locator('.stats-panel');
   await expect(panel.locator('.stats-body')).toHaveAttribute('data-tensor', NORM);
@@ -73,7 +73,7 @@ test('an edit changes the statistics', async ({ page }) => {
 });
 
 test('clicking the peak of the row profile shows that row in the heatmap', async ({ page }) => {
-  await openView(page, q({ t: EMBED }));
+  await openView(page, q({ t: EMBED, tab: 'stats' }));
   await expect(page.locator('.view-status')).toContainText('pooled');
   const rows = page.locator('canvas.profile.rows');
   await expect(rows).toHaveAttribute('data-n', '2048');

@@ -2,7 +2,7 @@
 import { test, expect } from '@playwright/test';
 import { readFileSync, existsSync } from 'node:fs';
 import { paths } from './paths.mjs';
-import { cli, resetSession, openView, cellCenter, pixel, clickCell, waitPixelChange } from './helpers.mjs';
+import { cli, resetSession, openView, cellCenter, pixel, clickCell, waitPixelChange, openTab } from './helpers.mjs';
 
 const EMBED = 'model.embed_tokens.weight';
 const NORM = 'model.layers.3.post_attention_layernorm.weight';
@@ -101,6 +101,7 @@ test('save a patch and check the downloaded entry', async ({ page }) => {
   await clickCell(page, 4, 4, 3, 3);
   await page.getByLabel('edit value').fill('0.25');
   await page.getByRole('button', { name: 'apply' }).click();
+  await openTab(page, 'Patch');
   await expect(page.locator('.patch-panel .entries tbody tr')).toHaveCount(1);
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'download' }).click()]);
   const doc = JSON.parse(readFileSync(await download.path(), 'utf8'));
@@ -117,6 +118,7 @@ test('bake, then read the baked value with the CLI', async ({ page }) => {
   await clickCell(page, 4, 4, 1, 1);
   await page.getByLabel('edit value').fill('-2.5');
   await page.getByRole('button', { name: 'apply' }).click();
+  await openTab(page, 'Patch');
   await expect(page.locator('.patch-panel .entries tbody tr')).toHaveCount(1);
   await page.getByLabel('bake file name').fill('e2e-baked');
   await page.getByRole('button', { name: 'bake' }).click();

@@ -29,6 +29,13 @@ export async function resetSession(request) {
   expect(s.can_undo, 'the session was undone back to the base model').toBe(false);
 }
 
+/** Brings a tab of the dock to the front (Cell, Region, Tokens, Stats, Project, Patch, Run). */
+export async function openTab(page, name) {
+  const tab = page.getByRole('tab', { name, exact: true });
+  await tab.click();
+  await expect(tab).toHaveAttribute('aria-selected', 'true');
+}
+
 /** Opens the page at a query string and waits for the client to hydrate and draw. */
 export async function openView(page, query) {
   await page.goto(`/${query}`);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { paths } from './paths.mjs';
-import { cli, resetSession, openView, cellCenter, pixel, waitPixelChange, mcpClient } from './helpers.mjs';
+import { cli, resetSession, openView, cellCenter, pixel, waitPixelChange, mcpClient, openTab } from './helpers.mjs';
 
 const EMBED = 'model.embed_tokens.weight';
 const NORM = 'model.layers.3.post_attention_layernorm.weight';
@@ -212,6 +212,7 @@ test.describe('over HTTP at /mcp', () => {
     await expect(item).toHaveCount(1);
     await expect(item).toContainText('agent: cell [2,3] is the switch');
     expect(await pixel(page, p.x, p.y)).toEqual(before);
+    await openTab(page, 'Patch');
     await item.locator('button.accept').click();
     await waitPixelChange(page, p, before);
     await expect(page.locator('.pending li')).toHaveCount(0);

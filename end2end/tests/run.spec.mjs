@@ -5,7 +5,7 @@
 // both back together; and a top neuron opening its down_proj column.
 import { test, expect } from '@playwright/test';
 import { llmPort } from '../playwright.config.mjs';
-import { resetSession, mcpClient } from './helpers.mjs';
+import { resetSession, mcpClient, openTab } from './helpers.mjs';
 
 test.use({ baseURL: `http://127.0.0.1:${llmPort}` });
 test.describe.configure({ timeout: 240_000 });
@@ -23,7 +23,7 @@ async function tokenId(request, text) {
 }
 
 async function open(page) {
-  await page.goto('/');
+  await page.goto('/?tab=run');
   await expect(page.locator('.app[data-hydrated="true"]')).toBeVisible();
   await expect(page.locator('.run-panel .run-prompt')).toBeVisible({ timeout: 60_000 });
 }
@@ -56,16 +56,19 @@ test('an embedding swap flips the edited answer, the probes show it, undo restor
   expect(Number(await unrelated.getAttribute('data-kl'))).toBe(0);
 
   // Swap the two rows with the region panel: open " Paris"'s row from the tokens panel.
+  await openTab(page, 'Tokens');
   await page.locator('.token-search').fill(' Paris');
   await page.locator('.token-search').press('Enter');
   await page.locator(`.token-hits a[data-id="${paris}"]`).click();
   await expect(page).toHaveURL(new RegExp(`t=${EMBED.replaceAll('.', '\\.')}`));
+  await openTab(page, 'Region');
   await page.getByLabel('region op', { exact: true }).selectOption('swap_rows');
   await page.getByLabel('region argument').fill(String(london));
   await page.locator('.region-apply').click();
   await expect(page.locator('.region-error')).toHaveCount(0);
 
   // The run re-ran by itself: the edited model now says " London", the base still " Paris".
+  await openTab(page, 'Run');
   const edited = page.locator('.run-outcome .run-side.edited:not(.same)');
   await expect(edited).toHaveAttribute('data-top1', ' London', { timeout: 60_000 });
   await expect(base).toHaveAttribute('data-top1', ' Paris');
@@ -87,8 +90,8 @@ test('an embedding swap flips the edited answer, the probes show it, undo restor
   const saved = await (await request.get('/api/probes/load?name=paris-london')).json();
   expect(saved.probes.map((p) => p.kind)).toEqual(['expect', 'unrelated']);
 
-  // Undo in the patch panel: everything re-runs, and both sides agree again.
-  await page.locator('.patch-panel button.undo').click();
+  // Undo (in the header): everything re-runs, and both sides agree again.
+  await page.locator('.history button.undo').click();
   // Every edit undone: the edited model is the base again.
   await expect(page.locator('.run-outcome .run-side.edited.same')).toBeVisible({ timeout: 60_000 });
   await expect(base).toHaveAttribute('data-top1', ' Paris');

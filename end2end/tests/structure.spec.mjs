@@ -19,7 +19,7 @@ async function numbers(locator, attr) {
 const snapshot = (locator) => locator.evaluate((c) => c.toDataURL());
 
 test('the scatter of the embedding: hover names a point and its token, click opens its row', async ({ page }) => {
-  await openView(page, q({ t: EMBED }));
+  await openView(page, q({ t: EMBED, tab: 'project' }));
   await page.locator('.project-run').click();
   const canvas = page.locator('canvas.scatter');
   await expect(canvas).toHaveAttribute('data-n', '2048');
@@ -42,7 +42,7 @@ test('the scatter of the embedding: hover names a point and its token, click ope
 });
 
 test('a 3-D scatter rotates when dragged', async ({ page }) => {
-  await openView(page, q({ t: EMBED }));
+  await openView(page, q({ t: EMBED, tab: 'project' }));
   await page.locator('.project-dims').selectOption('3');
   await page.locator('.project-color').selectOption('cluster');
   await page.locator('.project-run').click();
@@ -76,7 +76,7 @@ test('a 3-D scatter rotates when dragged', async ({ page }) => {
 });
 
 test('find a token, open its row, and list its nearest tokens as the CLI does', async ({ page }) => {
-  await openView(page, q({ t: 'lm_head.weight' }));
+  await openView(page, q({ t: 'lm_head.weight', tab: 'tokens' }));
   await page.getByLabel('find a token').fill(' Paris');
   await page.getByLabel('find a token').press('Enter');
   const hit = page.locator('.token-hits a').first();

@@ -27,7 +27,7 @@ async function upload(page, name, patch) {
 test('two patches loaded at once; turning one off brings its cells back', async ({ page, request }) => {
   const cell = async (r, c) => (await (await request.get(`/api/cell?${new URLSearchParams({ tensor: EMBED, index: `${r},${c}` })}`)).json()).hex;
   const original = await cell(0, 0);
-  await openView(page, q({ t: EMBED, ys: '0:4', xs: '0:4' }));
+  await openView(page, q({ t: EMBED, ys: '0:4', xs: '0:4', tab: 'patch' }));
   const a = await cellCenter(page, 4, 4, 0, 0);
   const b = await cellCenter(page, 4, 4, 1, 1);
   const [a0, b0] = [await pixel(page, a.x, a.y), await pixel(page, b.x, b.y)];
@@ -88,7 +88,7 @@ test('the delta view shows only the edited cells, on a scale centred at zero', a
 });
 
 test('swap two rows of the embedding and see them swapped', async ({ page, request }) => {
-  await openView(page, q({ t: EMBED, ys: '0:4', xs: '0:6' }));
+  await openView(page, q({ t: EMBED, ys: '0:4', xs: '0:6', tab: 'region' }));
   const row = async (r) => {
     const out = [];
     for (let c = 0; c < 6; c++) {

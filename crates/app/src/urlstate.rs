@@ -23,6 +23,8 @@ pub struct UrlState {
     pub scan: bool,
     /// Before / after / delta (`show=`; absent: after).
     pub mode: Option<tensor_surgeon_core::view::ViewMode>,
+    /// The dock's open tab (`tab=`; absent: the cell tab).
+    pub tab: Option<String>,
 }
 
 fn parse_span(text: &str) -> Option<Span> {
@@ -42,7 +44,8 @@ fn span_text(s: Span) -> String {
 }
 
 impl UrlState {
-    /// Reads the state from query pairs (`t`, `y`, `x`, `i`, `ys`, `xs`, `cm`, `sc`, `pool`, `scan`).
+    /// Reads the state from query pairs (`t`, `y`, `x`, `i`, `ys`, `xs`, `cm`, `sc`, `pool`,
+    /// `scan`, `show`, `tab`).
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> UrlState {
         let mut s = UrlState::default();
         for (k, v) in pairs {
@@ -63,6 +66,7 @@ impl UrlState {
                 "pool" => s.stat = PoolStat::parse(v),
                 "scan" => s.scan = v == "1",
                 "show" => s.mode = tensor_surgeon_core::view::ViewMode::parse(v),
+                "tab" if !v.is_empty() => s.tab = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -119,6 +123,9 @@ impl UrlState {
         if let Some(m) = self.mode {
             out.push(("show", m.name().to_string()));
         }
+        if let Some(t) = &self.tab {
+            out.push(("tab", t.clone()));
+        }
         out
     }
 
@@ -154,6 +161,7 @@ impl UrlState {
             scale: self.scale,
             stat: self.stat,
             mode: self.mode,
+            tab: self.tab.clone(),
             ..UrlState::default()
         }
     }
@@ -185,6 +193,7 @@ mod tests {
             stat: Some(PoolStat::Mean),
             scan: true,
             mode: Some(tensor_surgeon_core::view::ViewMode::Delta),
+            tab: Some("patch".into()),
         };
         let pairs = s.to_pairs();
         let back = UrlState::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));

@@ -16,14 +16,29 @@ pub enum Colormap {
 /// How the value range of the scale is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub enum ScaleMode {
-    /// `±max|x|` over the finite values.
+    /// [`ScaleMode::Robust`] when a few outliers would wash the view out (`max|x|` more than
+    /// [`OUTLIER_RATIO`] times the 99.9th percentile of `|x|`), else `±max|x|`.
     #[default]
+    Auto,
+    /// `±max|x|` over the finite values.
     Symmetric,
+    /// `±` the 99.9th percentile of `|x|`: values beyond are drawn saturated.
+    Robust,
+    /// `±max|x|` on a symmetric-log axis: linear within `±c` (`c` the median `|x|`), then
+    /// logarithmic, for heavy-tailed tensors.
+    SymLog,
     /// `min ..= max` of the finite values.
     MinMax,
     /// Clip to the `p`-th and `100 - p`-th percentiles.
     Percentile(f64),
 }
+
+/// How far `max|x|` may exceed the 99.9th percentile of `|x|` before [`ScaleMode::Auto`]
+/// clips: real LLM weights nearly always have a few channels far beyond the rest.
+pub const OUTLIER_RATIO: f64 = 4.0;
+
+/// The quantile of `|x|` a robust scale reaches.
+pub const ROBUST_QUANTILE: f64 = 0.999;
 
 /// Marked colours for values a scale cannot place.
 pub const NAN_COLOR: [u8; 4] = [255, 0, 255, 255];
@@ -67,6 +82,21 @@ pub struct Scale {
     pub colormap: Colormap,
     pub lo: f64,
     pub hi: f64,
+    /// The mode that chose the range ([`ScaleMode::Auto`] resolved).
+    pub mode: ScaleMode,
+    /// The finite values' true minimum and maximum (`lo`/`hi` may clip them).
+    pub data_lo: f64,
+    pub data_hi: f64,
+    /// Finite values beyond `lo ..= hi`, drawn saturated.
+    pub clipped: usize,
+    /// Symmetric-log axis: linear within `±c`.
+    pub symlog: Option<f64>,
+}
+
+/// The `q` quantile of `values` (reordered), by nearest rank.
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    let k = ((values.len() - 1) as f64 * q).round() as usize;
+    *values.select_nth_unstable_by(k, f64::total_cmp).1
 }
 
 impl Scale {
@@ -74,6 +104,46 @@ impl Scale {
     /// centred at zero, so its range is made symmetric.
     pub fn fit(colormap: Colormap, mode: ScaleMode, values: impl Iterator<Item = f64>) -> Scale {
         let mut finite: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+        let (data_lo, data_hi) = finite
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let mut symlog = None;
+        let mut mode = mode;
+        if matches!(
+            mode,
+            ScaleMode::Auto | ScaleMode::Robust | ScaleMode::SymLog
+        ) && !finite.is_empty()
+        {
+            let mut mags: Vec<f64> = finite.iter().map(|v| v.abs()).collect();
+            let max = data_lo.abs().max(data_hi.abs());
+            let robust = quantile(&mut mags, ROBUST_QUANTILE);
+            if mode == ScaleMode::Auto {
+                mode = if max > OUTLIER_RATIO * robust && robust > 0.0 {
+                    ScaleMode::Robust
+                } else {
+                    ScaleMode::Symmetric
+                };
+            }
+            match mode {
+                ScaleMode::Robust if robust > 0.0 => {
+                    return Scale::within(
+                        colormap, mode, -robust, robust, data_lo, data_hi, &finite, None,
+                    );
+                }
+                ScaleMode::SymLog => {
+                    let median = quantile(&mut mags, 0.5);
+                    let c = if median > 0.0 {
+                        median
+                    } else {
+                        (max / 1e3).max(f64::MIN_POSITIVE)
+                    };
+                    symlog = Some(c);
+                }
+                _ => {}
+            }
+        }
         let (mut lo, mut hi) = match mode {
             ScaleMode::Percentile(p) if !finite.is_empty() => {
                 let p = p.clamp(0.0, 49.0) / 100.0;
@@ -93,19 +163,103 @@ impl Scale {
         if !lo.is_finite() || !hi.is_finite() {
             (lo, hi) = (0.0, 0.0);
         }
-        if colormap == Colormap::Diverging || mode == ScaleMode::Symmetric {
+        if colormap == Colormap::Diverging
+            || matches!(
+                mode,
+                ScaleMode::Symmetric | ScaleMode::SymLog | ScaleMode::Robust
+            )
+        {
             let m = lo.abs().max(hi.abs());
             (lo, hi) = (-m, m);
         }
-        Scale { colormap, lo, hi }
+        Scale::within(colormap, mode, lo, hi, data_lo, data_hi, &finite, symlog)
     }
 
-    /// Position of `v` in `[0, 1]` along the colormap.
+    /// A scale over `lo ..= hi`, counting the values it clips.
+    #[allow(clippy::too_many_arguments)]
+    fn within(
+        colormap: Colormap,
+        mode: ScaleMode,
+        lo: f64,
+        hi: f64,
+        data_lo: f64,
+        data_hi: f64,
+        finite: &[f64],
+        symlog: Option<f64>,
+    ) -> Scale {
+        let clipped = finite.iter().filter(|&&v| v < lo || v > hi).count();
+        let (data_lo, data_hi) = if finite.is_empty() {
+            (0.0, 0.0)
+        } else {
+            (data_lo, data_hi)
+        };
+        Scale {
+            colormap,
+            lo,
+            hi,
+            mode,
+            data_lo,
+            data_hi,
+            clipped,
+            symlog,
+        }
+    }
+
+    /// Position of `v` in `[0, 1]` along the colormap (outside it when `v` is clipped).
     pub fn position(&self, v: f64) -> f64 {
         if self.hi <= self.lo {
             return 0.5;
         }
-        (v - self.lo) / (self.hi - self.lo)
+        match self.symlog {
+            Some(c) => {
+                let g = |v: f64| v.signum() * (v.abs() / c).ln_1p();
+                let (a, b) = (g(self.lo), g(self.hi));
+                (g(v) - a) / (b - a)
+            }
+            None => (v - self.lo) / (self.hi - self.lo),
+        }
+    }
+
+    /// The value at position `t` (the inverse of [`Scale::position`]), for colour-bar ticks.
+    pub fn value_at(&self, t: f64) -> f64 {
+        match self.symlog {
+            Some(c) => {
+                let g = |v: f64| v.signum() * (v.abs() / c).ln_1p();
+                let y = g(self.lo) + t * (g(self.hi) - g(self.lo));
+                y.signum() * c * y.abs().exp_m1()
+            }
+            None => self.lo + t * (self.hi - self.lo),
+        }
+    }
+
+    /// One line on how the scale was chosen, for the page: the range, the rule, and what it
+    /// clips with the true range.
+    pub fn describe(&self) -> String {
+        let f = |v: f64| crate::units::tick_label(v, self.hi - self.lo);
+        let range = if self.colormap == Colormap::Diverging || self.lo == -self.hi {
+            format!("±{}", f(self.hi))
+        } else {
+            format!("{} … {}", f(self.lo), f(self.hi))
+        };
+        let rule = match self.mode {
+            ScaleMode::Auto | ScaleMode::Symmetric => "max |x|".to_string(),
+            ScaleMode::Robust => "robust: 99.9th percentile of |x|".into(),
+            ScaleMode::SymLog => format!(
+                "symmetric log, linear within ±{}",
+                f(self.symlog.unwrap_or(0.0))
+            ),
+            ScaleMode::MinMax => "min–max".into(),
+            ScaleMode::Percentile(p) => format!("clipped at the {p}% tails"),
+        };
+        let clipped = match self.clipped {
+            0 => String::new(),
+            n => format!(
+                "; {n} value(s) beyond, drawn saturated (true range {} … {})",
+                f(self.data_lo),
+                f(self.data_hi)
+            ),
+        };
+        format!("scale {range} ({rule}){clipped}")
     }
 
     /// The colour of a value, with NaN and ±Inf in their marked colours.
@@ -151,6 +305,9 @@ impl Scale {
 /// How the client asks for colour scales in URLs and requests.
 pub fn scale_mode_name(mode: ScaleMode) -> String {
     match mode {
+        ScaleMode::Auto => "auto".into(),
+        ScaleMode::Robust => "robust".into(),
+        ScaleMode::SymLog => "symlog".into(),
         ScaleMode::Symmetric => "sym".into(),
         ScaleMode::MinMax => "minmax".into(),
         ScaleMode::Percentile(p) => format!("p{p}"),
@@ -160,6 +317,9 @@ pub fn scale_mode_name(mode: ScaleMode) -> String {
 /// Parses [`scale_mode_name`].
 pub fn parse_scale_mode(text: &str) -> Option<ScaleMode> {
     match text {
+        "auto" => Some(ScaleMode::Auto),
+        "robust" => Some(ScaleMode::Robust),
+        "symlog" => Some(ScaleMode::SymLog),
         "sym" => Some(ScaleMode::Symmetric),
         "minmax" => Some(ScaleMode::MinMax),
         t => t
@@ -217,5 +377,92 @@ mod tests {
         s.paint([0.0, 100.0, f64::NAN].into_iter(), &mut buf);
         assert_eq!(&buf[8..12], &NAN_COLOR);
         assert_eq!(&buf[0..4], &Colormap::Viridis.at(0.0));
+    }
+
+    /// Weights like a real MLP matrix: small values and one outlier channel.
+    fn weights_with_outliers() -> Vec<f64> {
+        let mut v: Vec<f64> = (0..10_000)
+            .map(|i| ((i * 7919) % 2001) as f64 / 1000.0 - 1.0)
+            .map(|x| x * 0.1)
+            .collect();
+        for k in 0..5 {
+            v[k * 97] = 4.78 * if k % 2 == 0 { 1.0 } else { -1.0 };
+        }
+        v
+    }
+
+    #[test]
+    fn auto_clips_a_view_that_outliers_would_wash_out() {
+        let v = weights_with_outliers();
+        let s = Scale::fit(Colormap::Diverging, ScaleMode::Auto, v.iter().copied());
+        assert_eq!(s.mode, ScaleMode::Robust);
+        assert!(
+            (s.hi - 0.1).abs() < 0.002 && s.lo == -s.hi,
+            "±p99.9 of |x|: {}",
+            s.hi
+        );
+        assert_eq!(s.clipped, 5);
+        assert_eq!((s.data_lo, s.data_hi), (-4.78, 4.78));
+        assert_eq!(s.color(4.78), s.color(s.hi), "beyond the scale: saturated");
+        assert!(
+            s.describe().contains("5 value(s) beyond"),
+            "{}",
+            s.describe()
+        );
+        // Most values now span the colormap instead of sitting at its pale centre.
+        let far = v
+            .iter()
+            .filter(|&&x| (s.position(x) - 0.5).abs() > 0.25)
+            .count();
+        assert!(far > v.len() / 3, "{far}");
+        let plain = Scale::fit(Colormap::Diverging, ScaleMode::Symmetric, v.iter().copied());
+        let far = v
+            .iter()
+            .filter(|&&x| (plain.position(x) - 0.5).abs() > 0.25)
+            .count();
+        assert_eq!(
+            far, 5,
+            "±max|x| leaves all but the outliers near the centre"
+        );
+    }
+
+    #[test]
+    fn auto_keeps_max_abs_without_outliers() {
+        let v: Vec<f64> = (0..1000).map(|i| (i as f64 - 500.0) / 100.0).collect();
+        let s = Scale::fit(Colormap::Diverging, ScaleMode::Auto, v.iter().copied());
+        assert_eq!(
+            (s.mode, s.lo, s.hi, s.clipped),
+            (ScaleMode::Symmetric, -5.0, 5.0, 0)
+        );
+    }
+
+    #[test]
+    fn symlog_is_monotonic_and_inverts() {
+        let v = weights_with_outliers();
+        let s = Scale::fit(Colormap::Diverging, ScaleMode::SymLog, v.iter().copied());
+        assert_eq!((s.lo, s.hi, s.clipped), (-4.78, 4.78, 0));
+        assert_eq!(s.position(0.0), 0.5);
+        let xs = [-4.78, -1.0, -0.05, 0.0, 0.01, 0.1, 4.78];
+        let ps: Vec<f64> = xs.iter().map(|&x| s.position(x)).collect();
+        assert!(ps.windows(2).all(|w| w[0] < w[1]), "{ps:?}");
+        for &x in &xs {
+            assert!((s.value_at(s.position(x)) - x).abs() < 1e-9, "{x}");
+        }
+        // The bulk gets a visible share of the colormap (linear ±4.78 puts 0.1 at 0.51).
+        assert!(s.position(0.1) > 0.6, "{}", s.position(0.1));
+    }
+
+    #[test]
+    fn scale_names_round_trip() {
+        for m in [
+            ScaleMode::Auto,
+            ScaleMode::Robust,
+            ScaleMode::SymLog,
+            ScaleMode::Symmetric,
+            ScaleMode::MinMax,
+            ScaleMode::Percentile(1.0),
+        ] {
+            assert_eq!(parse_scale_mode(&scale_mode_name(m)), Some(m));
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Tensor list filtering (substring or regex) and grouping by name prefix
-//! (`model.layers.3.`), shared by the web list and the CLI.
+//! Tensor list filtering (substring or regex), fuzzy ranking for the quick switcher, and
+//! grouping by name prefix (`model.layers.3.`), shared by the web list and the CLI.
 
 /// A compiled tensor-name filter.
 pub enum Filter {
@@ -32,6 +32,38 @@ impl Filter {
             Filter::Regex(r) => r.is_match(name),
         }
     }
+}
+
+/// The names that fuzzy-match `query` (its characters in order, e.g. `l3dn` for
+/// `model.layers.3.mlp.down_proj.weight`), best first: indices into `names`, at most `limit`.
+/// Scored as editors' quick-open lists are (nucleo, the matcher of the Helix editor): word
+/// starts and consecutive runs score higher; ties keep the original order.
+pub fn fuzzy_rank(names: &[&str], query: &str, limit: usize) -> Vec<usize> {
+    use nucleo_matcher::pattern::{AtomKind, CaseMatching, Normalization, Pattern};
+    use nucleo_matcher::{Config, Matcher, Utf32Str};
+    let query = query.trim();
+    if query.is_empty() {
+        return (0..names.len().min(limit)).collect();
+    }
+    let mut matcher = Matcher::new(Config::DEFAULT.match_paths());
+    let pattern = Pattern::new(
+        query,
+        CaseMatching::Ignore,
+        Normalization::Smart,
+        AtomKind::Fuzzy,
+    );
+    let mut buf = Vec::new();
+    let mut scored: Vec<(u32, usize)> = names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            pattern
+                .score(Utf32Str::new(n, &mut buf), &mut matcher)
+                .map(|s| (s, i))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(limit).map(|(_, i)| i).collect()
 }
 
 /// The group a tensor belongs to: its name up to and including the first numbered segment
@@ -106,5 +138,36 @@ mod tests {
         assert!(r.matches("model.layers.1.mlp.x") && !r.matches("model.layers.2.mlp.x"));
         assert!(Filter::new("(", true).is_err());
         assert!(Filter::new("  ", true).unwrap().matches("anything"));
+    }
+
+    #[test]
+    fn fuzzy_rank_finds_a_tensor_by_scattered_letters() {
+        let names = [
+            "model.embed_tokens.weight",
+            "model.layers.3.mlp.up_proj.weight",
+            "model.layers.3.mlp.down_proj.weight",
+            "model.layers.13.mlp.down_proj.weight",
+            "model.norm.weight",
+        ];
+        let got = fuzzy_rank(&names, "l3 down", 10);
+        assert_eq!(got[0], 2, "{got:?}");
+        assert!(got.contains(&3), "13 also has a 3 before down: {got:?}");
+        assert!(!got.contains(&1) && !got.contains(&0), "{got:?}");
+        assert_eq!(
+            fuzzy_rank(&names, "EMBED", 10),
+            vec![0],
+            "case does not matter"
+        );
+        assert!(fuzzy_rank(&names, "zzz", 10).is_empty());
+        assert_eq!(
+            fuzzy_rank(&names, "", 2),
+            vec![0, 1],
+            "no query: the list as it is"
+        );
+        assert_eq!(
+            fuzzy_rank(&names, "weight", 2).len(),
+            2,
+            "at most the limit"
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod header;
 pub mod index;
 pub mod origin;
 pub mod overlay;
+pub mod overview;
 pub mod packed;
 pub mod patch;
 pub mod region;

@@ -30,6 +30,10 @@ pub struct ModelSummary {
     pub tokenizer: Option<String>,
     /// The vocabulary matrix token search opens (an embedding).
     pub vocab_tensor: Option<String>,
+    /// What `config.json` says the model is (`architectures`, `model_type`, sizes), in order;
+    /// empty without one.
+    #[serde(default)]
+    pub architecture: Vec<(String, String)>,
 }
 
 /// A request for heatmap data.

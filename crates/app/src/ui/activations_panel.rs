@@ -176,7 +176,7 @@ pub fn ActivationsPanel(prompt: RwSignal<String>, layers: u32) -> impl IntoView 
                 </select>
             </div>
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
-            <canvas node_ref=canvas width=960 height=260 class="activation-map"
+            <canvas node_ref=canvas width=432 height=260 class="activation-map"
                 style:display=move || if current().is_some() { "block" } else { "none" }
                 on:mousemove=on_move on:mouseleave=move |_| hover.set(None) on:click=on_click/>
             <p class="muted activation-hover">{move || hover_text().unwrap_or_default()}</p>

@@ -133,7 +133,7 @@ pub fn ViewControls() -> impl IntoView {
             .get()
             .scale
             .map(tensor_surgeon_core::colormap::scale_mode_name)
-            .unwrap_or_else(|| "sym".into())
+            .unwrap_or_else(|| "auto".into())
     };
     let stat = move || ctx.url.get().stat.unwrap_or_default();
     let show = move || ctx.url.get().mode.unwrap_or_default();
@@ -170,7 +170,10 @@ pub fn ViewControls() -> impl IntoView {
                 </label>
                 <label>"scale "
                     <select aria-label="scale" on:change=move |ev| { let v = event_target_value(&ev); set_url(Box::new(move |u| u.scale = tensor_surgeon_core::colormap::parse_scale_mode(&v))) }>
+                        <option value="auto" selected=move || scale() == "auto" title="robust when a few outliers would wash the view out, else ±max|x|">"auto"</option>
+                        <option value="robust" selected=move || scale() == "robust" title="± the 99.9th percentile of |x|; values beyond drawn saturated">"robust (p99.9 |x|)"</option>
                         <option value="sym" selected=move || scale() == "sym">"±max|x|"</option>
+                        <option value="symlog" selected=move || scale() == "symlog" title="±max|x|, logarithmic beyond the median |x|">"symmetric log"</option>
                         <option value="minmax" selected=move || scale() == "minmax">"min–max"</option>
                         <option value="p1" selected=move || scale() == "p1">"clip 1%"</option>
                         <option value="p0.1" selected=move || scale() == "p0.1">"clip 0.1%"</option>
@@ -193,7 +196,8 @@ pub fn ViewControls() -> impl IntoView {
     }
 }
 
-/// The scale mode in effect (default: symmetric for signed data).
+/// The scale mode in effect (default: auto, robust when outliers would wash the view out,
+/// for signed data; min–max for unsigned).
 pub fn scale_mode(url: &UrlState, dtype: &str) -> (Colormap, ScaleMode) {
     if url.mode == Some(ViewMode::Delta) {
         // Deltas are signed whatever the dtype: diverging, centred at zero.
@@ -208,7 +212,7 @@ pub fn scale_mode(url: &UrlState, dtype: &str) -> (Colormap, ScaleMode) {
     let sc = url.scale.unwrap_or(if unsigned {
         ScaleMode::MinMax
     } else {
-        ScaleMode::Symmetric
+        ScaleMode::Auto
     });
     (cm, sc)
 }

@@ -13,8 +13,8 @@ use tensor_surgeon_core::view::{Span, ViewSpec};
 use tensor_surgeon_wire::{ViewData, ViewRequest};
 
 /// Canvas size in pixels.
-pub const WIDTH: u32 = 960;
-pub const HEIGHT: u32 = 760;
+pub const WIDTH: u32 = 872;
+pub const HEIGHT: u32 = 720;
 /// Room for axes and the colour bar; the grid asked of the server fits the rest.
 pub(super) const GRID_W: u64 = WIDTH as u64 - 200;
 pub(super) const GRID_H: u64 = HEIGHT as u64 - 60;
@@ -367,15 +367,8 @@ pub fn Heatmap() -> impl IntoView {
                 .map(|d| describe(d, h))
         })
     };
-    let scale_text = move || {
-        scale.get().map(|s| {
-            format!(
-                "scale {} … {}",
-                dtype::pretty_f64(s.lo),
-                dtype::pretty_f64(s.hi)
-            )
-        })
-    };
+    let scale_text = move || scale.get().map(|s| s.describe());
+    let clipped = move || scale.get().map(|s| s.clipped.to_string());
 
     view! {
         <section class="heatmap">
@@ -388,7 +381,7 @@ pub fn Heatmap() -> impl IntoView {
                     on:mouseleave=move |_| { hover.set(None); drag.set(None); }/>
             </div>
             <div class="hover" aria-live="polite">{hover_text}</div>
-            <div class="muted">{scale_text}</div>
+            <div class="muted scale-note" data-clipped=clipped>{scale_text}</div>
         </section>
     }
 }

@@ -1,5 +1,6 @@
-//! The patch panel: the session's changed elements, undo / redo, save (download and a copy in
-//! the patches folder), load (verified; conflicts listed), and bake with progress.
+//! The patch panel: the session's changed elements, save (download and a copy in the patches
+//! folder), load (verified; conflicts listed), and bake with progress. Undo / redo live in the
+//! header ([`HistoryButtons`]), in reach from every tab.
 
 use super::state::{message, submit, use_ctx};
 use crate::api::{
@@ -9,6 +10,9 @@ use crate::api::{
 use leptos::prelude::*;
 use std::time::Duration;
 use tensor_surgeon_wire::{BakeStatus, DropRequest};
+
+/// Entries shown per page of the table.
+const PAGE: usize = 50;
 
 #[component]
 pub fn PatchPanel() -> impl IntoView {
@@ -25,7 +29,8 @@ pub fn PatchPanel() -> impl IntoView {
     let (pick_tensor, set_pick_tensor) = signal(String::new());
 
     let (_, set_busy) = signal(false);
-    let on_undo = move |_| submit(ctx, set_busy, set_error, undo());
+    // The entries table, a page at a time.
+    let page = RwSignal::new(0usize);
     let on_resolve =
         move |id: u64, accept: bool| submit(ctx, set_busy, set_error, resolve_proposal(id, accept));
     // Agents edit over /mcp: a long poll on the session version shows their proposals live
@@ -48,7 +53,6 @@ pub fn PatchPanel() -> impl IntoView {
         });
     }
     Effect::new(move |_| watch(ctx, StoredValue::new(None)));
-    let on_redo = move |_| submit(ctx, set_busy, set_error, redo());
     let on_drop = move |keep: bool, whole: bool| {
         let request = DropRequest {
             tensors: if whole {
@@ -154,16 +158,6 @@ pub fn PatchPanel() -> impl IntoView {
         <section class="patch-panel">
             <h3>"Patch"</h3>
             <div class="row">
-                <Transition fallback=|| ()>
-                    {move || Suspend::new(async move {
-                        let s = ctx.session.await.ok();
-                        let (can_undo, can_redo) = s.as_ref().map(|s| (s.can_undo, s.can_redo)).unwrap_or_default();
-                        view! {
-                            <button class="undo" on:click=on_undo disabled=!can_undo>"undo"</button>
-                            <button class="redo" on:click=on_redo disabled=!can_redo>"redo"</button>
-                        }
-                    })}
-                </Transition>
                 <input aria-label="patch file name" prop:value=name on:input=move |ev| set_name.set(event_target_value(&ev))/>
                 <input aria-label="patch note" placeholder="note" prop:value=note on:input=move |ev| set_note.set(event_target_value(&ev))/>
                 <button class="save" on:click=on_save>"save to patches folder"</button>
@@ -211,10 +205,28 @@ pub fn PatchPanel() -> impl IntoView {
                                 <button class="drop-tensor" on:click=move |_| on_drop(false, true) disabled=move || pick_tensor.with(String::is_empty)>"drop tensor's entries"</button>
                                 <button class="keep-tensor" on:click=move |_| on_drop(true, true) disabled=move || pick_tensor.with(String::is_empty)>"keep only tensor"</button>
                             </div>
+                            {
+                                let listed = s.entries.len();
+                                let more = (s.total_elements as usize).saturating_sub(listed);
+                                let pages = listed.div_ceil(PAGE).max(1);
+                                view! {
+                                    <div class="pager" aria-label="entry pages">
+                                        <button class="prev-page" aria-label="previous entries" disabled=move || page.get() == 0 on:click=move |_| page.update(|p| *p = p.saturating_sub(1))>"‹"</button>
+                                        <span class="page-note">{move || {
+                                            let p = page.get().min(pages - 1);
+                                            let (from, to) = (p * PAGE + 1, ((p + 1) * PAGE).min(listed));
+                                            if listed == 0 { "no entries".to_string() } else { format!("entries {from}–{to} of {listed}") }
+                                        }}{(more > 0).then(|| format!(" (and {more} more elements, not listed)"))}</span>
+                                        <button class="next-page" aria-label="next entries" disabled=move || { page.get() + 1 >= pages } on:click=move |_| page.update(|p| *p = (*p + 1).min(pages - 1))>"›"</button>
+                                    </div>
+                                }
+                            }
                             <table class="entries">
                                 <thead><tr><th></th><th>"tensor"</th><th>"index"</th><th>"old"</th><th>"new"</th><th>"old hex"</th><th>"new hex"</th><th>"origin"</th></tr></thead>
                                 <tbody>
-                                    {s.entries.iter().map(|e| {
+                                    {let entries = s.entries.clone(); move || {
+                                    let p = page.get().min(entries.len().div_ceil(PAGE).max(1) - 1);
+                                    entries.iter().skip(p * PAGE).take(PAGE).map(|e| {
                                         let key = (e.tensor.clone(), e.index.clone());
                                         let k2 = key.clone();
                                         view! {
@@ -230,7 +242,7 @@ pub fn PatchPanel() -> impl IntoView {
                                             <td><code>{e.new_hex.clone()}</code></td>
                                             <td class="origin">{e.origin.clone()}</td>
                                         </tr>
-                                    }}).collect_view()}
+                                    }}).collect_view()}}
                                 </tbody>
                             </table>
                         }.into_any(),
@@ -238,5 +250,46 @@ pub fn PatchPanel() -> impl IntoView {
                 })}
             </Transition>
         </section>
+    }
+}
+
+/// Undo and redo, in the header: buttons (with the step count) and Ctrl-Z / Ctrl-Shift-Z
+/// outside text fields.
+#[component]
+pub fn HistoryButtons() -> impl IntoView {
+    let ctx = use_ctx();
+    let (error, set_error) = signal(None::<String>);
+    let (_, set_busy) = signal(false);
+    let on_undo = move || submit(ctx, set_busy, set_error, undo());
+    let on_redo = move || submit(ctx, set_busy, set_error, redo());
+    let _keys = window_event_listener(leptos::ev::keydown, move |ev| {
+        if !(ev.ctrl_key() || ev.meta_key())
+            || !ev.key().eq_ignore_ascii_case("z")
+            || super::switcher::typing(&ev)
+        {
+            return;
+        }
+        ev.prevent_default();
+        if ev.shift_key() {
+            on_redo();
+        } else {
+            on_undo();
+        }
+    });
+    view! {
+        <span class="history">
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let s = ctx.session.await.ok();
+                    let (can_undo, can_redo, steps) = s.as_ref().map(|s| (s.can_undo, s.can_redo, s.steps.len())).unwrap_or_default();
+                    view! {
+                        <button class="undo" on:click=move |_| on_undo() disabled=!can_undo title="undo the last step (Ctrl-Z)">"undo"</button>
+                        <button class="redo" on:click=move |_| on_redo() disabled=!can_redo title="redo (Ctrl-Shift-Z)">"redo"</button>
+                        <span class="muted steps">{format!("{steps} step(s)")}</span>
+                    }
+                })}
+            </Transition>
+            {move || error.get().map(|e| view! { <span class="error">{e}</span> })}
+        </span>
     }
 }

@@ -182,7 +182,7 @@ pub fn ProbesPanel(prompt: RwSignal<String>) -> impl IntoView {
             <p class="muted">"efficacy: the target's probability, base vs edited; locality: the KL between next-token distributions on unrelated prompts"</p>
             <div class="probe-form">
                 <label>"target "<input class="probe-target" size=10 placeholder="\" Paris\"" prop:value=new_target on:change=move |ev| set_new_target.set(event_target_value(&ev))/></label>
-                <select class="probe-kind" on:change=move |ev| set_new_kind.set(event_target_value(&ev)) prop:value=new_kind>
+                <select class="probe-kind" aria-label="probe kind" on:change=move |ev| set_new_kind.set(event_target_value(&ev)) prop:value=new_kind>
                     <option value="expect">"expect"</option>
                     <option value="avoid">"avoid"</option>
                     <option value="unrelated">"unrelated"</option>

@@ -11,8 +11,8 @@ use leptos::prelude::*;
 use tensor_surgeon_core::view::{self, Profile, Quantity};
 use tensor_surgeon_wire::ProfileRequest;
 
-const WIDTH: u32 = 960;
-const HEIGHT: u32 = 170;
+const WIDTH: u32 = 432;
+const HEIGHT: u32 = 160;
 /// Rows (or columns) shown around a line jumped to.
 const JUMP_WINDOW: u64 = 64;
 
@@ -180,7 +180,7 @@ pub fn Profiles() -> impl IntoView {
                 <h3>"Row / column profiles"</h3>
                 <label><input type="checkbox" prop:checked=open
                     on:change=move |ev| set_open.set(event_target_checked(&ev))/>" show"</label>
-                <select class="profile-quantity" on:change=move |ev| {
+                <select class="profile-quantity" aria-label="profile quantity" on:change=move |ev| {
                     if let Some(q) = Quantity::parse(&event_target_value(&ev)) { set_quantity.set(q) }
                 }>
                     {Quantity::ALL.iter().map(|q| view! {

@@ -65,7 +65,7 @@ fn compare(a: &ScanRow, b: &ScanRow, key: &str) -> Ordering {
     }
 }
 
-fn poll(
+pub(super) fn poll(
     since: usize,
     set_status: WriteSignal<Option<ScanStatus>>,
     set_rows: WriteSignal<Vec<ScanRow>>,
@@ -269,7 +269,7 @@ pub fn ScanPanel() -> impl IntoView {
                     <SiblingChart group/>
                 </div>
             })}
-            <div class="scan-table-wrap">
+            <div class="scan-table-wrap" tabindex="0" role="region" aria-label="scan results">
                 <table class="entries scan-table">
                     <thead><tr>{header}</tr></thead>
                     <tbody>{body}</tbody>

@@ -14,8 +14,8 @@ use tensor_surgeon_core::scatter::{self, Camera};
 use tensor_surgeon_core::view::{self, Span};
 use tensor_surgeon_wire::{ProjectRequest, Projection, TaskProgress};
 
-const WIDTH: u32 = 720;
-const HEIGHT: u32 = 560;
+const WIDTH: u32 = 432;
+const HEIGHT: u32 = 420;
 /// Points listed from a rectangle selection.
 const LIST_LIMIT: usize = 200;
 
@@ -296,11 +296,11 @@ pub fn ScatterPanel() -> impl IntoView {
         <section class="scatter-panel">
             <div class="row">
                 <h3>"Projection (PCA)"</h3>
-                <select class="project-axis" on:change=move |ev| set_columns.set(event_target_value(&ev) == "cols")>
+                <select class="project-axis" aria-label="project rows or columns" on:change=move |ev| set_columns.set(event_target_value(&ev) == "cols")>
                     <option value="rows" selected=true>"rows"</option>
                     <option value="cols">"columns"</option>
                 </select>
-                <select class="project-dims" on:change=move |ev| set_dims.set(if event_target_value(&ev) == "3" { 3 } else { 2 })>
+                <select class="project-dims" aria-label="dimensions" on:change=move |ev| set_dims.set(if event_target_value(&ev) == "3" { 3 } else { 2 })>
                     <option value="2" selected=true>"2-D"</option>
                     <option value="3">"3-D"</option>
                 </select>

@@ -72,7 +72,7 @@ fn HistogramChart(hist: Signal<Option<Histogram>>, log: ReadSignal<bool>) -> imp
         })
     };
     view! {
-        <canvas node_ref=canvas width=560 height=240 class="histogram"
+        <canvas node_ref=canvas width=432 height=220 class="histogram"
             data-plot=move || plot_attr(geom.get())
             data-bins=move || hist.with(|h| h.as_ref().map(|h| h.counts.len().to_string()))
             on:mousemove=move |ev| {

@@ -137,6 +137,46 @@ impl Family {
 }
 
 /// The folder holding a model's side files.
+/// What `config.json` beside the model says the model is, for its overview: the
+/// architecture and its sizes, as `(key, value)` in a fixed order (empty without the file).
+/// Unlike [`Family::detect`] this accepts any architecture.
+pub fn describe(model_path: &Path) -> Vec<(String, String)> {
+    const KEYS: [&str; 11] = [
+        "architectures",
+        "model_type",
+        "num_hidden_layers",
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "max_position_embeddings",
+        "tie_word_embeddings",
+        "torch_dtype",
+    ];
+    let Ok(text) = std::fs::read_to_string(folder_of(model_path).join("config.json")) else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(&text)
+    else {
+        return Vec::new();
+    };
+    KEYS.iter()
+        .filter_map(|&k| {
+            let v = match map.get(k)? {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                v => v.to_string(),
+            };
+            Some((k.to_string(), v))
+        })
+        .collect()
+}
+
 pub fn folder_of(model_path: &Path) -> &Path {
     if model_path.is_dir() {
         model_path

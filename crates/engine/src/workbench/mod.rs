@@ -173,6 +173,7 @@ impl Workbench {
             vocab_size: self.vocab.as_ref().map(|v| v.size()),
             tokenizer: self.vocab.as_ref().map(|v| v.path.display().to_string()),
             vocab_tensor: self.vocab_tensor(),
+            architecture: crate::run::config::describe(&self.model.path),
         }
     }
 

@@ -49,7 +49,8 @@ pub fn line(
 ) -> Option<Geom> {
     let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
     let root = backend.into_drawing_area();
-    root.fill(&WHITE).ok()?;
+    let (bg, fg) = crate::ui::heatmap::draw::theme();
+    root.fill(&bg).ok()?;
     let n = values.len().max(1) as f64;
     let (lo, hi) = range(values.iter().map(|&v| f64::from(v)));
     let mut chart = ChartBuilder::on(&root)
@@ -63,7 +64,9 @@ pub fn line(
         .disable_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .label_style(("sans-serif", 12))
+        .label_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_desc_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_style(fg)
         .x_label_formatter(&|v| format!("{}", v.floor()))
         .y_label_formatter(&|v| tick_label(*v, hi - lo))
         .draw()
@@ -122,7 +125,8 @@ pub fn line(
 pub fn histogram(canvas: &HtmlCanvasElement, h: &Histogram, log: bool) -> Option<Geom> {
     let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
     let root = backend.into_drawing_area();
-    root.fill(&WHITE).ok()?;
+    let (bg, fg) = crate::ui::heatmap::draw::theme();
+    root.fill(&bg).ok()?;
     let height = |c: u64| {
         if !log {
             c as f64
@@ -149,7 +153,9 @@ pub fn histogram(canvas: &HtmlCanvasElement, h: &Histogram, log: bool) -> Option
         .disable_mesh()
         .x_desc("value")
         .y_desc(if log { "count (log10)" } else { "count" })
-        .label_style(("sans-serif", 12))
+        .label_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_desc_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_style(fg)
         .x_label_formatter(&|v| tick_label(*v, h.hi - h.lo))
         .y_label_formatter(&|v| {
             if log {
@@ -186,7 +192,8 @@ pub fn bars(
 ) -> Option<Geom> {
     let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
     let root = backend.into_drawing_area();
-    root.fill(&WHITE).ok()?;
+    let (bg, fg) = crate::ui::heatmap::draw::theme();
+    root.fill(&bg).ok()?;
     let n = items.len().max(1) as f64;
     let top = items
         .iter()
@@ -208,7 +215,9 @@ pub fn bars(
         .x_labels(0)
         .x_desc("layer")
         .y_desc(y_desc)
-        .label_style(("sans-serif", 12))
+        .label_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_desc_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_style(fg)
         .y_label_formatter(&|v| tick_label(*v, top))
         .draw()
         .ok()?;
@@ -255,7 +264,8 @@ pub fn scatter(
 ) -> Option<Geom> {
     let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
     let root = backend.into_drawing_area();
-    root.fill(&WHITE).ok()?;
+    let (bg, fg) = crate::ui::heatmap::draw::theme();
+    root.fill(&bg).ok()?;
     let (x0, x1, y0, y1) = bounds.unwrap_or((0.0, 1.0, 0.0, 1.0));
     let mut chart = ChartBuilder::on(&root)
         .margin(10)
@@ -266,7 +276,10 @@ pub fn scatter(
     let fx = |v: &f64| tick_label(*v, x1 - x0);
     let fy = |v: &f64| tick_label(*v, y1 - y0);
     let mut mesh = chart.configure_mesh();
-    mesh.disable_mesh().label_style(("sans-serif", 12));
+    mesh.disable_mesh()
+        .label_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_desc_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_style(fg);
     if bounds.is_some() {
         mesh.x_desc(titles.first().cloned().unwrap_or_default())
             .y_desc(titles.get(1).cloned().unwrap_or_default())
@@ -309,7 +322,8 @@ pub fn strip(canvas: &HtmlCanvasElement, values: &[f64]) -> Option<Geom> {
     use tensor_surgeon_core::colormap::{Colormap, Scale, ScaleMode};
     let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
     let root = backend.into_drawing_area();
-    root.fill(&WHITE).ok()?;
+    let (bg, fg) = crate::ui::heatmap::draw::theme();
+    root.fill(&bg).ok()?;
     let n = values.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
         .margin(6)
@@ -321,7 +335,9 @@ pub fn strip(canvas: &HtmlCanvasElement, values: &[f64]) -> Option<Geom> {
         .configure_mesh()
         .disable_mesh()
         .y_labels(0)
-        .label_style(("sans-serif", 11))
+        .label_style(("sans-serif", 11).into_font().color(&fg))
+        .axis_desc_style(("sans-serif", 11).into_font().color(&fg))
+        .axis_style(fg)
         .x_label_formatter(&|v| format!("{}", v.floor()))
         .draw()
         .ok()?;

@@ -36,6 +36,29 @@ pub(in crate::ui) fn blit(
         .ok()
 }
 
+/// The page's colours for drawing on canvases (`--panel` behind, `--fg` for text and axes),
+/// so charts follow the light or dark theme.
+pub(in crate::ui) fn theme() -> (RGBColor, RGBColor) {
+    let read = |name: &str| -> Option<RGBColor> {
+        let w = web_sys::window()?;
+        let el = w.document()?.document_element()?;
+        let v = w
+            .get_computed_style(&el)
+            .ok()??
+            .get_property_value(name)
+            .ok()?;
+        let hex = v.trim().strip_prefix('#')?;
+        let n = u32::from_str_radix(hex, 16)
+            .ok()
+            .filter(|_| hex.len() == 6)?;
+        Some(RGBColor((n >> 16) as u8, (n >> 8) as u8, n as u8))
+    };
+    (
+        read("--panel").unwrap_or(WHITE),
+        read("--fg").unwrap_or(BLACK),
+    )
+}
+
 /// Milliseconds since page load.
 pub fn now() -> f64 {
     web_sys::window()
@@ -80,7 +103,8 @@ pub fn cells(
 
     let backend = CanvasBackend::with_canvas_object(canvas.clone())?;
     let root = backend.into_drawing_area();
-    root.fill(&WHITE).ok()?;
+    let (bg, fg) = theme();
+    root.fill(&bg).ok()?;
     let (w, _) = root.dim_in_pixel();
     let (main, bar) = root.split_horizontally(w as i32 - 110);
     let spec = &d.spec;
@@ -101,7 +125,9 @@ pub fn cells(
         .disable_mesh()
         .x_desc(xd)
         .y_desc(yd)
-        .label_style(("sans-serif", 13))
+        .label_style(("sans-serif", 13).into_font().color(&fg))
+        .axis_desc_style(("sans-serif", 13).into_font().color(&fg))
+        .axis_style(fg)
         .x_label_formatter(&|v| format!("{}", v.floor()))
         .y_label_formatter(&|v| axis_label(*v, spec.y, &d.y_labels))
         .draw()
@@ -114,22 +140,61 @@ pub fn cells(
         height: f64::from(py.end - py.start),
     };
 
-    // Colour bar: a gradient image in its own plotting area, values on its axis.
+    // Colour bar: a gradient image in its own plotting area, values on its axis (on a
+    // symmetric-log scale the axis runs in colour position, labelled with the values). When
+    // the scale clips, a triangle at each clipped end carries the true min / max.
+    let clip_lo = scale.data_lo < scale.lo;
+    let clip_hi = scale.data_hi > scale.hi;
+    let span = scale.hi - scale.lo;
     let mut cb = ChartBuilder::on(&bar)
-        .margin_top(12)
-        .margin_bottom(46)
+        .margin_top(if clip_hi { 28 } else { 12 })
+        .margin_bottom(if clip_lo { 62 } else { 46 })
         .margin_right(8)
         .y_label_area_size(66)
-        .build_cartesian_2d(0f64..1f64, scale.lo..scale.hi.max(scale.lo + f64::EPSILON))
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
         .ok()?;
     cb.configure_mesh()
         .disable_mesh()
         .disable_x_axis()
-        .label_style(("sans-serif", 12))
-        .y_label_formatter(&|v| tensor_surgeon_core::units::tick_label(*v, scale.hi - scale.lo))
+        .label_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_desc_style(("sans-serif", 12).into_font().color(&fg))
+        .axis_style(fg)
+        .y_label_formatter(&|t| tensor_surgeon_core::units::tick_label(scale.value_at(*t), span))
         .draw()
         .ok()?;
     let (bx, by) = cb.plotting_area().get_pixel_range();
+    let tip = |up: bool, value: f64| {
+        let (x0, x1) = (bx.start, bx.end);
+        let mid = (x0 + x1) / 2;
+        let (base, apex) = if up {
+            (by.start - 2, by.start - 12)
+        } else {
+            (by.end + 2, by.end + 12)
+        };
+        let end = scale.color(if up { scale.hi } else { scale.lo });
+        let fill = RGBColor(end[0], end[1], end[2]).filled();
+        let _ = root.draw(&Polygon::new(
+            vec![(x0, base), (x1, base), (mid, apex)],
+            fill,
+        ));
+        let label = format!(
+            "{} {}",
+            if up { "max" } else { "min" },
+            tensor_surgeon_core::units::tick_label(value, span)
+        );
+        let y = if up { apex - 14 } else { apex + 2 };
+        let _ = root.draw(&Text::new(
+            label,
+            (x0 - 60, y),
+            ("sans-serif", 12).into_font().color(&fg),
+        ));
+    };
+    if clip_hi {
+        tip(true, scale.data_hi);
+    }
+    if clip_lo {
+        tip(false, scale.data_lo);
+    }
     drop(chart);
     drop(cb);
     root.present().ok()?;
