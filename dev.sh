@@ -6,6 +6,8 @@
 #                            open the address it prints: it carries the access token
 #   ./dev.sh test            set up, then run every test: Rust unit + integration, Python
 #                            reference checks and HTTP API tests, browser end-to-end tests
+#   ./dev.sh release         set up, then build the optimised server and WASM client
+#                            (target/release/tensor-surgeon and target/site)
 #   ./dev.sh setup           only install what is missing
 #   ./dev.sh bench           run the benchmarks (see BENCHMARKS.md)
 # Set-up is idempotent: it installs only what is missing, from the package registries.
@@ -54,10 +56,20 @@ setup_browser() {
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
-    if [ ! -d end2end/node_modules/@playwright/test ] || [ ! -d end2end/node_modules/@modelcontextprotocol/sdk ]; then
+    if [ ! -d end2end/node_modules/@playwright/test ] || [ ! -d end2end/node_modules/@modelcontextprotocol/sdk ] \
+        || [ ! -d end2end/node_modules/@axe-core/playwright ]; then
         log "installing Playwright (no browser download: tests use the system Chromium)"
         (cd end2end && npm ci --no-audit --no-fund)
     fi
+}
+
+setup_release() {
+    # Release builds run wasm-opt on the client: binaryen from npm (no binary download).
+    if [ ! -x tools/node_modules/.bin/wasm-opt ]; then
+        log "installing wasm-opt (npm binaryen) for release builds"
+        (cd tools && npm ci --no-audit --no-fund)
+    fi
+    export PATH="$PWD/tools/node_modules/.bin:$PATH"
 }
 
 run_tests() {
@@ -81,7 +93,8 @@ run_tests() {
 cmd="${1:-}"
 shift || true
 case "$cmd" in
-    setup) setup_rust; setup_python; setup_browser ;;
+    setup) setup_rust; setup_python; setup_browser; setup_release ;;
+    release) setup_rust; setup_release; exec cargo leptos build --release ;;
     test) setup_rust; setup_python; setup_browser; run_tests ;;
     serve)
         setup_rust
@@ -98,6 +111,6 @@ case "$cmd" in
         export TENSOR_SURGEON_TOKEN
         log "open http://127.0.0.1:3000/?token=$TENSOR_SURGEON_TOKEN"
         exec cargo leptos serve ;;
-    bench) setup_rust; setup_python; setup_browser; exec benches/run.sh "$@" ;;
-    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    bench) setup_rust; setup_python; setup_browser; setup_release; exec benches/run.sh "$@" ;;
+    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
-// The README's screenshots, taken from the real app on SmolLM2-135M (headless Chromium):
-// the overview, a heatmap with the dock, and the dark theme.
+// The README's screenshots (docs/screenshots), taken from the real app on SmolLM2-135M in
+// headless Chromium at 1600x1000: the overview, a heatmap with the dock, and the dark theme.
 // Usage: node bench/screenshots.mjs MODEL_DIR OUT_DIR
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
@@ -30,11 +30,12 @@ try {
     await page.goto(`${base}/?token=${token}`);
     await page.waitForSelector('.app[data-hydrated="true"]');
     await page.waitForFunction(() => document.querySelector('.map-progress')?.textContent.startsWith('scanned'));
-    await page.screenshot({ path: path.join(out, `overview-${scheme}.png`) });
+    if (scheme === 'light') await page.screenshot({ path: path.join(out, 'overview.png') });
     await page.goto(`${base}/?t=model.layers.10.mlp.down_proj.weight&tab=stats`);
     await page.waitForSelector('canvas.cells[data-draws]');
     await page.waitForSelector('canvas.histogram[data-plot]');
-    await page.screenshot({ path: path.join(out, `heatmap-${scheme}.png`) });
+    // JPEG: a heatmap of noise-like weights does not compress as PNG.
+    await page.screenshot({ path: path.join(out, scheme === 'light' ? 'heatmap-dock.jpg' : 'dark.jpg'), type: 'jpeg', quality: 82 });
     await page.close();
   }
   await browser.close();

@@ -133,7 +133,7 @@ pub fn LayersPanel() -> impl IntoView {
             view! {
                 <div class="compare">
                     <p class="muted">{format!("{} of {} tensors changed in {}", changed.len(), o.rows.len(), o.other)}</p>
-                    <table class="compare-table">
+                    <div class="compare-wrap" tabindex="0" role="region" aria-label="compared tensors"><table class="compare-table">
                         <thead><tr><th>"tensor"</th><th>"dtype"</th><th>"changed"</th><th>"rel L2"</th><th>"max |delta|"</th></tr></thead>
                         <tbody>{changed.into_iter().map(|r| {
                             let t = r.tensor.clone();
@@ -145,7 +145,7 @@ pub fn LayersPanel() -> impl IntoView {
                                 </tr>
                             }
                         }).collect_view()}</tbody>
-                    </table>
+                    </table></div>
                     <ul>{o.not_compared.into_iter().map(|(n, why)| view! { <li class="muted">{format!("not compared: {n} ({why})")}</li> }).collect_view()}</ul>
                 </div>
             }

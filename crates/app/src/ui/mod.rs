@@ -69,14 +69,14 @@ pub fn App() -> impl IntoView {
 fn WorkbenchPage() -> impl IntoView {
     let model = Resource::new(|| (), |_| crate::api::get_model());
     view! {
-        <Suspense fallback=|| view! { <p class="muted">"loading model…"</p> }>
+        <Transition fallback=|| view! { <p class="muted">"loading model…"</p> }>
             {move || Suspend::new(async move {
                 match model.await {
                     Ok(summary) => view! { <Workspace summary/> }.into_any(),
                     Err(e) => view! { <p class="error">{state::message(&e)}</p> }.into_any(),
                 }
             })}
-        </Suspense>
+        </Transition>
     }
 }
 
