@@ -1,8 +1,9 @@
 """The journal with big steps: one edit of a whole 16 MiB F32 tensor through the running server
 (release binary), journaled and fsynced before the answer. Reports the journal's bytes beside
 what the hex form (both sides of every changed byte, the format before big steps were written
-compact) takes for the same step, the edit's latency beside `cp` + `sync` of as many bytes (the
-cost of making that much durable), and the replay time of a restart.
+compact) takes for the same step, the edit's latency beside the CLI making the same edit into
+a compact patch file (the same planning, no server and no journal: what the journal and the
+session add), and the replay time of a restart.
 Run by ./dev.sh bench; the journal lives in target/ (a real disk, not a tmpfs)."""
 
 import os
@@ -50,12 +51,13 @@ def main():
         journal = journal_of(patches).stat().st_size
         hex_form = 3 * 4 * size  # per step: hex of the original and of the new bytes
         fs = subprocess.run(["stat", "-f", "-c", "%T", patches], capture_output=True, text=True).stdout.strip()
-        copy = d / "copy.bin"
-        cp = []
-        for _ in range(3):
+        patch = d / "cli.tsp"
+        cli = []
+        for factor in ["1.5", "2", "0.5"]:
+            patch.unlink(missing_ok=True)
             t = time.perf_counter()
-            subprocess.run(f"cp {model} {copy} && sync {copy}", shell=True, check=True)
-            cp.append(time.perf_counter() - t)
+            subprocess.run([os.environ["TENSOR_SURGEON_BIN"], "edit", model, "--patch", patch, "--scale", f"w={factor}"], check=True, stdout=subprocess.DEVNULL)
+            cli.append(time.perf_counter() - t)
         t = time.perf_counter()
         s = Server(model, "--patches", str(patches)).start()
         replay = time.perf_counter() - t
@@ -67,7 +69,7 @@ def main():
         print("\n| benchmark | reference | ours | reference | ratio |")
         print("|---|---|---|---|---|")
         print(f"| journal bytes after 3 whole-tensor scales of a 16 MiB F32 tensor | hex of both sides (the line format before) | {journal:,} B | {hex_form:,} B | {journal / hex_form:.2f}x |")
-        print(f"| one whole-tensor scale through the server (plan, journal + fsync, apply), median of 3 | `cp` + `sync` of the 16 MiB file | {statistics.median(times) * 1e3:.0f} ms | {statistics.median(cp) * 1e3:.0f} ms | {statistics.median(times) / statistics.median(cp):.2f}x |")
+        print(f"| one whole-tensor scale through the server (plan, journal + fsync, apply, answer), median of 3 | the CLI's `edit --scale` of the same tensor into a compact patch (whole process) | {statistics.median(times) * 1e3:.0f} ms | {statistics.median(cli) * 1e3:.0f} ms | {statistics.median(times) / statistics.median(cli):.2f}x |")
         print(f"\nrestart (open and replay those 3 steps, until the API answers): {replay * 1e3:.0f} ms")
 
 
