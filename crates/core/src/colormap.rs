@@ -154,11 +154,7 @@ impl Scale {
                 let hi = *finite.select_nth_unstable_by(k_hi, f64::total_cmp).1;
                 (lo, hi)
             }
-            _ => finite
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                    (a.min(v), b.max(v))
-                }),
+            _ => (data_lo, data_hi),
         };
         if !lo.is_finite() || !hi.is_finite() {
             (lo, hi) = (0.0, 0.0);

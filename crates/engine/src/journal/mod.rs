@@ -13,15 +13,13 @@
 //! redo churn, resolved proposals), the journal is rewritten as the live history alone:
 //! written beside, fsynced, then renamed over the old one.
 
-use crate::compact::{CompactPatch, ExpandError};
 use crate::error::{Error, Result};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use tensor_surgeon_core::edit::{Change, EditStep, History, LayerMark};
-use tensor_surgeon_core::patch::{BaseModel, Origin, Patch, PatchEntry};
+use tensor_surgeon_core::edit::{EditStep, History};
+use tensor_surgeon_core::patch::BaseModel;
 use tensor_surgeon_core::source::ByteSource;
 use tensor_surgeon_wire::Proposal;
 
@@ -55,105 +53,6 @@ pub const COMPACT_STEP_BYTES: usize = 4096;
 /// A journal is rewritten as its live history once it is bigger than this and most of its
 /// records no longer count.
 const COMPACT_JOURNAL_BYTES: u64 = 1 << 20;
-
-/// A step whose changes are stored as a compact patch.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CompactStep {
-    label: String,
-    #[serde(default)]
-    origin: Origin,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    layer: Option<LayerMark>,
-    /// The compact patch file's bytes, base64.
-    patch: String,
-}
-
-impl CompactStep {
-    /// The compact form of `step`, when it is big and its changes do not overlap (a step whose
-    /// changes overlap is replayed in order, which a patch cannot express).
-    fn of(step: &EditStep) -> Option<CompactStep> {
-        let bytes: usize = step.changes.iter().map(|c| c.before.len()).sum();
-        if bytes <= COMPACT_STEP_BYTES || overlaps(&step.changes) {
-            return None;
-        }
-        let mut patch = Patch::new(Vec::new(), String::new(), String::new());
-        patch.entries = step
-            .changes
-            .iter()
-            .map(|c| PatchEntry {
-                tensor: c.tensor.clone(),
-                offset: c.offset,
-                original: c.before.clone(),
-                patched: c.after.clone(),
-                origin: None,
-            })
-            .collect();
-        let bytes = CompactPatch::from_patch(&patch, |_| None).to_bytes().ok()?;
-        Some(CompactStep {
-            label: step.label.clone(),
-            origin: step.origin.clone(),
-            layer: step.layer.clone(),
-            patch: base64::engine::general_purpose::STANDARD.encode(bytes),
-        })
-    }
-
-    /// The step again, its original bytes read from `base` as `history` has left it (and
-    /// checked against the digests): `Err` says why it does not fit.
-    fn expand(
-        self,
-        history: &History,
-        base: &impl BaseModel,
-    ) -> std::result::Result<EditStep, String> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&self.patch)
-            .map_err(|e| format!("the compact step is not base64: {e}"))?;
-        let size = |name: &str| base.tensor(name).map(|(_, b)| b.len() as u64);
-        let compact = CompactPatch::from_bytes_within(&bytes, Some(&size))
-            .map_err(|e| format!("the compact step is damaged: {e}"))?;
-        let patch = compact
-            .expand(base, Some(history.overlay()))
-            .map_err(|e| match e {
-                ExpandError::Conflicts(c) => match c.first() {
-                    Some(c) => format!("{}+{}: {:?}", c.tensor, c.offset, c.kind),
-                    None => "the step does not fit".into(),
-                },
-                ExpandError::Damaged(e) => format!("the compact step is damaged: {e}"),
-            })?;
-        Ok(EditStep {
-            label: self.label,
-            changes: patch
-                .entries
-                .into_iter()
-                .map(|e| Change {
-                    tensor: e.tensor,
-                    offset: e.offset,
-                    before: e.original,
-                    after: e.patched,
-                })
-                .collect(),
-            origin: self.origin,
-            layer: self.layer,
-        })
-    }
-}
-
-/// Whether any two changes of a step touch the same byte.
-fn overlaps(changes: &[Change]) -> bool {
-    let mut spans: Vec<(&str, u64, u64)> = changes
-        .iter()
-        .map(|c| {
-            (
-                c.tensor.as_str(),
-                c.offset,
-                c.offset.saturating_add(c.before.len() as u64),
-            )
-        })
-        .collect();
-    spans.sort_unstable();
-    spans
-        .windows(2)
-        .any(|w| w[0].0 == w[1].0 && w[1].1 < w[0].2)
-}
 
 /// An open journal file.
 pub struct Journal {
@@ -479,5 +378,8 @@ fn set_aside(
     ))
 }
 
+mod compact_step;
 #[cfg(test)]
 mod tests;
+
+pub use compact_step::CompactStep;

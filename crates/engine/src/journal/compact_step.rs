@@ -1,0 +1,108 @@
+//! A journaled step in compact form: its changes as a compact patch (XOR delta, zstd,
+//! digests), base64 in the journal line; expanded (and checked) against the model on replay.
+
+use super::COMPACT_STEP_BYTES;
+use crate::compact::{CompactPatch, ExpandError};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tensor_surgeon_core::edit::{Change, EditStep, History, LayerMark};
+use tensor_surgeon_core::patch::{BaseModel, Origin, Patch, PatchEntry};
+
+/// A step whose changes are stored as a compact patch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompactStep {
+    pub(super) label: String,
+    #[serde(default)]
+    origin: Origin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layer: Option<LayerMark>,
+    /// The compact patch file's bytes, base64.
+    patch: String,
+}
+
+impl CompactStep {
+    /// The compact form of `step`, when it is big and its changes do not overlap (a step whose
+    /// changes overlap is replayed in order, which a patch cannot express).
+    pub(super) fn of(step: &EditStep) -> Option<CompactStep> {
+        let bytes: usize = step.changes.iter().map(|c| c.before.len()).sum();
+        if bytes <= COMPACT_STEP_BYTES || overlaps(&step.changes) {
+            return None;
+        }
+        let mut patch = Patch::new(Vec::new(), String::new(), String::new());
+        patch.entries = step
+            .changes
+            .iter()
+            .map(|c| PatchEntry {
+                tensor: c.tensor.clone(),
+                offset: c.offset,
+                original: c.before.clone(),
+                patched: c.after.clone(),
+                origin: None,
+            })
+            .collect();
+        let bytes = CompactPatch::from_patch(&patch, |_| None).to_bytes().ok()?;
+        Some(CompactStep {
+            label: step.label.clone(),
+            origin: step.origin.clone(),
+            layer: step.layer.clone(),
+            patch: base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
+    }
+
+    /// The step again, its original bytes read from `base` as `history` has left it (and
+    /// checked against the digests): `Err` says why it does not fit.
+    pub(super) fn expand(
+        self,
+        history: &History,
+        base: &impl BaseModel,
+    ) -> std::result::Result<EditStep, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.patch)
+            .map_err(|e| format!("the compact step is not base64: {e}"))?;
+        let size = |name: &str| base.tensor(name).map(|(_, b)| b.len() as u64);
+        let compact = CompactPatch::from_bytes_within(&bytes, Some(&size))
+            .map_err(|e| format!("the compact step is damaged: {e}"))?;
+        let patch = compact
+            .expand(base, Some(history.overlay()))
+            .map_err(|e| match e {
+                ExpandError::Conflicts(c) => match c.first() {
+                    Some(c) => format!("{}+{}: {:?}", c.tensor, c.offset, c.kind),
+                    None => "the step does not fit".into(),
+                },
+                ExpandError::Damaged(e) => format!("the compact step is damaged: {e}"),
+            })?;
+        Ok(EditStep {
+            label: self.label,
+            changes: patch
+                .entries
+                .into_iter()
+                .map(|e| Change {
+                    tensor: e.tensor,
+                    offset: e.offset,
+                    before: e.original,
+                    after: e.patched,
+                })
+                .collect(),
+            origin: self.origin,
+            layer: self.layer,
+        })
+    }
+}
+
+/// Whether any two changes of a step touch the same byte.
+fn overlaps(changes: &[Change]) -> bool {
+    let mut spans: Vec<(&str, u64, u64)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c.tensor.as_str(),
+                c.offset,
+                c.offset.saturating_add(c.before.len() as u64),
+            )
+        })
+        .collect();
+    spans.sort_unstable();
+    spans
+        .windows(2)
+        .any(|w| w[0].0 == w[1].0 && w[1].1 < w[0].2)
+}
