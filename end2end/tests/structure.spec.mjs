@@ -97,3 +97,86 @@ test('find a token, open its row, and list its nearest tokens as the CLI does', 
   expect(Math.abs(shown - cmp.cosine)).toBeLessThan(1e-9);
   await expect(page.locator('canvas.delta-strip')).toBeVisible();
 });
+
+/** Screen position (page pixels) of a 2-D layout point on the scatter canvas. */
+async function screenOf(canvas, point) {
+  const [x0, x1, y0, y1] = await numbers(canvas, 'data-map');
+  const [left, top, width, height] = await numbers(canvas, 'data-plot');
+  const box = await canvas.boundingBox();
+  return {
+    x: box.x + left + ((point[0] - x0) / (x1 - x0)) * width,
+    y: box.y + top + ((y1 - point[1]) / (y1 - y0)) * height,
+  };
+}
+
+test('t-SNE runs live and stops; a lassoed planted group, zeroed in the region panel, is exactly those rows in the patch', async ({ page, request }) => {
+  test.setTimeout(180_000);
+  await openView(page, q({ t: EMBED, tab: 'project' }));
+  await page.locator('.project-method').selectOption('tsne');
+  const canvas = page.locator('canvas.scatter');
+  const status = page.locator('.project-status');
+  const frames = async () => Number(await canvas.getAttribute('data-frames'));
+
+  // A run with another seed, stopped partway: it keeps the layout it had.
+  await page.locator('.project-seed').fill('1');
+  await page.locator('.project-seed').dispatchEvent('change');
+  await page.locator('.project-run').click();
+  await expect(status).toHaveAttribute('data-running', 'true');
+  await expect.poll(frames, { timeout: 60_000 }).toBeGreaterThan(2);
+  const seen = await frames();
+  await expect.poll(frames, { timeout: 60_000 }).toBeGreaterThan(seen);
+  await page.locator('.project-stop').click();
+  await expect(status).toHaveAttribute('data-running', 'false');
+  await expect(status).toContainText('stopped');
+  const steps = Number((await status.textContent()).match(/step (\d+) of 750/)[1]);
+  expect(steps).toBeLessThan(750);
+  await expect(canvas).toHaveAttribute('data-n', '2048');
+  await expect(canvas).toHaveAttribute('data-method', 't-SNE');
+
+  // The default seed, run to the end: the frame counter grows while it runs.
+  await page.locator('.project-seed').fill('');
+  await page.locator('.project-seed').dispatchEvent('change');
+  await page.locator('.project-run').click();
+  await expect.poll(frames, { timeout: 60_000 }).toBeGreaterThan(1);
+  await expect(status).toHaveAttribute('data-running', 'false', { timeout: 120_000 });
+  await expect(status).toContainText('step 750 of 750');
+  expect(await frames()).toBeGreaterThan(2);
+
+  // The same layout from the CLI (same seed, deterministic): where the "numbers" group landed.
+  const layout = cli('project', paths.model, EMBED, '--method', 'tsne', '--json');
+  const group = [...Array(12).keys()].map((i) => 1024 + i);
+  expect(group.map((r) => layout.labels[r])).toContain('▁one');
+  const at = await Promise.all(group.map((r) => screenOf(canvas, layout.points[r])));
+  const pad = 6;
+  const xs = at.map((p) => p.x);
+  const ys = at.map((p) => p.y);
+  const [l, r, t, b] = [Math.min(...xs) - pad, Math.max(...xs) + pad, Math.min(...ys) - pad, Math.max(...ys) + pad];
+  // The lasso: around the group, as a hand would draw it.
+  await page.mouse.move(l, t);
+  await page.keyboard.down('Shift');
+  await page.mouse.down();
+  for (const [x, y] of [[r, t], [r, b], [l, b], [l, t + 1]]) {
+    await page.mouse.move(x, y, { steps: 6 });
+  }
+  await page.mouse.up();
+  await page.keyboard.up('Shift');
+  await expect(page.locator('.selection-count')).toHaveText('12 points selected');
+  await expect(page.locator('.scatter-selection li').first()).toContainText('row 1024 "▁one"');
+
+  await page.locator('.to-region').click();
+  await expect(page).toHaveURL(/tab=region/);
+  await expect(page.locator('.row-set-title')).toHaveText(`12 rows of ${EMBED} from the projection`);
+  await expect(page.locator('.row-set-lines')).toContainText('"▁one"');
+  await page.locator('.row-set-apply').click();
+  await expect(page.locator('header .undo')).toBeEnabled();
+
+  const patch = await (await request.get('/api/patch/download')).json();
+  const rowBytes = 128 * 4;
+  const touched = new Set();
+  for (const e of patch.entries) {
+    expect(e.tensor).toBe(EMBED);
+    for (let k = 0; k < e.patched.length / 2; k += 4) touched.add(Math.floor((e.offset + k) / rowBytes));
+  }
+  expect([...touched].sort((a, b) => a - b)).toEqual(group);
+  expect(patch.entries.every((e) => /^0+$/.test(e.patched))).toBe(true);
+});

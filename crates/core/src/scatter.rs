@@ -110,8 +110,60 @@ pub fn inside(screen: &[[f32; 2]], a: [f32; 2], b: [f32; 2]) -> Vec<usize> {
         .collect()
 }
 
+/// The points inside a closed polygon (a lasso; even-odd rule), in screen units.
+pub fn inside_polygon(screen: &[[f32; 2]], polygon: &[[f32; 2]]) -> Vec<usize> {
+    if polygon.len() < 3 {
+        return Vec::new();
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for p in polygon {
+        (x0, x1, y0, y1) = (x0.min(p[0]), x1.max(p[0]), y0.min(p[1]), y1.max(p[1]));
+    }
+    let contains = |p: &[f32; 2]| {
+        if p[0] < x0 || p[0] > x1 || p[1] < y0 || p[1] > y1 {
+            return false;
+        }
+        let mut inside = false;
+        let mut j = polygon.len() - 1;
+        for i in 0..polygon.len() {
+            let (a, b) = (polygon[i], polygon[j]);
+            if (a[1] > p[1]) != (b[1] > p[1])
+                && p[0] < (b[0] - a[0]) * (p[1] - a[1]) / (b[1] - a[1]) + a[0]
+            {
+                inside = !inside;
+            }
+            j = i;
+        }
+        inside
+    };
+    screen
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| contains(p))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lasso_takes_what_it_encloses() {
+        // A concave "C": the notch's point is outside though inside the bounding box.
+        let c = [
+            [0.0, 0.0],
+            [1.0, 0.0],
+            [1.0, 0.3],
+            [0.3, 0.3],
+            [0.3, 0.7],
+            [1.0, 0.7],
+            [1.0, 1.0],
+            [0.0, 1.0],
+        ];
+        let pts = [[0.1, 0.5], [0.6, 0.5], [0.5, 0.1], [0.5, 0.9], [1.5, 0.5]];
+        assert_eq!(super::inside_polygon(&pts, &c), vec![0, 2, 3]);
+        assert!(super::inside_polygon(&pts, &c[..2]).is_empty());
+    }
+
     use super::*;
 
     #[test]

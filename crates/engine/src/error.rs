@@ -67,6 +67,9 @@ pub enum Error {
     /// Something the request names that the session does not have (a proposal, a layer).
     #[error("{0}")]
     NotFound(String),
+    /// Work the user stopped before it had anything to show.
+    #[error("stopped before the first layout")]
+    Stopped,
     /// Work that stopped unexpectedly (a panic in a worker): a bug, reported, not a crash.
     #[error("internal error: {0}")]
     Internal(String),
@@ -130,6 +133,7 @@ impl Error {
             | Error::Patch { .. }
             | Error::Compact { .. }
             | Error::Usage(_)
+            | Error::Stopped
             | Error::Unsupported(_) => ErrorKind::Invalid,
         }
     }

@@ -149,3 +149,43 @@ fn op_schema(_: &mut SchemaGenerator) -> Schema {
         ]
     })
 }
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ProjectRows {
+    /// The 2-D tensor whose rows are the points (default: the embedding).
+    #[serde(default)]
+    pub tensor: Option<String>,
+    /// "pca", "tsne" or "umap" (default "umap").
+    #[serde(default)]
+    pub method: Option<String>,
+    /// 2 or 3 (default 2).
+    #[serde(default)]
+    pub dims: Option<u32>,
+    /// Lay out the columns instead of the rows.
+    #[serde(default)]
+    pub columns: Option<bool>,
+    /// Unit-norm points first (cosine geometry).
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    /// t-SNE perplexity (default 30).
+    #[serde(default)]
+    pub perplexity: Option<f64>,
+    /// UMAP neighbours per point (default 15).
+    #[serde(default)]
+    pub n_neighbors: Option<u32>,
+    /// UMAP min_dist (default 0.1).
+    #[serde(default)]
+    pub min_dist: Option<f64>,
+    /// Optimisation steps (default: the method's).
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    /// The same seed gives the same layout (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Clusters of the layout to summarise (k-means, default 8).
+    #[serde(default)]
+    pub clusters: Option<usize>,
+    /// Points to return with their coordinates (default 0: clusters only).
+    #[serde(default)]
+    pub points: Option<usize>,
+}

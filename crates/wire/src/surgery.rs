@@ -18,6 +18,42 @@ pub struct RegionRequest {
     pub round: bool,
 }
 
+/// What to do to every line of a row set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RowSetAction {
+    /// Set every element to zero (ablation).
+    Zero,
+    /// Multiply by a factor.
+    Scale { factor: f64 },
+    /// Replace with normal noise of this std; line `i` draws from the stream of `seed + i`.
+    Noise { std: f64, seed: u64 },
+    /// Move toward the same lines of another tensor of the same shape.
+    Blend { with: String, alpha: f64 },
+}
+
+impl RowSetAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RowSetAction::Zero => "zero",
+            RowSetAction::Scale { .. } => "scale",
+            RowSetAction::Noise { .. } => "noise",
+            RowSetAction::Blend { .. } => "blend",
+        }
+    }
+}
+
+/// One operation on a set of rows (indices of the first dim) or columns (of the last dim),
+/// chosen anywhere (a selection in the projection): one step, undone as one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowSetRequest {
+    pub tensor: String,
+    #[serde(default)]
+    pub columns: bool,
+    pub lines: Vec<u64>,
+    pub action: RowSetAction,
+}
+
 /// A loaded patch in the session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerRow {

@@ -1,16 +1,49 @@
-//! Structure: PCA projections of a view's rows or columns, and token lookups (search,
-//! nearest tokens, comparing two tokens).
+//! Structure: projections of a view's rows or columns (PCA at once; t-SNE and UMAP as
+//! layouts that run, publish frames and stop), and token lookups (search, nearest tokens,
+//! comparing two tokens).
 
 use super::*;
 use tensor_surgeon_wire::{
-    Nearest, ProjectRequest, Projection, TaskProgress, TokenComparison, TokenHit,
+    FrameRequest, LayoutFrame, Nearest, ProjectRequest, Projection, TaskProgress,
+    TokenComparison, TokenHit,
 };
 
-/// PCA of a view's rows or columns. `POST /api/project` (rkyv in and out).
+/// PCA, t-SNE or UMAP of a view's rows or columns (t-SNE and UMAP: the finished layout).
+/// `POST /api/project` (rkyv in and out).
 #[server(endpoint = "project", input = Rkyv, output = Rkyv)]
 pub async fn get_projection(request: ProjectRequest) -> Result<Projection, ServerFnError> {
     let wb = workbench()?;
     blocking(move || wb.project(&request)).await
+}
+
+/// The same, JSON in and out, for scripts and agents. `POST /api/project_json`.
+#[server(endpoint = "project_json")]
+pub async fn get_projection_json(request: ProjectRequest) -> Result<Projection, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.project(&request)).await
+}
+
+/// Starts a t-SNE or UMAP layout (or joins the same one running, or answers from a finished
+/// one): its first frame. `POST /api/layout/start` (rkyv in and out).
+#[server(endpoint = "layout/start", input = Rkyv, output = Rkyv)]
+pub async fn start_layout(request: ProjectRequest) -> Result<LayoutFrame, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.start_layout(&request)).await
+}
+
+/// The newest frame of a layout; its points only when newer than `since`.
+/// `GET /api/layout/frame?job=J&since=F` (rkyv out).
+#[server(endpoint = "layout/frame", input = GetUrl, output = Rkyv)]
+pub async fn get_layout_frame(job: u64, since: u64) -> Result<LayoutFrame, ServerFnError> {
+    workbench()?
+        .layout_frame(FrameRequest { job, since })
+        .map_err(fail)
+}
+
+/// Stops a layout after its current step, keeping the layout it has. `POST /api/layout/stop`.
+#[server(endpoint = "layout/stop")]
+pub async fn stop_layout(job: u64) -> Result<LayoutFrame, ServerFnError> {
+    workbench()?.stop_layout(job).map_err(fail)
 }
 
 /// Progress of the running projection. `GET /api/project_progress`.

@@ -3,7 +3,8 @@
 
 use super::*;
 use tensor_surgeon_wire::{
-    CombineOutcome, CompareOutcome, DropRequest, LoadOutcome, RegionRequest, SessionView,
+    CombineOutcome, CompareOutcome, DropRequest, LoadOutcome, RegionRequest, RowSetRequest,
+    SessionView,
 };
 
 /// Applies a region operation. `POST /api/region`.
@@ -11,6 +12,14 @@ use tensor_surgeon_wire::{
 pub async fn region_edit(request: RegionRequest) -> Result<SessionView, ServerFnError> {
     let wb = workbench()?;
     blocking(move || wb.region_edit(&request, &tensor_surgeon_core::origin::Origin::new("web")))
+        .await
+}
+
+/// One operation on every row (or column) of a set, as one step. `POST /api/row_set`.
+#[server(endpoint = "row_set", input = Json)]
+pub async fn row_set_edit(request: RowSetRequest) -> Result<SessionView, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || wb.row_set_edit(&request, &tensor_surgeon_core::origin::Origin::new("web")))
         .await
 }
 

@@ -1,13 +1,15 @@
 //! Region operations on the selection: zero its row or column (ablation), swap its row or
 //! column with another, copy a region onto it, fill it with seeded noise; and, over the whole
-//! tensor, blend toward another tensor or scale every row or column by its own factor.
+//! tensor, blend toward another tensor or scale every row or column by its own factor. A row
+//! set (picked in the projection) gets its own form: zero, scale, noise or blend those rows,
+//! as one step.
 
 use super::state::{submit, use_ctx};
-use crate::api::{edit, region_edit};
+use crate::api::{edit, region_edit, row_set_edit};
 use leptos::prelude::*;
 use tensor_surgeon_core::edit::Op;
 use tensor_surgeon_core::region::Region;
-use tensor_surgeon_wire::{EditRequest, RegionRequest};
+use tensor_surgeon_wire::{EditRequest, RegionRequest, RowSetAction, RowSetRequest};
 
 const OPS: [(&str, &str); 9] = [
     ("zero_row", "zero row"),
@@ -140,6 +142,107 @@ fn build(
     }
 }
 
+/// Rows of a set listed in the form.
+const SET_LISTED: usize = 50;
+
+fn row_set_action(kind: &str, a: &str, b: &str) -> Result<RowSetAction, String> {
+    match kind {
+        "zero" => Ok(RowSetAction::Zero),
+        "scale" => Ok(RowSetAction::Scale {
+            factor: number(a, "factor")?,
+        }),
+        "noise" => Ok(RowSetAction::Noise {
+            std: number(a, "std")?,
+            seed: if b.trim().is_empty() {
+                0
+            } else {
+                b.trim()
+                    .parse()
+                    .map_err(|_| format!("seed: {b:?} is not a whole number"))?
+            },
+        }),
+        _ => {
+            if a.trim().is_empty() {
+                return Err("blend toward: name a tensor of the same shape".into());
+            }
+            Ok(RowSetAction::Blend {
+                with: a.trim().to_string(),
+                alpha: number(b, "alpha")?,
+            })
+        }
+    }
+}
+
+/// The row set handed over from the projection, and what to do to it.
+#[component]
+fn RowSetForm() -> impl IntoView {
+    let ctx = use_ctx();
+    let (kind, set_kind) = signal("zero".to_string());
+    let (a, set_a) = signal(String::new());
+    let (b, set_b) = signal(String::new());
+    let (error, set_error) = signal(None::<String>);
+    let (busy, set_busy) = signal(false);
+    let apply = move || {
+        let Some(set) = ctx.row_set.get_untracked() else {
+            return;
+        };
+        let action = match row_set_action(&kind.get_untracked(), &a.get_untracked(), &b.get_untracked()) {
+            Ok(x) => x,
+            Err(e) => {
+                set_error.set(Some(e));
+                return;
+            }
+        };
+        submit(ctx, set_busy, set_error, row_set_edit(RowSetRequest {
+            tensor: set.tensor,
+            columns: set.columns,
+            lines: set.lines,
+            action,
+        }));
+    };
+    let hint = move || match kind.get().as_str() {
+        "scale" => ("factor", ""),
+        "noise" => ("std", "seed"),
+        "blend" => ("other tensor", "alpha"),
+        _ => ("", ""),
+    };
+    move || {
+        ctx.row_set.get().map(|set| {
+            let what = if set.columns { "columns" } else { "rows" };
+            let listed: Vec<String> = set
+                .lines
+                .iter()
+                .zip(set.labels.iter().map(Some).chain(std::iter::repeat(None)))
+                .take(SET_LISTED)
+                .map(|(l, t)| format!("{l:>6} {}", t.filter(|t| !t.is_empty()).map(|t| format!("{t:?}")).unwrap_or_default()))
+                .collect();
+            view! {
+                <div class="row-set">
+                    <div class="row"><strong class="row-set-title">{format!("{} {what} of {} from the projection", set.lines.len(), set.tensor)}</strong>
+                        <button class="row-set-clear" on:click=move |_| ctx.row_set.set(None)>"clear"</button></div>
+                    <ul class="row-set-lines">{listed.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
+                    <form on:submit=move |ev| { ev.prevent_default(); apply(); }>
+                        <select class="row-set-op" aria-label="row set operation" on:change=move |ev| set_kind.set(event_target_value(&ev))>
+                            <option value="zero" selected=true>{format!("zero these {what}")}</option>
+                            <option value="scale">"scale by"</option>
+                            <option value="noise">"noise"</option>
+                            <option value="blend">"blend toward"</option>
+                        </select>
+                        {move || (!hint().0.is_empty()).then(|| view! {
+                            <input aria-label="row set argument" placeholder=hint().0 prop:value=a on:input=move |ev| set_a.set(event_target_value(&ev))/>
+                        })}
+                        {move || (!hint().1.is_empty()).then(|| view! {
+                            <input aria-label="row set second argument" placeholder=hint().1 prop:value=b on:input=move |ev| set_b.set(event_target_value(&ev))/>
+                        })}
+                        <button type="submit" class="row-set-apply" disabled=move || busy.get()>"apply"</button>
+                    </form>
+                    {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+                </div>
+            }
+        })
+    }
+}
+
 #[component]
 pub fn RegionPanel() -> impl IntoView {
     let ctx = use_ctx();
@@ -214,6 +317,7 @@ pub fn RegionPanel() -> impl IntoView {
     };
     view! {
         <section class="region-panel">
+            <RowSetForm/>
             <h3>"Region"</h3>
             <form on:submit=move |ev| { ev.prevent_default(); apply(); }>
                 <select aria-label="region op" on:change=move |ev| set_kind.set(event_target_value(&ev))>

@@ -30,6 +30,17 @@ impl CellRect {
     }
 }
 
+/// Rows (or columns) picked anywhere (a selection in the projection), for the region panel to
+/// operate on as one set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowSet {
+    pub tensor: String,
+    pub columns: bool,
+    pub lines: Vec<u64>,
+    /// Token text of each line, when the lines index the vocabulary.
+    pub labels: Vec<String>,
+}
+
 /// Shared UI state (all `Copy` handles).
 #[derive(Clone, Copy)]
 pub struct Ctx {
@@ -46,6 +57,8 @@ pub struct Ctx {
     /// The repaired view of the current tensor.
     pub view: Memo<Option<ViewSpec>>,
     pub selection: RwSignal<Option<CellRect>>,
+    /// A row set handed to the region panel.
+    pub row_set: RwSignal<Option<RowSet>>,
     /// Asks the edit panel to take focus (Enter on the heatmap).
     pub focus_edit: RwSignal<u64>,
     /// True once the client has hydrated (tests wait for it).
@@ -83,12 +96,20 @@ impl Ctx {
             tensor,
             view,
             selection: RwSignal::new(None),
+            row_set: RwSignal::new(None),
             focus_edit: RwSignal::new(0),
             hydrated,
             nav: StoredValue::new_local(nav),
         };
         provide_context(ctx);
         ctx
+    }
+
+    /// Opens a tab of the dock.
+    pub fn open_tab(&self, key: &str) {
+        let mut u = self.url.get_untracked();
+        u.tab = Some(key.to_string());
+        self.go(&u, false);
     }
 
     /// Shows `state` (a new history entry unless `replace`).

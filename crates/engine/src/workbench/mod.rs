@@ -4,6 +4,7 @@
 mod analysis;
 mod combine;
 mod layers;
+mod layout;
 mod proposals;
 pub mod region;
 mod run;
@@ -74,6 +75,7 @@ pub struct Workbench {
     analysis: Arc<analysis::State>,
     vocab: Option<Arc<super::tokens::Vocab>>,
     projecting: structure::ProjectProgress,
+    layouts: layout::Layouts,
     run: run::RunState,
     /// What the user must know about how the session opened (a journal set aside...).
     startup_warnings: Vec<String>,
@@ -106,6 +108,7 @@ impl Workbench {
                 analysis: Arc::default(),
                 vocab: None,
                 projecting: Default::default(),
+                layouts: Default::default(),
                 run: Default::default(),
                 startup_warnings: warnings.clone(),
             },

@@ -1,12 +1,14 @@
-//! Region operations in the web session: copy, swap, noise, blend, per-row/column scale.
+//! Region operations in the web session: copy, swap, noise, blend, per-row/column scale; and
+//! the same kinds of operation on a row set (rows or columns chosen anywhere).
 
 use super::{lock, Result, Session, Workbench};
 use crate::error::Error;
 use tensor_surgeon_core::dtype::EncodeOptions;
-use tensor_surgeon_core::edit::EditStep;
+use tensor_surgeon_core::edit::{self, EditStep, Op};
+use tensor_surgeon_core::region::Region;
 use tensor_surgeon_core::patch::Origin;
 use tensor_surgeon_core::region::{self, Operand};
-use tensor_surgeon_wire::{RegionRequest, SessionView};
+use tensor_surgeon_wire::{RegionRequest, RowSetAction, RowSetRequest, SessionView};
 
 impl Workbench {
     /// Applies a region operation as one step.
@@ -46,6 +48,113 @@ impl Workbench {
             origin: origin.clone(),
             layer: None,
         }))
+    }
+}
+
+impl Workbench {
+    /// Applies one operation to every line of a row set, as one step.
+    pub fn row_set_edit(&self, req: &RowSetRequest, origin: &Origin) -> Result<SessionView> {
+        self.writable()?;
+        let (shard, info) = self.model.get(&req.tensor)?;
+        let nd = info.shape.len();
+        if nd < 2 {
+            return Err(Error::Usage(format!(
+                "{} is {nd}-D: row sets need rows and columns",
+                info.name
+            )));
+        }
+        let what = if req.columns { "column" } else { "row" };
+        let size = if req.columns { info.shape[nd - 1] } else { info.shape[0] };
+        let mut lines = req.lines.clone();
+        lines.sort_unstable();
+        lines.dedup();
+        if lines.is_empty() {
+            return Err(Error::Usage(format!("the set has no {what}s")));
+        }
+        if let Some(bad) = lines.iter().find(|&&l| l >= size) {
+            return Err(Error::Usage(format!(
+                "{what} {bad} is outside {} ({size} {what}s)",
+                info.name
+            )));
+        }
+        let per_line = info.shape.iter().product::<u64>() / size;
+        let bytes = per_line
+            .saturating_mul(lines.len() as u64)
+            .saturating_mul(tensor_surgeon_core::dtype::element_bytes(info.dtype) as u64);
+        let label = format!(
+            "{} {} {what}s of {} ({})",
+            req.action.name(),
+            lines.len(),
+            info.name,
+            origin.label()
+        );
+        super::check_step_size(bytes, self.config.max_step_bytes, &label)?;
+        let spec_of = |l: u64| {
+            if req.columns {
+                let mut dims = vec![":".to_string(); nd - 1];
+                dims.push(l.to_string());
+                dims.join(",")
+            } else {
+                l.to_string()
+            }
+        };
+        let options = EncodeOptions::default();
+        let mut session = lock(&self.session);
+        let overlay = session.history.overlay();
+        let source = overlay.view(&info.name, shard.data(info));
+        let mut changes = Vec::new();
+        for &l in &lines {
+            let spec = spec_of(l);
+            let planned = match &req.action {
+                RowSetAction::Zero | RowSetAction::Scale { .. } => {
+                    let op = match req.action {
+                        RowSetAction::Scale { factor } => Op::Scale { factor },
+                        _ => Op::Zero,
+                    };
+                    let sel = crate::store::select(&req.tensor, &spec, &info.shape)?;
+                    edit::plan(info, &sel, &source, &op, options)?
+                }
+                RowSetAction::Noise { std, seed } => plan_region_on(
+                    &self.model,
+                    overlay,
+                    &RegionRequest {
+                        tensor: info.name.clone(),
+                        spec,
+                        region: Region::Noise {
+                            std: *std,
+                            seed: seed.wrapping_add(l),
+                        },
+                        saturate: false,
+                        round: false,
+                    },
+                )?,
+                RowSetAction::Blend { with, alpha } => plan_region_on(
+                    &self.model,
+                    overlay,
+                    &RegionRequest {
+                        tensor: info.name.clone(),
+                        spec,
+                        region: Region::Blend {
+                            with: with.clone(),
+                            alpha: *alpha,
+                        },
+                        saturate: false,
+                        round: false,
+                    },
+                )?,
+            };
+            changes.extend(planned);
+        }
+        if !changes.is_empty() {
+            session.apply(EditStep {
+                label,
+                changes,
+                origin: origin.clone(),
+                layer: None,
+            })?;
+        }
+        drop(session);
+        Ok(self.session_view())
     }
 }
 

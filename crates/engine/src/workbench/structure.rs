@@ -71,8 +71,12 @@ impl Workbench {
             .map(|t| t.name.clone())
     }
 
-    /// PCA of a view's rows or columns, edits included.
-    pub fn project(&self, req: &ProjectRequest) -> Result<Projection> {
+    /// PCA, t-SNE or UMAP of a view's rows or columns, edits included (t-SNE and UMAP:
+    /// waiting for the layout to finish).
+    pub fn project(self: &Arc<Self>, req: &ProjectRequest) -> Result<Projection> {
+        if req.method != tensor_surgeon_wire::Method::Pca {
+            return self.layout_blocking(req);
+        }
         let (shard, info) = self.model.get(&req.tensor)?;
         if info.shape.len() < 2 {
             return Err(Error::Usage(format!(

@@ -1,6 +1,13 @@
-//! `project` (PCA of a tensor's rows) and `tokens` (search, nearest tokens, compare two).
+//! `project` (PCA, t-SNE or UMAP of a tensor's rows) and `tokens` (search, nearest tokens,
+//! compare two).
 
-use super::stats::{overlay_of, progress_bar};
+use super::stats::overlay_of;
+use std::io::IsTerminal;
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+use std::time::Instant;
+use tensor_surgeon_engine::project::{Live, Report};
+use tensor_surgeon_wire::{Init, LayoutParams, Method};
 use super::{print_json, table};
 use serde_json::json;
 use std::path::PathBuf;
@@ -29,8 +36,100 @@ pub struct ProjectArgs {
     /// Label vocabulary rows with this tokenizer.json (default: the one beside the model).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// How to lay the points out.
+    #[arg(long, value_enum, default_value_t = MethodArg::Pca)]
+    method: MethodArg,
+    /// t-SNE: effective neighbours.
+    #[arg(long, default_value_t = LayoutParams::default().perplexity)]
+    perplexity: f64,
+    /// t-SNE: attraction factor of the first 250 steps.
+    #[arg(long, default_value_t = LayoutParams::default().early_exaggeration)]
+    exaggeration: f64,
+    /// t-SNE: step size (default: auto, per phase: points / exaggeration, then points; at
+    /// least 200).
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    /// Optimisation steps (default: t-SNE 750; UMAP 500, or 200 above 10,000 points).
+    #[arg(long)]
+    iterations: Option<u32>,
+    /// UMAP: neighbours per point (the point included).
+    #[arg(long, default_value_t = LayoutParams::default().n_neighbors)]
+    neighbors: u32,
+    /// UMAP: how tightly points may pack (0 to 1).
+    #[arg(long, default_value_t = LayoutParams::default().min_dist)]
+    min_dist: f64,
+    /// How a t-SNE or UMAP layout starts (auto: t-SNE PCA, UMAP spectral).
+    #[arg(long, value_enum, default_value_t = InitArg::Auto)]
+    init: InitArg,
+    /// The same seed gives the same layout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Reduce to this many principal components before t-SNE or UMAP (0: every feature).
+    #[arg(long, default_value_t = LayoutParams::default().pca_dims)]
+    pca_dims: u32,
+    /// t-SNE on every core: sooner, but not reproducible bit for bit.
+    #[arg(long)]
+    parallel: bool,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum MethodArg {
+    Pca,
+    Tsne,
+    Umap,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum InitArg {
+    Auto,
+    Pca,
+    Spectral,
+    Random,
+}
+
+impl ProjectArgs {
+    fn method(&self) -> Method {
+        match self.method {
+            MethodArg::Pca => Method::Pca,
+            MethodArg::Tsne => Method::Tsne,
+            MethodArg::Umap => Method::Umap,
+        }
+    }
+
+    fn params(&self) -> LayoutParams {
+        LayoutParams {
+            perplexity: self.perplexity,
+            early_exaggeration: self.exaggeration,
+            learning_rate: self.learning_rate,
+            iterations: self.iterations,
+            n_neighbors: self.neighbors,
+            min_dist: self.min_dist,
+            init: match self.init {
+                InitArg::Auto => Init::Auto,
+                InitArg::Pca => Init::Pca,
+                InitArg::Spectral => Init::Spectral,
+                InitArg::Random => Init::Random,
+            },
+            seed: self.seed,
+            pca_dims: self.pca_dims,
+            parallel: self.parallel,
+        }
+    }
+}
+
+/// A spinner with what a layout is doing: its phase, step and loss.
+fn layout_bar() -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:12} {bar:40} {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 pub fn project(a: &ProjectArgs) -> Result<()> {
@@ -55,11 +154,25 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
         columns: a.columns,
         normalize: a.normalize,
     };
-    let bar = progress_bar(1, "projecting");
-    let p = project::project(&input, a.dims as usize, &|done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
+    let method = a.method();
+    let bar = layout_bar();
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let first_frame = OnceLock::new();
+    let report = |r: Report<'_>| {
+        if r.points.is_some() {
+            first_frame.get_or_init(|| started.elapsed().as_secs_f64());
+        }
+        bar.set_length(r.total.max(1));
+        bar.set_position(r.done);
+        let loss = r.loss.map(|l| format!(" {l:.4}")).unwrap_or_default();
+        bar.set_message(format!("{}{loss}", r.phase.as_str()));
+    };
+    let live = Live {
+        report: &report,
+        stop: &stop,
+    };
+    let p = project::layout(&input, a.dims as usize, method, &a.params(), &live)?;
     bar.finish_and_clear();
     let dim = if a.columns { spec.x_dim } else { spec.y_dim };
     let size = dim.map_or(0, |d| info.shape[d as usize]);
@@ -79,8 +192,12 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
             .map(|_| p.index.iter().map(|&i| label(i)).collect());
         print_json(&json!({
             "tensor": info.name,
+            "method": p.method,
             "n": p.n,
             "dims": p.dims,
+            "iterations": p.iterations,
+            "loss": p.loss,
+            "first_frame_seconds": first_frame.get(),
             "explained_variance": p.explained_variance,
             "explained_variance_ratio": p.explained_ratio,
             "components": p.components,
@@ -89,26 +206,30 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
         }));
         return Ok(());
     }
-    println!(
-        "{}: {} {} projected on {k} components{}",
-        info.name,
-        p.n,
-        if a.columns { "columns" } else { "rows" },
-        if a.normalize {
-            " (unit-norm points)"
-        } else {
-            ""
+    let what = if a.columns { "columns" } else { "rows" };
+    let unit = if a.normalize { " (unit-norm points)" } else { "" };
+    if method == Method::Pca {
+        println!("{}: {} {what} projected on {k} components{unit}", info.name, p.n);
+        let mut t = table(&["component", "explained variance", "ratio"]);
+        for c in 0..k {
+            t.add_row(vec![
+                format!("PC{}", c + 1),
+                tensor_surgeon_core::dtype::pretty_f64(p.explained_variance[c]),
+                format!("{:.2}%", p.explained_ratio[c] * 100.0),
+            ]);
         }
-    );
-    let mut t = table(&["component", "explained variance", "ratio"]);
-    for c in 0..k {
-        t.add_row(vec![
-            format!("PC{}", c + 1),
-            tensor_surgeon_core::dtype::pretty_f64(p.explained_variance[c]),
-            format!("{:.2}%", p.explained_ratio[c] * 100.0),
-        ]);
+        println!("{t}");
+    } else {
+        println!(
+            "{}: {} {what} laid out by {} in {k} dims{unit}: {} steps, {} {}",
+            info.name,
+            p.n,
+            method.label(),
+            p.iterations,
+            if method == Method::Tsne { "KL divergence" } else { "cross-entropy per edge" },
+            p.loss.map(|l| format!("{l:.4}")).unwrap_or_default()
+        );
     }
-    println!("{t}");
     let mut t = table(&["index", "token", "coordinates"]);
     for (i, pt) in p.points.chunks(k).enumerate().take(10) {
         let idx = p.index[i];

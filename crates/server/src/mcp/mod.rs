@@ -17,7 +17,11 @@ use std::sync::Arc;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::filter::Filter;
 use tensor_surgeon_engine::workbench::Workbench;
-use tensor_surgeon_wire::{ActivationsRequest, EditRequest, RunRequest};
+use tensor_surgeon_core::view::ViewSpec;
+use tensor_surgeon_engine::Error;
+use tensor_surgeon_wire::{
+    ActivationsRequest, EditRequest, LayoutParams, Method, ProjectRequest, Projection, RunRequest,
+};
 
 /// Most elements `read_values` returns.
 const READ_CAP: u64 = 4096;
@@ -37,6 +41,54 @@ type ToolResult = Result<String, String>;
 
 fn json_text(v: &impl serde::Serialize) -> ToolResult {
     serde_json::to_string_pretty(v).map_err(|e| e.to_string())
+}
+
+/// Members listed per cluster.
+const CLUSTER_MEMBERS: usize = 12;
+
+/// A layout as an agent reads it: what was laid out, its clusters (k-means on the layout,
+/// largest first, with their first members and tokens) and, when asked, the first points.
+fn summarise(p: &Projection, tensor: &str, k: usize, points: usize) -> Value {
+    let dims = p.dims.max(1) as usize;
+    let labels = tensor_surgeon_core::cluster::kmeans(&p.points, dims, k.clamp(1, 64));
+    let member = |i: usize| json!({"row": p.index[i], "token": p.labels.get(i)});
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, &l) in labels.iter().enumerate() {
+        let l = l as usize;
+        if groups.len() <= l {
+            groups.resize(l + 1, Vec::new());
+        }
+        groups[l].push(i);
+    }
+    groups.retain(|g| !g.is_empty());
+    groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
+    let clusters: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let centre: Vec<f32> = (0..dims)
+                .map(|c| g.iter().map(|&i| p.points[i * dims + c]).sum::<f32>() / g.len() as f32)
+                .collect();
+            json!({
+                "size": g.len(),
+                "centre": centre,
+                "members": g.iter().take(CLUSTER_MEMBERS).map(|&i| member(i)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let listed: Vec<Value> = (0..points.min(p.n as usize))
+        .map(|i| json!({"row": p.index[i], "token": p.labels.get(i), "at": &p.points[i * dims..(i + 1) * dims]}))
+        .collect();
+    json!({
+        "tensor": tensor,
+        "method": p.method,
+        "n": p.n,
+        "dims": p.dims,
+        "iterations": p.iterations,
+        "loss": p.loss,
+        "explained_ratio": p.explained_ratio,
+        "clusters": clusters,
+        "points": listed,
+    })
 }
 
 /// Runs blocking workbench work off the async runtime; errors become tool errors.
@@ -192,6 +244,52 @@ impl Tools {
         blocking(move || {
             let (tensor, row) = found?;
             wb.nearest(&tensor, row, p.k.unwrap_or(10))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Lay out the rows of a 2-D tensor (the embedding by default) by PCA, t-SNE or UMAP, edits applied, every row (no sampling), and summarise the layout's clusters (k-means on the layout): their sizes and first members with their tokens. Use it to find groups of tokens or neurons that the weights treat alike, then inspect or edit those rows. t-SNE and UMAP take seconds to a minute on a 50k-row vocabulary; the result is cached until the tensor is edited."
+    )]
+    async fn project_rows(&self, Parameters(p): Parameters<ProjectRows>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let tensor = match p.tensor {
+                Some(t) => t,
+                None => wb.vocab_tensor().ok_or_else(|| {
+                    Error::Usage("name a tensor: this model has no vocabulary matrix".into())
+                })?,
+            };
+            let method = match p.method.as_deref().unwrap_or("umap") {
+                "pca" => Method::Pca,
+                "tsne" | "t-sne" => Method::Tsne,
+                "umap" => Method::Umap,
+                other => {
+                    return Err(Error::Usage(format!(
+                        "method {other:?}: use pca, tsne or umap"
+                    )))
+                }
+            };
+            let (_, info) = wb.model.get(&tensor)?;
+            let defaults = LayoutParams::default();
+            let req = ProjectRequest {
+                tensor: info.name.clone(),
+                spec: ViewSpec::default_for(&info.shape),
+                columns: p.columns.unwrap_or(false),
+                dims: p.dims.unwrap_or(2),
+                normalize: p.normalize.unwrap_or(false),
+                method,
+                params: LayoutParams {
+                    perplexity: p.perplexity.unwrap_or(defaults.perplexity),
+                    n_neighbors: p.n_neighbors.unwrap_or(defaults.n_neighbors),
+                    min_dist: p.min_dist.unwrap_or(defaults.min_dist),
+                    iterations: p.iterations,
+                    seed: p.seed.unwrap_or(0),
+                    ..defaults
+                },
+            };
+            let layout = wb.project(&req)?;
+            Ok(summarise(&layout, &info.name, p.clusters.unwrap_or(8), p.points.unwrap_or(0)))
         })
         .await
     }

@@ -1,4 +1,4 @@
-//! PCA projections of the rows (or columns) of a 2-D view: randomized truncated SVD (Halko,
+//! PCA of the rows (or columns) of a 2-D view: randomized truncated SVD (Halko,
 //! Martinsson & Tropp; the scheme scikit-learn uses) with faer for the products, QR and the
 //! small SVD. The matrix is read in row bands through the overlay: small matrices are decoded
 //! once and kept, large ones are streamed again for each product, so memory stays at a few
@@ -145,17 +145,92 @@ impl Bands<'_> {
     }
 }
 
-/// Projects the points onto their first `k` principal components.
+/// The points' first principal components.
+pub(super) struct Decomposed {
+    /// Scores, `n x k` row-major.
+    pub points: Vec<f32>,
+    pub k: usize,
+    pub variance: Vec<f64>,
+    pub ratio: Vec<f64>,
+    pub components: Vec<Vec<f64>>,
+    /// Each point's L2 norm (before normalisation).
+    pub norms: Vec<f32>,
+    /// The tensor index of each point.
+    pub index: Vec<u64>,
+}
+
+/// Projects the points onto their first `k` (1 to 3) principal components.
 pub fn project(
     input: &Input<'_>,
     k: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Projection> {
+    super::deterministic();
+    let p = decompose(input, k.clamp(1, 3), progress)?;
+    Ok(Projection {
+        n: p.norms.len() as u64,
+        dims: p.k as u32,
+        explained_variance: p.variance,
+        explained_ratio: p.ratio,
+        components: p.components,
+        points: p.points,
+        norms: p.norms,
+        index: p.index,
+        ..Projection::default()
+    })
+}
+
+/// The view as it is laid out: the 2-D view with points as rows.
+pub(super) fn point_spec(input: &Input<'_>) -> ViewSpec {
     let mut spec = input.spec.clone();
     if input.columns {
         std::mem::swap(&mut spec.y_dim, &mut spec.x_dim);
         std::mem::swap(&mut spec.y, &mut spec.x);
     }
+    spec
+}
+
+/// Every point with every feature (normalised when asked, not centred), `n x d` row-major;
+/// their norms and tensor indices.
+pub(super) fn matrix(input: &Input<'_>) -> Result<(Vec<f32>, usize, Vec<f32>, Vec<u64>)> {
+    let spec = point_spec(input);
+    let (n, d) = spec.cells();
+    let (n, d) = (n as usize, d as usize);
+    let bands = Bands {
+        input,
+        spec,
+        n,
+        d,
+        mean: Vec::new(),
+        kept: None,
+    };
+    let parts: Vec<(Mat<f64>, Vec<f64>)> = bands.ranges().par_iter().map(|r| bands.raw(r)).collect();
+    let mut x = Vec::with_capacity(n * d);
+    let mut norms = Vec::with_capacity(n);
+    for (m, nr) in parts {
+        for i in 0..m.nrows() {
+            x.extend((0..d).map(|j| m[(i, j)] as f32));
+        }
+        norms.extend(nr.iter().map(|&v| v as f32));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(nan_error());
+    }
+    let index = (0..n as u64).map(|i| bands.spec.y.index(i)).collect();
+    Ok((x, d, norms, index))
+}
+
+fn nan_error() -> Error {
+    Error::Usage("the view holds NaN or Inf values: no projection (the scan finds them)".into())
+}
+
+/// The first `k` principal components of the points (`k` at most the smaller side).
+pub(super) fn decompose(
+    input: &Input<'_>,
+    k: usize,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Decomposed> {
+    let spec = point_spec(input);
     let (n, d) = spec.cells();
     let (n, d) = (n as usize, d as usize);
     if n < 2 || d < 1 {
@@ -163,7 +238,7 @@ pub fn project(
             "a projection needs at least 2 points; the view has {n} x {d}"
         )));
     }
-    let k = k.clamp(1, 3).min(d).min(n);
+    let k = k.max(1).min(d).min(n);
     let mut bands = Bands {
         input,
         spec,
@@ -207,9 +282,7 @@ pub fn project(
         .iter()
         .sum();
     if !total.is_finite() {
-        return Err(Error::Usage(
-            "the view holds NaN or Inf values: no projection (the scan finds them)".into(),
-        ));
+        return Err(nan_error());
     }
 
     // Randomized range finder with power iterations (QR-normalised).
@@ -259,15 +332,13 @@ pub fn project(
     }
     let variance: Vec<f64> = (0..k).map(|c| s[c] * s[c] / (n - 1) as f64).collect();
     let ratio: Vec<f64> = (0..k).map(|c| s[c] * s[c] / total).collect();
-    Ok(Projection {
-        n: n as u64,
-        dims: k as u32,
-        explained_variance: variance,
-        explained_ratio: ratio,
-        components,
+    Ok(Decomposed {
         points,
+        k,
+        variance,
+        ratio,
+        components,
         norms,
         index: (0..n as u64).map(|i| bands.spec.y.index(i)).collect(),
-        labels: Vec::new(),
     })
 }

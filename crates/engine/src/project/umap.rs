@@ -1,0 +1,557 @@
+//! UMAP (McInnes, Healy & Melville 2018), computed as umap-learn computes it: the fuzzy
+//! neighbour graph (smooth kNN distances, fuzzy union), the `a, b` curve fitted to `min_dist`,
+//! a spectral or PCA start scaled to [0, 10], and stochastic gradient descent with negative
+//! sampling on the edges' epoch schedule.
+//!
+//! Our own rather than the `umap-rs` crate's: that one draws its negative samples from an
+//! unseeded thread RNG and moves points from several threads without synchronisation, so no
+//! seed gives the same layout twice. Here the descent runs in one thread from a ChaCha8
+//! stream: the same seed gives the same layout, bit for bit.
+
+use super::knn::Knn;
+use super::tsne::FRAME_GAP;
+use super::{Live, Outcome, Phase, Report};
+use crate::error::{Error, Result};
+use faer::{Mat, Side};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tensor_surgeon_wire::Init;
+
+/// Negative samples per positive one (umap-learn's default).
+const NEGATIVE_RATE: f64 = 5.0;
+/// Repulsion weight (umap-learn's `repulsion_strength`).
+const GAMMA: f32 = 1.0;
+/// The spread of the embedded points (umap-learn's default).
+const SPREAD: f32 = 1.0;
+/// Subspace iterations of the spectral start.
+const SPECTRAL_STEPS: usize = 150;
+/// Point pairs sampled to estimate the repulsive part of the loss.
+const LOSS_SAMPLES: usize = 1 << 15;
+
+/// What a run is asked to do.
+pub(super) struct Settings {
+    /// Neighbours per point, the point itself included (umap-learn's meaning).
+    pub n_neighbors: usize,
+    pub min_dist: f32,
+    pub steps: Option<usize>,
+    pub init: Init,
+    pub seed: u64,
+}
+
+/// The default number of epochs (umap-learn's).
+pub fn default_steps(n: usize) -> usize {
+    if n <= 10_000 {
+        500
+    } else {
+        200
+    }
+}
+
+/// A symmetric sparse graph, CSR.
+pub(super) struct Graph {
+    rows: Vec<usize>,
+    cols: Vec<u32>,
+    vals: Vec<f32>,
+}
+
+/// Each point's distance to its nearest neighbour and the bandwidth that makes its
+/// memberships sum to `log2(n_neighbors)`.
+fn smooth_knn(knn: &Knn, n: usize, n_neighbors: usize) -> (Vec<f32>, Vec<f32>) {
+    let target = (n_neighbors as f64).log2();
+    let mean_all = knn.dist.iter().map(|&d| f64::from(d)).sum::<f64>()
+        / (n * (knn.k + 1)) as f64;
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let (_, dist) = knn.row(i);
+            let rho = dist.iter().copied().find(|&d| d > 0.0).unwrap_or(0.0);
+            let (mut lo, mut hi, mut mid) = (0.0f64, f64::INFINITY, 1.0f64);
+            for _ in 0..64 {
+                let psum: f64 = dist
+                    .iter()
+                    .map(|&d| {
+                        let d = f64::from(d - rho);
+                        if d > 0.0 {
+                            (-d / mid).exp()
+                        } else {
+                            1.0
+                        }
+                    })
+                    .sum();
+                if (psum - target).abs() < 1e-5 {
+                    break;
+                }
+                if psum > target {
+                    hi = mid;
+                    mid = (lo + hi) / 2.0;
+                } else {
+                    lo = mid;
+                    mid = if hi.is_infinite() {
+                        mid * 2.0
+                    } else {
+                        (lo + hi) / 2.0
+                    };
+                }
+            }
+            // The self entry (distance 0) counts in the mean, as in umap-learn.
+            let mean_i =
+                dist.iter().map(|&d| f64::from(d)).sum::<f64>() / (dist.len() + 1) as f64;
+            let floor = 1e-3 * if rho > 0.0 { mean_i } else { mean_all };
+            (rho, mid.max(floor) as f32)
+        })
+        .unzip()
+}
+
+/// The fuzzy union of the points' neighbourhoods: `A + A^T - A o A^T`.
+pub(super) fn fuzzy_graph(knn: &Knn, n: usize, n_neighbors: usize) -> Graph {
+    let (rhos, sigmas) = smooth_knn(knn, n, n_neighbors);
+    // (row, col, membership, whether it is the transposed copy)
+    let mut coo: Vec<(u32, u32, f32, bool)> = Vec::with_capacity(2 * n * knn.k);
+    for i in 0..n {
+        let (idx, dist) = knn.row(i);
+        for (&j, &d) in idx.iter().zip(dist) {
+            let over = d - rhos[i];
+            let m = if over <= 0.0 || sigmas[i] == 0.0 {
+                1.0
+            } else {
+                (-over / sigmas[i]).exp()
+            };
+            coo.push((i as u32, j, m, false));
+            coo.push((j, i as u32, m, true));
+        }
+    }
+    coo.par_sort_unstable_by_key(|e| (e.0, e.1, e.3));
+    let mut rows = vec![0usize; n + 1];
+    let mut cols = Vec::with_capacity(coo.len());
+    let mut vals = Vec::with_capacity(coo.len());
+    let mut t = 0;
+    while t < coo.len() {
+        let (i, j) = (coo[t].0, coo[t].1);
+        let (mut a, mut b) = (0.0f32, 0.0f32);
+        while t < coo.len() && coo[t].0 == i && coo[t].1 == j {
+            if coo[t].3 {
+                b = coo[t].2;
+            } else {
+                a = coo[t].2;
+            }
+            t += 1;
+        }
+        let w = a + b - a * b;
+        if w > 0.0 {
+            cols.push(j);
+            vals.push(w);
+            rows[i as usize + 1] += 1;
+        }
+    }
+    for i in 0..n {
+        rows[i + 1] += rows[i];
+    }
+    Graph { rows, cols, vals }
+}
+
+/// `a, b` of the curve `1 / (1 + a d^(2b))` closest (least squares, Levenberg-Marquardt) to
+/// 1 below `min_dist` and `exp(-(d - min_dist) / spread)` above, on 300 points of [0, 3 spread].
+pub fn find_ab(spread: f32, min_dist: f32) -> (f32, f32) {
+    let (spread, min_dist) = (f64::from(spread), f64::from(min_dist));
+    let xs: Vec<f64> = (0..300).map(|i| 3.0 * spread * i as f64 / 299.0).collect();
+    let ys: Vec<f64> = xs
+        .iter()
+        .map(|&x| {
+            if x < min_dist {
+                1.0
+            } else {
+                (-(x - min_dist) / spread).exp()
+            }
+        })
+        .collect();
+    let cost = |a: f64, b: f64| -> f64 {
+        xs.iter()
+            .zip(&ys)
+            .map(|(&x, &y)| (1.0 / (1.0 + a * x.powf(2.0 * b)) - y).powi(2))
+            .sum()
+    };
+    let (mut a, mut b, mut lambda) = (1.0f64, 1.0f64, 1e-3f64);
+    let mut c = cost(a, b);
+    for _ in 0..500 {
+        // Normal equations of the linearised residuals.
+        let (mut jaa, mut jab, mut jbb, mut ga, mut gb) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            if x <= 0.0 {
+                continue;
+            }
+            let p = x.powf(2.0 * b);
+            let den = 1.0 + a * p;
+            let r = 1.0 / den - y;
+            let da = -p / (den * den);
+            let db = -a * p * 2.0 * x.ln() / (den * den);
+            jaa += da * da;
+            jab += da * db;
+            jbb += db * db;
+            ga += da * r;
+            gb += db * r;
+        }
+        let (maa, mbb) = (jaa * (1.0 + lambda), jbb * (1.0 + lambda));
+        let det = maa * mbb - jab * jab;
+        if det.abs() < 1e-300 {
+            break;
+        }
+        let step_a = -(mbb * ga - jab * gb) / det;
+        let step_b = -(maa * gb - jab * ga) / det;
+        let (na, nb) = (a + step_a, b + step_b);
+        let nc = cost(na, nb);
+        if nc < c {
+            let small = (c - nc) < 1e-15 * c.max(1e-300);
+            (a, b, c) = (na, nb, nc);
+            lambda = (lambda / 10.0).max(1e-12);
+            if small {
+                break;
+            }
+        } else {
+            lambda *= 10.0;
+            if lambda > 1e12 {
+                break;
+            }
+        }
+    }
+    (a as f32, b as f32)
+}
+
+/// The leading nontrivial eigenvectors of the graph's normalised adjacency (the smallest of
+/// its normalised Laplacian, as umap-learn's spectral start): subspace iteration on
+/// `(I + D^-1/2 W D^-1/2) / 2`, then Rayleigh-Ritz.
+fn spectral(g: &Graph, n: usize, dims: usize, seed: u64) -> Vec<f32> {
+    let deg: Vec<f64> = (0..n)
+        .map(|i| g.vals[g.rows[i]..g.rows[i + 1]].iter().map(|&v| f64::from(v)).sum())
+        .collect();
+    let dinv: Vec<f64> = deg
+        .iter()
+        .map(|&d| if d > 0.0 { 1.0 / d.sqrt() } else { 0.0 })
+        .collect();
+    let b = dims + 1 + 4;
+    let apply = |q: &Mat<f64>| -> Mat<f64> {
+        let cols: Vec<Vec<f64>> = (0..b)
+            .into_par_iter()
+            .map(|c| {
+                (0..n)
+                    .map(|i| {
+                        let mut s = 0.0;
+                        for e in g.rows[i]..g.rows[i + 1] {
+                            let j = g.cols[e] as usize;
+                            s += f64::from(g.vals[e]) * dinv[j] * q[(j, c)];
+                        }
+                        0.5 * (q[(i, c)] + dinv[i] * s)
+                    })
+                    .collect()
+            })
+            .collect();
+        Mat::from_fn(n, b, |i, c| cols[c][i])
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC7);
+    let normal = Normal::new(0.0, 1.0).unwrap_or_else(|_| unreachable!("unit normal"));
+    let mut q = Mat::from_fn(n, b, |_, _| normal.sample(&mut rng))
+        .qr()
+        .compute_thin_Q();
+    for _ in 0..SPECTRAL_STEPS {
+        q = apply(&q).qr().compute_thin_Q();
+    }
+    let aq = apply(&q);
+    let t = q.transpose() * &aq;
+    let sym = Mat::from_fn(b, b, |i, j| 0.5 * (t[(i, j)] + t[(j, i)]));
+    let Ok(eig) = sym.self_adjoint_eigen(Side::Lower) else {
+        return Vec::new();
+    };
+    // Ascending eigenvalues: the last is the trivial one (D^1/2 1); the next `dims` below it.
+    let v = eig.U();
+    let mut out = vec![0.0f32; n * dims];
+    for c in 0..dims {
+        let col = b - 2 - c;
+        for i in 0..n {
+            let mut s = 0.0;
+            for r in 0..b {
+                s += q[(i, r)] * v[(r, col)];
+            }
+            out[i * dims + c] = s as f32;
+        }
+    }
+    out
+}
+
+/// umap-learn's start: scaled so the largest |coordinate| is 10, plus noise of std 1e-4.
+fn noisy_scale(points: &mut [f32], rng: &mut ChaCha8Rng) {
+    let big = points.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = if big > 0.0 { 10.0 / big } else { 1.0 };
+    let noise = Normal::new(0.0f32, 1e-4).unwrap_or_else(|_| unreachable!("a valid std"));
+    for v in points.iter_mut() {
+        *v = *v * scale + noise.sample(rng);
+    }
+}
+
+/// Each coordinate rescaled to [0, 10] (umap-learn does this before the descent).
+fn to_box(points: &mut [f32], dims: usize) {
+    for c in 0..dims {
+        let (lo, hi) = points
+            .iter()
+            .skip(c)
+            .step_by(dims)
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        let span = hi - lo;
+        for v in points.iter_mut().skip(c).step_by(dims) {
+            *v = if span > 0.0 { 10.0 * (*v - lo) / span } else { 5.0 };
+        }
+    }
+}
+
+/// The edges the descent samples, with their schedules.
+struct Schedule {
+    head: Vec<u32>,
+    tail: Vec<u32>,
+    weight: Vec<f32>,
+    every: Vec<f64>,
+    next: Vec<f64>,
+    every_negative: Vec<f64>,
+    next_negative: Vec<f64>,
+}
+
+fn schedule(g: &Graph, n: usize, steps: usize) -> Schedule {
+    let max = g.vals.iter().fold(0.0f32, |m, &v| m.max(v));
+    let keep = max / steps as f32;
+    let (mut head, mut tail, mut weight) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        for e in g.rows[i]..g.rows[i + 1] {
+            if g.vals[e] >= keep {
+                head.push(i as u32);
+                tail.push(g.cols[e]);
+                weight.push(g.vals[e]);
+            }
+        }
+    }
+    let every: Vec<f64> = weight
+        .iter()
+        .map(|&w| {
+            let samples = steps as f64 * f64::from(w) / f64::from(max);
+            if samples > 0.0 {
+                steps as f64 / samples
+            } else {
+                -1.0
+            }
+        })
+        .collect();
+    let every_negative: Vec<f64> = every.iter().map(|e| e / NEGATIVE_RATE).collect();
+    Schedule {
+        head,
+        tail,
+        weight,
+        next: every.clone(),
+        next_negative: every_negative.clone(),
+        every,
+        every_negative,
+    }
+}
+
+/// `x^b` and `x^(b-1)` from one logarithm.
+#[inline]
+fn powers(x: f32, b: f32) -> (f32, f32) {
+    let pb = (b * x.ln()).exp();
+    (pb, pb / x)
+}
+
+/// One epoch of the descent (umap-learn's `_optimize_layout_euclidean_single_epoch`).
+#[allow(clippy::too_many_arguments)]
+fn epoch(
+    y: &mut [f32],
+    dims: usize,
+    n: usize,
+    s: &mut Schedule,
+    (a, b): (f32, f32),
+    alpha: f32,
+    epoch: usize,
+    rng: &mut ChaCha8Rng,
+) {
+    let clip = |v: f32| v.clamp(-4.0, 4.0);
+    let now = epoch as f64;
+    for e in 0..s.head.len() {
+        if s.next[e] > now {
+            continue;
+        }
+        let (j, k) = (s.head[e] as usize, s.tail[e] as usize);
+        let d2: f32 = (0..dims).map(|c| (y[j * dims + c] - y[k * dims + c]).powi(2)).sum();
+        let coeff = if d2 > 0.0 {
+            let (pb, pb1) = powers(d2, b);
+            -2.0 * a * b * pb1 / (a * pb + 1.0)
+        } else {
+            0.0
+        };
+        for c in 0..dims {
+            let g = clip(coeff * (y[j * dims + c] - y[k * dims + c]));
+            y[j * dims + c] += g * alpha;
+            y[k * dims + c] -= g * alpha;
+        }
+        s.next[e] += s.every[e];
+        let negatives = ((now - s.next_negative[e]) / s.every_negative[e]).max(0.0) as usize;
+        for _ in 0..negatives {
+            let k = rng.random_range(0..n);
+            let d2: f32 = (0..dims).map(|c| (y[j * dims + c] - y[k * dims + c]).powi(2)).sum();
+            let coeff = if d2 > 0.0 {
+                let (pb, _) = powers(d2, b);
+                2.0 * GAMMA * b / ((0.001 + d2) * (a * pb + 1.0))
+            } else if j == k {
+                continue;
+            } else {
+                0.0
+            };
+            if coeff > 0.0 {
+                for c in 0..dims {
+                    y[j * dims + c] += clip(coeff * (y[j * dims + c] - y[k * dims + c])) * alpha;
+                }
+            }
+        }
+        s.next_negative[e] += negatives as f64 * s.every_negative[e];
+    }
+}
+
+/// The fuzzy cross-entropy per edge of a layout: the edges' own terms, and the non-edges'
+/// repulsive term estimated from sampled pairs.
+fn loss(y: &[f32], dims: usize, n: usize, s: &Schedule, (a, b): (f32, f32), pairs: &[(u32, u32)]) -> f64 {
+    let v = |i: usize, j: usize| -> f64 {
+        let d2: f32 = (0..dims).map(|c| (y[i * dims + c] - y[j * dims + c]).powi(2)).sum();
+        1.0 / (1.0 + f64::from(a) * f64::from(d2).powf(f64::from(b)))
+    };
+    let eps = 1e-4;
+    let mut edges = 0.0;
+    for e in 0..s.head.len() {
+        let w = f64::from(s.weight[e]);
+        let q = v(s.head[e] as usize, s.tail[e] as usize).clamp(eps, 1.0 - eps);
+        edges += -w * q.ln() - (1.0 - w) * (1.0 - q).ln();
+    }
+    let repel = pairs
+        .iter()
+        .map(|&(i, j)| -(1.0 - v(i as usize, j as usize)).max(eps).ln())
+        .sum::<f64>()
+        / pairs.len() as f64;
+    let m = s.head.len().max(1) as f64;
+    (edges + repel * (n as f64 * (n as f64 - 1.0) - m)) / m
+}
+
+/// Lays the points out from their neighbours; `pca` is the points' first `dims` principal
+/// components (the PCA start).
+pub(super) fn run(
+    knn: &Knn,
+    n: usize,
+    dims: usize,
+    pca: &[f32],
+    s: &Settings,
+    live: &Live<'_>,
+) -> Result<Outcome> {
+    if !(2..=200).contains(&s.n_neighbors) || s.n_neighbors > n {
+        return Err(Error::Usage(format!(
+            "UMAP needs 2 to 200 neighbours, at most the {n} points; {} asked",
+            s.n_neighbors
+        )));
+    }
+    if !(0.0..=SPREAD).contains(&s.min_dist) {
+        return Err(Error::Usage(format!(
+            "min_dist must be between 0 and {SPREAD}, not {}",
+            s.min_dist
+        )));
+    }
+    let steps = s.steps.unwrap_or_else(|| default_steps(n)).max(1);
+    let g = fuzzy_graph(knn, n, s.n_neighbors);
+    let ab = find_ab(SPREAD, s.min_dist);
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let mut y = match s.init {
+        Init::Auto | Init::Spectral => spectral(&g, n, dims, s.seed),
+        Init::Pca => pca.to_vec(),
+        Init::Random => (0..n * dims).map(|_| rng.random_range(-10.0..10.0)).collect(),
+    };
+    if y.len() != n * dims || y.iter().any(|v| !v.is_finite()) {
+        // The spectral start failed (it can on a graph in many pieces): PCA, as umap-learn
+        // falls back to random.
+        y = pca.to_vec();
+    }
+    if !matches!(s.init, Init::Random) {
+        noisy_scale(&mut y, &mut rng);
+    }
+    to_box(&mut y, dims);
+    let mut sched = schedule(&g, n, steps);
+    let pairs: Vec<(u32, u32)> = (0..LOSS_SAMPLES)
+        .map(|_| {
+            let i = rng.random_range(0..n as u32);
+            (i, (i + rng.random_range(1..n as u32)) % n as u32)
+        })
+        .collect();
+    let mut shown = Instant::now();
+    let mut done = 0;
+    let mut stopped = false;
+    for t in 0..steps {
+        let alpha = 1.0 - t as f32 / steps as f32;
+        epoch(&mut y, dims, n, &mut sched, ab, alpha, t, &mut rng);
+        done = t + 1;
+        stopped = live.stop.load(Ordering::Relaxed) && done < steps;
+        if stopped || done == steps || shown.elapsed() >= FRAME_GAP {
+            (live.report)(Report {
+                phase: Phase::Optimising,
+                done: done as u64,
+                total: steps as u64,
+                points: Some(&y),
+                loss: Some(loss(&y, dims, n, &sched, ab, &pairs)),
+                points_are: None,
+            });
+            shown = Instant::now();
+        }
+        if stopped {
+            break;
+        }
+    }
+    let loss = loss(&y, dims, n, &sched, ab, &pairs);
+    Ok(Outcome {
+        points: y,
+        steps: done as u32,
+        total_steps: steps as u32,
+        loss: Some(loss),
+        stopped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_curve_is_umap_learns() {
+        // umap-learn's find_ab_params(1.0, 0.1) and (1.0, 0.5).
+        let (a, b) = find_ab(1.0, 0.1);
+        assert!((a - 1.5769).abs() < 2e-3 && (b - 0.8951).abs() < 2e-3, "{a} {b}");
+        let (a, b) = find_ab(1.0, 0.5);
+        assert!((a - 0.5830).abs() < 2e-3 && (b - 1.3342).abs() < 2e-3, "{a} {b}");
+    }
+
+    #[test]
+    fn the_graph_is_a_fuzzy_union() {
+        // Three points on a line: 0 -- 1 ---- 2.
+        let knn = Knn {
+            k: 2,
+            index: vec![1, 2, 0, 2, 1, 0],
+            dist: vec![1.0, 3.0, 1.0, 2.0, 2.0, 3.0],
+        };
+        let g = fuzzy_graph(&knn, 3, 3);
+        // Symmetric, no self edges, every membership in (0, 1].
+        for i in 0..3 {
+            for e in g.rows[i]..g.rows[i + 1] {
+                let j = g.cols[e] as usize;
+                assert_ne!(i, j);
+                assert!(g.vals[e] > 0.0 && g.vals[e] <= 1.0);
+                let back = (g.rows[j]..g.rows[j + 1])
+                    .find(|&f| g.cols[f] as usize == i)
+                    .map(|f| g.vals[f]);
+                assert_eq!(back, Some(g.vals[e]));
+            }
+        }
+        // Each point's nearest neighbour has membership 1 (rho), so the union is 1 too.
+        let w01 = (g.rows[0]..g.rows[1]).find(|&e| g.cols[e] == 1).map(|e| g.vals[e]);
+        assert_eq!(w01, Some(1.0));
+    }
+}

@@ -1,0 +1,454 @@
+//! t-SNE and UMAP layouts for the web session: one runs at a time, in its own thread, and
+//! publishes frames (the points so far, the step, the loss) that pages poll; a stop keeps the
+//! layout as it is (not kept). Finished layouts are kept per (request, edit version of the tensor), so
+//! asking again, or another page asking, costs nothing until the tensor is edited.
+
+use super::{lock, Workbench};
+use crate::error::{Error, Result};
+use crate::project::{self, Input, Live, Phase, Report};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use tensor_surgeon_wire::{FrameRequest, LayoutFrame, Method, ProjectRequest, Projection};
+
+/// Finished layouts kept.
+const KEPT: usize = 6;
+/// Jobs a page can still ask about after they end.
+const JOBS_KEPT: usize = 8;
+
+/// What identifies a layout: the request and the edit version of its tensor.
+type Key = (String, u64);
+
+fn key(req: &ProjectRequest, version: u64) -> Key {
+    (
+        serde_json::to_string(req).unwrap_or_default(),
+        version,
+    )
+}
+
+/// One layout, running or done.
+struct Job {
+    id: u64,
+    key: Key,
+    stop: AtomicBool,
+    state: Mutex<JobState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct JobState {
+    frame: u64,
+    phase: &'static str,
+    running: bool,
+    error: Option<String>,
+    /// The frame that brought the points' indices, labels and norms.
+    meta_frame: u64,
+    /// The layout so far; points are replaced frame by frame.
+    layout: Projection,
+}
+
+/// The session's layouts.
+#[derive(Default)]
+pub(super) struct Layouts {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    jobs: VecDeque<Arc<Job>>,
+    done: VecDeque<(Key, Arc<Projection>)>,
+}
+
+impl Job {
+    fn frame(&self, since: u64) -> LayoutFrame {
+        let s = lock(&self.state);
+        let mut layout = Projection {
+            n: s.layout.n,
+            dims: s.layout.dims,
+            method: s.layout.method,
+            iterations: s.layout.iterations,
+            total_iterations: s.layout.total_iterations,
+            loss: s.layout.loss,
+            stopped: s.layout.stopped,
+            ..Projection::default()
+        };
+        if s.frame > since {
+            layout.points = s.layout.points.clone();
+        }
+        if since < s.meta_frame {
+            layout.index = s.layout.index.clone();
+            layout.labels = s.layout.labels.clone();
+            layout.norms = s.layout.norms.clone();
+        }
+        LayoutFrame {
+            job: self.id,
+            frame: s.frame,
+            phase: s.phase.to_string(),
+            running: s.running,
+            error: s.error.clone(),
+            layout,
+        }
+    }
+}
+
+impl Workbench {
+    /// Starts laying out a view's rows (or columns) by t-SNE or UMAP, or joins the same
+    /// layout already running, or answers at once from a finished one. The first frame.
+    pub fn start_layout(self: &Arc<Self>, req: &ProjectRequest) -> Result<LayoutFrame> {
+        Ok(self.layout_job(req)?.frame(0))
+    }
+
+    fn layout_job(self: &Arc<Self>, req: &ProjectRequest) -> Result<Arc<Job>> {
+        if req.method == Method::Pca {
+            return Err(Error::Usage(
+                "PCA is instant: ask /api/project; layouts are t-SNE and UMAP".into(),
+            ));
+        }
+        let (_, info) = self.model.get(&req.tensor)?;
+        if info.shape.len() < 2 {
+            return Err(Error::Usage(format!(
+                "{} is {}-D: layouts need a 2-D view",
+                info.name,
+                info.shape.len()
+            )));
+        }
+        let mut req = req.clone();
+        req.tensor = info.name.clone();
+        req.spec = req.spec.clone().make_valid(&info.shape);
+        let version = lock(&self.session).tensor_version(&info.name);
+        let k = key(&req, version);
+        let mut inner = lock(&self.layouts.inner);
+        inner.next_id += 1;
+        let id = inner.next_id;
+        if let Some(p) = inner.done.iter().find(|(dk, _)| *dk == k).map(|(_, p)| p.clone()) {
+            let job = Arc::new(Job {
+                id,
+                key: k,
+                stop: AtomicBool::new(false),
+                state: Mutex::new(JobState {
+                    frame: 1,
+                    phase: "done",
+                    running: false,
+                    error: None,
+                    meta_frame: 1,
+                    layout: (*p).clone(),
+                }),
+                changed: Condvar::new(),
+            });
+            remember(&mut inner, job.clone());
+            return Ok(job);
+        }
+        if let Some(running) = inner.jobs.iter().find(|j| j.key == k && lock(&j.state).running) {
+            return Ok(running.clone());
+        }
+        // One layout at a time: a new request stops the one running.
+        for j in &inner.jobs {
+            j.stop.store(true, Ordering::Relaxed);
+        }
+        let job = Arc::new(Job {
+            id,
+            key: k,
+            stop: AtomicBool::new(false),
+            state: Mutex::new(JobState {
+                frame: 0,
+                phase: Phase::Reading.as_str(),
+                running: true,
+                error: None,
+                meta_frame: 0,
+                layout: Projection {
+                    dims: req.dims,
+                    method: req.method,
+                    ..Projection::default()
+                },
+            }),
+            changed: Condvar::new(),
+        });
+        remember(&mut inner, job.clone());
+        drop(inner);
+        let (wb, j) = (self.clone(), job.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("layout-{id}"))
+            .spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    wb.run_layout(&req, &j)
+                }))
+                .unwrap_or_else(|_| Err(Error::Internal("the layout stopped unexpectedly".into())));
+                let mut s = lock(&j.state);
+                s.running = false;
+                match result {
+                    Ok(p) => {
+                        s.phase = "done";
+                        s.frame += 1;
+                        if s.layout.index.is_empty() {
+                            s.meta_frame = s.frame;
+                        }
+                        s.layout = p.clone();
+                        drop(s);
+                        // A stopped layout is shown, not kept: asking again runs it in full.
+                        if p.stopped {
+                            j.changed.notify_all();
+                            return;
+                        }
+                        let mut inner = lock(&wb.layouts.inner);
+                        inner.done.retain(|(k, _)| *k != j.key);
+                        inner.done.push_back((j.key.clone(), Arc::new(p)));
+                        while inner.done.len() > KEPT {
+                            inner.done.pop_front();
+                        }
+                    }
+                    Err(e) => {
+                        s.phase = "failed";
+                        s.error = Some(e.to_string());
+                        s.frame += 1;
+                    }
+                }
+                j.changed.notify_all();
+            });
+        if let Err(e) = spawned {
+            let mut s = lock(&job.state);
+            s.running = false;
+            s.error = Some(format!("cannot start the layout: {e}"));
+        }
+        Ok(job)
+    }
+
+    fn run_layout(&self, req: &ProjectRequest, job: &Job) -> Result<Projection> {
+        let (shard, info) = self.model.get(&req.tensor)?;
+        let overlay = lock(&self.session).history.overlay().only(&info.name);
+        let source = overlay.view(&info.name, shard.data(info));
+        let input = Input {
+            dtype: info.dtype,
+            shape: &info.shape,
+            spec: req.spec.clone(),
+            source: &source,
+            columns: req.columns,
+            normalize: req.normalize,
+        };
+        let labels = |index: &[u64]| -> Vec<String> {
+            let dim = if req.columns { req.spec.x_dim } else { req.spec.y_dim };
+            let Some(d) = dim else { return Vec::new() };
+            let size = info.shape[d as usize];
+            if self.token_label(size, 0).is_none() {
+                return Vec::new();
+            }
+            index
+                .iter()
+                .map(|&i| self.token_label(size, i).unwrap_or_default())
+                .collect()
+        };
+        let report = |r: Report<'_>| {
+            let mut s = lock(&job.state);
+            s.phase = r.phase.as_str();
+            if r.phase == Phase::Optimising {
+                s.layout.iterations = r.done as u32;
+                s.layout.total_iterations = r.total as u32;
+            }
+            if let Some(p) = r.points {
+                s.layout.points = p.to_vec();
+                s.layout.n = (p.len() / req.dims.max(1) as usize) as u64;
+                s.frame += 1;
+            }
+            if let Some((index, norms)) = r.points_are {
+                s.layout.labels = labels(index);
+                s.layout.index = index.to_vec();
+                s.layout.norms = norms.to_vec();
+                s.meta_frame = s.frame;
+            }
+            if r.loss.is_some() {
+                s.layout.loss = r.loss;
+            }
+            drop(s);
+            job.changed.notify_all();
+        };
+        let live = Live {
+            report: &report,
+            stop: &job.stop,
+        };
+        let mut out = project::layout(&input, req.dims as usize, req.method, &req.params, &live)?;
+        out.labels = labels(&out.index);
+        Ok(out)
+    }
+
+    /// The newest frame of a layout (its points only when newer than `since`).
+    pub fn layout_frame(&self, req: FrameRequest) -> Result<LayoutFrame> {
+        Ok(self.find_job(req.job)?.frame(req.since))
+    }
+
+    /// Stops a layout after its current step; it keeps the layout it has.
+    pub fn stop_layout(&self, job: u64) -> Result<LayoutFrame> {
+        let j = self.find_job(job)?;
+        j.stop.store(true, Ordering::Relaxed);
+        Ok(j.frame(u64::MAX))
+    }
+
+    fn find_job(&self, id: u64) -> Result<Arc<Job>> {
+        lock(&self.layouts.inner)
+            .jobs
+            .iter()
+            .find(|j| j.id == id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no layout {id} (it ended long ago, or the server restarted)")))
+    }
+
+    /// A whole layout, waiting for it to finish (for the CLI-like callers: MCP, scripts).
+    pub fn layout_blocking(self: &Arc<Self>, req: &ProjectRequest) -> Result<Projection> {
+        let job = self.layout_job(req)?;
+        let mut s = lock(&job.state);
+        while s.running {
+            s = job
+                .changed
+                .wait(s)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        match &s.error {
+            Some(e) => Err(Error::Usage(e.clone())),
+            None => Ok(s.layout.clone()),
+        }
+    }
+}
+
+fn remember(inner: &mut Inner, job: Arc<Job>) {
+    inner.jobs.push_back(job);
+    while inner.jobs.len() > JOBS_KEPT {
+        inner.jobs.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workbench::ServeConfig;
+    use crate::Model;
+    use std::time::{Duration, Instant};
+    use tensor_surgeon_core::edit::Op;
+    use tensor_surgeon_core::patch::Origin;
+    use tensor_surgeon_core::view::ViewSpec;
+    use tensor_surgeon_wire::{EditRequest, LayoutParams};
+
+    const EMBED: &str = "model.embed_tokens.weight";
+
+    fn bench() -> (tempfile::TempDir, Arc<Workbench>) {
+        let dir = tempfile::tempdir().unwrap();
+        let model = crate::files::write_demo(dir.path()).unwrap();
+        let config = ServeConfig {
+            read_only: false,
+            patches_dir: dir.path().join("patches"),
+            out_dir: dir.path().join("out"),
+            agent_auto_apply: false,
+            max_step_bytes: crate::workbench::DEFAULT_MAX_STEP_BYTES,
+            allow_dirs: Vec::new(),
+        };
+        let (mut wb, _) = Workbench::open(Model::open(&model).unwrap(), config).unwrap();
+        wb.set_vocab(crate::tokens::Vocab::find(&model, None).unwrap());
+        (dir, Arc::new(wb))
+    }
+
+    fn request(iterations: u32) -> ProjectRequest {
+        ProjectRequest {
+            tensor: EMBED.into(),
+            spec: ViewSpec::default_for(&[2048, 128]),
+            columns: false,
+            dims: 2,
+            normalize: false,
+            method: Method::Umap,
+            params: LayoutParams {
+                iterations: Some(iterations),
+                ..LayoutParams::default()
+            },
+        }
+    }
+
+    /// Polls until the layout ends; the frames with points seen on the way.
+    fn follow(wb: &Workbench, first: &LayoutFrame) -> (LayoutFrame, usize) {
+        let (mut since, mut frames, mut last) = (first.frame, 0, first.clone());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while last.running && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            let f = wb.layout_frame(FrameRequest { job: first.job, since }).unwrap();
+            if f.frame > since {
+                assert!(!f.layout.points.is_empty(), "a newer frame carries its points");
+                frames += 1;
+            } else {
+                assert!(f.layout.points.is_empty(), "an old frame is not sent again");
+            }
+            since = f.frame;
+            last = f;
+        }
+        (last, frames)
+    }
+
+    #[test]
+    fn a_layout_runs_in_frames_is_kept_and_goes_stale_with_an_edit() {
+        let (_dir, wb) = bench();
+        let first = wb.start_layout(&request(300)).unwrap();
+        assert!(first.running);
+        let (done, frames) = follow(&wb, &first);
+        assert!(!done.running && done.error.is_none() && done.phase == "done");
+        assert!(frames >= 2, "{frames} frames");
+        let full = wb.layout_frame(FrameRequest { job: first.job, since: 0 }).unwrap();
+        assert_eq!(full.layout.index.len(), 2048);
+        assert_eq!(full.layout.labels.len(), 2048, "the demo embedding's rows are tokens");
+        assert_eq!(full.layout.iterations, 300);
+
+        // Asked again: answered from the kept layout, at once, with the same points.
+        let again = wb.start_layout(&request(300)).unwrap();
+        assert!(!again.running && again.phase == "done");
+        assert_eq!(again.layout.points, full.layout.points);
+        assert_eq!(wb.project(&request(300)).unwrap().points, full.layout.points);
+
+        // An edit of the tensor makes it stale: the next request runs again.
+        let edit = EditRequest {
+            tensor: EMBED.into(),
+            spec: "5,0".into(),
+            op: Op::Zero,
+            saturate: false,
+            round: false,
+        };
+        wb.edit(&edit, &Origin::new("test")).unwrap();
+        let fresh = wb.start_layout(&request(300)).unwrap();
+        assert!(fresh.running && fresh.job != first.job);
+        let (done, _) = follow(&wb, &fresh);
+        assert!(done.error.is_none());
+    }
+
+    #[test]
+    fn a_stopped_layout_is_shown_not_kept() {
+        let (_dir, wb) = bench();
+        let first = wb.start_layout(&request(50_000)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while wb
+            .layout_frame(FrameRequest { job: first.job, since: 0 })
+            .unwrap()
+            .layout
+            .iterations
+            == 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wb.stop_layout(first.job).unwrap();
+        let (done, _) = follow(&wb, &first);
+        assert!(!done.running && done.layout.stopped);
+        assert!(done.layout.iterations < 50_000);
+        let again = wb.start_layout(&request(50_000)).unwrap();
+        assert!(again.running, "a stopped layout is not answered from the cache");
+        wb.stop_layout(again.job).unwrap();
+        follow(&wb, &again);
+    }
+
+    #[test]
+    fn pca_and_unknown_jobs_are_clear_errors() {
+        let (_dir, wb) = bench();
+        let mut pca = request(10);
+        pca.method = Method::Pca;
+        let e = wb.start_layout(&pca).unwrap_err().to_string();
+        assert!(e.contains("PCA is instant"), "{e}");
+        let e = wb.layout_frame(FrameRequest { job: 99, since: 0 }).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::NotFound);
+        let mut one_d = request(10);
+        one_d.tensor = "model.norm.weight".into();
+        let e = wb.start_layout(&one_d).unwrap_err().to_string();
+        assert!(e.contains("1-D: layouts need a 2-D view"), "{e}");
+    }
+}
