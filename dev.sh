@@ -44,7 +44,7 @@ setup_python() {
         log "creating .venv"
         python3 -m venv .venv
     fi
-    if ! .venv/bin/python -c "import safetensors, numpy, ml_dtypes, pytest, tokenizers, gguf" 2>/dev/null; then
+    if ! .venv/bin/python -c "import safetensors, numpy, ml_dtypes, pytest, tokenizers, gguf, openTSNE, umap" 2>/dev/null; then
         log "installing Python test dependencies"
         .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     fi

@@ -14,7 +14,7 @@ import { cli, resetSession, openView, cellCenter, pixel, waitPixelChange, mcpCli
 const EMBED = 'model.embed_tokens.weight';
 const NORM = 'model.layers.3.post_attention_layernorm.weight';
 const OUTLIER = 'model.layers.2.self_attn.o_proj.weight';
-const TOOLS = ['compare_tokens', 'find_outliers', 'list_patch', 'list_tensors', 'nearest_tokens', 'propose_edit', 'read_values', 'run_prompt', 'tensor_info', 'tensor_stats', 'top_neurons', 'undo'];
+const TOOLS = ['compare_tokens', 'find_outliers', 'list_patch', 'list_tensors', 'nearest_tokens', 'project_rows', 'propose_edit', 'read_values', 'run_prompt', 'tensor_info', 'tensor_stats', 'top_neurons', 'undo'];
 
 /** Calls a tool; returns [parsed JSON or text, isError]. */
 async function call(client, name, args = {}) {
@@ -84,6 +84,19 @@ async function checkTools(client, model) {
   [v, err] = await call(client, 'nearest_tokens', { token: ' Parisian' });
   expect(err).toBe(true);
   expect(v).toContain('not a token');
+
+  // A UMAP of the embedding: the CLI's layout (same seed), summarised as clusters.
+  [v, err] = await call(client, 'project_rows', { method: 'umap', iterations: 60, clusters: 5, points: 3 });
+  expect(err).toBe(false);
+  const umap = cli('project', model, EMBED, '--method', 'umap', '--iterations', '60', '--json');
+  expect([v.tensor, v.method, v.n, v.iterations]).toEqual([EMBED, 'umap', 2048, 60]);
+  expect(v.points.map((p) => p.at)).toEqual(umap.points.slice(0, 3));
+  expect(v.points.map((p) => p.token)).toEqual(umap.labels.slice(0, 3));
+  expect(v.clusters.length).toBe(5);
+  expect(v.clusters.reduce((n, c) => n + c.size, 0)).toBe(2048);
+  expect(v.clusters.every((c) => c.members.length === Math.min(12, c.size) && c.members.every((m) => typeof m.token === 'string'))).toBe(true);
+  [v, err] = await call(client, 'project_rows', { method: 'isomap' });
+  expect([err, v]).toEqual([true, 'method "isomap": use pca, tsne or umap']);
 
   // Bad arguments come back as errors; the server keeps serving.
   [v, err] = await call(client, 'tensor_info', { tensor: 'nope' });

@@ -4,8 +4,7 @@
 
 use super::*;
 use tensor_surgeon_wire::{
-    FrameRequest, LayoutFrame, Nearest, ProjectRequest, Projection, TaskProgress,
-    TokenComparison, TokenHit,
+    LayoutFrame, Nearest, ProjectRequest, Projection, TaskProgress, TokenComparison, TokenHit,
 };
 
 /// PCA, t-SNE or UMAP of a view's rows or columns (t-SNE and UMAP: the finished layout).
@@ -17,7 +16,7 @@ pub async fn get_projection(request: ProjectRequest) -> Result<Projection, Serve
 }
 
 /// The same, JSON in and out, for scripts and agents. `POST /api/project_json`.
-#[server(endpoint = "project_json")]
+#[server(endpoint = "project_json", input = Json)]
 pub async fn get_projection_json(request: ProjectRequest) -> Result<Projection, ServerFnError> {
     let wb = workbench()?;
     blocking(move || wb.project(&request)).await
@@ -36,12 +35,12 @@ pub async fn start_layout(request: ProjectRequest) -> Result<LayoutFrame, Server
 #[server(endpoint = "layout/frame", input = GetUrl, output = Rkyv)]
 pub async fn get_layout_frame(job: u64, since: u64) -> Result<LayoutFrame, ServerFnError> {
     workbench()?
-        .layout_frame(FrameRequest { job, since })
+        .layout_frame(tensor_surgeon_wire::FrameRequest { job, since })
         .map_err(fail)
 }
 
 /// Stops a layout after its current step, keeping the layout it has. `POST /api/layout/stop`.
-#[server(endpoint = "layout/stop")]
+#[server(endpoint = "layout/stop", input = Json)]
 pub async fn stop_layout(job: u64) -> Result<LayoutFrame, ServerFnError> {
     workbench()?.stop_layout(job).map_err(fail)
 }

@@ -186,19 +186,28 @@ fn RowSetForm() -> impl IntoView {
         let Some(set) = ctx.row_set.get_untracked() else {
             return;
         };
-        let action = match row_set_action(&kind.get_untracked(), &a.get_untracked(), &b.get_untracked()) {
+        let action = match row_set_action(
+            &kind.get_untracked(),
+            &a.get_untracked(),
+            &b.get_untracked(),
+        ) {
             Ok(x) => x,
             Err(e) => {
                 set_error.set(Some(e));
                 return;
             }
         };
-        submit(ctx, set_busy, set_error, row_set_edit(RowSetRequest {
-            tensor: set.tensor,
-            columns: set.columns,
-            lines: set.lines,
-            action,
-        }));
+        submit(
+            ctx,
+            set_busy,
+            set_error,
+            row_set_edit(RowSetRequest {
+                tensor: set.tensor,
+                columns: set.columns,
+                lines: set.lines,
+                action,
+            }),
+        );
     };
     let hint = move || match kind.get().as_str() {
         "scale" => ("factor", ""),

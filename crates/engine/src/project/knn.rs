@@ -65,7 +65,10 @@ pub fn exact(
     }
     debug_assert_eq!(x.len(), n * d);
     let all = MatRef::from_row_major_slice(x, n, d);
-    let sq: Vec<f32> = x.chunks_exact(d.max(1)).map(|r| r.iter().map(|v| v * v).sum()).collect();
+    let sq: Vec<f32> = x
+        .chunks_exact(d.max(1))
+        .map(|r| r.iter().map(|v| v * v).sum())
+        .collect();
     let done = AtomicU64::new(0);
     let blocks: Vec<(Vec<u32>, Vec<f32>)> = (0..n.div_ceil(BLOCK))
         .into_par_iter()

@@ -189,11 +189,18 @@ pub fn layout(
     });
     let k = match method {
         Method::Tsne => ((3.0 * params.perplexity).floor() as usize).min(n - 1),
-        _ => (params.n_neighbors as usize).saturating_sub(1).clamp(1, n - 1),
+        _ => (params.n_neighbors as usize)
+            .saturating_sub(1)
+            .clamp(1, n - 1),
     };
-    let knn = knn::exact(&features, n, width, k, &|done, total| {
-        live.phase(Phase::Neighbours, done, total)
-    }, live.stop)?;
+    let knn = knn::exact(
+        &features,
+        n,
+        width,
+        k,
+        &|done, total| live.phase(Phase::Neighbours, done, total),
+        live.stop,
+    )?;
     drop(features);
     let steps = params.iterations.map(|i| i as usize);
     let out = match method {

@@ -204,7 +204,8 @@ pub(super) fn matrix(input: &Input<'_>) -> Result<(Vec<f32>, usize, Vec<f32>, Ve
         mean: Vec::new(),
         kept: None,
     };
-    let parts: Vec<(Mat<f64>, Vec<f64>)> = bands.ranges().par_iter().map(|r| bands.raw(r)).collect();
+    let parts: Vec<(Mat<f64>, Vec<f64>)> =
+        bands.ranges().par_iter().map(|r| bands.raw(r)).collect();
     let mut x = Vec::with_capacity(n * d);
     let mut norms = Vec::with_capacity(n);
     for (m, nr) in parts {

@@ -39,7 +39,9 @@ fn neighbour_agreement(points: &[f32], dims: usize, labels: &[usize]) -> f64 {
             .filter(|&j| j != i)
             .min_by(|&a, &b| {
                 let d = |j: usize| -> f32 {
-                    (0..dims).map(|c| (points[i * dims + c] - points[j * dims + c]).powi(2)).sum()
+                    (0..dims)
+                        .map(|c| (points[i * dims + c] - points[j * dims + c]).powi(2))
+                        .sum()
                 };
                 d(a).total_cmp(&d(b))
             })
@@ -110,7 +112,12 @@ fn tsne_and_umap_keep_planted_clusters_apart() {
         perplexity: 15.0,
         ..LayoutParams::default()
     };
-    for (method, dims) in [(Method::Tsne, 2), (Method::Tsne, 3), (Method::Umap, 2), (Method::Umap, 3)] {
+    for (method, dims) in [
+        (Method::Tsne, 2),
+        (Method::Tsne, 3),
+        (Method::Umap, 2),
+        (Method::Umap, 3),
+    ] {
         let r = run(&bytes, [240, 12], dims, method, &params, None);
         let p = r.projection.unwrap();
         assert_eq!((p.n, p.dims, p.method), (240, dims as u32, method));
@@ -120,8 +127,15 @@ fn tsne_and_umap_keep_planted_clusters_apart() {
         let agree = neighbour_agreement(&p.points, dims, &labels);
         assert!(agree >= 0.98, "{method:?} {dims}-D: {agree}");
         // The start is shown first, while the neighbours are found; then the optimiser.
-        assert_eq!(r.phases[..2], [Phase::Reading, Phase::Reducing][..r.phases.len().min(2)]);
-        assert!(r.phases.ends_with(&[Phase::Neighbours, Phase::Optimising]), "{:?}", r.phases);
+        assert_eq!(
+            r.phases[..2],
+            [Phase::Reading, Phase::Reducing][..r.phases.len().min(2)]
+        );
+        assert!(
+            r.phases.ends_with(&[Phase::Neighbours, Phase::Optimising]),
+            "{:?}",
+            r.phases
+        );
         assert!(r.frames >= 2, "{method:?}: {} frames", r.frames);
     }
 }
@@ -138,7 +152,11 @@ fn a_stopped_layout_keeps_what_it_had() {
         let r = run(&bytes, [150, 8], 2, method, &params, Some(3));
         let p = r.projection.unwrap();
         assert!(p.stopped, "{method:?}");
-        assert!(p.iterations < 20_000 && p.total_iterations == 20_000, "{method:?} {}", p.iterations);
+        assert!(
+            p.iterations < 20_000 && p.total_iterations == 20_000,
+            "{method:?} {}",
+            p.iterations
+        );
         assert_eq!(p.points.len(), 300);
         assert!(p.points.iter().all(|v| v.is_finite()));
     }
@@ -152,9 +170,15 @@ fn the_same_seed_gives_the_same_umap() {
         iterations: Some(100),
         ..LayoutParams::default()
     };
-    let a = run(&bytes, [120, 8], 2, Method::Umap, &params(5), None).projection.unwrap();
-    let b = run(&bytes, [120, 8], 2, Method::Umap, &params(5), None).projection.unwrap();
-    let c = run(&bytes, [120, 8], 2, Method::Umap, &params(6), None).projection.unwrap();
+    let a = run(&bytes, [120, 8], 2, Method::Umap, &params(5), None)
+        .projection
+        .unwrap();
+    let b = run(&bytes, [120, 8], 2, Method::Umap, &params(5), None)
+        .projection
+        .unwrap();
+    let c = run(&bytes, [120, 8], 2, Method::Umap, &params(6), None)
+        .projection
+        .unwrap();
     assert_eq!(a.points, b.points);
     assert_ne!(a.points, c.points);
 }
@@ -163,20 +187,59 @@ fn the_same_seed_gives_the_same_umap() {
 fn parameters_are_checked_before_any_work() {
     let (bytes, _) = planted(2, 10, 4);
     let bad = [
-        (Method::Tsne, LayoutParams { perplexity: 0.5, ..LayoutParams::default() }, "perplexity must be 1 to 500"),
-        (Method::Tsne, LayoutParams::default(), "perplexity 30 needs more than 90 points"),
-        (Method::Umap, LayoutParams { min_dist: -1.0, ..LayoutParams::default() }, "min_dist must be between 0 and 1"),
-        (Method::Umap, LayoutParams { iterations: Some(0), ..LayoutParams::default() }, "iterations must be 1 to"),
-        (Method::Umap, LayoutParams { pca_dims: 100_000, ..LayoutParams::default() }, "pca_dims 100000 is more than"),
+        (
+            Method::Tsne,
+            LayoutParams {
+                perplexity: 0.5,
+                ..LayoutParams::default()
+            },
+            "perplexity must be 1 to 500",
+        ),
+        (
+            Method::Tsne,
+            LayoutParams::default(),
+            "perplexity 30 needs more than 90 points",
+        ),
+        (
+            Method::Umap,
+            LayoutParams {
+                min_dist: -1.0,
+                ..LayoutParams::default()
+            },
+            "min_dist must be between 0 and 1",
+        ),
+        (
+            Method::Umap,
+            LayoutParams {
+                iterations: Some(0),
+                ..LayoutParams::default()
+            },
+            "iterations must be 1 to",
+        ),
+        (
+            Method::Umap,
+            LayoutParams {
+                pca_dims: 100_000,
+                ..LayoutParams::default()
+            },
+            "pca_dims 100000 is more than",
+        ),
     ];
     for (method, params, want) in bad {
         let r = run(&bytes, [20, 4], 2, method, &params, None);
         let e = r.projection.unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
     }
-    let e = run(&bytes, [20, 4], 4, Method::Umap, &LayoutParams::default(), None)
-        .projection
-        .unwrap_err()
-        .to_string();
+    let e = run(
+        &bytes,
+        [20, 4],
+        4,
+        Method::Umap,
+        &LayoutParams::default(),
+        None,
+    )
+    .projection
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("layouts have 2 or 3 dims"), "{e}");
 }

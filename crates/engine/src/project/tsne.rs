@@ -103,7 +103,9 @@ fn affinity(knn: &Knn, n: usize, s: &Settings, seed: u64) -> Affinity {
         .epochs(0)
         .initial_embedding(vec![0.0f32; n * 2])
         .fit_sne_with_neighbors(&neighbours(knn, n));
-    let p = t.affinities().unwrap_or_else(|| unreachable!("the fit built P"));
+    let p = t
+        .affinities()
+        .unwrap_or_else(|| unreachable!("the fit built P"));
     let entropy = p
         .values()
         .iter()
@@ -174,7 +176,9 @@ fn optimise_in(
         3 => fit::<3>(knn, n, init, s, aff, live, |t, nb| {
             t.barnes_hut_with_neighbors(THETA, nb);
         }),
-        _ => Err(Error::Usage(format!("t-SNE lays points out in 2 or 3 dims, not {dims}"))),
+        _ => Err(Error::Usage(format!(
+            "t-SNE lays points out in 2 or 3 dims, not {dims}"
+        ))),
     }
 }
 
@@ -195,7 +199,10 @@ struct Stage {
 /// trustworthy after the same 750 steps).
 fn stages(n: usize, s: &Settings) -> Vec<Stage> {
     let first = EXAGGERATION_STEPS.min(s.steps);
-    let rate = |exaggeration: f32| s.learning_rate.unwrap_or((n as f32 / exaggeration).max(200.0));
+    let rate = |exaggeration: f32| {
+        s.learning_rate
+            .unwrap_or((n as f32 / exaggeration).max(200.0))
+    };
     let mut out = vec![Stage {
         offset: 0,
         steps: first,
@@ -302,7 +309,12 @@ fn fit<const D: usize>(
 /// openTSNE's PCA start: the first components, scaled so the first has std 1e-4.
 pub(super) fn scale_init(points: &mut [f32], dims: usize) {
     let n = points.len() / dims;
-    let mean = points.iter().step_by(dims).map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+    let mean = points
+        .iter()
+        .step_by(dims)
+        .map(|&v| f64::from(v))
+        .sum::<f64>()
+        / n as f64;
     let var = points
         .iter()
         .step_by(dims)

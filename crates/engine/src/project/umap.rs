@@ -62,8 +62,7 @@ pub(super) struct Graph {
 /// memberships sum to `log2(n_neighbors)`.
 fn smooth_knn(knn: &Knn, n: usize, n_neighbors: usize) -> (Vec<f32>, Vec<f32>) {
     let target = (n_neighbors as f64).log2();
-    let mean_all = knn.dist.iter().map(|&d| f64::from(d)).sum::<f64>()
-        / (n * (knn.k + 1)) as f64;
+    let mean_all = knn.dist.iter().map(|&d| f64::from(d)).sum::<f64>() / (n * (knn.k + 1)) as f64;
     (0..n)
         .into_par_iter()
         .map(|i| {
@@ -98,8 +97,7 @@ fn smooth_knn(knn: &Knn, n: usize, n_neighbors: usize) -> (Vec<f32>, Vec<f32>) {
                 }
             }
             // The self entry (distance 0) counts in the mean, as in umap-learn.
-            let mean_i =
-                dist.iter().map(|&d| f64::from(d)).sum::<f64>() / (dist.len() + 1) as f64;
+            let mean_i = dist.iter().map(|&d| f64::from(d)).sum::<f64>() / (dist.len() + 1) as f64;
             let floor = 1e-3 * if rho > 0.0 { mean_i } else { mean_all };
             (rho, mid.max(floor) as f32)
         })
@@ -222,44 +220,73 @@ pub fn find_ab(spread: f32, min_dist: f32) -> (f32, f32) {
 
 /// The leading nontrivial eigenvectors of the graph's normalised adjacency (the smallest of
 /// its normalised Laplacian, as umap-learn's spectral start): subspace iteration on
-/// `(I + D^-1/2 W D^-1/2) / 2`, then Rayleigh-Ritz.
+/// `(I + D^-1/2 W D^-1/2) / 2` (row-major blocks, rows in parallel), re-orthonormalised every
+/// few steps, then Rayleigh-Ritz.
 fn spectral(g: &Graph, n: usize, dims: usize, seed: u64) -> Vec<f32> {
-    let deg: Vec<f64> = (0..n)
-        .map(|i| g.vals[g.rows[i]..g.rows[i + 1]].iter().map(|&v| f64::from(v)).sum())
-        .collect();
-    let dinv: Vec<f64> = deg
-        .iter()
-        .map(|&d| if d > 0.0 { 1.0 / d.sqrt() } else { 0.0 })
-        .collect();
     let b = dims + 1 + 4;
-    let apply = |q: &Mat<f64>| -> Mat<f64> {
-        let cols: Vec<Vec<f64>> = (0..b)
-            .into_par_iter()
-            .map(|c| {
-                (0..n)
-                    .map(|i| {
-                        let mut s = 0.0;
-                        for e in g.rows[i]..g.rows[i + 1] {
-                            let j = g.cols[e] as usize;
-                            s += f64::from(g.vals[e]) * dinv[j] * q[(j, c)];
-                        }
-                        0.5 * (q[(i, c)] + dinv[i] * s)
-                    })
-                    .collect()
-            })
-            .collect();
-        Mat::from_fn(n, b, |i, c| cols[c][i])
+    let dinv: Vec<f64> = (0..n)
+        .map(|i| {
+            let d: f64 = g.vals[g.rows[i]..g.rows[i + 1]]
+                .iter()
+                .map(|&v| f64::from(v))
+                .sum();
+            if d > 0.0 {
+                1.0 / d.sqrt()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    // The operator on an `n x b` row-major block.
+    let apply = |q: &[f64], out: &mut [f64]| {
+        out.par_chunks_mut(b).enumerate().for_each(|(i, row)| {
+            row.copy_from_slice(&q[i * b..(i + 1) * b]);
+            let mut acc = [0.0f64; 16];
+            for e in g.rows[i]..g.rows[i + 1] {
+                let j = g.cols[e] as usize;
+                let w = f64::from(g.vals[e]) * dinv[j];
+                for (a, v) in acc.iter_mut().zip(&q[j * b..(j + 1) * b]) {
+                    *a += w * v;
+                }
+            }
+            for (r, a) in row.iter_mut().zip(&acc) {
+                *r = 0.5 * (*r + dinv[i] * a);
+            }
+        });
+    };
+    let orthonormal = |q: &[f64]| -> Vec<f64> {
+        let m = Mat::from_fn(n, b, |i, c| q[i * b + c])
+            .qr()
+            .compute_thin_Q();
+        let mut out = vec![0.0; n * b];
+        for i in 0..n {
+            for c in 0..b {
+                out[i * b + c] = m[(i, c)];
+            }
+        }
+        out
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC7);
     let normal = Normal::new(0.0, 1.0).unwrap_or_else(|_| unreachable!("unit normal"));
-    let mut q = Mat::from_fn(n, b, |_, _| normal.sample(&mut rng))
-        .qr()
-        .compute_thin_Q();
-    for _ in 0..SPECTRAL_STEPS {
-        q = apply(&q).qr().compute_thin_Q();
+    let mut q = orthonormal(
+        &(0..n * b)
+            .map(|_| normal.sample(&mut rng))
+            .collect::<Vec<f64>>(),
+    );
+    let mut next = vec![0.0; n * b];
+    for step in 1..=SPECTRAL_STEPS {
+        apply(&q, &mut next);
+        std::mem::swap(&mut q, &mut next);
+        if step % 5 == 0 {
+            q = orthonormal(&q);
+        }
     }
-    let aq = apply(&q);
-    let t = q.transpose() * &aq;
+    q = orthonormal(&q);
+    apply(&q, &mut next);
+    // Rayleigh-Ritz: the small matrix Q^T A Q.
+    let t = Mat::from_fn(b, b, |r, c| {
+        (0..n).map(|i| q[i * b + r] * next[i * b + c]).sum::<f64>()
+    });
     let sym = Mat::from_fn(b, b, |i, j| 0.5 * (t[(i, j)] + t[(j, i)]));
     let Ok(eig) = sym.self_adjoint_eigen(Side::Lower) else {
         return Vec::new();
@@ -270,10 +297,7 @@ fn spectral(g: &Graph, n: usize, dims: usize, seed: u64) -> Vec<f32> {
     for c in 0..dims {
         let col = b - 2 - c;
         for i in 0..n {
-            let mut s = 0.0;
-            for r in 0..b {
-                s += q[(i, r)] * v[(r, col)];
-            }
+            let s: f64 = (0..b).map(|r| q[i * b + r] * v[(r, col)]).sum();
             out[i * dims + c] = s as f32;
         }
     }
@@ -297,10 +321,16 @@ fn to_box(points: &mut [f32], dims: usize) {
             .iter()
             .skip(c)
             .step_by(dims)
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
         let span = hi - lo;
         for v in points.iter_mut().skip(c).step_by(dims) {
-            *v = if span > 0.0 { 10.0 * (*v - lo) / span } else { 5.0 };
+            *v = if span > 0.0 {
+                10.0 * (*v - lo) / span
+            } else {
+                5.0
+            };
         }
     }
 }
@@ -359,11 +389,11 @@ fn powers(x: f32, b: f32) -> (f32, f32) {
     (pb, pb / x)
 }
 
-/// One epoch of the descent (umap-learn's `_optimize_layout_euclidean_single_epoch`).
+/// One epoch of the descent (umap-learn's `_optimize_layout_euclidean_single_epoch`), for
+/// `D`-dimensional layouts.
 #[allow(clippy::too_many_arguments)]
-fn epoch(
+fn epoch<const D: usize>(
     y: &mut [f32],
-    dims: usize,
     n: usize,
     s: &mut Schedule,
     (a, b): (f32, f32),
@@ -372,61 +402,87 @@ fn epoch(
     rng: &mut ChaCha8Rng,
 ) {
     let clip = |v: f32| v.clamp(-4.0, 4.0);
+    let at = |y: &[f32], i: usize| -> [f32; D] {
+        let mut p = [0.0; D];
+        p.copy_from_slice(&y[i * D..(i + 1) * D]);
+        p
+    };
     let now = epoch as f64;
     for e in 0..s.head.len() {
         if s.next[e] > now {
             continue;
         }
         let (j, k) = (s.head[e] as usize, s.tail[e] as usize);
-        let d2: f32 = (0..dims).map(|c| (y[j * dims + c] - y[k * dims + c]).powi(2)).sum();
+        let (mut current, mut other) = (at(y, j), at(y, k));
+        let mut d2 = 0.0f32;
+        for c in 0..D {
+            d2 += (current[c] - other[c]) * (current[c] - other[c]);
+        }
         let coeff = if d2 > 0.0 {
             let (pb, pb1) = powers(d2, b);
             -2.0 * a * b * pb1 / (a * pb + 1.0)
         } else {
             0.0
         };
-        for c in 0..dims {
-            let g = clip(coeff * (y[j * dims + c] - y[k * dims + c]));
-            y[j * dims + c] += g * alpha;
-            y[k * dims + c] -= g * alpha;
+        for c in 0..D {
+            let g = clip(coeff * (current[c] - other[c]));
+            current[c] += g * alpha;
+            other[c] -= g * alpha;
         }
+        y[k * D..(k + 1) * D].copy_from_slice(&other);
         s.next[e] += s.every[e];
         let negatives = ((now - s.next_negative[e]) / s.every_negative[e]).max(0.0) as usize;
         for _ in 0..negatives {
             let k = rng.random_range(0..n);
-            let d2: f32 = (0..dims).map(|c| (y[j * dims + c] - y[k * dims + c]).powi(2)).sum();
-            let coeff = if d2 > 0.0 {
-                let (pb, _) = powers(d2, b);
-                2.0 * GAMMA * b / ((0.001 + d2) * (a * pb + 1.0))
-            } else if j == k {
+            if k == j {
                 continue;
-            } else {
-                0.0
-            };
-            if coeff > 0.0 {
-                for c in 0..dims {
-                    y[j * dims + c] += clip(coeff * (y[j * dims + c] - y[k * dims + c])) * alpha;
+            }
+            let other = at(y, k);
+            let mut d2 = 0.0f32;
+            for c in 0..D {
+                d2 += (current[c] - other[c]) * (current[c] - other[c]);
+            }
+            if d2 > 0.0 {
+                let (pb, _) = powers(d2, b);
+                let coeff = 2.0 * GAMMA * b / ((0.001 + d2) * (a * pb + 1.0));
+                for c in 0..D {
+                    current[c] += clip(coeff * (current[c] - other[c])) * alpha;
                 }
             }
         }
+        y[j * D..(j + 1) * D].copy_from_slice(&current);
         s.next_negative[e] += negatives as f64 * s.every_negative[e];
     }
 }
 
-/// The fuzzy cross-entropy per edge of a layout: the edges' own terms, and the non-edges'
-/// repulsive term estimated from sampled pairs.
-fn loss(y: &[f32], dims: usize, n: usize, s: &Schedule, (a, b): (f32, f32), pairs: &[(u32, u32)]) -> f64 {
+/// The fuzzy cross-entropy per edge of a layout: the edges' own terms (from an even sample
+/// of them on large graphs), and the non-edges' repulsive term estimated from sampled pairs.
+fn loss(
+    y: &[f32],
+    dims: usize,
+    n: usize,
+    s: &Schedule,
+    (a, b): (f32, f32),
+    pairs: &[(u32, u32)],
+) -> f64 {
     let v = |i: usize, j: usize| -> f64 {
-        let d2: f32 = (0..dims).map(|c| (y[i * dims + c] - y[j * dims + c]).powi(2)).sum();
+        let d2: f32 = (0..dims)
+            .map(|c| (y[i * dims + c] - y[j * dims + c]).powi(2))
+            .sum();
         1.0 / (1.0 + f64::from(a) * f64::from(d2).powf(f64::from(b)))
     };
     let eps = 1e-4;
+    // Every edge up to LOSS_SAMPLES of them, else an even stride through them.
+    let stride = s.head.len().div_ceil(LOSS_SAMPLES).max(1);
     let mut edges = 0.0;
-    for e in 0..s.head.len() {
+    let mut counted = 0usize;
+    for e in (0..s.head.len()).step_by(stride) {
         let w = f64::from(s.weight[e]);
         let q = v(s.head[e] as usize, s.tail[e] as usize).clamp(eps, 1.0 - eps);
         edges += -w * q.ln() - (1.0 - w) * (1.0 - q).ln();
+        counted += 1;
     }
+    let edges = edges * s.head.len() as f64 / counted.max(1) as f64;
     let repel = pairs
         .iter()
         .map(|&(i, j)| -(1.0 - v(i as usize, j as usize)).max(eps).ln())
@@ -465,7 +521,9 @@ pub(super) fn run(
     let mut y = match s.init {
         Init::Auto | Init::Spectral => spectral(&g, n, dims, s.seed),
         Init::Pca => pca.to_vec(),
-        Init::Random => (0..n * dims).map(|_| rng.random_range(-10.0..10.0)).collect(),
+        Init::Random => (0..n * dims)
+            .map(|_| rng.random_range(-10.0..10.0))
+            .collect(),
     };
     if y.len() != n * dims || y.iter().any(|v| !v.is_finite()) {
         // The spectral start failed (it can on a graph in many pieces): PCA, as umap-learn
@@ -488,7 +546,11 @@ pub(super) fn run(
     let mut stopped = false;
     for t in 0..steps {
         let alpha = 1.0 - t as f32 / steps as f32;
-        epoch(&mut y, dims, n, &mut sched, ab, alpha, t, &mut rng);
+        if dims == 3 {
+            epoch::<3>(&mut y, n, &mut sched, ab, alpha, t, &mut rng);
+        } else {
+            epoch::<2>(&mut y, n, &mut sched, ab, alpha, t, &mut rng);
+        }
         done = t + 1;
         stopped = live.stop.load(Ordering::Relaxed) && done < steps;
         if stopped || done == steps || shown.elapsed() >= FRAME_GAP {
@@ -524,9 +586,15 @@ mod tests {
     fn the_curve_is_umap_learns() {
         // umap-learn's find_ab_params(1.0, 0.1) and (1.0, 0.5).
         let (a, b) = find_ab(1.0, 0.1);
-        assert!((a - 1.5769).abs() < 2e-3 && (b - 0.8951).abs() < 2e-3, "{a} {b}");
+        assert!(
+            (a - 1.5769).abs() < 2e-3 && (b - 0.8951).abs() < 2e-3,
+            "{a} {b}"
+        );
         let (a, b) = find_ab(1.0, 0.5);
-        assert!((a - 0.5830).abs() < 2e-3 && (b - 1.3342).abs() < 2e-3, "{a} {b}");
+        assert!(
+            (a - 0.5830).abs() < 2e-3 && (b - 1.3342).abs() < 2e-3,
+            "{a} {b}"
+        );
     }
 
     #[test]
@@ -551,7 +619,9 @@ mod tests {
             }
         }
         // Each point's nearest neighbour has membership 1 (rho), so the union is 1 too.
-        let w01 = (g.rows[0]..g.rows[1]).find(|&e| g.cols[e] == 1).map(|e| g.vals[e]);
+        let w01 = (g.rows[0]..g.rows[1])
+            .find(|&e| g.cols[e] == 1)
+            .map(|e| g.vals[e]);
         assert_eq!(w01, Some(1.0));
     }
 }

@@ -20,10 +20,7 @@ const JOBS_KEPT: usize = 8;
 type Key = (String, u64);
 
 fn key(req: &ProjectRequest, version: u64) -> Key {
-    (
-        serde_json::to_string(req).unwrap_or_default(),
-        version,
-    )
+    (serde_json::to_string(req).unwrap_or_default(), version)
 }
 
 /// One layout, running or done.
@@ -121,7 +118,12 @@ impl Workbench {
         let mut inner = lock(&self.layouts.inner);
         inner.next_id += 1;
         let id = inner.next_id;
-        if let Some(p) = inner.done.iter().find(|(dk, _)| *dk == k).map(|(_, p)| p.clone()) {
+        if let Some(p) = inner
+            .done
+            .iter()
+            .find(|(dk, _)| *dk == k)
+            .map(|(_, p)| p.clone())
+        {
             let job = Arc::new(Job {
                 id,
                 key: k,
@@ -139,7 +141,11 @@ impl Workbench {
             remember(&mut inner, job.clone());
             return Ok(job);
         }
-        if let Some(running) = inner.jobs.iter().find(|j| j.key == k && lock(&j.state).running) {
+        if let Some(running) = inner
+            .jobs
+            .iter()
+            .find(|j| j.key == k && lock(&j.state).running)
+        {
             return Ok(running.clone());
         }
         // One layout at a time: a new request stops the one running.
@@ -226,7 +232,11 @@ impl Workbench {
             normalize: req.normalize,
         };
         let labels = |index: &[u64]| -> Vec<String> {
-            let dim = if req.columns { req.spec.x_dim } else { req.spec.y_dim };
+            let dim = if req.columns {
+                req.spec.x_dim
+            } else {
+                req.spec.y_dim
+            };
             let Some(d) = dim else { return Vec::new() };
             let size = info.shape[d as usize];
             if self.token_label(size, 0).is_none() {
@@ -288,7 +298,11 @@ impl Workbench {
             .iter()
             .find(|j| j.id == id)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("no layout {id} (it ended long ago, or the server restarted)")))
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no layout {id} (it ended long ago, or the server restarted)"
+                ))
+            })
     }
 
     /// A whole layout, waiting for it to finish (for the CLI-like callers: MCP, scripts).
@@ -365,9 +379,17 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(120);
         while last.running && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-            let f = wb.layout_frame(FrameRequest { job: first.job, since }).unwrap();
+            let f = wb
+                .layout_frame(FrameRequest {
+                    job: first.job,
+                    since,
+                })
+                .unwrap();
             if f.frame > since {
-                assert!(!f.layout.points.is_empty(), "a newer frame carries its points");
+                assert!(
+                    !f.layout.points.is_empty(),
+                    "a newer frame carries its points"
+                );
                 frames += 1;
             } else {
                 assert!(f.layout.points.is_empty(), "an old frame is not sent again");
@@ -386,16 +408,28 @@ mod tests {
         let (done, frames) = follow(&wb, &first);
         assert!(!done.running && done.error.is_none() && done.phase == "done");
         assert!(frames >= 2, "{frames} frames");
-        let full = wb.layout_frame(FrameRequest { job: first.job, since: 0 }).unwrap();
+        let full = wb
+            .layout_frame(FrameRequest {
+                job: first.job,
+                since: 0,
+            })
+            .unwrap();
         assert_eq!(full.layout.index.len(), 2048);
-        assert_eq!(full.layout.labels.len(), 2048, "the demo embedding's rows are tokens");
+        assert_eq!(
+            full.layout.labels.len(),
+            2048,
+            "the demo embedding's rows are tokens"
+        );
         assert_eq!(full.layout.iterations, 300);
 
         // Asked again: answered from the kept layout, at once, with the same points.
         let again = wb.start_layout(&request(300)).unwrap();
         assert!(!again.running && again.phase == "done");
         assert_eq!(again.layout.points, full.layout.points);
-        assert_eq!(wb.project(&request(300)).unwrap().points, full.layout.points);
+        assert_eq!(
+            wb.project(&request(300)).unwrap().points,
+            full.layout.points
+        );
 
         // An edit of the tensor makes it stale: the next request runs again.
         let edit = EditRequest {
@@ -418,7 +452,10 @@ mod tests {
         let first = wb.start_layout(&request(50_000)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while wb
-            .layout_frame(FrameRequest { job: first.job, since: 0 })
+            .layout_frame(FrameRequest {
+                job: first.job,
+                since: 0,
+            })
             .unwrap()
             .layout
             .iterations
@@ -432,7 +469,10 @@ mod tests {
         assert!(!done.running && done.layout.stopped);
         assert!(done.layout.iterations < 50_000);
         let again = wb.start_layout(&request(50_000)).unwrap();
-        assert!(again.running, "a stopped layout is not answered from the cache");
+        assert!(
+            again.running,
+            "a stopped layout is not answered from the cache"
+        );
         wb.stop_layout(again.job).unwrap();
         follow(&wb, &again);
     }
@@ -444,7 +484,9 @@ mod tests {
         pca.method = Method::Pca;
         let e = wb.start_layout(&pca).unwrap_err().to_string();
         assert!(e.contains("PCA is instant"), "{e}");
-        let e = wb.layout_frame(FrameRequest { job: 99, since: 0 }).unwrap_err();
+        let e = wb
+            .layout_frame(FrameRequest { job: 99, since: 0 })
+            .unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::NotFound);
         let mut one_d = request(10);
         one_d.tensor = "model.norm.weight".into();

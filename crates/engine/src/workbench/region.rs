@@ -5,8 +5,8 @@ use super::{lock, Result, Session, Workbench};
 use crate::error::Error;
 use tensor_surgeon_core::dtype::EncodeOptions;
 use tensor_surgeon_core::edit::{self, EditStep, Op};
-use tensor_surgeon_core::region::Region;
 use tensor_surgeon_core::patch::Origin;
+use tensor_surgeon_core::region::Region;
 use tensor_surgeon_core::region::{self, Operand};
 use tensor_surgeon_wire::{RegionRequest, RowSetAction, RowSetRequest, SessionView};
 
@@ -64,7 +64,11 @@ impl Workbench {
             )));
         }
         let what = if req.columns { "column" } else { "row" };
-        let size = if req.columns { info.shape[nd - 1] } else { info.shape[0] };
+        let size = if req.columns {
+            info.shape[nd - 1]
+        } else {
+            info.shape[0]
+        };
         let mut lines = req.lines.clone();
         lines.sort_unstable();
         lines.dedup();

@@ -2,19 +2,19 @@
 //! compare two).
 
 use super::stats::overlay_of;
-use std::io::IsTerminal;
-use std::sync::atomic::AtomicBool;
-use std::sync::OnceLock;
-use std::time::Instant;
-use tensor_surgeon_engine::project::{Live, Report};
-use tensor_surgeon_wire::{Init, LayoutParams, Method};
 use super::{print_json, table};
 use serde_json::json;
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 use tensor_surgeon_core::view::ViewSpec;
 use tensor_surgeon_engine::project::{self, Input};
+use tensor_surgeon_engine::project::{Live, Report};
 use tensor_surgeon_engine::tokens::{self, Vocab};
 use tensor_surgeon_engine::{Error, Model, Result};
+use tensor_surgeon_wire::{Init, LayoutParams, Method};
 
 /// Options of `project`.
 #[derive(clap::Args, Debug)]
@@ -159,9 +159,18 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     let first_frame = OnceLock::new();
+    // Seconds spent in each phase, in order.
+    let phases: Mutex<Vec<(&'static str, f64)>> = Mutex::new(Vec::new());
     let report = |r: Report<'_>| {
         if r.points.is_some() {
             first_frame.get_or_init(|| started.elapsed().as_secs_f64());
+        }
+        {
+            let mut p = phases.lock().unwrap_or_else(|e| e.into_inner());
+            let now = started.elapsed().as_secs_f64();
+            if p.last().is_none_or(|(name, _)| *name != r.phase.as_str()) {
+                p.push((r.phase.as_str(), now));
+            }
         }
         bar.set_length(r.total.max(1));
         bar.set_position(r.done);
@@ -198,6 +207,7 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
             "iterations": p.iterations,
             "loss": p.loss,
             "first_frame_seconds": first_frame.get(),
+            "phase_started_seconds": phases.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, t)| json!([n, t])).collect::<Vec<_>>(),
             "explained_variance": p.explained_variance,
             "explained_variance_ratio": p.explained_ratio,
             "components": p.components,
@@ -207,9 +217,16 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
         return Ok(());
     }
     let what = if a.columns { "columns" } else { "rows" };
-    let unit = if a.normalize { " (unit-norm points)" } else { "" };
+    let unit = if a.normalize {
+        " (unit-norm points)"
+    } else {
+        ""
+    };
     if method == Method::Pca {
-        println!("{}: {} {what} projected on {k} components{unit}", info.name, p.n);
+        println!(
+            "{}: {} {what} projected on {k} components{unit}",
+            info.name, p.n
+        );
         let mut t = table(&["component", "explained variance", "ratio"]);
         for c in 0..k {
             t.add_row(vec![
@@ -226,7 +243,11 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
             p.n,
             method.label(),
             p.iterations,
-            if method == Method::Tsne { "KL divergence" } else { "cross-entropy per edge" },
+            if method == Method::Tsne {
+                "KL divergence"
+            } else {
+                "cross-entropy per edge"
+            },
             p.loss.map(|l| format!("{l:.4}")).unwrap_or_default()
         );
     }

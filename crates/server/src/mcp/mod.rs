@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::filter::Filter;
-use tensor_surgeon_engine::workbench::Workbench;
 use tensor_surgeon_core::view::ViewSpec;
+use tensor_surgeon_engine::workbench::Workbench;
 use tensor_surgeon_engine::Error;
 use tensor_surgeon_wire::{
     ActivationsRequest, EditRequest, LayoutParams, Method, ProjectRequest, Projection, RunRequest,
@@ -289,7 +289,12 @@ impl Tools {
                 },
             };
             let layout = wb.project(&req)?;
-            Ok(summarise(&layout, &info.name, p.clusters.unwrap_or(8), p.points.unwrap_or(0)))
+            Ok(summarise(
+                &layout,
+                &info.name,
+                p.clusters.unwrap_or(8),
+                p.points.unwrap_or(0),
+            ))
         })
         .await
     }

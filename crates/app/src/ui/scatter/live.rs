@@ -92,7 +92,10 @@ impl Runner {
             move || {
                 leptos::task::spawn_local(async move {
                     // A newer run replaced this one: stop polling it.
-                    if self.status.with_untracked(|s| s.as_ref().is_some_and(|s| s.job != job)) {
+                    if self
+                        .status
+                        .with_untracked(|s| s.as_ref().is_some_and(|s| s.job != job))
+                    {
                         return;
                     }
                     match get_layout_frame(job, since).await {

@@ -87,7 +87,10 @@ impl Fields {
     }
 
     fn params(self) -> Result<LayoutParams, String> {
-        fn field<T: std::str::FromStr>(s: RwSignal<String>, what: &str) -> Result<Option<T>, String> {
+        fn field<T: std::str::FromStr>(
+            s: RwSignal<String>,
+            what: &str,
+        ) -> Result<Option<T>, String> {
             let t = s.get_untracked();
             let t = t.trim();
             if t.is_empty() {
@@ -112,7 +115,12 @@ impl Fields {
 }
 
 /// A labelled number field bound to a text signal.
-fn number_field(label: &'static str, class: &'static str, value: RwSignal<String>, placeholder: &'static str) -> impl IntoView {
+fn number_field(
+    label: &'static str,
+    class: &'static str,
+    value: RwSignal<String>,
+    placeholder: &'static str,
+) -> impl IntoView {
     view! {
         <label>{label}" "<input type="text" inputmode="decimal" class=class size="5" placeholder=placeholder
             prop:value=move || value.get() on:change=move |ev| value.set(event_target_value(&ev))/></label>
@@ -208,7 +216,9 @@ pub fn ScatterPanel() -> impl IntoView {
                     .map(|(i, r)| format!("PC{} ({:.1}%)", i + 1, r * 100.0))
                     .collect()
             } else {
-                (1..=d).map(|i| format!("{} {i}", p.method.label())).collect()
+                (1..=d)
+                    .map(|i| format!("{} {i}", p.method.label()))
+                    .collect()
             };
             screen.with(|s| {
                 point_colors.with(|c| {
@@ -286,7 +296,9 @@ pub fn ScatterPanel() -> impl IntoView {
             }
             if shift {
                 lasso.update(|l| {
-                    if l.last().is_none_or(|p| (p[0] - x).abs() + (p[1] - y).abs() >= 2.0) {
+                    if l.last()
+                        .is_none_or(|p| (p[0] - x).abs() + (p[1] - y).abs() >= 2.0)
+                    {
                         l.push([x, y]);
                     }
                 });
@@ -294,7 +306,8 @@ pub fn ScatterPanel() -> impl IntoView {
             }
         }
         hover.set(
-            local(x, y).and_then(|p| screen.with_untracked(|s| scatter::pick(s, p[0], p[1], reach()))),
+            local(x, y)
+                .and_then(|p| screen.with_untracked(|s| scatter::pick(s, p[0], p[1], reach()))),
         );
     };
     let on_up = move |ev: leptos::ev::MouseEvent| {
@@ -303,9 +316,13 @@ pub fn ScatterPanel() -> impl IntoView {
         };
         drag.set(None);
         let (x, y) = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
-        let moved = (x - x0).abs() + (y - y0).abs() > 3.0;
         let path = lasso.get_untracked();
         lasso.set(Vec::new());
+        // A lasso ends where it began: it moved if any point of its path is away.
+        let moved = path
+            .iter()
+            .chain(std::iter::once(&[x, y]))
+            .any(|p| (p[0] - x0).abs() + (p[1] - y0).abs() > 3.0);
         if shift && moved {
             let polygon: Vec<[f32; 2]> = path
                 .iter()
@@ -314,8 +331,8 @@ pub fn ScatterPanel() -> impl IntoView {
                 .collect();
             picked.set(screen.with_untracked(|s| scatter::inside_polygon(s, &polygon)));
         } else if !moved {
-            if let Some(i) =
-                local(x, y).and_then(|p| screen.with_untracked(|s| scatter::pick(s, p[0], p[1], reach())))
+            if let Some(i) = local(x, y)
+                .and_then(|p| screen.with_untracked(|s| scatter::pick(s, p[0], p[1], reach())))
             {
                 open_point.run(i);
             }
@@ -323,9 +340,12 @@ pub fn ScatterPanel() -> impl IntoView {
     };
 
     let hover_text = move || {
-        hover
-            .get()
-            .and_then(|i| proj.with(|p| p.as_ref().map(|(_, p)| describe(p, i, columns.get_untracked()))))
+        hover.get().and_then(|i| {
+            proj.with(|p| {
+                p.as_ref()
+                    .map(|(_, p)| describe(p, i, columns.get_untracked()))
+            })
+        })
     };
     let summary = move || {
         proj.with(|p| {

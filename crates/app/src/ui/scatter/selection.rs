@@ -31,7 +31,12 @@ pub fn describe(p: &Projection, i: usize, columns: bool) -> String {
     let norm = p
         .norms
         .get(i)
-        .map(|v| format!("  norm {}", tensor_surgeon_core::units::significant(f64::from(*v), 4)))
+        .map(|v| {
+            format!(
+                "  norm {}",
+                tensor_surgeon_core::units::significant(f64::from(*v), 4)
+            )
+        })
         .unwrap_or_default();
     format!(
         "{what} {}{token}{norm}  ({})",
