@@ -10,4 +10,5 @@ cargo leptos build --release
 .venv/bin/python benches/run_bench.py
 .venv/bin/python benches/load_bench.py
 .venv/bin/python benches/journal_bench.py
-exec .venv/bin/python benches/structure_bench.py
+.venv/bin/python benches/structure_bench.py
+exec .venv/bin/python benches/layout_bench.py
