@@ -38,6 +38,11 @@ test('the scatter of the embedding: hover names a point and its token, click ope
   await expect(page.locator('.project-summary')).toContainText(`(${(want.explained_variance_ratio[0] * 100).toFixed(2)}%)`);
   await canvas.click({ position: at });
   await expect(page).toHaveURL(/ys=7%3A8|ys=7:8/);
+  // The clicked point's nearest tokens, as the CLI lists them.
+  const near = cli('tokens', paths.model, '--nearest', '#7', '--k', '8', '--json');
+  await expect(page.locator('.scatter-nearest')).toContainText(`nearest to row 7 ${JSON.stringify(want.labels[7])}`);
+  await expect(page.locator('.scatter-nearest li')).toHaveCount(8);
+  await expect(page.locator('.scatter-nearest li').first()).toContainText(String(near.neighbors[0].row));
   await expect(page.locator('.view-status')).toContainText('exact: 1 x 128 cells');
 });
 

@@ -111,10 +111,11 @@ def test_a_row_set_is_edited_as_one_step_over_http(clusters, tmp_path):
     path, x, _ = clusters
     s = Server(path).start()
     try:
-        got = s.call("POST", "/api/project_json", {"request": {
+        request = {
             "tensor": "x", "spec": {"y_dim": 0, "x_dim": 1, "index": [0, 0], "y": {"start": 0, "stop": len(x), "step": 1},
                                     "x": {"start": 0, "stop": x.shape[1], "step": 1}},
-            "columns": False, "dims": 2, "normalize": False, "method": "umap", "params": {"iterations": 50, "seed": 3}}})
+            "columns": False, "dims": 2, "normalize": False, "method": "umap", "params": {"iterations": 50, "seed": 3}}
+        got = s.call("POST", "/api/project_json", {"request": request})
         assert got["method"] == "umap" and got["n"] == len(x) and len(got["points"]) == 2 * len(x)
         rows = [3, 4, 5, 17, 400, 1999]
         s.call("POST", "/api/row_set", {"request": {"tensor": "x", "lines": rows, "action": {"op": "zero"}}})
@@ -128,5 +129,27 @@ def test_a_row_set_is_edited_as_one_step_over_http(clusters, tmp_path):
         assert status == 400 and "row 2000 is outside x (2000 rows)" in body
         s.call("POST", "/api/undo", {})
         assert s.call("GET", "/api/session")["can_undo"] is False
+
+        def rows_after(action, lines):
+            s.call("POST", "/api/row_set", {"request": {"tensor": "x", "lines": lines, "action": action}})
+            got = json.loads(s.request("GET", "/api/patch/download")[1])
+            s.call("POST", "/api/undo", {})
+            return got
+
+        # Scale: exactly the factor, on those rows only.
+        scaled = rows_after({"op": "scale", "factor": 2.0}, [7, 9])
+        after = x.copy()
+        for e in scaled["entries"]:
+            raw = bytearray(after.tobytes())
+            raw[e["offset"] : e["offset"] + len(e["patched"]) // 2] = bytes.fromhex(e["patched"])
+            after = np.frombuffer(bytes(raw), dtype=np.float32).reshape(x.shape)
+        np.testing.assert_array_equal(after[[7, 9]], x[[7, 9]] * 2)
+        np.testing.assert_array_equal(np.delete(after, [7, 9], axis=0), np.delete(x, [7, 9], axis=0))
+        # Noise: seeded, so the same seed writes the same bytes; columns work too.
+        a = rows_after({"op": "noise", "std": 0.5, "seed": 4}, [1, 2])
+        b = rows_after({"op": "noise", "std": 0.5, "seed": 4}, [1, 2])
+        assert [e["patched"] for e in a["entries"]] == [e["patched"] for e in b["entries"]]
+        s.call("POST", "/api/row_set", {"request": {"tensor": "x", "columns": True, "lines": [0, 63], "action": {"op": "zero"}}})
+        assert "zero 2 columns of x" in s.call("GET", "/api/session")["steps"][0]
     finally:
         s.stop()
