@@ -155,9 +155,19 @@ pub fn layout(
     let d = pca::point_spec(input).cells().1 as usize;
     let reduced = reduce > 0 && reduce < d;
     let progress = |done, total| live.phase(Phase::Reducing, done, total);
-    let (features, width, norms, index) = if reduced {
+    let pca::Features {
+        x: features,
+        width,
+        norms,
+        index,
+    } = if reduced {
         let p = pca::decompose(input, reduce, &progress)?;
-        (p.points, p.k, p.norms, p.index)
+        pca::Features {
+            x: p.points,
+            width: p.k,
+            norms: p.norms,
+            index: p.index,
+        }
     } else {
         pca::matrix(input)?
     };

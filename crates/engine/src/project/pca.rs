@@ -190,9 +190,16 @@ pub(super) fn point_spec(input: &Input<'_>) -> ViewSpec {
     spec
 }
 
-/// Every point with every feature (normalised when asked, not centred), `n x d` row-major;
-/// their norms and tensor indices.
-pub(super) fn matrix(input: &Input<'_>) -> Result<(Vec<f32>, usize, Vec<f32>, Vec<u64>)> {
+/// Points as rows of features: `n x width` row-major, with each point's norm and tensor index.
+pub(super) struct Features {
+    pub x: Vec<f32>,
+    pub width: usize,
+    pub norms: Vec<f32>,
+    pub index: Vec<u64>,
+}
+
+/// Every point with every feature (normalised when asked, not centred).
+pub(super) fn matrix(input: &Input<'_>) -> Result<Features> {
     let spec = point_spec(input);
     let (n, d) = spec.cells();
     let (n, d) = (n as usize, d as usize);
@@ -218,7 +225,12 @@ pub(super) fn matrix(input: &Input<'_>) -> Result<(Vec<f32>, usize, Vec<f32>, Ve
         return Err(nan_error());
     }
     let index = (0..n as u64).map(|i| bands.spec.y.index(i)).collect();
-    Ok((x, d, norms, index))
+    Ok(Features {
+        x,
+        width: d,
+        norms,
+        index,
+    })
 }
 
 fn nan_error() -> Error {

@@ -139,7 +139,7 @@ pub(super) fn run(
     seed: u64,
     live: &Live<'_>,
 ) -> Result<Outcome> {
-    if !(s.perplexity > 0.0) || (n - 1) < 3 * s.perplexity.ceil() as usize {
+    if s.perplexity.is_nan() || s.perplexity <= 0.0 || (n - 1) < 3 * s.perplexity.ceil() as usize {
         return Err(Error::Usage(format!(
             "perplexity {} needs more than {} points (3 x perplexity); the view has {n}",
             s.perplexity,
