@@ -379,3 +379,21 @@ fn journal_path(patches_dir: &Path, model: &Model) -> PathBuf {
     let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
     patches_dir.join(format!(".journal-{}.jsonl", &digest[..16]))
 }
+
+/// A session on the demo model in a temporary folder (and the model's path), for the tests of
+/// every part.
+#[cfg(test)]
+pub(crate) fn demo_bench() -> (tempfile::TempDir, Workbench, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::files::write_demo(dir.path()).unwrap();
+    let config = ServeConfig {
+        read_only: false,
+        patches_dir: dir.path().join("patches"),
+        out_dir: dir.path().join("out"),
+        agent_auto_apply: false,
+        max_step_bytes: DEFAULT_MAX_STEP_BYTES,
+        allow_dirs: Vec::new(),
+    };
+    let (wb, _) = Workbench::open(Model::open(&model).unwrap(), config).unwrap();
+    (dir, wb, model)
+}

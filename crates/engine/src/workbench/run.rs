@@ -258,22 +258,10 @@ impl Workbench {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workbench::ServeConfig;
-    use crate::Model;
     use tensor_surgeon_wire::{Probe, ProbeKind};
 
     fn bench() -> (tempfile::TempDir, Workbench) {
-        let dir = tempfile::tempdir().unwrap();
-        let model = crate::files::write_demo(dir.path()).unwrap();
-        let config = ServeConfig {
-            read_only: false,
-            patches_dir: dir.path().join("patches"),
-            out_dir: dir.path().join("out"),
-            agent_auto_apply: false,
-            max_step_bytes: crate::workbench::DEFAULT_MAX_STEP_BYTES,
-            allow_dirs: Vec::new(),
-        };
-        let (wb, _) = Workbench::open(Model::open(&model).unwrap(), config).unwrap();
+        let (dir, wb, _) = crate::workbench::demo_bench();
         (dir, wb)
     }
 
