@@ -8,6 +8,7 @@
 
 pub mod knn;
 mod pca;
+mod spectral;
 mod tsne;
 mod umap;
 

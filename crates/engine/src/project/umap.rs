@@ -12,7 +12,6 @@ use super::knn::Knn;
 use super::tsne::FRAME_GAP;
 use super::{Live, Outcome, Phase, Report};
 use crate::error::{Error, Result};
-use faer::{Mat, Side};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -27,8 +26,6 @@ const NEGATIVE_RATE: f64 = 5.0;
 const GAMMA: f32 = 1.0;
 /// The spread of the embedded points (umap-learn's default).
 const SPREAD: f32 = 1.0;
-/// Subspace iterations of the spectral start.
-const SPECTRAL_STEPS: usize = 150;
 /// Point pairs sampled to estimate the repulsive part of the loss.
 const LOSS_SAMPLES: usize = 1 << 15;
 
@@ -216,92 +213,6 @@ pub fn find_ab(spread: f32, min_dist: f32) -> (f32, f32) {
         }
     }
     (a as f32, b as f32)
-}
-
-/// The leading nontrivial eigenvectors of the graph's normalised adjacency (the smallest of
-/// its normalised Laplacian, as umap-learn's spectral start): subspace iteration on
-/// `(I + D^-1/2 W D^-1/2) / 2` (row-major blocks, rows in parallel), re-orthonormalised every
-/// few steps, then Rayleigh-Ritz.
-fn spectral(g: &Graph, n: usize, dims: usize, seed: u64) -> Vec<f32> {
-    let b = dims + 1 + 4;
-    let dinv: Vec<f64> = (0..n)
-        .map(|i| {
-            let d: f64 = g.vals[g.rows[i]..g.rows[i + 1]]
-                .iter()
-                .map(|&v| f64::from(v))
-                .sum();
-            if d > 0.0 {
-                1.0 / d.sqrt()
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    // The operator on an `n x b` row-major block.
-    let apply = |q: &[f64], out: &mut [f64]| {
-        out.par_chunks_mut(b).enumerate().for_each(|(i, row)| {
-            row.copy_from_slice(&q[i * b..(i + 1) * b]);
-            let mut acc = [0.0f64; 16];
-            for e in g.rows[i]..g.rows[i + 1] {
-                let j = g.cols[e] as usize;
-                let w = f64::from(g.vals[e]) * dinv[j];
-                for (a, v) in acc.iter_mut().zip(&q[j * b..(j + 1) * b]) {
-                    *a += w * v;
-                }
-            }
-            for (r, a) in row.iter_mut().zip(&acc) {
-                *r = 0.5 * (*r + dinv[i] * a);
-            }
-        });
-    };
-    let orthonormal = |q: &[f64]| -> Vec<f64> {
-        let m = Mat::from_fn(n, b, |i, c| q[i * b + c])
-            .qr()
-            .compute_thin_Q();
-        let mut out = vec![0.0; n * b];
-        for i in 0..n {
-            for c in 0..b {
-                out[i * b + c] = m[(i, c)];
-            }
-        }
-        out
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC7);
-    let normal = Normal::new(0.0, 1.0).unwrap_or_else(|_| unreachable!("unit normal"));
-    let mut q = orthonormal(
-        &(0..n * b)
-            .map(|_| normal.sample(&mut rng))
-            .collect::<Vec<f64>>(),
-    );
-    let mut next = vec![0.0; n * b];
-    for step in 1..=SPECTRAL_STEPS {
-        apply(&q, &mut next);
-        std::mem::swap(&mut q, &mut next);
-        if step % 5 == 0 {
-            q = orthonormal(&q);
-        }
-    }
-    q = orthonormal(&q);
-    apply(&q, &mut next);
-    // Rayleigh-Ritz: the small matrix Q^T A Q.
-    let t = Mat::from_fn(b, b, |r, c| {
-        (0..n).map(|i| q[i * b + r] * next[i * b + c]).sum::<f64>()
-    });
-    let sym = Mat::from_fn(b, b, |i, j| 0.5 * (t[(i, j)] + t[(j, i)]));
-    let Ok(eig) = sym.self_adjoint_eigen(Side::Lower) else {
-        return Vec::new();
-    };
-    // Ascending eigenvalues: the last is the trivial one (D^1/2 1); the next `dims` below it.
-    let v = eig.U();
-    let mut out = vec![0.0f32; n * dims];
-    for c in 0..dims {
-        let col = b - 2 - c;
-        for i in 0..n {
-            let s: f64 = (0..b).map(|r| q[i * b + r] * v[(r, col)]).sum();
-            out[i * dims + c] = s as f32;
-        }
-    }
-    out
 }
 
 /// umap-learn's start: scaled so the largest |coordinate| is 10, plus noise of std 1e-4.
@@ -519,7 +430,9 @@ pub(super) fn run(
     let ab = find_ab(SPREAD, s.min_dist);
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
     let mut y = match s.init {
-        Init::Auto | Init::Spectral => spectral(&g, n, dims, s.seed),
+        Init::Auto | Init::Spectral => {
+            super::spectral::start(&g.rows, &g.cols, &g.vals, n, dims, s.seed)
+        }
         Init::Pca => pca.to_vec(),
         Init::Random => (0..n * dims)
             .map(|_| rng.random_range(-10.0..10.0))
