@@ -151,7 +151,7 @@ impl Overlay {
     }
 
     /// A tensor's base bytes seen through the overlay.
-    pub fn view<'a>(&'a self, tensor: &str, base: &'a [u8]) -> Patched<'a> {
+    pub fn view<'a, B: ByteSource + ?Sized>(&'a self, tensor: &str, base: &'a B) -> Patched<'a, B> {
         Patched {
             base,
             runs: self.tensor(tensor),
@@ -160,12 +160,12 @@ impl Overlay {
 }
 
 /// Base bytes with overlay runs laid on top.
-pub struct Patched<'a> {
-    pub base: &'a [u8],
+pub struct Patched<'a, B: ?Sized = [u8]> {
+    pub base: &'a B,
     pub runs: Option<&'a RangeMap>,
 }
 
-impl ByteSource for Patched<'_> {
+impl<B: ByteSource + ?Sized> ByteSource for Patched<'_, B> {
     fn read(&self, offset: u64, out: &mut [u8]) {
         self.base.read(offset, out);
         if let Some(runs) = self.runs {

@@ -4,6 +4,7 @@
 use crate::dtype::{self, Dtype};
 use crate::packed::{locate, unpack};
 use crate::slice::Selection;
+use std::ops::Range;
 
 /// Random access to a tensor's bytes.
 pub trait ByteSource {
@@ -17,6 +18,46 @@ pub trait ByteSource {
     }
 }
 
+impl<T: ByteSource + ?Sized> ByteSource for &T {
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        (**self).read(offset, out)
+    }
+
+    fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).borrow_bytes(offset, len)
+    }
+}
+
+impl<T: ByteSource + ?Sized> ByteSource for Box<T> {
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        (**self).read(offset, out)
+    }
+
+    fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).borrow_bytes(offset, len)
+    }
+}
+
+impl ByteSource for Vec<u8> {
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        self.as_slice().read(offset, out)
+    }
+
+    fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        self.as_slice().borrow_bytes(offset, len)
+    }
+}
+
+impl<const N: usize> ByteSource for [u8; N] {
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        self.as_slice().read(offset, out)
+    }
+
+    fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        self.as_slice().borrow_bytes(offset, len)
+    }
+}
+
 impl ByteSource for [u8] {
     fn read(&self, offset: u64, out: &mut [u8]) {
         let start = offset as usize;
@@ -26,6 +67,56 @@ impl ByteSource for [u8] {
     fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
         self.get(offset as usize..offset as usize + len)
     }
+}
+
+/// How [`extract`] reads a selection: whole rows (the innermost output axis is the tensor's
+/// last dim at unit step), else element by element.
+fn contiguous_rows(dtype: Dtype, shape: &[u64], selection: &Selection) -> Option<usize> {
+    let last = shape.len().checked_sub(1)?;
+    let whole_rows = !dtype::is_packed(dtype)
+        && selection.order.last() == Some(&last)
+        && selection.axes[last].step == 1;
+    whole_rows.then(|| selection.axes[last].count as usize)
+}
+
+/// The byte ranges (within the tensor's data) that [`extract`] reads for `selection`, in
+/// reading order: one per row, or one per element.
+pub fn byte_ranges(dtype: Dtype, shape: &[u64], selection: &Selection) -> Vec<Range<u64>> {
+    let width = dtype::element_bytes(dtype) as u64;
+    if selection.elements() == 0 {
+        return Vec::new();
+    }
+    match contiguous_rows(dtype, shape, selection) {
+        Some(row) => selection
+            .row_starts(shape)
+            .map(|first| first * width..(first + row as u64) * width)
+            .collect(),
+        None => selection
+            .element_indices(shape)
+            .map(|flat| {
+                let loc = locate(dtype, flat);
+                loc.offset..loc.offset + loc.len as u64
+            })
+            .collect(),
+    }
+}
+
+/// The one byte range (within the tensor's data) that holds every element of `selection`:
+/// from its first element to its last.
+pub fn byte_span(dtype: Dtype, shape: &[u64], selection: &Selection) -> Range<u64> {
+    if selection.elements() == 0 {
+        return 0..0;
+    }
+    let mut stride = 1u64;
+    let (mut first, mut last) = (0u64, 0u64);
+    for (dim, axis) in shape.iter().zip(&selection.axes).rev() {
+        let (a, b) = (axis.index(0), axis.index(axis.count - 1));
+        first += a.min(b) * stride;
+        last += a.max(b) * stride;
+        stride *= dim;
+    }
+    let (a, b) = (locate(dtype, first), locate(dtype, last));
+    a.offset..b.offset + b.len as u64
 }
 
 /// Copies the selected elements, C-order in output order, `dtype::element_bytes` each.
@@ -41,13 +132,8 @@ pub fn extract(
     if total == 0 {
         return out;
     }
-    let last_dim = shape.len().checked_sub(1);
-    let contiguous_rows = !dtype::is_packed(dtype)
-        && last_dim
-            .is_some_and(|l| selection.order.last() == Some(&l) && selection.axes[l].step == 1);
-    if contiguous_rows {
-        // Innermost output axis is the tensor's last dim, unit step: one copy per row.
-        let row = selection.axes[shape.len() - 1].count as usize;
+    if let Some(row) = contiguous_rows(dtype, shape, selection) {
+        // One copy per row.
         let row_bytes = row * width;
         for (r, first) in selection.row_starts(shape).enumerate() {
             source.read(

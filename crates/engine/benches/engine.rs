@@ -42,7 +42,7 @@ fn slices(c: &mut Criterion) {
                     info.dtype,
                     &info.shape,
                     &sel,
-                    shard.data(info),
+                    &*shard.data(info).expect("a local tensor"),
                 ))
             })
         });

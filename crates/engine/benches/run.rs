@@ -73,7 +73,8 @@ fn inference(c: &mut Criterion) {
     });
     // The kernel alone on the largest matrix: the bandwidth a decode step can hope for.
     let (shard, info) = model.get("model.embed_tokens.weight").expect("embedding");
-    let stored = Stored::of(info.dtype, shard.data(info)).expect("BF16, aligned");
+    let stored =
+        Stored::of(info.dtype, shard.mapped(info).expect("a local model")).expect("BF16, aligned");
     let (rows, cols) = (info.shape[0] as usize, info.shape[1] as usize);
     let x: Vec<f32> = (0..cols).map(|i| (i as f32).sin()).collect();
     let mut y = vec![0f32; rows];

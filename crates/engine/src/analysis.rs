@@ -75,7 +75,8 @@ fn with_runner<T>(
     f: impl FnOnce(&tensor_surgeon_core::header::TensorInfo, &Parallel<'_>) -> T,
 ) -> Result<T> {
     let (shard, info) = model.get(name)?;
-    let source = overlay.view(&info.name, shard.data(info));
+    let base = shard.data(info)?;
+    let source = overlay.view(&info.name, &*base);
     let runner = Parallel {
         dtype: info.dtype,
         source: &source,

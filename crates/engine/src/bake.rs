@@ -6,10 +6,13 @@ use crate::error::{Error, Result};
 use crate::files;
 use crate::store::Model;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tensor_surgeon_core::patch::Patch;
+
+/// The part of a remote base read at once while baking.
+const REMOTE_CHUNK: u64 = 64 << 20;
 
 /// Progress callback: bytes written so far, total bytes.
 pub type BakeProgress<'a> = &'a mut dyn FnMut(u64, u64);
@@ -60,7 +63,7 @@ pub fn bake(
     out: &Path,
     progress: BakeProgress,
 ) -> Result<Vec<PathBuf>> {
-    let conflicts = patch.verify(model);
+    let conflicts = patch.verify(&model.based_on_patch(patch)?);
     if !conflicts.is_empty() {
         return Err(Error::Conflicts { conflicts });
     }
@@ -79,14 +82,29 @@ pub fn bake(
         files::write_with(target, |f| {
             // Stream the base in chunks (flat memory for any size); File-to-File copies let
             // the kernel move the bytes (copy_file_range) without passing through user space.
-            let src = File::open(&shard.path)?;
-            loop {
-                let n = std::io::copy(&mut (&src).take(64 << 20), f)?;
-                if n == 0 {
-                    break;
+            // A remote base is read by range (through the cache), chunk by chunk.
+            if shard.remote_file().is_some() {
+                let mut at = 0;
+                while at < shard.size {
+                    let end = (at + REMOTE_CHUNK).min(shard.size);
+                    let part = shard
+                        .read_raw(at..end, None)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    f.write_all(&part)?;
+                    done += end - at;
+                    progress(done, total);
+                    at = end;
                 }
-                done += n;
-                progress(done, total);
+            } else {
+                let src = File::open(&shard.path)?;
+                loop {
+                    let n = std::io::copy(&mut (&src).take(64 << 20), f)?;
+                    if n == 0 {
+                        break;
+                    }
+                    done += n;
+                    progress(done, total);
+                }
             }
             for entry in &patch.entries {
                 let Ok((s, info)) = model.get(&entry.tensor) else {
@@ -102,15 +120,24 @@ pub fn bake(
         })?;
     }
     if let (true, Some(index)) = (model.is_sharded(), &model.index_file) {
-        let src = model.shards[0]
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(index);
-        let text = std::fs::read(&src).map_err(Error::io(&src))?;
         let target = dir.join(index);
-        if !same_file(&src, &target) {
+        if let Some(url) = model.shards[0].remote_file().map(|f| f.url.clone()) {
+            let url = crate::remote::sibling(&url, index);
+            let text = crate::remote::fetch_small(&url)?.ok_or_else(|| Error::Remote {
+                url,
+                reason: "not found on the server".into(),
+            })?;
             files::write_atomic(&target, &text)?;
+        } else {
+            let src = model.shards[0]
+                .path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(index);
+            let text = std::fs::read(&src).map_err(Error::io(&src))?;
+            if !same_file(&src, &target) {
+                files::write_atomic(&target, &text)?;
+            }
         }
     }
     let mut written = files;

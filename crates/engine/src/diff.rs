@@ -4,6 +4,7 @@
 
 use crate::compact::{CompactPatch, TensorDelta};
 use crate::patch_files::{self, Format};
+use crate::store::Bytes;
 use crate::{Model, Result};
 use rayon::prelude::*;
 use std::path::Path;
@@ -20,8 +21,8 @@ const CHUNK_ELEMENTS: u64 = 1 << 17;
 /// One tensor present in both models with the same dtype and shape.
 struct Pair<'a> {
     info: &'a TensorInfo,
-    base: &'a [u8],
-    other: &'a [u8],
+    base: Bytes<'a>,
+    other: Bytes<'a>,
 }
 
 /// The comparison of one pair.
@@ -31,7 +32,12 @@ struct Compared {
 }
 
 /// Tensors that cannot be compared, with the reason.
-fn pair_up<'a>(base: &'a Model, other: &'a Model) -> (Vec<Pair<'a>>, Vec<(String, String)>) {
+/// Every pair of same-named tensors (a remote model's are read whole, through the cache).
+#[allow(clippy::type_complexity)]
+fn pair_up<'a>(
+    base: &'a Model,
+    other: &'a Model,
+) -> Result<(Vec<Pair<'a>>, Vec<(String, String)>)> {
     let mut pairs = Vec::new();
     let mut skipped = Vec::new();
     let describe = |t: &TensorInfo| format!("{} {:?}", dtype::name(t.dtype), t.shape);
@@ -44,8 +50,8 @@ fn pair_up<'a>(base: &'a Model, other: &'a Model) -> (Vec<Pair<'a>>, Vec<(String
             )),
             Ok((other_shard, o)) => pairs.push(Pair {
                 info,
-                base: shard.data(info),
-                other: other_shard.data(o),
+                base: shard.data(info)?,
+                other: other_shard.data(o)?,
             }),
         }
     }
@@ -54,12 +60,12 @@ fn pair_up<'a>(base: &'a Model, other: &'a Model) -> (Vec<Pair<'a>>, Vec<(String
             skipped.push((info.name.clone(), "only in OTHER".to_string()));
         }
     }
-    (pairs, skipped)
+    Ok((pairs, skipped))
 }
 
 /// Compares every pair: equal tensors at once, changed ones chunk by chunk in parallel.
 fn compare(pairs: &[Pair]) -> Vec<Compared> {
-    let equal: Vec<bool> = pairs.par_iter().map(|p| p.base == p.other).collect();
+    let equal: Vec<bool> = pairs.par_iter().map(|p| *p.base == *p.other).collect();
     let mut jobs = Vec::new();
     for (i, p) in pairs.iter().enumerate().filter(|(i, _)| !equal[*i]) {
         let bits = dtype::bits(p.info.dtype) as u64;
@@ -115,14 +121,14 @@ pub struct Comparison<'a> {
 
 impl<'a> Comparison<'a> {
     /// Compares `base` with `other`.
-    pub fn new(base: &'a Model, other: &'a Model) -> Comparison<'a> {
-        let (pairs, skipped) = pair_up(base, other);
+    pub fn new(base: &'a Model, other: &'a Model) -> Result<Comparison<'a>> {
+        let (pairs, skipped) = pair_up(base, other)?;
         let compared = compare(&pairs);
-        Comparison {
+        Ok(Comparison {
             pairs,
             compared,
             skipped,
-        }
+        })
     }
 
     /// Tensors compared.
@@ -206,7 +212,7 @@ impl<'a> Comparison<'a> {
                 .par_iter()
                 .map(|(p, c)| {
                     let width = patch_files::shuffle_width(p.info.dtype) as u8;
-                    TensorDelta::between(&p.info.name, width, c.runs.clone(), p.base, p.other)
+                    TensorDelta::between(&p.info.name, width, c.runs.clone(), &p.base, &p.other)
                 })
                 .collect();
             let compact = CompactPatch {

@@ -67,6 +67,13 @@ pub enum Error {
     /// Something the request names that the session does not have (a proposal, a layer).
     #[error("{0}")]
     NotFound(String),
+    /// A remote model that cannot be read (unreachable, not found, refused), after retries.
+    #[error("{url}: {reason}")]
+    Remote { url: String, reason: String },
+    /// A remote file that changed on the server since it was opened: nothing more is read
+    /// from it, so no edit, view or bake mixes two versions.
+    #[error("{url} changed on the server since it was opened ({reason}); reopen the model to use the new version")]
+    RemoteChanged { url: String, reason: String },
     /// Work the user stopped before it had anything to show.
     #[error("stopped before the first layout")]
     Stopped,
@@ -116,7 +123,8 @@ impl Error {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
-            Error::Io { .. } | Error::Internal(_) => ErrorKind::Internal,
+            Error::Io { .. } | Error::Internal(_) | Error::Remote { .. } => ErrorKind::Internal,
+            Error::RemoteChanged { .. } => ErrorKind::Conflict,
             Error::NoTensor { .. } | Error::NotFound(_) => ErrorKind::NotFound,
             Error::Slice {
                 source: SliceError::TooLarge { .. },

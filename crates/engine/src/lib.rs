@@ -1,6 +1,8 @@
 // Errors carry structured context (tensor, dim, asked, size) for messages a user can act on;
 // they are rare and never on a hot path, so their size is not worth boxing.
 #![allow(clippy::result_large_err)]
+// Reads take lists of byte ranges; a list of one range is the common case, not a typo.
+#![allow(clippy::single_range_in_vec_init)]
 //! Tensor Surgeon's engine: everything that touches files or runs long. It opens models
 //! (memory-mapped, one file or sharded), keeps the editing session ([`workbench::Workbench`]:
 //! the overlay, history, journal, loaded patches, caches), reads and writes patch files,
@@ -25,6 +27,7 @@ pub mod files;
 mod journal;
 pub mod patch_files;
 pub mod project;
+pub mod remote;
 pub mod run;
 pub mod store;
 pub mod tokens;

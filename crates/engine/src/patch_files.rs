@@ -96,7 +96,7 @@ pub fn load_within(path: &Path, model: Option<&Model>) -> Result<Loaded> {
 pub fn resolve(path: &Path, loaded: Loaded, model: &Model, over: Option<&Overlay>) -> Result<Fit> {
     match loaded {
         Loaded::Json(p) => {
-            let conflicts = p.verify(model);
+            let conflicts = p.verify(&model.based_on_patch(&p)?);
             Ok(if conflicts.is_empty() {
                 Ok(p)
             } else {
@@ -112,7 +112,12 @@ pub type Fit = std::result::Result<Patch, Vec<Conflict>>;
 
 /// [`CompactPatch::expand`] with a damaged patch as an error naming its file.
 pub fn expand(path: &Path, c: &CompactPatch, model: &Model, over: Option<&Overlay>) -> Result<Fit> {
-    match c.expand(model, over) {
+    let base = model.based(c.tensors.iter().flat_map(|t| {
+        t.runs
+            .iter()
+            .map(|&(offset, len)| (t.name.as_str(), offset..offset.saturating_add(len)))
+    }))?;
+    match c.expand(&base, over) {
         Ok(p) => Ok(Ok(p)),
         Err(ExpandError::Conflicts(conflicts)) => Ok(Err(conflicts)),
         Err(ExpandError::Damaged(e)) => Err(compact_error(path)(e)),

@@ -2,26 +2,92 @@
 //! model. Opening reads headers only; tensor data is paged in by the OS on access.
 
 use crate::error::{Error, Result};
+use crate::remote::RemoteFile;
 use memmap2::Mmap;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tensor_surgeon_core::header::{self, Header, TensorInfo};
 use tensor_surgeon_core::index;
+use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::patch::{self, BaseModel, Fingerprint};
 use tensor_surgeon_core::slice::{Selection, SliceSpec};
+use tensor_surgeon_core::source::ByteSource;
 
 /// The index file name of a sharded model.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
-/// One mapped file of a model.
+/// Where a shard's bytes come from.
+enum Backing {
+    /// A local file, memory-mapped.
+    Mapped(Mmap),
+    /// A remote object read by range (its header bytes kept).
+    Remote {
+        file: Arc<RemoteFile>,
+        header: Vec<u8>,
+    },
+}
+
+/// One file of a model: mapped, or remote.
 pub struct Shard {
+    /// The local path; for a remote file, its URL as a path (see [`Shard::location`]).
     pub path: PathBuf,
     /// The file name, as an index names it.
     pub file_name: String,
     pub header: Header,
     pub size: u64,
-    map: Mmap,
+    backing: Backing,
+}
+
+/// A tensor's bytes: borrowed from the map, or read from a remote file.
+pub enum Bytes<'a> {
+    Mapped(&'a [u8]),
+    Fetched(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(b) => b,
+            Bytes::Fetched(b) => b,
+        }
+    }
+}
+
+/// Some byte ranges of a tensor (offsets within its data), for a read that needs only those
+/// (a view's rows, a cell): the whole map for a local file, just those ranges for a remote
+/// one. Reading outside them is a bug, and panics rather than answer wrong bytes.
+pub enum Region<'a> {
+    Mapped(&'a [u8]),
+    Fetched(Vec<(u64, Vec<u8>)>),
+}
+
+impl ByteSource for Region<'_> {
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        match self {
+            Region::Mapped(b) => b.read(offset, out),
+            Region::Fetched(parts) => {
+                let i = parts.partition_point(|(start, _)| *start <= offset);
+                let (start, bytes) = i
+                    .checked_sub(1)
+                    .map(|i| &parts[i])
+                    .filter(|(s, b)| offset + out.len() as u64 <= s + b.len() as u64)
+                    .expect("a region is read only within the ranges it was made for");
+                let at = (offset - start) as usize;
+                out.copy_from_slice(&bytes[at..at + out.len()]);
+            }
+        }
+    }
+
+    fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        match self {
+            Region::Mapped(b) => b.borrow_bytes(offset, len),
+            Region::Fetched(_) => None,
+        }
+    }
 }
 
 impl Shard {
@@ -48,32 +114,146 @@ impl Shard {
             file_name,
             header,
             size,
-            map,
+            backing: Backing::Mapped(map),
         })
     }
 
-    /// The bytes of a tensor of this shard.
-    pub fn data(&self, info: &TensorInfo) -> &[u8] {
-        let start = (self.header.data_start() + info.data_offsets.0) as usize;
-        let end = (self.header.data_start() + info.data_offsets.1) as usize;
-        &self.map[start..end]
+    /// A remote file whose version and header bytes were just read.
+    fn remote(file: RemoteFile, header_bytes: Vec<u8>) -> Result<Shard> {
+        let size = file.version.size;
+        let header = header::parse(&header_bytes, size).map_err(|source| Error::Header {
+            path: PathBuf::from(&file.url),
+            source,
+        })?;
+        let file_name = file.url.rsplit('/').next().unwrap_or_default().to_string();
+        Ok(Shard {
+            path: PathBuf::from(&file.url),
+            file_name,
+            header,
+            size,
+            backing: Backing::Remote {
+                file: Arc::new(file),
+                header: header_bytes,
+            },
+        })
+    }
+
+    /// Where the file is: its path, or its URL.
+    pub fn location(&self) -> String {
+        match &self.backing {
+            Backing::Mapped(_) => self.path.display().to_string(),
+            Backing::Remote { file, .. } => file.url.clone(),
+        }
+    }
+
+    /// The remote file behind this shard, if it is remote.
+    pub fn remote_file(&self) -> Option<&RemoteFile> {
+        match &self.backing {
+            Backing::Mapped(_) => None,
+            Backing::Remote { file, .. } => Some(file),
+        }
+    }
+
+    fn absolute(&self, info: &TensorInfo) -> Range<u64> {
+        let start = self.header.data_start() + info.data_offsets.0;
+        start..self.header.data_start() + info.data_offsets.1
+    }
+
+    /// The bytes of a tensor of this shard (a remote tensor is read whole, through the cache,
+    /// in large parallel ranges).
+    pub fn data(&self, info: &TensorInfo) -> Result<Bytes<'_>> {
+        self.data_with_progress(info, None)
+    }
+
+    /// [`Shard::data`], telling `progress` the bytes read so far and in all (remote reads).
+    pub fn data_with_progress(
+        &self,
+        info: &TensorInfo,
+        progress: Option<&(dyn Fn(u64, u64) + Sync)>,
+    ) -> Result<Bytes<'_>> {
+        let r = self.absolute(info);
+        match &self.backing {
+            Backing::Mapped(map) => Ok(Bytes::Mapped(&map[r.start as usize..r.end as usize])),
+            Backing::Remote { file, .. } => {
+                let mut parts = file.read(&[r], progress)?;
+                Ok(Bytes::Fetched(parts.pop().unwrap_or_default()))
+            }
+        }
+    }
+
+    /// A tensor's bytes in the map, without a read (`None` for a remote file).
+    pub fn mapped(&self, info: &TensorInfo) -> Option<&[u8]> {
+        let r = self.absolute(info);
+        match &self.backing {
+            Backing::Mapped(map) => Some(&map[r.start as usize..r.end as usize]),
+            Backing::Remote { .. } => None,
+        }
+    }
+
+    /// Only `ranges` of a tensor's bytes (offsets within its data): a remote shard reads
+    /// just those.
+    pub fn region(&self, info: &TensorInfo, ranges: &[Range<u64>]) -> Result<Region<'_>> {
+        let r = self.absolute(info);
+        match &self.backing {
+            Backing::Mapped(map) => Ok(Region::Mapped(&map[r.start as usize..r.end as usize])),
+            Backing::Remote { file, .. } => {
+                let ranges = crate::remote::cache::merge(ranges.to_vec());
+                let absolute: Vec<Range<u64>> = ranges
+                    .iter()
+                    .map(|x| r.start + x.start..r.start + x.end)
+                    .collect();
+                let got = file.read(&absolute, None)?;
+                Ok(Region::Fetched(
+                    ranges.iter().map(|x| x.start).zip(got).collect(),
+                ))
+            }
+        }
+    }
+
+    /// The region a selection reads (its rows, or the span it covers when its reads are
+    /// not whole rows).
+    pub fn selection_region(&self, info: &TensorInfo, sel: &Selection) -> Result<Region<'_>> {
+        if matches!(self.backing, Backing::Mapped(_)) {
+            return self.region(info, &[]);
+        }
+        self.region(
+            info,
+            &tensor_surgeon_core::source::byte_ranges(info.dtype, &info.shape, sel),
+        )
     }
 
     /// The header bytes (length prefix + JSON).
     pub fn header_bytes(&self) -> &[u8] {
-        &self.map[..self.header.data_start() as usize]
+        match &self.backing {
+            Backing::Mapped(map) => &map[..self.header.data_start() as usize],
+            Backing::Remote { header, .. } => header,
+        }
     }
 
-    /// The whole mapped file.
-    pub fn bytes(&self) -> &[u8] {
-        &self.map
+    /// Reads bytes `range` of the file (for copying it whole, as a bake does).
+    pub fn read_raw(
+        &self,
+        range: Range<u64>,
+        progress: Option<&(dyn Fn(u64, u64) + Sync)>,
+    ) -> Result<Bytes<'_>> {
+        match &self.backing {
+            Backing::Mapped(map) => Ok(Bytes::Mapped(
+                &map[range.start as usize..range.end as usize],
+            )),
+            Backing::Remote { file, .. } => Ok(Bytes::Fetched(
+                file.read(&[range], progress)?.pop().unwrap_or_default(),
+            )),
+        }
     }
 }
 
 /// A whole model: its shards and the name -> (shard, tensor) routing.
 pub struct Model {
-    /// The path the model was opened from.
+    /// The path the model was opened from; for a remote model, the local folder that holds
+    /// its side files (config, tokenizer) and its session.
     pub path: PathBuf,
+    /// Where the model is, as the user named it: a path or a URL.
+    pub location: String,
     pub shards: Vec<Shard>,
     /// The index file name when sharded.
     pub index_file: Option<String>,
@@ -89,6 +269,9 @@ impl Model {
     /// Opens a `.safetensors` file, an index `.json`, or a folder holding either.
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
+        if let Some(url) = path.to_str().filter(|p| crate::remote::is_url(p)) {
+            return Model::open_remote(url);
+        }
         let meta = std::fs::metadata(path).map_err(Error::io(path))?;
         if meta.is_dir() {
             let index = path.join(INDEX_FILE);
@@ -128,7 +311,10 @@ impl Model {
     }
 
     fn open_single(file: &Path, given: &Path) -> Result<Model> {
-        let shard = Shard::open(file)?;
+        Ok(Model::open_single_shard(Shard::open(file)?, given))
+    }
+
+    fn open_single_shard(shard: Shard, given: &Path) -> Model {
         let warnings = shard
             .header
             .warnings
@@ -140,15 +326,16 @@ impl Model {
             .iter()
             .map(|&(s, i)| (shard.header.tensors[i].name.clone(), (s, i)))
             .collect();
-        Ok(Model {
+        Model {
             path: given.to_path_buf(),
+            location: given.display().to_string(),
             shards: vec![shard],
             index_file: None,
             index_metadata: None,
             warnings,
             order,
             by_name,
-        })
+        }
     }
 
     fn open_index(index_path: &Path, given: &Path) -> Result<Model> {
@@ -163,6 +350,17 @@ impl Model {
             .iter()
             .map(|f| Shard::open(&dir.join(f)))
             .collect::<Result<Vec<_>>>()?;
+        Model::assemble(idx, shards, index_path, given, given.display().to_string())
+    }
+
+    /// A sharded model from its parsed index and opened shards: routes checked both ways.
+    fn assemble(
+        idx: index::ShardIndex,
+        shards: Vec<Shard>,
+        index_path: &Path,
+        given: &Path,
+        location: String,
+    ) -> Result<Model> {
         let shard_of: HashMap<&str, usize> = shards
             .iter()
             .enumerate()
@@ -220,6 +418,7 @@ impl Model {
             .map(|n| n.to_string_lossy().into_owned());
         Ok(Model {
             path: given.to_path_buf(),
+            location,
             shards,
             index_file,
             index_metadata: idx.metadata,
@@ -227,6 +426,72 @@ impl Model {
             order,
             by_name,
         })
+    }
+
+    /// Opens a model by URL: a `.safetensors` file, an index `.json` (shards beside it, their
+    /// headers read concurrently), or a folder URL holding either. Only headers are read (two
+    /// range requests a file); the side files (config, tokenizer) are copied into a local
+    /// folder, which becomes the model's `path`.
+    fn open_remote(url: &str) -> Result<Model> {
+        use crate::remote;
+        let url = url.trim_end_matches('/').to_string();
+        let (index_url, file_url) = if url.ends_with(".json") {
+            (Some(url.clone()), None)
+        } else if url.ends_with(".safetensors") {
+            (None, Some(url.clone()))
+        } else {
+            let index = format!("{url}/{INDEX_FILE}");
+            match remote::fetch_small(&index)? {
+                Some(_) => (Some(index), None),
+                None => (None, Some(format!("{url}/model.safetensors"))),
+            }
+        };
+        let anchor = index_url.clone().or(file_url.clone()).expect("one of them");
+        let local = remote_folder(&anchor)?;
+        let mut model = match index_url {
+            Some(index_url) => {
+                let text = remote::fetch_small(&index_url)?.ok_or_else(|| Error::Remote {
+                    url: index_url.clone(),
+                    reason: "not found on the server".into(),
+                })?;
+                let index_path = PathBuf::from(&index_url);
+                let idx =
+                    index::parse(&String::from_utf8_lossy(&text)).map_err(|e| Error::Index {
+                        path: index_path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let urls = idx
+                    .shards
+                    .iter()
+                    .map(|f| remote::sibling(&index_url, f))
+                    .collect();
+                let shards = remote::open_all(urls)?
+                    .into_iter()
+                    .map(|(f, h)| Shard::remote(f, h))
+                    .collect::<Result<Vec<_>>>()?;
+                Model::assemble(idx, shards, &index_path, &local, index_url.clone())?
+            }
+            None => {
+                let file_url = file_url.expect("one of them");
+                let (file, header) = remote::open_all(vec![file_url.clone()])?
+                    .pop()
+                    .expect("one file asked, one opened");
+                let shard = Shard::remote(file, header)?;
+                let mut m = Model::open_single_shard(shard, &local);
+                m.location = file_url;
+                m
+            }
+        };
+        // Side files the tools use beside the weights; absent ones are simply absent.
+        for name in SIDE_FILES {
+            if let Some(bytes) = remote::fetch_small(&remote::sibling(&anchor, name))? {
+                crate::files::write_atomic(&local.join(name), &bytes)?;
+            } else {
+                let _ = std::fs::remove_file(local.join(name));
+            }
+        }
+        model.path = local;
+        Ok(model)
     }
 
     /// Whether the model has an index and shards.
@@ -288,10 +553,42 @@ impl Model {
             .collect()
     }
 
+    /// Whether the model is read from a server.
+    pub fn is_remote(&self) -> bool {
+        self.shards.iter().any(|s| s.remote_file().is_some())
+    }
+
     /// Total bytes of all files.
     pub fn total_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.size).sum()
     }
+}
+
+/// The files read beside a remote model's weights, when the server has them.
+const SIDE_FILES: [&str; 4] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+];
+
+/// The local folder of a remote model (its side files, patches, session): in the cache
+/// folder, named after the URL.
+fn remote_folder(url: &str) -> Result<PathBuf> {
+    let name: String = url
+        .rsplit('/')
+        .next()
+        .unwrap_or("model")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(48)
+        .collect();
+    let id = &blake3::hash(url.as_bytes()).to_hex()[..12];
+    let dir = crate::files::cache_root()
+        .join("models")
+        .join(format!("{name}-{id}"));
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    Ok(dir)
 }
 
 /// Refuses what is not a regular file before opening it: opening a FIFO for reading waits
@@ -319,9 +616,123 @@ pub fn select(tensor: &str, spec: &str, shape: &[u64]) -> Result<Selection> {
         })
 }
 
-impl BaseModel for Model {
-    fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
-        let (shard, info) = self.get(name).ok()?;
-        Some((info, shard.data(info)))
+/// The base model as the patch functions read it ([`BaseModel`]): a local model whole; a
+/// remote one only in the byte ranges named when it was made, read (and any error met)
+/// before the work starts.
+pub struct Based<'m> {
+    model: &'m Model,
+    fetched: HashMap<String, Region<'m>>,
+    /// Reading remote tensors whole on first use (when the ranges are not known up front).
+    lazily: Option<HashMap<&'m str, std::sync::OnceLock<Option<Vec<u8>>>>>,
+    /// The first read that failed while lazily reading.
+    failure: std::sync::Mutex<Option<Error>>,
+}
+
+impl Model {
+    /// The base for work that reads `needs`: (tensor, byte range within its data) pairs.
+    /// Unknown tensors are left for the work to report.
+    pub fn based<'n>(
+        &self,
+        needs: impl IntoIterator<Item = (&'n str, Range<u64>)>,
+    ) -> Result<Based<'_>> {
+        let mut fetched = HashMap::new();
+        if self.is_remote() {
+            let mut wanted: HashMap<&str, Vec<Range<u64>>> = HashMap::new();
+            for (name, r) in needs {
+                wanted.entry(name).or_default().push(r);
+            }
+            for (name, ranges) in wanted {
+                let Ok((shard, info)) = self.get(name) else {
+                    continue;
+                };
+                let len = info.byte_len();
+                let ranges: Vec<Range<u64>> = ranges
+                    .into_iter()
+                    .map(|r| r.start.min(len)..r.end.min(len))
+                    .collect();
+                fetched.insert(name.to_string(), shard.region(info, &ranges)?);
+            }
+        }
+        Ok(Based {
+            model: self,
+            fetched,
+            lazily: None,
+            failure: Default::default(),
+        })
+    }
+
+    /// The base for work whose reads are not known before it runs (replaying a journal): a
+    /// remote tensor is read whole on first use. A failed read makes the tensor look absent
+    /// to the work; [`Based::failure`] then says what happened.
+    pub fn based_lazily(&self) -> Based<'_> {
+        Based {
+            model: self,
+            fetched: HashMap::new(),
+            lazily: self.is_remote().then(|| {
+                self.tensors()
+                    .map(|(_, info)| (info.name.as_str(), Default::default()))
+                    .collect()
+            }),
+            failure: Default::default(),
+        }
+    }
+
+    /// The base for a patch's entries (verify, apply).
+    pub fn based_on_patch(&self, patch: &patch::Patch) -> Result<Based<'_>> {
+        self.based(
+            patch
+                .entries
+                .iter()
+                .map(|e| (e.tensor.as_str(), e.offset..e.end())),
+        )
+    }
+
+    /// The base for the runs of an overlay, widened to whole elements (recording a patch).
+    pub fn based_on_overlay(&self, overlay: &Overlay) -> Result<Based<'_>> {
+        self.based(overlay.tensors().flat_map(|(name, runs)| {
+            runs.runs().map(move |(start, run)| {
+                let end = start + run.len() as u64;
+                (name, start - start % 8..end.div_ceil(8) * 8)
+            })
+        }))
+    }
+}
+
+impl Based<'_> {
+    /// The first read error met while lazily reading, if any.
+    pub fn failure(&self) -> Result<()> {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BaseModel for Based<'_> {
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)> {
+        let (shard, info) = self.model.get(name).ok()?;
+        let whole = self.lazily.as_ref().and_then(|l| l.get(name));
+        let source: Box<dyn ByteSource + '_> = match (self.fetched.get(name), whole) {
+            (Some(region), _) => Box::new(region),
+            (None, Some(once)) => {
+                let bytes = once.get_or_init(|| match shard.data(info) {
+                    Ok(b) => Some(b.to_vec()),
+                    Err(e) => {
+                        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                        f.get_or_insert(e);
+                        None
+                    }
+                });
+                Box::new(bytes.as_deref()?)
+            }
+            (None, None) if shard.remote_file().is_some() => Box::new(Region::Fetched(Vec::new())),
+            (None, None) => Box::new(shard.region(info, &[]).ok()?),
+        };
+        Some((info, source))
     }
 }

@@ -120,15 +120,19 @@ fn an_agent_undoes_only_its_own_edits() {
         .unwrap();
     let err = wb.undo_for_agent().unwrap_err().to_string();
     assert!(err.contains("only its own edits"), "{err}");
-    assert_eq!(wb.session_view().steps.len(), 1, "the person's edit stays");
+    assert_eq!(
+        wb.session_view().unwrap().steps.len(),
+        1,
+        "the person's edit stays"
+    );
 
     let (proposal, _) = wb
         .propose(&set(EMBED, "2,2", "9"), "row 2 matters")
         .unwrap();
     wb.resolve(proposal.id, true).unwrap();
-    assert_eq!(wb.session_view().steps.len(), 2);
+    assert_eq!(wb.session_view().unwrap().steps.len(), 2);
     wb.undo_for_agent().unwrap();
-    let view = wb.session_view();
+    let view = wb.session_view().unwrap();
     assert_eq!(view.steps.len(), 1, "the agent's accepted edit is undone");
     assert!(view.can_redo);
     let err = wb.undo_for_agent().unwrap_err().to_string();

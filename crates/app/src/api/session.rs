@@ -36,7 +36,7 @@ pub async fn redo() -> Result<SessionView, ServerFnError> {
 pub async fn get_session() -> Result<SessionView, ServerFnError> {
     // Read while the page renders on the server: it must not yield to the runtime (the
     // page's reactive state lives on one thread), so it runs in place.
-    Ok(workbench()?.session_view())
+    Ok(workbench()?.session_view()?)
 }
 
 /// The session version once it differs from `since` (or after 20 s): a long poll, so pages see

@@ -6,6 +6,7 @@
 use crate::change::Change;
 use crate::header::TensorInfo;
 use crate::overlay::Overlay;
+use crate::source::ByteSource;
 use crate::{dtype, slice};
 use serde::{Deserialize, Serialize};
 
@@ -183,8 +184,16 @@ impl std::fmt::Display for Conflict {
 
 /// Read access to the base model for verification and diffing.
 pub trait BaseModel {
-    /// A tensor's header entry and base bytes.
-    fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])>;
+    /// A tensor's header entry and its base bytes (`info.byte_len()` of them). A source may
+    /// hold only the bytes the caller said it would read (a remote model's).
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)>;
+}
+
+/// `len` bytes at `offset` of a source.
+fn read_span(source: &dyn ByteSource, offset: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    source.read(offset, &mut out);
+    out
 }
 
 impl Patch {
@@ -238,6 +247,7 @@ impl Patch {
             let Some((info, bytes)) = base.tensor(name) else {
                 continue;
             };
+            let size = info.byte_len();
             // Element-sized granules (one byte for the packed dtypes) keep entries readable.
             let granule = if dtype::is_packed(info.dtype) {
                 1
@@ -250,12 +260,12 @@ impl Patch {
                 let hi = (start + run.len() as u64)
                     .div_ceil(granule)
                     .saturating_mul(granule)
-                    .min(bytes.len() as u64);
+                    .min(size);
                 if lo >= hi {
                     continue;
                 }
-                let old_span = &bytes[lo as usize..hi as usize];
-                let mut new_span = old_span.to_vec();
+                let old_span = read_span(&*bytes, lo, (hi - lo) as usize);
+                let mut new_span = old_span.clone();
                 runs.lay_onto(lo, &mut new_span);
                 for (k, (old, new)) in old_span
                     .chunks(granule as usize)
@@ -299,25 +309,20 @@ impl Patch {
                 len,
                 kind,
             };
-            let Some((_, bytes)) = base.tensor(&e.tensor) else {
+            let Some((info, bytes)) = base.tensor(&e.tensor) else {
                 conflicts.push(conflict(ConflictKind::MissingTensor));
                 continue;
             };
-            let Some(found) = e
-                .offset
-                .checked_add(len)
-                .filter(|&end| end <= bytes.len() as u64)
-                .map(|end| &bytes[e.offset as usize..end as usize])
-            else {
-                conflicts.push(conflict(ConflictKind::OutOfRange {
-                    tensor_bytes: bytes.len() as u64,
-                }));
+            let size = info.byte_len();
+            if e.offset.checked_add(len).is_none_or(|end| end > size) {
+                conflicts.push(conflict(ConflictKind::OutOfRange { tensor_bytes: size }));
                 continue;
-            };
-            if found != e.original.as_slice() {
+            }
+            let found = read_span(&*bytes, e.offset, len as usize);
+            if found != e.original {
                 conflicts.push(conflict(ConflictKind::Mismatch {
                     expected: e.original.clone(),
-                    found: found.to_vec(),
+                    found,
                 }));
             }
         }

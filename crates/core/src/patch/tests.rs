@@ -5,8 +5,10 @@ use std::collections::HashMap;
 struct Model(HashMap<String, (TensorInfo, Vec<u8>)>);
 
 impl BaseModel for Model {
-    fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
-        self.0.get(name).map(|(i, b)| (i, b.as_slice()))
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)> {
+        self.0
+            .get(name)
+            .map(|(i, b)| (i, Box::new(b.as_slice()) as Box<dyn ByteSource>))
     }
 }
 

@@ -26,6 +26,7 @@ use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::patch::{
     BaseModel, Conflict, ConflictKind, Fingerprint, Origin, Patch, PatchEntry, FORMAT, VERSION,
 };
+use tensor_surgeon_core::source::ByteSource;
 
 pub use codec::{is_compact, COMPACT_VERSION, FRAME_BYTES, LEVEL, MAGIC};
 
@@ -251,10 +252,11 @@ impl CompactPatch {
                 len: last.0 + last.1 - first.0,
                 kind,
             };
-            let Some((_, bytes)) = base.tensor(&t.name) else {
+            let Some((info, bytes)) = base.tensor(&t.name) else {
                 conflicts.push(whole(ConflictKind::MissingTensor));
                 continue;
             };
+            let size = info.byte_len();
             let laid = over.and_then(|o| o.tensor(&t.name));
             let (mut ho, mut hp) = (blake3::Hasher::new(), blake3::Hasher::new());
             let mut fits = true;
@@ -267,19 +269,18 @@ impl CompactPatch {
                     .cloned();
                 let delta = &t.delta[at..at + len as usize];
                 at += len as usize;
-                let Some(end) = offset.checked_add(len).filter(|&e| e <= bytes.len() as u64) else {
+                if offset.checked_add(len).is_none_or(|e| e > size) {
                     conflicts.push(Conflict {
                         tensor: t.name.clone(),
                         offset,
                         len,
-                        kind: ConflictKind::OutOfRange {
-                            tensor_bytes: bytes.len() as u64,
-                        },
+                        kind: ConflictKind::OutOfRange { tensor_bytes: size },
                     });
                     fits = false;
                     continue;
                 };
-                let mut original = bytes[offset as usize..end as usize].to_vec();
+                let mut original = vec![0u8; len as usize];
+                bytes.read(offset, &mut original);
                 if let Some(runs) = laid {
                     runs.lay_onto(offset, &mut original);
                 }

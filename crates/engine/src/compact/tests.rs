@@ -4,12 +4,15 @@ use proptest::prelude::*;
 use std::collections::HashMap;
 use tensor_surgeon_core::dtype::Dtype;
 use tensor_surgeon_core::header::TensorInfo;
+use tensor_surgeon_core::source::ByteSource;
 
 struct Model(HashMap<String, (TensorInfo, Vec<u8>)>);
 
 impl BaseModel for Model {
-    fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
-        self.0.get(name).map(|(i, b)| (i, b.as_slice()))
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)> {
+        self.0
+            .get(name)
+            .map(|(i, b)| (i, Box::new(b.as_slice()) as Box<dyn ByteSource>))
     }
 }
 

@@ -59,7 +59,7 @@ impl CompactStep {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&self.patch)
             .map_err(|e| format!("the compact step is not base64: {e}"))?;
-        let size = |name: &str| base.tensor(name).map(|(_, b)| b.len() as u64);
+        let size = |name: &str| base.tensor(name).map(|(info, _)| info.byte_len());
         let compact = CompactPatch::from_bytes_within(&bytes, Some(&size))
             .map_err(|e| format!("the compact step is damaged: {e}"))?;
         let patch = compact

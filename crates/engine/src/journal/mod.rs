@@ -315,22 +315,22 @@ fn sync_dir(path: &Path) -> Result<()> {
 /// original bytes are not the bytes there (`None`: it fits).
 fn misfit(step: &EditStep, history: &History, base: &impl BaseModel) -> Option<String> {
     for c in &step.changes {
-        let Some((_, bytes)) = base.tensor(&c.tensor) else {
+        let Some((info, bytes)) = base.tensor(&c.tensor) else {
             return Some(format!("the model has no tensor {:?}", c.tensor));
         };
         let end = c.offset.checked_add(c.before.len() as u64);
-        if end.is_none_or(|end| end > bytes.len() as u64) {
+        if end.is_none_or(|end| end > info.byte_len()) {
             return Some(format!(
                 "{}+{} is past the end of the tensor ({} bytes)",
                 c.tensor,
                 c.offset,
-                bytes.len()
+                info.byte_len()
             ));
         }
         let mut now = vec![0u8; c.before.len()];
         history
             .overlay()
-            .view(&c.tensor, bytes)
+            .view(&c.tensor, &*bytes)
             .read(c.offset, &mut now);
         if now != c.before {
             return Some(format!(

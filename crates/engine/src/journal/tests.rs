@@ -1,13 +1,14 @@
 use super::*;
 use tensor_surgeon_core::edit::Change;
 use tensor_surgeon_core::header::TensorInfo;
+use tensor_surgeon_core::source::ByteSource;
 
 /// A one-byte model: tensor `t` holds `[0]`.
 struct Base(TensorInfo);
 
 impl BaseModel for Base {
-    fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
-        (name == "t").then_some((&self.0, &[0u8][..]))
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)> {
+        (name == "t").then(|| (&self.0, Box::new(&[0u8][..]) as Box<dyn ByteSource>))
     }
 }
 
@@ -17,8 +18,8 @@ struct Big(TensorInfo, Vec<u8>);
 const BIG: usize = 3 * COMPACT_STEP_BYTES;
 
 impl BaseModel for Big {
-    fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
-        (name == "w").then_some((&self.0, &self.1[..]))
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)> {
+        (name == "w").then(|| (&self.0, Box::new(&self.1[..]) as Box<dyn ByteSource>))
     }
 }
 
@@ -50,7 +51,7 @@ fn big_step(now: &[u8], at: usize, len: usize, f: impl Fn(usize) -> u8) -> EditS
 /// The bytes of `w` as `h` leaves them.
 fn big_now(h: &History, b: &Big) -> Vec<u8> {
     let mut out = vec![0u8; BIG];
-    h.overlay().view("w", &b.1).read(0, &mut out);
+    h.overlay().view("w", &b.1[..]).read(0, &mut out);
     out
 }
 

@@ -7,6 +7,7 @@
 
 use super::kernel::{PatchedRows, Stored};
 use crate::error::{Error, Result};
+use crate::store::Bytes;
 use crate::store::Model;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -36,10 +37,18 @@ impl Loaded {
     }
 
     /// The f32 copy, made on first use from the base bytes and the runs.
-    fn widened(&self, name: &str, dt: Dtype, shape: &[u64], base: &[u8]) -> Result<Tensor> {
+    fn widened<'b>(
+        &self,
+        name: &str,
+        dt: Dtype,
+        shape: &[u64],
+        base: impl FnOnce() -> Result<Bytes<'b>>,
+    ) -> Result<Tensor> {
         if let Some(t) = self.0.widened.get() {
             return Ok(t.clone());
         }
+        let base = base()?;
+        let base = &*base;
         let t = match &self.0.runs {
             Some(runs) => {
                 let mut bytes = base.to_vec();
@@ -162,7 +171,7 @@ impl WeightCache {
         for (name, _) in overlay.tensors() {
             let (shard, info) = model.get(name)?;
             let runs = overlay.tensor(name).cloned().unwrap_or_default();
-            let t = self.edited(name, 1, (info.dtype, &info.shape, shard.data(info)), runs)?;
+            let t = self.edited(name, 1, (info.dtype, &info.shape, &shard.data(info)?), runs)?;
             if !t.same_as_base() {
                 out.insert(name.to_string(), t);
             }
@@ -186,7 +195,7 @@ impl Weights<'_> {
         if info.shape != [rows as u64, cols as u64] {
             return None;
         }
-        let base = Stored::of(info.dtype, shard.data(info))?;
+        let base = Stored::of(info.dtype, shard.mapped(info)?)?;
         Some(match self.edited.get(name) {
             Some(l) => base.with_patched(&l.0.rows),
             None => base,
@@ -211,7 +220,7 @@ impl Weights<'_> {
             ))
         })?;
         if let Some(l) = self.edited.get(name) {
-            return l.widened(name, info.dtype, &info.shape, shard.data(info));
+            return l.widened(name, info.dtype, &info.shape, || shard.data(info));
         }
         let base = match self.cache.get(name, 0) {
             Some(l) => l,
@@ -221,7 +230,7 @@ impl Weights<'_> {
                 l
             }
         };
-        base.widened(name, info.dtype, &info.shape, shard.data(info))
+        base.widened(name, info.dtype, &info.shape, || shard.data(info))
     }
 
     /// A tensor that must have `shape`.

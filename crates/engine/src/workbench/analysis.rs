@@ -150,7 +150,8 @@ impl Workbench {
         let (shard, info) = self.model.get(&req.tensor)?;
         let spec = req.spec.clone().make_valid(&info.shape);
         let (overlay, _) = self.snapshot(&req.tensor)?;
-        let source = overlay.view(&info.name, shard.data(info));
+        let base = shard.data(info)?;
+        let source = overlay.view(&info.name, &*base);
         Ok(analysis::profile(info.dtype, &info.shape, &spec, &source))
     }
 

@@ -8,6 +8,7 @@ use crate::store::Model;
 use std::path::Path;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::patch::{self, ConflictKind, Patch};
+use tensor_surgeon_core::source::ByteSource;
 use tensor_surgeon_wire::{CombineOutcome, CompareOutcome, CompareRow, ConflictRow};
 
 impl Workbench {
@@ -85,16 +86,28 @@ impl Workbench {
         let Ok((shard, info)) = self.model.get(&c.tensor) else {
             return Vec::new();
         };
-        let base = shard.data(info);
         let width = dtype::element_bytes(info.dtype) as u64;
         let packed = dtype::is_packed(info.dtype);
         // Whole elements around the conflicting bytes: base bytes with each side's laid on.
         let lo = c.offset - c.offset % width;
-        let hi = (c.offset + c.len).div_ceil(width) * width;
+        let hi = ((c.offset + c.len).div_ceil(width) * width).min(info.byte_len());
+        let base = match shard.region(info, &[lo..hi]) {
+            Ok(base) => base,
+            Err(e) => {
+                return vec![ConflictRow {
+                    tensor: c.tensor.clone(),
+                    index: Vec::new(),
+                    kind: format!("unreadable: {e}"),
+                    first: String::new(),
+                    second: String::new(),
+                }]
+            }
+        };
         let mut rows = Vec::new();
-        for at in (lo..hi.min(base.len() as u64)).step_by(width as usize) {
+        for at in (lo..hi).step_by(width as usize) {
             let side = |over: &tensor_surgeon_core::overlay::Overlay| {
-                let mut e = base[at as usize..(at + width) as usize].to_vec();
+                let mut e = vec![0u8; width as usize];
+                base.read(at, &mut e);
                 if let Some(runs) = over.tensor(&c.tensor) {
                     runs.lay_onto(at, &mut e);
                 }
@@ -150,12 +163,16 @@ impl Workbench {
     pub fn compare_with(&self, other: &str) -> Result<CompareOutcome> {
         self.writable()?;
         let other_path = Path::new(other.trim());
-        self.check_allowed(other_path)?;
+        // A URL reads nothing of this machine; a path must be inside the allowed folders.
+        let local = !crate::remote::is_url(other.trim());
+        if local {
+            self.check_allowed(other_path)?;
+        }
         let other_model = Model::open(other_path)?;
-        for shard in &other_model.shards {
+        for shard in other_model.shards.iter().filter(|_| local) {
             self.check_allowed(&shard.path)?;
         }
-        let diff = crate::diff::Comparison::new(&self.model, &other_model);
+        let diff = crate::diff::Comparison::new(&self.model, &other_model)?;
         let rows: Vec<CompareRow> = diff.rows();
         let name = format!("compare: {}", other.trim());
         // The difference becomes one layer, built entry by entry from the two mapped files

@@ -87,9 +87,10 @@ impl Workbench {
     fn current(&self, s: &Session, tensor: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let (shard, info) = self.model.get(tensor)?;
         let mut out = vec![0u8; len];
+        let base = shard.region(info, &[offset..offset + len as u64])?;
         s.history
             .overlay()
-            .view(&info.name, shard.data(info))
+            .view(&info.name, &base)
             .read(offset, &mut out);
         Ok(out)
     }
@@ -151,7 +152,7 @@ impl Workbench {
         name: &str,
     ) -> Result<(LoadOutcome, Option<u64>)> {
         let conflicts: Vec<String> = patch
-            .verify(&self.model)
+            .verify(&self.model.based_on_patch(&patch)?)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -279,7 +280,7 @@ impl Workbench {
             s.apply(step)?;
         }
         drop(s);
-        Ok(self.session_view())
+        self.session_view()
     }
 
     /// Drops entries of the session patch (their bytes go back to the base), or keeps only
@@ -294,7 +295,7 @@ impl Workbench {
             let flat = flat_index(info, index)?;
             elements.entry(t.as_str()).or_default().insert(flat);
         }
-        let entries = self.session_entries(&s);
+        let entries = self.session_entries(&s)?;
         let mut changes = Vec::new();
         for e in &entries {
             let (_, info) = self.model.get(&e.tensor)?;
@@ -348,7 +349,7 @@ impl Workbench {
             })?;
         }
         drop(s);
-        Ok(self.session_view())
+        self.session_view()
     }
 }
 

@@ -222,7 +222,8 @@ impl Workbench {
     fn run_layout(&self, req: &ProjectRequest, job: &Job) -> Result<Projection> {
         let (shard, info) = self.model.get(&req.tensor)?;
         let overlay = lock(&self.session).history.overlay().only(&info.name);
-        let source = overlay.view(&info.name, shard.data(info));
+        let base = shard.data(info)?;
+        let source = overlay.view(&info.name, &*base);
         let input = Input {
             dtype: info.dtype,
             shape: &info.shape,

@@ -89,7 +89,10 @@ impl Workbench {
     /// Opens the session, replaying the model's journal from a previous run.
     pub fn open(model: Model, config: ServeConfig) -> Result<(Workbench, Vec<String>)> {
         let journal_path = journal_path(&config.patches_dir, &model);
-        let (journal, history, pending, warnings) = Journal::open(&journal_path, &model)?;
+        let base = model.based_lazily();
+        let (journal, history, pending, warnings) = Journal::open(&journal_path, &base)?;
+        base.failure()?;
+        drop(base);
         let version = history.applied().len() as u64;
         let session = Mutex::new(Session {
             history,
@@ -151,7 +154,7 @@ impl Workbench {
             })
             .collect();
         ModelSummary {
-            path: self.model.path.display().to_string(),
+            path: self.model.location.clone(),
             files: self
                 .model
                 .shards
@@ -189,8 +192,25 @@ impl Workbench {
             let s = lock(&self.session);
             (s.history.overlay().only(&info.name), s.version)
         };
-        let source = overlay.view(&info.name, shard.data(info));
         let (rows, cols) = spec.cells();
+        // A remote tensor: only the rows the view shows, or the span a pooled view covers.
+        let base = if shard.remote_file().is_none() {
+            shard.region(info, &[])?
+        } else if rows <= req.max_rows.clamp(1, MAX_GRID) && cols <= req.max_cols.clamp(1, MAX_GRID)
+        {
+            shard.selection_region(info, &spec.selection(&info.shape))?
+        } else {
+            let sel = spec.selection(&info.shape);
+            shard.region(
+                info,
+                &[tensor_surgeon_core::source::byte_span(
+                    info.dtype,
+                    &info.shape,
+                    &sel,
+                )],
+            )?
+        };
+        let source = overlay.view(&info.name, &base);
         let mut data = ViewData {
             tensor: info.name.clone(),
             dtype: dtype::name(info.dtype).into(),
@@ -208,10 +228,9 @@ impl Workbench {
             mode: req.mode,
             base_bytes: Vec::new(),
         };
-        let base: &[u8] = shard.data(info);
         match req.mode {
             view::ViewMode::After => self.fill(&mut data, info, &source, req),
-            view::ViewMode::Before => self.fill(&mut data, info, base, req),
+            view::ViewMode::Before => self.fill(&mut data, info, &base, req),
             view::ViewMode::Delta => {
                 // Pooled deltas are block means: the mean of the change is the change of
                 // the means, so one pass over each side is exact.
@@ -220,7 +239,7 @@ impl Workbench {
                     ..req.clone()
                 };
                 let mut before = data.clone();
-                self.fill(&mut before, info, base, &req);
+                self.fill(&mut before, info, &base, &req);
                 self.fill(&mut data, info, &source, &req);
                 if data.block == (1, 1) {
                     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -302,7 +321,8 @@ impl Workbench {
     pub fn read(&self, tensor: &str, sel: &slice::Selection) -> Result<Vec<u8>> {
         let (shard, info) = self.model.get(tensor)?;
         let s = lock(&self.session);
-        let source = s.history.overlay().view(&info.name, shard.data(info));
+        let base = shard.data(info)?;
+        let source = s.history.overlay().view(&info.name, &*base);
         Ok(tensor_surgeon_core::source::extract(
             info.dtype,
             &info.shape,
@@ -332,7 +352,8 @@ impl Workbench {
             source,
         })?;
         let session = lock(&self.session);
-        let source = session.history.overlay().view(&info.name, shard.data(info));
+        let base = shard.data(info)?;
+        let source = session.history.overlay().view(&info.name, &*base);
         let bytes = tensor_surgeon_core::source::extract(info.dtype, &info.shape, &sel, &source);
         Ok(CellData {
             tensor: tensor.into(),

@@ -72,6 +72,6 @@ impl Workbench {
             None => s.version += 1,
         }
         drop(s);
-        Ok(self.session_view())
+        self.session_view()
     }
 }

@@ -19,7 +19,7 @@ impl Workbench {
             session.apply(step)?;
         }
         drop(session);
-        Ok(self.session_view())
+        self.session_view()
     }
 
     /// The step a region request makes against the current edits (`None`: nothing changes).
@@ -105,7 +105,8 @@ impl Workbench {
         let options = EncodeOptions::default();
         let mut session = lock(&self.session);
         let overlay = session.history.overlay();
-        let source = overlay.view(&info.name, shard.data(info));
+        let base = shard.data(info)?;
+        let source = overlay.view(&info.name, &*base);
         let mut changes = Vec::new();
         for &l in &lines {
             let spec = spec_of(l);
@@ -158,7 +159,7 @@ impl Workbench {
             })?;
         }
         drop(session);
-        Ok(self.session_view())
+        self.session_view()
     }
 }
 
@@ -175,11 +176,18 @@ pub fn plan_region_on(
         saturate: req.saturate,
         round: req.round,
     };
-    let source = overlay.view(&info.name, shard.data(info));
-    let other = match req.region.operand() {
-        None => None,
-        Some((name, spec)) => {
+    let base = shard.data(info)?;
+    let source = overlay.view(&info.name, &*base);
+    let operand_base = match req.region.operand() {
+        Some((name, _)) => {
             let (oshard, oinfo) = model.get(name)?;
+            Some(oshard.data(oinfo)?)
+        }
+        None => None,
+    };
+    let other = match (req.region.operand(), &operand_base) {
+        (Some((name, spec)), Some(obase)) => {
+            let (_, oinfo) = model.get(name)?;
             if spec.is_none() && oinfo.shape != info.shape {
                 return Err(Error::Usage(format!(
                     "{} has shape {:?}, {} has shape {:?}: blend needs equal shapes",
@@ -190,12 +198,9 @@ pub fn plan_region_on(
                 Some(s) => select(name, s, &oinfo.shape)?,
                 None => sel.clone(),
             };
-            Some((
-                oinfo,
-                selection,
-                overlay.view(&oinfo.name, oshard.data(oinfo)),
-            ))
+            Some((oinfo, selection, overlay.view(&oinfo.name, &**obase)))
         }
+        _ => None,
     };
     let operand = other.as_ref().map(|(info, selection, source)| Operand {
         info,

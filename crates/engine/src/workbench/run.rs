@@ -84,7 +84,7 @@ impl Workbench {
             let t = runner.cache.edited(
                 &name,
                 at,
-                (info.dtype, &info.shape, shard.data(info)),
+                (info.dtype, &info.shape, &shard.data(info)?),
                 runs,
             )?;
             tensors.insert(name, t);

@@ -75,7 +75,7 @@ impl Workbench {
             session.apply(step)?;
         }
         drop(session);
-        Ok(self.session_view())
+        self.session_view()
     }
 
     /// The step an edit request makes against the current overlay (`None`: nothing changes).
@@ -97,7 +97,8 @@ impl Workbench {
             round: req.round,
         };
         let changes = {
-            let source = session.history.overlay().view(&info.name, shard.data(info));
+            let base = shard.data(info)?;
+            let source = session.history.overlay().view(&info.name, &*base);
             edit::plan(info, &sel, &source, &req.op, options)?
         };
         if changes.is_empty() {
@@ -166,21 +167,21 @@ impl Workbench {
             s.bump(moved.unwrap_or_default());
         }
         drop(s);
-        Ok(self.session_view())
+        self.session_view()
     }
 
     /// The session's net changes as a patch against the base.
-    pub fn patch(&self, note: &str) -> Patch {
+    pub fn patch(&self, note: &str) -> Result<Patch> {
         let s = lock(&self.session);
         let mut p = patch_files::new_for(&self.model, note);
-        p.entries = self.session_entries(&s);
-        p
+        p.entries = self.session_entries(&s)?;
+        Ok(p)
     }
 
     /// Changed elements and history.
-    pub fn session_view(&self) -> SessionView {
+    pub fn session_view(&self) -> Result<SessionView> {
         let s = lock(&self.session);
-        let entries = self.session_entries(&s);
+        let entries = self.session_entries(&s)?;
         let mut rows = Vec::new();
         let mut total = 0u64;
         for e in &entries {
@@ -225,7 +226,7 @@ impl Workbench {
                 });
             }
         }
-        SessionView {
+        Ok(SessionView {
             version: s.version,
             entries: rows,
             total_elements: total,
@@ -239,21 +240,19 @@ impl Workbench {
             can_redo: !s.history.undone().is_empty(),
             pending: s.pending.clone(),
             layers: super::layers::rows(&s),
-        }
+        })
     }
 
     /// The net changes of the applied steps, each entry with the origin of its bytes.
-    pub(super) fn session_entries(&self, s: &Session) -> Vec<patch::PatchEntry> {
+    pub(super) fn session_entries(&self, s: &Session) -> Result<Vec<patch::PatchEntry>> {
         let mut origins = OriginMap::default();
         for step in s.history.applied() {
             for c in &step.changes {
                 origins.mark(&c.tensor, c.offset, c.after.len(), &step.origin);
             }
         }
-        origins.split(Patch::entries_from_overlay(
-            s.history.overlay(),
-            &self.model,
-        ))
+        let base = self.model.based_on_overlay(s.history.overlay())?;
+        Ok(origins.split(Patch::entries_from_overlay(s.history.overlay(), &base)))
     }
 
     /// The session version once it differs from `since`, or when `wait` is up: how a page
@@ -277,7 +276,7 @@ impl Workbench {
         std::fs::create_dir_all(&self.config.patches_dir)
             .map_err(Error::io(&self.config.patches_dir))?;
         // JSON always: the web app loads patches back as text.
-        patch_files::save(&path, &self.patch(note), patch_files::Format::Json, None)?;
+        patch_files::save(&path, &self.patch(note)?, patch_files::Format::Json, None)?;
         Ok(path.display().to_string())
     }
 
@@ -292,7 +291,7 @@ impl Workbench {
         let out = self.config.out_dir.join(name);
         // Everything that can fail at once fails before the bake is marked running.
         std::fs::create_dir_all(&self.config.out_dir).map_err(Error::io(&self.config.out_dir))?;
-        let patch = self.patch("baked from the web app");
+        let patch = self.patch("baked from the web app")?;
         {
             let mut st = lock(&self.bake);
             if st.running {

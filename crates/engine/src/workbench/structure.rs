@@ -87,7 +87,8 @@ impl Workbench {
         }
         let spec = req.spec.clone().make_valid(&info.shape);
         let overlay = lock(&self.session).history.overlay().only(&info.name);
-        let source = overlay.view(&info.name, shard.data(info));
+        let base = shard.data(info)?;
+        let source = overlay.view(&info.name, &*base);
         let input = Input {
             dtype: info.dtype,
             shape: &info.shape,
@@ -138,7 +139,11 @@ impl Workbench {
     fn matrix(
         &self,
         tensor: &str,
-    ) -> Result<(tensor_surgeon_core::overlay::Overlay, &TensorInfo, &[u8])> {
+    ) -> Result<(
+        tensor_surgeon_core::overlay::Overlay,
+        &TensorInfo,
+        crate::store::Bytes<'_>,
+    )> {
         let (shard, info) = self.model.get(tensor)?;
         if info.shape.len() != 2 {
             return Err(Error::Usage(format!(
@@ -147,7 +152,7 @@ impl Workbench {
             )));
         }
         let overlay = lock(&self.session).history.overlay().only(&info.name);
-        Ok((overlay, info, shard.data(info)))
+        Ok((overlay, info, shard.data(info)?))
     }
 
     /// The `k` rows most similar to `row` (cosine), edits included.
@@ -157,7 +162,7 @@ impl Workbench {
         }
         let (overlay, info, base) = self.matrix(tensor)?;
         let version = lock(&self.session).tensor_version(&info.name);
-        let source = overlay.view(&info.name, base);
+        let source = overlay.view(&info.name, &*base);
         let (rows, cols) = (info.shape[0], info.shape[1]);
         let cached = lock(&self.projecting.norms)
             .get(&info.name)
@@ -189,7 +194,7 @@ impl Workbench {
     /// Cosine, L2 distance and delta of rows `a` and `b`, edits included.
     pub fn compare_rows(&self, tensor: &str, a: u64, b: u64) -> Result<TokenComparison> {
         let (overlay, info, base) = self.matrix(tensor)?;
-        let source = overlay.view(&info.name, base);
+        let source = overlay.view(&info.name, &*base);
         let (rows, cols) = (info.shape[0], info.shape[1]);
         for r in [a, b] {
             if r >= rows {

@@ -43,7 +43,7 @@ fn number(v: f64) -> String {
 pub fn run(args: DiffArgs) -> Result<()> {
     let base = Model::open(&args.base)?;
     let other = Model::open(&args.other)?;
-    let comparison = Comparison::new(&base, &other);
+    let comparison = Comparison::new(&base, &other)?;
     let (form, entries) =
         comparison.write_patch(&base, &args.out, args.format.into(), &args.note)?;
     let rows = comparison.rows();

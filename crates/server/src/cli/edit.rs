@@ -211,11 +211,8 @@ fn vector_values(model: &Model, overlay: &Overlay, name: &str) -> Result<Vec<f64
         )));
     }
     let mut bytes = vec![0u8; info.byte_len() as usize];
-    tensor_surgeon_core::source::ByteSource::read(
-        &overlay.view(&info.name, shard.data(info)),
-        0,
-        &mut bytes,
-    );
+    let base = shard.data(info)?;
+    tensor_surgeon_core::source::ByteSource::read(&overlay.view(&info.name, &*base), 0, &mut bytes);
     let mut out = Vec::with_capacity(info.shape[0] as usize);
     tensor_surgeon_core::dtype::decode_f64_into(info.dtype, &bytes, &mut out);
     Ok(out)
@@ -291,13 +288,27 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
                 let op = parse_op(kind, value)?;
                 let (shard, info) = model.get(&name)?;
                 let selection = select(&name, &spec, &info.shape)?;
-                let source = overlay.view(&name, shard.data(info));
+                let base = shard.data(info)?;
+                let source = overlay.view(&name, &*base);
                 edit::plan(info, &selection, &source, &op, options)?
             };
         total += changes.iter().map(|c| c.after.len()).sum::<usize>();
+        // The base bytes recording reads: the patch's and the new changes', whole elements.
+        let widen = |offset: u64, len: u64| offset - offset % 8..(offset + len).div_ceil(8) * 8;
+        let base = model.based(
+            patch
+                .entries
+                .iter()
+                .map(|e| (e.tensor.as_str(), widen(e.offset, e.original.len() as u64)))
+                .chain(
+                    changes
+                        .iter()
+                        .map(|c| (c.tensor.as_str(), widen(c.offset, c.after.len() as u64))),
+                ),
+        )?;
         patch.record(
             &changes,
-            &model,
+            &base,
             &tensor_surgeon_core::patch::Origin::new("cli"),
         );
         println!(

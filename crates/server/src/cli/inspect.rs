@@ -31,7 +31,7 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
     let params: u64 = model.tensors().map(|(_, t)| t.elements()).sum();
     println!(
         "{}: {} tensors, {} parameters, {} in {files} file(s)",
-        model.path.display(),
+        model.location,
         model.len(),
         params,
         human_bytes(model.total_bytes())

@@ -22,6 +22,20 @@ use tensor_surgeon_engine::patch_files::Format;
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Where the bytes read from remote models (http://, https://, s3:// URLs) are cached.
+    /// Default: `remote` in the cache folder ($XDG_CACHE_HOME/tensor-surgeon).
+    #[arg(
+        long,
+        global = true,
+        env = "TENSOR_SURGEON_CACHE_DIR",
+        value_name = "DIR"
+    )]
+    cache_dir: Option<PathBuf>,
+    /// The most the remote cache may hold, in MiB; the least recently used bytes go first
+    /// (0: no cache).
+    #[arg(long, global = true, env = "TENSOR_SURGEON_CACHE_MB", value_name = "MIB",
+          default_value_t = tensor_surgeon_engine::remote::DEFAULT_CACHE_BYTES >> 20)]
+    cache_mb: u64,
 }
 
 /// `--format`: the form to write a patch in.
@@ -250,6 +264,11 @@ fn one_line(text: &str) -> String {
 
 fn run(matches: &ArgMatches) -> Result<(), Error> {
     let cli = Cli::from_arg_matches(matches).map_err(|e| Error::Usage(e.to_string()))?;
+    let defaults = tensor_surgeon_engine::remote::Settings::default();
+    tensor_surgeon_engine::remote::configure(tensor_surgeon_engine::remote::Settings {
+        cache_dir: cli.cache_dir.clone().unwrap_or(defaults.cache_dir),
+        cache_bytes: cli.cache_mb.saturating_mul(1 << 20),
+    })?;
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(a) => crate::web::serve(crate::web::ServeOptions {
             model: a.model.or_else(|| {

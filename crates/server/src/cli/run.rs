@@ -80,7 +80,7 @@ struct Opened {
 fn open(m: &ModelArgs) -> Result<Opened> {
     let model = Model::open(&m.model)?;
     let overlay = overlay_of(&model, &m.patch)?;
-    let vocab = Vocab::find(&m.model, m.tokenizer.as_deref())?.map(Arc::new);
+    let vocab = Vocab::find(&model.path, m.tokenizer.as_deref())?.map(Arc::new);
     let runner = Runner::open(&model.path, vocab)?;
     let edited = runner.cache.edited_from_overlay(&model, &overlay)?;
     Ok(Opened {

@@ -17,8 +17,8 @@ pub fn run(path: &Path, tensor: &str, spec: &str, as_json: bool, max_elements: u
             tensor: tensor.to_string(),
             source,
         })?;
-    let bytes =
-        tensor_surgeon_core::source::extract(info.dtype, &info.shape, &selection, shard.data(info));
+    let base = shard.selection_region(info, &selection)?;
+    let bytes = tensor_surgeon_core::source::extract(info.dtype, &info.shape, &selection, &base);
     let width = dtype::element_bytes(info.dtype);
     let shape = selection.out_shape();
     if as_json {

@@ -135,7 +135,7 @@ fn layout_bar() -> indicatif::ProgressBar {
 pub fn project(a: &ProjectArgs) -> Result<()> {
     let model = Model::open(&a.model)?;
     let overlay = overlay_of(&model, &a.patch)?;
-    let vocab = Vocab::find(&a.model, a.tokenizer.as_deref())?;
+    let vocab = Vocab::find(&model.path, a.tokenizer.as_deref())?;
     let (shard, info) = model.get(&a.tensor)?;
     if info.shape.len() < 2 {
         return Err(Error::Usage(format!(
@@ -144,7 +144,8 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
             info.shape.len()
         )));
     }
-    let source = overlay.view(&info.name, shard.data(info));
+    let base = shard.data(info)?;
+    let source = overlay.view(&info.name, &*base);
     let spec = ViewSpec::default_for(&info.shape);
     let input = Input {
         dtype: info.dtype,
@@ -298,7 +299,7 @@ pub struct TokensArgs {
 
 pub fn tokens(a: &TokensArgs) -> Result<()> {
     let model = Model::open(&a.model)?;
-    let vocab = Vocab::find(&a.model, a.tokenizer.as_deref())?.ok_or_else(|| {
+    let vocab = Vocab::find(&model.path, a.tokenizer.as_deref())?.ok_or_else(|| {
         Error::Usage(format!(
             "no tokenizer.json beside {}; pass --tokenizer PATH",
             a.model.display()
@@ -337,7 +338,8 @@ pub fn tokens(a: &TokensArgs) -> Result<()> {
             vocab.size()
         )));
     }
-    let source = overlay.view(&info.name, shard.data(info));
+    let base = shard.data(info)?;
+    let source = overlay.view(&info.name, &*base);
     let (rows, cols) = (info.shape[0], info.shape[1]);
     let label = |r: u64| vocab.label(r).map(str::to_string);
     if let Some(pair) = &a.compare {

@@ -344,7 +344,7 @@ impl Tools {
         description = "The session's patch: changed elements (old -> new values and hex, with who made each change), the edit history, and the pending proposals."
     )]
     async fn list_patch(&self, Parameters(_): Parameters<Nothing>) -> ToolResult {
-        json_text(&self.wb.session_view())
+        json_text(&self.wb.session_view().map_err(|e| e.to_string())?)
     }
 
     #[tool(
@@ -404,7 +404,11 @@ impl ServerHandler for Tools {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let text = match request.uri.as_str() {
             MODEL_URI => serde_json::to_string_pretty(&self.wb.summary()).unwrap_or_default(),
-            PATCH_URI => self.wb.patch("current session").to_json(),
+            PATCH_URI => self
+                .wb
+                .patch("current session")
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
+                .to_json(),
             other => {
                 return Err(ErrorData::resource_not_found(
                     format!("no resource {other:?}; there are {MODEL_URI} and {PATCH_URI}"),

@@ -104,7 +104,11 @@ async fn download_patch(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let invert = q.get("invert").is_some_and(|v| v == "1");
-    let mut patch = state.workbench.patch("");
+    let wb = std::sync::Arc::clone(&state.workbench);
+    let mut patch = match tensor_surgeon_engine::blocking(move || wb.patch("")).await {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
     if invert {
         patch = patch.invert();
     }
@@ -211,11 +215,7 @@ pub struct ServeOptions {
 
 /// Where the demo model is written when no model is given.
 fn demo_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("tensor-surgeon").join("demo")
+    tensor_surgeon_engine::files::cache_root().join("demo")
 }
 
 fn ensure_demo(dir: &std::path::Path) -> Result<PathBuf> {
@@ -229,6 +229,12 @@ pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
         None => ensure_demo(&demo_dir())?,
     };
     let model = Model::open(&model_path)?;
+    // A remote model's side files, patches and bakes live in its local folder.
+    let model_path = if model.is_remote() {
+        model.path.clone()
+    } else {
+        model_path
+    };
     let model_dir = if model_path.is_dir() {
         model_path.clone()
     } else {
@@ -330,7 +336,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         };
         eprintln!(
             "Tensor Surgeon: {} on {open}{}  (journal {})",
-            wb.model.path.display(),
+            wb.model.location,
             if wb.config.read_only {
                 " (read-only)"
             } else {
