@@ -44,9 +44,18 @@ setup_python() {
         log "creating .venv"
         python3 -m venv .venv
     fi
-    if ! .venv/bin/python -c "import safetensors, numpy, ml_dtypes, pytest, tokenizers, gguf, openTSNE, umap" 2>/dev/null; then
+    if ! .venv/bin/python -c "import safetensors, numpy, ml_dtypes, pytest, tokenizers, gguf, openTSNE, umap, moto, boto3" 2>/dev/null; then
         log "installing Python test dependencies"
         .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    fi
+}
+
+setup_servers() {
+    # The remote-model tests serve models with nginx (Debian package).
+    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+        log "installing nginx (Debian package) for the remote-model tests"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
     fi
 }
 
@@ -93,9 +102,9 @@ run_tests() {
 cmd="${1:-}"
 shift || true
 case "$cmd" in
-    setup) setup_rust; setup_python; setup_browser; setup_release ;;
+    setup) setup_rust; setup_python; setup_servers; setup_browser; setup_release ;;
     release) setup_rust; setup_release; exec cargo leptos build --release ;;
-    test) setup_rust; setup_python; setup_browser; run_tests ;;
+    test) setup_rust; setup_python; setup_servers; setup_browser; run_tests ;;
     serve)
         setup_rust
         case "${1:-}" in

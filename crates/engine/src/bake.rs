@@ -63,6 +63,7 @@ pub fn bake(
     out: &Path,
     progress: BakeProgress,
 ) -> Result<Vec<PathBuf>> {
+    model.check_unchanged()?;
     let conflicts = patch.verify(&model.based_on_patch(patch)?);
     if !conflicts.is_empty() {
         return Err(Error::Conflicts { conflicts });
@@ -116,6 +117,10 @@ pub fn bake(
                 let at = shard.header.data_start() + info.data_offsets.0 + entry.offset;
                 f.write_all_at(&entry.patched, at)?;
             }
+            // A remote base replaced while it was copied: the file is not kept.
+            model
+                .check_unchanged()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
             Ok(())
         })?;
     }

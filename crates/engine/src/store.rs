@@ -483,11 +483,16 @@ impl Model {
             }
         };
         // Side files the tools use beside the weights; absent ones are simply absent.
-        for name in SIDE_FILES {
-            if let Some(bytes) = remote::fetch_small(&remote::sibling(&anchor, name))? {
-                crate::files::write_atomic(&local.join(name), &bytes)?;
-            } else {
-                let _ = std::fs::remove_file(local.join(name));
+        let urls = SIDE_FILES
+            .iter()
+            .map(|name| remote::sibling(&anchor, name))
+            .collect();
+        for (name, got) in SIDE_FILES.iter().zip(remote::fetch_all_small(urls)?) {
+            match got {
+                Some(bytes) => crate::files::write_atomic(&local.join(name), &bytes)?,
+                None => {
+                    let _ = std::fs::remove_file(local.join(name));
+                }
             }
         }
         model.path = local;
@@ -551,6 +556,23 @@ impl Model {
             .iter()
             .map(|s| patch::fingerprint(&s.file_name, s.header_bytes(), s.size))
             .collect()
+    }
+
+    /// Checks that no remote file of the model changed on its server since it was opened (a
+    /// request per file); local files are taken as they are. Edits and bakes check first.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let files: Vec<Arc<RemoteFile>> = self
+            .shards
+            .iter()
+            .filter_map(|s| match &s.backing {
+                Backing::Remote { file, .. } => Some(Arc::clone(file)),
+                Backing::Mapped(_) => None,
+            })
+            .collect();
+        if files.is_empty() {
+            return Ok(());
+        }
+        crate::remote::check_unchanged(files)
     }
 
     /// Whether the model is read from a server.

@@ -457,9 +457,33 @@ pub fn open_all(urls: Vec<String>) -> Result<Vec<(RemoteFile, Vec<u8>)>> {
     })
 }
 
+/// Checks that every file still has the version it was opened at (one small request each, at
+/// once): [`Error::RemoteChanged`] when one does not. Cached bytes never tell.
+pub fn check_unchanged(files: Vec<Arc<RemoteFile>>) -> Result<()> {
+    run(async move {
+        stream::iter(files)
+            .map(|f| async move { f.get_pinned(0..8).await.map(|_| ()) })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    })
+}
+
 /// A whole small file, or `None` when the server has none (see [`RemoteFile::fetch_small`]).
 pub fn fetch_small(url: &str) -> Result<Option<Vec<u8>>> {
     run(RemoteFile::fetch_small(url.to_string()))
+}
+
+/// Several small files at once (see [`fetch_small`]).
+pub fn fetch_all_small(urls: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+    run(async move {
+        stream::iter(urls)
+            .map(RemoteFile::fetch_small)
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await
+    })
 }
 
 /// `name` next to the file at `url` (`https://h/a/b.json` + `c` = `https://h/a/c`).

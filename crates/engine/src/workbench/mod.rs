@@ -133,7 +133,8 @@ impl Workbench {
         if self.config.read_only {
             return Err(Error::ReadOnly);
         }
-        Ok(())
+        // A remote base that changed on its server takes no more edits.
+        self.model.check_unchanged()
     }
 
     /// Model summary and tensor list.

@@ -1,0 +1,242 @@
+"""Real servers for remote-model tests: nginx serving a folder (with its access log read back
+to count requests and bytes), an S3-compatible server (moto in server mode), and a small
+range server that can misbehave on purpose (errors, cut connections, a replaced file)."""
+
+import http.server
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from server import free_port
+
+
+def wait_for_port(port, proc=None, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+class Nginx:
+    """nginx (the Debian package) serving `root` on a free port, one process, no daemon.
+    Its access log records each request's range and the body bytes sent."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="nginx-"))
+        self.log = self.dir / "access.log"
+        conf = f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    default_type application/octet-stream;
+    log_format ranges '$request_method $uri $status "$http_range" $body_bytes_sent';
+    access_log {self.log} ranges;
+    client_body_temp_path {self.dir}/body;
+    proxy_temp_path {self.dir}/proxy;
+    fastcgi_temp_path {self.dir}/fastcgi;
+    uwsgi_temp_path {self.dir}/uwsgi;
+    scgi_temp_path {self.dir}/scgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.root};
+        etag on;
+    }}
+}}
+"""
+        (self.dir / "nginx.conf").write_text(conf)
+        self.proc = None
+
+    def start(self):
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen([nginx, "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)], stderr=subprocess.PIPE)
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def url(self, rel: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{rel}"
+
+    def requests(self):
+        """(method, path, status, range, body bytes) of every request so far."""
+        if not self.log.exists():
+            return []
+        out = []
+        for line in self.log.read_text().splitlines():
+            m = re.match(r'(\S+) (\S+) (\d+) "([^"]*)" (\d+)', line)
+            if m:
+                out.append((m[1], m[2], int(m[3]), m[4], int(m[5])))
+        return out
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Moto:
+    """An S3-compatible server (moto in server mode) and the environment that points the AWS
+    clients (ours and boto3) at it."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+        self.env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def start(self):
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+    def upload_folder(self, bucket: str, prefix: str, folder: Path):
+        s3 = self.client()
+        s3.create_bucket(Bucket=bucket)
+        for f in sorted(Path(folder).iterdir()):
+            if f.is_file():
+                s3.upload_file(str(f), bucket, f"{prefix}/{f.name}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class FaultyRangeServer:
+    """Serves a folder with ranges, ETags and If-Match, and fails on request: `fail(n)` answers
+    the next n range requests with 500; `cut(n)` sends the next n range bodies half-way and
+    drops the connection. `requests` counts GETs."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.port = free_port()
+        self.failures = 0
+        self.cuts = 0
+        self.requests = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                with outer.lock:
+                    outer.requests += 1
+                path = outer.root / self.path.lstrip("/").split("?")[0]
+                if not path.is_file():
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                st = path.stat()
+                etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+                wanted = self.headers.get("If-Match")
+                if wanted and wanted != etag:
+                    self.send_response(412)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                rng = self.headers.get("Range")
+                data = path.read_bytes()
+                start, end = 0, len(data)
+                if rng:
+                    m = re.match(r"bytes=(\d+)-(\d*)", rng)
+                    start = int(m[1])
+                    end = min(int(m[2]) + 1, len(data)) if m[2] else len(data)
+                    with outer.lock:
+                        fail = outer.failures > 0
+                        outer.failures -= fail
+                        cut = not fail and outer.cuts > 0 and end - start > 1
+                        outer.cuts -= cut
+                    if fail:
+                        self.send_response(500)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                body = data[start:end]
+                self.send_response(206 if rng else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", etag)
+                self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                self.end_headers()
+                if rng and cut:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def url(self, rel: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{rel}"
+
+    def fail(self, n):
+        with self.lock:
+            self.failures = n
+
+    def cut(self, n):
+        with self.lock:
+            self.cuts = n
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def replace_file(path: Path, data: bytes):
+    """Replaces a file as a server-side upload would: new content, new mtime."""
+    tmp = path.with_suffix(".new")
+    tmp.write_bytes(data)
+    os.utime(tmp, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    tmp.replace(path)
