@@ -231,4 +231,54 @@ mod tests {
             vec![1, 63, 3, 4]
         );
     }
+
+    /// Holds only some byte ranges of a buffer; reading anything else fails the test.
+    struct Only<'a>(&'a [u8], Vec<Range<u64>>);
+
+    impl ByteSource for Only<'_> {
+        fn read(&self, offset: u64, out: &mut [u8]) {
+            let end = offset + out.len() as u64;
+            assert!(
+                self.1.iter().any(|r| r.start <= offset && end <= r.end),
+                "read {offset}..{end} outside the ranges"
+            );
+            self.0.read(offset, out)
+        }
+    }
+
+    #[test]
+    fn byte_ranges_and_span_cover_exactly_what_extract_reads() {
+        let shape = [6u64, 7, 9];
+        let bytes = iota(6 * 7 * 9 * 2);
+        for dtype in [Dtype::BF16, Dtype::F4] {
+            for spec in [
+                "1:4,2,3:8",
+                "::2,1:6,:",
+                "5,::-1,4",
+                "2:3,3:4,7:8",
+                "0:0,:,:",
+            ] {
+                let sel = SliceSpec::parse(spec).unwrap().resolve(&shape).unwrap();
+                let ranges = byte_ranges(dtype, &shape, &sel);
+                let want = extract(dtype, &shape, &sel, &bytes[..]);
+                let got = extract(dtype, &shape, &sel, &Only(&bytes, ranges));
+                assert_eq!(got, want, "{spec}");
+                let span = byte_span(dtype, &shape, &sel);
+                let got = extract(dtype, &shape, &sel, &Only(&bytes, vec![span.clone()]));
+                assert_eq!(got, want, "{spec}");
+                if let Some(first) = sel.element_indices(&shape).min() {
+                    assert_eq!(span.start, locate(dtype, first).offset, "{spec}");
+                }
+            }
+        }
+        // Whole rows are one range each.
+        let sel = SliceSpec::parse("1:3,0:2,:")
+            .unwrap()
+            .resolve(&shape)
+            .unwrap();
+        assert_eq!(
+            byte_ranges(Dtype::BF16, &shape, &sel),
+            vec![126..144, 144..162, 252..270, 270..288]
+        );
+    }
 }

@@ -105,6 +105,19 @@ fn run<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
         .expect("the I/O runtime runs every task it is given")
 }
 
+/// Who hears of long reads: (URL, bytes fetched so far, bytes to fetch).
+pub type Reporter = dyn Fn(&str, u64, u64) + Send + Sync;
+
+static REPORTER: OnceLock<Box<Reporter>> = OnceLock::new();
+
+/// Reads that fetch at least this much are reported.
+const REPORTED: u64 = 16 << 20;
+
+/// Sets who hears of long reads (a progress bar, a log); set once at start-up.
+pub fn report_progress_with(reporter: Box<Reporter>) {
+    let _ = REPORTER.set(reporter);
+}
+
 /// The version of a remote object its reads are pinned to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -391,6 +404,9 @@ impl RemoteFile {
             done += bytes.len() as u64;
             if let Some(p) = progress {
                 p(done, total);
+            }
+            if let Some(r) = REPORTER.get().filter(|_| total >= REPORTED) {
+                r(&self.url, done, total);
             }
         }
         if done < total {

@@ -258,12 +258,29 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Long reads from remote models show a progress bar on a terminal (and nothing otherwise).
+fn report_remote_reads() {
+    let bar = std::sync::Mutex::new(None::<indicatif::ProgressBar>);
+    tensor_surgeon_engine::remote::report_progress_with(Box::new(move |url, done, total| {
+        let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+        let b = bar.get_or_insert_with(|| stats::progress_bar(total, "reading"));
+        b.set_length(total);
+        b.set_position(done);
+        b.set_message(url.rsplit('/').next().unwrap_or_default().to_string());
+        if done >= total {
+            b.finish_and_clear();
+            *bar = None;
+        }
+    }));
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn run(matches: &ArgMatches) -> Result<(), Error> {
     let cli = Cli::from_arg_matches(matches).map_err(|e| Error::Usage(e.to_string()))?;
+    report_remote_reads();
     let defaults = tensor_surgeon_engine::remote::Settings::default();
     tensor_surgeon_engine::remote::configure(tensor_surgeon_engine::remote::Settings {
         cache_dir: cli.cache_dir.clone().unwrap_or(defaults.cache_dir),
