@@ -116,7 +116,10 @@ def test_every_command_reads_a_remote_file_as_the_local_one(served, tmp_path, ca
         assert "ok: " in cli("verify", model, tmp_path / f"{name}.json", env=cache_env).stdout
         cli("apply", model, tmp_path / f"{name}.json", "--out", tmp_path / f"{name}-baked.safetensors", env=cache_env)
     patches = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("remote", "local")]
-    assert patches[0]["entries"] == patches[1]["entries"] and patches[0]["base"] == patches[1]["base"]
+    assert patches[0]["entries"] == patches[1]["entries"]
+    # One base: the same file fingerprint; the remote one also names the version it was made on.
+    assert [dict(f, version=None) for f in patches[0]["base"]] == [dict(f, version=None) for f in patches[1]["base"]]
+    assert patches[0]["base"][0]["version"].startswith('"') and "version" not in patches[1]["base"][0]
     assert sha(tmp_path / "remote-baked.safetensors") == sha(tmp_path / "local-baked.safetensors")
     assert sha(tmp_path / "remote-baked.safetensors") != sha(path)
     cli("diff", url, tmp_path / "local-baked.safetensors", "--out", tmp_path / "d.json", "--format", "json", env=cache_env)
@@ -257,6 +260,14 @@ def test_a_replaced_file_and_a_server_that_is_gone(tmp_path, cache_env):
             time.sleep(0.05)
         assert st["error"] and "changed on the server" in st["error"]
         assert not (tmp_path / "baked").exists() or list((tmp_path / "baked").iterdir()) == []
+        # A new session on the new version says the old one's edits were not replayed.
+        s2 = Server(srv.url("demo/model.safetensors"), "--out-dir", str(tmp_path / "baked"), "--patches", str(tmp_path / "p"), "--cache-dir", str(tmp_path / "c2")).start()
+        try:
+            assert s2.call("GET", "/api/session")["steps"] == []
+            warnings = s2.call("GET", "/api/model")["warnings"]
+            assert any("changed on the server since the last session" in w for w in warnings), warnings
+        finally:
+            s2.stop()
         # The server stops: reads fail fast with the URL named; the session still answers.
         srv.stop()
         status, body = s.call("POST", "/api/view_json", view_request(E, 100, 0, 8), ok=False)

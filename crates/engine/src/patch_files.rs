@@ -188,7 +188,22 @@ pub fn new_for(model: &Model, note: &str) -> Patch {
 pub fn fingerprint_mismatches(model: &Model, base: &[Fingerprint]) -> Vec<String> {
     let current = model.fingerprints();
     base.iter()
-        .filter(|f| !current.contains(f))
-        .map(|f| f.file.clone())
+        .filter(|f| !current.iter().any(|c| c.same_base(f)))
+        .map(
+            |f| match (&f.version, current.iter().find(|c| c.file == f.file)) {
+                (
+                    Some(was),
+                    Some(Fingerprint {
+                        version: Some(now), ..
+                    }),
+                ) if was != now => {
+                    format!(
+                        "{} (made on version {was}; the server now has {now})",
+                        f.file
+                    )
+                }
+                _ => f.file.clone(),
+            },
+        )
         .collect()
 }

@@ -554,7 +554,10 @@ impl Model {
     pub fn fingerprints(&self) -> Vec<Fingerprint> {
         self.shards
             .iter()
-            .map(|s| patch::fingerprint(&s.file_name, s.header_bytes(), s.size))
+            .map(|s| Fingerprint {
+                version: s.remote_file().map(|f| f.version.tag()),
+                ..patch::fingerprint(&s.file_name, s.header_bytes(), s.size)
+            })
             .collect()
     }
 

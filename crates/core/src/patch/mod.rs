@@ -25,6 +25,21 @@ pub struct Fingerprint {
     pub file: String,
     pub header_sha256: String,
     pub size: u64,
+    /// For a file read from a server: the version it had (its ETag, else its modification
+    /// time). A local copy has none, and matches any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Fingerprint {
+    /// Whether two fingerprints name the same file contents: same name, header and size, and
+    /// the same version where both were read from a server.
+    pub fn same_base(&self, other: &Fingerprint) -> bool {
+        self.file == other.file
+            && self.header_sha256 == other.header_sha256
+            && self.size == other.size
+            && (self.version.is_none() || other.version.is_none() || self.version == other.version)
+    }
 }
 
 /// Fingerprints a file from its header bytes (length prefix + JSON) and size.
@@ -34,6 +49,7 @@ pub fn fingerprint(file: &str, header_bytes: &[u8], size: u64) -> Fingerprint {
         file: file.to_string(),
         header_sha256: hex::encode(sha2::Sha256::digest(header_bytes)),
         size,
+        version: None,
     }
 }
 
