@@ -275,3 +275,28 @@ def test_a_replaced_file_and_a_server_that_is_gone(tmp_path, cache_env):
         assert len(s.call("GET", "/api/session")["steps"]) == 1
     finally:
         s.stop()
+
+
+def test_running_a_remote_model_gives_the_local_answers(minilm, smollm2, tmp_path, cache_env):
+    """`run`, `probe` and `activations` read a model served by nginx (its config and
+    tokenizer copied beside the cache) and answer as on the local folder."""
+    www = tmp_path / "www"
+    www.mkdir()
+    for m in (minilm, smollm2):
+        (www / m.name).symlink_to(m, target_is_directory=True)
+    nginx = Nginx(www).start()
+    try:
+        jobs = [
+            (minilm, ("run", "--sentence", "A man is eating food.", "--sentence", "The girl is carrying a baby.", "--json")),
+            (smollm2, ("run", "--prompt", "The capital of France is", "--top-k", "5", "--json")),
+            (smollm2, ("activations", "--prompt", "The capital of France is", "--layer", "3", "--top", "5", "--json")),
+        ]
+        probes = tmp_path / "probes.json"
+        probes.write_text(json.dumps({"version": 1, "probes": [{"prompt": "The capital of France is", "target": " Paris", "kind": "expect"}]}))
+        jobs.append((smollm2, ("probe", "--probes", probes, "--json")))
+        for folder, (cmd, *args) in jobs:
+            remote = json.loads(cli(cmd, nginx.url(f"{folder.name}/model.safetensors"), *args, env=cache_env).stdout)
+            local = json.loads(cli(cmd, folder / "model.safetensors", *args, env=cache_env).stdout)
+            assert remote == local, cmd
+    finally:
+        nginx.stop()

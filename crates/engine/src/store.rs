@@ -27,6 +27,8 @@ enum Backing {
     Remote {
         file: Arc<RemoteFile>,
         header: Vec<u8>,
+        /// Tensors held in memory for the forward pass, by name (read whole on first use).
+        resident: HashMap<String, std::sync::OnceLock<Vec<u8>>>,
     },
 }
 
@@ -126,6 +128,11 @@ impl Shard {
             source,
         })?;
         let file_name = file.url.rsplit('/').next().unwrap_or_default().to_string();
+        let resident = header
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), Default::default()))
+            .collect();
         Ok(Shard {
             path: PathBuf::from(&file.url),
             file_name,
@@ -134,6 +141,7 @@ impl Shard {
             backing: Backing::Remote {
                 file: Arc::new(file),
                 header: header_bytes,
+                resident,
             },
         })
     }
@@ -181,12 +189,21 @@ impl Shard {
         }
     }
 
-    /// A tensor's bytes in the map, without a read (`None` for a remote file).
+    /// A tensor's bytes in the map, or (remote) held in memory from the first use on, for
+    /// the forward pass's kernels; `None` when a remote read fails (the caller's own read
+    /// then reports why).
     pub fn mapped(&self, info: &TensorInfo) -> Option<&[u8]> {
         let r = self.absolute(info);
         match &self.backing {
             Backing::Mapped(map) => Some(&map[r.start as usize..r.end as usize]),
-            Backing::Remote { .. } => None,
+            Backing::Remote { file, resident, .. } => {
+                let once = resident.get(&info.name)?;
+                if once.get().is_none() {
+                    let bytes = file.read(&[r], None).ok()?.pop()?;
+                    let _ = once.set(bytes);
+                }
+                once.get().map(Vec::as_slice)
+            }
         }
     }
 

@@ -323,8 +323,8 @@ impl Workbench {
     pub fn read(&self, tensor: &str, sel: &slice::Selection) -> Result<Vec<u8>> {
         let (shard, info) = self.model.get(tensor)?;
         let s = lock(&self.session);
-        let base = shard.data(info)?;
-        let source = s.history.overlay().view(&info.name, &*base);
+        let base = shard.selection_region(info, sel)?;
+        let source = s.history.overlay().view(&info.name, &base);
         Ok(tensor_surgeon_core::source::extract(
             info.dtype,
             &info.shape,
@@ -353,9 +353,9 @@ impl Workbench {
             tensor: tensor.into(),
             source,
         })?;
+        let base = shard.selection_region(info, &sel)?;
         let session = lock(&self.session);
-        let base = shard.data(info)?;
-        let source = session.history.overlay().view(&info.name, &*base);
+        let source = session.history.overlay().view(&info.name, &base);
         let bytes = tensor_surgeon_core::source::extract(info.dtype, &info.shape, &sel, &source);
         Ok(CellData {
             tensor: tensor.into(),

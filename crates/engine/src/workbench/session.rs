@@ -97,8 +97,9 @@ impl Workbench {
             round: req.round,
         };
         let changes = {
-            let base = shard.data(info)?;
-            let source = session.history.overlay().view(&info.name, &*base);
+            // Only the selected elements are read (a remote tensor is not fetched whole).
+            let base = shard.selection_region(info, &sel)?;
+            let source = session.history.overlay().view(&info.name, &base);
             edit::plan(info, &sel, &source, &req.op, options)?
         };
         if changes.is_empty() {

@@ -288,8 +288,8 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
                 let op = parse_op(kind, value)?;
                 let (shard, info) = model.get(&name)?;
                 let selection = select(&name, &spec, &info.shape)?;
-                let base = shard.data(info)?;
-                let source = overlay.view(&name, &*base);
+                let base = shard.selection_region(info, &selection)?;
+                let source = overlay.view(&name, &base);
                 edit::plan(info, &selection, &source, &op, options)?
             };
         total += changes.iter().map(|c| c.after.len()).sum::<usize>();
