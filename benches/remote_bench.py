@@ -115,7 +115,7 @@ def main():
 
         # 3. First heatmap of a remote 1 GB model vs curl of the file.
         layers = {}
-        for i in range(24):
+        for i in range(30):
             for name, shape in [("q", [1536, 1536]), ("k", [256, 1536]), ("v", [256, 1536]), ("o", [1536, 1536]), ("gate", [2048, 1536]), ("up", [2048, 1536]), ("down", [1536, 2048])]:
                 layers[f"model.layers.{i}.{name}.weight"] = ("BF16", shape)
         layers["model.embed_tokens.weight"] = ("BF16", [32000, 1536])
@@ -132,16 +132,17 @@ def main():
                 curl_t = time.perf_counter() - t
                 (work / "gb.download").unlink()
                 cache = work / f"cache-gb-{rate}"
+                s = Server(nginx.url("gb.safetensors"), "--cache-dir", str(cache))
                 t = time.perf_counter()
-                s = Server(nginx.url("gb.safetensors"), "--cache-dir", str(cache)).start()
+                s.start(poll=0.002)
+                ready = time.perf_counter() - t
                 try:
-                    s.call("GET", "/api/model")
-                    v = s.call("POST", "/api/view_json", view_request("model.layers.0.q.weight"))
+                    status, body = s.request("POST", "/api/view_json", view_request("model.layers.0.q.weight"))
                     ours = time.perf_counter() - t
-                    assert v["rows"] > 0
+                    assert status == 200 and json.loads(body)["rows"] > 0
                 finally:
                     s.stop()
-                rows.append((f"first heatmap of a remote {size / 1e9:.1f} GB model vs curl ({label})", f"{ours:.2f} s vs {curl_t:.2f} s ({curl_t / ours:.1f}x sooner)", ">= 20x"))
+                rows.append((f"first heatmap of a remote {size / 1e9:.2f} GB model vs curl ({label})", f"{ours:.3f} s (server up {ready:.3f} s) vs {curl_t:.2f} s ({curl_t / ours:.1f}x sooner)", ">= 20x"))
             finally:
                 nginx.stop()
     finally:

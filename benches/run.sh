@@ -11,4 +11,5 @@ cargo leptos build --release
 .venv/bin/python benches/load_bench.py
 .venv/bin/python benches/journal_bench.py
 .venv/bin/python benches/structure_bench.py
+.venv/bin/python benches/remote_bench.py
 exec .venv/bin/python benches/layout_bench.py

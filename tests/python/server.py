@@ -39,7 +39,7 @@ class Server:
         self.proc = None
         self.log_file = None
 
-    def start(self):
+    def start(self, poll=0.05):
         env = dict(os.environ, LEPTOS_SITE_ROOT=str(ROOT / "target" / "site"), LEPTOS_OUTPUT_NAME="tensor-surgeon")
         env.pop("TENSOR_SURGEON_TOKEN", None)
         auth = ["--token", self.token] if self.token and not self.token_in_env else []
@@ -61,14 +61,14 @@ class Server:
                 # A random token: read it from the address the server prints, as a person would.
                 found = re.search(r"http://127\.0\.0\.1:\d+/\?token=([0-9a-f]+)", self.log())
                 if not found:
-                    time.sleep(0.05)
+                    time.sleep(poll)
                     continue
                 self.token, learn = found.group(1), False
             try:
                 if self.request("GET", "/api/model")[0] == 200:
                     return self
             except OSError:
-                time.sleep(0.05)
+                time.sleep(poll)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
     def log(self) -> str:

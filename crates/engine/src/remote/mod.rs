@@ -22,8 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// Requests in flight at once for one read.
+/// Requests in flight at once for one read of large ranges.
 const CONCURRENCY: usize = 8;
+/// Requests in flight at once when the ranges are small (a view's rows): latency, not
+/// bandwidth, bounds them.
+const SMALL_CONCURRENCY: usize = 32;
 /// Two wanted ranges closer than this are fetched as one (the gap is read and dropped).
 const COALESCE_GAP: u64 = 512;
 /// Large reads are split in ranges of this size, fetched in parallel.
@@ -373,6 +376,11 @@ impl RemoteFile {
             return Ok(outs);
         }
         let total: u64 = fetches.iter().map(|r| r.end - r.start).sum();
+        let concurrency = if total / (fetches.len() as u64) < 1 << 20 {
+            SMALL_CONCURRENCY
+        } else {
+            CONCURRENCY
+        };
         let this = Arc::clone(self);
         let (tx, rx) = std::sync::mpsc::channel::<Result<(u64, bytes::Bytes)>>();
         runtime().spawn(async move {
@@ -381,7 +389,7 @@ impl RemoteFile {
                     let this = Arc::clone(&this);
                     async move { this.get_pinned(r.clone()).await.map(|b| (r.start, b)) }
                 })
-                .buffer_unordered(CONCURRENCY);
+                .buffer_unordered(concurrency);
             while let Some(got) = results.next().await {
                 let failed = got.is_err();
                 if tx.send(got).is_err() || failed {
