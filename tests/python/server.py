@@ -124,5 +124,15 @@ class Server:
             return json.loads(payload)
         return status, payload
 
+    def bake(self, file_name):
+        """Starts a bake and waits for it to end; returns the last bake status."""
+        self.call("POST", "/api/bake", {"file_name": file_name})
+        for _ in range(600):
+            st = self.call("GET", "/api/bake_status")
+            if not st["running"]:
+                return st
+            time.sleep(0.05)
+        raise AssertionError(f"the bake did not end: {st}")
+
     def edit(self, tensor, spec, op, **extra):
         return self.call("POST", "/api/edit", {"request": {"tensor": tensor, "spec": spec, "op": op, **extra}})

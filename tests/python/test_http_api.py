@@ -139,12 +139,7 @@ def test_save_download_load_and_bake(server, demo, tmp_path):
     assert server.call("POST", "/api/load_patch", {"text": json.dumps(doc)})["applied"] is True
     assert cell(server, W, [2, 2])["value"] == "-1"
 
-    server.call("POST", "/api/bake", {"file_name": "out"})
-    for _ in range(200):
-        st = server.call("GET", "/api/bake_status")
-        if not st["running"]:
-            break
-        time.sleep(0.05)
+    st = server.bake("out")
     assert st["error"] is None and st["done"] == st["total"]
     baked = st["written"][0]
     assert baked.endswith("baked/out.safetensors")

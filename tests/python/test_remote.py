@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -206,12 +205,7 @@ def test_the_web_app_lists_views_edits_saves_and_bakes_a_remote_model(served, tm
         assert saved[0]["entries"] == saved[1]["entries"] and len(saved[0]["entries"]) > 1
         baked = []
         for s in (remote, plain):
-            s.call("POST", "/api/bake", {"file_name": "out"})
-            for _ in range(400):
-                st = s.call("GET", "/api/bake_status")
-                if not st["running"]:
-                    break
-                time.sleep(0.05)
+            st = s.bake("out")
             assert st["error"] is None, st
             baked.append(st["written"][0])
         assert sha(baked[0]) == sha(baked[1])
@@ -252,12 +246,7 @@ def test_a_replaced_file_and_a_server_that_is_gone(tmp_path, cache_env):
         replace_file(model, bytes(data))
         status, body = s.call("POST", "/api/edit", {"request": {"tensor": Q, "spec": "5,5", "op": {"op": "set", "value": "3"}}}, ok=False)
         assert status == 409 and "changed on the server" in body, body
-        s.call("POST", "/api/bake", {"file_name": "out"})
-        for _ in range(400):
-            st = s.call("GET", "/api/bake_status")
-            if not st["running"]:
-                break
-            time.sleep(0.05)
+        st = s.bake("out")
         assert st["error"] and "changed on the server" in st["error"]
         assert not (tmp_path / "baked").exists() or list((tmp_path / "baked").iterdir()) == []
         # A new session on the new version says the old one's edits were not replayed.
