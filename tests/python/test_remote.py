@@ -3,6 +3,7 @@ an S3-compatible server (a sharded model), byte for byte against the same model 
 locally; and the faults a network brings (errors, cut connections, a replaced file, a server
 that is gone)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -99,35 +100,85 @@ READS = [
 ]
 
 
-def test_every_command_reads_a_remote_file_as_the_local_one(served, tmp_path, cache_env):
-    nginx, local = served
-    url = nginx.url("demo/model.safetensors")
-    path = local / "model.safetensors"
+class Remote:
+    """A model on a server and the same model on disk: `url`, `path`, the environment the
+    commands need (`env`), and the server's request log where it has one."""
+
+    def __init__(self, url, path, env, requests=None):
+        self.url, self.path, self.env, self.requests = url, path, env, requests
+
+
+@pytest.fixture(params=["nginx", "s3"])
+def remote(request, served, tmp_path, cache_env):
+    """The demo model as one file behind nginx, or sharded (two files and an index) in an S3
+    bucket served by moto."""
+    nginx, demo = served
+    if request.param == "nginx":
+        yield Remote(nginx.url("demo/model.safetensors"), demo / "model.safetensors", cache_env, nginx.requests)
+        return
+    local = sharded(demo, tmp_path / "sharded")
+    moto = Moto().start()
+    try:
+        moto.upload_folder("models", "demo", local)
+        yield Remote("s3://models/demo/model.safetensors.index.json", local / "model.safetensors.index.json", dict(cache_env, **moto.env))
+    finally:
+        moto.stop()
+
+
+@contextlib.contextmanager
+def environment(env):
+    """`env` as this process's environment for a while (servers started inherit it)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def same_bake(a: Path, b: Path):
+    """Two bakes hold the same bytes: one file, or a folder of shards and an index."""
+    if a.is_file():
+        return sha(a) == sha(b)
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and all(sha(a / n) == sha(b / n) for n in names)
+
+
+def test_every_command_reads_a_remote_model_as_the_local_one(remote, tmp_path):
+    url, path, env = remote.url, remote.path, remote.env
     for cmd in READS:
-        remote_out = cli(cmd[0], url, *cmd[1:], env=cache_env).stdout
-        local_out = cli(cmd[0], path, *cmd[1:], env=cache_env).stdout
+        remote_out = cli(cmd[0], url, *cmd[1:], env=env).stdout
+        local_out = cli(cmd[0], path, *cmd[1:], env=env).stdout
         assert same_output(remote_out, local_out, url, path), cmd
 
     # Edit into a patch, verify, bake, invert, diff: the same patch and the same bytes.
     edits = ("--set", f"{E}[2,3]=1.5", "--scale", f"{Q}[1,:]=-2", "--add", f"{Q}[::9,4]=0.25")
+    suffix = ".safetensors" if path.suffix == ".safetensors" else ""
     for model, name in [(url, "remote"), (path, "local")]:
-        cli("edit", model, "--patch", tmp_path / f"{name}.json", *edits, env=cache_env)
-        assert "ok: " in cli("verify", model, tmp_path / f"{name}.json", env=cache_env).stdout
-        cli("apply", model, tmp_path / f"{name}.json", "--out", tmp_path / f"{name}-baked.safetensors", env=cache_env)
+        cli("edit", model, "--patch", tmp_path / f"{name}.json", *edits, env=env)
+        assert "ok: " in cli("verify", model, tmp_path / f"{name}.json", env=env).stdout
+        cli("apply", model, tmp_path / f"{name}.json", "--out", tmp_path / f"{name}-baked{suffix}", env=env)
     patches = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("remote", "local")]
     assert patches[0]["entries"] == patches[1]["entries"]
-    # One base: the same file fingerprint; the remote one also names the version it was made on.
+    # One base: the same file fingerprints; the remote ones also name the version they were
+    # made on.
     assert [dict(f, version=None) for f in patches[0]["base"]] == [dict(f, version=None) for f in patches[1]["base"]]
-    assert patches[0]["base"][0]["version"].startswith('"') and "version" not in patches[1]["base"][0]
-    assert sha(tmp_path / "remote-baked.safetensors") == sha(tmp_path / "local-baked.safetensors")
-    assert sha(tmp_path / "remote-baked.safetensors") != sha(path)
-    cli("diff", url, tmp_path / "local-baked.safetensors", "--out", tmp_path / "d.json", "--format", "json", env=cache_env)
+    assert all(f["version"] for f in patches[0]["base"]) and all("version" not in f for f in patches[1]["base"])
+    assert same_bake(tmp_path / f"remote-baked{suffix}", tmp_path / f"local-baked{suffix}")
+    baked = tmp_path / f"local-baked{suffix}"
+    baked_model = baked if suffix else baked / "model.safetensors.index.json"
+    cli("diff", url, baked_model, "--out", tmp_path / "d.json", "--format", "json", env=env)
     unmarked = lambda entries: [{k: v for k, v in e.items() if k != "origin"} for e in entries]
     assert json.loads((tmp_path / "d.json").read_text())["entries"] == unmarked(patches[1]["entries"])
-    cli("invert", tmp_path / "remote.json", "--out", tmp_path / "inv.json", env=cache_env)
-    cli("apply", tmp_path / "remote-baked.safetensors", tmp_path / "inv.json", "--out", tmp_path / "back.safetensors")
-    assert sha(tmp_path / "back.safetensors") == sha(path)
-    # A patch made on the remote model applies to the local one and back: one base.
+    cli("invert", tmp_path / "remote.json", "--out", tmp_path / "inv.json", "--model", url, env=env)
+    back = tmp_path / f"back{suffix}"
+    cli("apply", baked_model, tmp_path / "inv.json", "--out", back)
+    originals = [path] if suffix else sorted(path.parent.glob("*.safetensors"))
+    backs = [back] if suffix else [back / f.name for f in originals]
+    assert [sha(f) for f in backs] == [sha(f) for f in originals]
+    # A patch made on the remote model applies to the local one: one base.
     assert "ok: " in cli("verify", path, tmp_path / "remote.json").stdout
 
 
@@ -149,69 +200,53 @@ def test_the_header_takes_two_requests_and_a_slice_reads_only_its_bytes(served, 
     assert len(new) == 2
 
 
-def test_a_sharded_model_on_s3_reads_and_bakes_as_the_local_one(served, tmp_path, cache_env):
-    _, demo = served
-    local = sharded(demo, tmp_path / "sharded")
-    moto = Moto().start()
-    try:
-        moto.upload_folder("models", "demo", local)
-        env = dict(cache_env, **moto.env)
-        url = "s3://models/demo/model.safetensors.index.json"
-        for cmd in [("inspect", "--json"), ("slice", Q, "2:4,0:3", "--json"), ("stats", "--json")]:
-            remote_out = cli(cmd[0], url, *cmd[1:], env=env).stdout
-            local_out = cli(cmd[0], local / "model.safetensors.index.json", *cmd[1:], env=env).stdout
-            assert same_output(remote_out, local_out, url, local / "model.safetensors.index.json"), cmd
-        cli("edit", url, "--patch", tmp_path / "p.json", "--set", f"{Q}[0,0]=7", "--set", f"{E}[0,0]=-3", env=env)
-        cli("apply", url, tmp_path / "p.json", "--out", tmp_path / "r", env=env)
-        cli("apply", local / "model.safetensors.index.json", tmp_path / "p.json", "--out", tmp_path / "l")
-        for f in sorted(p.name for p in (tmp_path / "l").iterdir()):
-            assert sha(tmp_path / "r" / f) == sha(tmp_path / "l" / f), f
-        # A folder URL finds the index.
-        assert "2 file(s)" in cli("inspect", "s3://models/demo", env=env).stdout
-        # A missing object is a clear error.
-        r = cli("inspect", "s3://models/nothing/model.safetensors", env=env, check=False)
-        assert r.returncode == 1 and "not found" in r.stderr and "s3://models/nothing" in r.stderr
-    finally:
-        moto.stop()
+@pytest.mark.parametrize("remote", ["s3"], indirect=True)
+def test_folder_urls_and_missing_objects_on_s3(remote):
+    assert "2 file(s)" in cli("inspect", "s3://models/demo", env=remote.env).stdout
+    r = cli("inspect", "s3://models/nothing/model.safetensors", env=remote.env, check=False)
+    assert r.returncode == 1 and "not found" in r.stderr and "s3://models/nothing" in r.stderr
 
 
-def test_the_web_app_lists_views_edits_saves_and_bakes_a_remote_model(served, tmp_path, cache_env):
-    nginx, local = served
-    url = nginx.url("demo/model.safetensors")
-    os.environ["XDG_CACHE_HOME"] = cache_env["XDG_CACHE_HOME"]
+def test_the_web_app_lists_views_edits_saves_and_bakes_a_remote_model(remote, tmp_path):
+    with environment(remote.env):
+        far = Server(remote.url, "--out-dir", str(tmp_path / "rbaked"), "--patches", str(tmp_path / "rp")).start()
+        near = Server(remote.path, "--out-dir", str(tmp_path / "lbaked"), "--patches", str(tmp_path / "lp")).start()
     try:
-        remote = Server(url, "--out-dir", str(tmp_path / "rbaked"), "--patches", str(tmp_path / "rp")).start()
-        plain = Server(local, "--out-dir", str(tmp_path / "lbaked"), "--patches", str(tmp_path / "lp")).start()
-    finally:
-        del os.environ["XDG_CACHE_HOME"]
-    try:
-        models = [s.call("GET", "/api/model") for s in (remote, plain)]
+        models = [s.call("GET", "/api/model") for s in (far, near)]
         assert models[0]["tensors"] == models[1]["tensors"]
-        assert models[0]["path"] == url
-        n = len(nginx.requests())
-        for s in (remote, plain):
+        assert models[0]["path"] == remote.url
+        for s in (far, near):
             s.edit(Q, "3,4", {"op": "set", "value": "2.5"})
             s.edit(E, "7,:", {"op": "scale", "factor": 0.5})
-        views = [s.call("POST", "/api/view_json", view_request(Q, 0, 0, 16)) for s in (remote, plain)]
+        views = [s.call("POST", "/api/view_json", view_request(Q, 0, 0, 16)) for s in (far, near)]
         assert views[0]["bytes"] == views[1]["bytes"]
-        pooled = [s.call("POST", "/api/view_json", view_request(E, grid=64)) for s in (remote, plain)]
+        pooled = [s.call("POST", "/api/view_json", view_request(E, grid=64)) for s in (far, near)]
         assert pooled[0]["pooled"] == pooled[1]["pooled"] and pooled[0]["block"] != [1, 1]
-        # A view seen before costs no request.
-        count = len(nginx.requests())
-        remote.call("POST", "/api/view_json", view_request(Q, 0, 0, 16))
-        assert len(nginx.requests()) == count
-        assert len(nginx.requests()) > n
-        saved = [json.loads(Path(s.call("POST", "/api/save_patch", {"name": "mine", "note": ""})).read_text()) for s in (remote, plain)]
+        cells = [s.call("GET", f"/api/cell?tensor={E}&index=7,5") for s in (far, near)]
+        assert cells[0] == cells[1]
+        if remote.requests:
+            # A view seen before costs no request.
+            count = len(remote.requests())
+            far.call("POST", "/api/view_json", view_request(Q, 0, 0, 16))
+            assert len(remote.requests()) == count
+        saved = [json.loads(Path(s.call("POST", "/api/save_patch", {"name": "mine", "note": ""})).read_text()) for s in (far, near)]
         assert saved[0]["entries"] == saved[1]["entries"] and len(saved[0]["entries"]) > 1
-        baked = []
-        for s in (remote, plain):
+        written = []
+        for s in (far, near):
             st = s.bake("out")
             assert st["error"] is None, st
-            baked.append(st["written"][0])
-        assert sha(baked[0]) == sha(baked[1])
+            written.append([Path(p) for p in st["written"]])
+        assert [p.name for p in written[0]] == [p.name for p in written[1]]
+        assert all(sha(a) == sha(b) for a, b in zip(*written))
+        # "Compare with" a remote model: its difference becomes a layer.
+        if remote.requests:
+            shutil.copy(written[1][0], remote.path.parent / "edited.safetensors")
+            out = far.call("POST", "/api/compare", {"other": remote.url.replace("model.safetensors", "edited.safetensors")})
+            rows = {r["tensor"]: r for r in out["rows"]}
+            assert rows[Q]["changed"] == 1 and rows[E]["changed"] == 128
     finally:
-        remote.stop()
-        plain.stop()
+        far.stop()
+        near.stop()
 
 
 def test_transient_errors_and_cut_connections_are_retried(tmp_path, cache_env):
