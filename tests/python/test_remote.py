@@ -222,6 +222,12 @@ def test_the_web_app_lists_views_edits_saves_and_bakes_a_remote_model(remote, tm
         assert views[0]["bytes"] == views[1]["bytes"]
         pooled = [s.call("POST", "/api/view_json", view_request(E, grid=64)) for s in (far, near)]
         assert pooled[0]["pooled"] == pooled[1]["pooled"] and pooled[0]["block"] != [1, 1]
+        # Transposed views read scattered elements: a few hundred ranges, or (past 4096) the span.
+        for size in (16, None):
+            req = view_request(Q, 0, 0, size, grid=512)
+            req["request"]["spec"]["y_dim"], req["request"]["spec"]["x_dim"] = 1, 0
+            turned = [s.call("POST", "/api/view_json", req) for s in (far, near)]
+            assert turned[0]["bytes"] == turned[1]["bytes"] and turned[0]["block"] == [1, 1]
         cells = [s.call("GET", f"/api/cell?tensor={E}&index=7,5") for s in (far, near)]
         assert cells[0] == cells[1]
         if remote.requests:

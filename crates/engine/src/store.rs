@@ -16,6 +16,9 @@ use tensor_surgeon_core::patch::{self, BaseModel, Fingerprint};
 use tensor_surgeon_core::slice::{Selection, SliceSpec};
 use tensor_surgeon_core::source::ByteSource;
 
+/// More separate ranges than this in a remote read of a selection: its span is read instead.
+const MAX_REGION_RANGES: usize = 4096;
+
 /// The index file name of a sharded model.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
@@ -233,10 +236,18 @@ impl Shard {
         if matches!(self.backing, Backing::Mapped(_)) {
             return self.region(info, &[]);
         }
-        self.region(
-            info,
-            &tensor_surgeon_core::source::byte_ranges(info.dtype, &info.shape, sel),
-        )
+        let ranges = crate::remote::cache::merge(tensor_surgeon_core::source::byte_ranges(
+            info.dtype,
+            &info.shape,
+            sel,
+        ));
+        if ranges.len() > MAX_REGION_RANGES {
+            // Scattered elements (a long column, a transposed view): one span, not a request
+            // each.
+            let span = tensor_surgeon_core::source::byte_span(info.dtype, &info.shape, sel);
+            return self.region(info, &[span]);
+        }
+        self.region(info, &ranges)
     }
 
     /// The header bytes (length prefix + JSON).
