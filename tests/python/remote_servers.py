@@ -144,13 +144,15 @@ class Moto:
 class FaultyRangeServer:
     """Serves a folder with ranges, ETags and If-Match, and fails on request: `fail(n)` answers
     the next n range requests with 500; `cut(n)` sends the next n range bodies half-way and
-    drops the connection. `requests` counts GETs."""
+    drops the connection; `slow(s)` pauses `s` seconds after every 64 KiB sent. `requests`
+    counts GETs."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.port = free_port()
         self.failures = 0
         self.cuts = 0
+        self.pause = 0.0
         self.requests = 0
         self.lock = threading.Lock()
         outer = self
@@ -203,6 +205,12 @@ class FaultyRangeServer:
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
                 self.end_headers()
+                if outer.pause:
+                    # Slow: the body in 64 KiB pieces, a pause after each.
+                    for at in range(0, len(body), 1 << 16):
+                        self.wfile.write(body[at : at + (1 << 16)])
+                        time.sleep(outer.pause)
+                    return
                 if rng and cut:
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
@@ -228,6 +236,10 @@ class FaultyRangeServer:
     def cut(self, n):
         with self.lock:
             self.cuts = n
+
+    def slow(self, seconds_per_64k):
+        with self.lock:
+            self.pause = seconds_per_64k
 
     def stop(self):
         self.httpd.shutdown()

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -330,3 +331,39 @@ def test_running_a_remote_model_gives_the_local_answers(minilm, smollm2, tmp_pat
             assert remote == local, cmd
     finally:
         nginx.stop()
+
+
+def test_a_long_remote_read_shows_its_progress_while_the_view_waits(tmp_path, cache_env):
+    """A pooled overview of a 32 MiB tensor on a slow server: while the view waits, the server
+    says what it reads and how far it got (what the page shows), and nothing once it is done."""
+    import threading
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    www = tmp_path / "www"
+    www.mkdir()
+    big = np.random.default_rng(1).standard_normal((4096, 2048)).astype(np.float32)
+    save_file({"big": big}, str(www / "big.safetensors"))
+    srv = FaultyRangeServer(www).start()
+    with environment(cache_env):
+        s = Server(srv.url("big.safetensors")).start()
+    try:
+        srv.slow(0.02)  # 8 MiB parts at about 3 MiB/s each: a few seconds in all
+        got = {}
+        viewer = threading.Thread(target=lambda: got.update(v=s.call("POST", "/api/view_json", view_request("big", grid=64))))
+        viewer.start()
+        seen = []
+        while viewer.is_alive():
+            seen += s.call("GET", "/api/remote_reads")
+            time.sleep(0.1)
+        viewer.join()
+        assert seen, "no read was reported while the view waited"
+        assert {r["url"] for r in seen} == {srv.url("big.safetensors")}
+        assert all(r["total"] == big.nbytes and 0 <= r["done"] <= r["total"] for r in seen)
+        assert any(r["done"] < r["total"] for r in seen)
+        assert got["v"]["block"] == [64, 32]
+        assert s.call("GET", "/api/remote_reads") == []
+    finally:
+        s.stop()
+        srv.stop()

@@ -36,6 +36,14 @@ pub struct ModelSummary {
     pub architecture: Vec<(String, String)>,
 }
 
+/// A long read from a remote model under way (the page shows it while a view waits).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteRead {
+    pub url: String,
+    pub done: u64,
+    pub total: u64,
+}
+
 /// A request for heatmap data.
 #[derive(
     Clone,

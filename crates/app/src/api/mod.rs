@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::{GetUrl, Json, Rkyv};
-use tensor_surgeon_wire::{CellData, ModelSummary, ViewData, ViewRequest};
+use tensor_surgeon_wire::{CellData, ModelSummary, RemoteRead, ViewData, ViewRequest};
 
 mod analysis;
 mod run;
@@ -50,6 +50,16 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> tensor_surgeon_engine::Result<T> + Send + 'static,
 ) -> Result<T, ServerFnError> {
     tensor_surgeon_engine::blocking(f).await.map_err(fail)
+}
+
+/// Long reads from a remote model under way (URL, bytes read, bytes to read): what a view
+/// that waits is waiting for. `GET /api/remote_reads`.
+#[server(endpoint = "remote_reads", input = GetUrl)]
+pub async fn remote_reads() -> Result<Vec<RemoteRead>, ServerFnError> {
+    Ok(tensor_surgeon_engine::remote::reads_under_way()
+        .into_iter()
+        .map(|(url, done, total)| RemoteRead { url, done, total })
+        .collect())
 }
 
 /// The model summary and tensor list. `GET /api/model`.

@@ -4,13 +4,13 @@
 
 use super::controls::scale_mode;
 use super::state::{message, use_ctx, CellRect};
-use crate::api::get_view;
+use crate::api::{get_view, remote_reads};
 use leptos::html;
 use leptos::prelude::*;
 use tensor_surgeon_core::colormap::Scale;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::view::{Span, ViewSpec};
-use tensor_surgeon_wire::{ViewData, ViewRequest};
+use tensor_surgeon_wire::{RemoteRead, ViewData, ViewRequest};
 
 /// Canvas size in pixels.
 pub const WIDTH: u32 = 872;
@@ -155,6 +155,9 @@ pub fn Heatmap() -> impl IntoView {
     let drag = RwSignal::new(None::<Drag>);
     let geom = RwSignal::new(None::<Geom>);
     let scale = RwSignal::new(None::<Scale>);
+    // While a view waits on a long read from a remote model, what it is waiting for.
+    let loading = RwSignal::new(false);
+    let reads = RwSignal::new(Vec::<RemoteRead>::new());
     let data = LocalResource::new(move || {
         let tensor = ctx.url.with(|u| u.tensor.clone());
         let view = ctx.view.get();
@@ -163,17 +166,23 @@ pub fn Heatmap() -> impl IntoView {
         let _ = ctx.version.get();
         async move {
             let (tensor, spec) = (tensor?, view?);
-            Some(
-                get_view(ViewRequest {
-                    tensor,
-                    spec,
-                    max_rows: GRID_H,
-                    max_cols: GRID_W,
-                    stat,
-                    mode,
-                })
-                .await,
-            )
+            loading.set(true);
+            set_timeout(
+                move || poll_reads(loading, reads),
+                std::time::Duration::from_millis(READS_POLL_MS),
+            );
+            let got = get_view(ViewRequest {
+                tensor,
+                spec,
+                max_rows: GRID_H,
+                max_cols: GRID_W,
+                stat,
+                mode,
+            })
+            .await;
+            loading.set(false);
+            reads.set(Vec::new());
+            Some(got)
         }
     });
     let current = move || {
@@ -370,9 +379,28 @@ pub fn Heatmap() -> impl IntoView {
     let scale_text = move || scale.get().map(|s| s.describe());
     let clipped = move || scale.get().map(|s| s.clipped.to_string());
 
+    let reading = move || {
+        let r = reads.get();
+        (!r.is_empty()).then(|| {
+            let text: Vec<String> = r
+                .iter()
+                .map(|r| {
+                    format!(
+                        "reading {} from its server: {} of {}",
+                        r.url.rsplit('/').next().unwrap_or(&r.url),
+                        tensor_surgeon_core::units::human_bytes(r.done),
+                        tensor_surgeon_core::units::human_bytes(r.total)
+                    )
+                })
+                .collect();
+            view! { <div class="muted remote-read" role="status">{text.join("; ")}</div> }
+        })
+    };
+
     view! {
         <section class="heatmap">
             <div class="status">{status}</div>
+            {reading}
             <div class="canvas-stack" style=format!("width:{WIDTH}px;height:{HEIGHT}px")>
                 <canvas node_ref=canvas width=WIDTH height=HEIGHT class="cells"
                     data-plot=move || geom.get().map(|g| format!("{},{},{},{}", g.left, g.top, g.width, g.height))/>
@@ -384,6 +412,27 @@ pub fn Heatmap() -> impl IntoView {
             <div class="muted scale-note" data-clipped=clipped>{scale_text}</div>
         </section>
     }
+}
+
+/// How often a waiting view asks what the server is reading.
+const READS_POLL_MS: u64 = 300;
+
+/// Asks what long remote reads are under way while a view waits, until it arrives.
+fn poll_reads(loading: RwSignal<bool>, reads: RwSignal<Vec<RemoteRead>>) {
+    if !loading.get_untracked() {
+        return;
+    }
+    leptos::task::spawn_local(async move {
+        if let Ok(r) = remote_reads().await {
+            if loading.get_untracked() {
+                reads.set(r);
+            }
+        }
+        set_timeout(
+            move || poll_reads(loading, reads),
+            std::time::Duration::from_millis(READS_POLL_MS),
+        );
+    });
 }
 
 fn count_specials(d: &ViewData) -> usize {

@@ -121,6 +121,53 @@ pub fn report_progress_with(reporter: Box<Reporter>) {
     let _ = REPORTER.set(reporter);
 }
 
+/// Long reads under way: (read id, URL, bytes fetched, bytes to fetch).
+static UNDER_WAY: Mutex<Vec<(u64, String, u64, u64)>> = Mutex::new(Vec::new());
+
+/// The long reads under way now (URL, bytes fetched, bytes to fetch), for a page to show
+/// while it waits.
+pub fn reads_under_way() -> Vec<(String, u64, u64)> {
+    UNDER_WAY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(_, url, done, total)| (url.clone(), *done, *total))
+        .collect()
+}
+
+/// A long read's entry in [`reads_under_way`], removed when dropped (however the read ends).
+struct UnderWay(Option<u64>);
+
+impl UnderWay {
+    fn start(url: &str, total: u64) -> UnderWay {
+        if total < REPORTED {
+            return UnderWay(None);
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut all = UNDER_WAY.lock().unwrap_or_else(|p| p.into_inner());
+        all.push((id, url.to_string(), 0, total));
+        UnderWay(Some(id))
+    }
+
+    fn advance(&self, done: u64) {
+        let Some(id) = self.0 else { return };
+        let mut all = UNDER_WAY.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = all.iter_mut().find(|e| e.0 == id) {
+            e.2 = done;
+        }
+    }
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            let mut all = UNDER_WAY.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|e| e.0 != id);
+        }
+    }
+}
+
 /// The version of a remote object its reads are pinned to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -398,6 +445,7 @@ impl RemoteFile {
             }
         });
         let mut done = 0;
+        let under_way = UnderWay::start(&self.url, total);
         for got in rx {
             let (start, bytes) = got?;
             let end = start + bytes.len() as u64;
@@ -416,6 +464,7 @@ impl RemoteFile {
             if let Some(r) = REPORTER.get().filter(|_| total >= REPORTED) {
                 r(&self.url, done, total);
             }
+            under_way.advance(done);
         }
         if done < total {
             return Err(Error::Remote {
