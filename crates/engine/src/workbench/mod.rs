@@ -138,6 +138,24 @@ impl Workbench {
         self.model.check_unchanged()
     }
 
+    /// Reads what an edit of `tensor` (`spec` of it; all of it when `None`) will read from a
+    /// remote model into the cache, before the session is locked: the edit then plans from
+    /// the disk, and other requests do not wait on the network. Nothing to do for a local
+    /// model; a bad name or spec is left for the edit to report.
+    fn warm(&self, tensor: &str, spec: Option<&str>) -> Result<()> {
+        if !self.model.is_remote() {
+            return Ok(());
+        }
+        let Ok((shard, info)) = self.model.get(tensor) else {
+            return Ok(());
+        };
+        match spec.map(|s| crate::store::select(tensor, s, &info.shape)) {
+            Some(Ok(sel)) => shard.selection_region(info, &sel).map(drop),
+            Some(Err(_)) => Ok(()),
+            None => shard.data(info).map(drop),
+        }
+    }
+
     /// Model summary and tensor list.
     pub fn summary(&self) -> ModelSummary {
         let mut params: BTreeMap<String, u64> = BTreeMap::new();

@@ -19,6 +19,7 @@ impl Workbench {
             ));
         }
         let origin = Origin::agent(hypothesis.trim());
+        self.warm(&req.tensor, Some(&req.spec))?;
         let mut s = lock(&self.session);
         // Planned now so a request that cannot be made fails here, with the UI's message.
         let Some(step) = self.plan_step(&s, req, &origin)? else {

@@ -14,6 +14,10 @@ impl Workbench {
     /// Applies a region operation as one step.
     pub fn region_edit(&self, req: &RegionRequest, origin: &Origin) -> Result<SessionView> {
         self.writable()?;
+        self.warm(&req.tensor, None)?;
+        if let Some((other, _)) = req.region.operand() {
+            self.warm(other, None)?;
+        }
         let mut session = lock(&self.session);
         if let Some(step) = self.plan_region(&session, req, origin)? {
             session.apply(step)?;
@@ -55,6 +59,7 @@ impl Workbench {
     /// Applies one operation to every line of a row set, as one step.
     pub fn row_set_edit(&self, req: &RowSetRequest, origin: &Origin) -> Result<SessionView> {
         self.writable()?;
+        self.warm(&req.tensor, None)?;
         let (shard, info) = self.model.get(&req.tensor)?;
         let nd = info.shape.len();
         if nd < 2 {

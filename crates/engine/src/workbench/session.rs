@@ -70,6 +70,7 @@ impl Workbench {
     /// Applies an edit: planned against the current overlay, journaled (fsync), then applied.
     pub fn edit(&self, req: &EditRequest, origin: &Origin) -> Result<SessionView> {
         self.writable()?;
+        self.warm(&req.tensor, Some(&req.spec))?;
         let mut session = lock(&self.session);
         if let Some(step) = self.plan_step(&session, req, origin)? {
             session.apply(step)?;
