@@ -179,6 +179,12 @@ def test_every_command_reads_a_remote_model_as_the_local_one(remote, tmp_path):
     originals = [path] if suffix else sorted(path.parent.glob("*.safetensors"))
     backs = [back] if suffix else [back / f.name for f in originals]
     assert [sha(f) for f in backs] == [sha(f) for f in originals]
+    # Combine checks the patches against the model named, remote or local, alike.
+    cli("edit", url, "--patch", tmp_path / "other.json", "--set", f"{E}[0,0]=4", env=env)
+    for model, name in [(url, "remote"), (path, "local")]:
+        cli("combine", tmp_path / "remote.json", tmp_path / "other.json", "--out", tmp_path / f"c-{name}.json", "--model", model, env=env)
+    combined = [json.loads((tmp_path / f"c-{n}.json").read_text())["entries"] for n in ("remote", "local")]
+    assert combined[0] == combined[1] and len(combined[0]) == len(patches[0]["entries"]) + 1
     # A patch made on the remote model applies to the local one: one base.
     assert "ok: " in cli("verify", path, tmp_path / "remote.json").stdout
 
@@ -367,3 +373,45 @@ def test_a_long_remote_read_shows_its_progress_while_the_view_waits(tmp_path, ca
     finally:
         s.stop()
         srv.stop()
+
+
+def mcp_session(model, env, calls):
+    """Runs `tensor-surgeon mcp MODEL` over stdio (newline-delimited JSON-RPC) and returns the
+    text of each tool call's answer."""
+    msgs = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "tests", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ] + [{"jsonrpc": "2.0", "id": i + 1, "method": "tools/call", "params": {"name": n, "arguments": a}} for i, (n, a) in enumerate(calls)]
+    proc = subprocess.Popen([binary(), "mcp", str(model)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    answers = {}
+    try:
+        for m in msgs:
+            proc.stdin.write(json.dumps(m) + "\n")
+            proc.stdin.flush()
+            if "id" not in m:
+                continue
+            while True:
+                reply = json.loads(proc.stdout.readline())
+                if reply.get("id") == m["id"]:
+                    break
+            if m["id"]:
+                assert "result" in reply and not reply["result"].get("isError"), reply
+                answers[m["id"]] = reply["result"]["content"][0]["text"]
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    return [answers[i + 1] for i in range(len(calls))]
+
+
+def test_the_agent_tools_read_a_remote_model_as_the_local_one(remote):
+    calls = [
+        ("tensor_info", {"tensor": Q}),
+        ("read_values", {"tensor": E, "spec": "4,0:16"}),
+        ("tensor_stats", {"tensor": Q}),
+        ("nearest_tokens", {"token": " Paris", "k": 5}),
+        ("propose_edit", {"tensor": Q, "spec": "1,1", "op": {"op": "set", "value": "0.5"}, "hypothesis": "a test"}),
+    ]
+    far = mcp_session(remote.url, remote.env, calls)
+    near = mcp_session(remote.path, remote.env, calls)
+    for (name, _), a, b in zip(calls, far, near):
+        assert same_output(a, b, remote.url, remote.path), name
