@@ -33,11 +33,19 @@ class Nginx:
     """nginx (the Debian package) serving `root` on a free port, one process, no daemon.
     Its access log records each request's range and the body bytes sent."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tls=False):
+        """`tls`: HTTPS only, with a certificate for 127.0.0.1 from an authority of the test's
+        own (`self.cert`, to trust through SSL_CERT_FILE)."""
         self.root = Path(root)
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="nginx-"))
         self.log = self.dir / "access.log"
+        self.scheme = "https" if tls else "http"
+        self.cert = None
+        listen = f"127.0.0.1:{self.port}"
+        if tls:
+            self.cert, chain, key = self_signed(self.dir)
+            listen += f" ssl; ssl_certificate {chain}; ssl_certificate_key {key}"
         conf = f"""
 daemon off;
 master_process off;
@@ -55,7 +63,7 @@ http {{
     uwsgi_temp_path {self.dir}/uwsgi;
     scgi_temp_path {self.dir}/scgi;
     server {{
-        listen 127.0.0.1:{self.port};
+        listen {listen};
         root {self.root};
         etag on;
     }}
@@ -71,7 +79,7 @@ http {{
         return self
 
     def url(self, rel: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{rel}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{rel}"
 
     def requests(self):
         """(method, path, status, range, body bytes) of every request so far."""
@@ -89,6 +97,45 @@ http {{
             self.proc.terminate()
             self.proc.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def self_signed(folder: Path):
+    """A certificate authority of the test's own and a server certificate for 127.0.0.1
+    signed by it: (the authority's certificate, to trust; the server's certificate chain; its
+    key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(subject, key, issuer, signer, ca):
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = issue("tests CA", ca_key, "tests CA", ca_key, True)
+    leaf = issue("127.0.0.1", key, "tests CA", ca_key, False)
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (folder / "cert.pem").write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    (folder / "key.pem").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
 
 
 class Moto:

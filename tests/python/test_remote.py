@@ -415,3 +415,20 @@ def test_the_agent_tools_read_a_remote_model_as_the_local_one(remote):
     near = mcp_session(remote.path, remote.env, calls)
     for (name, _), a, b in zip(calls, far, near):
         assert same_output(a, b, remote.url, remote.path), name
+
+
+def test_https_with_the_servers_certificate_trusted(tmp_path, cache_env):
+    """HTTPS through rustls: a server whose certificate the system trusts (here through
+    SSL_CERT_FILE) is read like any other; one it does not trust is refused, clearly."""
+    www = tmp_path / "www"
+    run("demo", "--out", www / "demo")
+    nginx = Nginx(www, tls=True).start()
+    try:
+        url = nginx.url("demo/model.safetensors")
+        path = www / "demo" / "model.safetensors"
+        trusted = dict(cache_env, SSL_CERT_FILE=str(nginx.cert))
+        assert same_output(cli("slice", url, E, "3,0:8", "--json", env=trusted).stdout, cli("slice", path, E, "3,0:8", "--json").stdout, url, path)
+        r = cli("inspect", url, env=cache_env, check=False)
+        assert r.returncode == 1 and url in r.stderr and "certificate" in r.stderr.lower(), r.stderr
+    finally:
+        nginx.stop()

@@ -307,10 +307,24 @@ fn explain(url: &str, e: object_store::Error) -> Error {
             url: url.to_string(),
             reason: "not found on the server".into(),
         },
-        other => Error::Remote {
-            url: url.to_string(),
-            reason: other.to_string(),
-        },
+        other => {
+            // The causes too: "error sending request" alone does not say a certificate was
+            // refused or the connection reset.
+            let mut reason = other.to_string();
+            let mut cause = std::error::Error::source(&other);
+            while let Some(c) = cause {
+                let text = c.to_string();
+                if !reason.contains(&text) {
+                    reason.push_str(": ");
+                    reason.push_str(&text);
+                }
+                cause = c.source();
+            }
+            Error::Remote {
+                url: url.to_string(),
+                reason,
+            }
+        }
     }
 }
 
