@@ -53,17 +53,44 @@ pub struct Cache {
     dir: PathBuf,
     limit: u64,
     inner: Mutex<Inner>,
+    /// The folder's lock, held for the process's life: one process at a time uses a cache
+    /// folder (another's eviction would punch holes in extents this one already checked).
+    _lock: Option<File>,
+    /// Why the cache is off although a size was given (another process holds the folder).
+    pub note: Option<String>,
 }
 
 impl Cache {
     /// Opens (creating) the cache in `dir`, taking stock of what earlier runs left there.
     pub fn open(dir: &Path, limit: u64) -> Result<Cache> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let lock_path = dir.join(".lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io(&lock_path))?;
+        let (limit, lock, note) = if limit > 0 && !try_lock(&lock) {
+            let note = format!(
+                "the remote cache {} is in use by another process: this one reads without a \
+                 cache (give it its own with --cache-dir)",
+                dir.display()
+            );
+            (0, None, Some(note))
+        } else {
+            (limit, Some(lock), None)
+        };
         let cache = Cache {
             dir: dir.to_path_buf(),
             limit,
             inner: Mutex::new(Inner::default()),
+            _lock: lock,
+            note,
         };
+        if cache.limit == 0 {
+            return Ok(cache);
+        }
         let mut inner = cache.lock();
         for entry in std::fs::read_dir(dir).map_err(Error::io(dir))?.flatten() {
             let path = entry.path();
@@ -375,6 +402,13 @@ impl Cache {
     }
 }
 
+/// Takes the folder's lock without waiting; `false` when another process holds it.
+fn try_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on an open descriptor; the lock ends with the descriptor.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// Sorts and joins touching ranges.
 pub fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
     ranges.sort_by_key(|r| r.start);
@@ -490,5 +524,26 @@ mod tests {
         let off = Cache::open(&dir.path().join("off"), 0).unwrap();
         off.insert("x", 10, 0, &[1, 2, 3]);
         assert_eq!(off.held(), 0);
+    }
+
+    #[test]
+    fn one_process_at_a_time_uses_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Cache::open(dir.path(), 1 << 20).unwrap();
+        first.insert("k", 100, 0, &bytes(0..10));
+        // A second open of the same folder (as another process would) reads without a cache.
+        let second = Cache::open(dir.path(), 1 << 20).unwrap();
+        assert!(second
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("in use by another process"));
+        second.insert("k", 100, 10, &bytes(10..20));
+        let mut out = vec![0u8; 10];
+        assert_eq!(second.fill("k", 100, 0..10, &mut out).missing, vec![0..10]);
+        drop(first);
+        let third = Cache::open(dir.path(), 1 << 20).unwrap();
+        assert!(third.note.is_none());
+        assert_eq!(third.held(), 10);
     }
 }

@@ -76,9 +76,11 @@ fn cache() -> Result<Arc<Cache>> {
     CACHE
         .get_or_init(|| {
             let s = settings();
-            Cache::open(&s.cache_dir, s.cache_bytes)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
+            let cache = Cache::open(&s.cache_dir, s.cache_bytes).map_err(|e| e.to_string())?;
+            if let Some(note) = &cache.note {
+                eprintln!("note: {note}");
+            }
+            Ok(Arc::new(cache))
         })
         .clone()
         .map_err(|e| Error::Usage(format!("the remote cache cannot be used: {e}")))
