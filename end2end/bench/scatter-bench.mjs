@@ -2,12 +2,12 @@
 // from a drag event to the redrawn 3-D scatter, median of 40 drags, beside the same page
 // drawing the same points one canvas path per point (the usual way, and the reference).
 // Usage: node bench/scatter-bench.mjs   (writes its model to a temporary folder)
-import { chromium } from 'playwright-core';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { paths } from '../tests/paths.mjs';
+import { startBench } from './serve.mjs';
 
 const N = 50_000;
 const dir = mkdtempSync(path.join(tmpdir(), 'scatter-bench-'));
@@ -20,22 +20,9 @@ centres = rng.normal(size=(20, 16)) * 4
 x = (centres[rng.integers(0, 20, ${N})] + rng.normal(size=(${N}, 16))).astype(np.float32)
 save_file({"points": x}, "${model}")
 `]);
-const port = 3198;
-const base = `http://127.0.0.1:${port}`;
-const token = 'scatter-bench-local-token';
-const server = spawn(paths.bin, ['serve', '--model', model, '--addr', `127.0.0.1:${port}`, '--token', token], {
-  stdio: 'ignore',
-  env: { ...process.env, LEPTOS_SITE_ROOT: paths.siteRoot, LEPTOS_SITE_PKG_DIR: 'pkg', LEPTOS_OUTPUT_NAME: 'tensor-surgeon' },
+const { base, server, browser, page } = await startBench({
+  model, port: 3198, token: 'scatter-bench-local-token', viewport: { width: 1600, height: 1000 },
 });
-for (let i = 0; i < 100; i++) {
-  try { if ((await fetch(`${base}/api/model`, { headers: { Authorization: `Bearer ${token}` } })).ok) break; } catch { await new Promise((r) => setTimeout(r, 100)); }
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
-await page.goto(`${base}/?token=${token}`);
 await page.goto(`${base}/?t=points&tab=project`);
 await page.waitForSelector('.app[data-hydrated="true"]');
 await page.locator('.project-dims').selectOption('3');

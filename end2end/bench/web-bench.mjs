@@ -3,32 +3,17 @@
 //  - click on a 4096x4096 BF16 tensor -> pooled heatmap drawn;
 //  - one-cell edit round trip (request, journal fsync, response, refetch, redraw).
 // Usage: node bench/web-bench.mjs MODEL_DIR   (MODEL_DIR from benches/compare.py --web)
-import { chromium } from 'playwright-core';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { paths } from '../tests/paths.mjs';
+import { startBench } from './serve.mjs';
 
 const require = createRequire(import.meta.url);
 const model = process.argv[2];
-const port = 3199;
-const base = `http://127.0.0.1:${port}`;
 const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const token = 'web-bench-local-token';
-const server = spawn(paths.bin, ['serve', '--model', model, '--addr', `127.0.0.1:${port}`, '--token', token], {
-  stdio: 'ignore',
-  env: { ...process.env, LEPTOS_SITE_ROOT: paths.siteRoot, LEPTOS_SITE_PKG_DIR: 'pkg', LEPTOS_OUTPUT_NAME: 'tensor-surgeon' },
-});
-for (let i = 0; i < 100; i++) {
-  try { if ((await fetch(`${base}/api/model`, { headers: { Authorization: `Bearer ${token}` } })).ok) break; } catch { await new Promise((r) => setTimeout(r, 100)); }
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = await browser.newPage({ viewport: { width: 1600, height: 1200 } });
-// The address the server prints: the token becomes the session cookie.
-await page.goto(`${base}/?token=${token}`);
+const { base, server, browser, page } = await startBench({ model, port: 3199, token, viewport: { width: 1600, height: 1200 } });
 const rows = [];
 
 async function open(query) {
