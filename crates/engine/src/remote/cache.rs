@@ -32,6 +32,8 @@ struct Object {
     file: File,
     size: u64,
     extents: BTreeMap<u64, Extent>,
+    /// Extents added since the index was last written.
+    dirty: bool,
 }
 
 #[derive(Default)]
@@ -172,6 +174,7 @@ impl Cache {
             file,
             size,
             extents,
+            dirty: false,
         })
     }
 
@@ -316,6 +319,7 @@ impl Cache {
                     file,
                     size,
                     extents: BTreeMap::new(),
+                    dirty: false,
                 },
             );
         }
@@ -359,9 +363,20 @@ impl Cache {
             added += p.end - p.start;
         }
         if added > 0 {
-            self.save(key, object);
+            // The index is written once per read ([`Cache::commit`]), not once per piece.
+            object.dirty = true;
             inner.total += added;
             self.evict(&mut inner);
+        }
+    }
+
+    /// Writes the index of every object that gained extents since its last write (a read
+    /// calls this once, at its end; dropping the cache does too).
+    pub fn commit(&self) {
+        let mut inner = self.lock();
+        for (key, object) in inner.objects.iter_mut().filter(|(_, o)| o.dirty) {
+            self.save(key, object);
+            object.dirty = false;
         }
     }
 
@@ -396,9 +411,17 @@ impl Cache {
                 inner.objects.remove(&key);
                 self.forget(&key);
             } else {
-                self.save(&key, &inner.objects[&key]);
+                let object = inner.objects.get_mut(&key).expect("listed");
+                self.save(&key, object);
+                object.dirty = false;
             }
         }
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.commit();
     }
 }
 

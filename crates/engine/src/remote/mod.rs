@@ -8,19 +8,22 @@
 //! the store; a server that is gone fails within seconds, not a hang.
 
 pub mod cache;
+mod progress;
+mod stores;
+
+use progress::UnderWay;
+pub use progress::{reads_under_way, report_progress_with, Reporter};
+use stores::{explain, locate};
 
 use crate::error::{Error, Result};
 use cache::Cache;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig};
-use std::collections::HashMap;
+use object_store::{GetOptions, GetRange, ObjectStore};
 use std::future::Future;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 /// Requests in flight at once for one read of large ranges.
 const CONCURRENCY: usize = 8;
@@ -110,66 +113,6 @@ fn run<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
         .expect("the I/O runtime runs every task it is given")
 }
 
-/// Who hears of long reads: (URL, bytes fetched so far, bytes to fetch).
-pub type Reporter = dyn Fn(&str, u64, u64) + Send + Sync;
-
-static REPORTER: OnceLock<Box<Reporter>> = OnceLock::new();
-
-/// Reads that fetch at least this much are reported.
-const REPORTED: u64 = 16 << 20;
-
-/// Sets who hears of long reads (a progress bar, a log); set once at start-up.
-pub fn report_progress_with(reporter: Box<Reporter>) {
-    let _ = REPORTER.set(reporter);
-}
-
-/// Long reads under way: (read id, URL, bytes fetched, bytes to fetch).
-static UNDER_WAY: Mutex<Vec<(u64, String, u64, u64)>> = Mutex::new(Vec::new());
-
-/// The long reads under way now (URL, bytes fetched, bytes to fetch), for a page to show
-/// while it waits.
-pub fn reads_under_way() -> Vec<(String, u64, u64)> {
-    UNDER_WAY
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(_, url, done, total)| (url.clone(), *done, *total))
-        .collect()
-}
-
-/// A long read's entry in [`reads_under_way`], removed when dropped (however the read ends).
-struct UnderWay(Option<u64>);
-
-impl UnderWay {
-    fn start(url: &str, total: u64) -> UnderWay {
-        if total < REPORTED {
-            return UnderWay(None);
-        }
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mut all = UNDER_WAY.lock().unwrap_or_else(|p| p.into_inner());
-        all.push((id, url.to_string(), 0, total));
-        UnderWay(Some(id))
-    }
-
-    fn advance(&self, done: u64) {
-        let Some(id) = self.0 else { return };
-        let mut all = UNDER_WAY.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = all.iter_mut().find(|e| e.0 == id) {
-            e.2 = done;
-        }
-    }
-}
-
-impl Drop for UnderWay {
-    fn drop(&mut self) {
-        if let Some(id) = self.0 {
-            let mut all = UNDER_WAY.lock().unwrap_or_else(|p| p.into_inner());
-            all.retain(|e| e.0 != id);
-        }
-    }
-}
-
 /// The version of a remote object its reads are pinned to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -195,26 +138,6 @@ impl Version {
     }
 }
 
-/// Requests made and bytes received, over every remote file of the process.
-#[derive(Default)]
-pub struct Traffic {
-    pub requests: AtomicU64,
-    pub bytes: AtomicU64,
-}
-
-/// The process's traffic so far.
-pub fn traffic() -> (u64, u64) {
-    (
-        TRAFFIC.requests.load(Ordering::Relaxed),
-        TRAFFIC.bytes.load(Ordering::Relaxed),
-    )
-}
-
-static TRAFFIC: Traffic = Traffic {
-    requests: AtomicU64::new(0),
-    bytes: AtomicU64::new(0),
-};
-
 /// One remote object, pinned to a version.
 pub struct RemoteFile {
     pub url: String,
@@ -228,105 +151,6 @@ pub struct RemoteFile {
 impl std::fmt::Debug for RemoteFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.url, self.version.tag())
-    }
-}
-
-/// The store and object path of a URL; stores are shared per host (or bucket), so their
-/// connections are reused.
-fn locate(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
-    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
-    let bad = |reason: String| Error::Remote {
-        url: url.to_string(),
-        reason,
-    };
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("not a URL".into()))?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if authority.is_empty() || path.is_empty() {
-        return Err(bad("a URL names a host (or bucket) and a file".into()));
-    }
-    let path = ObjectPath::from_url_path(path.split(['?', '#']).next().unwrap_or(""))
-        .map_err(|e| bad(e.to_string()))?;
-    let base = format!("{scheme}://{authority}");
-    // TLS (https, S3) through rustls on ring; an error means a provider is already set.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut stores = STORES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = stores.get(&base) {
-        return Ok((Arc::clone(s), path));
-    }
-    let retry = RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-        },
-        max_retries: 5,
-        retry_timeout: Duration::from_secs(20),
-    };
-    let options = ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(120))
-        .with_allow_http(true);
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "http" | "https" => Arc::new(
-            object_store::http::HttpBuilder::new()
-                .with_url(&base)
-                .with_client_options(options)
-                .with_retry(retry)
-                .build()
-                .map_err(|e| bad(e.to_string()))?,
-        ),
-        "s3" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(authority)
-                .with_client_options(options)
-                .with_retry(retry)
-                .build()
-                .map_err(|e| bad(e.to_string()))?,
-        ),
-        other => {
-            return Err(bad(format!(
-                "{other}:// is not supported (http, https, s3)"
-            )))
-        }
-    };
-    stores.insert(base, Arc::clone(&store));
-    Ok((store, path))
-}
-
-/// A store error as the user should read it.
-fn explain(url: &str, e: object_store::Error) -> Error {
-    match e {
-        object_store::Error::Precondition { .. } => Error::RemoteChanged {
-            url: url.to_string(),
-            reason: "the server no longer has the version this session opened".into(),
-        },
-        object_store::Error::NotFound { .. } => Error::Remote {
-            url: url.to_string(),
-            reason: "not found on the server".into(),
-        },
-        other => {
-            // The causes too: "error sending request" alone does not say a certificate was
-            // refused or the connection reset.
-            let mut reason = other.to_string();
-            let mut cause = std::error::Error::source(&other);
-            while let Some(c) = cause {
-                let text = c.to_string();
-                if !reason.contains(&text) {
-                    reason.push_str(": ");
-                    reason.push_str(&text);
-                }
-                cause = c.source();
-            }
-            Error::Remote {
-                url: url.to_string(),
-                reason,
-            }
-        }
     }
 }
 
@@ -411,7 +235,8 @@ impl RemoteFile {
         Ok(bytes)
     }
 
-    /// Reads `ranges` (sorted or not, each within the file), from the cache where it can and
+    /// Reads `ranges` (sorted and apart, as `cache::merge` leaves them; each within the file),
+    /// from the cache where it can and
     /// from the server for the rest: nearby gaps coalesced, large ones split, fetched in
     /// parallel, kept in the cache. `progress` hears the bytes fetched so far and in all.
     pub fn read(
@@ -419,6 +244,10 @@ impl RemoteFile {
         ranges: &[Range<u64>],
         progress: Option<&(dyn Fn(u64, u64) + Sync)>,
     ) -> Result<Vec<Vec<u8>>> {
+        debug_assert!(
+            ranges.windows(2).all(|w| w[0].end <= w[1].start),
+            "sorted, apart"
+        );
         let cache = cache()?;
         let size = self.version.size;
         let mut outs: Vec<Vec<u8>> = Vec::with_capacity(ranges.len());
@@ -460,12 +289,36 @@ impl RemoteFile {
                 }
             }
         });
-        let mut done = 0;
         let under_way = UnderWay::start(&self.url, total);
+        let received = self.receive(rx, ranges, &mut outs, total, progress, &under_way);
+        cache.commit();
+        received?;
+        Ok(outs)
+    }
+
+    /// Lays each fetched piece into the ranges it overlaps and keeps it in the cache.
+    fn receive(
+        &self,
+        rx: std::sync::mpsc::Receiver<Result<(u64, bytes::Bytes)>>,
+        ranges: &[Range<u64>],
+        outs: &mut [Vec<u8>],
+        total: u64,
+        progress: Option<&(dyn Fn(u64, u64) + Sync)>,
+        under_way: &UnderWay,
+    ) -> Result<()> {
+        let cache = cache()?;
+        let size = self.version.size;
+        let mut done = 0;
         for got in rx {
             let (start, bytes) = got?;
             let end = start + bytes.len() as u64;
-            for (r, out) in ranges.iter().zip(outs.iter_mut()) {
+            // The ranges are sorted and apart: the overlapping ones are a run.
+            let first = ranges.partition_point(|r| r.end <= start);
+            for (r, out) in ranges[first..]
+                .iter()
+                .zip(&mut outs[first..])
+                .take_while(|(r, _)| r.start < end)
+            {
                 let (from, to) = (r.start.max(start), r.end.min(end));
                 if from < to {
                     out[(from - r.start) as usize..(to - r.start) as usize]
@@ -477,9 +330,6 @@ impl RemoteFile {
             if let Some(p) = progress {
                 p(done, total);
             }
-            if let Some(r) = REPORTER.get().filter(|_| total >= REPORTED) {
-                r(&self.url, done, total);
-            }
             under_way.advance(done);
         }
         if done < total {
@@ -488,7 +338,7 @@ impl RemoteFile {
                 reason: "the read stopped before it was complete".into(),
             });
         }
-        Ok(outs)
+        Ok(())
     }
 }
 
@@ -510,23 +360,19 @@ fn plan(missing: Vec<Range<u64>>) -> Vec<Range<u64>> {
         .collect()
 }
 
-/// One GET, counted, with its body read.
+/// One GET, with its body read.
 async fn get(
     store: &Arc<dyn ObjectStore>,
     path: &ObjectPath,
     url: &str,
     options: GetOptions,
 ) -> Result<(object_store::ObjectMeta, bytes::Bytes)> {
-    TRAFFIC.requests.fetch_add(1, Ordering::Relaxed);
     let result = store
         .get_opts(path, options)
         .await
         .map_err(|e| explain(url, e))?;
     let meta = result.meta.clone();
     let bytes = result.bytes().await.map_err(|e| explain(url, e))?;
-    TRAFFIC
-        .bytes
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     Ok((meta, bytes))
 }
 
