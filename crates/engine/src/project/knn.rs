@@ -12,7 +12,9 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Queries per block: a block holds `points x BLOCK` squared distances.
-const BLOCK: usize = 256;
+const BLOCK: usize = 64;
+/// Distances compared at once while scanning for candidates.
+const SCAN: usize = 16;
 
 /// Every point's nearest other points, nearest first.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,21 +93,39 @@ pub fn exact(
             let mut index = Vec::with_capacity((q1 - q0) * k);
             let mut dist = Vec::with_capacity((q1 - q0) * k);
             let mut heap = BinaryHeap::with_capacity(k + 1);
+            let mut col = vec![0.0f32; n];
             for q in 0..q1 - q0 {
                 let qi = q0 + q;
-                let col = dots.col(q);
+                let own = sq[qi];
+                for ((c, &dot), &s) in col.iter_mut().zip(dots.col(q).iter()).zip(&sq) {
+                    *c = (own + s - 2.0 * dot).max(0.0);
+                }
+                col[qi] = f32::INFINITY;
                 heap.clear();
-                for (j, (&dot, &s)) in col.iter().zip(&sq).enumerate() {
-                    if j == qi {
+                let mut worst = f32::INFINITY;
+                for (chunk, lane) in col.chunks(SCAN).zip((0..).step_by(SCAN)) {
+                    // Most chunks hold no candidate once the heap is full: one vector compare.
+                    if chunk.iter().filter(|&&v| v <= worst).count() == 0 {
                         continue;
                     }
-                    let d2 = (sq[qi] + s - 2.0 * dot).max(0.0);
-                    let c = Cand(d2, j as u32);
-                    if heap.len() < k {
-                        heap.push(c);
-                    } else if heap.peek().is_some_and(|top| c < *top) {
-                        heap.pop();
-                        heap.push(c);
+                    for (t, &v) in chunk.iter().enumerate() {
+                        if v > worst {
+                            continue;
+                        }
+                        let j = (lane + t) as u32;
+                        if j as usize == qi {
+                            continue;
+                        }
+                        let c = Cand(v, j);
+                        if heap.len() < k {
+                            heap.push(c);
+                        } else if heap.peek().is_some_and(|top| c < *top) {
+                            heap.pop();
+                            heap.push(c);
+                        }
+                        if heap.len() == k {
+                            worst = heap.peek().map_or(f32::INFINITY, |top| top.0);
+                        }
                     }
                 }
                 let mut row: Vec<Cand> = heap.drain().collect();

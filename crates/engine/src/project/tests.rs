@@ -183,6 +183,34 @@ fn the_same_seed_gives_the_same_umap() {
     assert_ne!(a.points, c.points);
 }
 
+/// A layout in a pool of `threads` threads.
+fn on_threads(threads: usize, bytes: &[u8], shape: [u64; 2], method: Method) -> Vec<f32> {
+    let params = LayoutParams {
+        seed: 3,
+        iterations: Some(60),
+        ..LayoutParams::default()
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(|| run(bytes, shape, 2, method, &params, None))
+        .projection
+        .unwrap()
+        .points
+}
+
+#[test]
+fn layouts_do_not_depend_on_the_number_of_threads() {
+    // Enough points for several parallel tasks.
+    let (bytes, _) = planted(4, 400, 8);
+    for method in [Method::Umap] {
+        let one = on_threads(1, &bytes, [1600, 8], method);
+        assert_eq!(one, on_threads(2, &bytes, [1600, 8], method), "{method:?}");
+        assert_eq!(one, on_threads(3, &bytes, [1600, 8], method), "{method:?}");
+    }
+}
+
 #[test]
 fn parameters_are_checked_before_any_work() {
     let (bytes, _) = planted(2, 10, 4);

@@ -5,8 +5,10 @@
 //!
 //! Our own rather than the `umap-rs` crate's: that one draws its negative samples from an
 //! unseeded thread RNG and moves points from several threads without synchronisation, so no
-//! seed gives the same layout twice. Here the descent runs in one thread from a ChaCha8
-//! stream: the same seed gives the same layout, bit for bit.
+//! seed gives the same layout twice (nor does umap-learn's parallel descent). Here the
+//! descent runs on every core and a seed still gives one layout, bit for bit, whatever the
+//! number of threads: within an epoch each point moves only itself, against the others'
+//! places at the epoch's start, with negative samples drawn from its own seeded stream.
 
 use super::knn::Knn;
 use super::tsne::FRAME_GAP;
@@ -246,22 +248,26 @@ fn to_box(points: &mut [f32], dims: usize) {
     }
 }
 
-/// The edges the descent samples, with their schedules.
+/// The edges the descent samples, grouped by head point (`starts`, CSR), with their
+/// schedules.
 struct Schedule {
+    starts: Vec<usize>,
     head: Vec<u32>,
     tail: Vec<u32>,
     weight: Vec<f32>,
     every: Vec<f64>,
-    next: Vec<f64>,
     every_negative: Vec<f64>,
-    next_negative: Vec<f64>,
+    /// Per edge: the epochs of its next positive and next negative samples.
+    next: Vec<[f64; 2]>,
 }
 
 fn schedule(g: &Graph, n: usize, steps: usize) -> Schedule {
     let max = g.vals.iter().fold(0.0f32, |m, &v| m.max(v));
     let keep = max / steps as f32;
     let (mut head, mut tail, mut weight) = (Vec::new(), Vec::new(), Vec::new());
+    let mut starts = Vec::with_capacity(n + 1);
     for i in 0..n {
+        starts.push(head.len());
         for e in g.rows[i]..g.rows[i + 1] {
             if g.vals[e] >= keep {
                 head.push(i as u32);
@@ -270,6 +276,7 @@ fn schedule(g: &Graph, n: usize, steps: usize) -> Schedule {
             }
         }
     }
+    starts.push(head.len());
     let every: Vec<f64> = weight
         .iter()
         .map(|&w| {
@@ -283,11 +290,15 @@ fn schedule(g: &Graph, n: usize, steps: usize) -> Schedule {
         .collect();
     let every_negative: Vec<f64> = every.iter().map(|e| e / NEGATIVE_RATE).collect();
     Schedule {
+        starts,
         head,
         tail,
         weight,
-        next: every.clone(),
-        next_negative: every_negative.clone(),
+        next: every
+            .iter()
+            .zip(&every_negative)
+            .map(|(&p, &q)| [p, q])
+            .collect(),
         every,
         every_negative,
     }
@@ -300,70 +311,123 @@ fn powers(x: f32, b: f32) -> (f32, f32) {
     (pb, pb / x)
 }
 
+/// A point's negative samples in one epoch: SplitMix64 from (seed, epoch, point), so every
+/// point draws the same stream however the points are shared among threads.
+struct Draws(u64);
+
+impl Draws {
+    fn new(seed: u64, epoch: usize, point: usize) -> Self {
+        let mut d = Draws(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        d.0 ^= (point as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        d.next();
+        d
+    }
+
+    #[inline]
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (multiply-shift; the bias is below 2^-32 for any layout's `n`).
+    #[inline]
+    fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next() >> 32) * n as u128) >> 32) as usize
+    }
+}
+
+/// Heads per parallel task.
+const HEADS_PER_TASK: usize = 512;
+
 /// One epoch of the descent (umap-learn's `_optimize_layout_euclidean_single_epoch`), for
-/// `D`-dimensional layouts.
+/// `D`-dimensional layouts, on every core and still the same for a seed: each point moves
+/// only itself, through its own edges in order, against where the other points stood when
+/// the epoch began (`then`). An edge's pull is applied twice: umap-learn moves both ends of
+/// each of the two directed copies of a pair, so each end is pulled twice per sample.
 #[allow(clippy::too_many_arguments)]
 fn epoch<const D: usize>(
     y: &mut [f32],
+    then: &mut Vec<f32>,
     n: usize,
     s: &mut Schedule,
     (a, b): (f32, f32),
     alpha: f32,
     epoch: usize,
-    rng: &mut ChaCha8Rng,
+    seed: u64,
 ) {
+    then.clear();
+    then.extend_from_slice(y);
+    let then = &*then;
     let clip = |v: f32| v.clamp(-4.0, 4.0);
-    let at = |y: &[f32], i: usize| -> [f32; D] {
+    let at = |i: usize| -> [f32; D] {
         let mut p = [0.0; D];
-        p.copy_from_slice(&y[i * D..(i + 1) * D]);
+        p.copy_from_slice(&then[i * D..(i + 1) * D]);
         p
     };
     let now = epoch as f64;
-    for e in 0..s.head.len() {
-        if s.next[e] > now {
-            continue;
-        }
-        let (j, k) = (s.head[e] as usize, s.tail[e] as usize);
-        let (mut current, mut other) = (at(y, j), at(y, k));
-        let mut d2 = 0.0f32;
-        for c in 0..D {
-            d2 += (current[c] - other[c]) * (current[c] - other[c]);
-        }
-        let coeff = if d2 > 0.0 {
-            let (pb, pb1) = powers(d2, b);
-            -2.0 * a * b * pb1 / (a * pb + 1.0)
-        } else {
-            0.0
-        };
-        for c in 0..D {
-            let g = clip(coeff * (current[c] - other[c]));
-            current[c] += g * alpha;
-            other[c] -= g * alpha;
-        }
-        y[k * D..(k + 1) * D].copy_from_slice(&other);
-        s.next[e] += s.every[e];
-        let negatives = ((now - s.next_negative[e]) / s.every_negative[e]).max(0.0) as usize;
-        for _ in 0..negatives {
-            let k = rng.random_range(0..n);
-            if k == j {
-                continue;
-            }
-            let other = at(y, k);
-            let mut d2 = 0.0f32;
-            for c in 0..D {
-                d2 += (current[c] - other[c]) * (current[c] - other[c]);
-            }
-            if d2 > 0.0 {
-                let (pb, _) = powers(d2, b);
-                let coeff = 2.0 * GAMMA * b / ((0.001 + d2) * (a * pb + 1.0));
-                for c in 0..D {
-                    current[c] += clip(coeff * (current[c] - other[c])) * alpha;
-                }
-            }
-        }
-        y[j * D..(j + 1) * D].copy_from_slice(&current);
-        s.next_negative[e] += negatives as f64 * s.every_negative[e];
+    // Each task's points and the schedules of their edges, as disjoint slices.
+    let mut tasks = Vec::with_capacity(n.div_ceil(HEADS_PER_TASK));
+    let (mut points, mut next) = (&mut y[..], &mut s.next[..]);
+    for first in (0..n).step_by(HEADS_PER_TASK) {
+        let last = (first + HEADS_PER_TASK).min(n);
+        let (p, rest) = points.split_at_mut((last - first) * D);
+        let (e, more) = next.split_at_mut(s.starts[last] - s.starts[first]);
+        tasks.push((first, p, e));
+        (points, next) = (rest, more);
     }
+    let (starts, tail, every, every_negative) = (&s.starts, &s.tail, &s.every, &s.every_negative);
+    tasks.into_par_iter().for_each(|(first, points, next)| {
+        let base = starts[first];
+        for (off, point) in points.chunks_exact_mut(D).enumerate() {
+            let j = first + off;
+            let mut draws = Draws::new(seed, epoch, j);
+            let mut current = [0.0f32; D];
+            current.copy_from_slice(point);
+            for e in starts[j]..starts[j + 1] {
+                let state = &mut next[e - base];
+                if state[0] > now {
+                    continue;
+                }
+                let other = at(tail[e] as usize);
+                let mut d2 = 0.0f32;
+                for c in 0..D {
+                    d2 += (current[c] - other[c]) * (current[c] - other[c]);
+                }
+                if d2 > 0.0 {
+                    let (pb, pb1) = powers(d2, b);
+                    let coeff = -2.0 * a * b * pb1 / (a * pb + 1.0);
+                    for c in 0..D {
+                        current[c] += 2.0 * clip(coeff * (current[c] - other[c])) * alpha;
+                    }
+                }
+                state[0] += every[e];
+                let negatives = ((now - state[1]) / every_negative[e]).max(0.0) as usize;
+                for _ in 0..negatives {
+                    let k = draws.below(n);
+                    if k == j {
+                        continue;
+                    }
+                    let other = at(k);
+                    let mut d2 = 0.0f32;
+                    for c in 0..D {
+                        d2 += (current[c] - other[c]) * (current[c] - other[c]);
+                    }
+                    if d2 > 0.0 {
+                        let (pb, _) = powers(d2, b);
+                        let coeff = 2.0 * GAMMA * b / ((0.001 + d2) * (a * pb + 1.0));
+                        for c in 0..D {
+                            current[c] += clip(coeff * (current[c] - other[c])) * alpha;
+                        }
+                    }
+                }
+                state[1] += negatives as f64 * every_negative[e];
+            }
+            point.copy_from_slice(&current);
+        }
+    });
 }
 
 /// The fuzzy cross-entropy per edge of a layout: the edges' own terms (from an even sample
@@ -457,12 +521,14 @@ pub(super) fn run(
     let mut shown = Instant::now();
     let mut done = 0;
     let mut stopped = false;
+    let mut then = Vec::with_capacity(y.len());
+    let draws_seed = rng.random::<u64>();
     for t in 0..steps {
         let alpha = 1.0 - t as f32 / steps as f32;
         if dims == 3 {
-            epoch::<3>(&mut y, n, &mut sched, ab, alpha, t, &mut rng);
+            epoch::<3>(&mut y, &mut then, n, &mut sched, ab, alpha, t, draws_seed);
         } else {
-            epoch::<2>(&mut y, n, &mut sched, ab, alpha, t, &mut rng);
+            epoch::<2>(&mut y, &mut then, n, &mut sched, ab, alpha, t, draws_seed);
         }
         done = t + 1;
         stopped = live.stop.load(Ordering::Relaxed) && done < steps;
