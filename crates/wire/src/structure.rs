@@ -99,9 +99,9 @@ pub struct LayoutParams {
     pub seed: u64,
     /// Reduce to this many principal components first (0: use every feature).
     pub pca_dims: u32,
-    /// t-SNE: optimise on every core, about 1.5x sooner on two, but not reproducible bit for
-    /// bit (the optimiser's parallel sums change order from run to run). Off: the same seed
-    /// gives the same layout.
+    /// 3-D t-SNE: optimise on every core, sooner but not reproducible bit for bit (the
+    /// Barnes-Hut optimiser's parallel sums change order from run to run). Off: the same seed
+    /// gives the same layout. 2-D t-SNE and UMAP always use every core and stay reproducible.
     pub parallel: bool,
 }
 

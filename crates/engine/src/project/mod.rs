@@ -6,6 +6,7 @@
 //! there is no sampling. A running layout reports frames (the points so far and the loss) and
 //! stops when asked, keeping the layout it has.
 
+mod fitsne;
 pub mod knn;
 mod pca;
 mod spectral;

@@ -204,7 +204,7 @@ fn on_threads(threads: usize, bytes: &[u8], shape: [u64; 2], method: Method) -> 
 fn layouts_do_not_depend_on_the_number_of_threads() {
     // Enough points for several parallel tasks.
     let (bytes, _) = planted(4, 400, 8);
-    for method in [Method::Umap] {
+    for method in [Method::Umap, Method::Tsne] {
         let one = on_threads(1, &bytes, [1600, 8], method);
         assert_eq!(one, on_threads(2, &bytes, [1600, 8], method), "{method:?}");
         assert_eq!(one, on_threads(3, &bytes, [1600, 8], method), "{method:?}");

@@ -1,15 +1,16 @@
-//! t-SNE through the `bhtsne` crate: FIt-SNE (FFT-accelerated interpolation of the repulsion,
-//! Linderman et al. 2019) in 2-D and Barnes-Hut in 3-D, both on the exact neighbours we give
-//! it and from the start we give it. Here: the schedule of the references (openTSNE's
-//! defaults), live frames, the stop, and a KL estimate the crate has no cheap way to give
-//! while it runs.
+//! t-SNE: the affinities P (perplexity-calibrated on our exact neighbours, symmetrised) from
+//! the `bhtsne` crate; in 2-D our own FIt-SNE optimiser ([`super::fitsne`], on every core and
+//! reproducible), in 3-D the crate's Barnes-Hut. Here: the schedule of the references
+//! (openTSNE's defaults), live frames, the stop, and a KL estimate.
 
+use super::fitsne::Interpolation;
 use super::knn::Knn;
 use super::{Live, Outcome, Phase, Report};
 use crate::error::{Error, Result};
 use bhtsne::{tSNE, Neighbor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,6 +21,10 @@ pub const EXAGGERATION_STEPS: usize = 250;
 pub const DEFAULT_STEPS: usize = 750;
 /// Barnes-Hut accuracy in 3-D (the references' default).
 const THETA: f32 = 0.5;
+/// Least gain (openTSNE's `min_gain`).
+const MIN_GAIN: f32 = 0.01;
+/// Longest step a point takes (openTSNE's `max_step_norm`).
+const MAX_STEP: f32 = 5.0;
 /// Point pairs sampled to estimate the normaliser of Q.
 const Z_SAMPLES: usize = 1 << 16;
 /// Least time between two live frames.
@@ -52,30 +57,53 @@ struct Affinity {
 impl Affinity {
     /// KL(P || Q) of a layout, with `Z` estimated from the sampled pairs.
     fn kl(&self, y: &[f32], dims: usize) -> f64 {
-        let w = |i: usize, j: usize| -> f64 {
+        // In f32 (a frame's loss is shown, not optimised): f64 logarithms were a tenth of the
+        // optimisation's time.
+        let w = |i: usize, j: usize| -> f32 {
             let d2: f32 = (0..dims)
                 .map(|t| (y[i * dims + t] - y[j * dims + t]).powi(2))
                 .sum();
-            1.0 / (1.0 + f64::from(d2))
+            1.0 / (1.0 + d2)
         };
         let n = self.rows.len() - 1;
-        let mut cross = 0.0;
-        for i in 0..n {
-            for e in self.rows[i]..self.rows[i + 1] {
-                let p = f64::from(self.vals[e]);
-                if p > 0.0 {
-                    cross += p * w(i, self.cols[e] as usize).ln();
-                }
-            }
-        }
+        // Per point in parallel, added up in point order.
+        let rows: Vec<f64> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                (self.rows[i]..self.rows[i + 1])
+                    .map(|e| f64::from(self.vals[e]))
+                    .zip(self.rows[i]..self.rows[i + 1])
+                    .filter(|&(p, _)| p > 0.0)
+                    .map(|(p, e)| p * f64::from(w(i, self.cols[e] as usize).ln()))
+                    .sum()
+            })
+            .collect();
+        let cross: f64 = rows.iter().sum();
         let mean: f64 = self
             .pairs
             .iter()
-            .map(|&(i, j)| w(i as usize, j as usize))
+            .map(|&(i, j)| f64::from(w(i as usize, j as usize)))
             .sum::<f64>()
             / self.pairs.len() as f64;
         let z = mean * n as f64 * (n as f64 - 1.0);
         self.entropy - cross + z.ln()
+    }
+
+    /// Each point's attraction `sum_j p_ij w_ij (y_i - y_j)` (2-D), into `out`.
+    fn attraction(&self, y: &[f32], out: &mut [f32]) {
+        out.par_chunks_exact_mut(2).enumerate().for_each(|(i, f)| {
+            let (x0, x1) = (y[2 * i], y[2 * i + 1]);
+            let (mut f0, mut f1) = (0.0f32, 0.0f32);
+            for e in self.rows[i]..self.rows[i + 1] {
+                let j = self.cols[e] as usize;
+                let (d0, d1) = (x0 - y[2 * j], x1 - y[2 * j + 1]);
+                let pw = self.vals[e] / (1.0 + d0 * d0 + d1 * d1);
+                f0 += pw * d0;
+                f1 += pw * d1;
+            }
+            f[0] = f0;
+            f[1] = f1;
+        });
     }
 }
 
@@ -146,15 +174,18 @@ pub(super) fn run(
             3 * s.perplexity.ceil() as usize
         )));
     }
-    let aff = affinity(knn, n, s, seed);
+    // The crate sums in parallel, in an order that varies from run to run, and the
+    // optimisation amplifies the last bit: on one thread the same seed gives the same layout.
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "t-SNE".into())
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the t-SNE thread: {e}")))?;
+    let aff = one.install(|| affinity(knn, n, s, seed));
+    if dims == 2 {
+        return descend(n, init, s, &aff, live);
+    }
     if !s.parallel {
-        // The crate sums in parallel, in an order that varies from run to run, and the
-        // optimisation amplifies the last bit: on one thread the same seed gives the same layout.
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .thread_name(|_| "t-SNE".into())
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start the t-SNE thread: {e}")))?;
         return one.install(|| optimise_in(knn, n, dims, init, s, &aff, live));
     }
     optimise_in(knn, n, dims, init, s, &aff, live)
@@ -170,9 +201,6 @@ fn optimise_in(
     live: &Live<'_>,
 ) -> Result<Outcome> {
     match dims {
-        2 => fit::<2>(knn, n, init, s, aff, live, |t, nb| {
-            t.fit_sne_with_neighbors(nb);
-        }),
         3 => fit::<3>(knn, n, init, s, aff, live, |t, nb| {
             t.barnes_hut_with_neighbors(THETA, nb);
         }),
@@ -180,6 +208,111 @@ fn optimise_in(
             "t-SNE lays points out in 2 or 3 dims, not {dims}"
         ))),
     }
+}
+
+/// `numpy.sign`: 0 for 0.
+fn sign(v: f32) -> f32 {
+    if v == 0.0 {
+        0.0
+    } else {
+        v.signum()
+    }
+}
+
+/// The 2-D optimisation: openTSNE's gradient descent (momentum, gains, steps longer than
+/// [`MAX_STEP`] shortened, the layout kept centred) on [`Interpolation`]'s repulsion, on every
+/// core; each step's work is per point, so the threads change the time only.
+fn descend(
+    n: usize,
+    mut y: Vec<f32>,
+    s: &Settings,
+    aff: &Affinity,
+    live: &Live<'_>,
+) -> Result<Outcome> {
+    let total = s.steps;
+    let mut update = vec![0.0f32; 2 * n];
+    let mut gains = vec![1.0f32; 2 * n];
+    let mut attract = vec![0.0f32; 2 * n];
+    let mut repel = vec![0.0f32; 2 * n];
+    let mut grid = Interpolation::new();
+    let mut shown = Instant::now();
+    let (mut done, mut stopped) = (0usize, false);
+    'stages: for stage in stages(n, s) {
+        let exaggeration = if stage.exaggerate {
+            s.exaggeration
+        } else {
+            1.0
+        };
+        for _ in 0..stage.steps {
+            let z = grid.repel(&y, &mut repel);
+            aff.attraction(&y, &mut attract);
+            let inverse_z = (1.0 / z) as f32;
+            let (rate, momentum) = (stage.learning_rate, stage.momentum);
+            y.par_chunks_exact_mut(2)
+                .zip(update.par_chunks_exact_mut(2))
+                .zip(gains.par_chunks_exact_mut(2))
+                .zip(attract.par_chunks_exact(2).zip(repel.par_chunks_exact(2)))
+                .for_each(|(((p, u), g), (a, r))| {
+                    for c in 0..2 {
+                        let gradient = exaggeration * a[c] - r[c] * inverse_z;
+                        g[c] = if sign(u[c]) != sign(gradient) {
+                            g[c] + 0.2
+                        } else {
+                            g[c] * 0.8 + MIN_GAIN
+                        };
+                        u[c] = momentum * u[c] - rate * g[c] * gradient;
+                    }
+                    let norm = (u[0] * u[0] + u[1] * u[1]).sqrt();
+                    if norm > MAX_STEP {
+                        u[0] *= MAX_STEP / norm;
+                        u[1] *= MAX_STEP / norm;
+                    }
+                    p[0] += u[0];
+                    p[1] += u[1];
+                });
+            centre(&mut y);
+            done += 1;
+            let stop = live.stop.load(Ordering::Relaxed) && done < total;
+            if done == total || stop || shown.elapsed() >= FRAME_GAP {
+                (live.report)(Report {
+                    phase: Phase::Optimising,
+                    done: done as u64,
+                    total: total as u64,
+                    points: Some(&y),
+                    loss: Some(aff.kl(&y, 2)),
+                    points_are: None,
+                });
+                shown = Instant::now();
+            }
+            if stop {
+                stopped = true;
+                break 'stages;
+            }
+        }
+    }
+    let loss = aff.kl(&y, 2);
+    Ok(Outcome {
+        points: y,
+        steps: done as u32,
+        total_steps: total as u32,
+        loss: Some(loss),
+        stopped,
+    })
+}
+
+/// Moves the layout's mean to the origin (sums in point order).
+fn centre(y: &mut [f32]) {
+    let n = (y.len() / 2).max(1) as f64;
+    let (mut sx, mut sy) = (0.0f64, 0.0f64);
+    for p in y.chunks_exact(2) {
+        sx += f64::from(p[0]);
+        sy += f64::from(p[1]);
+    }
+    let (mx, my) = ((sx / n) as f32, (sy / n) as f32);
+    y.par_chunks_exact_mut(2).for_each(|p| {
+        p[0] -= mx;
+        p[1] -= my;
+    });
 }
 
 /// One phase of the optimisation: the early-exaggerated first, then the rest.

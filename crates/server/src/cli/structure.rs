@@ -67,7 +67,8 @@ pub struct ProjectArgs {
     /// Reduce to this many principal components before t-SNE or UMAP (0: every feature).
     #[arg(long, default_value_t = LayoutParams::default().pca_dims)]
     pca_dims: u32,
-    /// t-SNE on every core: sooner, but not reproducible bit for bit.
+    /// 3-D t-SNE on every core: sooner, but not reproducible bit for bit (2-D t-SNE and UMAP
+    /// always use every core and stay reproducible).
     #[arg(long)]
     parallel: bool,
     #[arg(long)]

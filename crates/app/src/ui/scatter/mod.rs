@@ -426,8 +426,8 @@ pub fn ScatterPanel() -> impl IntoView {
                 <span hidden=move || method.get() != Method::Tsne>{number_field("perplexity", "project-perplexity", fields.perplexity, "30")}</span>
                 <span hidden=move || method.get() != Method::Umap>{number_field("neighbours", "project-neighbors", fields.neighbors, "15")}</span>
                 <span hidden=move || method.get() != Method::Umap>{number_field("min_dist", "project-min-dist", fields.min_dist, "0.1")}</span>
-                <label hidden=move || method.get() != Method::Tsne title="every core: sooner, but the same seed may not give the same layout">
-                    <input type="checkbox" class="project-parallel" on:change=move |ev| fields.parallel.set(event_target_checked(&ev))/>" parallel"</label>
+                <label hidden=move || method.get() != Method::Tsne title="3-D t-SNE on every core: sooner, but the same seed may not give the same layout (2-D always uses every core and stays reproducible)">
+                    <input type="checkbox" class="project-parallel" on:change=move |ev| fields.parallel.set(event_target_checked(&ev))/>" parallel (3-D)"</label>
                 {number_field("steps", "project-iterations", fields.iterations, "auto")}
                 {number_field("seed", "project-seed", fields.seed, "0")}
             </div>
