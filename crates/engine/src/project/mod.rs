@@ -12,12 +12,13 @@ mod pca;
 mod spectral;
 mod tsne;
 mod umap;
+mod umap_graph;
 
 use crate::error::{Error, Result};
 pub use pca::{project, Input};
 use std::sync::atomic::AtomicBool;
 use tensor_surgeon_wire::{Init, LayoutParams, Method, Projection};
-pub use umap::find_ab;
+pub use umap_graph::find_ab;
 
 /// Most principal components a layout may start from.
 pub const MAX_PCA_DIMS: u32 = 512;
