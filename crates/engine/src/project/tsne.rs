@@ -71,10 +71,8 @@ impl Affinity {
             .into_par_iter()
             .map(|i| {
                 (self.rows[i]..self.rows[i + 1])
-                    .map(|e| f64::from(self.vals[e]))
-                    .zip(self.rows[i]..self.rows[i + 1])
-                    .filter(|&(p, _)| p > 0.0)
-                    .map(|(p, e)| p * f64::from(w(i, self.cols[e] as usize).ln()))
+                    .filter(|&e| self.vals[e] > 0.0)
+                    .map(|e| f64::from(self.vals[e]) * f64::from(w(i, self.cols[e] as usize).ln()))
                     .sum()
             })
             .collect();
@@ -236,7 +234,7 @@ fn descend(
     let mut repel = vec![0.0f32; 2 * n];
     let mut grid = Interpolation::new();
     let mut shown = Instant::now();
-    let (mut done, mut stopped) = (0usize, false);
+    let (mut done, mut stopped, mut last_loss) = (0usize, false, None);
     'stages: for stage in stages(n, s) {
         let exaggeration = if stage.exaggerate {
             s.exaggeration
@@ -274,12 +272,14 @@ fn descend(
             done += 1;
             let stop = live.stop.load(Ordering::Relaxed) && done < total;
             if done == total || stop || shown.elapsed() >= FRAME_GAP {
+                let kl = aff.kl(&y, 2);
+                last_loss = Some(kl);
                 (live.report)(Report {
                     phase: Phase::Optimising,
                     done: done as u64,
                     total: total as u64,
                     points: Some(&y),
-                    loss: Some(aff.kl(&y, 2)),
+                    loss: Some(kl),
                     points_are: None,
                 });
                 shown = Instant::now();
@@ -290,7 +290,8 @@ fn descend(
             }
         }
     }
-    let loss = aff.kl(&y, 2);
+    // The last step always reports: its loss is the layout's.
+    let loss = last_loss.unwrap_or_else(|| aff.kl(&y, 2));
     Ok(Outcome {
         points: y,
         steps: done as u32,

@@ -355,6 +355,7 @@ pub(super) fn run(
     let mut shown = Instant::now();
     let mut done = 0;
     let mut stopped = false;
+    let mut last_loss = None;
     let mut then = Vec::with_capacity(y.len());
     let draws_seed = rng.random::<u64>();
     for t in 0..steps {
@@ -367,12 +368,14 @@ pub(super) fn run(
         done = t + 1;
         stopped = live.stop.load(Ordering::Relaxed) && done < steps;
         if stopped || done == steps || shown.elapsed() >= FRAME_GAP {
+            let l = loss(&y, dims, n, &sched, ab, &pairs);
+            last_loss = Some(l);
             (live.report)(Report {
                 phase: Phase::Optimising,
                 done: done as u64,
                 total: steps as u64,
                 points: Some(&y),
-                loss: Some(loss(&y, dims, n, &sched, ab, &pairs)),
+                loss: Some(l),
                 points_are: None,
             });
             shown = Instant::now();
@@ -381,7 +384,8 @@ pub(super) fn run(
             break;
         }
     }
-    let loss = loss(&y, dims, n, &sched, ab, &pairs);
+    // The last epoch always reports: its loss is the layout's.
+    let loss = last_loss.unwrap_or_else(|| loss(&y, dims, n, &sched, ab, &pairs));
     Ok(Outcome {
         points: y,
         steps: done as u32,
