@@ -16,7 +16,6 @@ cd "$(dirname "$0")"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
-CARGO_LEPTOS_VERSION=0.3.10
 WASM_BINDGEN_VERSION=0.2.130 # must equal the wasm-bindgen pin in Cargo.toml
 
 log() { printf '\n==> %s\n' "$*" >&2; }
@@ -28,10 +27,6 @@ setup_rust() {
     if ! rustup target list --installed | grep -q wasm32-unknown-unknown; then
         log "adding the wasm32 target"
         rustup target add wasm32-unknown-unknown
-    fi
-    if ! has_version cargo-leptos "$CARGO_LEPTOS_VERSION"; then
-        log "installing cargo-leptos $CARGO_LEPTOS_VERSION (no_downloads: uses the tools on PATH; ~20 min once)"
-        cargo install cargo-leptos --locked --version "$CARGO_LEPTOS_VERSION" --features no_downloads
     fi
     if ! has_version wasm-bindgen "$WASM_BINDGEN_VERSION"; then
         log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
@@ -81,6 +76,35 @@ setup_release() {
     export PATH="$PWD/tools/node_modules/.bin:$PATH"
 }
 
+# The web app without cargo-leptos (which takes ~20 minutes to install): the server binary, the
+# WASM client through wasm-bindgen, and the stylesheet, laid out in target/site as
+# `cargo leptos build` lays them (`cargo leptos serve` / `watch` still work for those who have it).
+#   build_site          dev build: target/debug/tensor-surgeon + target/site
+#   build_site release  optimised: target/release/tensor-surgeon + target/site (wasm-opt -Oz)
+build_site() {
+    local profile=dev wasm_dir=debug server=(cargo build -p tensor-surgeon)
+    if [ "${1:-}" = release ]; then
+        profile=wasm-release wasm_dir=wasm-release server=(cargo build --release -p tensor-surgeon)
+    fi
+    log "building the server ($profile)"
+    "${server[@]}"
+    log "building the WASM client ($profile)"
+    cargo build -p tensor-surgeon-frontend --lib --target wasm32-unknown-unknown --profile "$profile"
+    local site=target/site pkg=target/site/pkg
+    rm -rf "$pkg" && mkdir -p "$pkg"
+    wasm-bindgen --target web --no-typescript --out-dir "$pkg" --out-name tensor-surgeon \
+        "target/wasm32-unknown-unknown/$wasm_dir/tensor_surgeon_frontend.wasm"
+    # The page asks for `tensor-surgeon.wasm` (LEPTOS_OUTPUT_NAME is set at compile time).
+    mv -f "$pkg/tensor-surgeon_bg.wasm" "$pkg/tensor-surgeon.wasm"
+    if [ "$profile" = wasm-release ]; then
+        wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+            --enable-reference-types --enable-multivalue \
+            --enable-mutable-globals "$pkg/tensor-surgeon.wasm" -o "$pkg/tensor-surgeon.wasm"
+    fi
+    cp style/main.css "$pkg/tensor-surgeon.css"
+    if [ -d public ]; then cp -R public/. "$site/"; fi
+}
+
 run_tests() {
     # .cargo/config.toml gives every cargo command here the flags `cargo leptos build` uses:
     # the tests and the web build share one compile of each crate.
@@ -89,10 +113,11 @@ run_tests() {
     # The doc tests of every crate, with the same crates and features as above (naming a
     # subset with -p would unify features differently and rebuild the dependency tree).
     cargo test --doc
-    log "building the server and the WASM client"
-    cargo leptos build
-    log "the core builds for wasm32 on its own"
-    cargo check -p tensor-surgeon-core --target wasm32-unknown-unknown --target-dir target/front
+    # The WASM client builds the core, the wire types and the app for wasm32.
+    build_site
+    log "formatting and lints"
+    cargo fmt --all --check
+    cargo clippy --all-targets -- -D warnings
     log "Python reference checks and HTTP API tests"
     TENSOR_SURGEON_BIN="$PWD/target/debug/tensor-surgeon" .venv/bin/python -m pytest -q tests/python
     log "browser end-to-end tests"
@@ -103,7 +128,7 @@ cmd="${1:-}"
 shift || true
 case "$cmd" in
     setup) setup_rust; setup_python; setup_servers; setup_browser; setup_release ;;
-    release) setup_rust; setup_release; exec cargo leptos build --release ;;
+    release) setup_rust; setup_release; build_site release ;;
     test) setup_rust; setup_python; setup_servers; setup_browser; run_tests ;;
     serve)
         setup_rust
@@ -115,11 +140,12 @@ case "$cmd" in
             "") ;;
             *) export MODEL_PATH="$1" ;;
         esac
-        # One token for this run (kept across `cargo leptos` restarts), unless one is set.
+        build_site
+        # One token for this run, unless one is set.
         TENSOR_SURGEON_TOKEN="${TENSOR_SURGEON_TOKEN:-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')}"
         export TENSOR_SURGEON_TOKEN
         log "open http://127.0.0.1:3000/?token=$TENSOR_SURGEON_TOKEN"
-        exec cargo leptos serve ;;
-    bench) setup_rust; setup_python; setup_browser; setup_release; exec benches/run.sh "$@" ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        exec target/debug/tensor-surgeon serve ;;
+    bench) setup_rust; setup_python; setup_browser; setup_release; build_site release; exec benches/run.sh "$@" ;;
+    *) sed -n '2,/^[^#]/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

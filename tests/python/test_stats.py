@@ -330,12 +330,6 @@ NAN_TENSOR = "model.layers.3.post_attention_layernorm.weight"
 OUTLIER = "model.layers.2.self_attn.o_proj.weight"
 
 
-@pytest.fixture
-def demo(tmp_path):
-    run("demo", "--out", tmp_path / "demo")
-    return tmp_path / "demo"
-
-
 def test_scan_of_the_demo_flags_exactly_its_planted_problems(demo, tmp_path):
     scan = run("scan", demo, "--json").json()
     assert len(scan["rows"]) == 54

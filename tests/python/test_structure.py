@@ -84,12 +84,6 @@ def cosine_ranking(emb, row, k):
     return [int(i) for i in order], sims[order]
 
 
-@pytest.fixture
-def demo(tmp_path):
-    run("demo", "--out", tmp_path / "demo")
-    return tmp_path / "demo"
-
-
 def embedding(demo):
     with safe_open(str(demo / "model.safetensors"), "np") as f:
         return f.get_tensor(E)

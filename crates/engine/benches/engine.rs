@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::path::PathBuf;
 use tensor_surgeon_core::slice::SliceSpec;
-use tensor_surgeon_engine::{bake, patch_files, Model};
+use tensor_surgeon_store::{bake, patch_files, Model};
 
 /// The prepared files' folder; `None` only under `cargo test`.
 fn dir() -> Option<PathBuf> {

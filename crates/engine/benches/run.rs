@@ -9,11 +9,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tensor_surgeon_core::edit::Op;
-use tensor_surgeon_engine::run::kernel::{matvec, Stored};
-use tensor_surgeon_engine::run::{Edited, Runner};
-use tensor_surgeon_engine::tokens::Vocab;
-use tensor_surgeon_engine::workbench::{ServeConfig, Workbench};
-use tensor_surgeon_engine::Model;
+use tensor_surgeon_engine::workbench::{SessionConfig, Workbench};
+use tensor_surgeon_infer::kernel::{matvec, Stored};
+use tensor_surgeon_infer::tokens::Vocab;
+use tensor_surgeon_infer::{Edited, Runner};
+use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{EditRequest, RunRequest};
 
 /// The benchmark's 32-token prompt (the first 32 tokens of this text).
@@ -89,7 +89,7 @@ fn inference(c: &mut Criterion) {
 fn rerun(c: &mut Criterion) {
     let Some(path) = model_path() else { return };
     let dir = tempfile::tempdir().expect("a temp dir");
-    let config = ServeConfig {
+    let config = SessionConfig {
         read_only: false,
         patches_dir: dir.path().join("patches"),
         out_dir: dir.path().join("out"),

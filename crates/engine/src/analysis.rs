@@ -2,7 +2,6 @@
 //! overlay, on every core (rayon). Memory stays flat: each worker reads one chunk at a time.
 
 use crate::error::Result;
-use crate::store::Model;
 use rayon::prelude::*;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::overlay::{Overlay, Patched};
@@ -10,6 +9,7 @@ use tensor_surgeon_core::source::ByteSource;
 use tensor_surgeon_core::stats::scan::{self, ScanRow, SiblingGroup};
 use tensor_surgeon_core::stats::{self, Accumulator, Bins, CodeTable, Histogram, Runner};
 use tensor_surgeon_core::view::{self, Profile, ViewSpec};
+use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::TensorStats;
 
 /// Reports bytes processed (increments).

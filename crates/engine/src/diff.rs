@@ -2,16 +2,17 @@
 //! that turns one into the other. Both models are memory-mapped; equal tensors are skipped
 //! with one comparison, changed ones are compared in chunks on every core.
 
-use crate::compact::{CompactPatch, TensorDelta};
-use crate::patch_files::{self, Format};
-use crate::store::Bytes;
-use crate::{Model, Result};
+use crate::Result;
 use rayon::prelude::*;
 use std::path::Path;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::header::TensorInfo;
 use tensor_surgeon_core::patch::diff::{append_runs, diff_bytes, DeltaStats, Scratch};
 use tensor_surgeon_core::patch::PatchEntry;
+use tensor_surgeon_store::compact::{CompactPatch, TensorDelta};
+use tensor_surgeon_store::model::Bytes;
+use tensor_surgeon_store::patch_files::{self, Format};
+use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::CompareRow;
 
 /// Elements per chunk: a multiple of 8, so packed chunks end on whole bytes; small enough for

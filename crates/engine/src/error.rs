@@ -1,35 +1,39 @@
-//! The engine's error: every failure a user can cause, with what and where.
+//! The engine's error: the session's own failures (read-only, a step too large, a proposal or
+//! layer it does not have) and, kept whole, those of the store, inference and layouts below it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use tensor_surgeon_core::edit::EditError;
-use tensor_surgeon_core::header::HeaderError;
-use tensor_surgeon_core::patch::{Conflict, PatchError};
+pub use tensor_surgeon_core::error_kind::ErrorKind;
+use tensor_surgeon_core::patch::PatchError;
 use tensor_surgeon_core::slice::SliceError;
+use tensor_surgeon_infer::InferError;
+use tensor_surgeon_layout::LayoutError;
+use tensor_surgeon_store::StoreError;
 
-/// A failure of the server layer. Messages name the file or tensor involved.
+/// A failure of the session or of a crate beneath it. Messages name the file or tensor
+/// involved and say what the user can do; they never name a host's flags (a host adds its
+/// own words where it has them: [`Error::ReadOnly`], [`Error::TooLarge`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Reading or writing a file failed.
+    /// Opening, reading or writing a model or a patch failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Running the model failed, or it cannot run.
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    /// The model could not be opened to run (kept for every later run).
+    #[error(transparent)]
+    Runner(Arc<InferError>),
+    /// A layout could not be made.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Reading or writing a file of the session failed.
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
-    },
-    /// A `.safetensors` header is malformed.
-    #[error("{}: {source}", path.display())]
-    Header { path: PathBuf, source: HeaderError },
-    /// A sharded model's index is malformed or disagrees with its shards.
-    #[error("{}: {reason}", path.display())]
-    Index { path: PathBuf, reason: String },
-    /// A path that is not a model.
-    #[error("{}: {reason}", path.display())]
-    NotAModel { path: PathBuf, reason: String },
-    /// No tensor of that name.
-    #[error("no tensor named {name:?}{}", suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default())]
-    NoTensor {
-        name: String,
-        suggestion: Option<String>,
     },
     /// A bad slice or view.
     #[error("{tensor}: {source}")]
@@ -37,46 +41,30 @@ pub enum Error {
     /// An edit that cannot be made.
     #[error(transparent)]
     Edit(#[from] EditError),
-    /// A malformed patch file.
+    /// A malformed patch.
     #[error("{}: {source}", path.display())]
     Patch { path: PathBuf, source: PatchError },
-    /// A damaged or unreadable compact patch file.
-    #[error("{}: compact patch: {source}", path.display())]
-    Compact {
-        path: PathBuf,
-        source: crate::compact::CompactError,
-    },
-    /// A patch that does not fit the model (or another patch).
-    #[error("{} conflict(s); first: {}", conflicts.len(), conflicts.first().map(ToString::to_string).unwrap_or_default())]
-    Conflicts { conflicts: Vec<Conflict> },
     /// A request the user should phrase differently.
     #[error("{0}")]
     Usage(String),
-    /// A model this build cannot run (architecture, missing config or tokenizer).
-    #[error("{0}")]
-    Unsupported(String),
-    /// A request bigger than the server allows (an edit over the step cap).
-    #[error("{0}")]
-    TooLarge(String),
-    /// The server was started read-only.
-    #[error("the server was started with --read-only: edits are disabled")]
+    /// A step that would change more bytes than the session allows at once.
+    #[error("{what} would change {}, more than the {} one step may; edit it in parts", tensor_surgeon_core::units::human_bytes(*bytes), tensor_surgeon_core::units::human_bytes(*cap))]
+    TooLarge { what: String, bytes: u64, cap: u64 },
+    /// The session was opened read-only.
+    #[error("this session is read-only: edits are disabled")]
     ReadOnly,
-    /// Something the server may not do for this request (a path outside the allowed folders).
+    /// Something the session may not do for this request (a path outside the allowed folders).
     #[error("{0}")]
     Forbidden(String),
     /// Something the request names that the session does not have (a proposal, a layer).
     #[error("{0}")]
     NotFound(String),
-    /// A remote model that cannot be read (unreachable, not found, refused), after retries.
-    #[error("{url}: {reason}")]
-    Remote { url: String, reason: String },
-    /// A remote file that changed on the server since it was opened: nothing more is read
-    /// from it, so no edit, view or bake mixes two versions.
-    #[error("{url} changed on the server since it was opened ({reason}); reopen the model to use the new version")]
-    RemoteChanged { url: String, reason: String },
-    /// Work the user stopped before it had anything to show.
-    #[error("stopped before the first layout")]
-    Stopped,
+    /// A worker thread could not be started.
+    #[error("cannot start the {what}: {source}")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
     /// Work that stopped unexpectedly (a panic in a worker): a bug, reported, not a crash.
     #[error("internal error: {0}")]
     Internal(String),
@@ -88,66 +76,44 @@ impl Error {
         let path = path.into();
         move |source| Error::Io { path, source }
     }
-}
 
-/// A candle failure in a forward pass: shapes were checked before, so this is a bug, reported
-/// (not a crash).
-impl From<candle_core::Error> for Error {
-    fn from(e: candle_core::Error) -> Error {
-        Error::Internal(format!("inference: {e}"))
-    }
-}
-
-/// What kind of failure an error is, for a host to map (an HTTP status, an exit code).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The request names something that is not there: a tensor, a proposal, a file.
-    NotFound,
-    /// The request is malformed or asks for something impossible (a bad slice, 300 into I8).
-    Invalid,
-    /// The request does not fit the current state (a patch whose original bytes differ).
-    Conflict,
-    /// The server refuses it (read-only).
-    Forbidden,
-    /// More than one request may do at once.
-    TooLarge,
-    /// The machine failed (I/O) or a bug stopped the work.
-    Internal,
-}
-
-impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Error::Store(e) => e.kind(),
+            Error::Infer(e) => infer_kind(e),
+            Error::Runner(e) => infer_kind(e),
+            Error::Layout(e) => e.kind(),
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
-            Error::Io { .. } | Error::Internal(_) | Error::Remote { .. } => ErrorKind::Internal,
-            Error::RemoteChanged { .. } => ErrorKind::Conflict,
-            Error::NoTensor { .. } | Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Io { .. } | Error::Thread { .. } | Error::Internal(_) => ErrorKind::Internal,
+            Error::NotFound(_) => ErrorKind::NotFound,
             Error::Slice {
                 source: SliceError::TooLarge { .. },
                 ..
             } => ErrorKind::TooLarge,
-            Error::Conflicts { .. } => ErrorKind::Conflict,
-            Error::TooLarge(_) => ErrorKind::TooLarge,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::ReadOnly | Error::Forbidden(_) => ErrorKind::Forbidden,
-            Error::Header { .. }
-            | Error::Index { .. }
-            | Error::NotAModel { .. }
-            | Error::Slice { .. }
-            | Error::Edit(_)
-            | Error::Patch { .. }
-            | Error::Compact { .. }
-            | Error::Usage(_)
-            | Error::Stopped
-            | Error::Unsupported(_) => ErrorKind::Invalid,
+            Error::Slice { .. } | Error::Edit(_) | Error::Patch { .. } | Error::Usage(_) => {
+                ErrorKind::Invalid
+            }
         }
     }
 }
 
-/// The server layer's result.
+/// An inference error's kind; a weight that could not be read has the store's kind.
+fn infer_kind(e: &InferError) -> ErrorKind {
+    match e {
+        InferError::Read { source, .. } => match source.downcast_ref::<StoreError>() {
+            Some(store) => store.kind(),
+            None => e.kind(),
+        },
+        _ => e.kind(),
+    }
+}
+
+/// The engine's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -3,38 +3,28 @@
 #![allow(clippy::result_large_err)]
 // Reads take lists of byte ranges; a list of one range is the common case, not a typo.
 #![allow(clippy::single_range_in_vec_init)]
-//! Tensor Surgeon's engine: everything that touches files or runs long. It opens models
-//! (memory-mapped, one file or sharded), keeps the editing session ([`workbench::Workbench`]:
-//! the overlay, history, journal, loaded patches, caches), reads and writes patch files,
-//! bakes, and runs the analyses (statistics, scan, projections, tokens, model diff).
-//! The web app, the MCP host and the command line are thin layers over it.
+//! Tensor Surgeon's session over one model ([`workbench::Workbench`]): the overlay, the edit
+//! history and its journal, loaded patch layers and pending proposals, and the services that
+//! work on the session's weights: runs (base and edited side by side), layouts, statistics
+//! and scans, the model diff. Bytes come from `tensor-surgeon-store`, forward passes from
+//! `tensor-surgeon-infer`, projections from `tensor-surgeon-layout`. The web app, the MCP host
+//! and the command line are thin layers over it.
 //!
 //! ```no_run
-//! use tensor_surgeon_engine::Model;
+//! use tensor_surgeon_engine::workbench::{SessionConfig, Workbench};
+//! use tensor_surgeon_store::Model;
 //! let model = Model::open(std::path::Path::new("model.safetensors"))?;
-//! for (_, info) in model.tensors() {
-//!     println!("{} {:?}", info.name, info.shape);
-//! }
+//! let (workbench, warnings) = Workbench::open(model, SessionConfig::default())?;
+//! println!("{} tensors; {warnings:?}", workbench.model.len());
 //! # Ok::<(), tensor_surgeon_engine::Error>(())
 //! ```
 
 pub mod analysis;
-pub mod bake;
-pub mod compact;
 pub mod diff;
 pub mod error;
-pub mod files;
-mod journal;
-pub mod patch_files;
-pub mod project;
-pub mod remote;
-pub mod run;
-pub mod store;
-pub mod tokens;
 pub mod workbench;
 
 pub use error::{Error, Result};
-pub use store::Model;
 
 /// Runs blocking work (mmap reads, fsyncs, bakes) on the async runtime's blocking pool, so
 /// the async workers stay free for other requests; a panic in it becomes an error.

@@ -1,12 +1,12 @@
 //! The editing session on a real model file: caches keyed on edit versions must never serve
-//! an undone edit.
+//! an undone edit; runs read the session's edits and reload only what changed.
 
 use std::path::Path;
 use tensor_surgeon_core::edit::Op;
 use tensor_surgeon_core::origin::Origin;
-use tensor_surgeon_engine::tokens::Vocab;
-use tensor_surgeon_engine::workbench::{ServeConfig, Workbench};
-use tensor_surgeon_engine::{files, Model};
+use tensor_surgeon_engine::workbench::{SessionConfig, Workbench};
+use tensor_surgeon_infer::tokens::Vocab;
+use tensor_surgeon_store::{demo, Model};
 use tensor_surgeon_wire::EditRequest;
 
 const EMBED: &str = "model.embed_tokens.weight";
@@ -16,8 +16,8 @@ fn open(dir: &Path) -> Workbench {
 }
 
 fn open_baking_to(dir: &Path, out_dir: &Path) -> Workbench {
-    let path = files::write_demo(&dir.join("model")).unwrap();
-    let config = ServeConfig {
+    let path = demo::write_demo(&dir.join("model")).unwrap();
+    let config = SessionConfig {
         read_only: false,
         patches_dir: dir.join("patches"),
         out_dir: out_dir.to_path_buf(),
@@ -137,4 +137,59 @@ fn an_agent_undoes_only_its_own_edits() {
     assert!(view.can_redo);
     let err = wb.undo_for_agent().unwrap_err().to_string();
     assert!(err.contains("only its own edits"), "{err}");
+}
+
+/// The tiny Llama of the core's demo, run through the session.
+#[test]
+fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in tensor_surgeon_core::demo::llama::files(None) {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let path = dir.path().join("model.safetensors");
+    let config = SessionConfig {
+        patches_dir: dir.path().join("patches"),
+        out_dir: dir.path().join("out"),
+        ..SessionConfig::default()
+    };
+    let mut wb = Workbench::open(Model::open(&path).unwrap(), config)
+        .unwrap()
+        .0;
+    wb.set_vocab(Vocab::find(&path, None).unwrap());
+    let req = tensor_surgeon_wire::RunRequest {
+        prompt: "the".into(),
+        top_k: 5,
+        target: None,
+        generate: 3,
+    };
+    let before = wb.run_prompt(&req).unwrap();
+    assert!(before.edited.is_none() && before.kl == 0.0);
+    let top = before.base.top[0].id;
+    // Make the top token impossible: its unembedding row scaled by -50.
+    let edit = |spec: String| EditRequest {
+        tensor: "lm_head.weight".into(),
+        spec,
+        op: tensor_surgeon_core::edit::Op::Scale { factor: -50.0 },
+        saturate: false,
+        round: false,
+    };
+    wb.edit(&edit(format!("{top},:")), &Default::default())
+        .unwrap();
+    let loads = wb.run_loads();
+    let after = wb.run_prompt(&req).unwrap();
+    assert_eq!(wb.run_loads() - loads, 1, "only lm_head reloads");
+    assert_eq!(after.base, before.base, "the base side does not move");
+    let edited = after.edited.expect("an edited side");
+    assert_ne!(edited.top[0].id, top);
+    assert!(after.kl > 0.0);
+    // A second run with nothing changed reloads nothing.
+    let loads = wb.run_loads();
+    wb.run_prompt(&req).unwrap();
+    assert_eq!(wb.run_loads(), loads);
+    // Undo: the edited model is the base again.
+    wb.undo().unwrap();
+    let undone = wb.run_prompt(&req).unwrap();
+    assert_eq!(undone.edited, None);
+    assert_eq!(undone.base, before.base);
+    assert_eq!(undone.kl, 0.0);
 }

@@ -41,7 +41,17 @@ fn fail(e: tensor_surgeon_engine::Error) -> ServerFnError {
     if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
         response.set_status(status);
     }
-    ServerFnError::new(e.to_string())
+    ServerFnError::new(format!("{e}{}", host_words(&e)))
+}
+
+/// What the web host adds to an error it caused by how it was started.
+#[cfg(feature = "ssr")]
+fn host_words(e: &tensor_surgeon_engine::Error) -> &'static str {
+    match e {
+        tensor_surgeon_engine::Error::ReadOnly => " (the server was started with --read-only)",
+        tensor_surgeon_engine::Error::TooLarge { .. } => " (the server's --max-edit-bytes)",
+        _ => "",
+    }
 }
 
 /// Runs blocking work (mmap reads, fsyncs, bakes) off the async workers.
@@ -56,10 +66,7 @@ async fn blocking<T: Send + 'static>(
 /// that waits is waiting for. `GET /api/remote_reads`.
 #[server(endpoint = "remote_reads", input = GetUrl)]
 pub async fn remote_reads() -> Result<Vec<RemoteRead>, ServerFnError> {
-    Ok(tensor_surgeon_engine::remote::reads_under_way()
-        .into_iter()
-        .map(|(url, done, total)| RemoteRead { url, done, total })
-        .collect())
+    Ok(workbench()?.remote_reads())
 }
 
 /// The model summary and tensor list. `GET /api/model`.

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use std::collections::BTreeMap;
 
+pub mod llama;
 pub mod vocab;
 
 /// Vocabulary size of the demo model.

@@ -3,12 +3,13 @@
 
 use super::{plain_file_name, Result, Workbench};
 use crate::error::Error;
-use crate::patch_files;
-use crate::store::Model;
 use std::path::Path;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::patch::{self, ConflictKind, Patch};
 use tensor_surgeon_core::source::ByteSource;
+use tensor_surgeon_store::patch_files;
+use tensor_surgeon_store::Model;
+use tensor_surgeon_store::StoreError;
 use tensor_surgeon_wire::{CombineOutcome, CompareOutcome, CompareRow, ConflictRow};
 
 impl Workbench {
@@ -29,7 +30,7 @@ impl Workbench {
                 patch_files::Loaded::Json(p) => Ok(p),
                 patch_files::Loaded::Compact(c) => {
                     patch_files::expand(&path, &c, &self.model, None)?
-                        .map_err(|conflicts| Error::Conflicts { conflicts })
+                        .map_err(|conflicts| StoreError::Conflicts { conflicts }.into())
                 }
             }
         };
@@ -164,7 +165,7 @@ impl Workbench {
         self.writable()?;
         let other_path = Path::new(other.trim());
         // A URL reads nothing of this machine; a path must be inside the allowed folders.
-        let local = !crate::remote::is_url(other.trim());
+        let local = !tensor_surgeon_store::remote::is_url(other.trim());
         if local {
             self.check_allowed(other_path)?;
         }

@@ -1,8 +1,8 @@
 //! Where a model's journal is (keyed by its fingerprints), and whether a remote model changed
 //! on its server since the last session.
 
-use crate::store::Model;
 use std::path::{Path, PathBuf};
+use tensor_surgeon_store::Model;
 
 /// The journal of a model: keyed by the model's fingerprints, so another model (or a changed
 /// file) starts a fresh session.
@@ -24,16 +24,17 @@ fn journal_path_for(
 /// this patches folder (whose journal, keyed by the old version, is then not replayed), said
 /// as a warning. The versions seen are kept in `.remote-base.json` beside the journals.
 pub(super) fn remote_base_changed(patches_dir: &Path, model: &Model) -> Option<String> {
-    if !model.is_remote() {
+    let now = model.fingerprints();
+    // Only files read from a server carry the version they had there.
+    if now.iter().all(|f| f.version.is_none()) {
         return None;
     }
     let record = patches_dir.join(".remote-base.json");
-    let now = model.fingerprints();
     let before: Option<Vec<tensor_surgeon_core::patch::Fingerprint>> = std::fs::read(&record)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     if std::fs::create_dir_all(patches_dir).is_ok() {
-        let _ = crate::files::write_atomic(
+        let _ = tensor_surgeon_store::atomic::write_atomic(
             &record,
             serde_json::to_string_pretty(&now)
                 .unwrap_or_default()

@@ -9,13 +9,13 @@
 
 use super::{lock, plain_file_name, Result, Session, Workbench};
 use crate::error::Error;
-use crate::patch_files;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::edit::{Change, EditStep, LayerAction, LayerMark};
 use tensor_surgeon_core::patch::{Origin, Patch, PatchEntry};
 use tensor_surgeon_core::source::ByteSource;
+use tensor_surgeon_store::patch_files;
 use tensor_surgeon_wire::{DropRequest, LayerRow, LoadOutcome, SessionView};
 
 /// The layers of the applied steps, in load order.

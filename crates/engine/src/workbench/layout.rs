@@ -5,10 +5,10 @@
 
 use super::{lock, Workbench};
 use crate::error::{Error, Result};
-use crate::project::{self, Input, Live, Phase, Report};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use tensor_surgeon_layout::{self as project, Input, Live, Phase, Report};
 use tensor_surgeon_wire::{FrameRequest, LayoutFrame, Method, ProjectRequest, Projection};
 
 /// Finished layouts kept.

@@ -11,7 +11,7 @@ const EMBED: &str = "model.embed_tokens.weight";
 
 fn bench() -> (tempfile::TempDir, Arc<Workbench>) {
     let (dir, mut wb, model) = crate::workbench::demo_bench();
-    wb.set_vocab(crate::tokens::Vocab::find(&model, None).unwrap());
+    wb.set_vocab(tensor_surgeon_infer::tokens::Vocab::find(&model, None).unwrap());
     (dir, Arc::new(wb))
 }
 

@@ -16,12 +16,12 @@ use session::Session;
 mod structure;
 
 use super::error::{Error, Result};
-use super::journal::Journal;
-use super::store::Model;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tensor_surgeon_core::dtype::{self};
+use tensor_surgeon_store::journal::Journal;
+use tensor_surgeon_store::Model;
 
 use tensor_surgeon_core::slice::{self, SliceSpec};
 use tensor_surgeon_core::source::ByteSource;
@@ -33,9 +33,9 @@ const MAX_GRID: u64 = 2048;
 /// Changed elements listed in a session view.
 const ENTRY_LIMIT: usize = 500;
 
-/// How the server was started.
+/// How a session works: what it may do and where it writes. Each host builds one, once.
 #[derive(Clone, Debug)]
-pub struct ServeConfig {
+pub struct SessionConfig {
     pub read_only: bool,
     /// Saved patches and the journal go here.
     pub patches_dir: PathBuf,
@@ -52,18 +52,32 @@ pub struct ServeConfig {
     pub allow_dirs: Vec<PathBuf>,
 }
 
-/// The default of [`ServeConfig::max_step_bytes`]: 256 MiB.
+/// The default of [`SessionConfig::max_step_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_STEP_BYTES: u64 = 256 << 20;
+
+/// Editable, patches in `./patches`, bakes in `./baked`, agent edits waiting for a person, the
+/// default step cap, no folders beyond the model's own.
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            read_only: false,
+            patches_dir: PathBuf::from("patches"),
+            out_dir: PathBuf::from("baked"),
+            agent_auto_apply: false,
+            max_step_bytes: DEFAULT_MAX_STEP_BYTES,
+            allow_dirs: Vec::new(),
+        }
+    }
+}
 
 /// Refuses a step that would change more than `cap` bytes.
 fn check_step_size(bytes: u64, cap: u64, what: &str) -> Result<()> {
     if bytes > cap {
-        return Err(Error::TooLarge(format!(
-            "{what} would change {}, more than the {} one step may (the server's \
-             --max-edit-bytes); edit it in parts",
-            tensor_surgeon_core::units::human_bytes(bytes),
-            tensor_surgeon_core::units::human_bytes(cap)
-        )));
+        return Err(Error::TooLarge {
+            what: what.to_string(),
+            bytes,
+            cap,
+        });
     }
     Ok(())
 }
@@ -71,11 +85,11 @@ fn check_step_size(bytes: u64, cap: u64, what: &str) -> Result<()> {
 /// One model and its editing session.
 pub struct Workbench {
     pub model: Model,
-    pub config: ServeConfig,
+    pub config: SessionConfig,
     session: Mutex<Session>,
     bake: Arc<Mutex<BakeStatus>>,
     analysis: Arc<analysis::State>,
-    vocab: Option<Arc<super::tokens::Vocab>>,
+    vocab: Option<Arc<tensor_surgeon_infer::tokens::Vocab>>,
     projecting: structure::ProjectProgress,
     layouts: layout::Layouts,
     run: run::RunState,
@@ -89,7 +103,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Workbench {
     /// Opens the session, replaying the model's journal from a previous run.
-    pub fn open(model: Model, config: ServeConfig) -> Result<(Workbench, Vec<String>)> {
+    pub fn open(model: Model, config: SessionConfig) -> Result<(Workbench, Vec<String>)> {
         let journal_path = journal_path(&config.patches_dir, &model);
         let base = model.based_lazily();
         let (journal, history, pending, mut warnings) = Journal::open(&journal_path, &base)?;
@@ -123,7 +137,7 @@ impl Workbench {
     }
 
     /// Labels rows of vocabulary-sized matrices with this tokenizer's tokens.
-    pub fn set_vocab(&mut self, vocab: Option<super::tokens::Vocab>) {
+    pub fn set_vocab(&mut self, vocab: Option<tensor_surgeon_infer::tokens::Vocab>) {
         self.vocab = vocab.map(Arc::new);
     }
 
@@ -137,7 +151,7 @@ impl Workbench {
             return Err(Error::ReadOnly);
         }
         // A remote base that changed on its server takes no more edits.
-        self.model.check_unchanged()
+        Ok(self.model.check_unchanged()?)
     }
 
     /// Reads what an edit of `tensor` (`spec` of it; all of it when `None`) will read from a
@@ -145,17 +159,16 @@ impl Workbench {
     /// the disk, and other requests do not wait on the network. Nothing to do for a local
     /// model; a bad name or spec is left for the edit to report.
     fn warm(&self, tensor: &str, spec: Option<&str>) -> Result<()> {
-        if !self.model.is_remote() {
-            return Ok(());
-        }
-        let Ok((shard, info)) = self.model.get(tensor) else {
-            return Ok(());
-        };
-        match spec.map(|s| crate::store::select(tensor, s, &info.shape)) {
-            Some(Ok(sel)) => shard.selection_region(info, &sel).map(drop),
-            Some(Err(_)) => Ok(()),
-            None => shard.data(info).map(drop),
-        }
+        Ok(self.model.prefetch(tensor, spec)?)
+    }
+
+    /// Long reads from a remote model under way (URL, bytes read, bytes to read): what a view
+    /// that waits is waiting for.
+    pub fn remote_reads(&self) -> Vec<tensor_surgeon_wire::RemoteRead> {
+        tensor_surgeon_store::remote::reads_under_way()
+            .into_iter()
+            .map(|(url, done, total)| tensor_surgeon_wire::RemoteRead { url, done, total })
+            .collect()
     }
 
     /// Model summary and tensor list.
@@ -201,7 +214,7 @@ impl Workbench {
             vocab_size: self.vocab.as_ref().map(|v| v.size()),
             tokenizer: self.vocab.as_ref().map(|v| v.path.display().to_string()),
             vocab_tensor: self.vocab_tensor(),
-            architecture: crate::run::config::describe(&self.model.path),
+            architecture: tensor_surgeon_infer::config::describe(&self.model.path),
         }
     }
 
@@ -215,23 +228,10 @@ impl Workbench {
             (s.history.overlay().only(&info.name), s.version)
         };
         let (rows, cols) = spec.cells();
-        // A remote tensor: only the rows the view shows, or the span a pooled view covers.
-        let base = if shard.remote_file().is_none() {
-            shard.region(info, &[])?
-        } else if rows <= req.max_rows.clamp(1, MAX_GRID) && cols <= req.max_cols.clamp(1, MAX_GRID)
-        {
-            shard.selection_region(info, &spec.selection(&info.shape))?
-        } else {
-            let sel = spec.selection(&info.shape);
-            shard.region(
-                info,
-                &[tensor_surgeon_core::source::byte_span(
-                    info.dtype,
-                    &info.shape,
-                    &sel,
-                )],
-            )?
-        };
+        // Exact cells read their rows; a pooled view reads the span it covers.
+        let exact =
+            rows <= req.max_rows.clamp(1, MAX_GRID) && cols <= req.max_cols.clamp(1, MAX_GRID);
+        let base = shard.view_region(info, &spec.selection(&info.shape), exact)?;
         let source = overlay.view(&info.name, &base);
         let mut data = ViewData {
             tensor: info.name.clone(),
@@ -419,8 +419,8 @@ fn plain_file_name(name: &str, suffix: &str) -> Result<String> {
 #[cfg(test)]
 pub(crate) fn demo_bench() -> (tempfile::TempDir, Workbench, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let model = crate::files::write_demo(dir.path()).unwrap();
-    let config = ServeConfig {
+    let model = tensor_surgeon_store::demo::write_demo(dir.path()).unwrap();
+    let config = SessionConfig {
         read_only: false,
         patches_dir: dir.path().join("patches"),
         out_dir: dir.path().join("out"),

@@ -4,8 +4,8 @@
 
 use super::{lock, Workbench};
 use crate::error::{Error, Result};
-use crate::journal::Record;
 use tensor_surgeon_core::patch::Origin;
+use tensor_surgeon_store::journal::Record;
 use tensor_surgeon_wire::{EditRequest, Proposal, SessionView};
 
 impl Workbench {

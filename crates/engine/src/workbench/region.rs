@@ -121,7 +121,7 @@ impl Workbench {
                         RowSetAction::Scale { factor } => Op::Scale { factor },
                         _ => Op::Zero,
                     };
-                    let sel = crate::store::select(&req.tensor, &spec, &info.shape)?;
+                    let sel = tensor_surgeon_store::model::select(&req.tensor, &spec, &info.shape)?;
                     edit::plan(info, &sel, &source, &op, options)?
                 }
                 RowSetAction::Noise { std, seed } => plan_region_on(
@@ -170,12 +170,12 @@ impl Workbench {
 
 /// The changes of a region request on `model` seen through `overlay` (shared with the CLI).
 pub fn plan_region_on(
-    model: &crate::store::Model,
+    model: &tensor_surgeon_store::Model,
     overlay: &tensor_surgeon_core::overlay::Overlay,
     req: &RegionRequest,
 ) -> Result<Vec<tensor_surgeon_core::edit::Change>> {
     let (shard, info) = model.get(&req.tensor)?;
-    let select = crate::store::select;
+    let select = tensor_surgeon_store::model::select;
     let sel = select(&req.tensor, &req.spec, &info.shape)?;
     let options = EncodeOptions {
         saturate: req.saturate,

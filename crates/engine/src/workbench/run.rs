@@ -3,11 +3,12 @@
 
 use super::{lock, plain_file_name, Result, Workbench};
 use crate::error::Error;
-use crate::run::{Edited, Runner};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use tensor_surgeon_infer::InferError;
+use tensor_surgeon_infer::{Edited, Runner};
 use tensor_surgeon_wire::{
     Activations, ActivationsRequest, EmbedOutcome, GenerationEvent, ProbeSet, ProbeTable, RunInfo,
     RunOutcome, RunRequest, TaskProgress,
@@ -19,7 +20,7 @@ pub const PROBES_SUFFIX: &str = ".probes.json";
 /// The runner (opened on first use) and what runs now.
 #[derive(Default)]
 pub(super) struct RunState {
-    runner: OnceLock<std::result::Result<Runner, String>>,
+    runner: OnceLock<std::result::Result<Runner, Arc<InferError>>>,
     /// One forward pass at a time: each already uses every core.
     busy: Mutex<()>,
     probing: AtomicBool,
@@ -31,11 +32,9 @@ impl Workbench {
     fn runner(&self) -> Result<&Runner> {
         self.run
             .runner
-            .get_or_init(|| {
-                Runner::open(&self.model.path, self.vocab.clone()).map_err(|e| e.to_string())
-            })
+            .get_or_init(|| Runner::open(&self.model.path, self.vocab.clone()).map_err(Arc::new))
             .as_ref()
-            .map_err(|reason| Error::Unsupported(reason.clone()))
+            .map_err(|e| Error::Runner(Arc::clone(e)))
     }
 
     /// Tensors converted for runs since start (what runs had to reload).
@@ -101,7 +100,7 @@ impl Workbench {
         let (edited, _) = self.edited_weights(runner)?;
         let base = runner.weights(&self.model, Edited::default());
         let edited = runner.weights(&self.model, edited);
-        runner.compare(&base, Some(&edited), req)
+        Ok(runner.compare(&base, Some(&edited), req)?)
     }
 
     /// Sentence embeddings (encoders) on the base and the edited model.
@@ -111,7 +110,7 @@ impl Workbench {
         let (edited, _) = self.edited_weights(runner)?;
         let base = runner.weights(&self.model, Edited::default());
         let edited = runner.weights(&self.model, edited);
-        runner.embed(&base, Some(&edited), sentences)
+        Ok(runner.embed(&base, Some(&edited), sentences)?)
     }
 
     /// The probe table on the current session.
@@ -152,7 +151,7 @@ impl Workbench {
         let runner = self.runner()?;
         let _busy = lock(&self.run.busy);
         let (edited, _) = self.edited_weights(runner)?;
-        runner.activations(&runner.weights(&self.model, edited), req)
+        Ok(runner.activations(&runner.weights(&self.model, edited), req)?)
     }
 
     /// Greedy continuations of the base and the edited model, one token of each in turn;
@@ -165,10 +164,10 @@ impl Workbench {
         emit: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Result<()> {
         let runner = self.runner()?;
-        if tokens > crate::run::MAX_GENERATE {
+        if tokens > tensor_surgeon_infer::MAX_GENERATE {
             return Err(Error::Usage(format!(
                 "a continuation may have at most {} tokens",
-                crate::run::MAX_GENERATE
+                tensor_surgeon_infer::MAX_GENERATE
             )));
         }
         let ids = runner.encode(prompt)?;
@@ -242,7 +241,7 @@ impl Workbench {
         std::fs::create_dir_all(&self.config.patches_dir)
             .map_err(Error::io(&self.config.patches_dir))?;
         let text = serde_json::to_string_pretty(set).map_err(|e| Error::Internal(e.to_string()))?;
-        crate::files::write_atomic(&path, text.as_bytes())?;
+        tensor_surgeon_store::atomic::write_atomic(&path, text.as_bytes())?;
         Ok(path.display().to_string())
     }
 

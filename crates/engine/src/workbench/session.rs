@@ -3,15 +3,15 @@
 
 use super::{lock, plain_file_name, Result, Workbench, ENTRY_LIMIT};
 use crate::error::Error;
-use crate::journal::Journal;
-use crate::journal::Record;
-use crate::{bake, patch_files};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tensor_surgeon_core::dtype::{self, EncodeOptions};
 use tensor_surgeon_core::edit::History;
 use tensor_surgeon_core::edit::{self, EditStep};
 use tensor_surgeon_core::patch::{self, Origin, OriginMap, Patch};
+use tensor_surgeon_store::journal::Journal;
+use tensor_surgeon_store::journal::Record;
+use tensor_surgeon_store::{bake, patch_files};
 use tensor_surgeon_wire::{BakeStatus, EditRequest, EntryRow, SessionView};
 
 /// The editing session: the history (which owns the overlay), its journal, the edit version
@@ -87,7 +87,7 @@ impl Workbench {
         origin: &Origin,
     ) -> Result<Option<EditStep>> {
         let (shard, info) = self.model.get(&req.tensor)?;
-        let sel = crate::store::select(&req.tensor, &req.spec, &info.shape)?;
+        let sel = tensor_surgeon_store::model::select(&req.tensor, &req.spec, &info.shape)?;
         let bytes = sel
             .elements()
             .saturating_mul(dtype::element_bytes(info.dtype) as u64);

@@ -2,12 +2,12 @@
 
 use super::{lock, Workbench};
 use crate::error::{Error, Result};
-use crate::project::{self, Input};
-use crate::tokens::{self, Vocab};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tensor_surgeon_core::header::TensorInfo;
+use tensor_surgeon_infer::tokens::{self, Vocab};
+use tensor_surgeon_layout::{self as project, Input};
 use tensor_surgeon_wire::{
     Nearest, ProjectRequest, Projection, TaskProgress, TokenComparison, TokenHit,
 };
@@ -142,7 +142,7 @@ impl Workbench {
     ) -> Result<(
         tensor_surgeon_core::overlay::Overlay,
         &TensorInfo,
-        crate::store::Bytes<'_>,
+        tensor_surgeon_store::model::Bytes<'_>,
     )> {
         let (shard, info) = self.model.get(tensor)?;
         if info.shape.len() != 2 {

@@ -7,8 +7,9 @@ use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tensor_surgeon_engine::diff::{headers_differ, Comparison};
-use tensor_surgeon_engine::patch_files::Format;
-use tensor_surgeon_engine::{Error, Model, Result};
+use tensor_surgeon_engine::{Error, Result};
+use tensor_surgeon_store::patch_files::Format;
+use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::CompareRow;
 
 /// `diff BASE OTHER --out PATCH`.

@@ -7,9 +7,10 @@ use tensor_surgeon_core::dtype::EncodeOptions;
 use tensor_surgeon_core::edit::{self, Op};
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::region::Region;
-use tensor_surgeon_engine::patch_files::{self, Format};
-use tensor_surgeon_engine::store::select;
-use tensor_surgeon_engine::{Error, Model, Result};
+use tensor_surgeon_engine::{Error, Result};
+use tensor_surgeon_store::model::select;
+use tensor_surgeon_store::patch_files::{self, Format};
+use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::RegionRequest;
 
 /// Edits are written as `TENSOR[SPEC]=VALUE`, SPEC numpy-style (`3,4`, `0:2,:`); the patch

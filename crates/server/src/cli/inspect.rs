@@ -4,7 +4,8 @@ use super::{human_bytes, print_json, table};
 use serde_json::json;
 use std::path::Path;
 use tensor_surgeon_core::dtype;
-use tensor_surgeon_engine::{Model, Result};
+use tensor_surgeon_engine::Result;
+use tensor_surgeon_store::Model;
 
 pub fn run(path: &Path, as_json: bool) -> Result<()> {
     let model = Model::open(path)?;

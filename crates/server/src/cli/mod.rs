@@ -14,7 +14,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tensor_surgeon_engine::error::Error;
-use tensor_surgeon_engine::patch_files::Format;
+use tensor_surgeon_store::patch_files::Format;
 
 /// Look inside `.safetensors` model weights and change them, as hex-diff patches.
 #[derive(Parser, Debug)]
@@ -34,7 +34,7 @@ pub struct Cli {
     /// The most the remote cache may hold, in MiB; the least recently used bytes go first
     /// (0: no cache).
     #[arg(long, global = true, env = "TENSOR_SURGEON_CACHE_MB", value_name = "MIB",
-          default_value_t = tensor_surgeon_engine::remote::DEFAULT_CACHE_BYTES >> 20)]
+          default_value_t = tensor_surgeon_store::remote::DEFAULT_CACHE_BYTES >> 20)]
     cache_mb: u64,
 }
 
@@ -261,7 +261,7 @@ pub fn main() -> ExitCode {
 /// Long reads from remote models show a progress bar on a terminal (and nothing otherwise).
 fn report_remote_reads() {
     let bar = std::sync::Mutex::new(None::<indicatif::ProgressBar>);
-    tensor_surgeon_engine::remote::report_progress_with(Box::new(move |url, done, total| {
+    tensor_surgeon_store::remote::report_progress_with(Box::new(move |url, done, total| {
         let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
         let b = bar.get_or_insert_with(|| stats::progress_bar(total, "reading"));
         b.set_length(total);
@@ -281,8 +281,8 @@ fn one_line(text: &str) -> String {
 fn run(matches: &ArgMatches) -> Result<(), Error> {
     let cli = Cli::from_arg_matches(matches).map_err(|e| Error::Usage(e.to_string()))?;
     report_remote_reads();
-    let defaults = tensor_surgeon_engine::remote::Settings::default();
-    tensor_surgeon_engine::remote::configure(tensor_surgeon_engine::remote::Settings {
+    let defaults = tensor_surgeon_store::remote::Settings::default();
+    tensor_surgeon_store::remote::configure(tensor_surgeon_store::remote::Settings {
         cache_dir: cli.cache_dir.clone().unwrap_or(defaults.cache_dir),
         cache_bytes: cli.cache_mb.saturating_mul(1 << 20),
     })?;

@@ -5,8 +5,9 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;
 use tensor_surgeon_core::patch::Patch;
-use tensor_surgeon_engine::patch_files::{self, Format, Loaded};
-use tensor_surgeon_engine::{bake, files, Error, Model, Result};
+use tensor_surgeon_engine::{Error, Result};
+use tensor_surgeon_store::patch_files::{self, Format, Loaded};
+use tensor_surgeon_store::{bake, demo, Model, StoreError};
 
 pub fn verify(model_path: &Path, patch_path: &Path, as_json: bool) -> Result<()> {
     let model = Model::open(model_path)?;
@@ -37,7 +38,7 @@ pub fn verify(model_path: &Path, patch_path: &Path, as_json: bool) -> Result<()>
     if conflicts.is_empty() {
         Ok(())
     } else {
-        Err(Error::Conflicts { conflicts })
+        Err(Error::from(StoreError::Conflicts { conflicts }))
     }
 }
 
@@ -83,7 +84,7 @@ fn full(path: &Path, loaded: Loaded, model: Option<&Model>, what: &str) -> Resul
         (Loaded::Json(p), _) => Ok(p),
         (Loaded::Compact(_), None) => Err(needs_model(what)),
         (loaded, Some(m)) => patch_files::resolve(path, loaded, m, None)?
-            .map_err(|conflicts| Error::Conflicts { conflicts }),
+            .map_err(|conflicts| Error::from(StoreError::Conflicts { conflicts })),
     }
 }
 
@@ -146,7 +147,7 @@ pub fn combine(
             match patch_files::expand(second, &c, m, Some(&a.to_overlay()))? {
                 Ok(p) => p,
                 Err(_) => patch_files::expand(second, &c, m, None)?
-                    .map_err(|conflicts| Error::Conflicts { conflicts })?,
+                    .map_err(|conflicts| Error::from(StoreError::Conflicts { conflicts }))?,
             }
         }
         (lb, m) => full(second, lb, m, what)?,
@@ -162,13 +163,13 @@ pub fn combine(
             for c in &conflicts {
                 println!("conflict: {c}");
             }
-            Err(Error::Conflicts { conflicts })
+            Err(Error::from(StoreError::Conflicts { conflicts }))
         }
     }
 }
 
 pub fn demo(out: &Path) -> Result<()> {
-    let path = files::write_demo(out)?;
+    let path = demo::write_demo(out)?;
     println!("{}", path.display());
     Ok(())
 }

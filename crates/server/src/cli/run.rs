@@ -5,9 +5,10 @@ use super::stats::overlay_of;
 use super::{print_json, table};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tensor_surgeon_engine::run::{Edited, Runner};
-use tensor_surgeon_engine::tokens::Vocab;
-use tensor_surgeon_engine::{Error, Model, Result};
+use tensor_surgeon_engine::{Error, Result};
+use tensor_surgeon_infer::tokens::Vocab;
+use tensor_surgeon_infer::{Edited, Runner};
+use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{ActivationsRequest, NextTokens, ProbeSet, RunRequest};
 
 /// The model, its patches and tokenizer: shared options of the three commands.

@@ -4,8 +4,9 @@ use super::print_json;
 use serde_json::json;
 use std::path::Path;
 use tensor_surgeon_core::dtype;
-use tensor_surgeon_engine::store::select;
-use tensor_surgeon_engine::{Error, Model, Result};
+use tensor_surgeon_engine::{Error, Result};
+use tensor_surgeon_store::model::select;
+use tensor_surgeon_store::Model;
 
 pub fn run(path: &Path, tensor: &str, spec: &str, as_json: bool, max_elements: u64) -> Result<()> {
     let model = Model::open(path)?;

@@ -7,7 +7,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::stats::{self, scan::ScanRow, Summary};
-use tensor_surgeon_engine::{analysis, patch_files, Error, Model, Result};
+use tensor_surgeon_engine::{analysis, Error, Result};
+use tensor_surgeon_store::{patch_files, Model};
 use tensor_surgeon_wire::TensorStats;
 
 /// A byte progress bar on stderr, hidden when stderr is not a terminal.

@@ -10,10 +10,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 use tensor_surgeon_core::view::ViewSpec;
-use tensor_surgeon_engine::project::{self, Input};
-use tensor_surgeon_engine::project::{Live, Report};
-use tensor_surgeon_engine::tokens::{self, Vocab};
-use tensor_surgeon_engine::{Error, Model, Result};
+use tensor_surgeon_engine::{Error, Result};
+use tensor_surgeon_infer::tokens::{self, Vocab};
+use tensor_surgeon_layout::{self, Input};
+use tensor_surgeon_layout::{Live, Report};
+use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{Init, LayoutParams, Method};
 
 /// Options of `project`.
@@ -183,7 +184,7 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
         report: &report,
         stop: &stop,
     };
-    let p = project::layout(&input, a.dims as usize, method, &a.params(), &live)?;
+    let p = tensor_surgeon_layout::layout(&input, a.dims as usize, method, &a.params(), &live)?;
     bar.finish_and_clear();
     let dim = if a.columns { spec.x_dim } else { spec.y_dim };
     let size = dim.map_or(0, |d| info.shape[d as usize]);

@@ -148,7 +148,7 @@ impl Tools {
         let wb = self.wb.clone();
         blocking(move || {
             let (_, info) = wb.model.get(&p.tensor)?;
-            let sel = tensor_surgeon_engine::store::select(&p.tensor, &p.spec, &info.shape)?;
+            let sel = tensor_surgeon_store::model::select(&p.tensor, &p.spec, &info.shape)?;
             let cap = p.max_elements.unwrap_or(256).clamp(1, READ_CAP);
             if sel.elements() > cap {
                 return Err(tensor_surgeon_engine::Error::Usage(format!(

@@ -17,8 +17,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tensor_surgeon_app::{shell, App};
-use tensor_surgeon_engine::workbench::{ServeConfig, Workbench};
-use tensor_surgeon_engine::{Error, Model, Result};
+use tensor_surgeon_engine::workbench::{SessionConfig, Workbench};
+use tensor_surgeon_engine::{Error, Result};
+use tensor_surgeon_store::Model;
 
 /// State shared by every request.
 #[derive(Clone)]
@@ -215,11 +216,11 @@ pub struct ServeOptions {
 
 /// Where the demo model is written when no model is given.
 fn demo_dir() -> PathBuf {
-    tensor_surgeon_engine::files::cache_root().join("demo")
+    tensor_surgeon_store::cache_root().join("demo")
 }
 
 fn ensure_demo(dir: &std::path::Path) -> Result<PathBuf> {
-    tensor_surgeon_engine::files::write_demo(dir)
+    Ok(tensor_surgeon_store::demo::write_demo(dir)?)
 }
 
 /// Opens the session over a model (the demo model when none is given), with its tokenizer.
@@ -230,17 +231,13 @@ pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
     };
     let model = Model::open(&model_path)?;
     // A remote model's side files, patches and bakes live in its local folder.
-    let model_path = if model.is_remote() {
-        model.path.clone()
-    } else {
-        model_path
-    };
+    let model_path = model.path.clone();
     let model_dir = if model_path.is_dir() {
         model_path.clone()
     } else {
         model_path.parent().map(PathBuf::from).unwrap_or_default()
     };
-    let config = ServeConfig {
+    let config = SessionConfig {
         read_only: opts.read_only,
         patches_dir: opts
             .patches
@@ -256,10 +253,10 @@ pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
     };
     let (mut workbench, mut warnings) = Workbench::open(model, config)?;
     // A tokenizer named on the command line must load; one found beside the model may not.
-    match tensor_surgeon_engine::tokens::Vocab::find(&model_path, opts.tokenizer.as_deref()) {
+    match tensor_surgeon_infer::tokens::Vocab::find(&model_path, opts.tokenizer.as_deref()) {
         Ok(v) => workbench.set_vocab(v),
         Err(e) if opts.tokenizer.is_none() => warnings.push(format!("tokenizer ignored: {e}")),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     warnings.extend(workbench.model.warnings.iter().cloned());
     Ok((workbench, warnings))

@@ -80,7 +80,7 @@ mod router {
     /// The app over a fresh demo model; `token: None` is `--no-auth`.
     fn app(token: Option<&str>, allow_dirs: Vec<PathBuf>) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let model = tensor_surgeon_engine::files::write_demo(&dir.path().join("model")).unwrap();
+        let model = tensor_surgeon_store::demo::write_demo(&dir.path().join("model")).unwrap();
         let opts = ServeOptions {
             model: Some(model),
             addr: None,
@@ -268,8 +268,7 @@ mod router {
     #[tokio::test]
     async fn compare_reads_only_under_the_allowed_folders() {
         let outside = tempfile::tempdir().unwrap();
-        let other =
-            tensor_surgeon_engine::files::write_demo(&outside.path().join("other")).unwrap();
+        let other = tensor_surgeon_store::demo::write_demo(&outside.path().join("other")).unwrap();
         let compare = |path: &std::path::Path| serde_json::json!({ "other": path }).to_string();
         let headers = [BEARER, ("content-type", "application/json")];
         let app = app(Some(TOKEN), Vec::new());

@@ -1,0 +1,248 @@
+//! Which models can run: the architecture read from the model's `config.json`, and the
+//! hyper-parameters of the two supported families.
+
+use crate::error::{InferError, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// What the run panel says when a model cannot run.
+pub const SUPPORTED: &str = "supported: Llama-family causal language models (model_type llama, \
+     mistral, qwen2; Hugging Face tensor names) and BERT encoders (model_type bert)";
+
+/// A Llama-family causal LM (Llama, SmolLM2, Mistral, Qwen2).
+#[derive(Clone, Debug, Deserialize)]
+pub struct LlamaConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Grouped-query attention: fewer key/value heads than query heads.
+    pub num_key_value_heads: Option<usize>,
+    /// Explicit head width (Qwen3-style configs); otherwise hidden / heads.
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    pub eos_token_id: Option<serde_json::Value>,
+}
+
+impl LlamaConfig {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    pub fn head_width(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+    /// The end-of-sequence ids (a number or a list in `config.json`).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
+            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_u64().map(|n| n as u32))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A BERT encoder (MiniLM and friends): sentence embeddings by mean pooling.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BertConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+}
+
+/// A runnable architecture.
+#[derive(Clone, Debug)]
+pub enum Family {
+    Llama(LlamaConfig),
+    Bert(BertConfig),
+}
+
+impl Family {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Llama(_) => "llama",
+            Family::Bert(_) => "bert",
+        }
+    }
+
+    /// Reads `config.json` beside the model (a file, or in the model's folder).
+    pub fn detect(model_path: &Path) -> Result<(Family, PathBuf)> {
+        let dir = folder_of(model_path);
+        let path = dir.join("config.json");
+        if !path.is_file() {
+            return Err(InferError::Unsupported(format!(
+                "cannot run this model: no config.json in {} (it names the architecture and its \
+                 sizes); {SUPPORTED}",
+                dir.display()
+            )));
+        }
+        let text = std::fs::read_to_string(&path).map_err(InferError::io(&path))?;
+        let family = Family::parse(&text)
+            .map_err(|reason| InferError::Unsupported(format!("{}: {reason}", path.display())))?;
+        Ok((family, path))
+    }
+
+    /// Parses a `config.json`.
+    pub fn parse(text: &str) -> std::result::Result<Family, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let model_type = value
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let architecture = value
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let wrong =
+            |e: serde_json::Error| format!("a {model_type} config this reader cannot use: {e}");
+        match model_type.as_str() {
+            "llama" | "mistral" | "qwen2" => serde_json::from_value(value)
+                .map(Family::Llama)
+                .map_err(wrong),
+            "bert" => serde_json::from_value(value)
+                .map(Family::Bert)
+                .map_err(wrong),
+            "" => Err(format!(
+                "no model_type in config.json (architectures: {architecture:?}); {SUPPORTED}"
+            )),
+            other => Err(format!(
+                "cannot run a {other:?} model ({architecture}); {SUPPORTED}"
+            )),
+        }
+    }
+}
+
+/// The folder holding a model's side files.
+/// What `config.json` beside the model says the model is, for its overview: the
+/// architecture and its sizes, as `(key, value)` in a fixed order (empty without the file).
+/// Unlike [`Family::detect`] this accepts any architecture.
+pub fn describe(model_path: &Path) -> Vec<(String, String)> {
+    const KEYS: [&str; 11] = [
+        "architectures",
+        "model_type",
+        "num_hidden_layers",
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "max_position_embeddings",
+        "tie_word_embeddings",
+        "torch_dtype",
+    ];
+    let Ok(text) = std::fs::read_to_string(folder_of(model_path).join("config.json")) else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(&text)
+    else {
+        return Vec::new();
+    };
+    KEYS.iter()
+        .filter_map(|&k| {
+            let v = match map.get(k)? {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                v => v.to_string(),
+            };
+            Some((k.to_string(), v))
+        })
+        .collect()
+}
+
+pub fn folder_of(model_path: &Path) -> &Path {
+    if model_path.is_dir() {
+        model_path
+    } else {
+        model_path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_max_positions() -> usize {
+    2048
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_config_with_gqa_and_tied_embeddings() {
+        let text = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":576,
+            "intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,
+            "num_key_value_heads":3,"vocab_size":49152,"rms_norm_eps":1e-5,"rope_theta":100000,
+            "tie_word_embeddings":true,"eos_token_id":[2,0]}"#;
+        let Family::Llama(c) = Family::parse(text).unwrap() else {
+            panic!("not llama")
+        };
+        assert_eq!((c.kv_heads(), c.head_width()), (3, 64));
+        assert!(c.tie_word_embeddings);
+        assert_eq!(c.eos_ids(), vec![2, 0]);
+        assert_eq!(c.rope_theta, 100_000.0);
+    }
+
+    #[test]
+    fn other_architectures_say_what_is_supported() {
+        let err = Family::parse(r#"{"model_type":"gpt2","architectures":["GPT2LMHeadModel"]}"#)
+            .unwrap_err();
+        assert!(
+            err.contains("\"gpt2\"") && err.contains("GPT2LMHeadModel"),
+            "{err}"
+        );
+        assert!(
+            err.contains("Llama-family") && err.contains("BERT"),
+            "{err}"
+        );
+        let err = Family::parse(r#"{"model_type":"llama","hidden_size":8}"#).unwrap_err();
+        assert!(err.contains("missing field"), "{err}");
+        assert!(Family::parse("[").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn a_model_without_config_is_refused_with_the_folder_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.safetensors");
+        std::fs::write(&model, b"").unwrap();
+        let err = Family::detect(&model).unwrap_err().to_string();
+        assert!(
+            err.contains("no config.json") && err.contains("supported"),
+            "{err}"
+        );
+    }
+}

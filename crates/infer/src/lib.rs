@@ -1,0 +1,349 @@
+//! Running the model in-process on CPU, on the session's weights (edits included, no bake):
+//! next-token distributions and greedy continuations of the base and the edited model side by
+//! side, probe tables (efficacy and locality), sentence embeddings of encoders, and the
+//! activations and logit lens that point at what to edit.
+//!
+//! Weights come from a [`TensorSource`] (the store's model: a memory map, shards, or range
+//! reads; this crate never asks which) and the edit overlay through [`weights::WeightCache`];
+//! the forward passes ([`llama`], [`bert`]) are our own, on candle ops, so they read weights by
+//! name and capture what the panels show.
+
+pub mod bert;
+pub mod config;
+mod decode;
+mod distribution;
+pub mod error;
+pub mod kernel;
+pub mod llama;
+mod studies;
+pub mod tokens;
+pub mod weights;
+
+pub use crate::error::{InferError, Result};
+use crate::tokens::Vocab;
+use config::{folder_of, Family, SUPPORTED};
+use distribution::log_odds;
+pub use distribution::Distribution;
+use llama::{Capture, Captured, KvCache, Llama};
+use std::sync::Arc;
+use tensor_surgeon_core::tensors::TensorSource;
+use tensor_surgeon_wire::{
+    Continuation, NextTokens, RunInfo, RunOutcome, RunRequest, TargetProb, TokenProb, TokenRef,
+};
+pub use weights::Edited;
+use weights::{WeightCache, Weights};
+
+/// Most tokens a continuation may ask for.
+pub const MAX_GENERATE: u32 = 512;
+/// Most candidates a top-k may list.
+pub const MAX_TOP_K: u32 = 100;
+
+/// A model that can run: its family, tokenizer and weight cache.
+pub struct Runner {
+    pub family: Family,
+    vocab: Arc<Vocab>,
+    pub cache: WeightCache,
+}
+
+/// A greedy continuation in progress: one token per step, the key/value cache kept.
+pub struct Generator {
+    cache: KvCache,
+    next: u32,
+    pub ids: Vec<u32>,
+}
+
+impl Runner {
+    /// A runner for the model at `model_path`, or why it cannot run.
+    pub fn open(model_path: &std::path::Path, vocab: Option<Arc<Vocab>>) -> Result<Runner> {
+        let (family, _) = Family::detect(model_path)?;
+        let vocab = vocab.ok_or_else(|| {
+            InferError::Unsupported(format!(
+                "cannot run this model: no tokenizer.json in {} (it turns prompts into token \
+                 ids); {SUPPORTED}",
+                folder_of(model_path).display()
+            ))
+        })?;
+        Ok(Runner {
+            family,
+            vocab,
+            cache: WeightCache::default(),
+        })
+    }
+
+    /// What the run panel needs to know.
+    pub fn info(&self, edited_tensors: usize) -> RunInfo {
+        let (layers, intermediate, hidden, vocab) = match &self.family {
+            Family::Llama(c) => (
+                c.num_hidden_layers,
+                c.intermediate_size,
+                c.hidden_size,
+                c.vocab_size,
+            ),
+            Family::Bert(c) => (
+                c.num_hidden_layers,
+                c.intermediate_size,
+                c.hidden_size,
+                self.vocab.size() as usize,
+            ),
+        };
+        RunInfo {
+            family: Some(self.family.name().to_string()),
+            reason: None,
+            layers: layers as u32,
+            intermediate: intermediate as u32,
+            hidden: hidden as u32,
+            vocab: vocab as u32,
+            edited_tensors: edited_tensors as u32,
+        }
+    }
+
+    /// Weights of `model` with `edited` tensors laid over it.
+    pub fn weights<'a>(&'a self, model: &'a dyn TensorSource, edited: Edited) -> Weights<'a> {
+        self.cache.weights(model, edited)
+    }
+
+    fn llama(&self) -> Result<Llama> {
+        match &self.family {
+            Family::Llama(c) => Ok(Llama { config: c.clone() }),
+            Family::Bert(_) => Err(InferError::Request(
+                "this is an encoder (BERT): it embeds sentences, it does not predict tokens".into(),
+            )),
+        }
+    }
+
+    /// Token ids of a prompt, as the model's tokenizer makes them (its special tokens too).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if text.is_empty() {
+            return Err(InferError::Request("the prompt is empty".into()));
+        }
+        let enc = self
+            .vocab
+            .tokenizer()
+            .encode(text, true)
+            .map_err(|e| InferError::Request(format!("cannot tokenize the prompt: {e}")))?;
+        // A tokenizer.json may pad to a fixed length: padding is not part of the text.
+        let ids: Vec<u32> = enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_attention_mask())
+            .filter(|(_, &m)| m == 1)
+            .map(|(&id, _)| id)
+            .collect();
+        if ids.is_empty() {
+            return Err(InferError::Request(format!("{text:?} has no tokens")));
+        }
+        Ok(ids)
+    }
+
+    /// The text of one token (byte-level pieces decoded).
+    pub fn token_text(&self, id: u32) -> String {
+        self.vocab
+            .tokenizer()
+            .decode(&[id], false)
+            .unwrap_or_else(|_| self.vocab.label(id as u64).unwrap_or("?").to_string())
+    }
+
+    /// Ids and texts.
+    pub fn token_refs(&self, ids: &[u32]) -> Vec<TokenRef> {
+        ids.iter()
+            .map(|&id| TokenRef {
+                id,
+                token: self.token_text(id),
+            })
+            .collect()
+    }
+
+    /// The token a user named (a token text or `#ID`).
+    pub fn resolve(&self, text: &str) -> Result<u32> {
+        Ok(self.vocab.resolve_token(text)? as u32)
+    }
+
+    /// The next-token distribution after `ids`.
+    pub fn distribution(&self, w: &Weights, ids: &[u32]) -> Result<Distribution> {
+        let (d, _) = self.start(w, ids)?;
+        Ok(d)
+    }
+
+    /// Runs the prompt; the distribution and a generator positioned after it.
+    fn start(&self, w: &Weights, ids: &[u32]) -> Result<(Distribution, Generator)> {
+        let model = self.llama()?;
+        let mut cache = KvCache::default();
+        let logits = model.forward(
+            w,
+            ids,
+            &mut cache,
+            Capture::default(),
+            &mut Captured::default(),
+        )?;
+        let d = Distribution::from_logits(logits.to_vec1::<f32>()?);
+        let next = d.top(1)[0];
+        Ok((
+            d,
+            Generator {
+                cache,
+                next,
+                ids: Vec::new(),
+            },
+        ))
+    }
+
+    /// A greedy generator after a prompt (with the prompt's distribution).
+    pub fn generator(&self, w: &Weights, ids: &[u32]) -> Result<(Distribution, Generator)> {
+        self.start(w, ids)
+    }
+
+    /// The generator's next token; `None` at the end of the sequence.
+    pub fn step(&self, w: &Weights, g: &mut Generator) -> Result<Option<u32>> {
+        let id = g.next;
+        if self.is_end(id) {
+            return Ok(None);
+        }
+        g.ids.push(id);
+        let model = self.llama()?;
+        let logits = match model.step(w, id, &mut g.cache)? {
+            Some(logits) => logits,
+            None => model
+                .forward(
+                    w,
+                    &[id],
+                    &mut g.cache,
+                    Capture::default(),
+                    &mut Captured::default(),
+                )?
+                .to_vec1::<f32>()?,
+        };
+        g.next = argmax(&logits);
+        Ok(Some(id))
+    }
+
+    fn is_end(&self, id: u32) -> bool {
+        match &self.family {
+            Family::Llama(c) => c.eos_ids().contains(&id),
+            Family::Bert(_) => true,
+        }
+    }
+
+    /// Top-k, target and continuation of one model.
+    fn next_tokens(
+        &self,
+        w: &Weights,
+        ids: &[u32],
+        req: &RunRequest,
+        target: Option<u32>,
+    ) -> Result<(NextTokens, Distribution)> {
+        let (d, mut g) = self.start(w, ids)?;
+        let continuation = if req.generate > 0 {
+            for _ in 0..req.generate {
+                if self.step(w, &mut g)?.is_none() {
+                    break;
+                }
+            }
+            Some(self.continuation(&g.ids))
+        } else {
+            None
+        };
+        let top = d
+            .top(req.top_k as usize)
+            .into_iter()
+            .map(|id| self.token_prob(&d, id))
+            .collect();
+        let target = target.map(|id| self.target_prob(&d, id));
+        Ok((
+            NextTokens {
+                top,
+                target,
+                continuation,
+            },
+            d,
+        ))
+    }
+
+    pub fn continuation(&self, ids: &[u32]) -> Continuation {
+        Continuation {
+            ids: ids.to_vec(),
+            text: self
+                .vocab
+                .tokenizer()
+                .decode(ids, false)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn token_prob(&self, d: &Distribution, id: u32) -> TokenProb {
+        TokenProb {
+            id,
+            token: self.token_text(id),
+            prob: d.prob(id) as f32,
+            logit: d.logits[id as usize],
+        }
+    }
+
+    fn target_prob(&self, d: &Distribution, id: u32) -> TargetProb {
+        let p = d.prob(id);
+        TargetProb {
+            id,
+            token: self.token_text(id),
+            prob: p as f32,
+            log_odds: log_odds(p) as f32,
+        }
+    }
+
+    /// The prompt on the base and (when anything is edited) the edited weights.
+    pub fn compare(
+        &self,
+        base: &Weights,
+        edited: Option<&Weights>,
+        req: &RunRequest,
+    ) -> Result<RunOutcome> {
+        check_request(req)?;
+        let ids = self.encode(&req.prompt)?;
+        let target = match req.target.as_deref().map(|t| t.trim_end_matches('\n')) {
+            Some(t) if !t.is_empty() => Some(self.resolve(t)?),
+            _ => None,
+        };
+        let (base_next, base_d) = self.next_tokens(base, &ids, req, target)?;
+        let (edited_next, kl) = match edited.filter(|w| w.is_edited()) {
+            Some(w) => {
+                let (n, d) = self.next_tokens(w, &ids, req, target)?;
+                (Some(n), base_d.kl(&d))
+            }
+            None => (None, 0.0),
+        };
+        Ok(RunOutcome {
+            family: self.family.name().to_string(),
+            prompt_tokens: self.token_refs(&ids),
+            base: base_next,
+            edited: edited_next,
+            kl: kl as f32,
+        })
+    }
+}
+
+fn check_request(req: &RunRequest) -> Result<()> {
+    if req.top_k == 0 || req.top_k > MAX_TOP_K {
+        return Err(InferError::Request(format!(
+            "top-k must be 1..={MAX_TOP_K} (asked {})",
+            req.top_k
+        )));
+    }
+    if req.generate > MAX_GENERATE {
+        return Err(InferError::Request(format!(
+            "a continuation may have at most {MAX_GENERATE} tokens (asked {})",
+            req.generate
+        )));
+    }
+    Ok(())
+}
+
+fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+//! The forward pass of Llama-family causal language models (Llama, SmolLM2, Mistral, Qwen2), on
+//! candle ops, reading weights by their Hugging Face names: RMSNorm, rotary positions in the
+//! rotate-half layout, grouped-query attention with a key/value cache, a SiLU-gated MLP, tied or
+//! untied unembedding. The pass itself captures what the panels show (no hooks): each layer's
+//! MLP activations (the input of `down_proj`), attention output and residual stream.
+
+use super::config::LlamaConfig;
+use super::weights::Weights;
+use crate::error::{InferError, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// What a pass keeps besides the logits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Capture {
+    /// Keep the MLP activations and attention output of this layer ([tokens, width]).
+    pub layer: Option<usize>,
+    /// Keep every layer's residual stream at the last position (for the logit lens).
+    pub residuals: bool,
+}
+
+/// What a pass captured.
+#[derive(Default)]
+pub struct Captured {
+    /// [tokens, intermediate]: the input of `down_proj`.
+    pub mlp: Option<Tensor>,
+    /// [tokens, hidden]: the output of `o_proj`.
+    pub attention: Option<Tensor>,
+    /// Per layer, the residual stream after it, at the last position ([hidden]).
+    pub residuals: Vec<Tensor>,
+}
+
+/// Keys and values of the positions seen so far, per layer, row-major
+/// `[positions, kv_heads, head_width]` (a new position appends).
+#[derive(Default)]
+pub struct KvCache {
+    pub(super) layers: Vec<(Vec<f32>, Vec<f32>)>,
+    pub(super) len: usize,
+}
+
+impl KvCache {
+    /// Positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A Llama-family model's shape; the weights come with each pass.
+pub struct Llama {
+    pub config: LlamaConfig,
+}
+
+/// Tensor names of one decoder layer.
+fn name(layer: usize, part: &str) -> String {
+    format!("model.layers.{layer}.{part}.weight")
+}
+
+impl Llama {
+    /// The matrix that maps the final hidden state to logits.
+    pub fn unembedding_name(&self, w: &Weights) -> &'static str {
+        if !self.config.tie_word_embeddings && w.has("lm_head.weight") {
+            "lm_head.weight"
+        } else {
+            "model.embed_tokens.weight"
+        }
+    }
+
+    /// Runs `ids` after the cached positions; returns the logits of the last position ([vocab]).
+    pub fn forward(
+        &self,
+        w: &Weights,
+        ids: &[u32],
+        cache: &mut KvCache,
+        capture: Capture,
+        captured: &mut Captured,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let dev = Device::Cpu;
+        let (hidden, heads, kv_heads, hd) = (
+            c.hidden_size,
+            c.num_attention_heads,
+            c.kv_heads(),
+            c.head_width(),
+        );
+        let t = ids.len();
+        let past = cache.len;
+        if past + t > c.max_position_embeddings {
+            return Err(InferError::Request(format!(
+                "the prompt and continuation need {} positions; the model has {}",
+                past + t,
+                c.max_position_embeddings
+            )));
+        }
+        if cache.layers.len() != c.num_hidden_layers {
+            cache.layers = vec![Default::default(); c.num_hidden_layers];
+        }
+        const EMBED: &str = "model.embed_tokens.weight";
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(InferError::Request(format!(
+                "token {bad} is beyond the vocabulary"
+            )));
+        }
+        let mut x = match w.stored(EMBED, c.vocab_size, hidden) {
+            Some(e) => {
+                let rows: Vec<f32> = ids
+                    .iter()
+                    .flat_map(|&id| e.row(id as usize, hidden))
+                    .collect();
+                Tensor::from_vec(rows, (t, hidden), &dev)?
+            }
+            None => {
+                let embed = w.get_shaped(EMBED, &[c.vocab_size, hidden])?;
+                embed.index_select(&Tensor::from_vec(ids.to_vec(), t, &dev)?, 0)?
+            }
+        }; // [t, hidden]
+        let (cos, sin) = self.rope_tables(past, t)?;
+        let mask = causal_mask(t, past)?;
+        let eps = c.rms_norm_eps as f32;
+        for layer in 0..c.num_hidden_layers {
+            let norm = w.get(&name(layer, "input_layernorm"))?;
+            let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
+            let q = linear(w, &h, layer, "self_attn.q_proj", heads * hd)?;
+            let k = linear(w, &h, layer, "self_attn.k_proj", kv_heads * hd)?;
+            let v = linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?;
+            // [t, heads, hd] -> [1, heads, t, hd]
+            let split = |m: Tensor, n: usize| -> candle_core::Result<Tensor> {
+                m.reshape((t, n, hd))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .unsqueeze(0)
+            };
+            let q = candle_nn::rotary_emb::rope(&split(q, heads)?, &cos, &sin)?.squeeze(0)?;
+            let k = candle_nn::rotary_emb::rope(&split(k, kv_heads)?, &cos, &sin)?.squeeze(0)?;
+            let v = split(v, kv_heads)?.squeeze(0)?;
+            // [kv_heads, t, hd] -> appended to the cache as [t, kv_heads, hd]; the past joined.
+            let (pk, pv) = &mut cache.layers[layer];
+            let (k, v) = if past > 0 {
+                let back = |m: &[f32]| -> candle_core::Result<Tensor> {
+                    Tensor::from_slice(m, (past, kv_heads, hd), &dev)?
+                        .transpose(0, 1)?
+                        .contiguous()
+                };
+                (
+                    Tensor::cat(&[&back(pk)?, &k], 1)?,
+                    Tensor::cat(&[&back(pv)?, &v], 1)?,
+                )
+            } else {
+                (k, v)
+            };
+            let rows = |m: &Tensor| -> candle_core::Result<Vec<f32>> {
+                m.narrow(1, past, t)?
+                    .transpose(0, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()
+            };
+            pk.extend(rows(&k)?);
+            pv.extend(rows(&v)?);
+            let s = past + t;
+            let rep = heads / kv_heads;
+            let expand = |m: &Tensor| -> candle_core::Result<Tensor> {
+                if rep == 1 {
+                    return Ok(m.clone());
+                }
+                m.unsqueeze(1)?
+                    .expand((kv_heads, rep, s, hd))?
+                    .reshape((heads, s, hd))
+            };
+            let (k, v) = (expand(&k)?, expand(&v)?);
+            let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?; // [heads, t, s]
+            let scores = match &mask {
+                Some(m) => scores.broadcast_add(m)?,
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let att = probs
+                .matmul(&v.contiguous()?)? // [heads, t, hd]
+                .transpose(0, 1)?
+                .reshape((t, heads * hd))?;
+            let att_out = linear(w, &att, layer, "self_attn.o_proj", hidden)?;
+            x = (x + &att_out)?;
+            let norm = w.get(&name(layer, "post_attention_layernorm"))?;
+            let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
+            let gate = linear(w, &h, layer, "mlp.gate_proj", c.intermediate_size)?;
+            let up = linear(w, &h, layer, "mlp.up_proj", c.intermediate_size)?;
+            let act = (gate.silu()? * up)?;
+            let down = linear(w, &act, layer, "mlp.down_proj", hidden)?;
+            x = (x + down)?;
+            if capture.layer == Some(layer) {
+                captured.mlp = Some(act);
+                captured.attention = Some(att_out);
+            }
+            if capture.residuals {
+                captured.residuals.push(x.get(t - 1)?);
+            }
+        }
+        cache.len = past + t;
+        let last = x.get(t - 1)?.unsqueeze(0)?;
+        Ok(self.logits(w, &last)?.squeeze(0)?)
+    }
+
+    /// Final norm and unembedding of hidden states ([n, hidden] -> [n, vocab]).
+    pub fn logits(&self, w: &Weights, hidden: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let norm = w.get("model.norm.weight")?;
+        let h = candle_nn::ops::rms_norm(hidden, &norm, c.rms_norm_eps as f32)?;
+        project(w, &h, self.unembedding_name(w), c.vocab_size)
+    }
+
+    /// cos and sin of the rotary angles of positions `past..past + t` ([t, head_width / 2]).
+    fn rope_tables(&self, past: usize, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let hd = self.config.head_width();
+        let mut cos = Vec::with_capacity(t * hd / 2);
+        let mut sin = Vec::with_capacity(t * hd / 2);
+        for p in past..past + t {
+            let (c, s) = super::decode::rope_angles(p, hd, self.config.rope_theta);
+            cos.extend(c);
+            sin.extend(s);
+        }
+        Ok((
+            Tensor::from_vec(cos, (t, hd / 2), &Device::Cpu)?,
+            Tensor::from_vec(sin, (t, hd / 2), &Device::Cpu)?,
+        ))
+    }
+}
+
+/// `x @ W^T (+ b)` for one of a layer's projections; the weight must be [out, in].
+fn linear(w: &Weights, x: &Tensor, layer: usize, part: &str, out: usize) -> Result<Tensor> {
+    let y = project(w, x, &name(layer, part), out)?;
+    let bias = format!("model.layers.{layer}.{part}.bias");
+    if w.has(&bias) {
+        let b = w.get_shaped(&bias, &[out])?;
+        return Ok(y.broadcast_add(&b)?);
+    }
+    Ok(y)
+}
+
+/// `x @ W^T` for a weight `[out, in]`: the kernel on the weight as stored, or the f32 copy
+/// through candle when the kernel cannot read it.
+fn project(w: &Weights, x: &Tensor, weight: &str, out: usize) -> Result<Tensor> {
+    let (rows, input) = x.dims2()?;
+    if let Some(stored) = w.stored(weight, out, input) {
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut y = vec![0f32; rows * out];
+        super::kernel::matmat(stored, &xs, rows, &mut y);
+        return Ok(Tensor::from_vec(y, (rows, out), &Device::Cpu)?);
+    }
+    let matrix = w.get_shaped(weight, &[out, input])?;
+    Ok(x.matmul(&matrix.t()?)?)
+}
+
+/// -inf above the diagonal (a position sees itself and the past); none for one new position.
+fn causal_mask(t: usize, past: usize) -> candle_core::Result<Option<Tensor>> {
+    if t == 1 {
+        return Ok(None);
+    }
+    let s = past + t;
+    let values: Vec<f32> = (0..t)
+        .flat_map(|i| (0..s).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Some(
+        Tensor::from_vec(values, (t, s), &Device::Cpu)?.to_dtype(DType::F32)?,
+    ))
+}

@@ -1,0 +1,316 @@
+//! Weights for a forward pass: the base from the memory map; an edited tensor as the base plus
+//! the overlay's byte runs and the rows they change (copy on write), cached per (tensor, edit
+//! version). Matrices are read at their stored width by the kernels; an f32 copy (a candle
+//! tensor) is made only when an operation needs one (norms, biases, dtypes the kernels do not
+//! read), once. Base and edited runs share every unchanged tensor; after an edit only the
+//! edited tensors reload, at the cost of their edited rows.
+
+use super::kernel::{PatchedRows, Stored};
+use crate::error::{InferError, Result};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use tensor_surgeon_core::dtype::{self, Dtype};
+use tensor_surgeon_core::overlay::{Overlay, RangeMap};
+use tensor_surgeon_core::tensors::TensorSource;
+
+/// A tensor of the cache: an edited one's runs and edited rows, and its f32 copy once asked
+/// for.
+#[derive(Clone, Default)]
+pub struct Loaded(Arc<LoadedInner>);
+
+#[derive(Default)]
+struct LoadedInner {
+    /// The overlay's runs on this tensor (`None`: the base, read from the memory map).
+    runs: Option<RangeMap>,
+    /// The rows (of the last dim) the runs change, with the runs laid on, widened.
+    rows: PatchedRows,
+    widened: OnceLock<Tensor>,
+}
+
+impl Loaded {
+    /// Whether the edits of this tensor cancel out (every edit undone or turned off).
+    pub fn same_as_base(&self) -> bool {
+        self.0.runs.is_some() && self.0.rows.is_empty()
+    }
+
+    /// The f32 copy, made on first use from the base bytes and the runs.
+    fn widened<'b>(
+        &self,
+        name: &str,
+        dt: Dtype,
+        shape: &[u64],
+        base: impl FnOnce() -> Result<Cow<'b, [u8]>>,
+    ) -> Result<Tensor> {
+        if let Some(t) = self.0.widened.get() {
+            return Ok(t.clone());
+        }
+        let base = base()?;
+        let base = &*base;
+        let t = match &self.0.runs {
+            Some(runs) => {
+                let mut bytes = base.to_vec();
+                runs.lay_onto(0, &mut bytes);
+                to_tensor(name, dt, shape, &bytes)?
+            }
+            None => to_tensor(name, dt, shape, base)?,
+        };
+        Ok(self.0.widened.get_or_init(|| t).clone())
+    }
+}
+
+/// The edited tensors of one side of a run (none: the base model).
+#[derive(Clone, Default)]
+pub struct Edited(HashMap<String, Loaded>);
+
+impl Edited {
+    pub fn from_map(tensors: HashMap<String, Loaded>) -> Edited {
+        Edited(tensors)
+    }
+
+    /// How many tensors differ from the base.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Converted weights by (tensor name, edit version); version 0 is the base.
+#[derive(Default)]
+pub struct WeightCache {
+    entries: Mutex<HashMap<(String, u64), Loaded>>,
+    /// Tensors converted since start (a measure of what a run had to reload).
+    loads: std::sync::atomic::AtomicU64,
+}
+
+impl WeightCache {
+    fn get(&self, name: &str, version: u64) -> Option<Loaded> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(&(name.to_string(), version)).cloned()
+    }
+
+    fn insert(&self, name: &str, version: u64, tensor: Loaded) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // An edited tensor's older versions will not be asked for again (history moves on):
+        // keep the base and the newest edit only.
+        if version > 0 {
+            entries.retain(|(n, v), _| n != name || *v == 0 || *v > version);
+        }
+        entries.insert((name.to_string(), version), tensor);
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many tensors were converted since start.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The base weights of a model plus `edited` tensors (already loaded).
+    pub fn weights<'a>(&'a self, model: &'a dyn TensorSource, edited: Edited) -> Weights<'a> {
+        Weights {
+            model,
+            cache: self,
+            edited: edited.0,
+        }
+    }
+
+    /// The cached edited tensor at `version`, if any.
+    pub fn cached(&self, name: &str, version: u64) -> Option<Loaded> {
+        self.get(name, version)
+    }
+
+    /// An edited tensor at `version`: the overlay's `runs` over the `base` bytes of a tensor
+    /// of `dt` and `shape`; the rows they change are laid out (and widened) now.
+    pub fn edited(
+        &self,
+        name: &str,
+        version: u64,
+        (dt, shape, base): (Dtype, &[u64], &[u8]),
+        runs: RangeMap,
+    ) -> Result<Loaded> {
+        if let Some(t) = self.get(name, version) {
+            return Ok(t);
+        }
+        let cols = shape.last().copied().unwrap_or(1).max(1) as usize;
+        let row_bytes = cols * dtype::element_bytes(dt);
+        let mut rows = PatchedRows::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (offset, bytes) in runs.runs() {
+            let first = offset as usize / row_bytes;
+            let last = (offset as usize + bytes.len()).div_ceil(row_bytes);
+            seen.extend(first..last);
+        }
+        for r in seen {
+            let span = r * row_bytes..((r + 1) * row_bytes).min(base.len());
+            let mut row = base[span.clone()].to_vec();
+            runs.lay_onto(span.start as u64, &mut row);
+            if row != base[span] {
+                let mut values = Vec::new();
+                crate::tokens::decode_f32_into(dt, &row, &mut values);
+                rows.insert(r, values);
+            }
+        }
+        let loaded = Loaded(Arc::new(LoadedInner {
+            runs: Some(runs),
+            rows,
+            widened: OnceLock::new(),
+        }));
+        self.insert(name, version, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The tensors a set of patches changes, seen through their overlay (the command line:
+    /// each run starts afresh, so version 1 marks "edited").
+    pub fn edited_from_overlay(
+        &self,
+        model: &dyn TensorSource,
+        overlay: &Overlay,
+    ) -> Result<Edited> {
+        let mut out = HashMap::new();
+        for (name, _) in overlay.tensors() {
+            let info = model.info(name).ok_or_else(|| missing(name))?;
+            let runs = overlay.tensor(name).cloned().unwrap_or_default();
+            let t = self.edited(
+                name,
+                1,
+                (info.dtype, &info.shape, &read(model, name)?),
+                runs,
+            )?;
+            if !t.same_as_base() {
+                out.insert(name.to_string(), t);
+            }
+        }
+        Ok(Edited(out))
+    }
+}
+
+/// The weights one forward pass reads.
+pub struct Weights<'a> {
+    model: &'a dyn TensorSource,
+    cache: &'a WeightCache,
+    edited: HashMap<String, Loaded>,
+}
+
+impl Weights<'_> {
+    /// A 2-D weight as stored (`[rows, cols]`), for the decode kernel: the memory map, or the
+    /// edited bytes. `None` when its dtype or alignment does not suit the kernel.
+    pub fn stored(&self, name: &str, rows: usize, cols: usize) -> Option<Stored<'_>> {
+        let info = self.model.info(name)?;
+        if info.shape != [rows as u64, cols as u64] {
+            return None;
+        }
+        let base = Stored::of(info.dtype, self.model.resident(name)?)?;
+        Some(match self.edited.get(name) {
+            Some(l) => base.with_patched(&l.0.rows),
+            None => base,
+        })
+    }
+
+    /// Whether the model has a tensor of that name.
+    pub fn has(&self, name: &str) -> bool {
+        self.model.info(name).is_some()
+    }
+
+    /// Whether any tensor is edited.
+    pub fn is_edited(&self) -> bool {
+        !self.edited.is_empty()
+    }
+
+    /// A tensor as f32, in its stored shape (widened once, then cached).
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        let info = self.model.info(name).ok_or_else(|| missing(name))?;
+        if let Some(l) = self.edited.get(name) {
+            return l.widened(name, info.dtype, &info.shape, || read(self.model, name));
+        }
+        let base = match self.cache.get(name, 0) {
+            Some(l) => l,
+            None => {
+                let l = Loaded::default();
+                self.cache.insert(name, 0, l.clone());
+                l
+            }
+        };
+        base.widened(name, info.dtype, &info.shape, || read(self.model, name))
+    }
+
+    /// A tensor that must have `shape`.
+    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.get(name)?;
+        if t.dims() != shape {
+            return Err(InferError::Unsupported(format!(
+                "cannot run this model: {name} has shape {:?}, config.json implies {shape:?}",
+                t.dims()
+            )));
+        }
+        Ok(t)
+    }
+}
+
+/// A tensor the forward pass needs and the model does not have.
+fn missing(name: &str) -> InferError {
+    InferError::Unsupported(format!(
+        "cannot run this model: it has no tensor {name:?}, which the forward pass needs"
+    ))
+}
+
+/// A tensor's bytes, or why they cannot be read.
+fn read<'a>(model: &'a dyn TensorSource, name: &str) -> Result<Cow<'a, [u8]>> {
+    model.bytes(name).map_err(|source| InferError::Read {
+        tensor: name.to_string(),
+        source,
+    })
+}
+
+/// Bytes of a stored tensor, widened to an f32 candle tensor (on every core).
+fn to_tensor(name: &str, dt: Dtype, shape: &[u64], bytes: &[u8]) -> Result<Tensor> {
+    if dtype::is_packed(dt) || matches!(dtype::kind(dt), dtype::Kind::Complex) {
+        return Err(InferError::Unsupported(format!(
+            "cannot run this model: {name} is {}; the forward pass reads real-valued dtypes of one \
+             byte or more",
+            dtype::name(dt)
+        )));
+    }
+    // Conversion runs on every core, a block of elements per task.
+    let block = dtype::element_bytes(dt) * (1 << 16);
+    let parts: Vec<Vec<f32>> = bytes
+        .par_chunks(block)
+        .map(|chunk| {
+            let mut out = Vec::new();
+            crate::tokens::decode_f32_into(dt, chunk, &mut out);
+            out
+        })
+        .collect();
+    let values = parts.concat();
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    Ok(Tensor::from_vec(values, dims, &Device::Cpu)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_float_width_widens_exactly() {
+        let bf = [0x80u8, 0x3f, 0x00, 0xc0]; // 1.0, -2.0
+        let t = to_tensor("w", Dtype::BF16, &[2], &bf).unwrap();
+        assert_eq!(t.to_vec1::<f32>().unwrap(), vec![1.0, -2.0]);
+        let h = half::f16::from_f32(0.5).to_bits().to_le_bytes();
+        let t = to_tensor("w", Dtype::F16, &[1, 1], &h).unwrap();
+        assert_eq!(t.dims(), &[1, 1]);
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.5]
+        );
+        let t = to_tensor("w", Dtype::I8, &[2], &[0xff, 3]).unwrap();
+        assert_eq!(t.to_vec1::<f32>().unwrap(), vec![-1.0, 3.0]);
+        let err = to_tensor("w", Dtype::F4, &[2], &[0])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("F4"), "{err}");
+    }
+}

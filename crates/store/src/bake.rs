@@ -1,0 +1,151 @@
+//! Baking: base model + patch -> a new model file (or sharded folder). Streams the base into a
+//! temp file in the target folder, writes the patched bytes at their offsets, fsyncs and
+//! renames. The base files are only read.
+
+use crate::atomic;
+use crate::error::{Result, StoreError};
+use crate::model::Model;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tensor_surgeon_core::patch::Patch;
+
+/// The part of a remote base read at once while baking.
+const REMOTE_CHUNK: u64 = 64 << 20;
+
+/// Progress callback: bytes written so far, total bytes.
+pub type BakeProgress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Where a bake goes, resolved from `--out`.
+fn targets(model: &Model, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
+    if model.is_sharded() {
+        if out.is_file() {
+            return Err(StoreError::BakeTarget {
+                path: out.to_path_buf(),
+                reason: "a file; a sharded model bakes into a folder",
+            });
+        }
+        std::fs::create_dir_all(out).map_err(StoreError::io(out))?;
+        let files = model
+            .shards
+            .iter()
+            .map(|s| out.join(&s.file_name))
+            .collect();
+        Ok((out.to_path_buf(), files))
+    } else {
+        let file = if out.is_dir() {
+            out.join(&model.shards[0].file_name)
+        } else {
+            out.to_path_buf()
+        };
+        Ok((
+            file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            vec![file],
+        ))
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Verifies `patch` against `model` and writes the patched model to `out` (a file, or a folder
+/// for sharded models and when `out` is an existing folder). Returns the files written.
+/// Nothing is written if any entry conflicts.
+pub fn bake(
+    model: &Model,
+    patch: &Patch,
+    out: &Path,
+    progress: BakeProgress,
+) -> Result<Vec<PathBuf>> {
+    model.check_unchanged()?;
+    let conflicts = patch.verify(&model.based_on_patch(patch)?);
+    if !conflicts.is_empty() {
+        return Err(StoreError::Conflicts { conflicts });
+    }
+    let (dir, files) = targets(model, out)?;
+    for (shard, target) in model.shards.iter().zip(&files) {
+        if same_file(&shard.path, target) {
+            return Err(StoreError::BakeTarget {
+                path: target.clone(),
+                reason: "the base model; bake to another file",
+            });
+        }
+    }
+    let total = model.total_bytes();
+    let mut done = 0u64;
+    for (si, (shard, target)) in model.shards.iter().zip(&files).enumerate() {
+        atomic::write_with(target, |f| {
+            // Stream the base in chunks (flat memory for any size); File-to-File copies let
+            // the kernel move the bytes (copy_file_range) without passing through user space.
+            // A remote base is read by range (through the cache), chunk by chunk.
+            if shard.remote_file().is_some() {
+                let mut at = 0;
+                while at < shard.size {
+                    let end = (at + REMOTE_CHUNK).min(shard.size);
+                    let part = shard
+                        .read_raw(at..end, None)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    f.write_all(&part)?;
+                    done += end - at;
+                    progress(done, total);
+                    at = end;
+                }
+            } else {
+                let src = File::open(&shard.path)?;
+                loop {
+                    let n = std::io::copy(&mut (&src).take(64 << 20), f)?;
+                    if n == 0 {
+                        break;
+                    }
+                    done += n;
+                    progress(done, total);
+                }
+            }
+            for entry in &patch.entries {
+                let Ok((s, info)) = model.get(&entry.tensor) else {
+                    continue;
+                };
+                if !std::ptr::eq(s, &model.shards[si]) {
+                    continue;
+                }
+                let at = shard.header.data_start() + info.data_offsets.0 + entry.offset;
+                f.write_all_at(&entry.patched, at)?;
+            }
+            // A remote base replaced while it was copied: the file is not kept.
+            model
+                .check_unchanged()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok(())
+        })?;
+    }
+    if let (true, Some(index)) = (model.is_sharded(), &model.index_file) {
+        let target = dir.join(index);
+        if let Some(url) = model.shards[0].remote_file().map(|f| f.url.clone()) {
+            let url = crate::remote::sibling(&url, index);
+            let text =
+                crate::remote::fetch_small(&url)?.ok_or(StoreError::RemoteNotFound { url })?;
+            atomic::write_atomic(&target, &text)?;
+        } else {
+            let src = model.shards[0]
+                .path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(index);
+            let text = std::fs::read(&src).map_err(StoreError::io(&src))?;
+            if !same_file(&src, &target) {
+                atomic::write_atomic(&target, &text)?;
+            }
+        }
+    }
+    let mut written = files;
+    if let (true, Some(index)) = (model.is_sharded(), &model.index_file) {
+        written.push(dir.join(index));
+    }
+    Ok(written)
+}
