@@ -28,6 +28,42 @@ async function open(page) {
   await expect(page.locator('.run-panel .run-prompt')).toBeVisible({ timeout: 60_000 });
 }
 
+test('the top-k shows each probability as a bar, and the form keeps its fields on tidy lines', async ({ page }) => {
+  for (const size of [{ width: 1600, height: 1000 }, { width: 1280, height: 720 }]) {
+    await page.setViewportSize(size);
+    await open(page);
+    await page.locator('.run-prompt').fill(PROMPT);
+    await page.getByRole('button', { name: 'run prompt', exact: true }).click();
+    const rows = page.locator('.run-outcome .run-side.base tr');
+    await expect(rows.first()).toBeVisible({ timeout: 60_000 });
+    // What a person sees: each bar as long, within its cell, as the probability beside it.
+    const bars = await rows.evaluateAll((trs) => trs.map((tr) => ({
+      p: Number(tr.querySelector('td.num').textContent),
+      bar: tr.querySelector('.bar').getBoundingClientRect().width,
+      cell: tr.querySelector('td.bar-cell').getBoundingClientRect().width,
+    })));
+    expect(bars.length).toBeGreaterThan(3);
+    expect(bars[0].bar).toBeGreaterThan(20);
+    for (const b of bars) {
+      expect(Math.abs(b.bar / (b.cell - 8) - b.p), JSON.stringify(b)).toBeLessThan(0.03);
+    }
+    // The prompt spans the form; below it the fields on one line, the actions on the next,
+    // each line starting at the form's left edge.
+    const box = async (sel) => page.locator(sel).boundingBox();
+    const [form, prompt, fields, topk, target, actions, run, generate] = await Promise.all(
+      ['.run-form:has(.run-prompt)', '.run-prompt', '.run-fields', '.run-topk', '.run-target-token', '.run-actions',
+        '.run-button', '.generate-button'].map(box),
+    );
+    expect(prompt.width).toBeGreaterThan(form.width - 4);
+    expect(Math.abs(topk.y - target.y)).toBeLessThan(4);
+    expect(Math.abs(run.y - generate.y)).toBeLessThan(4);
+    expect(fields.y).toBeGreaterThan(prompt.y + prompt.height - 1);
+    expect(actions.y).toBeGreaterThanOrEqual(fields.y + fields.height);
+    for (const line of [fields, actions]) expect(Math.abs(line.x - form.x)).toBeLessThan(2);
+    expect(target.x + target.width).toBeLessThanOrEqual(form.x + form.width + 1);
+  }
+});
+
 test('an embedding swap flips the edited answer, the probes show it, undo restores it', async ({ page, request }) => {
   const paris = await tokenId(request, ' Paris');
   const london = await tokenId(request, ' London');

@@ -12,7 +12,7 @@ use tensor_surgeon_core::edit::Op;
 use tensor_surgeon_engine::workbench::{SessionConfig, Workbench};
 use tensor_surgeon_infer::kernel::{matvec, Stored};
 use tensor_surgeon_infer::tokens::Vocab;
-use tensor_surgeon_infer::{Edited, Runner};
+use tensor_surgeon_infer::{Edited, RunnableModel};
 use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{EditRequest, RunRequest};
 
@@ -37,16 +37,16 @@ fn model_path() -> Option<PathBuf> {
     }
 }
 
-fn runner(path: &std::path::Path) -> (Model, Runner) {
+fn runnable(path: &std::path::Path) -> (Model, RunnableModel) {
     let model = Model::open(path).expect("the model opens");
     let vocab = Vocab::find(path, None).expect("a tokenizer").map(Arc::new);
-    let runner = Runner::open(&model.path, vocab).expect("the model runs");
+    let runner = RunnableModel::open(&model.path, vocab).expect("the model runs");
     (model, runner)
 }
 
 fn inference(c: &mut Criterion) {
     let Some(path) = model_path() else { return };
-    let (model, r) = runner(&path);
+    let (model, r) = runnable(&path);
     let w = r.weights(&model, Edited::default());
     let ids = r.encode(LONG_PROMPT).expect("tokens");
     assert!(ids.len() >= 32, "the prompt has {} tokens", ids.len());

@@ -25,7 +25,7 @@ pub enum Error {
     Infer(#[from] InferError),
     /// The model could not be opened to run (kept for every later run).
     #[error(transparent)]
-    Runner(Arc<InferError>),
+    CannotRun(Arc<InferError>),
     /// A layout could not be made.
     #[error(transparent)]
     Layout(#[from] LayoutError),
@@ -82,7 +82,7 @@ impl Error {
         match self {
             Error::Store(e) => e.kind(),
             Error::Infer(e) => infer_kind(e),
-            Error::Runner(e) => infer_kind(e),
+            Error::CannotRun(e) => infer_kind(e),
             Error::Layout(e) => e.kind(),
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound

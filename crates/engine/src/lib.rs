@@ -19,9 +19,9 @@
 //! # Ok::<(), tensor_surgeon_engine::Error>(())
 //! ```
 
-pub mod analysis;
 pub mod diff;
 pub mod error;
+pub mod statistics;
 pub mod workbench;
 
 pub use error::{Error, Result};

@@ -39,7 +39,7 @@ pub const MAX_GENERATE: u32 = 512;
 pub const MAX_TOP_K: u32 = 100;
 
 /// A model that can run: its family, tokenizer and weight cache.
-pub struct Runner {
+pub struct RunnableModel {
     pub family: Family,
     vocab: Arc<Vocab>,
     pub cache: WeightCache,
@@ -52,9 +52,9 @@ pub struct Generator {
     pub ids: Vec<u32>,
 }
 
-impl Runner {
+impl RunnableModel {
     /// A runner for the model at `model_path`, or why it cannot run.
-    pub fn open(model_path: &std::path::Path, vocab: Option<Arc<Vocab>>) -> Result<Runner> {
+    pub fn open(model_path: &std::path::Path, vocab: Option<Arc<Vocab>>) -> Result<RunnableModel> {
         let (family, _) = Family::detect(model_path)?;
         let vocab = vocab.ok_or_else(|| {
             InferError::Unsupported(format!(
@@ -63,7 +63,7 @@ impl Runner {
                 folder_of(model_path).display()
             ))
         })?;
-        Ok(Runner {
+        Ok(RunnableModel {
             family,
             vocab,
             cache: WeightCache::default(),

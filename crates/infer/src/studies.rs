@@ -6,7 +6,7 @@ use super::bert::Bert;
 use super::config::Family;
 use super::llama::{Capture, Captured, KvCache};
 use super::weights::Weights;
-use super::{Distribution, Runner, MAX_TOP_K};
+use super::{Distribution, RunnableModel, MAX_TOP_K};
 use crate::error::{InferError, Result};
 use candle_core::Tensor;
 use tensor_surgeon_wire::{
@@ -14,7 +14,7 @@ use tensor_surgeon_wire::{
     ProbeKind, ProbeRow,
 };
 
-impl Runner {
+impl RunnableModel {
     /// The probe table: each probe's target probability on both sides and the KL between
     /// their next-token distributions. `progress(done, total)` after each probe.
     pub fn probe_table(

@@ -53,11 +53,11 @@ fn tiny_llama(dir: &std::path::Path, skip: Option<&str>) -> Memory {
     }
 }
 
-fn runner(model: &Memory) -> Runner {
+fn runnable(model: &Memory) -> RunnableModel {
     let vocab = crate::tokens::Vocab::find(&model.path, None)
         .unwrap()
         .map(Arc::new);
-    Runner::open(&model.path, vocab).unwrap()
+    RunnableModel::open(&model.path, vocab).unwrap()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -71,7 +71,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn cached_decoding_equals_recomputing_the_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_llama(dir.path(), None);
-    let r = runner(&model);
+    let r = runnable(&model);
     let w = r.weights(&model, Edited::default());
     let prompt: Vec<u32> = vec![5, 17, 300, 42];
     let (first, mut g) = r.generator(&w, &prompt).unwrap();
@@ -141,7 +141,7 @@ fn cached_decoding_equals_recomputing_the_sequence() {
 fn a_missing_tensor_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_llama(dir.path(), Some("model.layers.1.mlp.up_proj.weight"));
-    let r = runner(&model);
+    let r = runnable(&model);
     let w = r.weights(&model, Edited::default());
     let err = r.distribution(&w, &[3, 4]).unwrap_err();
     assert_eq!(
@@ -159,7 +159,7 @@ fn a_missing_tensor_is_named() {
 fn activations_and_the_logit_lens_have_their_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_llama(dir.path(), None);
-    let r = runner(&model);
+    let r = runnable(&model);
     let w = r.weights(&model, Edited::default());
     let a = r
         .activations(

@@ -62,7 +62,7 @@ pub fn EditPanel() -> impl IntoView {
             saturate: saturate.get_untracked(),
             round: saturate.get_untracked(),
         };
-        submit(ctx, set_busy, set_error, edit(req));
+        submit(ctx, Some(set_busy), set_error, edit(req));
     };
     let placeholder = move || match kind.get().as_str() {
         "set" | "add" => "value (1.5, -inf, nan)",

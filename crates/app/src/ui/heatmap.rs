@@ -168,7 +168,7 @@ pub fn Heatmap() -> impl IntoView {
             let (tensor, spec) = (tensor?, view?);
             loading.set(true);
             set_timeout(
-                move || poll_reads(loading, reads),
+                move || follow_reads(loading, reads),
                 std::time::Duration::from_millis(READS_POLL_MS),
             );
             let got = get_view(ViewRequest {
@@ -418,20 +418,18 @@ pub fn Heatmap() -> impl IntoView {
 const READS_POLL_MS: u64 = 300;
 
 /// Asks what long remote reads are under way while a view waits, until it arrives.
-fn poll_reads(loading: RwSignal<bool>, reads: RwSignal<Vec<RemoteRead>>) {
-    if !loading.get_untracked() {
-        return;
-    }
-    leptos::task::spawn_local(async move {
+fn follow_reads(loading: RwSignal<bool>, reads: RwSignal<Vec<RemoteRead>>) {
+    let every = std::time::Duration::from_millis(READS_POLL_MS);
+    super::poll::poll(every, (), move |()| async move {
+        if !loading.get_untracked() {
+            return super::poll::Poll::Done;
+        }
         if let Ok(r) = remote_reads().await {
             if loading.get_untracked() {
                 reads.set(r);
             }
         }
-        set_timeout(
-            move || poll_reads(loading, reads),
-            std::time::Duration::from_millis(READS_POLL_MS),
-        );
+        super::poll::Poll::Next(())
     });
 }
 

@@ -53,7 +53,6 @@ pub fn Inspector() -> impl IntoView {
             }
         },
     );
-    let (_, set_busy) = signal(false);
     let flip_bit = move |tensor: String, index: Vec<u64>, hex_now: String, bit: usize| {
         let Ok(bytes) = hex::decode(&hex_now) else {
             return;
@@ -72,7 +71,7 @@ pub fn Inspector() -> impl IntoView {
             saturate: false,
             round: false,
         };
-        submit(ctx, set_busy, set_error, edit(req));
+        submit(ctx, None, set_error, edit(req));
     };
     view! {
         <section class="inspector">

@@ -2,7 +2,7 @@
 //! two saved patches with a conflict view; compare the model with another and browse the
 //! per-tensor change table (a row opens the tensor's delta view).
 
-use super::state::{submit, submit_then, use_ctx};
+use super::state::{mutate, submit, use_ctx};
 use crate::api::{combine_saved, compare_with, load_saved, saved_patches, set_layer};
 use leptos::prelude::*;
 use tensor_surgeon_core::view::ViewMode;
@@ -49,12 +49,13 @@ pub fn LayersPanel() -> impl IntoView {
         if name.is_empty() {
             return;
         }
-        submit_then(ctx, set_busy, set_error, load_saved(name), move |o| {
-            set_load_conflicts.set(o.conflicts)
+        mutate(ctx, Some(set_busy), set_error, load_saved(name), move |o| {
+            set_load_conflicts.set(o.conflicts);
+            None
         });
     };
     let on_toggle = move |id: u64, enabled: bool| {
-        submit(ctx, set_busy, set_error, set_layer(id, enabled));
+        submit(ctx, Some(set_busy), set_error, set_layer(id, enabled));
     };
     let on_combine = move |_| {
         let (a, b, out) = (
@@ -62,19 +63,29 @@ pub fn LayersPanel() -> impl IntoView {
             second.get_untracked(),
             save_as.get_untracked(),
         );
-        submit_then(
+        mutate(
             ctx,
-            set_busy,
+            Some(set_busy),
             set_error,
             combine_saved(a, b, out),
-            move |o| set_combined.set(Some(o)),
+            move |o| {
+                set_combined.set(Some(o));
+                None
+            },
         );
     };
     let on_compare = move |_| {
         let path = other.get_untracked();
-        submit_then(ctx, set_busy, set_error, compare_with(path), move |o| {
-            set_compared.set(Some(o))
-        });
+        mutate(
+            ctx,
+            Some(set_busy),
+            set_error,
+            compare_with(path),
+            move |o| {
+                set_compared.set(Some(o));
+                None
+            },
+        );
     };
     let open_delta = move |tensor: String| {
         let mut url = ctx.url.get_untracked().open(&tensor);

@@ -10,6 +10,7 @@ mod inspector;
 mod layers_panel;
 mod overview;
 mod patch_panel;
+mod poll;
 mod probes_panel;
 mod profiles;
 mod region_panel;

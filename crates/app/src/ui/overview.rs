@@ -2,7 +2,7 @@
 //! dtype and by kind of tensor), and the layer map — one row per layer, one cell per kind,
 //! coloured by a statistic from the scan, flagged tensors outlined. A cell opens its tensor.
 
-use super::scan_panel::poll;
+use super::scan_panel::follow_scan;
 use super::state::{href, message, use_ctx};
 use crate::api::start_scan;
 use leptos::prelude::*;
@@ -59,7 +59,7 @@ pub fn Overview() -> impl IntoView {
     let scan = move || {
         leptos::task::spawn_local(async move {
             match start_scan().await {
-                Ok(_) => poll(0, set_status, set_rows, set_error),
+                Ok(_) => follow_scan(set_status, set_rows, set_error),
                 Err(e) => set_error.set(Some(message(&e))),
             }
         });

@@ -2,6 +2,7 @@
 //! folder), load (verified; conflicts listed), and bake with progress. Undo / redo live in the
 //! header ([`HistoryButtons`]), in reach from every tab.
 
+use super::poll::{poll, Poll};
 use super::state::{message, submit, use_ctx};
 use crate::api::{
     drop_entries, get_bake_status, load_patch, redo, resolve_proposal, save_patch, session_changed,
@@ -28,31 +29,25 @@ pub fn PatchPanel() -> impl IntoView {
     let picked = RwSignal::new(Vec::<(String, Vec<u64>)>::new());
     let (pick_tensor, set_pick_tensor) = signal(String::new());
 
-    let (_, set_busy) = signal(false);
     // The entries table, a page at a time.
     let page = RwSignal::new(0usize);
     let on_resolve =
-        move |id: u64, accept: bool| submit(ctx, set_busy, set_error, resolve_proposal(id, accept));
+        move |id: u64, accept: bool| submit(ctx, None, set_error, resolve_proposal(id, accept));
     // Agents edit over /mcp: a long poll on the session version shows their proposals live
     // (the whole session is fetched only when it changed).
-    fn watch(ctx: super::Ctx, seen: StoredValue<Option<u64>>) {
-        leptos::task::spawn_local(async move {
-            let since = seen.get_value().unwrap_or(u64::MAX);
-            let pause = match session_changed(since).await {
-                Ok(v) => {
-                    if seen.get_value().is_some_and(|s| s != v) {
-                        ctx.changed();
-                    }
-                    seen.set_value(Some(v));
-                    0
+    let watch = move |seen: Option<u64>| async move {
+        match session_changed(seen.unwrap_or(u64::MAX)).await {
+            Ok(v) => {
+                if seen.is_some_and(|s| s != v) {
+                    ctx.changed();
                 }
-                // The server went away or restarted: try again in a second.
-                Err(_) => 1000,
-            };
-            set_timeout(move || watch(ctx, seen), Duration::from_millis(pause));
-        });
-    }
-    Effect::new(move |_| watch(ctx, StoredValue::new(None)));
+                Poll::Next(Some(v))
+            }
+            // The server went away or restarted: try again in a second.
+            Err(_) => Poll::After(Duration::from_secs(1), seen),
+        }
+    };
+    Effect::new(move |_| poll(Duration::ZERO, None, watch));
     let on_drop = move |keep: bool, whole: bool| {
         let request = DropRequest {
             tensors: if whole {
@@ -68,7 +63,7 @@ pub fn PatchPanel() -> impl IntoView {
             keep,
         };
         picked.set(Vec::new());
-        submit(ctx, set_busy, set_error, drop_entries(request));
+        submit(ctx, None, set_error, drop_entries(request));
     };
     let on_save = move |_| {
         let (n, t) = (name.get_untracked(), note.get_untracked());
@@ -85,7 +80,7 @@ pub fn PatchPanel() -> impl IntoView {
     let on_load = move |ev: leptos::ev::Event| {
         #[cfg(feature = "hydrate")]
         {
-            use super::state::submit_then;
+            use super::state::mutate;
             use wasm_bindgen::JsCast;
             let Some(input) = ev
                 .target()
@@ -105,37 +100,40 @@ pub fn PatchPanel() -> impl IntoView {
                     .unwrap_or_default();
                 load_patch(text, Some(name)).await
             };
-            submit_then(ctx, set_busy, set_error, request, move |outcome| {
-                set_conflicts.set(outcome.conflicts)
+            mutate(ctx, None, set_error, request, move |outcome| {
+                set_conflicts.set(outcome.conflicts);
+                None
             });
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (ev, load_patch, set_conflicts, set_busy);
+        let _ = (ev, load_patch, set_conflicts);
     };
-    fn poll(set_bake: WriteSignal<Option<BakeStatus>>, set_error: WriteSignal<Option<String>>) {
-        leptos::task::spawn_local(async move {
+    let poll_bake = move || {
+        poll(Duration::from_millis(150), (), move |()| async move {
             match get_bake_status().await {
                 Ok(st) => {
                     let running = st.running;
                     set_bake.set(Some(st));
                     if running {
-                        set_timeout(
-                            move || poll(set_bake, set_error),
-                            Duration::from_millis(150),
-                        );
+                        Poll::Next(())
+                    } else {
+                        Poll::Done
                     }
                 }
-                Err(e) => set_error.set(Some(message(&e))),
+                Err(e) => {
+                    set_error.set(Some(message(&e)));
+                    Poll::Done
+                }
             }
-        });
-    }
+        })
+    };
     let on_bake = move |_| {
         let n = bake_name.get_untracked();
         leptos::task::spawn_local(async move {
             match start_bake(n).await {
                 Ok(st) => {
                     set_bake.set(Some(st));
-                    poll(set_bake, set_error);
+                    poll_bake();
                 }
                 Err(e) => set_error.set(Some(message(&e))),
             }
@@ -259,9 +257,8 @@ pub fn PatchPanel() -> impl IntoView {
 pub fn HistoryButtons() -> impl IntoView {
     let ctx = use_ctx();
     let (error, set_error) = signal(None::<String>);
-    let (_, set_busy) = signal(false);
-    let on_undo = move || submit(ctx, set_busy, set_error, undo());
-    let on_redo = move || submit(ctx, set_busy, set_error, redo());
+    let on_undo = move || submit(ctx, None, set_error, undo());
+    let on_redo = move || submit(ctx, None, set_error, redo());
     let _keys = window_event_listener(leptos::ev::keydown, move |ev| {
         if !(ev.ctrl_key() || ev.meta_key())
             || !ev.key().eq_ignore_ascii_case("z")

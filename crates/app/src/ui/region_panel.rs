@@ -199,7 +199,7 @@ fn RowSetForm() -> impl IntoView {
         };
         submit(
             ctx,
-            set_busy,
+            Some(set_busy),
             set_error,
             row_set_edit(RowSetRequest {
                 tensor: set.tensor,
@@ -282,7 +282,7 @@ pub fn RegionPanel() -> impl IntoView {
                 return;
             }
         };
-        submit(ctx, set_busy, set_error, async move {
+        submit(ctx, Some(set_busy), set_error, async move {
             match req {
                 Request::Edit(r) => edit(r).await,
                 Request::Region(r) => region_edit(r).await,

@@ -107,12 +107,16 @@ fn PromptRun(info: RunInfo) -> impl IntoView {
                 prop:value=move || prompt.get()
                 on:input=move |ev| prompt.set(event_target_value(&ev))
                 on:keydown=move |ev| if ev.key() == "Enter" && (ev.ctrl_key() || ev.meta_key()) { run() }></textarea>
-            <label>"top-k "<input class="run-topk" size=3 prop:value=top_k on:change=move |ev| set_top_k.set(event_target_value(&ev))/></label>
-            <label>"target token "<input class="run-target-token" size=10 placeholder="\" Paris\" or #ID" prop:value=target on:change=move |ev| set_target.set(event_target_value(&ev))/></label>
-            <button class="run-button" on:click=move |_| run()>"run prompt"</button>
-            <label>" tokens "<input class="run-tokens" size=3 prop:value=tokens on:change=move |ev| set_tokens.set(event_target_value(&ev))/></label>
-            <button class="generate-button" on:click=move |_| start_generation() disabled=move || generation.running.get()>"generate"</button>
-            <button class="stop-button" on:click=move |_| generation.stop() disabled=move || !generation.running.get()>"stop"</button>
+            <div class="run-fields">
+                <label>"top-k "<input class="run-topk" size=3 prop:value=top_k on:change=move |ev| set_top_k.set(event_target_value(&ev))/></label>
+                <label class="grow">"target token "<input class="run-target-token" size=10 placeholder="\" Paris\" or #ID" prop:value=target on:change=move |ev| set_target.set(event_target_value(&ev))/></label>
+            </div>
+            <div class="run-actions">
+                <button class="run-button" on:click=move |_| run()>"run prompt"</button>
+                <label>"tokens "<input class="run-tokens" size=3 prop:value=tokens on:change=move |ev| set_tokens.set(event_target_value(&ev))/></label>
+                <button class="generate-button" on:click=move |_| start_generation() disabled=move || generation.running.get()>"generate"</button>
+                <button class="stop-button" on:click=move |_| generation.stop() disabled=move || !generation.running.get()>"stop"</button>
+            </div>
         </div>
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         {outcome}

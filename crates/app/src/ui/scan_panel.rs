@@ -4,6 +4,7 @@
 
 use super::charts::{self, plot_attr, Bar};
 use super::heatmap::Geom;
+use super::poll::{poll, Poll};
 use super::state::{message, use_ctx};
 use crate::api::{get_scan_status, start_scan};
 use leptos::html;
@@ -65,13 +66,13 @@ fn compare(a: &ScanRow, b: &ScanRow, key: &str) -> Ordering {
     }
 }
 
-pub(super) fn poll(
-    since: usize,
+/// Streams the scan's rows into `set_rows` (and its status) until it finishes.
+pub(super) fn follow_scan(
     set_status: WriteSignal<Option<ScanStatus>>,
     set_rows: WriteSignal<Vec<ScanRow>>,
     set_error: WriteSignal<Option<String>>,
 ) {
-    leptos::task::spawn_local(async move {
+    poll(Duration::from_millis(300), 0, move |since| async move {
         match get_scan_status(since).await {
             Ok(st) => {
                 let (running, n) = (st.running, st.rows.len());
@@ -85,16 +86,18 @@ pub(super) fn poll(
                     ..st
                 }));
                 if running {
-                    set_timeout(
-                        move || poll(since + n, set_status, set_rows, set_error),
-                        Duration::from_millis(300),
-                    );
+                    Poll::Next(since + n)
                 } else if since > 0 {
                     // Finished: fetch all rows again, now with the sibling flags.
-                    poll(0, set_status, set_rows, set_error);
+                    Poll::After(Duration::ZERO, 0)
+                } else {
+                    Poll::Done
                 }
             }
-            Err(e) => set_error.set(Some(message(&e))),
+            Err(e) => {
+                set_error.set(Some(message(&e)));
+                Poll::Done
+            }
         }
     });
 }
@@ -142,7 +145,7 @@ pub fn ScanPanel() -> impl IntoView {
         let _ = ctx.version.get();
         leptos::task::spawn_local(async move {
             match start_scan().await {
-                Ok(_) => poll(0, set_status, set_rows, set_error),
+                Ok(_) => follow_scan(set_status, set_rows, set_error),
                 Err(e) => set_error.set(Some(message(&e))),
             }
         });

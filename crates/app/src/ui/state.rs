@@ -1,6 +1,7 @@
 //! State shared by the components: the URL-backed view state, the selection, and the edit
 //! version that makes data refetch.
 
+use super::poll::{poll, Poll};
 use crate::api::get_session;
 use crate::urlstate::UrlState;
 use leptos::prelude::*;
@@ -8,6 +9,7 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 use leptos_router::params::ParamsMap;
 use leptos_router::NavigateOptions;
 use std::rc::Rc;
+use std::time::Duration;
 use tensor_surgeon_core::view::ViewSpec;
 use tensor_surgeon_wire::{ModelSummary, SessionView, TensorRow};
 
@@ -248,58 +250,60 @@ pub fn poll_progress<F, Fut>(
     Fut: std::future::Future<Output = Result<tensor_surgeon_wire::TaskProgress, ServerFnError>>
         + 'static,
 {
-    leptos::task::spawn_local(async move {
+    poll(Duration::from_millis(250), (), move |()| async move {
         if !running.get_untracked() {
             set.set(None);
-            return;
+            return Poll::Done;
         }
         if let Ok(p) = fetch().await {
             set.set(Some(p));
         }
-        set_timeout(
-            move || poll_progress(running, set, fetch),
-            std::time::Duration::from_millis(250),
-        );
+        Poll::Next(())
     });
 }
 
-/// Runs a request that changes the session and answers with the session (edits, region
-/// operations, undo, redo, layers, drops): `busy` while it runs, then its error (or none) in
-/// `error`; the answer is shown as the session and every view of the data refetches.
-pub fn submit(
+/// Runs a request that changes the session (edits, region operations, undo, redo, layers,
+/// drops, loads): `busy` (when the caller shows it) while it runs, then its error (or none) in
+/// `error`. `done` takes the answer and gives back the session when the answer is one: it is
+/// shown as it is, without fetching it again; any other answer has the session fetched again.
+/// Either way every view of the data refetches.
+pub fn mutate<T: 'static>(
     ctx: Ctx,
-    busy: WriteSignal<bool>,
-    error: WriteSignal<Option<String>>,
-    request: impl std::future::Future<Output = Result<SessionView, ServerFnError>> + 'static,
-) {
-    submit_then(ctx, busy, error, request, move |session| {
-        ctx.show_session(session)
-    });
-}
-
-/// Runs a request that changes the session and answers with something else (a load's
-/// conflicts, a combine's outcome): like [`submit`], but `done` gets the answer, and the
-/// session is fetched again.
-pub fn submit_then<T: 'static>(
-    ctx: Ctx,
-    busy: WriteSignal<bool>,
+    busy: Option<WriteSignal<bool>>,
     error: WriteSignal<Option<String>>,
     request: impl std::future::Future<Output = Result<T, ServerFnError>> + 'static,
-    done: impl FnOnce(T) + 'static,
+    done: impl FnOnce(T) -> Option<SessionView> + 'static,
 ) {
-    busy.set(true);
+    let set_busy = move |b: bool| {
+        if let Some(busy) = busy {
+            busy.set(b);
+        }
+    };
+    set_busy(true);
     leptos::task::spawn_local(async move {
         let result = request.await;
-        busy.set(false);
+        set_busy(false);
         match result {
             Ok(answer) => {
                 error.set(None);
-                done(answer);
-                ctx.changed();
+                match done(answer) {
+                    Some(session) => ctx.show_session(session),
+                    None => ctx.changed(),
+                }
             }
             Err(e) => error.set(Some(message(&e))),
         }
     });
+}
+
+/// [`mutate`] for the requests that answer with the session itself.
+pub fn submit(
+    ctx: Ctx,
+    busy: Option<WriteSignal<bool>>,
+    error: WriteSignal<Option<String>>,
+    request: impl std::future::Future<Output = Result<SessionView, ServerFnError>> + 'static,
+) {
+    mutate(ctx, busy, error, request, Some);
 }
 
 /// A server function error as the text a user should read.

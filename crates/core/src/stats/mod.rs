@@ -14,7 +14,7 @@
 //!   selection, 16 bits per further pass (one more for 32-bit dtypes), with the value
 //!   histogram counted alongside.
 //!
-//! The passes run through a [`Runner`], which the server drives on all cores.
+//! The passes run through a [`PassDriver`], which the server drives on all cores.
 
 mod hist;
 mod narrow;
@@ -289,19 +289,19 @@ pub trait Accumulator: Send {
 }
 
 /// Runs passes over one tensor's (edited) bytes.
-pub trait Runner {
+pub trait PassDriver {
     /// Feeds every chunk to accumulators made by `make` and merges them into one.
     fn run<A: Accumulator>(&self, make: &(dyn Fn() -> A + Sync)) -> A;
 }
 
-/// A [`Runner`] over bytes in memory, one chunk after another.
+/// A [`PassDriver`] over bytes in memory, one chunk after another.
 pub struct InMemory<'a> {
     pub dtype: Dtype,
     pub bytes: &'a [u8],
     pub elements: u64,
 }
 
-impl Runner for InMemory<'_> {
+impl PassDriver for InMemory<'_> {
     fn run<A: Accumulator>(&self, make: &(dyn Fn() -> A + Sync)) -> A {
         let mut acc = make();
         for (start, n) in chunks(self.elements) {
@@ -330,7 +330,7 @@ pub fn chunk_bytes(dtype: Dtype, start: u64, n: u64) -> (u64, u64) {
 /// at most 16 bits the pattern table is returned too: later histograms need no pass.
 pub fn compute(
     dtype: Dtype,
-    runner: &impl Runner,
+    runner: &impl PassDriver,
     bins: usize,
 ) -> (Summary, Option<Histogram>, Option<CodeTable>) {
     if narrow::applies(dtype) {
@@ -347,7 +347,7 @@ pub fn compute(
 /// A histogram over `bins` (from a cached pattern table when there is one, else one pass).
 pub fn histogram(
     dtype: Dtype,
-    runner: &impl Runner,
+    runner: &impl PassDriver,
     table: Option<&CodeTable>,
     bins: &Bins,
 ) -> Histogram {

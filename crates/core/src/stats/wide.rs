@@ -1,7 +1,7 @@
 //! 32/64-bit dtypes: moments plus exact quantiles by radix selection on an order-preserving
 //! key, 16 bits per pass; only the buckets holding a wanted rank are refined.
 
-use super::{min_normal, Accumulator, Bins, Histogram, Moments, Runner, Summary, QUANTILES};
+use super::{min_normal, Accumulator, Bins, Histogram, Moments, PassDriver, Summary, QUANTILES};
 use crate::dtype;
 use safetensors::Dtype;
 
@@ -187,7 +187,11 @@ fn descend(t: &mut Target, counts: &[u64]) {
     }
 }
 
-pub fn compute(dtype: Dtype, runner: &impl Runner, bins: usize) -> (Summary, Option<Histogram>) {
+pub fn compute(
+    dtype: Dtype,
+    runner: &impl PassDriver,
+    bins: usize,
+) -> (Summary, Option<Histogram>) {
     let first = runner.run(&|| First {
         dtype,
         moments: Moments::default(),
@@ -280,7 +284,7 @@ impl Accumulator for HistPass {
     }
 }
 
-pub fn histogram(dtype: Dtype, runner: &impl Runner, bins: &Bins) -> Histogram {
+pub fn histogram(dtype: Dtype, runner: &impl PassDriver, bins: &Bins) -> Histogram {
     runner
         .run(&|| HistPass {
             dtype,

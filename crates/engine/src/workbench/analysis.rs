@@ -3,8 +3,8 @@
 //! version), with progress for long work.
 
 use super::{lock, Workbench};
-use crate::analysis;
 use crate::error::{Error, Result};
+use crate::statistics;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,7 +50,7 @@ impl Workbench {
     fn compute_stats(
         &self,
         tensor: &str,
-        progress: analysis::BytesRead<'_>,
+        progress: statistics::BytesRead<'_>,
     ) -> Result<TensorStats> {
         let (overlay, version) = self.snapshot(tensor)?;
         if let Some(s) = lock(&self.analysis.cache).stats.get(tensor) {
@@ -58,7 +58,7 @@ impl Workbench {
                 return Ok(s.clone());
             }
         }
-        let c = analysis::tensor_stats(
+        let c = statistics::tensor_stats(
             &self.model,
             &overlay,
             tensor,
@@ -88,7 +88,7 @@ impl Workbench {
                 running: true,
                 what: tensor.to_string(),
                 done: 0,
-                total: info.byte_len() * analysis::passes(info.dtype),
+                total: info.byte_len() * statistics::passes(info.dtype),
             };
             self.analysis.progress_done.store(0, Ordering::Relaxed);
         }
@@ -142,7 +142,7 @@ impl Workbench {
             .find(|(n, v, _)| n == tensor && *v == s.version)
             .map(|(_, _, t)| Arc::clone(t));
         let (overlay, _) = self.snapshot(tensor)?;
-        analysis::histogram(&self.model, &overlay, tensor, table.as_deref(), &range)
+        statistics::histogram(&self.model, &overlay, tensor, table.as_deref(), &range)
     }
 
     /// Row and column profiles of a view, overlay applied.
@@ -152,7 +152,7 @@ impl Workbench {
         let (overlay, _) = self.snapshot(&req.tensor)?;
         let base = shard.data(info)?;
         let source = overlay.view(&info.name, &*base);
-        Ok(analysis::profile(info.dtype, &info.shape, &spec, &source))
+        Ok(statistics::profile(info.dtype, &info.shape, &spec, &source))
     }
 
     /// Starts the scan in the background unless one runs or finished for the current edits.
@@ -166,7 +166,7 @@ impl Workbench {
             scan.status = ScanStatus {
                 running: true,
                 tensors_total: self.model.len(),
-                bytes_total: analysis::scan_total(&self.model),
+                bytes_total: statistics::scan_total(&self.model),
                 ..ScanStatus::default()
             };
             scan.version = Some(version);
@@ -199,7 +199,7 @@ impl Workbench {
         let names: Vec<(String, u64)> = self
             .model
             .tensors()
-            .map(|(_, t)| (t.name.clone(), t.byte_len() * analysis::passes(t.dtype)))
+            .map(|(_, t)| (t.name.clone(), t.byte_len() * statistics::passes(t.dtype)))
             .collect();
         for (name, work) in names {
             let before = done.load(Ordering::Relaxed);
@@ -210,7 +210,7 @@ impl Workbench {
             let mut scan = lock(&self.analysis.scan);
             match result {
                 Ok(s) => {
-                    scan.status.rows.push(analysis::scan_row(&s));
+                    scan.status.rows.push(statistics::scan_row(&s));
                     scan.status.tensors_done += 1;
                 }
                 Err(e) => {
@@ -221,7 +221,7 @@ impl Workbench {
             }
         }
         let mut scan = lock(&self.analysis.scan);
-        scan.status.groups = analysis::finish_scan(&mut scan.status.rows);
+        scan.status.groups = statistics::finish_scan(&mut scan.status.rows);
         scan.status.running = false;
         scan.status.complete = true;
     }
@@ -232,9 +232,9 @@ impl Workbench {
         let mut rows = Vec::with_capacity(self.model.len());
         let names: Vec<String> = self.model.tensors().map(|(_, t)| t.name.clone()).collect();
         for name in names {
-            rows.push(analysis::scan_row(&self.compute_stats(&name, &|_| {})?));
+            rows.push(statistics::scan_row(&self.compute_stats(&name, &|_| {})?));
         }
-        let groups = analysis::finish_scan(&mut rows);
+        let groups = statistics::finish_scan(&mut rows);
         Ok(ScanStatus {
             complete: true,
             tensors_done: rows.len(),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tensor_surgeon_infer::InferError;
-use tensor_surgeon_infer::{Edited, Runner};
+use tensor_surgeon_infer::{Edited, RunnableModel};
 use tensor_surgeon_wire::{
     Activations, ActivationsRequest, EmbedOutcome, GenerationEvent, ProbeSet, ProbeTable, RunInfo,
     RunOutcome, RunRequest, TaskProgress,
@@ -20,7 +20,7 @@ pub const PROBES_SUFFIX: &str = ".probes.json";
 /// The runner (opened on first use) and what runs now.
 #[derive(Default)]
 pub(super) struct RunState {
-    runner: OnceLock<std::result::Result<Runner, Arc<InferError>>>,
+    runner: OnceLock<std::result::Result<RunnableModel, Arc<InferError>>>,
     /// One forward pass at a time: each already uses every core.
     busy: Mutex<()>,
     probing: AtomicBool,
@@ -29,22 +29,24 @@ pub(super) struct RunState {
 }
 
 impl Workbench {
-    fn runner(&self) -> Result<&Runner> {
+    fn runnable(&self) -> Result<&RunnableModel> {
         self.run
             .runner
-            .get_or_init(|| Runner::open(&self.model.path, self.vocab.clone()).map_err(Arc::new))
+            .get_or_init(|| {
+                RunnableModel::open(&self.model.path, self.vocab.clone()).map_err(Arc::new)
+            })
             .as_ref()
-            .map_err(|e| Error::Runner(Arc::clone(e)))
+            .map_err(|e| Error::CannotRun(Arc::clone(e)))
     }
 
     /// Tensors converted for runs since start (what runs had to reload).
     pub fn run_loads(&self) -> u64 {
-        self.runner().map_or(0, |r| r.cache.loads())
+        self.runnable().map_or(0, |r| r.cache.loads())
     }
 
     /// Whether the model can run, and its sizes; or exactly why not.
     pub fn run_info(&self) -> RunInfo {
-        match self.runner() {
+        match self.runnable() {
             Ok(r) => r.info(lock(&self.session).changed_at.len()),
             Err(e) => RunInfo {
                 reason: Some(e.to_string()),
@@ -56,7 +58,7 @@ impl Workbench {
     /// The session's edited tensors as the forward pass reads them: each converted once per
     /// edit version (a tensor edited since the last run reloads; the rest come from the cache).
     /// Also the session version they reflect.
-    fn edited_weights(&self, runner: &Runner) -> Result<(Edited, u64)> {
+    fn edited_weights(&self, runner: &RunnableModel) -> Result<(Edited, u64)> {
         // Under the lock, only what is cheap: the versions, and a copy of the runs of each
         // tensor edited since its last load (the edited bytes only, not the tensor).
         let (version, cached, fresh) = {
@@ -95,7 +97,7 @@ impl Workbench {
 
     /// A prompt on the base and the edited model.
     pub fn run_prompt(&self, req: &RunRequest) -> Result<RunOutcome> {
-        let runner = self.runner()?;
+        let runner = self.runnable()?;
         let _busy = lock(&self.run.busy);
         let (edited, _) = self.edited_weights(runner)?;
         let base = runner.weights(&self.model, Edited::default());
@@ -105,7 +107,7 @@ impl Workbench {
 
     /// Sentence embeddings (encoders) on the base and the edited model.
     pub fn run_embed(&self, sentences: &[String]) -> Result<EmbedOutcome> {
-        let runner = self.runner()?;
+        let runner = self.runnable()?;
         let _busy = lock(&self.run.busy);
         let (edited, _) = self.edited_weights(runner)?;
         let base = runner.weights(&self.model, Edited::default());
@@ -115,7 +117,7 @@ impl Workbench {
 
     /// The probe table on the current session.
     pub fn run_probes(&self, set: &ProbeSet) -> Result<ProbeTable> {
-        let runner = self.runner()?;
+        let runner = self.runnable()?;
         let _busy = lock(&self.run.busy);
         let (edited, version) = self.edited_weights(runner)?;
         let base = runner.weights(&self.model, Edited::default());
@@ -148,7 +150,7 @@ impl Workbench {
 
     /// One layer's activations on the edited model, and the logit lens.
     pub fn activations(&self, req: &ActivationsRequest) -> Result<Activations> {
-        let runner = self.runner()?;
+        let runner = self.runnable()?;
         let _busy = lock(&self.run.busy);
         let (edited, _) = self.edited_weights(runner)?;
         Ok(runner.activations(&runner.weights(&self.model, edited), req)?)
@@ -163,7 +165,7 @@ impl Workbench {
         tokens: u32,
         emit: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Result<()> {
-        let runner = self.runner()?;
+        let runner = self.runnable()?;
         if tokens > tensor_surgeon_infer::MAX_GENERATE {
             return Err(Error::Usage(format!(
                 "a continuation may have at most {} tokens",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_infer::tokens::Vocab;
-use tensor_surgeon_infer::{Edited, Runner};
+use tensor_surgeon_infer::{Edited, RunnableModel};
 use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{ActivationsRequest, NextTokens, ProbeSet, RunRequest};
 
@@ -74,7 +74,7 @@ pub struct ActivationsArgs {
 /// The opened model, its runner and the patched tensors.
 struct Opened {
     model: Model,
-    runner: Runner,
+    runner: RunnableModel,
     edited: Edited,
 }
 
@@ -82,7 +82,7 @@ fn open(m: &ModelArgs) -> Result<Opened> {
     let model = Model::open(&m.model)?;
     let overlay = overlay_of(&model, &m.patch)?;
     let vocab = Vocab::find(&model.path, m.tokenizer.as_deref())?.map(Arc::new);
-    let runner = Runner::open(&model.path, vocab)?;
+    let runner = RunnableModel::open(&model.path, vocab)?;
     let edited = runner.cache.edited_from_overlay(&model, &overlay)?;
     Ok(Opened {
         model,

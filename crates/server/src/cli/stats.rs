@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::stats::{self, scan::ScanRow, Summary};
-use tensor_surgeon_engine::{analysis, Error, Result};
+use tensor_surgeon_engine::{statistics, Error, Result};
 use tensor_surgeon_store::{patch_files, Model};
 use tensor_surgeon_wire::TensorStats;
 
@@ -48,13 +48,13 @@ fn compute_all(
     let mut total = 0;
     for n in names {
         let (_, info) = model.get(n)?;
-        total += info.byte_len() * analysis::passes(info.dtype);
+        total += info.byte_len() * statistics::passes(info.dtype);
     }
     let bar = progress_bar(total, "reading");
     let mut out = Vec::with_capacity(names.len());
     for n in names {
         bar.set_message(n.clone());
-        let c = analysis::tensor_stats(model, overlay, n, bins, 0, &|b| bar.inc(b))?;
+        let c = statistics::tensor_stats(model, overlay, n, bins, 0, &|b| bar.inc(b))?;
         out.push(c.stats);
     }
     bar.finish_and_clear();
@@ -171,8 +171,8 @@ pub fn scan(model_path: &Path, patch_paths: &[PathBuf], as_json: bool) -> Result
     let overlay = overlay_of(&model, patch_paths)?;
     let names: Vec<String> = model.tensors().map(|(_, t)| t.name.clone()).collect();
     let all = compute_all(&model, &overlay, &names, stats::DEFAULT_BINS)?;
-    let mut rows: Vec<ScanRow> = all.iter().map(analysis::scan_row).collect();
-    let groups = analysis::finish_scan(&mut rows);
+    let mut rows: Vec<ScanRow> = all.iter().map(statistics::scan_row).collect();
+    let groups = statistics::finish_scan(&mut rows);
     if as_json {
         print_json(&json!({ "rows": rows, "groups": groups }));
         return Ok(());

@@ -2,6 +2,7 @@
 //! server whose frames the panel polls (each new frame redraws the scatter) until it ends or
 //! is stopped.
 
+use super::super::poll::{poll, Poll};
 use super::super::state::message;
 use crate::api::{get_layout_frame, get_projection, start_layout, stop_layout};
 use leptos::prelude::*;
@@ -25,7 +26,7 @@ pub struct Status {
 
 /// The panel's run state (all `Copy` handles).
 #[derive(Clone, Copy)]
-pub struct Runner {
+pub struct LiveLayout {
     /// The tensor and its projection (points replaced frame by frame), or the error.
     pub result: RwSignal<Option<Result<(String, Projection), String>>>,
     pub status: RwSignal<Option<Status>>,
@@ -34,9 +35,9 @@ pub struct Runner {
     pub busy: RwSignal<bool>,
 }
 
-impl Runner {
-    pub fn new() -> Runner {
-        Runner {
+impl LiveLayout {
+    pub fn new() -> LiveLayout {
+        LiveLayout {
             result: RwSignal::new(None),
             status: RwSignal::new(None),
             frames: RwSignal::new(0),
@@ -65,7 +66,7 @@ impl Runner {
                     self.result.set(Some(Ok((tensor, Projection::default()))));
                     self.take(&f);
                     if f.running {
-                        self.poll(f.job, f.frame);
+                        self.follow(f.job, f.frame);
                     } else {
                         self.busy.set(false);
                     }
@@ -87,35 +88,31 @@ impl Runner {
         }
     }
 
-    fn poll(self, job: u64, since: u64) {
-        set_timeout(
-            move || {
-                leptos::task::spawn_local(async move {
-                    // A newer run replaced this one: stop polling it.
-                    if self
-                        .status
-                        .with_untracked(|s| s.as_ref().is_some_and(|s| s.job != job))
-                    {
-                        return;
+    /// Takes the frames of layout `job` after frame `since` until it ends (or a newer run
+    /// replaces it).
+    fn follow(self, job: u64, since: u64) {
+        poll(POLL, since, move |since| async move {
+            if self
+                .status
+                .with_untracked(|s| s.as_ref().is_some_and(|s| s.job != job))
+            {
+                return Poll::Done;
+            }
+            match get_layout_frame(job, since).await {
+                Ok(f) => {
+                    self.take(&f);
+                    if f.running {
+                        return Poll::Next(f.frame);
                     }
-                    match get_layout_frame(job, since).await {
-                        Ok(f) => {
-                            self.take(&f);
-                            if f.running {
-                                self.poll(job, f.frame);
-                            } else {
-                                self.busy.set(false);
-                            }
-                        }
-                        Err(e) => {
-                            self.busy.set(false);
-                            self.result.set(Some(Err(message(&e))));
-                        }
-                    }
-                });
-            },
-            POLL,
-        );
+                    self.busy.set(false);
+                }
+                Err(e) => {
+                    self.busy.set(false);
+                    self.result.set(Some(Err(message(&e))));
+                }
+            }
+            Poll::Done
+        });
     }
 
     /// Takes a frame: its points (when new), the points' indices (when sent) and the status.

@@ -14,7 +14,7 @@ use super::heatmap::Geom;
 use super::state::{use_ctx, CellRect};
 use leptos::html;
 use leptos::prelude::*;
-use live::Runner;
+use live::LiveLayout;
 use selection::{describe, NearestPoint, SelectionList};
 use tensor_surgeon_core::colormap::{Colormap, Scale, ScaleMode};
 use tensor_surgeon_core::scatter::{self, Camera};
@@ -143,7 +143,7 @@ pub fn ScatterPanel() -> impl IntoView {
         yaw: 0.6,
         pitch: 0.35,
     });
-    let runner = Runner::new();
+    let runner = LiveLayout::new();
     let hover = RwSignal::new(None::<usize>);
     let picked = RwSignal::new(Vec::<usize>::new());
     let clicked = RwSignal::new(None::<(String, u64)>);

@@ -7,7 +7,7 @@ use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::overlay::{Overlay, Patched};
 use tensor_surgeon_core::source::ByteSource;
 use tensor_surgeon_core::stats::scan::{self, ScanRow, SiblingGroup};
-use tensor_surgeon_core::stats::{self, Accumulator, Bins, CodeTable, Histogram, Runner};
+use tensor_surgeon_core::stats::{self, Accumulator, Bins, CodeTable, Histogram, PassDriver};
 use tensor_surgeon_core::view::{self, Profile, ViewSpec};
 use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::TensorStats;
@@ -15,7 +15,7 @@ use tensor_surgeon_wire::TensorStats;
 /// Reports bytes processed (increments).
 pub type BytesRead<'a> = &'a (dyn Fn(u64) + Sync);
 
-/// A [`Runner`] over one tensor's (edited) bytes that splits the chunks among the cores.
+/// A [`PassDriver`] over one tensor's (edited) bytes that splits the chunks among the cores.
 pub struct Parallel<'a> {
     pub dtype: tensor_surgeon_core::dtype::Dtype,
     pub source: &'a (dyn ByteSource + Sync),
@@ -23,7 +23,7 @@ pub struct Parallel<'a> {
     pub progress: BytesRead<'a>,
 }
 
-impl Runner for Parallel<'_> {
+impl PassDriver for Parallel<'_> {
     fn run<A: Accumulator>(&self, make: &(dyn Fn() -> A + Sync)) -> A {
         let chunks: Vec<(u64, u64)> = stats::chunks(self.elements).collect();
         // A few parts per core balance the load; each part holds one accumulator.
