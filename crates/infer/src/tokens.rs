@@ -361,3 +361,32 @@ pub fn row_values(dt: Dtype, cols: u64, source: &dyn ByteSource, row: u64) -> Ve
     dtype::decode_f64_into(dt, &raw, &mut out);
     out
 }
+
+/// Two rows of a `[rows, cols]` matrix compared: cosine similarity, L2 distance, and the
+/// delta `b - a` element by element.
+pub struct RowComparison {
+    pub cosine: f64,
+    pub l2: f64,
+    pub delta: Vec<f64>,
+}
+
+/// Compares rows `a` and `b` (both below the matrix's row count).
+pub fn compare_rows(
+    dt: Dtype,
+    cols: u64,
+    source: &dyn ByteSource,
+    a: u64,
+    b: u64,
+) -> RowComparison {
+    let x = row_values(dt, cols, source, a);
+    let y = row_values(dt, cols, source, b);
+    let dot: f64 = x.iter().zip(&y).map(|(p, q)| p * q).sum();
+    let nx = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let ny = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let delta: Vec<f64> = x.iter().zip(&y).map(|(p, q)| q - p).collect();
+    RowComparison {
+        cosine: dot / (nx * ny),
+        l2: delta.iter().map(|d| d * d).sum::<f64>().sqrt(),
+        delta,
+    }
+}

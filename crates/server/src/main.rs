@@ -7,6 +7,7 @@
 mod auth;
 mod cli;
 mod mcp;
+mod session;
 mod web;
 
 fn main() -> std::process::ExitCode {

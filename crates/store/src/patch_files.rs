@@ -6,7 +6,7 @@ use crate::atomic;
 use crate::compact::{self, CompactPatch, ExpandError};
 use crate::error::{Result, StoreError};
 use crate::model::Model;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::patch::{Conflict, Fingerprint, Patch, PatchError};
@@ -206,4 +206,17 @@ pub fn fingerprint_mismatches(model: &Model, base: &[Fingerprint]) -> Vec<String
             },
         )
         .collect()
+}
+
+/// The edits of a list of patch files (each checked against `model` as it loads), laid in
+/// order into one overlay: the model as the patches make it, without a session.
+pub fn overlay_of(model: &Model, patch_paths: &[PathBuf]) -> Result<Overlay> {
+    let mut overlay = Overlay::default();
+    for path in patch_paths {
+        let patch = load_for(path, model)?;
+        for e in &patch.entries {
+            overlay.write(&e.tensor, e.offset, &e.patched);
+        }
+    }
+    Ok(overlay)
 }

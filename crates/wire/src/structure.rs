@@ -189,6 +189,29 @@ pub struct Projection {
     pub stopped: bool,
 }
 
+/// A finished layout as `tensor-surgeon project --json` prints it: the projection, each
+/// point's coordinates and token, and how long its phases took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayoutReport {
+    pub tensor: String,
+    pub method: Method,
+    pub n: u64,
+    pub dims: u32,
+    pub iterations: u32,
+    pub loss: Option<f64>,
+    /// Seconds from the start to the first drawable frame (t-SNE, UMAP).
+    pub first_frame_seconds: Option<f64>,
+    /// Each phase (reading, reducing, neighbours, optimising) and the second it started.
+    pub phase_started_seconds: Vec<(String, f64)>,
+    pub explained_variance: Vec<f64>,
+    pub explained_variance_ratio: Vec<f64>,
+    pub components: Vec<Vec<f64>>,
+    /// Coordinates, one list of `dims` per point.
+    pub points: Vec<Vec<f32>>,
+    /// Token text of each point, when the points index the vocabulary.
+    pub labels: Option<Vec<Option<String>>>,
+}
+
 /// A running (or finished) t-SNE or UMAP layout, as the page polls it.
 #[derive(
     Clone,

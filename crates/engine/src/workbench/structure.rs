@@ -204,21 +204,16 @@ impl Workbench {
                 )));
             }
         }
-        let x = tokens::row_values(info.dtype, cols, &source, a);
-        let y = tokens::row_values(info.dtype, cols, &source, b);
-        let dot: f64 = x.iter().zip(&y).map(|(p, q)| p * q).sum();
-        let nx = x.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let ny = y.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let delta: Vec<f64> = x.iter().zip(&y).map(|(p, q)| q - p).collect();
+        let c = tokens::compare_rows(info.dtype, cols, &source, a, b);
         Ok(TokenComparison {
             tensor: info.name.clone(),
             a,
             b,
             a_token: self.token_label(rows, a),
             b_token: self.token_label(rows, b),
-            cosine: dot / (nx * ny),
-            l2: delta.iter().map(|d| d * d).sum::<f64>().sqrt(),
-            delta,
+            cosine: c.cosine,
+            l2: c.l2,
+            delta: c.delta,
         })
     }
 }

@@ -10,6 +10,8 @@ mod slice;
 mod stats;
 mod structure;
 
+use crate::session::SessionArgs;
+use crate::web::ServeArgs;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,10 +20,19 @@ use tensor_surgeon_store::patch_files::Format;
 
 /// Look inside `.safetensors` model weights and change them, as hex-diff patches.
 #[derive(Parser, Debug)]
-#[command(name = "tensor-surgeon", version, about, propagate_version = true)]
+#[command(
+    name = "tensor-surgeon",
+    version,
+    about,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// With no command: serve the web app (the flags of `serve`).
+    #[command(flatten)]
+    serve: ServeArgs,
     /// Where the bytes read from remote models (http://, https://, s3:// URLs) are cached.
     /// Default: `remote` in the cache folder ($XDG_CACHE_HOME/tensor-surgeon).
     #[arg(
@@ -174,73 +185,25 @@ enum Command {
     },
 }
 
+/// `tensor-surgeon mcp`.
 #[derive(clap::Args, Debug, Default)]
 struct McpArgs {
     /// The model to open (or set MODEL_PATH); the demo model when neither is given.
     #[arg(env = "MODEL_PATH")]
     model: Option<PathBuf>,
-    /// Disable every edit (the read tools still work).
-    #[arg(long)]
-    read_only: bool,
-    /// Folder for saved patches and the session journal (default: `patches` beside the model).
-    #[arg(long)]
-    patches: Option<PathBuf>,
-    /// The tokenizer.json labelling vocabulary rows (default: the one beside the model).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
-    /// Apply proposed edits at once instead of leaving them pending for a person.
-    #[arg(long)]
-    agent_auto_apply: bool,
-    /// Most bytes one edit or region step may change (default 256 MiB; a larger one is
-    /// refused).
-    #[arg(long)]
-    max_edit_bytes: Option<u64>,
-}
-
-#[derive(clap::Args, Debug, Default)]
-struct ServeArgs {
-    /// The model to open (or set MODEL_PATH); the demo model when neither is given.
-    #[arg(long, env = "MODEL_PATH")]
-    model: Option<PathBuf>,
-    /// Address to listen on (default: the site address of the build, 127.0.0.1:3000).
-    #[arg(long)]
-    addr: Option<std::net::SocketAddr>,
-    /// Disable every edit.
-    #[arg(long)]
-    read_only: bool,
-    /// Folder for saved patches and the session journal (default: `patches` beside the model).
-    #[arg(long)]
-    patches: Option<PathBuf>,
-    /// Folder for baked models (default: `baked` beside the model).
-    #[arg(long)]
-    out_dir: Option<PathBuf>,
-    /// Another Host name to answer to (for a reverse proxy); repeatable.
-    #[arg(long)]
-    allow_host: Vec<String>,
-    /// The tokenizer.json labelling vocabulary rows (default: the one beside the model).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
-    /// Apply edits proposed by agents (over /mcp) at once instead of leaving them pending.
-    #[arg(long)]
-    agent_auto_apply: bool,
-    /// Most bytes one edit or region step may change (default 256 MiB; a larger one is
-    /// refused with 413).
-    #[arg(long)]
-    max_edit_bytes: Option<u64>,
-    /// Another folder whose models "compare with" may read (besides the model's folder and
-    /// the patches folder); repeatable.
-    #[arg(long)]
-    allow_dir: Vec<PathBuf>,
-    /// The access token (default: a random one, printed in the address the server logs).
-    #[arg(long, env = "TENSOR_SURGEON_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Let anyone who can reach the port use the server, without a token.
-    #[arg(long, conflicts_with = "token")]
-    no_auth: bool,
+    #[command(flatten)]
+    session: SessionArgs,
 }
 
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    // An empty variable counts as unset (`MODEL_PATH= tensor-surgeon`), as a shell user
+    // expects; clap alone would read it as an empty value.
+    for name in ["MODEL_PATH", "TENSOR_SURGEON_TOKEN"] {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => {
@@ -286,33 +249,9 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         cache_dir: cli.cache_dir.clone().unwrap_or(defaults.cache_dir),
         cache_bytes: cli.cache_mb.saturating_mul(1 << 20),
     })?;
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::Serve(a) => crate::web::serve(crate::web::ServeOptions {
-            model: a.model.or_else(|| {
-                std::env::var_os("MODEL_PATH")
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-            }),
-            addr: a.addr,
-            read_only: a.read_only,
-            patches: a.patches,
-            out_dir: a.out_dir,
-            allow_hosts: a.allow_host,
-            tokenizer: a.tokenizer,
-            agent_auto_apply: a.agent_auto_apply,
-            max_edit_bytes: a
-                .max_edit_bytes
-                .unwrap_or(tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES),
-            allow_dirs: a.allow_dir,
-            // With no command (`cargo leptos serve`) the arguments were not parsed: read the
-            // environment here.
-            token: a.token.or_else(|| {
-                std::env::var("TENSOR_SURGEON_TOKEN")
-                    .ok()
-                    .filter(|t| !t.is_empty())
-            }),
-            no_auth: a.no_auth,
-        }),
+    // No command: serve, with the flags (and MODEL_PATH, TENSOR_SURGEON_TOKEN) clap read.
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(a) => crate::web::serve(&a),
         Command::Inspect { model, json } => inspect::run(&model, json),
         Command::Slice {
             model,
@@ -353,23 +292,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         } => stats::stats(&model, tensor.as_deref(), &patch, bins, json),
         Command::Scan { model, patch, json } => stats::scan(&model, &patch, json),
         Command::Mcp(a) => {
-            let opts = crate::web::ServeOptions {
-                model: a.model,
-                addr: None,
-                read_only: a.read_only,
-                patches: a.patches,
-                out_dir: None,
-                allow_hosts: Vec::new(),
-                tokenizer: a.tokenizer,
-                agent_auto_apply: a.agent_auto_apply,
-                max_edit_bytes: a
-                    .max_edit_bytes
-                    .unwrap_or(tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES),
-                allow_dirs: Vec::new(),
-                token: None,
-                no_auth: true,
-            };
-            let (wb, warnings) = crate::web::open_workbench(&opts)?;
+            let (wb, warnings) = a.session.open(a.model.as_deref())?;
             // stdout carries the protocol: everything else goes to stderr.
             for w in warnings {
                 eprintln!("warning: {w}");

@@ -1,13 +1,13 @@
 //! `run`, `probe` and `activations`: the model run in-process on its weights, and on the
 //! weights seen through patches, side by side.
 
-use super::stats::overlay_of;
 use super::{print_json, table};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_infer::tokens::Vocab;
 use tensor_surgeon_infer::{Edited, RunnableModel};
+use tensor_surgeon_store::patch_files::overlay_of;
 use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{ActivationsRequest, NextTokens, ProbeSet, RunRequest};
 

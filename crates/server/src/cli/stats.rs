@@ -26,18 +26,6 @@ pub(crate) fn progress_bar(total: u64, label: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// The model's edits from patch files, each checked against the base.
-pub(super) fn overlay_of(model: &Model, patch_paths: &[PathBuf]) -> Result<Overlay> {
-    let mut overlay = Overlay::default();
-    for path in patch_paths {
-        let patch = patch_files::load_for(path, model)?;
-        for e in &patch.entries {
-            overlay.write(&e.tensor, e.offset, &e.patched);
-        }
-    }
-    Ok(overlay)
-}
-
 /// Statistics of every named tensor, with one progress bar over all of them.
 fn compute_all(
     model: &Model,
@@ -144,7 +132,7 @@ pub fn stats(
         )));
     }
     let model = Model::open(model_path)?;
-    let overlay = overlay_of(&model, patch_paths)?;
+    let overlay = patch_files::overlay_of(&model, patch_paths)?;
     let names: Vec<String> = match tensor {
         Some(t) => vec![model.get(t)?.1.name.clone()],
         None => model.tensors().map(|(_, t)| t.name.clone()).collect(),
@@ -168,7 +156,7 @@ pub fn stats(
 /// `scan MODEL`: every tensor's statistics, flags, and outliers among siblings.
 pub fn scan(model_path: &Path, patch_paths: &[PathBuf], as_json: bool) -> Result<()> {
     let model = Model::open(model_path)?;
-    let overlay = overlay_of(&model, patch_paths)?;
+    let overlay = patch_files::overlay_of(&model, patch_paths)?;
     let names: Vec<String> = model.tensors().map(|(_, t)| t.name.clone()).collect();
     let all = compute_all(&model, &overlay, &names, stats::DEFAULT_BINS)?;
     let mut rows: Vec<ScanRow> = all.iter().map(statistics::scan_row).collect();

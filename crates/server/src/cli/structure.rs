@@ -1,7 +1,6 @@
 //! `project` (PCA, t-SNE or UMAP of a tensor's rows) and `tokens` (search, nearest tokens,
 //! compare two).
 
-use super::stats::overlay_of;
 use super::{print_json, table};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -14,8 +13,9 @@ use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_infer::tokens::{self, Vocab};
 use tensor_surgeon_layout::{self, Input};
 use tensor_surgeon_layout::{Live, Report};
+use tensor_surgeon_store::patch_files::overlay_of;
 use tensor_surgeon_store::Model;
-use tensor_surgeon_wire::{Init, LayoutParams, Method};
+use tensor_surgeon_wire::{Init, LayoutParams, LayoutReport, Method, Nearest, TokenComparison};
 
 /// Options of `project`.
 #[derive(clap::Args, Debug)]
@@ -202,20 +202,26 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
             .as_ref()
             .filter(|v| v.indexes(size))
             .map(|_| p.index.iter().map(|&i| label(i)).collect());
-        print_json(&json!({
-            "tensor": info.name,
-            "method": p.method,
-            "n": p.n,
-            "dims": p.dims,
-            "iterations": p.iterations,
-            "loss": p.loss,
-            "first_frame_seconds": first_frame.get(),
-            "phase_started_seconds": phases.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, t)| json!([n, t])).collect::<Vec<_>>(),
-            "explained_variance": p.explained_variance,
-            "explained_variance_ratio": p.explained_ratio,
-            "components": p.components,
-            "points": points,
-            "labels": labels,
+        let phase_started_seconds = phases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|&(n, t)| (n.to_string(), t))
+            .collect();
+        print_json(&json!(LayoutReport {
+            tensor: info.name.clone(),
+            method: p.method,
+            n: p.n,
+            dims: p.dims,
+            iterations: p.iterations,
+            loss: p.loss,
+            first_frame_seconds: first_frame.get().copied(),
+            phase_started_seconds,
+            explained_variance: p.explained_variance,
+            explained_variance_ratio: p.explained_ratio,
+            components: p.components,
+            points,
+            labels,
         }));
         return Ok(());
     }
@@ -349,29 +355,27 @@ pub fn tokens(a: &TokensArgs) -> Result<()> {
             vocab.resolve_token(&pair[0])?,
             vocab.resolve_token(&pair[1])?,
         );
-        let u = tokens::row_values(info.dtype, cols, &source, x);
-        let v = tokens::row_values(info.dtype, cols, &source, y);
-        let dot: f64 = u.iter().zip(&v).map(|(p, q)| p * q).sum();
-        let nu = u.iter().map(|p| p * p).sum::<f64>().sqrt();
-        let nv = v.iter().map(|q| q * q).sum::<f64>().sqrt();
-        let l2 = u
-            .iter()
-            .zip(&v)
-            .map(|(p, q)| (q - p) * (q - p))
-            .sum::<f64>()
-            .sqrt();
-        let cosine = dot / (nu * nv);
+        let c = tokens::compare_rows(info.dtype, cols, &source, x, y);
+        let comparison = TokenComparison {
+            tensor: info.name.clone(),
+            a: x,
+            b: y,
+            a_token: label(x),
+            b_token: label(y),
+            cosine: c.cosine,
+            l2: c.l2,
+            delta: c.delta,
+        };
         if a.json {
-            print_json(
-                &json!({"tensor": info.name, "a": x, "b": y, "a_token": label(x),
-                "b_token": label(y), "cosine": cosine, "l2": l2}),
-            );
+            print_json(&json!(comparison));
         } else {
             println!(
-                "{:?} (#{x}) vs {:?} (#{y}) in {}: cosine {cosine:.6}, L2 distance {l2:.6}",
+                "{:?} (#{x}) vs {:?} (#{y}) in {}: cosine {:.6}, L2 distance {:.6}",
                 label(x).unwrap_or_default(),
                 label(y).unwrap_or_default(),
-                info.name
+                info.name,
+                comparison.cosine,
+                comparison.l2
             );
         }
         return Ok(());
@@ -383,14 +387,18 @@ pub fn tokens(a: &TokensArgs) -> Result<()> {
     };
     let row = vocab.resolve_token(text)?;
     let k = a.k.clamp(1, 1000);
-    let (mut near, _) = tokens::nearest(info.dtype, rows, cols, &source, row, k, None)?;
-    for n in &mut near {
+    let (mut neighbors, _) = tokens::nearest(info.dtype, rows, cols, &source, row, k, None)?;
+    for n in &mut neighbors {
         n.token = label(n.row);
     }
+    let near = Nearest {
+        tensor: info.name.clone(),
+        row,
+        token: label(row),
+        neighbors,
+    };
     if a.json {
-        print_json(
-            &json!({"tensor": info.name, "row": row, "token": label(row), "neighbors": near}),
-        );
+        print_json(&json!(near));
     } else {
         println!(
             "nearest to {:?} (#{row}) in {}:",
@@ -398,7 +406,7 @@ pub fn tokens(a: &TokensArgs) -> Result<()> {
             info.name
         );
         let mut t = table(&["row", "token", "cosine"]);
-        for n in near {
+        for n in near.neighbors {
             t.add_row(vec![
                 n.row.to_string(),
                 format!("{:?}", n.token.unwrap_or_default()),

@@ -3,6 +3,7 @@
 //! (the access token, [`crate::auth`]).
 
 use crate::auth::{Auth, Verdict};
+use crate::session::SessionArgs;
 use axum::body::Body;
 use axum::extract::{FromRef, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -17,9 +18,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tensor_surgeon_app::{shell, App};
-use tensor_surgeon_engine::workbench::{SessionConfig, Workbench};
+use tensor_surgeon_engine::workbench::Workbench;
 use tensor_surgeon_engine::{Error, Result};
-use tensor_surgeon_store::Model;
 
 /// State shared by every request.
 #[derive(Clone)]
@@ -191,85 +191,44 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Options of `tensor-surgeon serve`.
-#[derive(Clone, Debug)]
-pub struct ServeOptions {
-    pub model: Option<PathBuf>,
+/// Who may reach the web server, and where it listens.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AccessArgs {
+    /// Address to listen on (default: the site address of the build, 127.0.0.1:3000).
+    #[arg(long)]
     pub addr: Option<SocketAddr>,
-    pub read_only: bool,
-    pub patches: Option<PathBuf>,
-    pub out_dir: Option<PathBuf>,
-    pub allow_hosts: Vec<String>,
-    /// A `tokenizer.json` (default: the one beside the model, if any).
-    pub tokenizer: Option<PathBuf>,
-    /// Agent edits apply at once instead of waiting for a person.
-    pub agent_auto_apply: bool,
-    /// Most bytes one edit or region step may change.
-    pub max_edit_bytes: u64,
-    /// Folders "compare with" may read besides the model's and the patches folder.
-    pub allow_dirs: Vec<PathBuf>,
-    /// The access token (`None`: a random one, unless `no_auth`).
+    /// Another Host name to answer to (for a reverse proxy); repeatable.
+    #[arg(long)]
+    pub allow_host: Vec<String>,
+    /// The access token (default: a random one, printed in the address the server logs).
+    #[arg(long, env = "TENSOR_SURGEON_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Anyone who reaches the port may use the server.
+    /// Let anyone who can reach the port use the server, without a token.
+    #[arg(long, conflicts_with = "token")]
     pub no_auth: bool,
 }
 
-/// Where the demo model is written when no model is given.
-fn demo_dir() -> PathBuf {
-    tensor_surgeon_store::cache_root().join("demo")
-}
-
-fn ensure_demo(dir: &std::path::Path) -> Result<PathBuf> {
-    Ok(tensor_surgeon_store::demo::write_demo(dir)?)
-}
-
-/// Opens the session over a model (the demo model when none is given), with its tokenizer.
-pub fn open_workbench(opts: &ServeOptions) -> Result<(Workbench, Vec<String>)> {
-    let model_path = match &opts.model {
-        Some(p) => p.clone(),
-        None => ensure_demo(&demo_dir())?,
-    };
-    let model = Model::open(&model_path)?;
-    // A remote model's side files, patches and bakes live in its local folder.
-    let model_path = model.path.clone();
-    let model_dir = if model_path.is_dir() {
-        model_path.clone()
-    } else {
-        model_path.parent().map(PathBuf::from).unwrap_or_default()
-    };
-    let config = SessionConfig {
-        read_only: opts.read_only,
-        patches_dir: opts
-            .patches
-            .clone()
-            .unwrap_or_else(|| model_dir.join("patches")),
-        out_dir: opts
-            .out_dir
-            .clone()
-            .unwrap_or_else(|| model_dir.join("baked")),
-        agent_auto_apply: opts.agent_auto_apply,
-        max_step_bytes: opts.max_edit_bytes,
-        allow_dirs: opts.allow_dirs.clone(),
-    };
-    let (mut workbench, mut warnings) = Workbench::open(model, config)?;
-    // A tokenizer named on the command line must load; one found beside the model may not.
-    match tensor_surgeon_infer::tokens::Vocab::find(&model_path, opts.tokenizer.as_deref()) {
-        Ok(v) => workbench.set_vocab(v),
-        Err(e) if opts.tokenizer.is_none() => warnings.push(format!("tokenizer ignored: {e}")),
-        Err(e) => return Err(e.into()),
-    }
-    warnings.extend(workbench.model.warnings.iter().cloned());
-    Ok((workbench, warnings))
+/// `tensor-surgeon serve` (and the binary with no command).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// The model to open (or set MODEL_PATH); the demo model when neither is given.
+    #[arg(long, env = "MODEL_PATH")]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 /// Builds the state for a model (the demo model when none is given), and the token the
 /// server wants (`None`: `--no-auth`).
 pub fn build_state(
-    opts: &ServeOptions,
+    args: &ServeArgs,
     leptos_options: LeptosOptions,
 ) -> Result<(AppState, Option<String>, Vec<String>)> {
     let addr = leptos_options.site_addr;
-    let token = match (&opts.token, opts.no_auth) {
+    let access = &args.access;
+    let token = match (&access.token, access.no_auth) {
         (_, true) => None,
         (Some(t), false) => Some(checked_token(t)?),
         (None, false) => {
@@ -280,11 +239,11 @@ pub fn build_state(
         Some(t) => Auth::token(t, addr.port()),
         None => Auth::Off,
     };
-    let (workbench, warnings) = open_workbench(opts)?;
+    let (workbench, warnings) = args.session.open(args.model.as_deref())?;
     let state = AppState {
         leptos_options,
         workbench: Arc::new(workbench),
-        allowed_hosts: Arc::new(allowed_hosts(addr, &opts.allow_hosts)),
+        allowed_hosts: Arc::new(allowed_hosts(addr, &access.allow_host)),
         auth: Arc::new(auth),
     };
     Ok((state, token, warnings))
@@ -305,15 +264,15 @@ fn checked_token(token: &str) -> Result<String> {
 }
 
 /// Runs the web server until interrupted.
-pub fn serve(opts: ServeOptions) -> Result<()> {
+pub fn serve(args: &ServeArgs) -> Result<()> {
     let conf = leptos::config::get_configuration(None)
         .map_err(|e| Error::Usage(format!("leptos configuration: {e}")))?;
     let mut leptos_options = conf.leptos_options;
-    if let Some(addr) = opts.addr {
+    if let Some(addr) = args.access.addr {
         leptos_options.site_addr = addr;
     }
     let addr = leptos_options.site_addr;
-    let (state, token, warnings) = build_state(&opts, leptos_options)?;
+    let (state, token, warnings) = build_state(args, leptos_options)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }

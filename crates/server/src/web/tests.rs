@@ -81,26 +81,24 @@ mod router {
     fn app(token: Option<&str>, allow_dirs: Vec<PathBuf>) -> App {
         let dir = tempfile::tempdir().unwrap();
         let model = tensor_surgeon_store::demo::write_demo(&dir.path().join("model")).unwrap();
-        let opts = ServeOptions {
+        let args = ServeArgs {
             model: Some(model),
-            addr: None,
-            read_only: false,
-            patches: None,
-            out_dir: None,
-            allow_hosts: Vec::new(),
-            tokenizer: None,
-            agent_auto_apply: false,
-            max_edit_bytes: tensor_surgeon_engine::workbench::DEFAULT_MAX_STEP_BYTES,
-            allow_dirs,
-            token: token.map(str::to_string),
-            no_auth: token.is_none(),
+            session: crate::session::SessionArgs {
+                allow_dir: allow_dirs,
+                ..Default::default()
+            },
+            access: AccessArgs {
+                token: token.map(str::to_string),
+                no_auth: token.is_none(),
+                ..Default::default()
+            },
         };
         let options = LeptosOptions::builder()
             .output_name("tensor-surgeon")
             .site_addr(HOST.parse::<SocketAddr>().unwrap())
             .site_root(dir.path().join("site").to_string_lossy().into_owned())
             .build();
-        let (state, given, _) = build_state(&opts, options).unwrap();
+        let (state, given, _) = build_state(&args, options).unwrap();
         assert_eq!(given.as_deref(), token);
         App {
             router: router(state),
