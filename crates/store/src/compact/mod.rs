@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use tensor_surgeon_core::patch::{Patch, PatchEntry};
-//! use tensor_surgeon_engine::compact::CompactPatch;
+//! use tensor_surgeon_store::compact::CompactPatch;
 //! let mut p = Patch::new(vec![], "2026-01-01T00:00:00Z".into(), String::new());
 //! p.entries.push(PatchEntry { tensor: "w".into(), offset: 4, original: vec![1, 2], patched: vec![3, 2], origin: None });
 //! let bytes = CompactPatch::from_patch(&p, |_| Some(2)).to_bytes().unwrap();
