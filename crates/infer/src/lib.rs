@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod llama;
 mod studies;
 pub mod tokens;
+pub mod trace;
 pub mod weights;
 
 pub use crate::error::{InferError, Result};
@@ -102,7 +103,7 @@ impl RunnableModel {
         self.cache.weights(model, edited)
     }
 
-    fn llama(&self) -> Result<Llama> {
+    pub(crate) fn llama(&self) -> Result<Llama> {
         match &self.family {
             Family::Llama(c) => Ok(Llama { config: c.clone() }),
             Family::Bert(_) => Err(InferError::Request(
@@ -113,6 +114,16 @@ impl RunnableModel {
 
     /// Token ids of a prompt, as the model's tokenizer makes them (its special tokens too).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .encode_spans(text)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Token ids of a prompt with the byte range of the text each stands for (empty for
+    /// special tokens).
+    pub fn encode_spans(&self, text: &str) -> Result<Vec<(u32, std::ops::Range<usize>)>> {
         if text.is_empty() {
             return Err(InferError::Request("the prompt is empty".into()));
         }
@@ -122,12 +133,13 @@ impl RunnableModel {
             .encode(text, true)
             .map_err(|e| InferError::Request(format!("cannot tokenize the prompt: {e}")))?;
         // A tokenizer.json may pad to a fixed length: padding is not part of the text.
-        let ids: Vec<u32> = enc
+        let ids: Vec<(u32, std::ops::Range<usize>)> = enc
             .get_ids()
             .iter()
+            .zip(enc.get_offsets())
             .zip(enc.get_attention_mask())
             .filter(|(_, &m)| m == 1)
-            .map(|(&id, _)| id)
+            .map(|((&id, &(a, b)), _)| (id, a..b))
             .collect();
         if ids.is_empty() {
             return Err(InferError::Request(format!("{text:?} has no tokens")));
@@ -335,7 +347,7 @@ fn check_request(req: &RunRequest) -> Result<()> {
     Ok(())
 }
 
-fn argmax(values: &[f32]) -> u32 {
+pub(crate) fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
     for (i, v) in values.iter().enumerate() {
         if *v > values[best] {

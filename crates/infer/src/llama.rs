@@ -47,10 +47,59 @@ impl KvCache {
     }
 }
 
+/// A part of a decoder layer whose output a causal trace can restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The attention's output (`o_proj`).
+    Attention,
+    /// The MLP's output (`down_proj`).
+    Mlp,
+}
+
+/// A row put into a part's output, at one of the new positions of every sequence.
+pub struct Replace<'a> {
+    pub part: Part,
+    /// The position among the new ones (0: the first).
+    pub position: usize,
+    /// `[hidden]`
+    pub value: &'a [f32],
+}
+
+/// What one decoder layer computed, for every row.
+pub struct Block {
+    /// The layer's output (the residual stream after it).
+    pub x: Tensor,
+    /// The attention's output (`o_proj`).
+    pub attention: Tensor,
+    /// The MLP's output (`down_proj`).
+    pub mlp: Tensor,
+    /// The MLP's activations (the input of `down_proj`).
+    pub act: Tensor,
+}
+
+/// `m` with the rows `replace` names for `part` put in, in every sequence of `t` rows.
+fn replaced(m: Tensor, part: Part, replace: &[Replace<'_>], t: usize) -> Result<Tensor> {
+    if !replace.iter().any(|r| r.part == part) {
+        return Ok(m);
+    }
+    let (rows, width) = m.dims2()?;
+    let mut values = m.flatten_all()?.to_vec1::<f32>()?;
+    for r in replace.iter().filter(|r| r.part == part) {
+        for seq in 0..rows / t {
+            let at = (seq * t + r.position) * width;
+            values[at..at + width].copy_from_slice(r.value);
+        }
+    }
+    Ok(Tensor::from_vec(values, (rows, width), &Device::Cpu)?)
+}
+
 /// A Llama-family model's shape; the weights come with each pass.
 pub struct Llama {
     pub config: LlamaConfig,
 }
+
+/// The embedding matrix.
+pub(crate) const EMBED: &str = "model.embed_tokens.weight";
 
 /// Tensor names of one decoder layer.
 fn name(layer: usize, part: &str) -> String {
@@ -63,7 +112,7 @@ impl Llama {
         if !self.config.tie_word_embeddings && w.has("lm_head.weight") {
             "lm_head.weight"
         } else {
-            "model.embed_tokens.weight"
+            EMBED
         }
     }
 
@@ -77,13 +126,6 @@ impl Llama {
         captured: &mut Captured,
     ) -> Result<Tensor> {
         let c = &self.config;
-        let dev = Device::Cpu;
-        let (hidden, heads, kv_heads, hd) = (
-            c.hidden_size,
-            c.num_attention_heads,
-            c.kv_heads(),
-            c.head_width(),
-        );
         let t = ids.len();
         let past = cache.len;
         if past + t > c.max_position_embeddings {
@@ -96,13 +138,36 @@ impl Llama {
         if cache.layers.len() != c.num_hidden_layers {
             cache.layers = vec![Default::default(); c.num_hidden_layers];
         }
-        const EMBED: &str = "model.embed_tokens.weight";
+        let mut x = self.embed_rows(w, ids)?; // [t, hidden]
+        let rope = self.rope_tables(past, t)?;
+        let mask = causal_mask(t, past)?;
+        for layer in 0..c.num_hidden_layers {
+            let kv = std::slice::from_mut(&mut cache.layers[layer]);
+            let out = self.block(w, layer, &x, kv, past, &rope, mask.as_ref(), &[])?;
+            x = out.x;
+            if capture.layer == Some(layer) {
+                captured.mlp = Some(out.act);
+                captured.attention = Some(out.attention);
+            }
+            if capture.residuals {
+                captured.residuals.push(x.get(t - 1)?);
+            }
+        }
+        cache.len = past + t;
+        let last = x.get(t - 1)?.unsqueeze(0)?;
+        Ok(self.logits(w, &last)?.squeeze(0)?)
+    }
+
+    /// The embeddings of `ids` (`[ids, hidden]`).
+    pub(crate) fn embed_rows(&self, w: &Weights, ids: &[u32]) -> Result<Tensor> {
+        let c = &self.config;
+        let (dev, hidden, t) = (Device::Cpu, c.hidden_size, ids.len());
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
             return Err(InferError::Request(format!(
                 "token {bad} is beyond the vocabulary"
             )));
         }
-        let mut x = match w.stored(EMBED, c.vocab_size, hidden) {
+        Ok(match w.stored(EMBED, c.vocab_size, hidden) {
             Some(e) => {
                 let rows: Vec<f32> = ids
                     .iter()
@@ -114,28 +179,58 @@ impl Llama {
                 let embed = w.get_shaped(EMBED, &[c.vocab_size, hidden])?;
                 embed.index_select(&Tensor::from_vec(ids.to_vec(), t, &dev)?, 0)?
             }
-        }; // [t, hidden]
-        let (cos, sin) = self.rope_tables(past, t)?;
-        let mask = causal_mask(t, past)?;
+        })
+    }
+
+    /// One decoder layer over several sequences of the same length: `x` holds their new
+    /// positions' rows one sequence after another (`[sequences * n, hidden]`), each after
+    /// `past` positions whose keys and values are in its entry of `kv` (one per sequence; the
+    /// new ones are appended). `replace` puts given rows into the attention or MLP output of
+    /// every sequence (a causal trace's restorations).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn block(
+        &self,
+        w: &Weights,
+        layer: usize,
+        x: &Tensor,
+        kv: &mut [(Vec<f32>, Vec<f32>)],
+        past: usize,
+        (cos, sin): &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+        replace: &[Replace<'_>],
+    ) -> Result<Block> {
+        let c = &self.config;
+        let dev = Device::Cpu;
+        let (hidden, heads, kv_heads, hd) = (
+            c.hidden_size,
+            c.num_attention_heads,
+            c.kv_heads(),
+            c.head_width(),
+        );
         let eps = c.rms_norm_eps as f32;
-        for layer in 0..c.num_hidden_layers {
-            let norm = w.get(&name(layer, "input_layernorm"))?;
-            let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
-            let q = linear(w, &h, layer, "self_attn.q_proj", heads * hd)?;
-            let k = linear(w, &h, layer, "self_attn.k_proj", kv_heads * hd)?;
-            let v = linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?;
-            // [t, heads, hd] -> [1, heads, t, hd]
-            let split = |m: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                m.reshape((t, n, hd))?
-                    .transpose(0, 1)?
-                    .contiguous()?
-                    .unsqueeze(0)
-            };
-            let q = candle_nn::rotary_emb::rope(&split(q, heads)?, &cos, &sin)?.squeeze(0)?;
-            let k = candle_nn::rotary_emb::rope(&split(k, kv_heads)?, &cos, &sin)?.squeeze(0)?;
-            let v = split(v, kv_heads)?.squeeze(0)?;
+        let seqs = kv.len().max(1);
+        let t = x.dims2()?.0 / seqs;
+        let norm = w.get(&name(layer, "input_layernorm"))?;
+        let h = candle_nn::ops::rms_norm(x, &norm, eps)?;
+        let q_all = linear(w, &h, layer, "self_attn.q_proj", heads * hd)?;
+        let k_all = linear(w, &h, layer, "self_attn.k_proj", kv_heads * hd)?;
+        let v_all = linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?;
+        // [t, heads, hd] -> [1, heads, t, hd]
+        let split = |m: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            m.reshape((t, n, hd))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .unsqueeze(0)
+        };
+        let mut atts = Vec::with_capacity(seqs);
+        for (seq, (pk, pv)) in kv.iter_mut().enumerate() {
+            let rows = |m: &Tensor| m.narrow(0, seq * t, t);
+            let q =
+                candle_nn::rotary_emb::rope(&split(rows(&q_all)?, heads)?, cos, sin)?.squeeze(0)?;
+            let k = candle_nn::rotary_emb::rope(&split(rows(&k_all)?, kv_heads)?, cos, sin)?
+                .squeeze(0)?;
+            let v = split(rows(&v_all)?, kv_heads)?.squeeze(0)?;
             // [kv_heads, t, hd] -> appended to the cache as [t, kv_heads, hd]; the past joined.
-            let (pk, pv) = &mut cache.layers[layer];
             let (k, v) = if past > 0 {
                 let back = |m: &[f32]| -> candle_core::Result<Tensor> {
                     Tensor::from_slice(m, (past, kv_heads, hd), &dev)?
@@ -149,14 +244,14 @@ impl Llama {
             } else {
                 (k, v)
             };
-            let rows = |m: &Tensor| -> candle_core::Result<Vec<f32>> {
+            let new_rows = |m: &Tensor| -> candle_core::Result<Vec<f32>> {
                 m.narrow(1, past, t)?
                     .transpose(0, 1)?
                     .flatten_all()?
                     .to_vec1::<f32>()
             };
-            pk.extend(rows(&k)?);
-            pv.extend(rows(&v)?);
+            pk.extend(new_rows(&k)?);
+            pv.extend(new_rows(&v)?);
             let s = past + t;
             let rep = heads / kv_heads;
             let expand = |m: &Tensor| -> candle_core::Result<Tensor> {
@@ -169,35 +264,40 @@ impl Llama {
             };
             let (k, v) = (expand(&k)?, expand(&v)?);
             let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?; // [heads, t, s]
-            let scores = match &mask {
+            let scores = match mask {
                 Some(m) => scores.broadcast_add(m)?,
                 None => scores,
             };
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let att = probs
-                .matmul(&v.contiguous()?)? // [heads, t, hd]
-                .transpose(0, 1)?
-                .reshape((t, heads * hd))?;
-            let att_out = linear(w, &att, layer, "self_attn.o_proj", hidden)?;
-            x = (x + &att_out)?;
-            let norm = w.get(&name(layer, "post_attention_layernorm"))?;
-            let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
-            let gate = linear(w, &h, layer, "mlp.gate_proj", c.intermediate_size)?;
-            let up = linear(w, &h, layer, "mlp.up_proj", c.intermediate_size)?;
-            let act = (gate.silu()? * up)?;
-            let down = linear(w, &act, layer, "mlp.down_proj", hidden)?;
-            x = (x + down)?;
-            if capture.layer == Some(layer) {
-                captured.mlp = Some(act);
-                captured.attention = Some(att_out);
-            }
-            if capture.residuals {
-                captured.residuals.push(x.get(t - 1)?);
-            }
+            atts.push(
+                probs
+                    .matmul(&v.contiguous()?)? // [heads, t, hd]
+                    .transpose(0, 1)?
+                    .reshape((t, heads * hd))?,
+            );
         }
-        cache.len = past + t;
-        let last = x.get(t - 1)?.unsqueeze(0)?;
-        Ok(self.logits(w, &last)?.squeeze(0)?)
+        let att = if atts.len() == 1 {
+            atts.pop().expect("one sequence")
+        } else {
+            Tensor::cat(&atts, 0)?
+        };
+        let att_out = linear(w, &att, layer, "self_attn.o_proj", hidden)?;
+        let att_out = replaced(att_out, Part::Attention, replace, t)?;
+        let x = (x + &att_out)?;
+        let norm = w.get(&name(layer, "post_attention_layernorm"))?;
+        let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
+        let gate = linear(w, &h, layer, "mlp.gate_proj", c.intermediate_size)?;
+        let up = linear(w, &h, layer, "mlp.up_proj", c.intermediate_size)?;
+        let act = (gate.silu()? * up)?;
+        let down = linear(w, &act, layer, "mlp.down_proj", hidden)?;
+        let down = replaced(down, Part::Mlp, replace, t)?;
+        let x = (x + &down)?;
+        Ok(Block {
+            x,
+            attention: att_out,
+            mlp: down,
+            act,
+        })
     }
 
     /// Final norm and unembedding of hidden states ([n, hidden] -> [n, vocab]).
@@ -209,7 +309,11 @@ impl Llama {
     }
 
     /// cos and sin of the rotary angles of positions `past..past + t` ([t, head_width / 2]).
-    fn rope_tables(&self, past: usize, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    pub(crate) fn rope_tables(
+        &self,
+        past: usize,
+        t: usize,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let hd = self.config.head_width();
         let mut cos = Vec::with_capacity(t * hd / 2);
         let mut sin = Vec::with_capacity(t * hd / 2);
@@ -251,7 +355,7 @@ fn project(w: &Weights, x: &Tensor, weight: &str, out: usize) -> Result<Tensor> 
 }
 
 /// -inf above the diagonal (a position sees itself and the past); none for one new position.
-fn causal_mask(t: usize, past: usize) -> candle_core::Result<Option<Tensor>> {
+pub(crate) fn causal_mask(t: usize, past: usize) -> candle_core::Result<Option<Tensor>> {
     if t == 1 {
         return Ok(None);
     }

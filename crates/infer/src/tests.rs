@@ -13,7 +13,7 @@ use tensor_surgeon_wire::ActivationsRequest;
 
 /// A model held in memory: a `.safetensors` file's tensors by name, and the folder of its side
 /// files (`config.json`, `tokenizer.json`).
-struct Memory {
+pub(crate) struct Memory {
     path: std::path::PathBuf,
     tensors: HashMap<String, (TensorInfo, Vec<u8>)>,
 }
@@ -33,7 +33,7 @@ impl TensorSource for Memory {
 
 /// Writes the tiny Llama's side files into `dir` and holds its tensors in memory; `skip`
 /// leaves a tensor out.
-fn tiny_llama(dir: &std::path::Path, skip: Option<&str>) -> Memory {
+pub(crate) fn tiny_llama(dir: &std::path::Path, skip: Option<&str>) -> Memory {
     let mut tensors = HashMap::new();
     for (name, bytes) in tensor_surgeon_core::demo::llama::files(skip) {
         if name == "model.safetensors" {
@@ -53,7 +53,7 @@ fn tiny_llama(dir: &std::path::Path, skip: Option<&str>) -> Memory {
     }
 }
 
-fn runnable(model: &Memory) -> RunnableModel {
+pub(crate) fn runnable(model: &Memory) -> RunnableModel {
     let vocab = crate::tokens::Vocab::find(&model.path, None)
         .unwrap()
         .map(Arc::new);

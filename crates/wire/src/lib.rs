@@ -18,6 +18,7 @@ mod run;
 mod session;
 mod structure;
 mod surgery;
+mod trace;
 
 pub use analysis::*;
 pub use model::*;
@@ -25,3 +26,4 @@ pub use run::*;
 pub use session::*;
 pub use structure::*;
 pub use surgery::*;
+pub use trace::*;

@@ -73,6 +73,33 @@ pub struct RunPrompt {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct CausalTraceArgs {
+    /// The prompt text.
+    pub prompt: String,
+    /// Text that occurs in the prompt (the subject): its tokens are corrupted.
+    pub subject: String,
+    /// The token whose probability is traced (" Paris", or "#ID"); default: the model's own
+    /// top-1 next token.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Corrupted runs averaged per cell (default 10).
+    #[serde(default)]
+    pub samples: Option<u32>,
+    /// Noise standard deviation (default: 3 x the embedding matrix's).
+    #[serde(default)]
+    pub noise: Option<f64>,
+    /// Layers restored around each layer for the MLP and attention maps (default 10).
+    #[serde(default)]
+    pub window: Option<u32>,
+    /// Noise seed (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// What to restore: "residual", "mlp", "attention" (default: all three).
+    #[serde(default)]
+    pub kinds: Option<Vec<crate::TraceKind>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct TopNeurons {
     /// The prompt text.
     pub prompt: String,

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use tensor_surgeon_infer::trace::TraceEvent;
 use tensor_surgeon_infer::InferError;
 use tensor_surgeon_infer::{Edited, RunnableModel};
 use tensor_surgeon_wire::{
-    Activations, ActivationsRequest, EmbedOutcome, GenerationEvent, ProbeSet, ProbeTable, RunInfo,
-    RunOutcome, RunRequest, TaskProgress,
+    Activations, ActivationsRequest, CausalTrace, EmbedOutcome, GenerationEvent, ProbeSet,
+    ProbeTable, RunInfo, RunOutcome, RunRequest, TaskProgress, TraceRequest,
 };
 
 /// Probe files are saved with this suffix in the patches folder.
@@ -154,6 +155,20 @@ impl Workbench {
         let _busy = lock(&self.run.busy);
         let (edited, _) = self.edited_weights(runner)?;
         Ok(runner.activations(&runner.weights(&self.model, edited), req)?)
+    }
+
+    /// A causal trace of the edited model (the base when nothing is edited): `on` hears of
+    /// its start and of every finished row; `stop` ends it after the row under way.
+    pub fn trace(
+        &self,
+        req: &TraceRequest,
+        stop: &AtomicBool,
+        on: &mut dyn FnMut(TraceEvent<'_>),
+    ) -> Result<CausalTrace> {
+        let runner = self.runnable()?;
+        let _busy = lock(&self.run.busy);
+        let (edited, _) = self.edited_weights(runner)?;
+        Ok(runner.trace(&runner.weights(&self.model, edited), req, stop, on)?)
     }
 
     /// Greedy continuations of the base and the edited model, one token of each in turn;

@@ -9,6 +9,7 @@ mod run;
 mod slice;
 mod stats;
 mod structure;
+mod trace;
 
 use crate::session::SessionArgs;
 use crate::web::ServeArgs;
@@ -178,6 +179,9 @@ enum Command {
     Probe(run::ProbeArgs),
     /// One layer's MLP activations for a prompt, its top neurons, and the logit lens.
     Activations(run::ActivationsArgs),
+    /// Causal tracing: where the model keeps its answer about a subject (p of the target with
+    /// each layer's output, MLP or attention restored at each token of a corrupted prompt).
+    Trace(trace::TraceArgs),
     /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
     Demo {
         #[arg(long)]
@@ -304,6 +308,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         Command::Run(a) => run::run(&a),
         Command::Probe(a) => run::probe(&a),
         Command::Activations(a) => run::activations(&a),
+        Command::Trace(a) => trace::trace(&a),
     }
 }
 

@@ -11,7 +11,7 @@ use tensor_surgeon_store::patch_files::overlay_of;
 use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{ActivationsRequest, NextTokens, ProbeSet, RunRequest};
 
-/// The model, its patches and tokenizer: shared options of the three commands.
+/// The model, its patches and tokenizer: shared options of the commands that run it.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
     model: PathBuf,
@@ -22,7 +22,7 @@ pub struct ModelArgs {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// Options of `run`.
@@ -72,13 +72,13 @@ pub struct ActivationsArgs {
 }
 
 /// The opened model, its runner and the patched tensors.
-struct Opened {
-    model: Model,
-    runner: RunnableModel,
-    edited: Edited,
+pub(super) struct Opened {
+    pub(super) model: Model,
+    pub(super) runner: RunnableModel,
+    pub(super) edited: Edited,
 }
 
-fn open(m: &ModelArgs) -> Result<Opened> {
+pub(super) fn open(m: &ModelArgs) -> Result<Opened> {
     let model = Model::open(&m.model)?;
     let overlay = overlay_of(&model, &m.patch)?;
     let vocab = Vocab::find(&model.path, m.tokenizer.as_deref())?.map(Arc::new);
@@ -257,7 +257,7 @@ pub(crate) fn read_probes(path: &Path) -> Result<ProbeSet> {
     })
 }
 
-fn json(value: &impl serde::Serialize) -> Result<()> {
+pub(super) fn json(value: &impl serde::Serialize) -> Result<()> {
     print_json(&serde_json::to_value(value).map_err(|e| Error::Internal(e.to_string()))?);
     Ok(())
 }

@@ -20,7 +20,7 @@ use tensor_surgeon_core::view::ViewSpec;
 use tensor_surgeon_engine::workbench::Workbench;
 use tensor_surgeon_engine::Error;
 use tensor_surgeon_wire::{
-    ActivationsRequest, EditRequest, LayoutParams, Method, ProjectRequest, RunRequest,
+    ActivationsRequest, EditRequest, LayoutParams, Method, ProjectRequest, RunRequest, TraceRequest,
 };
 
 /// Most elements `read_values` returns.
@@ -282,6 +282,31 @@ impl Tools {
                 target: p.target,
                 generate: p.generate.unwrap_or(0),
             })
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Causal tracing (ROME): where the edited model keeps its answer about a subject. The subject's token embeddings are corrupted with noise; then each layer's output, and the MLP and attention outputs of a window of layers, are restored from the clean run one (layer, token) at a time, and p(target) is recorded. Returns tokens, the subject's token range [start, end), the target, clean and corrupted p, and per kind a [layer][token] map of p. A high MLP cell at the subject's last token marks the layer a fact edit should change. Takes tens of seconds on a 30-layer model."
+    )]
+    async fn causal_trace(&self, Parameters(p): Parameters<CausalTraceArgs>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let defaults = TraceRequest::new(&p.prompt, &p.subject);
+            let req = TraceRequest {
+                target: p.target,
+                samples: p.samples.unwrap_or(defaults.samples),
+                noise: p.noise,
+                window: p.window.unwrap_or(defaults.window),
+                seed: p.seed.unwrap_or(0),
+                kinds: p.kinds.unwrap_or(defaults.kinds.clone()),
+                ..defaults
+            };
+            wb.trace(
+                &req,
+                &std::sync::atomic::AtomicBool::new(false),
+                &mut |_| {},
+            )
         })
         .await
     }
