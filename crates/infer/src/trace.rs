@@ -98,6 +98,30 @@ impl RunnableModel {
         stop: &AtomicBool,
         on: &mut dyn FnMut(TraceEvent<'_>),
     ) -> Result<CausalTrace> {
+        self.trace_with(w, req, stop, on, cell)
+    }
+
+    /// [`RunnableModel::trace`] the reference implementation's way: the whole corrupted
+    /// prompt rerun through every layer for each cell. The same probabilities, at the cost the
+    /// fast trace saves; for benchmarks.
+    pub fn trace_by_rerun(
+        &self,
+        w: &Weights,
+        req: &TraceRequest,
+        stop: &AtomicBool,
+        on: &mut dyn FnMut(TraceEvent<'_>),
+    ) -> Result<CausalTrace> {
+        self.trace_with(w, req, stop, on, rerun_cell)
+    }
+
+    fn trace_with(
+        &self,
+        w: &Weights,
+        req: &TraceRequest,
+        stop: &AtomicBool,
+        on: &mut dyn FnMut(TraceEvent<'_>),
+        cell: CellFn,
+    ) -> Result<CausalTrace> {
         let model = self.llama()?;
         let layers = model.config.num_hidden_layers;
         check(req)?;
@@ -243,8 +267,11 @@ fn embedding_std(model: &Llama, w: &Weights) -> Result<f64> {
     Ok((squares / n - mean * mean).max(0.0).sqrt())
 }
 
+/// The mean, exact when every value is the same (a cell that is the clean run in every sample
+/// reports the clean p, not a rounding of it).
 fn mean(p: &[f64]) -> f64 {
-    p.iter().sum::<f64>() / p.len() as f64
+    let first = p[0];
+    first + p.iter().map(|v| v - first).sum::<f64>() / p.len() as f64
 }
 
 /// Runs `x` (`[sequences * n, hidden]`, `n` positions each after `past`) through layers
@@ -423,8 +450,70 @@ fn runs(
     })
 }
 
+/// How a cell is computed: p(target), averaged over the samples, with the state `kind` at
+/// (`layer`, token `t`) restored.
+type CellFn = fn(&Llama, &Weights, &Runs, TraceKind, usize, usize, usize) -> Result<f64>;
+
+/// The layers a window of `window` layers around `layer` covers (ROME's range).
+fn window_of(layer: usize, window: usize, layers: usize) -> std::ops::Range<usize> {
+    layer.saturating_sub(window / 2)..(layer + window.div_ceil(2)).min(layers)
+}
+
+/// A cell computed the reference's way: every sample's whole corrupted prompt through every
+/// layer, the restoration put in on the way.
+fn rerun_cell(
+    model: &Llama,
+    w: &Weights,
+    r: &Runs,
+    kind: TraceKind,
+    layer: usize,
+    t: usize,
+    window: usize,
+) -> Result<f64> {
+    let (hidden, n) = (r.hidden, r.positions);
+    let rows: Vec<f32> = r.noisy.concat();
+    let mut x = Tensor::from_vec(rows, (r.samples * n, hidden), &Device::Cpu)?;
+    let rope = model.rope_tables(0, n)?;
+    let mask = causal_mask(n, 0)?;
+    let span = window_of(layer, window, r.layers);
+    for l in 0..r.layers {
+        let mut kv = vec![(Vec::new(), Vec::new()); r.samples];
+        let part = match kind {
+            TraceKind::Mlp if span.contains(&l) => Some((Part::Mlp, &r.clean_mlp[l])),
+            TraceKind::Attention if span.contains(&l) => {
+                Some((Part::Attention, &r.clean_attention[l]))
+            }
+            _ => None,
+        };
+        let replace: Vec<Replace<'_>> = part
+            .map(|(part, clean)| Replace {
+                part,
+                position: t,
+                value: r.row(clean, t),
+            })
+            .into_iter()
+            .collect();
+        x = model
+            .block(w, l, &x, &mut kv, 0, &rope, mask.as_ref(), &replace)?
+            .x;
+        if kind == TraceKind::Residual && l == layer {
+            let mut v = values(&x)?;
+            for s in 0..r.samples {
+                let at = (s * n + t) * hidden;
+                v[at..at + hidden].copy_from_slice(r.row(&r.clean_out[l], t));
+            }
+            x = Tensor::from_vec(v, (r.samples * n, hidden), &Device::Cpu)?;
+        }
+    }
+    let finals: Vec<f32> = values(&x)?
+        .chunks(n * hidden)
+        .flat_map(|seq| seq[(n - 1) * hidden..].iter().copied())
+        .collect();
+    Ok(mean(&probabilities(model, w, &finals, r.target)?))
+}
+
 /// p(target), averaged over the samples, with the state `kind` at (`layer`, token `t`)
-/// restored.
+/// restored: only what the restoration can change is computed.
 fn cell(
     model: &Llama,
     w: &Weights,
@@ -443,9 +532,9 @@ fn cell(
     // The first layer that changes, what enters it, and the restorations of each layer.
     let (from, restored_input) = match kind {
         TraceKind::Residual => (layer + 1, Some(r.row(&r.clean_out[layer], t))),
-        TraceKind::Mlp | TraceKind::Attention => (layer.saturating_sub(window / 2), None),
+        TraceKind::Mlp | TraceKind::Attention => (window_of(layer, window, r.layers).start, None),
     };
-    let window_end = (layer + window.div_ceil(2)).min(r.layers);
+    let window_end = window_of(layer, window, r.layers).end;
     let mut rows = Vec::with_capacity(r.samples * n * hidden);
     for s in 0..r.samples {
         let input = match (kind, from) {
@@ -710,6 +799,21 @@ mod tests {
             }
         }
         assert!(moved > 0, "some restoration brings the answer back");
+        let slow = r
+            .trace_by_rerun(
+                &w,
+                &request(TraceKind::ALL.to_vec()),
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
+            .unwrap();
+        for kind in TraceKind::ALL {
+            for (fast, slow) in t.map(kind).unwrap().iter().zip(slow.map(kind).unwrap()) {
+                for (a, b) in fast.iter().zip(slow) {
+                    assert!((a - b).abs() < 1e-5, "{kind:?}: {a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]

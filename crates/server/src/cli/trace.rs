@@ -36,6 +36,10 @@ pub struct TraceArgs {
     /// Which states to restore.
     #[arg(long, value_enum, default_value_t = KindArg::All)]
     kind: KindArg,
+    /// Rerun the whole prompt for every cell, as the reference implementation does (the same
+    /// maps, slower; for benchmarks).
+    #[arg(long, hide = true)]
+    rerun: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -76,7 +80,12 @@ pub fn trace(a: &TraceArgs) -> Result<()> {
         indicatif::ProgressBar::hidden()
     };
     let stop = AtomicBool::new(false);
-    let trace = o.runner.trace(&weights, &req, &stop, &mut |e| match e {
+    let trace_by = if a.rerun {
+        tensor_surgeon_infer::RunnableModel::trace_by_rerun
+    } else {
+        tensor_surgeon_infer::RunnableModel::trace
+    };
+    let trace = trace_by(&o.runner, &weights, &req, &stop, &mut |e| match e {
         TraceEvent::Started(t) => {
             bar.set_message(format!(
                 "clean {:.4}, corrupted {:.4}",
