@@ -5,7 +5,7 @@
 // both back together; and a top neuron opening its down_proj column.
 import { test, expect } from '@playwright/test';
 import { llmPort } from '../playwright.config.mjs';
-import { resetSession, mcpClient, openTab } from './helpers.mjs';
+import { resetSession, mcpClient, openTab, cli } from './helpers.mjs';
 
 test.use({ baseURL: `http://127.0.0.1:${llmPort}` });
 test.describe.configure({ timeout: 240_000 });
@@ -51,7 +51,7 @@ test('the top-k shows each probability as a bar, and the form keeps its fields o
     // each line starting at the form's left edge.
     const box = async (sel) => page.locator(sel).boundingBox();
     const [form, prompt, fields, topk, target, actions, run, generate] = await Promise.all(
-      ['.run-form:has(.run-prompt)', '.run-prompt', '.run-fields', '.run-topk', '.run-target-token', '.run-actions',
+      ['.run-form:has(.run-prompt)', '.run-prompt', '.run-form .run-fields', '.run-topk', '.run-target-token', '.run-form .run-actions',
         '.run-button', '.generate-button'].map(box),
     );
     expect(prompt.width).toBeGreaterThan(form.width - 4);
@@ -62,6 +62,29 @@ test('the top-k shows each probability as a bar, and the form keeps its fields o
     for (const line of [fields, actions]) expect(Math.abs(line.x - form.x)).toBeLessThan(2);
     expect(target.x + target.width).toBeLessThanOrEqual(form.x + form.width + 1);
   }
+});
+
+test('a causal trace streams its three maps; hover tells p and the indirect effect; an MLP cell opens its down_proj', async ({ page }) => {
+  await open(page);
+  await page.locator('.run-prompt').fill(PROMPT);
+  await page.locator('.trace-subject').fill('France');
+  await page.locator('.trace-samples').fill('2');
+  await page.getByRole('button', { name: 'trace', exact: true }).click();
+  await expect(page.locator('.trace-summary')).toContainText('p(" Paris")', { timeout: 60_000 });
+  for (const kind of ['residual', 'mlp', 'attention']) {
+    await expect(page.locator(`.trace-map.${kind}`)).toHaveAttribute('data-layers', '30', { timeout: 120_000 });
+  }
+  await expect(page.locator('.trace-summary')).toHaveAttribute('data-running', 'false');
+  await expect(page.locator('.trace-summary')).toContainText('90 of 90 rows');
+  // Hover a cell: its layer, token, p and indirect effect.
+  const mlp = page.locator('.trace-map.mlp canvas');
+  const box = await mlp.boundingBox();
+  await mlp.hover({ position: { x: box.width * 0.45, y: box.height * 0.5 } });
+  const hover = page.locator('.trace-map.mlp .trace-hover');
+  await expect(hover).toHaveText(/^layer (\d+), token \d+ ".*": p = \d\.\d{4}, indirect effect [+-]\d\.\d{4} \(click: open its down_proj\)$/);
+  const layer = (await hover.textContent()).match(/^layer (\d+)/)[1];
+  await mlp.click({ position: { x: box.width * 0.45, y: box.height * 0.5 } });
+  await expect(page).toHaveURL(new RegExp(`t=model\\.layers\\.${layer}\\.mlp\\.down_proj\\.weight`));
 });
 
 test('an embedding swap flips the edited answer, the probes show it, undo restores it', async ({ page, request }) => {
@@ -206,6 +229,14 @@ test('an agent tests a hypothesis before and after its edit over MCP', async ({ 
     expect(neurons.neurons.length).toBe(3);
     expect(neurons.neurons[0].down_proj_column).toBe(`model.layers.12.mlp.down_proj.weight[:, ${neurons.neurons[0].neuron}]`);
     expect(neurons.logit_lens.length).toBe(30);
+    // Where does the model keep the answer? The causal trace over MCP is the CLI's, cell for cell.
+    const trace = await call('causal_trace', { prompt: PROMPT, subject: 'France', samples: 2, kinds: ['mlp'] });
+    expect(trace.target.token).toBe(' Paris');
+    expect(trace.residual).toBeUndefined();
+    expect(trace.mlp.length).toBe(30);
+    const model = (await (await request.get('/api/model')).json()).path;
+    const fromCli = cli('trace', model, '--prompt', PROMPT, '--subject', 'France', '--samples', '2', '--kind', 'mlp', '--json');
+    expect(trace).toEqual(fromCli);
     // Hypothesis: the answer lives in " Paris"'s embedding row. Zero it; a person accepts.
     const proposal = await call('propose_edit', {
       tensor: EMBED, spec: `${paris},:`, op: { op: 'zero' }, hypothesis: "the answer lives in ' Paris''s embedding row",

@@ -171,6 +171,28 @@ impl Scale {
         Scale::within(colormap, mode, lo, hi, data_lo, data_hi, &finite, symlog)
     }
 
+    /// A scale over a range fixed in advance (`lo ..= hi`, say from a trace's corrupted
+    /// probability to its clean one), whatever the values.
+    pub fn between(colormap: Colormap, lo: f64, hi: f64, values: &[f64]) -> Scale {
+        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let (data_lo, data_hi) = finite
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let (lo, hi) = if lo < hi { (lo, hi) } else { (hi, lo) };
+        Scale::within(
+            colormap,
+            ScaleMode::MinMax,
+            lo,
+            hi,
+            data_lo,
+            data_hi,
+            &finite,
+            None,
+        )
+    }
+
     /// A scale over `lo ..= hi`, counting the values it clips.
     #[allow(clippy::too_many_arguments)]
     fn within(
@@ -329,6 +351,17 @@ pub fn parse_scale_mode(text: &str) -> Option<ScaleMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fixed_range_keeps_its_ends_whatever_the_values() {
+        // A trace: from the corrupted p (0.01) to the clean p (0.8); a cell above clean clips.
+        let s = Scale::between(Colormap::Viridis, 0.8, 0.01, &[0.01, 0.3, 0.9, f64::NAN]);
+        assert_eq!((s.lo, s.hi), (0.01, 0.8), "ends in order");
+        assert_eq!((s.data_lo, s.data_hi), (0.01, 0.9));
+        assert_eq!(s.clipped, 1);
+        assert_eq!(s.position(0.01), 0.0);
+        assert_eq!(s.position(0.8), 1.0);
+    }
 
     #[test]
     fn diverging_is_centred_and_marks_specials() {

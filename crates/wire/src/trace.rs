@@ -129,3 +129,23 @@ impl CausalTrace {
         }
     }
 }
+
+/// One finished row of a running trace, as the page receives it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceRow {
+    pub kind: TraceKind,
+    pub layer: u32,
+    /// p(target) for each token.
+    pub p: Vec<f64>,
+    /// Rows finished so far, of how many.
+    pub done: u64,
+    pub total: u64,
+}
+
+/// What the trace stream sends: the start (the trace without its maps), then each row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceUpdate {
+    Started(CausalTrace),
+    Row(TraceRow),
+}

@@ -5,6 +5,7 @@ mod charts;
 mod controls;
 mod edit_panel;
 mod embed_run;
+mod event_stream;
 mod heatmap;
 mod inspector;
 mod layers_panel;
@@ -23,6 +24,7 @@ mod summary;
 mod switcher;
 mod tensor_list;
 mod tokens_panel;
+mod trace_panel;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};

@@ -5,11 +5,13 @@
 //! every edit, undo or layer toggle (an encoder gets `embed_run`).
 
 use super::activations_panel::ActivationsPanel;
+use super::event_stream::Stream;
 use super::probes_panel::ProbesPanel;
 use super::state::{asked_resource, message, use_ctx};
+use super::trace_panel::TracePanel;
 use crate::api::{get_run_info, run_prompt};
 use leptos::prelude::*;
-use tensor_surgeon_wire::{NextTokens, RunInfo, RunRequest, TokenProb};
+use tensor_surgeon_wire::{GenerationEvent, NextTokens, RunInfo, RunRequest, TokenProb};
 
 /// The prompt a newcomer sees first.
 const FIRST_PROMPT: &str = "The capital of France is";
@@ -121,6 +123,7 @@ fn PromptRun(info: RunInfo) -> impl IntoView {
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         {outcome}
         {move || generation.view()}
+        <TracePanel prompt/>
         <ProbesPanel prompt/>
         <ActivationsPanel prompt layers=info.layers/>
     }
@@ -178,7 +181,7 @@ struct Generation {
     edited: RwSignal<Option<String>>,
     count: RwSignal<u32>,
     error: RwSignal<Option<String>>,
-    source: StoredValue<Option<stream::Stream>, LocalStorage>,
+    source: StoredValue<Option<Stream>, LocalStorage>,
 }
 
 impl Generation {
@@ -204,9 +207,10 @@ impl Generation {
         query.insert("prompt", prompt.to_string());
         query.insert("tokens", tokens.to_string());
         let url = format!("/api/generate{}", query.to_query_string());
-        let s = stream::Stream::open(
+        let s = Stream::open(
             &url,
-            move |event| {
+            "token",
+            move |event: GenerationEvent| {
                 let text = event.token;
                 if event.side == "base" {
                     self.base.update(|b| b.push_str(&text));
@@ -245,93 +249,5 @@ impl Generation {
                 </div>
             }
         })
-    }
-}
-
-/// The event stream (the browser's `EventSource`); nothing on the server.
-mod stream {
-    use tensor_surgeon_wire::GenerationEvent;
-
-    #[cfg(feature = "hydrate")]
-    pub struct Stream {
-        source: web_sys::EventSource,
-        _closures: Vec<wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>>,
-    }
-
-    #[cfg(feature = "hydrate")]
-    impl Stream {
-        /// Opens `url`; `on_token` per token, `on_end(None)` when done, `on_end(Some(error))`.
-        pub fn open(
-            url: &str,
-            on_token: impl Fn(GenerationEvent) + 'static,
-            on_end: impl Fn(Option<String>) + Clone + 'static,
-        ) -> Option<Stream> {
-            use wasm_bindgen::closure::Closure;
-            use wasm_bindgen::JsCast;
-            let source = web_sys::EventSource::new(url).ok()?;
-            let data = |e: &web_sys::MessageEvent| e.data().as_string().unwrap_or_default();
-            let token = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-                move |e: web_sys::MessageEvent| {
-                    if let Ok(ev) = serde_json::from_str::<GenerationEvent>(&data(&e)) {
-                        on_token(ev);
-                    }
-                },
-            );
-            let (end1, end2, end3) = (on_end.clone(), on_end.clone(), on_end);
-            let s1 = source.clone();
-            let done = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-                move |_: web_sys::MessageEvent| {
-                    s1.close();
-                    end1(None);
-                },
-            );
-            let s2 = source.clone();
-            let failure = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-                move |e: web_sys::MessageEvent| {
-                    s2.close();
-                    end2(Some(data(&e)));
-                },
-            );
-            let s3 = source.clone();
-            // A dropped connection (not a `failure` event): EventSource would reconnect and
-            // start the generation again; close it instead.
-            let error = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-                move |_: web_sys::MessageEvent| {
-                    if s3.ready_state() != web_sys::EventSource::CLOSED {
-                        s3.close();
-                        end3(Some("the connection to the server was lost".into()));
-                    }
-                },
-            );
-            for (name, c) in [("token", &token), ("done", &done), ("failure", &failure)] {
-                source
-                    .add_event_listener_with_callback(name, c.as_ref().unchecked_ref())
-                    .ok()?;
-            }
-            source.set_onerror(Some(error.as_ref().unchecked_ref()));
-            Some(Stream {
-                source,
-                _closures: vec![token, done, failure, error],
-            })
-        }
-
-        pub fn close(&self) {
-            self.source.close();
-        }
-    }
-
-    #[cfg(not(feature = "hydrate"))]
-    pub struct Stream;
-
-    #[cfg(not(feature = "hydrate"))]
-    impl Stream {
-        pub fn open(
-            _: &str,
-            _: impl Fn(GenerationEvent) + 'static,
-            _: impl Fn(Option<String>) + Clone + 'static,
-        ) -> Option<Stream> {
-            None
-        }
-        pub fn close(&self) {}
     }
 }

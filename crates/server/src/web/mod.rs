@@ -169,6 +169,100 @@ async fn generate_stream(
         .into_response()
 }
 
+/// `GET /api/trace?prompt=TEXT&subject=TEXT[&target=T][&samples=N][&noise=X][&window=W]
+/// [&seed=K][&kinds=residual,mlp,attention]`: a causal trace of the edited model as
+/// server-sent events (`trace`: a [`tensor_surgeon_wire::TraceUpdate`], the start and then each
+/// row; then `done`, or `failure` with the message). Closing the stream stops the trace.
+async fn trace_stream(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tensor_surgeon_infer::trace::TraceEvent;
+    use tensor_surgeon_wire::{TraceKind, TraceRequest, TraceRow, TraceUpdate};
+    let text = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let mut req = TraceRequest::new(&text("prompt"), &text("subject"));
+    req.target = q.get("target").filter(|t| !t.is_empty()).cloned();
+    let number = |k: &str, to: &mut dyn FnMut(&str) -> bool| match q.get(k) {
+        Some(v) if !v.is_empty() && !to(v) => Err(format!("{k} must be a number (got {v:?})")),
+        _ => Ok(()),
+    };
+    let parsed = number("samples", &mut |v| {
+        v.parse().map(|n| req.samples = n).is_ok()
+    })
+    .and_then(|_| number("window", &mut |v| v.parse().map(|n| req.window = n).is_ok()))
+    .and_then(|_| number("seed", &mut |v| v.parse().map(|n| req.seed = n).is_ok()))
+    .and_then(|_| {
+        number("noise", &mut |v| {
+            v.parse().map(|n| req.noise = Some(n)).is_ok()
+        })
+    });
+    if let Err(e) = parsed {
+        return (StatusCode::BAD_REQUEST, e).into_response();
+    }
+    if let Some(kinds) = q.get("kinds").filter(|k| !k.is_empty()) {
+        let parsed: Option<Vec<TraceKind>> = kinds
+            .split(',')
+            .map(|k| TraceKind::ALL.into_iter().find(|t| t.name() == k.trim()))
+            .collect();
+        match parsed {
+            Some(k) => req.kinds = k,
+            None => {
+                let msg = format!("kinds are residual, mlp and attention (got {kinds:?})");
+                return (StatusCode::BAD_REQUEST, msg).into_response();
+            }
+        }
+    }
+    let wb = state.workbench.clone();
+    if let Some(reason) = wb.run_info().reason {
+        return (StatusCode::BAD_REQUEST, reason).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::task::spawn_blocking(move || {
+        let stop = AtomicBool::new(false);
+        let send = |update: TraceUpdate| {
+            let sent = Event::default()
+                .event("trace")
+                .json_data(&update)
+                .is_ok_and(|e| tx.blocking_send(e).is_ok());
+            // A failed send: the page closed the stream (stop), so the trace ends.
+            if !sent {
+                stop.store(true, Ordering::Relaxed);
+            }
+        };
+        let outcome = wb.trace(&req, &stop, &mut |e| match e {
+            TraceEvent::Started(t) => send(TraceUpdate::Started(t.clone())),
+            TraceEvent::Row {
+                kind,
+                layer,
+                p,
+                done,
+                total,
+            } => send(TraceUpdate::Row(TraceRow {
+                kind,
+                layer: layer as u32,
+                p: p.to_vec(),
+                done,
+                total,
+            })),
+        });
+        let last = match outcome {
+            Ok(_) => Event::default().event("done").data("done"),
+            Err(e) => Event::default().event("failure").data(e.to_string()),
+        };
+        let _ = tx.blocking_send(last);
+    });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
 /// The whole app as a router (tests drive it with `oneshot`).
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
@@ -176,6 +270,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/patch/download", get(download_patch))
         .route("/api/generate", get(generate_stream))
+        .route("/api/trace", get(trace_stream))
         .nest_service("/mcp", crate::mcp::http_service(state.workbench.clone()))
         .leptos_routes_with_context(
             &state,

@@ -68,6 +68,10 @@ pub fn now() -> f64 {
 
 /// A y tick: the index, and its token when the rows are labelled.
 fn axis_label(v: f64, span: tensor_surgeon_core::view::Span, labels: &[String]) -> String {
+    // A tick between two rows (a short axis) would repeat the row above it.
+    if v.fract() != 0.0 {
+        return String::new();
+    }
     let i = v.floor();
     let k = (i - span.start as f64) / span.step.max(1) as f64;
     match labels
@@ -86,6 +90,17 @@ pub fn cells(
     cm: Colormap,
     mode: ScaleMode,
 ) -> Option<(Geom, Scale)> {
+    cells_scaled(canvas, d, &|values| {
+        Scale::fit(cm, mode, values.iter().copied())
+    })
+}
+
+/// Draws the data on the scale `scale_of` makes of its values.
+pub fn cells_scaled(
+    canvas: &HtmlCanvasElement,
+    d: &ViewData,
+    scale_of: &dyn Fn(&[f64]) -> Scale,
+) -> Option<(Geom, Scale)> {
     let dt = dtype::parse_name(&d.dtype)?;
     let mut values = Vec::new();
     if d.block == (1, 1) && d.mode != tensor_surgeon_core::view::ViewMode::Delta {
@@ -93,7 +108,7 @@ pub fn cells(
     } else {
         values.extend(d.pooled.iter().map(|&v| f64::from(v)));
     }
-    let scale = Scale::fit(cm, mode, values.iter().copied());
+    let scale = scale_of(&values);
     let mut rgba = Vec::with_capacity(values.len() * 4);
     scale.paint(values.iter().copied(), &mut rgba);
     let (rows, cols) = (d.rows.max(1) as u32, d.cols.max(1) as u32);

@@ -14,6 +14,14 @@ pub fn cells(
     None
 }
 
+pub fn cells_scaled(
+    _: &HtmlCanvasElement,
+    _: &ViewData,
+    _: &dyn Fn(&[f64]) -> Scale,
+) -> Option<(Geom, Scale)> {
+    None
+}
+
 pub fn overlay(
     _: &HtmlCanvasElement,
     _: Geom,
