@@ -206,7 +206,7 @@ fn TraceMap(kind: TraceKind, trace: TraceState) -> impl IntoView {
         let fx = (f64::from(ev.offset_x()) - g.left) / g.width;
         let fy = (f64::from(ev.offset_y()) - g.top) / g.height;
         ((0.0..1.0).contains(&fx) && (0.0..1.0).contains(&fy))
-            .then(|| ((fy * tokens as f64) as usize, (fx * layers as f64) as usize))
+            .then_some(((fy * tokens as f64) as usize, (fx * layers as f64) as usize))
     };
     let hover_text = move || {
         let (tok, layer) = hover.get()?;
