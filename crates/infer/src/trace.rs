@@ -308,6 +308,14 @@ fn run_layers<'r>(
     Ok(x)
 }
 
+/// The last of every sequence's `n` rows (`[sequences * n, hidden]` in, `[sequences, hidden]`
+/// out): the states the next token is read from.
+fn last_rows(rows: &[f32], n: usize, hidden: usize) -> Vec<f32> {
+    rows.chunks(n * hidden)
+        .flat_map(|seq| seq[(n - 1) * hidden..].iter().copied())
+        .collect()
+}
+
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
@@ -426,11 +434,7 @@ fn runs(
             Ok(())
         },
     )?;
-    let last = values(&last)?;
-    let finals: Vec<f32> = last
-        .chunks(n * hidden)
-        .flat_map(|rows| rows[(n - 1) * hidden..].iter().copied())
-        .collect();
+    let finals = last_rows(&values(&last)?, n, hidden);
     let p_corrupted = probabilities(model, w, &finals, target)?;
     Ok(Runs {
         layers,
@@ -505,10 +509,7 @@ fn rerun_cell(
             x = Tensor::from_vec(v, (r.samples * n, hidden), &Device::Cpu)?;
         }
     }
-    let finals: Vec<f32> = values(&x)?
-        .chunks(n * hidden)
-        .flat_map(|seq| seq[(n - 1) * hidden..].iter().copied())
-        .collect();
+    let finals = last_rows(&values(&x)?, n, hidden);
     Ok(mean(&probabilities(model, w, &finals, r.target)?))
 }
 
@@ -548,10 +549,8 @@ fn cell(
             rows[start..start + hidden].copy_from_slice(clean);
         }
     }
-    let finals: Vec<f32> = if from >= r.layers {
-        rows.chunks(n * hidden)
-            .flat_map(|seq| seq[(n - 1) * hidden..].iter().copied())
-            .collect()
+    let finals = if from >= r.layers {
+        last_rows(&rows, n, hidden)
     } else {
         let x = Tensor::from_vec(rows, (r.samples * n, hidden), &Device::Cpu)?;
         let kv_width = model.config.kv_heads() * model.config.head_width();
@@ -584,10 +583,7 @@ fn cell(
         let last = run_layers(model, w, x, n, t, from, &mut kv, &replace, &mut |_, _| {
             Ok(())
         })?;
-        values(&last)?
-            .chunks(n * hidden)
-            .flat_map(|seq| seq[(n - 1) * hidden..].iter().copied())
-            .collect()
+        last_rows(&values(&last)?, n, hidden)
     };
     // A final state that is exactly the clean or the corrupted one has that run's p.
     let mut p = vec![f64::NAN; r.samples];

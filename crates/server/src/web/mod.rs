@@ -135,7 +135,6 @@ async fn generate_stream(
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    use axum::response::sse::{Event, KeepAlive, Sse};
     let prompt = q.get("prompt").cloned().unwrap_or_default();
     let Ok(tokens) = q.get("tokens").map_or(Ok(16), |t| t.parse::<u32>()) else {
         return (StatusCode::BAD_REQUEST, "tokens must be a whole number").into_response();
@@ -144,16 +143,29 @@ async fn generate_stream(
     if let Some(reason) = wb.run_info().reason {
         return (StatusCode::BAD_REQUEST, reason).into_response();
     }
+    event_stream("token", move |send| {
+        // A failed send: the page closed the stream (stop), so the generation ends.
+        wb.generate(&prompt, tokens, &mut |event| send(&event))
+    })
+}
+
+/// Server-sent events from blocking `work`: each value it sends is an event `name` (JSON);
+/// `send` answers false once the page has closed the stream, and the work should stop. Then
+/// `done`, or `failure` with the error's message.
+fn event_stream<T: serde::Serialize>(
+    name: &'static str,
+    work: impl FnOnce(&dyn Fn(&T) -> bool) -> Result<()> + Send + 'static,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::task::spawn_blocking(move || {
-        let outcome = wb.generate(&prompt, tokens, &mut |event| {
-            let Ok(e) = Event::default().event("token").json_data(&event) else {
-                return false;
-            };
-            // A failed send: the page closed the stream (stop), so the generation ends.
-            tx.blocking_send(e).is_ok()
-        });
-        let last = match outcome {
+        let send = |value: &T| {
+            Event::default()
+                .event(name)
+                .json_data(value)
+                .is_ok_and(|e| tx.blocking_send(e).is_ok())
+        };
+        let last = match work(&send) {
             Ok(()) => Event::default().event("done").data("done"),
             Err(e) => Event::default().event("failure").data(e.to_string()),
         };
@@ -177,7 +189,6 @@ async fn trace_stream(
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    use axum::response::sse::{Event, KeepAlive, Sse};
     use std::sync::atomic::{AtomicBool, Ordering};
     use tensor_surgeon_infer::trace::TraceEvent;
     use tensor_surgeon_wire::{TraceKind, TraceRequest, TraceRow, TraceUpdate};
@@ -218,49 +229,32 @@ async fn trace_stream(
     if let Some(reason) = wb.run_info().reason {
         return (StatusCode::BAD_REQUEST, reason).into_response();
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
-    tokio::task::spawn_blocking(move || {
+    event_stream("trace", move |send| {
         let stop = AtomicBool::new(false);
-        let send = |update: TraceUpdate| {
-            let sent = Event::default()
-                .event("trace")
-                .json_data(&update)
-                .is_ok_and(|e| tx.blocking_send(e).is_ok());
+        let update = |u: TraceUpdate| {
             // A failed send: the page closed the stream (stop), so the trace ends.
-            if !sent {
+            if !send(&u) {
                 stop.store(true, Ordering::Relaxed);
             }
         };
-        let outcome = wb.trace(&req, &stop, &mut |e| match e {
-            TraceEvent::Started(t) => send(TraceUpdate::Started(t.clone())),
+        wb.trace(&req, &stop, &mut |e| match e {
+            TraceEvent::Started(t) => update(TraceUpdate::Started(t.clone())),
             TraceEvent::Row {
                 kind,
                 layer,
                 p,
                 done,
                 total,
-            } => send(TraceUpdate::Row(TraceRow {
+            } => update(TraceUpdate::Row(TraceRow {
                 kind,
                 layer: layer as u32,
                 p: p.to_vec(),
                 done,
                 total,
             })),
-        });
-        let last = match outcome {
-            Ok(_) => Event::default().event("done").data("done"),
-            Err(e) => Event::default().event("failure").data(e.to_string()),
-        };
-        let _ = tx.blocking_send(last);
-    });
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
-    });
-    Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+        })
+        .map(drop)
+    })
 }
 
 /// The whole app as a router (tests drive it with `oneshot`).
