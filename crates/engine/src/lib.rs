@@ -15,7 +15,7 @@
 //! use tensor_surgeon_store::Model;
 //! let model = Model::open(std::path::Path::new("model.safetensors"))?;
 //! let (workbench, warnings) = Workbench::open(model, SessionConfig::default())?;
-//! println!("{} tensors; {warnings:?}", workbench.model.len());
+//! println!("{} tensors; {warnings:?}", workbench.model().len());
 //! # Ok::<(), tensor_surgeon_engine::Error>(())
 //! ```
 

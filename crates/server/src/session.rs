@@ -85,7 +85,7 @@ impl SessionArgs {
             Err(e) if self.tokenizer.is_none() => warnings.push(format!("tokenizer ignored: {e}")),
             Err(e) => return Err(e.into()),
         }
-        warnings.extend(workbench.model.warnings.iter().cloned());
+        warnings.extend(workbench.model().warnings.iter().cloned());
         Ok((workbench, warnings))
     }
 }

@@ -84,8 +84,8 @@ fn check_step_size(bytes: u64, cap: u64, what: &str) -> Result<()> {
 
 /// One model and its editing session.
 pub struct Workbench {
-    pub model: Model,
-    pub config: SessionConfig,
+    model: Model,
+    config: SessionConfig,
     session: Mutex<Session>,
     bake: Arc<Mutex<BakeStatus>>,
     analysis: Arc<analysis::State>,
@@ -134,6 +134,16 @@ impl Workbench {
             },
             warnings,
         ))
+    }
+
+    /// The model the session edits.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// How the session was opened.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
     }
 
     /// Labels rows of vocabulary-sized matrices with this tokenizer's tokens.

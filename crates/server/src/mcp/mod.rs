@@ -118,7 +118,7 @@ impl Tools {
         description = "One tensor's dtype, shape, size, file and byte offsets, and whether its rows are labelled with tokens."
     )]
     async fn tensor_info(&self, Parameters(p): Parameters<TensorArg>) -> ToolResult {
-        let (shard, info) = self.wb.model.get(&p.tensor).map_err(|e| e.to_string())?;
+        let (shard, info) = self.wb.model().get(&p.tensor).map_err(|e| e.to_string())?;
         let token_dims: Vec<usize> = info
             .shape
             .iter()
@@ -147,7 +147,7 @@ impl Tools {
     async fn read_values(&self, Parameters(p): Parameters<ReadValues>) -> ToolResult {
         let wb = self.wb.clone();
         blocking(move || {
-            let (_, info) = wb.model.get(&p.tensor)?;
+            let (_, info) = wb.model().get(&p.tensor)?;
             let sel = tensor_surgeon_store::model::select(&p.tensor, &p.spec, &info.shape)?;
             let cap = p.max_elements.unwrap_or(256).clamp(1, READ_CAP);
             if sel.elements() > cap {
@@ -225,7 +225,7 @@ impl Tools {
                     )))
                 }
             };
-            let (_, info) = wb.model.get(&tensor)?;
+            let (_, info) = wb.model().get(&tensor)?;
             let defaults = LayoutParams::default();
             let req = ProjectRequest {
                 tensor: info.name.clone(),

@@ -381,8 +381,8 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         };
         eprintln!(
             "Tensor Surgeon: {} on {open}{}  (journal {})",
-            wb.model.location,
-            if wb.config.read_only {
+            wb.model().location,
+            if wb.config().read_only {
                 " (read-only)"
             } else {
                 ""
