@@ -118,49 +118,11 @@ pub fn LayersPanel() -> impl IntoView {
         })
     };
 
-    let combine_view = move || {
-        combined.get().map(|o| {
-            if o.conflicts.is_empty() {
-                view! { <p class="combined">{format!("combined: {} entries, saved {}", o.entries, o.saved.unwrap_or_default())}</p> }.into_any()
-            } else {
-                view! {
-                    <div class="conflicts combine-conflicts">
-                        <p class="error">{format!("{} conflicting element(s): nothing was saved", o.conflicts.len())}</p>
-                        <table>
-                            <thead><tr><th>"tensor"</th><th>"index"</th><th>"kind"</th><th>"first"</th><th>"second"</th></tr></thead>
-                            <tbody>{o.conflicts.into_iter().take(500).map(|c| view! {
-                                <tr><td>{c.tensor}</td><td>{format!("{:?}", c.index)}</td><td>{c.kind}</td><td>{c.first}</td><td>{c.second}</td></tr>
-                            }).collect_view()}</tbody>
-                        </table>
-                    </div>
-                }.into_any()
-            }
-        })
-    };
-
+    let combine_view = move || combined.get().map(|o| view! { <Combined o/> });
     let compare_view = move || {
-        compared.get().map(|o| {
-            let changed: Vec<_> = o.rows.iter().filter(|r| r.changed > 0).cloned().collect();
-            view! {
-                <div class="compare">
-                    <p class="muted">{format!("{} of {} tensors changed in {}", changed.len(), o.rows.len(), o.other)}</p>
-                    <div class="compare-wrap" tabindex="0" role="region" aria-label="compared tensors"><table class="compare-table">
-                        <thead><tr><th>"tensor"</th><th>"dtype"</th><th>"changed"</th><th>"rel L2"</th><th>"max |delta|"</th></tr></thead>
-                        <tbody>{changed.into_iter().map(|r| {
-                            let t = r.tensor.clone();
-                            view! {
-                                <tr class="clickable" on:click=move |_| open_delta(t.clone())>
-                                    <td>{r.tensor.clone()}</td><td>{r.dtype.clone()}</td>
-                                    <td>{format!("{} / {}", r.changed, r.elements)}</td>
-                                    <td>{format!("{:.4e}", r.rel_l2)}</td><td>{format!("{:.4e}", r.max_abs_delta)}</td>
-                                </tr>
-                            }
-                        }).collect_view()}</tbody>
-                    </table></div>
-                    <ul>{o.not_compared.into_iter().map(|(n, why)| view! { <li class="muted">{format!("not compared: {n} ({why})")}</li> }).collect_view()}</ul>
-                </div>
-            }
-        })
+        compared
+            .get()
+            .map(|o| view! { <Compared o open_delta=Callback::new(open_delta)/> })
     };
 
     view! {
@@ -190,5 +152,51 @@ pub fn LayersPanel() -> impl IntoView {
             {compare_view}
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         </section>
+    }
+}
+
+/// A combine's outcome: the saved patch, or every element both patches change.
+#[component]
+fn Combined(o: CombineOutcome) -> impl IntoView {
+    if o.conflicts.is_empty() {
+        view! { <p class="combined">{format!("combined: {} entries, saved {}", o.entries, o.saved.unwrap_or_default())}</p> }.into_any()
+    } else {
+        view! {
+            <div class="conflicts combine-conflicts">
+                <p class="error">{format!("{} conflicting element(s): nothing was saved", o.conflicts.len())}</p>
+                <table>
+                    <thead><tr><th>"tensor"</th><th>"index"</th><th>"kind"</th><th>"first"</th><th>"second"</th></tr></thead>
+                    <tbody>{o.conflicts.into_iter().take(500).map(|c| view! {
+                        <tr><td>{c.tensor}</td><td>{format!("{:?}", c.index)}</td><td>{c.kind}</td><td>{c.first}</td><td>{c.second}</td></tr>
+                    }).collect_view()}</tbody>
+                </table>
+            </div>
+        }.into_any()
+    }
+}
+
+/// The model compared with another: the tensors that changed (a row opens its delta view)
+/// and those that could not be compared.
+#[component]
+fn Compared(o: CompareOutcome, open_delta: Callback<String>) -> impl IntoView {
+    let changed: Vec<_> = o.rows.iter().filter(|r| r.changed > 0).cloned().collect();
+    view! {
+        <div class="compare">
+            <p class="muted">{format!("{} of {} tensors changed in {}", changed.len(), o.rows.len(), o.other)}</p>
+            <div class="compare-wrap" tabindex="0" role="region" aria-label="compared tensors"><table class="compare-table">
+                <thead><tr><th>"tensor"</th><th>"dtype"</th><th>"changed"</th><th>"rel L2"</th><th>"max |delta|"</th></tr></thead>
+                <tbody>{changed.into_iter().map(|r| {
+                    let t = r.tensor.clone();
+                    view! {
+                        <tr class="clickable" on:click=move |_| open_delta.run(t.clone())>
+                            <td>{r.tensor.clone()}</td><td>{r.dtype.clone()}</td>
+                            <td>{format!("{} / {}", r.changed, r.elements)}</td>
+                            <td>{format!("{:.4e}", r.rel_l2)}</td><td>{format!("{:.4e}", r.max_abs_delta)}</td>
+                        </tr>
+                    }
+                }).collect_view()}</tbody>
+            </table></div>
+            <ul>{o.not_compared.into_iter().map(|(n, why)| view! { <li class="muted">{format!("not compared: {n} ({why})")}</li> }).collect_view()}</ul>
+        </div>
     }
 }
