@@ -82,13 +82,14 @@ setup_release() {
 #   build_site          dev build: target/debug/tensor-surgeon + target/site
 #   build_site release  optimised: target/release/tensor-surgeon + target/site (wasm-opt -Oz)
 build_site() {
-    local profile=dev wasm_dir=debug server=(cargo build -p tensor-surgeon)
+    local profile=dev wasm_dir=debug label=dev server=(cargo build -p tensor-surgeon)
     if [ "${1:-}" = release ]; then
-        profile=wasm-release wasm_dir=wasm-release server=(cargo build --release -p tensor-surgeon)
+        profile=wasm-release wasm_dir=wasm-release label=release
+        server=(cargo build --release -p tensor-surgeon)
     fi
-    log "building the server ($profile)"
+    log "building the server ($label)"
     "${server[@]}"
-    log "building the WASM client ($profile)"
+    log "building the WASM client ($label)"
     cargo build -p tensor-surgeon-frontend --lib --target wasm32-unknown-unknown --profile "$profile"
     local site=target/site pkg=target/site/pkg
     rm -rf "$pkg" && mkdir -p "$pkg"
