@@ -127,26 +127,7 @@ pub fn ProbesPanel(prompt: RwSignal<String>) -> impl IntoView {
                 <tbody>
                     {list.iter().enumerate().map(|(i, p)| {
                         let r = rows.get(i).filter(|r| r.prompt == p.prompt && r.target == p.target).cloned();
-                        let f = |v: Option<f32>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
-                        let (b, e) = (r.as_ref().and_then(|r| r.base_prob), r.as_ref().and_then(|r| r.edited_prob));
-                        let delta = b.zip(e).map(|(b, e)| format!("{:+.4}", e - b)).unwrap_or_default();
-                        view! {
-                            <tr class="probe-row" data-kind=kind_name(p.kind)
-                                data-base=b.map(|v| v.to_string()).unwrap_or_default()
-                                data-edited=e.map(|v| v.to_string()).unwrap_or_default()
-                                data-kl=r.as_ref().map(|r| r.kl.to_string()).unwrap_or_default()>
-                                <td>{kind_name(p.kind)}</td>
-                                <td>{p.prompt.clone()}</td>
-                                <td>{format!("{:?}", p.target)}</td>
-                                <td class="num">{f(b)}</td>
-                                <td class="num">{f(e)}</td>
-                                <td class="num">{delta}</td>
-                                <td class="num">{r.as_ref().map(|r| format!("{:.5}", r.kl)).unwrap_or_default()}</td>
-                                <td>{r.as_ref().map(|r| format!("{:?}", r.base_top)).unwrap_or_default()}</td>
-                                <td>{r.as_ref().map(|r| format!("{:?}", r.edited_top)).unwrap_or_default()}</td>
-                                <td><button class="remove" title="remove this probe" on:click=move |_| probes.update(|l| { if i < l.len() { l.remove(i); } })>"\u{00d7}"</button></td>
-                            </tr>
-                        }
+                        probe_row(i, p, r, probes)
                     }).collect_view()}
                 </tbody>
             </table>
@@ -199,5 +180,41 @@ pub fn ProbesPanel(prompt: RwSignal<String>) -> impl IntoView {
             </div>
             {move || note.get().map(|n| view! { <p class="muted probe-note">{n}</p> })}
         </div>
+    }
+}
+
+/// One probe's row: what it asks, and (once run) its probabilities base and edited, the
+/// change, the locality KL and both sides' top token; a button removes it.
+fn probe_row(
+    i: usize,
+    p: &Probe,
+    r: Option<ProbeRow>,
+    probes: RwSignal<Vec<Probe>>,
+) -> impl IntoView {
+    let f = |v: Option<f32>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
+    let (b, e) = (
+        r.as_ref().and_then(|r| r.base_prob),
+        r.as_ref().and_then(|r| r.edited_prob),
+    );
+    let delta = b
+        .zip(e)
+        .map(|(b, e)| format!("{:+.4}", e - b))
+        .unwrap_or_default();
+    view! {
+        <tr class="probe-row" data-kind=kind_name(p.kind)
+            data-base=b.map(|v| v.to_string()).unwrap_or_default()
+            data-edited=e.map(|v| v.to_string()).unwrap_or_default()
+            data-kl=r.as_ref().map(|r| r.kl.to_string()).unwrap_or_default()>
+            <td>{kind_name(p.kind)}</td>
+            <td>{p.prompt.clone()}</td>
+            <td>{format!("{:?}", p.target)}</td>
+            <td class="num">{f(b)}</td>
+            <td class="num">{f(e)}</td>
+            <td class="num">{delta}</td>
+            <td class="num">{r.as_ref().map(|r| format!("{:.5}", r.kl)).unwrap_or_default()}</td>
+            <td>{r.as_ref().map(|r| format!("{:?}", r.base_top)).unwrap_or_default()}</td>
+            <td>{r.as_ref().map(|r| format!("{:?}", r.edited_top)).unwrap_or_default()}</td>
+            <td><button class="remove" title="remove this probe" on:click=move |_| probes.update(|l| { if i < l.len() { l.remove(i); } })>"\u{00d7}"</button></td>
+        </tr>
     }
 }
