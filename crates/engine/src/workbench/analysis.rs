@@ -189,7 +189,10 @@ impl Workbench {
             let mut scan = lock(&self.analysis.scan);
             scan.status.running = false;
             scan.version = None;
-            return Err(Error::Internal(format!("cannot start the scan: {e}")));
+            return Err(Error::Thread {
+                what: "scan",
+                source: e,
+            });
         }
         Ok(())
     }

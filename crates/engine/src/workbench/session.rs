@@ -334,8 +334,12 @@ impl Workbench {
         if let Err(e) = spawned {
             let mut st = lock(&self.bake);
             st.running = false;
-            st.error = Some(format!("cannot start the bake: {e}"));
-            return Err(Error::Internal(format!("cannot start the bake: {e}")));
+            let e = Error::Thread {
+                what: "bake",
+                source: e,
+            };
+            st.error = Some(e.to_string());
+            return Err(e);
         }
         Ok(self.bake_status())
     }
