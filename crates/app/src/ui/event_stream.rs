@@ -1,7 +1,17 @@
 //! A stream of server-sent events (the browser's `EventSource`): events of one name carrying
 //! JSON, then `done`, or `failure` with the message. Nothing on the server.
 
+use leptos::prelude::*;
 use serde::de::DeserializeOwned;
+
+/// Closes the stream kept in `slot`, if any (the server stops its work), and empties it.
+pub fn close(slot: StoredValue<Option<Stream>, LocalStorage>) {
+    slot.update_value(|s| {
+        if let Some(s) = s.take() {
+            s.close();
+        }
+    });
+}
 
 #[cfg(feature = "hydrate")]
 pub struct Stream {

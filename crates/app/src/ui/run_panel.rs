@@ -5,7 +5,7 @@
 //! every edit, undo or layer toggle (an encoder gets `embed_run`).
 
 use super::activations_panel::ActivationsPanel;
-use super::event_stream::Stream;
+use super::event_stream::{close, Stream};
 use super::probes_panel::ProbesPanel;
 use super::state::{asked_resource, message, use_ctx};
 use super::trace_panel::TracePanel;
@@ -230,11 +230,7 @@ impl Generation {
     }
 
     fn stop(self) {
-        self.source.update_value(|s| {
-            if let Some(s) = s.take() {
-                s.close();
-            }
-        });
+        close(self.source);
         self.running.set(false);
     }
 

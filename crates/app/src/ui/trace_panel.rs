@@ -4,7 +4,7 @@
 //! from the corrupted p to the clean p, streaming in as layers finish. Hover gives p and the
 //! indirect effect; an MLP cell opens that layer's `down_proj`, an attention cell its `o_proj`.
 
-use super::event_stream::Stream;
+use super::event_stream::{close, Stream};
 use super::heatmap::{draw, Geom};
 use super::state::use_ctx;
 use leptos::html;
@@ -76,11 +76,7 @@ impl TraceState {
     }
 
     fn stop(self) {
-        self.source.update_value(|s| {
-            if let Some(s) = s.take() {
-                s.close();
-            }
-        });
+        close(self.source);
         self.running.set(false);
     }
 }
