@@ -48,6 +48,9 @@ pub enum StoreError {
     /// A patch that does not fit the model (or another patch).
     #[error("{} conflict(s); first: {}", conflicts.len(), conflicts.first().map(ToString::to_string).unwrap_or_default())]
     Conflicts { conflicts: Vec<Conflict> },
+    /// A patch with low-rank entries asked for in the compact form, which holds byte runs.
+    #[error("{}: a patch with low-rank entries is written as JSON (the compact form holds byte runs only)", path.display())]
+    CompactLowRank { path: PathBuf },
     /// A bake that cannot go where it was asked to (onto the base, a sharded model into a file).
     #[error("{} is {reason}", path.display())]
     BakeTarget { path: PathBuf, reason: &'static str },
@@ -103,6 +106,7 @@ impl StoreError {
             | StoreError::Patch { .. }
             | StoreError::Compact { .. }
             | StoreError::BakeTarget { .. }
+            | StoreError::CompactLowRank { .. }
             | StoreError::CacheConfigured => ErrorKind::Invalid,
         }
     }

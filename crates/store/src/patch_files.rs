@@ -9,7 +9,7 @@ use crate::model::Model;
 use std::path::{Path, PathBuf};
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::overlay::Overlay;
-use tensor_surgeon_core::patch::{Conflict, Fingerprint, Patch, PatchError};
+use tensor_surgeon_core::patch::{self, Conflict, Fingerprint, Patch, PatchError};
 
 /// Above about this many bytes of JSON, `auto` writes the compact form.
 pub const AUTO_COMPACT_BYTES: u64 = 1 << 20;
@@ -44,7 +44,7 @@ impl Loaded {
     /// Number of entries (byte runs).
     pub fn entry_count(&self) -> usize {
         match self {
-            Loaded::Json(p) => p.entries.len(),
+            Loaded::Json(p) => p.entries.len() + p.low_rank.len(),
             Loaded::Compact(c) => c.entry_count(),
         }
     }
@@ -95,16 +95,31 @@ pub fn load_within(path: &Path, model: Option<&Model>) -> Result<Loaded> {
 /// ones by the digests of each tensor's original bytes.
 pub fn resolve(path: &Path, loaded: Loaded, model: &Model, over: Option<&Overlay>) -> Result<Fit> {
     match loaded {
-        Loaded::Json(p) => {
-            let conflicts = p.verify(&model.based_on_patch(&p)?);
-            Ok(if conflicts.is_empty() {
-                Ok(p)
-            } else {
-                Err(conflicts)
-            })
-        }
+        Loaded::Json(p) => materialize(path, p, model, over),
         Loaded::Compact(c) => expand(path, &c, model, over),
     }
+}
+
+/// A JSON patch checked against `model`, all in byte entries: its byte entries are checked
+/// byte by byte, its low-rank entries by the digest of their tensor, then expanded (over
+/// `over`, an earlier layer, when given) into byte entries.
+pub fn materialize(path: &Path, mut p: Patch, model: &Model, over: Option<&Overlay>) -> Result<Fit> {
+    let based = model.based_on_patch(&p)?;
+    let mut conflicts = p.verify(&based);
+    match p.expand_low_rank(&based, over) {
+        Ok(entries) if !entries.is_empty() || !p.low_rank.is_empty() => {
+            p.entries.extend(entries);
+            p.entries = patch::normalize(std::mem::take(&mut p.entries)).map_err(patch_error(path))?;
+            p.low_rank.clear();
+        }
+        Ok(_) => {}
+        Err(more) => conflicts.extend(more),
+    }
+    Ok(if conflicts.is_empty() {
+        Ok(p)
+    } else {
+        Err(conflicts)
+    })
 }
 
 /// A patch that fits its base, or the places where it does not.
@@ -159,6 +174,16 @@ pub fn wants_compact(format: Format, json_len: u64) -> bool {
 /// Saves a patch atomically in `format`; `model` (when known) gives the element widths the
 /// compact form shuffles by. Returns the form written.
 pub fn save(path: &Path, patch: &Patch, format: Format, model: Option<&Model>) -> Result<Format> {
+    if !patch.low_rank.is_empty() {
+        // Low-rank entries are small; the compact form holds byte runs only.
+        if format == Format::Compact {
+            return Err(StoreError::CompactLowRank {
+                path: path.to_path_buf(),
+            });
+        }
+        atomic::write_atomic(path, patch.to_json().as_bytes())?;
+        return Ok(Format::Json);
+    }
     if !wants_compact(format, patch.json_len_estimate()) {
         atomic::write_atomic(path, patch.to_json().as_bytes())?;
         return Ok(Format::Json);

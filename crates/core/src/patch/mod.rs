@@ -10,14 +10,17 @@ use crate::source::ByteSource;
 use crate::{dtype, slice};
 use serde::{Deserialize, Serialize};
 
+pub mod low_rank;
 mod origin;
 pub use crate::origin::Origin;
+pub use low_rank::{LowRankEntry, LowRankError};
 pub use origin::OriginMap;
 
 /// The `format` field of every patch file.
 pub const FORMAT: &str = "tensor-surgeon-patch";
-/// The current format version.
-pub const VERSION: u32 = 1;
+/// The newest format version this build reads and writes: 2 adds low-rank entries. A patch
+/// without them is written as version 1, which older builds read.
+pub const VERSION: u32 = 2;
 
 /// Identity of one base file: its name, a hash of its header, its size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ impl PatchEntry {
 
 /// A patch file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawPatch", into = "RawPatch")]
 pub struct Patch {
     pub format: String,
     pub version: u32,
@@ -86,7 +90,79 @@ pub struct Patch {
     pub note: String,
     /// The base model, one fingerprint per file (shard).
     pub base: Vec<Fingerprint>,
+    /// Byte entries, by tensor and offset.
     pub entries: Vec<PatchEntry>,
+    /// Low-rank entries (version 2), at most one per tensor and never in a tensor that also
+    /// has byte entries. They apply to the base's bytes: [`low_rank::LowRankEntry::to_entries`]
+    /// turns them into byte entries once the base is at hand.
+    pub low_rank: Vec<LowRankEntry>,
+}
+
+/// A patch as its JSON reads: entries of either kind in one list.
+#[derive(Serialize, Deserialize)]
+struct RawPatch {
+    format: String,
+    version: u32,
+    created: String,
+    #[serde(default)]
+    note: String,
+    base: Vec<Fingerprint>,
+    entries: Vec<serde_json::Value>,
+}
+
+impl TryFrom<RawPatch> for Patch {
+    type Error = String;
+
+    fn try_from(raw: RawPatch) -> Result<Patch, String> {
+        let mut entries = Vec::new();
+        let mut low_rank = Vec::new();
+        for (i, e) in raw.entries.into_iter().enumerate() {
+            let kind = e.get("kind").and_then(|k| k.as_str()).map(str::to_string);
+            match kind.as_deref() {
+                None => entries.push(
+                    serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?,
+                ),
+                Some(low_rank::KIND) => low_rank.push(
+                    serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?,
+                ),
+                Some(other) => return Err(format!("entry {i}: unknown kind {other:?}")),
+            }
+        }
+        Ok(Patch {
+            format: raw.format,
+            version: raw.version,
+            created: raw.created,
+            note: raw.note,
+            base: raw.base,
+            entries,
+            low_rank,
+        })
+    }
+}
+
+impl From<Patch> for RawPatch {
+    fn from(p: Patch) -> RawPatch {
+        let version = if p.low_rank.is_empty() {
+            p.version
+        } else {
+            p.version.max(2)
+        };
+        let entries = p
+            .entries
+            .iter()
+            .map(serde_json::to_value)
+            .chain(p.low_rank.iter().map(serde_json::to_value))
+            .filter_map(Result::ok)
+            .collect();
+        RawPatch {
+            format: p.format,
+            version,
+            created: p.created,
+            note: p.note,
+            base: p.base,
+            entries,
+        }
+    }
 }
 
 /// What is wrong with a patch as a document.
@@ -116,6 +192,12 @@ pub enum PatchError {
         offset: u64,
         len: usize,
     },
+    /// A low-rank entry that cannot be one (no rank, factors of part rows).
+    #[error(transparent)]
+    LowRank(#[from] LowRankError),
+    /// A tensor with a low-rank entry and another entry (either kind).
+    #[error("{tensor}: a tensor with a low-rank entry can have no other entry in the same patch")]
+    Mixed { tensor: String },
     /// Two entries of one patch cover the same bytes.
     #[error("entries at {tensor}+{first} and {tensor}+{second} overlap")]
     Overlap {
@@ -153,6 +235,12 @@ pub enum ConflictKind {
     /// A compact patch's digest of the original bytes of a tensor's runs does not match the
     /// base (compact patches carry digests, not the original bytes).
     BaseDiffers { runs: u64 },
+    /// A low-rank entry's tensor is not the one it was made for (SHA-256 of its bytes).
+    TensorDiffers,
+    /// A low-rank entry that does not fit its tensor (dtype or shape).
+    LowRankMisfit { reason: String },
+    /// A low-rank entry that does not make the tensor it promises: the entry is damaged.
+    ResultDiffers,
     /// Two patches change the same bytes to different values.
     Clash {
         #[serde(with = "hex::serde")]
@@ -160,6 +248,18 @@ pub enum ConflictKind {
         #[serde(with = "hex::serde")]
         second: Vec<u8>,
     },
+}
+
+impl Conflict {
+    /// A conflict over a whole tensor of `len` bytes.
+    pub fn whole(tensor: &str, len: u64, kind: ConflictKind) -> Conflict {
+        Conflict {
+            tensor: tensor.to_string(),
+            offset: 0,
+            len,
+            kind,
+        }
+    }
 }
 
 impl std::fmt::Display for Conflict {
@@ -187,6 +287,19 @@ impl std::fmt::Display for Conflict {
                 f,
                 "{at}: the model's bytes in the patch's {runs} run(s) are not those the patch \
                  was made for (their SHA-256 differs)"
+            ),
+            ConflictKind::TensorDiffers => write!(
+                f,
+                "{}: the model's tensor is not the one the low-rank entry was made for (its \
+                 SHA-256 differs)",
+                self.tensor
+            ),
+            ConflictKind::LowRankMisfit { reason } => write!(f, "{reason}"),
+            ConflictKind::ResultDiffers => write!(
+                f,
+                "{}: the low-rank entry does not make the tensor it names (SHA-256 of the \
+                 result differs): the entry is damaged",
+                self.tensor
             ),
             ConflictKind::Clash { first, second } => write!(
                 f,
@@ -217,11 +330,12 @@ impl Patch {
     pub fn new(base: Vec<Fingerprint>, created: String, note: String) -> Patch {
         Patch {
             format: FORMAT.into(),
-            version: VERSION,
+            version: 1,
             created,
             note,
             base,
             entries: Vec::new(),
+            low_rank: Vec::new(),
         }
     }
 
@@ -230,13 +344,15 @@ impl Patch {
         let mut patch: Patch = serde_json::from_str(text).map_err(|e| PatchError::Parse {
             reason: e.to_string(),
         })?;
-        if patch.format != FORMAT || patch.version != VERSION {
+        let low_rank_ok = patch.version >= 2 || patch.low_rank.is_empty();
+        if patch.format != FORMAT || !(1..=VERSION).contains(&patch.version) || !low_rank_ok {
             return Err(PatchError::Version {
                 format: patch.format,
                 version: patch.version,
             });
         }
         patch.entries = normalize(patch.entries)?;
+        check_low_rank(&patch)?;
         Ok(patch)
     }
 
@@ -345,6 +461,57 @@ impl Patch {
         conflicts
     }
 
+    /// The byte entries the low-rank entries make of `base` (with `over`, an earlier layer,
+    /// laid onto it: the entries' original bytes are then that layer's), or where they do not
+    /// fit. Each tensor is read row by row.
+    pub fn expand_low_rank(
+        &self,
+        base: &impl BaseModel,
+        over: Option<&Overlay>,
+    ) -> Result<Vec<PatchEntry>, Vec<Conflict>> {
+        let mut out = Vec::new();
+        let mut conflicts = Vec::new();
+        for e in &self.low_rank {
+            let Some((info, bytes)) = base.tensor(&e.tensor) else {
+                conflicts.push(Conflict::whole(&e.tensor, 0, ConflictKind::MissingTensor));
+                continue;
+            };
+            let whole = |kind| Conflict::whole(&e.tensor, info.byte_len(), kind);
+            if let Err(err) = e.check(info) {
+                conflicts.push(whole(ConflictKind::LowRankMisfit {
+                    reason: err.to_string(),
+                }));
+                continue;
+            }
+            if low_rank::sha256_of(info, &*bytes) != e.base_sha256 {
+                conflicts.push(whole(ConflictKind::TensorDiffers));
+                continue;
+            }
+            let viewed;
+            let source: &dyn ByteSource = match over {
+                Some(o) => {
+                    viewed = o.view(&e.tensor, &*bytes);
+                    &viewed
+                }
+                None => &*bytes,
+            };
+            match e.to_entries(info, source) {
+                Ok((_, patched)) if over.is_none() && patched != e.patched_sha256 => {
+                    conflicts.push(whole(ConflictKind::ResultDiffers))
+                }
+                Ok((entries, _)) => out.extend(entries),
+                Err(err) => conflicts.push(whole(ConflictKind::LowRankMisfit {
+                    reason: err.to_string(),
+                })),
+            }
+        }
+        if conflicts.is_empty() {
+            Ok(out)
+        } else {
+            Err(conflicts)
+        }
+    }
+
     /// The overlay that applying this patch produces.
     pub fn to_overlay(&self) -> Overlay {
         let mut overlay = Overlay::default();
@@ -379,6 +546,20 @@ impl Patch {
         }
         self.entries = origins.split(Patch::entries_from_overlay(&overlay, base));
     }
+}
+
+/// Rejects malformed low-rank entries, two on one tensor, or one beside byte entries.
+pub fn check_low_rank(patch: &Patch) -> Result<(), PatchError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &patch.low_rank {
+        e.factor_shape()?;
+        if !seen.insert(e.tensor.as_str()) || patch.entries.iter().any(|b| b.tensor == e.tensor) {
+            return Err(PatchError::Mixed {
+                tensor: e.tensor.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Sorts entries, rejects empty or unequal-length ones and overlaps, and coalesces adjacent.

@@ -275,3 +275,104 @@ fn offsets_near_u64_max_are_an_error_not_an_overflow() {
         other => panic!("expected an offset error, got {other:?}"),
     }
 }
+
+/// A 2 x 3 BF16 matrix and a rank-2 entry over it.
+fn low_rank_model() -> (Model, TensorInfo, Vec<u8>) {
+    let values = [1.0f32, -2.0, 0.5, 3.0, 0.0, -0.25];
+    let bytes: Vec<u8> = values
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect();
+    let info = TensorInfo {
+        name: "m".into(),
+        dtype: Dtype::BF16,
+        shape: vec![2, 3],
+        data_offsets: (0, 12),
+    };
+    let model = Model([("m".to_string(), (info.clone(), bytes.clone()))].into());
+    (model, info, bytes)
+}
+
+#[test]
+fn a_low_rank_entry_adds_u_v_transposed_rounded_to_the_dtype() {
+    let (m, info, bytes) = low_rank_model();
+    // u: [2, 2], v: [3, 2].
+    let u = [1.0f32, 0.5, -1.0, 2.0];
+    let v = [0.25f32, 1.0, 1e-3, 0.0, -0.5, 0.125];
+    let e = LowRankEntry::new(&info, &bytes, 2, &u, &v, None).unwrap();
+    let mut p = Patch::new(vec![], "2026-01-01T00:00:00Z".into(), String::new());
+    p.low_rank.push(e.clone());
+    let json = p.to_json();
+    assert!(json.contains("\"version\": 2") && json.contains("\"kind\": \"low_rank\""));
+    let parsed = Patch::from_json(&json).unwrap();
+    assert_eq!(parsed.low_rank, vec![e]);
+    let entries = parsed.expand_low_rank(&m, None).unwrap();
+    let mut out = bytes.clone();
+    for en in &entries {
+        assert_eq!(&bytes[en.offset as usize..en.end() as usize], &en.original[..]);
+        out[en.offset as usize..en.end() as usize].copy_from_slice(&en.patched);
+    }
+    let base: Vec<f32> = bytes
+        .chunks(2)
+        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect();
+    for i in 0..2 {
+        for j in 0..3 {
+            let mut acc = base[i * 3 + j];
+            for r in 0..2 {
+                acc += u[i * 2 + r] * v[j * 2 + r];
+            }
+            let got = half::bf16::from_le_bytes([out[(i * 3 + j) * 2], out[(i * 3 + j) * 2 + 1]]);
+            assert_eq!(got, half::bf16::from_f32(acc), "element ({i}, {j})");
+        }
+    }
+    // Element (0, 1): -2 + 1e-3 rounds back to -2 in BF16, so five of the six change.
+    assert_eq!(entries.iter().map(|e| e.patched.len()).sum::<usize>(), 10);
+}
+
+#[test]
+fn a_low_rank_entry_is_refused_on_another_tensor_or_a_bad_shape() {
+    let (m, info, bytes) = low_rank_model();
+    let e = LowRankEntry::new(&info, &bytes, 1, &[1.0, 1.0], &[1.0, 1.0, 1.0], None).unwrap();
+    let mut p = Patch::new(vec![], "2026-01-01T00:00:00Z".into(), String::new());
+    p.low_rank.push(e.clone());
+    // The base changed: the digest no longer matches.
+    let mut other = bytes.clone();
+    other[0] ^= 1;
+    let changed = Model([("m".to_string(), (info.clone(), other))].into());
+    let conflicts = p.expand_low_rank(&changed, None).unwrap_err();
+    assert_eq!(conflicts[0].kind, ConflictKind::TensorDiffers);
+    // Factors for a 2 x 2 matrix on a 2 x 3 tensor.
+    let mut wrong = e.clone();
+    wrong.v = low_rank::f32_bytes(&[1.0, 1.0]);
+    p.low_rank = vec![wrong];
+    let conflicts = p.expand_low_rank(&m, None).unwrap_err();
+    assert!(conflicts[0].to_string().contains("2 x 2 matrix"), "{}", conflicts[0]);
+    // A damaged factor: the result's digest differs.
+    let mut damaged = e.clone();
+    damaged.u = low_rank::f32_bytes(&[1.0, 2.0]);
+    p.low_rank = vec![damaged];
+    let conflicts = p.expand_low_rank(&m, None).unwrap_err();
+    assert_eq!(conflicts[0].kind, ConflictKind::ResultDiffers);
+    // A low-rank entry beside byte entries of its tensor, or in a version-1 file.
+    p.low_rank = vec![e.clone()];
+    p.entries = vec![PatchEntry {
+        tensor: "m".into(),
+        offset: 0,
+        original: vec![0],
+        patched: vec![1],
+        origin: None,
+    }];
+    assert!(matches!(
+        Patch::from_json(&p.to_json()),
+        Err(PatchError::Mixed { .. })
+    ));
+    p.entries.clear();
+    let v1 = p.to_json().replace("\"version\": 2", "\"version\": 1");
+    assert!(matches!(Patch::from_json(&v1), Err(PatchError::Version { .. })));
+    let bad_kind = p.to_json().replace("\"low_rank\"", "\"sparse\"");
+    assert!(Patch::from_json(&bad_kind)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown kind \"sparse\""));
+}

@@ -99,11 +99,23 @@ impl Workbench {
     /// per origin, so provenance survives save -> load.
     pub fn load_patch(&self, text: &str, name: &str) -> Result<LoadOutcome> {
         self.writable()?;
+        let path = PathBuf::from(name);
         let patch = Patch::from_json(text).map_err(|source| Error::Patch {
-            path: PathBuf::from(name),
+            path: path.clone(),
             source,
         })?;
-        Ok(self.load_layer(patch, name)?.0)
+        if patch.low_rank.is_empty() {
+            return Ok(self.load_layer(patch, name)?.0);
+        }
+        let entries = patch.entries.len() + patch.low_rank.len();
+        match patch_files::materialize(&path, patch, &self.model, None)? {
+            Ok(p) => Ok(self.load_layer(p, name)?.0),
+            Err(conflicts) => Ok(LoadOutcome {
+                applied: false,
+                entries,
+                conflicts: conflicts.iter().map(ToString::to_string).collect(),
+            }),
+        }
     }
 
     /// The patch files in the patches folder (JSON or compact), by name.

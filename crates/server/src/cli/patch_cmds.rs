@@ -81,7 +81,11 @@ fn needs_model(what: &str) -> Error {
 /// The full patch of a loaded file: JSON as is, compact expanded against `model`.
 fn full(path: &Path, loaded: Loaded, model: Option<&Model>, what: &str) -> Result<Patch> {
     match (loaded, model) {
-        (Loaded::Json(p), _) => Ok(p),
+        (Loaded::Json(p), _) if p.low_rank.is_empty() => Ok(p),
+        (Loaded::Json(_), None) => Err(Error::Usage(format!(
+            "{what} needs the base model: add --model MODEL (a low-rank entry is made into \
+             bytes against it)"
+        ))),
         (Loaded::Compact(_), None) => Err(needs_model(what)),
         (loaded, Some(m)) => patch_files::resolve(path, loaded, m, None)?
             .map_err(|conflicts| Error::from(StoreError::Conflicts { conflicts })),

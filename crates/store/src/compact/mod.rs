@@ -24,7 +24,7 @@ mod tests;
 
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::patch::{
-    BaseModel, Conflict, ConflictKind, Fingerprint, Origin, Patch, PatchEntry, FORMAT, VERSION,
+    BaseModel, Conflict, ConflictKind, Fingerprint, Origin, Patch, PatchEntry, FORMAT,
 };
 use tensor_surgeon_core::source::ByteSource;
 
@@ -320,11 +320,12 @@ impl CompactPatch {
         }
         Ok(Patch {
             format: FORMAT.into(),
-            version: VERSION,
+            version: 1,
             created: self.created.clone(),
             note: self.note.clone(),
             base: self.base.clone(),
             entries,
+            low_rank: Vec::new(),
         })
     }
 }

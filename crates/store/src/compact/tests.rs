@@ -191,6 +191,7 @@ fn expanding_over_an_earlier_patch_reads_its_bytes() {
     };
     let second = Patch {
         entries: vec![second_entry.clone()],
+        low_rank: Vec::new(),
         ..first.clone()
     };
     let compact = CompactPatch::from_patch(&second, widths);

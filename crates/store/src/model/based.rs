@@ -78,7 +78,9 @@ impl Model {
             patch
                 .entries
                 .iter()
-                .map(|e| (e.tensor.as_str(), e.offset..e.end())),
+                .map(|e| (e.tensor.as_str(), e.offset..e.end()))
+                // A low-rank entry reads its whole tensor (ranges are clipped to its size).
+                .chain(patch.low_rank.iter().map(|e| (e.tensor.as_str(), 0..u64::MAX))),
         )
     }
 
