@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod llama;
 mod studies;
 pub mod tokens;
+pub mod edit;
 pub mod trace;
 pub mod weights;
 
@@ -145,6 +146,21 @@ impl RunnableModel {
             return Err(InferError::Request(format!("{text:?} has no tokens")));
         }
         Ok(ids)
+    }
+
+    /// Token ids of a text without the tokenizer's special tokens (a continuation's).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .vocab
+            .tokenizer()
+            .encode(text, false)
+            .map_err(|e| InferError::Request(format!("cannot tokenize {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The text of token ids, special tokens left out.
+    pub fn decode_text(&self, ids: &[u32]) -> String {
+        self.vocab.tokenizer().decode(ids, true).unwrap_or_default()
     }
 
     /// The text of one token (byte-level pieces decoded).

@@ -191,9 +191,20 @@ fn subject_tokens(
     subject: &str,
     spans: &[(u32, std::ops::Range<usize>)],
 ) -> Result<(usize, usize)> {
-    let Some(at) = prompt.find(subject) else {
+    subject_tokens_from(prompt, 0, subject, spans)
+}
+
+/// The tokens `[start, end)` of the first `subject` in `text` at or after byte `from`.
+pub(crate) fn subject_tokens_from(
+    text: &str,
+    from: usize,
+    subject: &str,
+    spans: &[(u32, std::ops::Range<usize>)],
+) -> Result<(usize, usize)> {
+    let Some(at) = text.get(from..).and_then(|t| t.find(subject)).map(|a| a + from) else {
         return Err(InferError::Request(format!(
-            "the subject {subject:?} does not occur in the prompt {prompt:?}"
+            "the subject {subject:?} does not occur in the prompt {:?}",
+            text.get(from..).unwrap_or(text)
         )));
     };
     let text = at..at + subject.len();

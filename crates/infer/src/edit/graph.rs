@@ -1,0 +1,79 @@
+//! The differentiable pieces of a Llama layer for the fact editor's optimisation, built from
+//! candle operations that all have a backward pass.
+//!
+//! candle 0.11's fused `softmax_last_dim`, `rms_norm` and `rope` kernels have no backward: a
+//! graph through them silently loses its gradient. These are the same functions written with
+//! elementary operations (the maximum subtracted before `exp` is detached: softmax does not
+//! depend on it). A frozen weight's product is a custom operation whose backward gives the
+//! input's gradient only: candle's matmul would also compute the weight's, an unused product
+//! as large as the forward one.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
+
+/// `x @ Wᵀ` for a constant `W` (`[out, in]`, f32), differentiable in `x` only.
+pub struct Frozen {
+    w: Tensor,
+}
+
+impl Frozen {
+    pub fn new(w: Tensor) -> Frozen {
+        Frozen { w }
+    }
+
+    /// `x @ Wᵀ` (`x` is `[n, in]`).
+    pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.contiguous()?.apply_op1(Frozen { w: self.w.clone() })
+    }
+}
+
+impl CustomOp1 for Frozen {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-linear needs a contiguous input");
+        };
+        let xs = &storage.as_slice::<f32>()?[start..end];
+        let (n, input) = layout.shape().dims2()?;
+        let x = Tensor::from_slice(xs, (n, input), &candle_core::Device::Cpu)?;
+        let y = x.matmul(&self.w.t()?)?;
+        let out = y.dim(1)?;
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), Shape::from((n, out))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
+    }
+}
+
+/// RMSNorm over the last axis: `x / sqrt(mean(x²) + eps) * weight`.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+    x.broadcast_mul(&scale)?.broadcast_mul(weight)
+}
+
+/// Softmax over the last axis.
+pub fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    let e = shifted.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Log-softmax over the last axis.
+pub fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)
+}
+
+/// Rotary positions in the rotate-half layout: `x` is `[heads, t, hd]`, `cos`/`sin` `[t, hd/2]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
+    let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+}

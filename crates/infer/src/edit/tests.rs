@@ -1,0 +1,73 @@
+//! The fact editor on the tiny demo Llama: its pass equals the model's own, its gradient a
+//! finite difference, and its edit raises the target.
+
+use super::*;
+use crate::tests::{runnable, tiny_llama};
+use crate::Edited;
+
+const GOAL_PROMPT: &str = "the cat sat on the";
+
+fn goal(target: &str) -> FactGoal {
+    FactGoal {
+        subject: "cat".into(),
+        prompt: GOAL_PROMPT.into(),
+        target: target.into(),
+    }
+}
+
+#[test]
+fn the_optimisation_pass_is_the_model_s_own_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), None);
+    let r = runnable(&model);
+    let w = r.weights(&model, Edited::default());
+    let target = "#7";
+    for layer in [0, 1] {
+        let p = r.problem(&w, &goal(target), layer, &["{}".into()]).unwrap();
+        let zero = Tensor::zeros(p.model.config.hidden_size, DType::F32, &Device::Cpu).unwrap();
+        let (_, _, p_target) = p.run(&zero).unwrap();
+        let d = r.distribution(&w, &r.encode(GOAL_PROMPT).unwrap()).unwrap();
+        let want = d.prob(7);
+        assert!(
+            (p_target - want).abs() < 1e-5 * want.max(1e-3),
+            "layer {layer}: {p_target} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn the_gradient_matches_a_finite_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), None);
+    let r = runnable(&model);
+    let w = r.weights(&model, Edited::default());
+    let contexts = vec!["{}".to_string(), "A dog ran. {}".to_string()];
+    let p = r.problem(&w, &goal("#11"), 0, &contexts).unwrap();
+    let opts = FactOptions::at_layer(0);
+    let hidden = p.model.config.hidden_size;
+    let at: Vec<f32> = (0..hidden).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
+    let dir_v: Vec<f32> = (0..hidden).map(|i| ((i * 3 % 5) as f32 - 2.0) * 0.5).collect();
+    let var = Var::from_vec(at.clone(), hidden, &Device::Cpu).unwrap();
+    let mut kl_init = Some(
+        p.run(&Tensor::zeros(hidden, DType::F32, &Device::Cpu).unwrap())
+            .unwrap()
+            .1,
+    );
+    let (loss, _) = p.loss(var.as_tensor(), &opts, &mut kl_init).unwrap();
+    let grads = loss.backward().unwrap();
+    let g = grads.get(var.as_tensor()).expect("the loss reaches delta").to_vec1::<f32>().unwrap();
+    let along: f64 = g.iter().zip(&dir_v).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let eps = 1e-2f32;
+    let at_step = |sign: f32| -> f64 {
+        let moved: Vec<f32> = at.iter().zip(&dir_v).map(|(a, d)| a + sign * eps * d).collect();
+        let t = Tensor::from_vec(moved, hidden, &Device::Cpu).unwrap();
+        let mut init = kl_init.clone();
+        p.loss(&t, &opts, &mut init).unwrap().1.loss
+    };
+    let numeric = (at_step(1.0) - at_step(-1.0)) / (2.0 * eps as f64);
+    assert!(along.abs() > 1e-3, "a gradient to compare: {along}");
+    assert!(
+        (along - numeric).abs() < 0.02 * along.abs().max(numeric.abs()),
+        "autograd {along} vs finite difference {numeric}"
+    );
+}
