@@ -21,6 +21,7 @@
 
 pub mod diff;
 pub mod error;
+pub mod fact;
 pub mod statistics;
 pub mod workbench;
 

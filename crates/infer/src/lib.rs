@@ -148,6 +148,11 @@ impl RunnableModel {
         Ok(ids)
     }
 
+    /// The number of decoder layers (causal language models).
+    pub fn layers(&self) -> Result<usize> {
+        Ok(self.llama()?.config.num_hidden_layers)
+    }
+
     /// Token ids of a text without the tokenizer's special tokens (a continuation's).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self

@@ -10,6 +10,7 @@
 //! ```
 
 mod analysis;
+mod fact;
 /// The MCP tools' arguments, with JSON schemas for the agents that call them.
 #[cfg(feature = "schema")]
 pub mod mcp;
@@ -21,6 +22,7 @@ mod surgery;
 mod trace;
 
 pub use analysis::*;
+pub use fact::*;
 pub use model::*;
 pub use run::*;
 pub use session::*;

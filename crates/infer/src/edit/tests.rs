@@ -66,6 +66,11 @@ fn the_gradient_matches_a_finite_difference() {
     };
     let numeric = (at_step(1.0) - at_step(-1.0)) / (2.0 * eps as f64);
     assert!(along.abs() > 1e-3, "a gradient to compare: {along}");
+    // Where the optimisation starts, δ = 0, the gradient is finite.
+    let zero = Var::zeros(hidden, DType::F32, &Device::Cpu).unwrap();
+    let (loss0, _) = p.loss(zero.as_tensor(), &opts, &mut kl_init.clone()).unwrap();
+    let g0 = loss0.backward().unwrap().get(zero.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+    assert!(g0.iter().all(|v| v.is_finite()) && g0.iter().any(|v| *v != 0.0));
     assert!(
         (along - numeric).abs() < 0.02 * along.abs().max(numeric.abs()),
         "autograd {along} vs finite difference {numeric}"

@@ -9,6 +9,7 @@ mod run;
 mod slice;
 mod stats;
 mod structure;
+mod edit_fact;
 mod trace;
 
 use crate::session::SessionArgs;
@@ -182,6 +183,10 @@ enum Command {
     /// Causal tracing: where the model keeps its answer about a subject (p of the target with
     /// each layer's output, MLP or attention restored at each token of a corrupted prompt).
     Trace(trace::TraceArgs),
+    /// Rewrite a fact (ROME): the rank-one change of one layer's down_proj that makes the
+    /// model continue --prompt with --target, written as a low-rank patch entry, with its
+    /// probe scores.
+    EditFact(edit_fact::EditFactArgs),
     /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
     Demo {
         #[arg(long)]
@@ -309,6 +314,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         Command::Probe(a) => run::probe(&a),
         Command::Activations(a) => run::activations(&a),
         Command::Trace(a) => trace::trace(&a),
+        Command::EditFact(a) => edit_fact::edit_fact(&a),
     }
 }
 

@@ -76,6 +76,8 @@ pub(super) struct Opened {
     pub(super) model: Model,
     pub(super) runner: RunnableModel,
     pub(super) edited: Edited,
+    /// The patches' edits.
+    pub(super) overlay: tensor_surgeon_core::overlay::Overlay,
 }
 
 pub(super) fn open(m: &ModelArgs) -> Result<Opened> {
@@ -88,6 +90,7 @@ pub(super) fn open(m: &ModelArgs) -> Result<Opened> {
         model,
         runner,
         edited,
+        overlay,
     })
 }
 

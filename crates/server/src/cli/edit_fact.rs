@@ -1,0 +1,212 @@
+//! `edit-fact`: ROME fact edits written as low-rank patch entries, with their probe scores.
+
+use super::run::{json, open, ModelArgs};
+use super::table;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use tensor_surgeon_core::patch::Origin;
+use tensor_surgeon_engine::{Error, Result};
+use tensor_surgeon_infer::edit::FactOptions;
+use tensor_surgeon_store::patch_files::{self, Format};
+use tensor_surgeon_wire::{FactEditReport, FactRequest};
+
+/// Options of `edit-fact`.
+#[derive(clap::Args, Debug)]
+pub struct EditFactArgs {
+    #[command(flatten)]
+    m: ModelArgs,
+    /// Text of the prompt whose fact changes.
+    #[arg(long, required_unless_present = "requests")]
+    subject: Option<String>,
+    /// A prompt containing the subject.
+    #[arg(long, required_unless_present = "requests")]
+    prompt: Option<String>,
+    /// The new continuation (" Rome" with its leading space, or #ID; several tokens allowed).
+    #[arg(long, required_unless_present = "requests", allow_hyphen_values = true)]
+    target: Option<String>,
+    /// Other wordings of the prompt, scored after the edit; repeatable.
+    #[arg(long)]
+    paraphrase: Vec<String>,
+    /// Prompts about other subjects whose answer should stay; repeatable.
+    #[arg(long)]
+    neighbor: Vec<String>,
+    /// A JSON list of facts `[{"subject", "prompt", "target"}]`, edited one after another.
+    #[arg(long, conflicts_with_all = ["subject", "prompt", "target"])]
+    requests: Option<PathBuf>,
+    /// The layer whose down_proj changes (default: see `edit::default_layer`).
+    #[arg(long)]
+    layer: Option<usize>,
+    /// Optimisation steps of the MLP output.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Seed of the context prefixes the model writes.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write the patch (JSON, format version 2).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn requests(a: &EditFactArgs) -> Result<Vec<FactRequest>> {
+    if let Some(path) = &a.requests {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let list: Vec<FactRequest> = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not a list of facts [{{\"subject\", \"prompt\", \"target\"}}]: {e}",
+                path.display()
+            ))
+        })?;
+        if list.is_empty() {
+            return Err(Error::Usage(format!("{}: no facts", path.display())));
+        }
+        return Ok(list);
+    }
+    Ok(vec![FactRequest {
+        subject: a.subject.clone().unwrap_or_default(),
+        prompt: a.prompt.clone().unwrap_or_default(),
+        target: a.target.clone().unwrap_or_default(),
+        paraphrases: a.paraphrase.clone(),
+        neighbors: a.neighbor.clone(),
+    }])
+}
+
+pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
+    let facts = requests(a)?;
+    let o = open(&a.m)?;
+    let layers = o.runner.layers()?;
+    let layer = match a.layer {
+        Some(l) => l,
+        None => tensor_surgeon_infer::edit::default_layer(layers),
+    };
+    let opts = FactOptions {
+        steps: a.steps,
+        seed: a.seed,
+        ..FactOptions::at_layer(layer)
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(opts.steps as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut over = o.overlay.clone();
+    let mut entries: Vec<tensor_surgeon_core::patch::LowRankEntry> = Vec::new();
+    let mut reports: Vec<FactEditReport> = Vec::new();
+    for fact in &facts {
+        bar.set_position(0);
+        let outcome = tensor_surgeon_engine::fact::edit_fact(
+            &o.model,
+            &o.runner,
+            &over,
+            fact,
+            &opts,
+            Origin::new("cli"),
+            &mut |s| {
+                bar.set_position(s.step as u64 + 1);
+                bar.set_message(format!("p(target) {:.3}", s.p_target));
+            },
+        )?;
+        for (name, runs) in outcome.overlay.tensors() {
+            for (start, run) in runs.runs() {
+                over.write(name, start, run);
+            }
+        }
+        // Facts at one layer share its entry: the ranks add up.
+        match entries.iter_mut().find(|e| e.tensor == outcome.entry.tensor) {
+            Some(e) => merge(e, &outcome.entry),
+            None => entries.push(outcome.entry),
+        }
+        reports.push(outcome.report);
+    }
+    bar.finish_and_clear();
+    let mut patch = patch_files::new_for(&o.model, &note(&facts));
+    for e in &mut entries {
+        let info = o.model.get(&e.tensor)?.1.clone();
+        let base = tensor_surgeon_core::tensors::TensorSource::bytes(&o.model, &e.tensor)
+            .map_err(|source| {
+                Error::from(tensor_surgeon_infer::InferError::Read {
+                    tensor: e.tensor.clone(),
+                    source,
+                })
+            })?;
+        let (u, v) = e.factors();
+        *e = tensor_surgeon_core::patch::LowRankEntry::new(&info, &base, e.rank, &u, &v, e.origin.clone())
+            .map_err(|err| Error::Internal(err.to_string()))?;
+    }
+    patch.low_rank = entries;
+    patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
+    if a.m.json {
+        return if a.requests.is_some() {
+            json(&reports)
+        } else {
+            json(&reports[0])
+        };
+    }
+    for r in &reports {
+        print_report(r);
+    }
+    println!("\nwrote {}", a.out.display());
+    Ok(())
+}
+
+/// Appends `more`'s rank-one factors to `e` (same tensor).
+fn merge(e: &mut tensor_surgeon_core::patch::LowRankEntry, more: &tensor_surgeon_core::patch::LowRankEntry) {
+    let (u1, v1) = e.factors();
+    let (u2, v2) = more.factors();
+    let (r1, r2) = (e.rank as usize, more.rank as usize);
+    let join = |a: &[f32], b: &[f32]| -> Vec<f32> {
+        let rows = a.len() / r1;
+        (0..rows)
+            .flat_map(|i| a[i * r1..(i + 1) * r1].iter().chain(&b[i * r2..(i + 1) * r2]).copied())
+            .collect()
+    };
+    e.u = tensor_surgeon_core::patch::low_rank::f32_bytes(&join(&u1, &u2));
+    e.v = tensor_surgeon_core::patch::low_rank::f32_bytes(&join(&v1, &v2));
+    e.rank += more.rank;
+}
+
+fn note(facts: &[FactRequest]) -> String {
+    facts
+        .iter()
+        .map(|f| format!("fact: {} -> {:?}", f.prompt, f.target))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn print_report(r: &FactEditReport) {
+    let target: String = r.target.iter().map(|t| t.token.as_str()).collect();
+    println!(
+        "{:?} -> {target:?} (was {:?}): layer {} ({}), {} steps, {:.1} s",
+        r.prompt,
+        r.old.token,
+        r.layer,
+        r.tensor,
+        r.steps.len(),
+        r.seconds
+    );
+    let mut t = table(&["group", "prompt", "new: base", "edited", "old: base", "edited"]);
+    for p in &r.probes {
+        t.add_row(vec![
+            format!("{:?}", p.group).to_lowercase(),
+            p.prompt.clone(),
+            format!("{:.3}", p.base_new.exp()),
+            format!("{:.3}", p.edited_new.exp()),
+            format!("{:.3}", p.base_old.exp()),
+            format!("{:.3}", p.edited_old.exp()),
+        ]);
+    }
+    println!("{t}");
+    let s = &r.scores;
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
+    println!(
+        "efficacy {:.0}%, paraphrase {}, neighbourhood {}, unrelated KL {:.4}",
+        s.efficacy,
+        pct(s.paraphrase),
+        pct(s.neighborhood),
+        s.unrelated_kl
+    );
+    println!("base:   {:?}\nedited: {:?}", r.generation.base, r.generation.edited);
+    println!(
+        "entry: {} bytes of factors for {} changed bytes",
+        r.factor_bytes, r.changed_bytes
+    );
+}
