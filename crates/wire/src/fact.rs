@@ -44,11 +44,13 @@ pub enum ProbeGroup {
 }
 
 /// A prompt's scores, base and with the edit: the mean log-probability per token of the new
-/// target and of the old answer (the base model's top-1 after the edited prompt).
+/// target and of the old answer (the base model's top-1 after the edited prompt; for a
+/// neighbour, after the neighbour prompt).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FactProbe {
     pub group: ProbeGroup,
     pub prompt: String,
+    pub old: TokenRef,
     pub base_new: f64,
     pub base_old: f64,
     pub edited_new: f64,

@@ -5,7 +5,7 @@ use crate::distribution::Distribution;
 use crate::llama::KvCache;
 use crate::weights::Weights;
 use crate::{Result, RunnableModel};
-use tensor_surgeon_wire::{FactGeneration, FactProbe, FactRequest, FactScores, ProbeGroup};
+use tensor_surgeon_wire::{FactGeneration, FactProbe, FactRequest, FactScores, ProbeGroup, TokenRef};
 
 /// Prompts about nothing in particular: the edit should leave their next token alone.
 pub const UNRELATED: [&str; 6] = [
@@ -67,9 +67,17 @@ impl RunnableModel {
             .chain(req.neighbors.iter().map(|p| (ProbeGroup::Neighbor, p)));
         let mut probes = Vec::new();
         for (group, prompt) in groups {
+            let old = match group {
+                ProbeGroup::Neighbor => self.top1(base, prompt)?,
+                _ => old,
+            };
             probes.push(FactProbe {
                 group,
                 prompt: prompt.clone(),
+                old: TokenRef {
+                    id: old,
+                    token: self.token_text(old),
+                },
                 base_new: self.mean_logprob(base, prompt, target)?,
                 base_old: self.mean_logprob(base, prompt, &[old])?,
                 edited_new: self.mean_logprob(edited, prompt, target)?,

@@ -183,13 +183,14 @@ fn print_report(r: &FactEditReport) {
         r.steps.len(),
         r.seconds
     );
-    let mut t = table(&["group", "prompt", "new: base", "edited", "old: base", "edited"]);
+    let mut t = table(&["group", "prompt", "new: base", "edited", "old", "base", "edited"]);
     for p in &r.probes {
         t.add_row(vec![
             format!("{:?}", p.group).to_lowercase(),
             p.prompt.clone(),
             format!("{:.3}", p.base_new.exp()),
             format!("{:.3}", p.edited_new.exp()),
+            format!("{:?}", p.old.token),
             format!("{:.3}", p.base_old.exp()),
             format!("{:.3}", p.edited_old.exp()),
         ]);

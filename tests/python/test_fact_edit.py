@@ -1,0 +1,158 @@
+"""Fact editing (`edit-fact`, ROME with r-ROME's averaged key) on a real model, SmolLM2-135M:
+the edit makes the model say the new target on the prompt and its paraphrases while its
+neighbours keep their answers; the patch holds one small rank-one entry; the baked tensor
+equals, byte for byte, the entry applied by the numpy code of docs/patch-format.md; an
+independent numpy forward pass of the baked model says the new target; several facts make
+one entry of higher rank; bad requests are refused with a message."""
+
+import base64
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import run
+from reference import Llama, softmax
+
+SUBJECT = "The Eiffel Tower"
+PROMPT = "The Eiffel Tower is located in the city of"
+TARGET = " Rome"
+LAYER = 6
+TENSOR = f"model.layers.{LAYER}.mlp.down_proj.weight"
+
+
+@pytest.fixture(scope="module")
+def model_path(smollm2):
+    return smollm2 / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def edited(model_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fact") / "rome.json"
+    report = run("edit-fact", model_path, "--subject", SUBJECT, "--prompt", PROMPT,
+                 "--target", TARGET, "--layer", LAYER,
+                 "--paraphrase", "Where is the Eiffel Tower? It is in",
+                 "--paraphrase", "The Eiffel Tower stands in the city of",
+                 "--neighbor", "The Louvre is located in the city of",
+                 "--neighbor", "Big Ben is located in the city of",
+                 "--out", out, "--json").json()
+    return report, out
+
+
+def tensor_bytes(path, name):
+    """(dtype, shape, raw bytes) of one tensor of a safetensors file."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        info = header[name]
+        start, end = info["data_offsets"]
+        f.seek(8 + n + start)
+        return info["dtype"], info["shape"], f.read(end - start)
+
+
+def apply_low_rank(w_bytes, dtype, shape, entry):
+    """The reference of docs/patch-format.md, as written there."""
+    rows = shape[0]
+    cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    r = entry["rank"]
+    u = np.frombuffer(base64.b64decode(entry["u"]), "<f4").reshape(rows, r)
+    v = np.frombuffer(base64.b64decode(entry["v"]), "<f4").reshape(cols, r)
+    if dtype == "BF16":
+        w = (np.frombuffer(w_bytes, "<u2").astype(np.uint32) << 16).view(np.float32)
+    else:
+        w = np.frombuffer(w_bytes, {"F16": "<f2", "F32": "<f4"}[dtype]).astype(np.float32)
+    acc = w.reshape(rows, cols).copy()
+    for k in range(r):
+        acc = acc + np.outer(u[:, k], v[:, k]).astype(np.float32)
+    if dtype == "BF16":
+        b = acc.view(np.uint32)
+        return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype("<u2").tobytes()
+    return acc.astype({"F16": "<f2", "F32": "<f4"}[dtype]).tobytes()
+
+
+def test_the_edit_rewrites_the_fact_and_keeps_the_neighbours(edited):
+    report, _ = edited
+    assert report["old"]["token"] == " Paris"
+    assert [t["token"] for t in report["target"]] == [TARGET]
+    assert report["layer"] == LAYER and report["tensor"] == TENSOR and report["rank"] == 1
+    scores = report["scores"]
+    assert scores["efficacy"] == 100
+    assert scores["paraphrase"] >= 50
+    assert scores["neighborhood"] == 100
+    assert scores["unrelated_kl"] < 0.05, "prompts about other things hardly move"
+    prompt = next(p for p in report["probes"] if p["group"] == "prompt")
+    assert prompt["base_new"] < prompt["base_old"] and prompt["edited_new"] > prompt["edited_old"]
+    for p in report["probes"]:
+        if p["group"] == "neighbor":
+            assert p["old"]["token"] != TARGET and p["edited_old"] > p["edited_new"]
+    assert report["generation"]["edited"].startswith(TARGET)
+    assert report["generation"]["base"].startswith(" Paris")
+    steps = report["steps"]
+    assert steps[-1]["p_target"] > 0.9 > steps[0]["p_target"]
+
+
+def test_the_patch_is_one_small_entry_that_bakes_as_the_reference_says(edited, model_path, tmp_path):
+    report, patch_path = edited
+    patch = json.loads(patch_path.read_text())
+    assert patch["version"] == 2
+    [entry] = patch["entries"]
+    assert entry["kind"] == "low_rank" and entry["tensor"] == TENSOR and entry["rank"] == 1
+    dtype, shape, base = tensor_bytes(model_path, TENSOR)
+    assert dtype == "BF16" and shape == [576, 1536]
+    assert patch_path.stat().st_size < 20_000, "factors, not megabytes of hex"
+    assert report["changed_bytes"] > 1_000_000, "the same edit as bytes changes most of the matrix"
+    run("verify", model_path, patch_path)
+    baked = tmp_path / "baked.safetensors"
+    run("apply", model_path, patch_path, "--out", baked)
+    assert tensor_bytes(baked, TENSOR)[2] == apply_low_rank(base, dtype, shape, entry)
+    other = "model.layers.7.mlp.down_proj.weight"
+    assert tensor_bytes(baked, other) == tensor_bytes(model_path, other)
+    # An independent forward pass of the baked model says the new target.
+    ref = Llama(model_path.parent, weights=baked)
+    probs = softmax(ref.next_token_logits(ref.encode(PROMPT)))
+    rome = ref.encode(TARGET)[-1]
+    assert int(np.argmax(probs)) == rome and probs[rome] > 0.5
+    # The forward pass reads the patch as it is.
+    top = run("run", model_path, "--patch", patch_path, "--prompt", PROMPT, "--top-k", "1", "--json").json()
+    assert top["edited"]["top"][0]["token"] == TARGET
+
+
+def test_a_changed_base_is_refused(edited, model_path, tmp_path):
+    _, patch_path = edited
+    patch = json.loads(patch_path.read_text())
+    patch["entries"][0]["base_sha256"] = "0" * 64
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(patch))
+    out = run("verify", model_path, bad, check=False)
+    assert out.code != 0 and "low-rank entry was made for" in out.out + out.err
+
+
+def test_several_facts_make_one_entry_of_their_rank(model_path, tmp_path):
+    facts = [
+        {"subject": SUBJECT, "prompt": PROMPT, "target": TARGET},
+        {"subject": "Germany", "prompt": "The capital of Germany is", "target": " Madrid"},
+    ]
+    requests = tmp_path / "facts.json"
+    requests.write_text(json.dumps(facts))
+    out = tmp_path / "two.json"
+    reports = run("edit-fact", model_path, "--requests", requests, "--layer", LAYER,
+                  "--steps", "12", "--out", out, "--json").json()
+    assert [r["scores"]["efficacy"] for r in reports] == [100, 100]
+    [entry] = json.loads(out.read_text())["entries"]
+    assert entry["rank"] == 2
+    for fact in facts:
+        top = run("run", model_path, "--patch", out, "--prompt", fact["prompt"], "--top-k", "1",
+                  "--json").json()
+        assert top["edited"]["top"][0]["token"] == fact["target"]
+        assert top["base"]["top"][0]["token"] != fact["target"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--subject", "Notre Dame", "--prompt", PROMPT, "--target", TARGET], "does not occur in the prompt"),
+    (["--subject", SUBJECT, "--prompt", PROMPT, "--target", TARGET, "--layer", "30"], "beyond the model"),
+])
+def test_bad_requests_are_refused(model_path, tmp_path, args, message):
+    out = run("edit-fact", model_path, *args, "--out", tmp_path / "x.json", check=False)
+    assert out.code != 0 and message in out.err
+    assert not (tmp_path / "x.json").exists()
