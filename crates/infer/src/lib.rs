@@ -12,12 +12,12 @@ pub mod bert;
 pub mod config;
 mod decode;
 mod distribution;
+pub mod edit;
 pub mod error;
 pub mod kernel;
 pub mod llama;
 mod studies;
 pub mod tokens;
-pub mod edit;
 pub mod trace;
 pub mod weights;
 

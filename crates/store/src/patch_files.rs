@@ -103,13 +103,19 @@ pub fn resolve(path: &Path, loaded: Loaded, model: &Model, over: Option<&Overlay
 /// A JSON patch checked against `model`, all in byte entries: its byte entries are checked
 /// byte by byte, its low-rank entries by the digest of their tensor, then expanded (over
 /// `over`, an earlier layer, when given) into byte entries.
-pub fn materialize(path: &Path, mut p: Patch, model: &Model, over: Option<&Overlay>) -> Result<Fit> {
+pub fn materialize(
+    path: &Path,
+    mut p: Patch,
+    model: &Model,
+    over: Option<&Overlay>,
+) -> Result<Fit> {
     let based = model.based_on_patch(&p)?;
     let mut conflicts = p.verify(&based);
     match p.expand_low_rank(&based, over) {
         Ok(entries) if !entries.is_empty() || !p.low_rank.is_empty() => {
             p.entries.extend(entries);
-            p.entries = patch::normalize(std::mem::take(&mut p.entries)).map_err(patch_error(path))?;
+            p.entries =
+                patch::normalize(std::mem::take(&mut p.entries)).map_err(patch_error(path))?;
             p.low_rank.clear();
         }
         Ok(_) => {}

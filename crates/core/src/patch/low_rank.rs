@@ -141,8 +141,8 @@ impl LowRankEntry {
         if self.rank == 0
             || self.u.is_empty()
             || self.v.is_empty()
-            || self.u.len() % row != 0
-            || self.v.len() % row != 0
+            || !self.u.len().is_multiple_of(row)
+            || !self.v.len().is_multiple_of(row)
         {
             return Err(LowRankError::Shape {
                 tensor: self.tensor.clone(),

@@ -119,12 +119,10 @@ impl TryFrom<RawPatch> for Patch {
         for (i, e) in raw.entries.into_iter().enumerate() {
             let kind = e.get("kind").and_then(|k| k.as_str()).map(str::to_string);
             match kind.as_deref() {
-                None => entries.push(
-                    serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?,
-                ),
-                Some(low_rank::KIND) => low_rank.push(
-                    serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?,
-                ),
+                None => entries
+                    .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
+                Some(low_rank::KIND) => low_rank
+                    .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
                 Some(other) => return Err(format!("entry {i}: unknown kind {other:?}")),
             }
         }

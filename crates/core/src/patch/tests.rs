@@ -309,7 +309,10 @@ fn a_low_rank_entry_adds_u_v_transposed_rounded_to_the_dtype() {
     let entries = parsed.expand_low_rank(&m, None).unwrap();
     let mut out = bytes.clone();
     for en in &entries {
-        assert_eq!(&bytes[en.offset as usize..en.end() as usize], &en.original[..]);
+        assert_eq!(
+            &bytes[en.offset as usize..en.end() as usize],
+            &en.original[..]
+        );
         out[en.offset as usize..en.end() as usize].copy_from_slice(&en.patched);
     }
     let base: Vec<f32> = bytes
@@ -347,7 +350,11 @@ fn a_low_rank_entry_is_refused_on_another_tensor_or_a_bad_shape() {
     wrong.v = low_rank::f32_bytes(&[1.0, 1.0]);
     p.low_rank = vec![wrong];
     let conflicts = p.expand_low_rank(&m, None).unwrap_err();
-    assert!(conflicts[0].to_string().contains("2 x 2 matrix"), "{}", conflicts[0]);
+    assert!(
+        conflicts[0].to_string().contains("2 x 2 matrix"),
+        "{}",
+        conflicts[0]
+    );
     // A damaged factor: the result's digest differs.
     let mut damaged = e.clone();
     damaged.u = low_rank::f32_bytes(&[1.0, 2.0]);
@@ -369,7 +376,10 @@ fn a_low_rank_entry_is_refused_on_another_tensor_or_a_bad_shape() {
     ));
     p.entries.clear();
     let v1 = p.to_json().replace("\"version\": 2", "\"version\": 1");
-    assert!(matches!(Patch::from_json(&v1), Err(PatchError::Version { .. })));
+    assert!(matches!(
+        Patch::from_json(&v1),
+        Err(PatchError::Version { .. })
+    ));
     let bad_kind = p.to_json().replace("\"low_rank\"", "\"sparse\"");
     assert!(Patch::from_json(&bad_kind)
         .unwrap_err()

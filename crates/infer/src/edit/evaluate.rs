@@ -5,7 +5,9 @@ use crate::distribution::Distribution;
 use crate::llama::KvCache;
 use crate::weights::Weights;
 use crate::{Result, RunnableModel};
-use tensor_surgeon_wire::{FactGeneration, FactProbe, FactRequest, FactScores, ProbeGroup, TokenRef};
+use tensor_surgeon_wire::{
+    FactGeneration, FactProbe, FactRequest, FactScores, ProbeGroup, TokenRef,
+};
 
 /// Prompts about nothing in particular: the edit should leave their next token alone.
 pub const UNRELATED: [&str; 6] = [
@@ -28,7 +30,13 @@ impl RunnableModel {
         let mut feed = self.encode(prompt)?;
         let mut total = 0.0;
         for &t in target {
-            let logits = model.forward(w, &feed, &mut cache, Default::default(), &mut Default::default())?;
+            let logits = model.forward(
+                w,
+                &feed,
+                &mut cache,
+                Default::default(),
+                &mut Default::default(),
+            )?;
             let d = Distribution::from_logits(logits.to_vec1::<f32>()?);
             total += d.log_probs[t as usize];
             feed = vec![t];
@@ -86,9 +94,8 @@ impl RunnableModel {
         }
         let share = |group: ProbeGroup, wins: fn(&FactProbe) -> bool| -> Option<f64> {
             let rows: Vec<&FactProbe> = probes.iter().filter(|p| p.group == group).collect();
-            (!rows.is_empty()).then(|| {
-                100.0 * rows.iter().filter(|p| wins(p)).count() as f64 / rows.len() as f64
-            })
+            (!rows.is_empty())
+                .then(|| 100.0 * rows.iter().filter(|p| wins(p)).count() as f64 / rows.len() as f64)
         };
         let new_wins = |p: &FactProbe| p.edited_new > p.edited_old;
         let mut kl = 0.0;

@@ -31,7 +31,11 @@ impl CustomOp1 for Frozen {
         "frozen-linear"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("frozen-linear needs a contiguous input");
         };
@@ -40,10 +44,18 @@ impl CustomOp1 for Frozen {
         let x = Tensor::from_slice(xs, (n, input), &candle_core::Device::Cpu)?;
         let y = x.matmul(&self.w.t()?)?;
         let out = y.dim(1)?;
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), Shape::from((n, out))))
+        Ok((
+            CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
+            Shape::from((n, out)),
+        ))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.matmul(&self.w)?))
     }
 }

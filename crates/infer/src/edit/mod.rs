@@ -161,7 +161,9 @@ impl RunnableModel {
         }
         let ids = self.encode_plain(target)?;
         if ids.is_empty() {
-            return Err(InferError::Request(format!("the target {target:?} has no tokens")));
+            return Err(InferError::Request(format!(
+                "the target {target:?} has no tokens"
+            )));
         }
         Ok(ids)
     }
@@ -252,9 +254,9 @@ impl RunnableModel {
     /// Everything the optimisation needs: the unedited runs of the prefixed prompts (each
     /// followed by the target but its last token) and of the KL prompt, and the later layers'
     /// weights.
-    fn problem<'w>(
+    fn problem(
         &self,
-        w: &'w Weights,
+        w: &Weights,
         goal: &FactGoal,
         layer: usize,
         contexts: &[String],
@@ -305,12 +307,17 @@ impl RunnableModel {
             }
             seqs.push(seq);
         }
-        let m_init = m_init.ok_or_else(|| InferError::Internal("no prompt".into()))?;
+        let m_init = m_init.ok_or_else(|| InferError::Internal("no prompt"))?;
         let later = (layer + 1..c.num_hidden_layers)
             .map(|l| layer_weights(&model, w, l))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = w.get("model.norm.weight")?;
-        let unembed = Frozen::new(dense(w, model.unembedding_name(w), c.vocab_size, c.hidden_size)?);
+        let unembed = Frozen::new(dense(
+            w,
+            model.unembedding_name(w),
+            c.vocab_size,
+            c.hidden_size,
+        )?);
         Ok(Problem {
             model,
             later,
@@ -441,7 +448,11 @@ fn layer_weights(model: &Llama, w: &Weights, l: usize) -> Result<LayerWeights> {
         q: frozen("self_attn.q_proj", q_out, hidden)?,
         k: frozen("self_attn.k_proj", kv_out, hidden)?,
         v: frozen("self_attn.v_proj", kv_out, hidden)?,
-        biases: [bias("q_proj", q_out)?, bias("k_proj", kv_out)?, bias("v_proj", kv_out)?],
+        biases: [
+            bias("q_proj", q_out)?,
+            bias("k_proj", kv_out)?,
+            bias("v_proj", kv_out)?,
+        ],
         o: frozen("self_attn.o_proj", hidden, q_out)?,
         post_norm: w.get(&name("post_attention_layernorm"))?,
         gate: frozen("mlp.gate_proj", inter, hidden)?,
@@ -472,7 +483,16 @@ fn unedited(
     let mut after = None;
     for l in 0..c.num_hidden_layers {
         let mut kv = (Vec::new(), Vec::new());
-        let out = model.block(w, l, &x, std::slice::from_mut(&mut kv), 0, &rope, mask.as_ref(), &[])?;
+        let out = model.block(
+            w,
+            l,
+            &x,
+            std::slice::from_mut(&mut kv),
+            0,
+            &rope,
+            mask.as_ref(),
+            &[],
+        )?;
         if l == layer {
             key = out.act.get(at)?.to_vec1::<f32>()?;
             m = out.mlp.get(at)?.to_vec1::<f32>()?;
@@ -489,7 +509,7 @@ fn unedited(
         }
         x = out.x;
     }
-    let x = after.ok_or_else(|| InferError::Internal("the edited layer was not run".into()))?;
+    let x = after.ok_or_else(|| InferError::Internal("the edited layer was not run"))?;
     let n = t - at;
     let (cos, sin) = model.rope_tables(at, n)?;
     Ok((
@@ -528,7 +548,11 @@ impl Problem {
             })
             .collect::<candle_core::Result<_>>()?;
         let mut x = Tensor::cat(&rows, 0)?;
-        let lens: Vec<usize> = self.seqs.iter().map(|s| s.x.dim(0)).collect::<candle_core::Result<_>>()?;
+        let lens: Vec<usize> = self
+            .seqs
+            .iter()
+            .map(|s| s.x.dim(0))
+            .collect::<candle_core::Result<_>>()?;
         for (li, lw) in self.later.iter().enumerate() {
             let h = graph::rms_norm(&x, &lw.input_norm, eps)?;
             let mut qkv = [lw.q.apply(&h)?, lw.k.apply(&h)?, lw.v.apply(&h)?];
@@ -542,7 +566,10 @@ impl Problem {
             let mut off = 0;
             for (s, &n) in self.seqs.iter().zip(&lens) {
                 let split = |m: &Tensor, heads: usize| -> candle_core::Result<Tensor> {
-                    m.narrow(0, off, n)?.reshape((n, heads, hd))?.transpose(0, 1)?.contiguous()
+                    m.narrow(0, off, n)?
+                        .reshape((n, heads, hd))?
+                        .transpose(0, 1)?
+                        .contiguous()
                 };
                 let (cos, sin) = &s.rope;
                 let q = graph::rope(&split(&q_all, heads)?, cos, sin)?;
@@ -560,7 +587,9 @@ impl Problem {
                     if rep == 1 {
                         return Ok(m);
                     }
-                    m.unsqueeze(1)?.expand((kvh, rep, total, hd))?.reshape((heads, total, hd))
+                    m.unsqueeze(1)?
+                        .expand((kvh, rep, total, hd))?
+                        .reshape((heads, total, hd))
                 };
                 let (k, v) = (expand(k)?, expand(v)?);
                 let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
@@ -569,7 +598,12 @@ impl Problem {
                     None => scores,
                 };
                 let probs = graph::softmax(&scores)?;
-                atts.push(probs.matmul(&v)?.transpose(0, 1)?.reshape((n, heads * hd))?);
+                atts.push(
+                    probs
+                        .matmul(&v)?
+                        .transpose(0, 1)?
+                        .reshape((n, heads * hd))?,
+                );
                 off += n;
             }
             let att = Tensor::cat(&atts, 0)?;

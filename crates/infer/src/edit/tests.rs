@@ -45,8 +45,12 @@ fn the_gradient_matches_a_finite_difference() {
     let p = r.problem(&w, &goal("#11"), 0, &contexts).unwrap();
     let opts = FactOptions::at_layer(0);
     let hidden = p.model.config.hidden_size;
-    let at: Vec<f32> = (0..hidden).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05).collect();
-    let dir_v: Vec<f32> = (0..hidden).map(|i| ((i * 3 % 5) as f32 - 2.0) * 0.5).collect();
+    let at: Vec<f32> = (0..hidden)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05)
+        .collect();
+    let dir_v: Vec<f32> = (0..hidden)
+        .map(|i| ((i * 3 % 5) as f32 - 2.0) * 0.5)
+        .collect();
     let var = Var::from_vec(at.clone(), hidden, &Device::Cpu).unwrap();
     let mut kl_init = Some(
         p.run(&Tensor::zeros(hidden, DType::F32, &Device::Cpu).unwrap())
@@ -55,11 +59,23 @@ fn the_gradient_matches_a_finite_difference() {
     );
     let (loss, _) = p.loss(var.as_tensor(), &opts, &mut kl_init).unwrap();
     let grads = loss.backward().unwrap();
-    let g = grads.get(var.as_tensor()).expect("the loss reaches delta").to_vec1::<f32>().unwrap();
-    let along: f64 = g.iter().zip(&dir_v).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let g = grads
+        .get(var.as_tensor())
+        .expect("the loss reaches delta")
+        .to_vec1::<f32>()
+        .unwrap();
+    let along: f64 = g
+        .iter()
+        .zip(&dir_v)
+        .map(|(a, b)| *a as f64 * *b as f64)
+        .sum();
     let eps = 1e-2f32;
     let at_step = |sign: f32| -> f64 {
-        let moved: Vec<f32> = at.iter().zip(&dir_v).map(|(a, d)| a + sign * eps * d).collect();
+        let moved: Vec<f32> = at
+            .iter()
+            .zip(&dir_v)
+            .map(|(a, d)| a + sign * eps * d)
+            .collect();
         let t = Tensor::from_vec(moved, hidden, &Device::Cpu).unwrap();
         let mut init = kl_init.clone();
         p.loss(&t, &opts, &mut init).unwrap().1.loss
@@ -68,8 +84,16 @@ fn the_gradient_matches_a_finite_difference() {
     assert!(along.abs() > 1e-3, "a gradient to compare: {along}");
     // Where the optimisation starts, δ = 0, the gradient is finite.
     let zero = Var::zeros(hidden, DType::F32, &Device::Cpu).unwrap();
-    let (loss0, _) = p.loss(zero.as_tensor(), &opts, &mut kl_init.clone()).unwrap();
-    let g0 = loss0.backward().unwrap().get(zero.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+    let (loss0, _) = p
+        .loss(zero.as_tensor(), &opts, &mut kl_init.clone())
+        .unwrap();
+    let g0 = loss0
+        .backward()
+        .unwrap()
+        .get(zero.as_tensor())
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert!(g0.iter().all(|v| v.is_finite()) && g0.iter().any(|v| *v != 0.0));
     assert!(
         (along - numeric).abs() < 0.02 * along.abs().max(numeric.abs()),

@@ -201,7 +201,11 @@ pub(crate) fn subject_tokens_from(
     subject: &str,
     spans: &[(u32, std::ops::Range<usize>)],
 ) -> Result<(usize, usize)> {
-    let Some(at) = text.get(from..).and_then(|t| t.find(subject)).map(|a| a + from) else {
+    let Some(at) = text
+        .get(from..)
+        .and_then(|t| t.find(subject))
+        .map(|a| a + from)
+    else {
         return Err(InferError::Request(format!(
             "the subject {subject:?} does not occur in the prompt {:?}",
             text.get(from..).unwrap_or(text)

@@ -111,7 +111,10 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
             }
         }
         // Facts at one layer share its entry: the ranks add up.
-        match entries.iter_mut().find(|e| e.tensor == outcome.entry.tensor) {
+        match entries
+            .iter_mut()
+            .find(|e| e.tensor == outcome.entry.tensor)
+        {
             Some(e) => merge(e, &outcome.entry),
             None => entries.push(outcome.entry),
         }
@@ -121,16 +124,24 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
     let mut patch = patch_files::new_for(&o.model, &note(&facts));
     for e in &mut entries {
         let info = o.model.get(&e.tensor)?.1.clone();
-        let base = tensor_surgeon_core::tensors::TensorSource::bytes(&o.model, &e.tensor)
-            .map_err(|source| {
+        let base = tensor_surgeon_core::tensors::TensorSource::bytes(&o.model, &e.tensor).map_err(
+            |source| {
                 Error::from(tensor_surgeon_infer::InferError::Read {
                     tensor: e.tensor.clone(),
                     source,
                 })
-            })?;
+            },
+        )?;
         let (u, v) = e.factors();
-        *e = tensor_surgeon_core::patch::LowRankEntry::new(&info, &base, e.rank, &u, &v, e.origin.clone())
-            .map_err(|err| Error::Internal(err.to_string()))?;
+        *e = tensor_surgeon_core::patch::LowRankEntry::new(
+            &info,
+            &base,
+            e.rank,
+            &u,
+            &v,
+            e.origin.clone(),
+        )
+        .map_err(|err| Error::Internal(err.to_string()))?;
     }
     patch.low_rank = entries;
     patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
@@ -149,14 +160,22 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
 }
 
 /// Appends `more`'s rank-one factors to `e` (same tensor).
-fn merge(e: &mut tensor_surgeon_core::patch::LowRankEntry, more: &tensor_surgeon_core::patch::LowRankEntry) {
+fn merge(
+    e: &mut tensor_surgeon_core::patch::LowRankEntry,
+    more: &tensor_surgeon_core::patch::LowRankEntry,
+) {
     let (u1, v1) = e.factors();
     let (u2, v2) = more.factors();
     let (r1, r2) = (e.rank as usize, more.rank as usize);
     let join = |a: &[f32], b: &[f32]| -> Vec<f32> {
         let rows = a.len() / r1;
         (0..rows)
-            .flat_map(|i| a[i * r1..(i + 1) * r1].iter().chain(&b[i * r2..(i + 1) * r2]).copied())
+            .flat_map(|i| {
+                a[i * r1..(i + 1) * r1]
+                    .iter()
+                    .chain(&b[i * r2..(i + 1) * r2])
+                    .copied()
+            })
             .collect()
     };
     e.u = tensor_surgeon_core::patch::low_rank::f32_bytes(&join(&u1, &u2));
@@ -183,7 +202,15 @@ fn print_report(r: &FactEditReport) {
         r.steps.len(),
         r.seconds
     );
-    let mut t = table(&["group", "prompt", "new: base", "edited", "old", "base", "edited"]);
+    let mut t = table(&[
+        "group",
+        "prompt",
+        "new: base",
+        "edited",
+        "old",
+        "base",
+        "edited",
+    ]);
     for p in &r.probes {
         t.add_row(vec![
             format!("{:?}", p.group).to_lowercase(),
@@ -205,7 +232,10 @@ fn print_report(r: &FactEditReport) {
         pct(s.neighborhood),
         s.unrelated_kl
     );
-    println!("base:   {:?}\nedited: {:?}", r.generation.base, r.generation.edited);
+    println!(
+        "base:   {:?}\nedited: {:?}",
+        r.generation.base, r.generation.edited
+    );
     println!(
         "entry: {} bytes of factors for {} changed bytes",
         r.factor_bytes, r.changed_bytes

@@ -3,13 +3,13 @@
 
 pub mod diff;
 mod edit;
+mod edit_fact;
 mod inspect;
 mod patch_cmds;
 mod run;
 mod slice;
 mod stats;
 mod structure;
-mod edit_fact;
 mod trace;
 
 use crate::session::SessionArgs;

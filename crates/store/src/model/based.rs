@@ -80,7 +80,12 @@ impl Model {
                 .iter()
                 .map(|e| (e.tensor.as_str(), e.offset..e.end()))
                 // A low-rank entry reads its whole tensor (ranges are clipped to its size).
-                .chain(patch.low_rank.iter().map(|e| (e.tensor.as_str(), 0..u64::MAX))),
+                .chain(
+                    patch
+                        .low_rank
+                        .iter()
+                        .map(|e| (e.tensor.as_str(), 0..u64::MAX)),
+                ),
         )
     }
 
