@@ -1,7 +1,6 @@
 //! How a fact edit did: ROME's probe scores on the prompt, paraphrases and neighbours, the KL
 //! divergence on unrelated prompts, and a short continuation, base and with the edit.
 
-use crate::distribution::Distribution;
 use crate::llama::KvCache;
 use crate::weights::Weights;
 use crate::{Result, RunnableModel};
@@ -30,14 +29,7 @@ impl RunnableModel {
         let mut feed = self.encode(prompt)?;
         let mut total = 0.0;
         for &t in target {
-            let logits = model.forward(
-                w,
-                &feed,
-                &mut cache,
-                Default::default(),
-                &mut Default::default(),
-            )?;
-            let d = Distribution::from_logits(logits.to_vec1::<f32>()?);
+            let d = super::next_after(&model, w, &feed, &mut cache)?;
             total += d.log_probs[t as usize];
             feed = vec![t];
         }

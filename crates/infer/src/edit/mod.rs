@@ -197,15 +197,7 @@ impl RunnableModel {
         let mut cache = crate::llama::KvCache::default();
         let mut feed = ids.clone();
         for _ in 0..length {
-            let logits = model.forward(
-                w,
-                &feed,
-                &mut cache,
-                Default::default(),
-                &mut Default::default(),
-            )?;
-            let logits = logits.to_vec1::<f32>()?;
-            let d = crate::distribution::Distribution::from_logits(logits);
+            let d = next_after(model, w, &feed, &mut cache)?;
             let top = d.top(5);
             let weights: Vec<f64> = top.iter().map(|&id| d.prob(id)).collect();
             let total: f64 = weights.iter().sum();
@@ -420,6 +412,19 @@ impl Problem {
         }
         Ok((delta.as_tensor().to_vec1::<f32>()?, steps))
     }
+}
+
+/// The next-token distribution after `feed`, following the positions in `cache`.
+pub(crate) fn next_after(
+    model: &Llama,
+    w: &Weights,
+    feed: &[u32],
+    cache: &mut crate::llama::KvCache,
+) -> Result<crate::distribution::Distribution> {
+    let logits = model.forward(w, feed, cache, Default::default(), &mut Default::default())?;
+    Ok(crate::distribution::Distribution::from_logits(
+        logits.to_vec1::<f32>()?,
+    ))
 }
 
 fn norm(v: &[f32]) -> f64 {
