@@ -106,6 +106,12 @@ def test_the_patch_is_one_small_entry_that_bakes_as_the_reference_says(edited, m
     baked = tmp_path / "baked.safetensors"
     run("apply", model_path, patch_path, "--out", baked)
     assert tensor_bytes(baked, TENSOR)[2] == apply_low_rank(base, dtype, shape, entry)
+    # Inverted against the base, it is a byte patch that takes the baked file back.
+    inverse = tmp_path / "inverse.tsp"
+    run("invert", patch_path, "--model", model_path, "--out", inverse)
+    back = tmp_path / "back.safetensors"
+    run("apply", baked, inverse, "--out", back)
+    assert tensor_bytes(back, TENSOR)[2] == base
     other = "model.layers.7.mlp.down_proj.weight"
     assert tensor_bytes(baked, other) == tensor_bytes(model_path, other)
     # An independent forward pass of the baked model says the new target.
