@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tensor_surgeon_core::edit::EditError;
 pub use tensor_surgeon_core::error_kind::ErrorKind;
-use tensor_surgeon_core::patch::PatchError;
+use tensor_surgeon_core::patch::{LowRankError, PatchError};
 use tensor_surgeon_core::slice::SliceError;
 use tensor_surgeon_infer::InferError;
 use tensor_surgeon_layout::LayoutError;
@@ -44,6 +44,9 @@ pub enum Error {
     /// A malformed patch.
     #[error("{}: {source}", path.display())]
     Patch { path: PathBuf, source: PatchError },
+    /// A low-rank edit that does not fit its tensor (its dtype, its shape).
+    #[error(transparent)]
+    LowRank(#[from] LowRankError),
     /// A request the user should phrase differently.
     #[error("{0}")]
     Usage(String),
@@ -95,9 +98,11 @@ impl Error {
             } => ErrorKind::TooLarge,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::ReadOnly | Error::Forbidden(_) => ErrorKind::Forbidden,
-            Error::Slice { .. } | Error::Edit(_) | Error::Patch { .. } | Error::Usage(_) => {
-                ErrorKind::Invalid
-            }
+            Error::Slice { .. }
+            | Error::Edit(_)
+            | Error::Patch { .. }
+            | Error::LowRank(_)
+            | Error::Usage(_) => ErrorKind::Invalid,
         }
     }
 }

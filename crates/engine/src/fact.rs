@@ -2,20 +2,20 @@
 //! base with an overlay), kept as a rank-one low-rank entry against the base tensor, and
 //! scored with the entry laid over the same weights.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::time::Instant;
 use tensor_surgeon_core::overlay::Overlay;
-use tensor_surgeon_core::patch::{LowRankEntry, Origin};
-use tensor_surgeon_core::tensors::TensorSource;
-use tensor_surgeon_infer::edit::{FactGoal, FactOptions, FactStep};
+use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin};
+use tensor_surgeon_infer::edit::{down_proj, FactGoal, FactOptions, FactStep};
 use tensor_surgeon_infer::weights::WeightCache;
 use tensor_surgeon_infer::RunnableModel;
-use tensor_surgeon_wire::{FactEditReport, FactRequest, FactStepRow, TokenRef};
+use tensor_surgeon_store::Model;
+use tensor_surgeon_wire::{FactEditReport, FactRequest, FactStepRow};
 
 /// A computed fact edit: the patch entry and how it did.
 pub struct FactOutcome {
     pub entry: LowRankEntry,
-    /// The byte runs the entry makes over the weights it was computed on.
+    /// The weights it was computed on (`over`) with the entry laid on, as byte runs.
     pub overlay: Overlay,
     pub report: FactEditReport,
 }
@@ -23,7 +23,7 @@ pub struct FactOutcome {
 /// Computes the edit of `req` at `opts.layer` on `model` seen through `over`; `on` hears of
 /// every optimisation step.
 pub fn edit_fact(
-    model: &dyn TensorSource,
+    model: &Model,
     runner: &RunnableModel,
     over: &Overlay,
     req: &FactRequest,
@@ -32,6 +32,12 @@ pub fn edit_fact(
     on: &mut dyn FnMut(&FactStep),
 ) -> Result<FactOutcome> {
     let started = Instant::now();
+    // A tensor a low-rank entry cannot hold is refused before the optimisation runs.
+    let tensor = down_proj(opts.layer);
+    // (A layer the model does not have is left to the editor, which says so.)
+    if let Ok((_, info)) = model.get(&tensor) {
+        low_rank::check_dtype(info)?;
+    }
     let cache = WeightCache::default();
     let base = cache.weights(model, cache.edited_from_overlay(model, over)?);
     let goal = FactGoal {
@@ -40,43 +46,25 @@ pub fn edit_fact(
         target: req.target.clone(),
     };
     let edit = runner.edit_fact(&base, &goal, opts, on)?;
-    let info = model
-        .info(&edit.tensor)
-        .ok_or_else(|| Error::Internal(format!("the model has no {}", edit.tensor)))?
-        .clone();
-    let bytes = model.bytes(&edit.tensor).map_err(|source| {
-        Error::from(tensor_surgeon_infer::InferError::Read {
-            tensor: edit.tensor.clone(),
-            source,
-        })
-    })?;
-    let entry = LowRankEntry::new(&info, &bytes, 1, &edit.u, &edit.v, Some(origin))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let info = model.get(&edit.tensor)?.1.clone();
+    let bytes = model.tensor_bytes(&edit.tensor)?;
+    let entry = LowRankEntry::new(&info, &bytes, 1, &edit.u, &edit.v, Some(origin))?;
     let view = over.view(&edit.tensor, &*bytes);
-    let (changes, _) = entry
-        .to_entries(&info, &view)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut overlay = Overlay::default();
+    let changes = entry.to_entries(&info, &view)?.entries;
+    let mut overlay = over.clone();
     for c in &changes {
         overlay.write(&c.tensor, c.offset, &c.patched);
     }
-    let mut both = over.clone();
-    for c in &changes {
-        both.write(&c.tensor, c.offset, &c.patched);
-    }
+    // A cache of its own: the first one keys the tensors `over` edits by the same version.
     let cache = WeightCache::default();
-    let edited = cache.weights(model, cache.edited_from_overlay(model, &both)?);
-    let old = runner.top1(&base, &req.prompt)?;
-    let (probes, scores, generation) =
-        runner.fact_probes(&base, &edited, req, &edit.target, old)?;
+    let edited = cache.weights(model, cache.edited_from_overlay(model, &overlay)?);
+    let (probes, scores, generation) = runner.fact_probes(&base, &edited, req, &edit.target)?;
+    let old = probes[0].old.clone();
     let report = FactEditReport {
         subject: req.subject.clone(),
         prompt: req.prompt.clone(),
         target: runner.token_refs(&edit.target),
-        old: TokenRef {
-            id: old,
-            token: runner.token_text(old),
-        },
+        old,
         layer: edit.layer as u32,
         tensor: edit.tensor.clone(),
         rank: 1,

@@ -64,10 +64,21 @@ pub fn bake(
     progress: BakeProgress,
 ) -> Result<Vec<PathBuf>> {
     model.check_unchanged()?;
-    let conflicts = patch.verify(&model.based_on_patch(patch)?);
-    if !conflicts.is_empty() {
-        return Err(StoreError::Conflicts { conflicts });
-    }
+    // Low-rank entries are baked as the byte entries they make (a byte patch is not copied).
+    let expanded;
+    let patch = if patch.low_rank.is_empty() {
+        let conflicts = patch.verify(&model.based_on_patch(patch)?);
+        if !conflicts.is_empty() {
+            return Err(StoreError::Conflicts { conflicts });
+        }
+        patch
+    } else {
+        expanded = patch
+            .clone()
+            .materialized(&model.based_on_patch(patch)?, None)
+            .map_err(|conflicts| StoreError::Conflicts { conflicts })?;
+        &expanded
+    };
     let (dir, files) = targets(model, out)?;
     for (shard, target) in model.shards.iter().zip(&files) {
         if same_file(&shard.path, target) {

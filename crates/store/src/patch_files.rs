@@ -9,7 +9,7 @@ use crate::model::Model;
 use std::path::{Path, PathBuf};
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::overlay::Overlay;
-use tensor_surgeon_core::patch::{self, Conflict, Fingerprint, Patch, PatchError};
+use tensor_surgeon_core::patch::{Conflict, Fingerprint, Patch, PatchError};
 
 /// Above about this many bytes of JSON, `auto` writes the compact form.
 pub const AUTO_COMPACT_BYTES: u64 = 1 << 20;
@@ -95,37 +95,15 @@ pub fn load_within(path: &Path, model: Option<&Model>) -> Result<Loaded> {
 /// ones by the digests of each tensor's original bytes.
 pub fn resolve(path: &Path, loaded: Loaded, model: &Model, over: Option<&Overlay>) -> Result<Fit> {
     match loaded {
-        Loaded::Json(p) => materialize(path, p, model, over),
+        Loaded::Json(p) => materialize(p, model, over),
         Loaded::Compact(c) => expand(path, &c, model, over),
     }
 }
 
-/// A JSON patch checked against `model`, all in byte entries: its byte entries are checked
-/// byte by byte, its low-rank entries by the digest of their tensor, then expanded (over
-/// `over`, an earlier layer, when given) into byte entries.
-pub fn materialize(
-    path: &Path,
-    mut p: Patch,
-    model: &Model,
-    over: Option<&Overlay>,
-) -> Result<Fit> {
+/// A JSON patch checked against `model`, all in byte entries ([`Patch::materialized`]).
+pub fn materialize(p: Patch, model: &Model, over: Option<&Overlay>) -> Result<Fit> {
     let based = model.based_on_patch(&p)?;
-    let mut conflicts = p.verify(&based);
-    match p.expand_low_rank(&based, over) {
-        Ok(entries) if !entries.is_empty() || !p.low_rank.is_empty() => {
-            p.entries.extend(entries);
-            p.entries =
-                patch::normalize(std::mem::take(&mut p.entries)).map_err(patch_error(path))?;
-            p.low_rank.clear();
-        }
-        Ok(_) => {}
-        Err(more) => conflicts.extend(more),
-    }
-    Ok(if conflicts.is_empty() {
-        Ok(p)
-    } else {
-        Err(conflicts)
-    })
+    Ok(p.materialized(&based, over))
 }
 
 /// A patch that fits its base, or the places where it does not.

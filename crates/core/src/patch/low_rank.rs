@@ -102,6 +102,17 @@ pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Whether a low-rank entry can apply to the tensor's dtype (BF16, F16, F32).
+pub fn check_dtype(info: &TensorInfo) -> Result<(), LowRankError> {
+    if matches!(info.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F32) {
+        return Ok(());
+    }
+    Err(LowRankError::Dtype {
+        tensor: info.name.clone(),
+        dtype: crate::dtype::name(info.dtype).into(),
+    })
+}
+
 /// SHA-256 (hex) of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -158,12 +169,7 @@ impl LowRankEntry {
 
     /// Checks that the entry fits the tensor: its dtype and its matrix shape.
     pub fn check(&self, info: &TensorInfo) -> Result<(), LowRankError> {
-        if !matches!(info.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F32) {
-            return Err(LowRankError::Dtype {
-                tensor: self.tensor.clone(),
-                dtype: crate::dtype::name(info.dtype).into(),
-            });
-        }
+        check_dtype(info)?;
         let (rows, cols) = self.factor_shape()?;
         let (want_rows, want_cols) = matrix_shape(&info.shape);
         if (rows, cols) != (want_rows, want_cols) {
@@ -216,16 +222,15 @@ impl LowRankEntry {
     }
 
     /// The byte entries the low-rank entry makes of `source` (the tensor as it stands),
-    /// read and compared row by row so only the changed bytes are held, and the SHA-256 of
-    /// the tensor it makes. Entries are element-aligned and coalesced, with the entry's
-    /// origin.
+    /// read and compared row by row so only the changed bytes are held. Entries are
+    /// element-aligned and coalesced, with the entry's origin.
     pub fn to_entries(
         &self,
         info: &TensorInfo,
         source: &dyn ByteSource,
-    ) -> Result<(Vec<PatchEntry>, String), LowRankError> {
+    ) -> Result<Materialized, LowRankError> {
         use sha2::Digest;
-        let mut digest = sha2::Sha256::new();
+        let (mut before, mut after) = (sha2::Sha256::new(), sha2::Sha256::new());
         self.check(info)?;
         let (u, v) = self.factors();
         let (rows, _) = matrix_shape(&info.shape);
@@ -236,9 +241,10 @@ impl LowRankEntry {
         for i in 0..rows as usize {
             let at = i as u64 * row_bytes as u64;
             source.read(at, &mut old);
+            before.update(&old);
             let mut new = old.clone();
             self.apply_row(info.dtype, &u, &v, i, &mut new);
-            digest.update(&new);
+            after.update(&new);
             for (k, (o, n)) in old.chunks(width).zip(new.chunks(width)).enumerate() {
                 if o == n {
                     continue;
@@ -259,8 +265,47 @@ impl LowRankEntry {
                 }
             }
         }
-        Ok((out, hex::encode(digest.finalize())))
+        Ok(Materialized {
+            entries: out,
+            source_sha256: hex::encode(before.finalize()),
+            patched_sha256: hex::encode(after.finalize()),
+        })
     }
+
+    /// This entry with `more`'s factors after its own (the same tensor): one entry whose rank
+    /// is the sum, its digests made again from the base tensor's bytes.
+    pub fn joined(
+        &self,
+        more: &LowRankEntry,
+        info: &TensorInfo,
+        base: &[u8],
+    ) -> Result<LowRankEntry, LowRankError> {
+        let (u1, v1) = self.factors();
+        let (u2, v2) = more.factors();
+        let (r1, r2) = (self.rank as usize, more.rank as usize);
+        let join = |a: &[f32], b: &[f32]| -> Vec<f32> {
+            a.chunks_exact(r1)
+                .zip(b.chunks_exact(r2))
+                .flat_map(|(x, y)| x.iter().chain(y).copied())
+                .collect()
+        };
+        LowRankEntry::new(
+            info,
+            base,
+            self.rank + more.rank,
+            &join(&u1, &u2),
+            &join(&v1, &v2),
+            self.origin.clone(),
+        )
+    }
+}
+
+/// What a low-rank entry makes of a tensor: the byte entries, and the SHA-256 of the tensor
+/// read and of the tensor made.
+pub struct Materialized {
+    pub entries: Vec<PatchEntry>,
+    pub source_sha256: String,
+    pub patched_sha256: String,
 }
 
 /// SHA-256 (hex) of a tensor's bytes, read a megabyte at a time.

@@ -428,8 +428,18 @@ impl Patch {
         out
     }
 
-    /// Checks every entry against the base; an empty list means the patch applies cleanly.
+    /// Checks every entry against the base, low-rank ones by applying them; an empty list
+    /// means the patch applies cleanly.
     pub fn verify(&self, base: &impl BaseModel) -> Vec<Conflict> {
+        let mut conflicts = self.verify_bytes(base);
+        if let Err(more) = self.expand_low_rank(base, None) {
+            conflicts.extend(more);
+        }
+        conflicts
+    }
+
+    /// Checks the byte entries against the base.
+    pub fn verify_bytes(&self, base: &impl BaseModel) -> Vec<Conflict> {
         let mut conflicts = Vec::new();
         for e in &self.entries {
             let len = e.original.len() as u64;
@@ -481,7 +491,8 @@ impl Patch {
                 }));
                 continue;
             }
-            if low_rank::sha256_of(info, &*bytes) != e.base_sha256 {
+            // Over the base alone, one pass reads the tensor for both digests.
+            if over.is_some() && low_rank::sha256_of(info, &*bytes) != e.base_sha256 {
                 conflicts.push(whole(ConflictKind::TensorDiffers));
                 continue;
             }
@@ -494,10 +505,13 @@ impl Patch {
                 None => &*bytes,
             };
             match e.to_entries(info, source) {
-                Ok((_, patched)) if over.is_none() && patched != e.patched_sha256 => {
+                Ok(m) if over.is_none() && m.source_sha256 != e.base_sha256 => {
+                    conflicts.push(whole(ConflictKind::TensorDiffers))
+                }
+                Ok(m) if over.is_none() && m.patched_sha256 != e.patched_sha256 => {
                     conflicts.push(whole(ConflictKind::ResultDiffers))
                 }
-                Ok((entries, _)) => out.extend(entries),
+                Ok(m) => out.extend(m.entries),
                 Err(err) => conflicts.push(whole(ConflictKind::LowRankMisfit {
                     reason: err.to_string(),
                 })),
@@ -505,6 +519,32 @@ impl Patch {
         }
         if conflicts.is_empty() {
             Ok(out)
+        } else {
+            Err(conflicts)
+        }
+    }
+
+    /// The patch all in byte entries, checked against `base`: byte entries byte by byte,
+    /// low-rank ones by their tensor's digest, then made into byte entries (over `over`, an
+    /// earlier layer, when given); or every place where it does not fit.
+    pub fn materialized(
+        mut self,
+        base: &impl BaseModel,
+        over: Option<&Overlay>,
+    ) -> Result<Patch, Vec<Conflict>> {
+        let mut conflicts = self.verify_bytes(base);
+        match self.expand_low_rank(base, over) {
+            Ok(entries) => {
+                // A tensor with a low-rank entry has no byte entries: nothing can overlap.
+                self.entries.extend(entries);
+                self.entries
+                    .sort_by(|a, b| (&a.tensor, a.offset).cmp(&(&b.tensor, b.offset)));
+                self.low_rank.clear();
+            }
+            Err(more) => conflicts.extend(more),
+        }
+        if conflicts.is_empty() {
+            Ok(self)
         } else {
             Err(conflicts)
         }

@@ -29,10 +29,8 @@ impl Workbench {
             match loaded {
                 patch_files::Loaded::Json(p) if p.low_rank.is_empty() => Ok(p),
                 // Low-rank entries are made into bytes against the base.
-                patch_files::Loaded::Json(p) => {
-                    patch_files::materialize(&path, p, &self.model, None)?
-                        .map_err(|conflicts| StoreError::Conflicts { conflicts }.into())
-                }
+                patch_files::Loaded::Json(p) => patch_files::materialize(p, &self.model, None)?
+                    .map_err(|conflicts| StoreError::Conflicts { conflicts }.into()),
                 patch_files::Loaded::Compact(c) => {
                     patch_files::expand(&path, &c, &self.model, None)?
                         .map_err(|conflicts| StoreError::Conflicts { conflicts }.into())

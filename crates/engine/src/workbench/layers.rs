@@ -104,18 +104,9 @@ impl Workbench {
             path: path.clone(),
             source,
         })?;
-        if patch.low_rank.is_empty() {
-            return Ok(self.load_layer(patch, name)?.0);
-        }
         let entries = patch.entries.len() + patch.low_rank.len();
-        match patch_files::materialize(&path, patch, &self.model, None)? {
-            Ok(p) => Ok(self.load_layer(p, name)?.0),
-            Err(conflicts) => Ok(LoadOutcome {
-                applied: false,
-                entries,
-                conflicts: conflicts.iter().map(ToString::to_string).collect(),
-            }),
-        }
+        let fit = patch_files::materialize(patch, &self.model, None)?;
+        self.load_layer(fit, entries, name)
     }
 
     /// The patch files in the patches folder (JSON or compact), by name.
@@ -146,44 +137,29 @@ impl Workbench {
         let path = self.saved_path(name)?;
         let loaded = patch_files::load_within(&path, Some(&self.model))?;
         let entries = loaded.entry_count();
-        match patch_files::resolve(&path, loaded, &self.model, None)? {
-            Ok(p) => Ok(self.load_layer(p, name)?.0),
+        let fit = patch_files::resolve(&path, loaded, &self.model, None)?;
+        self.load_layer(fit, entries, name)
+    }
+
+    /// Applies a patch checked against the base (`patch_files::resolve`) as a new layer, or
+    /// lists where it does not fit (`entries`: the file's count).
+    fn load_layer(&self, fit: patch_files::Fit, entries: usize, name: &str) -> Result<LoadOutcome> {
+        match fit {
+            Ok(patch) => {
+                let count = patch.entries.len();
+                self.apply_layer(patch.entries, name)?;
+                Ok(LoadOutcome {
+                    applied: true,
+                    entries: count,
+                    conflicts: Vec::new(),
+                })
+            }
             Err(conflicts) => Ok(LoadOutcome {
                 applied: false,
                 entries,
                 conflicts: conflicts.iter().map(ToString::to_string).collect(),
             }),
         }
-    }
-
-    /// Applies a patch (against the base) as a new layer, or lists where it does not fit;
-    /// with the new layer's id when it was applied.
-    pub(super) fn load_layer(
-        &self,
-        patch: Patch,
-        name: &str,
-    ) -> Result<(LoadOutcome, Option<u64>)> {
-        let conflicts: Vec<String> = patch
-            .verify(&self.model.based_on_patch(&patch)?)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        if !conflicts.is_empty() {
-            let outcome = LoadOutcome {
-                applied: false,
-                entries: patch.entries.len(),
-                conflicts,
-            };
-            return Ok((outcome, None));
-        }
-        let count = patch.entries.len();
-        let id = self.apply_layer(patch.entries, name)?;
-        let outcome = LoadOutcome {
-            applied: true,
-            entries: count,
-            conflicts: Vec::new(),
-        };
-        Ok((outcome, Some(id)))
     }
 
     /// Applies entries whose original bytes fit the base as a new layer (one step per origin);

@@ -22,23 +22,31 @@ pub const UNRELATED: [&str; 6] = [
 pub const GENERATE: usize = 12;
 
 impl RunnableModel {
-    /// The mean log-probability per token of `target` after `prompt` (teacher-forced).
-    pub fn mean_logprob(&self, w: &Weights, prompt: &str, target: &[u32]) -> Result<f64> {
+    /// After `prompt`: the mean log-probability per token of `target` (teacher-forced), and
+    /// the answer `old` (the top-1 when `None`) with its log-probability; one pass over the
+    /// prompt serves both.
+    fn answer_scores(
+        &self,
+        w: &Weights,
+        prompt: &str,
+        target: &[u32],
+        old: Option<u32>,
+    ) -> Result<(f64, u32, f64)> {
         let model = self.llama()?;
         let mut cache = KvCache::default();
-        let mut feed = self.encode(prompt)?;
+        let first = super::next_after(&model, w, &self.encode(prompt)?, &mut cache)?;
+        let old = old.unwrap_or_else(|| first.top(1)[0]);
         let mut total = 0.0;
-        for &t in target {
-            let d = super::next_after(&model, w, &feed, &mut cache)?;
-            total += d.log_probs[t as usize];
-            feed = vec![t];
+        for (i, &t) in target.iter().enumerate() {
+            total += if i == 0 {
+                first.log_probs[t as usize]
+            } else {
+                let d = super::next_after(&model, w, &[target[i - 1]], &mut cache)?;
+                d.log_probs[t as usize]
+            };
         }
-        Ok(total / target.len().max(1) as f64)
-    }
-
-    /// The base model's top-1 after `prompt`.
-    pub fn top1(&self, w: &Weights, prompt: &str) -> Result<u32> {
-        Ok(self.distribution(w, &self.encode(prompt)?)?.top(1)[0])
+        let new = total / target.len().max(1) as f64;
+        Ok((new, old, first.log_probs[old as usize]))
     }
 
     /// `n` greedy tokens after `prompt`, as text.
@@ -53,24 +61,27 @@ impl RunnableModel {
     }
 
     /// The probe table and scores of an edit (`edited`) against the base, for the new target
-    /// `target` and the old answer `old`.
+    /// `target`. The old answer is the base's top-1 after the prompt (for a neighbour, after
+    /// the neighbour); the prompt's row comes first.
     pub fn fact_probes(
         &self,
         base: &Weights,
         edited: &Weights,
         req: &FactRequest,
         target: &[u32],
-        old: u32,
     ) -> Result<(Vec<FactProbe>, FactScores, FactGeneration)> {
         let groups = std::iter::once((ProbeGroup::Prompt, &req.prompt))
             .chain(req.paraphrases.iter().map(|p| (ProbeGroup::Paraphrase, p)))
             .chain(req.neighbors.iter().map(|p| (ProbeGroup::Neighbor, p)));
-        let mut probes = Vec::new();
+        let mut probes: Vec<FactProbe> = Vec::new();
         for (group, prompt) in groups {
-            let old = match group {
-                ProbeGroup::Neighbor => self.top1(base, prompt)?,
-                _ => old,
+            let known = match group {
+                ProbeGroup::Paraphrase => probes.first().map(|p| p.old.id),
+                _ => None,
             };
+            let (base_new, old, base_old) = self.answer_scores(base, prompt, target, known)?;
+            let (edited_new, _, edited_old) =
+                self.answer_scores(edited, prompt, target, Some(old))?;
             probes.push(FactProbe {
                 group,
                 prompt: prompt.clone(),
@@ -78,10 +89,10 @@ impl RunnableModel {
                     id: old,
                     token: self.token_text(old),
                 },
-                base_new: self.mean_logprob(base, prompt, target)?,
-                base_old: self.mean_logprob(base, prompt, &[old])?,
-                edited_new: self.mean_logprob(edited, prompt, target)?,
-                edited_old: self.mean_logprob(edited, prompt, &[old])?,
+                base_new,
+                base_old,
+                edited_new,
+                edited_old,
             });
         }
         let share = |group: ProbeGroup, wins: fn(&FactProbe) -> bool| -> Option<f64> {

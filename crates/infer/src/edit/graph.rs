@@ -79,13 +79,17 @@ pub fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
     shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)
 }
 
-/// Rotary positions in the rotate-half layout: `x` is `[heads, t, hd]`, `cos`/`sin` `[t, hd/2]`.
+/// `[t, hd/2]` rotary tables (cos or sin) as the `[t, hd]` ones [`rope`] takes.
+pub fn full_width(half: &Tensor) -> candle_core::Result<Tensor> {
+    Tensor::cat(&[half, half], D::Minus1)
+}
+
+/// Rotary positions in the rotate-half layout: `x` is `[heads, t, hd]`, `cos`/`sin` `[t, hd]`
+/// ([`full_width`]).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let hd = x.dim(D::Minus1)?;
-    let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
-    let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
     let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }

@@ -122,6 +122,7 @@ struct Sequence {
     /// Per later layer, the keys and values of the positions before `at`
     /// (`[kv_heads, at, hd]`).
     past: Vec<(Tensor, Tensor)>,
+    /// cos and sin of the positions from `at` on, `[n, hd]`.
     rope: (Tensor, Tensor),
     mask: Option<Tensor>,
     /// Rows (relative to `at`) whose next token is scored, with that token.
@@ -522,7 +523,7 @@ fn unedited(
             at,
             x,
             past,
-            rope: (cos, sin),
+            rope: (graph::full_width(&cos)?, graph::full_width(&sin)?),
             mask: causal_mask(n, at)?,
             scored,
         },

@@ -4,7 +4,7 @@ use super::run::{json, open, ModelArgs};
 use super::table;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use tensor_surgeon_core::patch::Origin;
+use tensor_surgeon_core::patch::{LowRankEntry, Origin};
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_infer::edit::FactOptions;
 use tensor_surgeon_store::patch_files::{self, Format};
@@ -89,7 +89,7 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
         indicatif::ProgressBar::hidden()
     };
     let mut over = o.overlay.clone();
-    let mut entries: Vec<tensor_surgeon_core::patch::LowRankEntry> = Vec::new();
+    let mut entries: Vec<LowRankEntry> = Vec::new();
     let mut reports: Vec<FactEditReport> = Vec::new();
     for fact in &facts {
         bar.set_position(0);
@@ -105,44 +105,23 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
                 bar.set_message(format!("p(target) {:.3}", s.p_target));
             },
         )?;
-        for (name, runs) in outcome.overlay.tensors() {
-            for (start, run) in runs.runs() {
-                over.write(name, start, run);
-            }
-        }
+        over = outcome.overlay;
         // Facts at one layer share its entry: the ranks add up.
         match entries
             .iter_mut()
             .find(|e| e.tensor == outcome.entry.tensor)
         {
-            Some(e) => merge(e, &outcome.entry),
+            Some(e) => {
+                let info = o.model.get(&e.tensor)?.1;
+                let base = o.model.tensor_bytes(&e.tensor)?;
+                *e = e.joined(&outcome.entry, info, &base)?;
+            }
             None => entries.push(outcome.entry),
         }
         reports.push(outcome.report);
     }
     bar.finish_and_clear();
     let mut patch = patch_files::new_for(&o.model, &note(&facts));
-    for e in &mut entries {
-        let info = o.model.get(&e.tensor)?.1.clone();
-        let base = tensor_surgeon_core::tensors::TensorSource::bytes(&o.model, &e.tensor).map_err(
-            |source| {
-                Error::from(tensor_surgeon_infer::InferError::Read {
-                    tensor: e.tensor.clone(),
-                    source,
-                })
-            },
-        )?;
-        let (u, v) = e.factors();
-        *e = tensor_surgeon_core::patch::LowRankEntry::new(
-            &info,
-            &base,
-            e.rank,
-            &u,
-            &v,
-            e.origin.clone(),
-        )
-        .map_err(|err| Error::Internal(err.to_string()))?;
-    }
     patch.low_rank = entries;
     patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
     if a.m.json {
@@ -157,30 +136,6 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
     }
     println!("\nwrote {}", a.out.display());
     Ok(())
-}
-
-/// Appends `more`'s rank-one factors to `e` (same tensor).
-fn merge(
-    e: &mut tensor_surgeon_core::patch::LowRankEntry,
-    more: &tensor_surgeon_core::patch::LowRankEntry,
-) {
-    let (u1, v1) = e.factors();
-    let (u2, v2) = more.factors();
-    let (r1, r2) = (e.rank as usize, more.rank as usize);
-    let join = |a: &[f32], b: &[f32]| -> Vec<f32> {
-        let rows = a.len() / r1;
-        (0..rows)
-            .flat_map(|i| {
-                a[i * r1..(i + 1) * r1]
-                    .iter()
-                    .chain(&b[i * r2..(i + 1) * r2])
-                    .copied()
-            })
-            .collect()
-    };
-    e.u = tensor_surgeon_core::patch::low_rank::f32_bytes(&join(&u1, &u2));
-    e.v = tensor_surgeon_core::patch::low_rank::f32_bytes(&join(&v1, &v2));
-    e.rank += more.rank;
 }
 
 fn note(facts: &[FactRequest]) -> String {

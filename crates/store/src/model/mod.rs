@@ -451,6 +451,13 @@ impl TensorSource for Model {
     }
 
     fn bytes(&self, name: &str) -> std::result::Result<Cow<'_, [u8]>, ReadError> {
+        Ok(self.tensor_bytes(name)?)
+    }
+}
+
+impl Model {
+    /// A whole tensor's bytes: borrowed from the map, or read from the server.
+    pub fn tensor_bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
         let (shard, info) = self.get(name)?;
         Ok(match shard.data(info)? {
             Bytes::Mapped(b) => Cow::Borrowed(b),
