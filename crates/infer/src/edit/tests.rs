@@ -4,6 +4,7 @@
 use super::*;
 use crate::tests::{runnable, tiny_llama};
 use crate::Edited;
+use candle_core::{DType, Device, Tensor, Var};
 
 const GOAL_PROMPT: &str = "the cat sat on the";
 
