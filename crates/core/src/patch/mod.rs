@@ -10,9 +10,13 @@ use crate::source::ByteSource;
 use crate::{dtype, slice};
 use serde::{Deserialize, Serialize};
 
+mod conflict;
 pub mod low_rank;
 mod origin;
+mod raw;
+mod verify;
 pub use crate::origin::Origin;
+pub use conflict::{Conflict, ConflictKind};
 pub use low_rank::{LowRankEntry, LowRankError};
 pub use origin::OriginMap;
 
@@ -80,7 +84,7 @@ impl PatchEntry {
 
 /// A patch file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "RawPatch", into = "RawPatch")]
+#[serde(try_from = "raw::RawPatch", into = "raw::RawPatch")]
 pub struct Patch {
     pub format: String,
     pub version: u32,
@@ -96,71 +100,6 @@ pub struct Patch {
     /// has byte entries. They apply to the base's bytes: [`low_rank::LowRankEntry::to_entries`]
     /// turns them into byte entries once the base is at hand.
     pub low_rank: Vec<LowRankEntry>,
-}
-
-/// A patch as its JSON reads: entries of either kind in one list.
-#[derive(Serialize, Deserialize)]
-struct RawPatch {
-    format: String,
-    version: u32,
-    created: String,
-    #[serde(default)]
-    note: String,
-    base: Vec<Fingerprint>,
-    entries: Vec<serde_json::Value>,
-}
-
-impl TryFrom<RawPatch> for Patch {
-    type Error = String;
-
-    fn try_from(raw: RawPatch) -> Result<Patch, String> {
-        let mut entries = Vec::new();
-        let mut low_rank = Vec::new();
-        for (i, e) in raw.entries.into_iter().enumerate() {
-            let kind = e.get("kind").and_then(|k| k.as_str()).map(str::to_string);
-            match kind.as_deref() {
-                None => entries
-                    .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
-                Some(low_rank::KIND) => low_rank
-                    .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
-                Some(other) => return Err(format!("entry {i}: unknown kind {other:?}")),
-            }
-        }
-        Ok(Patch {
-            format: raw.format,
-            version: raw.version,
-            created: raw.created,
-            note: raw.note,
-            base: raw.base,
-            entries,
-            low_rank,
-        })
-    }
-}
-
-impl From<Patch> for RawPatch {
-    fn from(p: Patch) -> RawPatch {
-        let version = if p.low_rank.is_empty() {
-            p.version
-        } else {
-            p.version.max(2)
-        };
-        let entries = p
-            .entries
-            .iter()
-            .map(serde_json::to_value)
-            .chain(p.low_rank.iter().map(serde_json::to_value))
-            .filter_map(Result::ok)
-            .collect();
-        RawPatch {
-            format: p.format,
-            version,
-            created: p.created,
-            note: p.note,
-            base: p.base,
-            entries,
-        }
-    }
 }
 
 /// What is wrong with a patch as a document.
@@ -203,110 +142,6 @@ pub enum PatchError {
         first: u64,
         second: u64,
     },
-}
-
-/// A place where a patch does not fit its base (or another patch).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conflict {
-    pub tensor: String,
-    pub offset: u64,
-    pub len: u64,
-    #[serde(flatten)]
-    pub kind: ConflictKind,
-}
-
-/// The kinds of conflict.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ConflictKind {
-    /// The base has no such tensor.
-    MissingTensor,
-    /// The entry runs past the tensor's data.
-    OutOfRange { tensor_bytes: u64 },
-    /// The base bytes are not the entry's original bytes.
-    Mismatch {
-        #[serde(with = "hex::serde")]
-        expected: Vec<u8>,
-        #[serde(with = "hex::serde")]
-        found: Vec<u8>,
-    },
-    /// A compact patch's digest of the original bytes of a tensor's runs does not match the
-    /// base (compact patches carry digests, not the original bytes).
-    BaseDiffers { runs: u64 },
-    /// A low-rank entry's tensor is not the one it was made for (SHA-256 of its bytes).
-    TensorDiffers,
-    /// A low-rank entry that does not fit its tensor (dtype or shape).
-    LowRankMisfit { reason: String },
-    /// A low-rank entry that does not make the tensor it promises: the entry is damaged.
-    ResultDiffers,
-    /// Two patches change the same bytes to different values.
-    Clash {
-        #[serde(with = "hex::serde")]
-        first: Vec<u8>,
-        #[serde(with = "hex::serde")]
-        second: Vec<u8>,
-    },
-}
-
-impl Conflict {
-    /// A conflict over a whole tensor of `len` bytes.
-    pub fn whole(tensor: &str, len: u64, kind: ConflictKind) -> Conflict {
-        Conflict {
-            tensor: tensor.to_string(),
-            offset: 0,
-            len,
-            kind,
-        }
-    }
-}
-
-impl std::fmt::Display for Conflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let at = format!(
-            "{} bytes {}..{}",
-            self.tensor,
-            self.offset,
-            self.offset + self.len
-        );
-        match &self.kind {
-            ConflictKind::MissingTensor => {
-                write!(f, "{}: the model has no tensor of that name", self.tensor)
-            }
-            ConflictKind::OutOfRange { tensor_bytes } => {
-                write!(f, "{at}: past the end of the tensor's {tensor_bytes} bytes")
-            }
-            ConflictKind::Mismatch { expected, found } => write!(
-                f,
-                "{at}: patch expects {} but the model has {}",
-                hex::encode(expected),
-                hex::encode(found)
-            ),
-            ConflictKind::BaseDiffers { runs } => write!(
-                f,
-                "{at}: the model's bytes in the patch's {runs} run(s) are not those the patch \
-                 was made for (their SHA-256 differs)"
-            ),
-            ConflictKind::TensorDiffers => write!(
-                f,
-                "{}: the model's tensor is not the one the low-rank entry was made for (its \
-                 SHA-256 differs)",
-                self.tensor
-            ),
-            ConflictKind::LowRankMisfit { reason } => write!(f, "{reason}"),
-            ConflictKind::ResultDiffers => write!(
-                f,
-                "{}: the low-rank entry does not make the tensor it names (SHA-256 of the \
-                 result differs): the entry is damaged",
-                self.tensor
-            ),
-            ConflictKind::Clash { first, second } => write!(
-                f,
-                "{at}: one patch writes {} and the other {}",
-                hex::encode(first),
-                hex::encode(second)
-            ),
-        }
-    }
 }
 
 /// Read access to the base model for verification and diffing.
@@ -426,128 +261,6 @@ impl Patch {
             }
         }
         out
-    }
-
-    /// Checks every entry against the base, low-rank ones by applying them; an empty list
-    /// means the patch applies cleanly.
-    pub fn verify(&self, base: &impl BaseModel) -> Vec<Conflict> {
-        let mut conflicts = self.verify_bytes(base);
-        if let Err(more) = self.expand_low_rank(base, None) {
-            conflicts.extend(more);
-        }
-        conflicts
-    }
-
-    /// Checks the byte entries against the base.
-    pub fn verify_bytes(&self, base: &impl BaseModel) -> Vec<Conflict> {
-        let mut conflicts = Vec::new();
-        for e in &self.entries {
-            let len = e.original.len() as u64;
-            let conflict = |kind| Conflict {
-                tensor: e.tensor.clone(),
-                offset: e.offset,
-                len,
-                kind,
-            };
-            let Some((info, bytes)) = base.tensor(&e.tensor) else {
-                conflicts.push(conflict(ConflictKind::MissingTensor));
-                continue;
-            };
-            let size = info.byte_len();
-            if e.offset.checked_add(len).is_none_or(|end| end > size) {
-                conflicts.push(conflict(ConflictKind::OutOfRange { tensor_bytes: size }));
-                continue;
-            }
-            let found = read_span(&*bytes, e.offset, len as usize);
-            if found != e.original {
-                conflicts.push(conflict(ConflictKind::Mismatch {
-                    expected: e.original.clone(),
-                    found,
-                }));
-            }
-        }
-        conflicts
-    }
-
-    /// The byte entries the low-rank entries make of `base` (with `over`, an earlier layer,
-    /// laid onto it: the entries' original bytes are then that layer's), or where they do not
-    /// fit. Each tensor is read row by row.
-    pub fn expand_low_rank(
-        &self,
-        base: &impl BaseModel,
-        over: Option<&Overlay>,
-    ) -> Result<Vec<PatchEntry>, Vec<Conflict>> {
-        let mut out = Vec::new();
-        let mut conflicts = Vec::new();
-        for e in &self.low_rank {
-            let Some((info, bytes)) = base.tensor(&e.tensor) else {
-                conflicts.push(Conflict::whole(&e.tensor, 0, ConflictKind::MissingTensor));
-                continue;
-            };
-            let whole = |kind| Conflict::whole(&e.tensor, info.byte_len(), kind);
-            if let Err(err) = e.check(info) {
-                conflicts.push(whole(ConflictKind::LowRankMisfit {
-                    reason: err.to_string(),
-                }));
-                continue;
-            }
-            // Over the base alone, one pass reads the tensor for both digests.
-            if over.is_some() && low_rank::sha256_of(info, &*bytes) != e.base_sha256 {
-                conflicts.push(whole(ConflictKind::TensorDiffers));
-                continue;
-            }
-            let viewed;
-            let source: &dyn ByteSource = match over {
-                Some(o) => {
-                    viewed = o.view(&e.tensor, &*bytes);
-                    &viewed
-                }
-                None => &*bytes,
-            };
-            match e.to_entries(info, source) {
-                Ok(m) if over.is_none() && m.source_sha256 != e.base_sha256 => {
-                    conflicts.push(whole(ConflictKind::TensorDiffers))
-                }
-                Ok(m) if over.is_none() && m.patched_sha256 != e.patched_sha256 => {
-                    conflicts.push(whole(ConflictKind::ResultDiffers))
-                }
-                Ok(m) => out.extend(m.entries),
-                Err(err) => conflicts.push(whole(ConflictKind::LowRankMisfit {
-                    reason: err.to_string(),
-                })),
-            }
-        }
-        if conflicts.is_empty() {
-            Ok(out)
-        } else {
-            Err(conflicts)
-        }
-    }
-
-    /// The patch all in byte entries, checked against `base`: byte entries byte by byte,
-    /// low-rank ones by their tensor's digest, then made into byte entries (over `over`, an
-    /// earlier layer, when given); or every place where it does not fit.
-    pub fn materialized(
-        mut self,
-        base: &impl BaseModel,
-        over: Option<&Overlay>,
-    ) -> Result<Patch, Vec<Conflict>> {
-        let mut conflicts = self.verify_bytes(base);
-        match self.expand_low_rank(base, over) {
-            Ok(entries) => {
-                // A tensor with a low-rank entry has no byte entries: nothing can overlap.
-                self.entries.extend(entries);
-                self.entries
-                    .sort_by(|a, b| (&a.tensor, a.offset).cmp(&(&b.tensor, b.offset)));
-                self.low_rank.clear();
-            }
-            Err(more) => conflicts.extend(more),
-        }
-        if conflicts.is_empty() {
-            Ok(self)
-        } else {
-            Err(conflicts)
-        }
     }
 
     /// The overlay that applying this patch produces.
