@@ -2,7 +2,8 @@
 fact set of our own at several layers, with ROME's scores (efficacy, paraphrase,
 neighbourhood, in %), the mean KL on unrelated prompts, the time per edit, and the patch's size
 beside the bytes it changes. Prints a Markdown table per layer and the mean.
-Usage: .venv/bin/python benches/fact_bench.py [LAYER ...]   (default layers: 3 6 10 15)
+Usage: .venv/bin/python benches/fact_bench.py [--covariance corpus|identity] [LAYER ...]
+(default: both covariances side by side at layers 3 6 10 15)
 Set TENSOR_SURGEON_BIN to the binary to use (default: target/release/tensor-surgeon).
 """
 
@@ -37,10 +38,11 @@ FACTS = [
 ]
 
 
-def edit(model, fact, layer, out):
+def edit(model, fact, layer, out, covariance):
     subject, prompt, target, paraphrases, neighbors = fact
     args = [str(BIN), "edit-fact", str(model), "--subject", subject, "--prompt", prompt,
-            "--target", target, "--layer", str(layer), "--out", str(out), "--json"]
+            "--target", target, "--layer", str(layer), "--covariance", covariance,
+            "--out", str(out), "--json"]
     for p in paraphrases:
         args += ["--paraphrase", p]
     for n in neighbors:
@@ -51,17 +53,21 @@ def edit(model, fact, layer, out):
 
 
 def main():
-    layers = [int(a) for a in sys.argv[1:]] or [3, 6, 10, 15]
+    args = sys.argv[1:]
+    covariances = ["corpus", "identity"]
+    if args[:1] == ["--covariance"]:
+        covariances, args = [args[1]], args[2:]
+    layers = [int(a) for a in args] or [3, 6, 10, 15]
     model = smollm2_dir() / "model.safetensors"
     with tempfile.TemporaryDirectory() as tmp:
-        for layer in layers:
-            print(f"\n### layer {layer}\n")
+        for layer, covariance in [(la, c) for la in layers for c in covariances]:
+            print(f"\n### layer {layer}, C = {covariance}\n")
             print("| fact | efficacy | paraphrase | neighbourhood | unrelated KL | seconds | patch bytes | changed bytes |")
             print("|---|---|---|---|---|---|---|---|")
             sums = [0.0] * 5
             for i, fact in enumerate(FACTS):
                 out = Path(tmp) / f"fact{i}.json"
-                r = edit(model, fact, layer, out)
+                r = edit(model, fact, layer, out, covariance)
                 s = r["scores"]
                 row = [s["efficacy"], s["paraphrase"], s["neighborhood"], s["unrelated_kl"], r["seconds"]]
                 sums = [a + b for a, b in zip(sums, row)]

@@ -25,6 +25,7 @@
 
 mod evaluate;
 mod graph;
+pub mod moment;
 mod pass;
 mod problem;
 pub use evaluate::{GENERATE, UNRELATED};
@@ -58,6 +59,16 @@ pub struct FactOptions {
     /// Context prefixes the model writes: (tokens, how many).
     pub contexts: Vec<(usize, usize)>,
     pub seed: u64,
+    /// What the update divides by: the identity, or the keys' second moment over the shipped
+    /// text ([`moment`]).
+    pub covariance: Covariance,
+}
+
+/// The `C` of ROME's update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Covariance {
+    Identity,
+    Corpus,
 }
 
 impl FactOptions {
@@ -71,6 +82,7 @@ impl FactOptions {
             weight_decay: 0.5,
             contexts: vec![(5, 10), (10, 10)],
             seed: 0,
+            covariance: Covariance::Corpus,
         }
     }
 }
@@ -188,8 +200,13 @@ impl RunnableModel {
         let problem = self.problem(w, goal, opts.layer, &contexts)?;
         let (u, steps) = problem.optimise(opts, on)?;
         let key = problem.key();
-        let kk: f64 = key.iter().map(|&x| x as f64 * x as f64).sum();
-        let v: Vec<f32> = key.iter().map(|&x| (x as f64 / kk) as f32).collect();
+        // v = C⁻¹k* / ((C⁻¹k*)ᵀ k*)
+        let aimed: Vec<f64> = match opts.covariance {
+            Covariance::Identity => key.iter().map(|&x| x as f64).collect(),
+            Covariance::Corpus => self.key_moment(w, opts.layer)?.solve(&key)?,
+        };
+        let along: f64 = aimed.iter().zip(&key).map(|(a, &k)| a * k as f64).sum();
+        let v: Vec<f32> = aimed.iter().map(|&a| (a / along) as f32).collect();
         Ok(FactEdit {
             layer: opts.layer,
             tensor: down_proj(opts.layer),

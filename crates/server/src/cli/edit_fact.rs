@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use tensor_surgeon_core::patch::{LowRankEntry, Origin};
 use tensor_surgeon_engine::{Error, Result};
-use tensor_surgeon_infer::edit::FactOptions;
+use tensor_surgeon_infer::edit::{Covariance, FactOptions};
 use tensor_surgeon_store::patch_files::{self, Format};
 use tensor_surgeon_wire::{FactEditReport, FactRequest};
 
@@ -39,12 +39,22 @@ pub struct EditFactArgs {
     /// Optimisation steps of the MLP output.
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// What ROME's update divides by: the second moment of the layer's down_proj inputs over
+    /// the text that ships with the tool, or the identity.
+    #[arg(long, value_enum, default_value_t = CovarianceArg::Corpus)]
+    covariance: CovarianceArg,
     /// Seed of the context prefixes the model writes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where to write the patch (JSON, format version 2).
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CovarianceArg {
+    Corpus,
+    Identity,
 }
 
 fn requests(a: &EditFactArgs) -> Result<Vec<FactRequest>> {
@@ -81,6 +91,10 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
     let opts = FactOptions {
         steps: a.steps,
         seed: a.seed,
+        covariance: match a.covariance {
+            CovarianceArg::Corpus => Covariance::Corpus,
+            CovarianceArg::Identity => Covariance::Identity,
+        },
         ..FactOptions::at_layer(layer)
     };
     let bar = if std::io::stderr().is_terminal() {
