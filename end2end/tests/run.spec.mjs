@@ -257,3 +257,48 @@ test('an agent tests a hypothesis before and after its edit over MCP', async ({ 
     await client.close();
   }
 });
+
+test('an agent rewrites a fact: the computed edit waits as a proposal, a person accepts it in the page, undo takes it back', async ({ page, request, baseURL }) => {
+  const client = await mcpClient(baseURL);
+  const call = async (name, args) => {
+    const r = await client.callTool({ name, arguments: args }, undefined, { timeout: 200_000 });
+    expect(r.isError, r.content.map((c) => c.text).join('')).toBeFalsy();
+    return JSON.parse(r.content.map((c) => c.text).join(''));
+  };
+  try {
+    await open(page);
+    const fact = await call('edit_fact', {
+      subject: 'France', prompt: PROMPT, target: ' Rome', layer: 6,
+      paraphrases: ["France's capital city is"], neighbors: ['The capital of Germany is'],
+      hypothesis: 'the capital of France is kept in layer 6',
+    });
+    // The proposal and its evaluation: the edit makes " Rome" the answer; the neighbour's row
+    // is reported (whether it keeps its answer is the fact editor's score, measured elsewhere).
+    expect(fact.status).toBe('pending');
+    expect(fact.label).toContain('model.layers.6.mlp.down_proj.weight');
+    expect(fact.report.old.token).toBe(' Paris');
+    expect(fact.report.scores.efficacy).toBe(100);
+    expect(fact.report.probes.map((p) => p.group)).toEqual(['prompt', 'paraphrase', 'neighbor']);
+    expect(fact.report.probes[2].old.token).toBe(' Berlin');
+    expect(fact.report.generation.edited.startsWith(' Rome')).toBeTruthy();
+    let run = await call('run_prompt', { prompt: PROMPT, target: ' Rome' });
+    expect(run.edited).toBeNull(); // pending: nothing changed yet
+    // A person sees it in the page and accepts it.
+    const item = page.locator('.pending li');
+    await expect(item).toHaveCount(1, { timeout: 30_000 });
+    await expect(item).toContainText('low_rank model.layers.6.mlp.down_proj.weight');
+    await openTab(page, 'Patch');
+    await item.locator('button.accept').click();
+    await expect(page.locator('.pending li')).toHaveCount(0);
+    run = await call('run_prompt', { prompt: PROMPT, target: ' Rome' });
+    expect(run.base.top[0].token).toBe(' Paris');
+    expect(run.edited.top[0].token).toBe(' Rome');
+    // One step: undo in the page gives the base model back.
+    await page.locator('.history button.undo').click();
+    await expect(page.locator('.history button.undo')).toBeDisabled();
+    run = await call('run_prompt', { prompt: PROMPT, target: ' Rome' });
+    expect(run.edited).toBeNull();
+  } finally {
+    await client.close();
+  }
+});

@@ -146,6 +146,29 @@ pub struct ProposeEdit {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct Nothing {}
 
+/// A fact edit (ROME): the model should continue `prompt` with `target`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct EditFactArgs {
+    /// Text that occurs in the prompt: whose fact changes ("The Eiffel Tower").
+    pub subject: String,
+    /// A prompt containing the subject ("The Eiffel Tower is located in the city of").
+    pub prompt: String,
+    /// The new continuation: token text with its leading space (" Rome") or "#ID"; several
+    /// tokens allowed.
+    pub target: String,
+    /// The layer whose down_proj changes (default: a fifth of the way up).
+    #[serde(default)]
+    pub layer: Option<u32>,
+    /// Other wordings of the prompt, scored after the edit.
+    #[serde(default)]
+    pub paraphrases: Vec<String>,
+    /// Prompts about other subjects whose answer should not change.
+    #[serde(default)]
+    pub neighbors: Vec<String>,
+    /// What the edit tests, in a sentence: shown to the person who accepts or rejects it.
+    pub hypothesis: String,
+}
+
 /// The schema of an edit operation (the core's `Op`, whose JSON form is tagged by `op`).
 fn op_schema(_: &mut SchemaGenerator) -> Schema {
     let variant = |op: &str, doc: &str, fields: serde_json::Value, required: &[&str]| {
@@ -173,6 +196,7 @@ fn op_schema(_: &mut SchemaGenerator) -> Schema {
             variant("zero", "Set to zero.", serde_json::json!({}), &[]),
             variant("clamp", "Clamp into [min, max] (either bound optional).", serde_json::json!({ "min": optional, "max": optional }), &[]),
             variant("hex", "Replace the stored bytes: hex, one element's worth.", serde_json::json!({ "hex": text }), &["hex"]),
+            variant("low_rank", "Add U Vᵀ to the tensor seen as rows x cols (the whole tensor: spec \"\"): u and v are base64 of little-endian f32, u [rows, rank] and v [cols, rank], row-major.", serde_json::json!({ "rank": { "type": "integer", "minimum": 1 }, "u": text, "v": text }), &["rank", "u", "v"]),
         ]
     })
 }

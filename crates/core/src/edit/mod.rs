@@ -28,6 +28,10 @@ pub enum Op {
     Clamp { min: Option<f64>, max: Option<f64> },
     /// Replace the stored bytes: hex, one element's worth (for F4/F6, the code).
     Hex { hex: String },
+    /// Add `U Vᵀ` to the tensor seen as a matrix, element by element as a low-rank patch entry
+    /// does (`docs/patch-format.md`): the factors are base64 of little-endian f32, `u`
+    /// `[rows, rank]` and `v` `[cols, rank]`. Computed edits (a fact edit) arrive as this.
+    LowRank { rank: u32, u: String, v: String },
 }
 
 impl Op {
@@ -43,6 +47,7 @@ impl Op {
             Op::Zero => "zero",
             Op::Clamp { .. } => "clamp",
             Op::Hex { .. } => "hex",
+            Op::LowRank { .. } => "low_rank",
         }
     }
 
@@ -113,6 +118,9 @@ pub enum EditError {
     /// An operation name that is not one of [`Op::NAMES`].
     #[error("unknown operation {name:?}; expected one of set, add, scale, zero, clamp, hex")]
     UnknownOp { name: String },
+    /// Low-rank factors that do not fit the tensor, or are not base64 of f32s.
+    #[error(transparent)]
+    LowRank(#[from] crate::patch::LowRankError),
     /// An operation that makes no sense for the dtype.
     #[error("{op} does not apply to {dtype} tensors")]
     NotApplicable {
@@ -191,6 +199,9 @@ pub fn plan(
         Op::Add { value } => Some(parse(value)?),
         _ => None,
     };
+    if let Op::LowRank { rank, u, v } = op {
+        return plan_low_rank(tensor, selection, source, *rank, u, v);
+    }
     if matches!(op, Op::Clamp { .. }) && kind == Kind::Complex {
         return Err(EditError::NotApplicable {
             op: "clamp",
@@ -218,6 +229,42 @@ pub fn plan(
             _ => value,
         };
         encode_at(tensor, &unflatten(&tensor.shape, flat), result, options)
+    })
+}
+
+/// The changes of [`Op::LowRank`] to the selected elements.
+fn plan_low_rank(
+    tensor: &TensorInfo,
+    selection: &Selection,
+    source: &(impl ByteSource + ?Sized),
+    rank: u32,
+    u: &str,
+    v: &str,
+) -> Result<Vec<Change>, EditError> {
+    use crate::patch::low_rank;
+    use base64::Engine as _;
+    let decode = |text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| low_rank::LowRankError::Shape {
+                tensor: tensor.name.clone(),
+            })
+    };
+    let (u, v) = (decode(u)?, decode(v)?);
+    low_rank::check_fit(tensor, rank, u.len(), v.len())?;
+    let (u, v) = (low_rank::floats(&u), low_rank::floats(&v));
+    let (_, cols) = low_rank::matrix_shape(&tensor.shape);
+    let r = rank as usize;
+    plan_elements(tensor, selection, source, |_, flat, current| {
+        let (i, j) = ((flat / cols) as usize, (flat % cols) as usize);
+        let mut el = current.to_vec();
+        low_rank::apply_element(
+            tensor.dtype,
+            &mut el,
+            &u[i * r..(i + 1) * r],
+            &v[j * r..(j + 1) * r],
+        );
+        Ok(el)
     })
 }
 

@@ -90,7 +90,8 @@ pub fn matrix_shape(shape: &[u64]) -> (u64, u64) {
     }
 }
 
-fn floats(bytes: &[u8]) -> Vec<f32> {
+/// Little-endian f32s of bytes.
+pub fn floats(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -100,6 +101,70 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
 /// Little-endian bytes of f32s (for building entries).
 pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// One element `w[i, j]` (its bytes, in place) given row `i` of `U` and row `j` of `V`: the
+/// format's rule, `acc = f32(w) + Σ u[r] v[r]` with each product and sum rounded to f32 (never
+/// a fused multiply-add), then rounded to nearest-even in the dtype (BF16, F16, F32).
+pub fn apply_element(dtype: Dtype, el: &mut [u8], u: &[f32], v: &[f32]) {
+    let mut acc = match dtype {
+        Dtype::BF16 => half::bf16::from_le_bytes([el[0], el[1]]).to_f32(),
+        Dtype::F16 => half::f16::from_le_bytes([el[0], el[1]]).to_f32(),
+        _ => f32::from_le_bytes([el[0], el[1], el[2], el[3]]),
+    };
+    for (a, b) in u.iter().zip(v) {
+        let product = a * b;
+        acc += product;
+    }
+    match dtype {
+        Dtype::BF16 => el.copy_from_slice(&half::bf16::from_f32(acc).to_le_bytes()),
+        Dtype::F16 => el.copy_from_slice(&half::f16::from_f32(acc).to_le_bytes()),
+        _ => el.copy_from_slice(&acc.to_le_bytes()),
+    }
+}
+
+/// `(rows, cols)` of factors of `rank` given as `u_len` and `v_len` bytes.
+fn factor_shape(
+    tensor: &str,
+    rank: u32,
+    u_len: usize,
+    v_len: usize,
+) -> Result<(u64, u64), LowRankError> {
+    let row = 4 * rank as usize;
+    if rank == 0
+        || u_len == 0
+        || v_len == 0
+        || !u_len.is_multiple_of(row)
+        || !v_len.is_multiple_of(row)
+    {
+        return Err(LowRankError::Shape {
+            tensor: tensor.to_string(),
+        });
+    }
+    Ok(((u_len / row) as u64, (v_len / row) as u64))
+}
+
+/// Whether factors of `rank` (`u_len` and `v_len` bytes) fit the tensor: its dtype and its
+/// matrix shape.
+pub fn check_fit(
+    info: &TensorInfo,
+    rank: u32,
+    u_len: usize,
+    v_len: usize,
+) -> Result<(), LowRankError> {
+    check_dtype(info)?;
+    let (rows, cols) = factor_shape(&info.name, rank, u_len, v_len)?;
+    let (want_rows, want_cols) = matrix_shape(&info.shape);
+    if (rows, cols) != (want_rows, want_cols) {
+        return Err(LowRankError::Size {
+            tensor: info.name.clone(),
+            rows,
+            cols,
+            want_rows,
+            want_cols,
+        });
+    }
+    Ok(())
 }
 
 /// Whether a low-rank entry can apply to the tensor's dtype (BF16, F16, F32).
@@ -148,18 +213,7 @@ impl LowRankEntry {
 
     /// `(rows, cols)` as the factors give them.
     pub fn factor_shape(&self) -> Result<(u64, u64), LowRankError> {
-        let row = 4 * self.rank as usize;
-        if self.rank == 0
-            || self.u.is_empty()
-            || self.v.is_empty()
-            || !self.u.len().is_multiple_of(row)
-            || !self.v.len().is_multiple_of(row)
-        {
-            return Err(LowRankError::Shape {
-                tensor: self.tensor.clone(),
-            });
-        }
-        Ok(((self.u.len() / row) as u64, (self.v.len() / row) as u64))
+        factor_shape(&self.tensor, self.rank, self.u.len(), self.v.len())
     }
 
     /// `U` and `V` as f32.
@@ -169,19 +223,7 @@ impl LowRankEntry {
 
     /// Checks that the entry fits the tensor: its dtype and its matrix shape.
     pub fn check(&self, info: &TensorInfo) -> Result<(), LowRankError> {
-        check_dtype(info)?;
-        let (rows, cols) = self.factor_shape()?;
-        let (want_rows, want_cols) = matrix_shape(&info.shape);
-        if (rows, cols) != (want_rows, want_cols) {
-            return Err(LowRankError::Size {
-                tensor: self.tensor.clone(),
-                rows,
-                cols,
-                want_rows,
-                want_cols,
-            });
-        }
-        Ok(())
+        check_fit(info, self.rank, self.u.len(), self.v.len())
     }
 
     /// Applies the entry to one row's bytes (`row` of the matrix view) in place.
@@ -190,22 +232,7 @@ impl LowRankEntry {
         let ur = &u[row * r..(row + 1) * r];
         let width = crate::dtype::element_bytes(dtype);
         for (j, el) in bytes.chunks_exact_mut(width).enumerate() {
-            let mut acc = match dtype {
-                Dtype::BF16 => half::bf16::from_le_bytes([el[0], el[1]]).to_f32(),
-                Dtype::F16 => half::f16::from_le_bytes([el[0], el[1]]).to_f32(),
-                _ => f32::from_le_bytes([el[0], el[1], el[2], el[3]]),
-            };
-            let vj = &v[j * r..(j + 1) * r];
-            for k in 0..r {
-                // Two roundings, as the format says: never `mul_add`.
-                let product = ur[k] * vj[k];
-                acc += product;
-            }
-            match dtype {
-                Dtype::BF16 => el.copy_from_slice(&half::bf16::from_f32(acc).to_le_bytes()),
-                Dtype::F16 => el.copy_from_slice(&half::f16::from_f32(acc).to_le_bytes()),
-                _ => el.copy_from_slice(&acc.to_le_bytes()),
-            }
+            apply_element(dtype, el, ur, &v[j * r..(j + 1) * r]);
         }
     }
 

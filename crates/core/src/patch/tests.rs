@@ -386,3 +386,40 @@ fn a_low_rank_entry_is_refused_on_another_tensor_or_a_bad_shape() {
         .to_string()
         .contains("unknown kind \"sparse\""));
 }
+
+#[test]
+fn the_low_rank_edit_operation_makes_the_entry_s_bytes() {
+    let (_, info, bytes) = low_rank_model();
+    let (u, v) = (
+        [1.0f32, 0.5, -1.0, 2.0],
+        [0.25f32, 1.0, 1e-3, 0.0, -0.5, 0.125],
+    );
+    let e = LowRankEntry::new(&info, &bytes, 2, &u, &v, None).unwrap();
+    let op = crate::edit::Op::LowRank {
+        rank: 2,
+        u: low_rank::base64(&e.u),
+        v: low_rank::base64(&e.v),
+    };
+    let all = crate::slice::SliceSpec::parse("")
+        .unwrap()
+        .resolve(&info.shape)
+        .unwrap();
+    let changes =
+        crate::edit::plan(&info, &all, &bytes.as_slice(), &op, Default::default()).unwrap();
+    let mut by_op = bytes.clone();
+    for c in &changes {
+        by_op[c.offset as usize..c.offset as usize + c.after.len()].copy_from_slice(&c.after);
+    }
+    let mut by_entry = bytes.clone();
+    e.apply_to(&info, &mut by_entry).unwrap();
+    assert_eq!(by_op, by_entry);
+    // Factors for another shape are refused with the entry's message.
+    let short = crate::edit::Op::LowRank {
+        rank: 2,
+        u: low_rank::base64(&e.u[..8]),
+        v: low_rank::base64(&e.v),
+    };
+    let err =
+        crate::edit::plan(&info, &all, &bytes.as_slice(), &short, Default::default()).unwrap_err();
+    assert!(err.to_string().contains("1 x 3 matrix"), "{err}");
+}

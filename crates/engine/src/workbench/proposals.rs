@@ -4,9 +4,12 @@
 
 use super::{lock, Workbench};
 use crate::error::{Error, Result};
+use tensor_surgeon_core::edit::Op;
+use tensor_surgeon_core::patch::low_rank;
 use tensor_surgeon_core::patch::Origin;
+use tensor_surgeon_infer::edit::{default_layer, FactOptions};
 use tensor_surgeon_store::journal::Record;
-use tensor_surgeon_wire::{EditRequest, Proposal, SessionView};
+use tensor_surgeon_wire::{EditRequest, FactEditReport, FactRequest, Proposal, SessionView};
 
 impl Workbench {
     /// Records an agent's edit with its hypothesis: pending, or applied at once when the server
@@ -45,6 +48,56 @@ impl Workbench {
         s.pending.push(proposal.clone());
         s.version += 1;
         Ok((proposal, false))
+    }
+
+    /// Computes a fact edit (ROME) on the session's weights and records it as an agent's
+    /// proposal: a rank-one change of one layer's `down_proj`, with its scores. Like any
+    /// proposal it changes nothing until accepted (then it is re-planned on the weights as
+    /// they are).
+    pub fn propose_fact(
+        &self,
+        req: &FactRequest,
+        layer: Option<usize>,
+        hypothesis: &str,
+    ) -> Result<(Proposal, bool, FactEditReport)> {
+        self.writable()?;
+        if hypothesis.trim().is_empty() {
+            return Err(Error::Usage(
+                "say what the edit tests: the hypothesis is required".into(),
+            ));
+        }
+        let runner = self.runnable()?;
+        let outcome = {
+            let _busy = lock(&self.run.busy);
+            let overlay = lock(&self.session).history.overlay().clone();
+            let layer = match layer {
+                Some(l) => l,
+                None => default_layer(runner.layers()?),
+            };
+            crate::fact::edit_fact(
+                &self.model,
+                runner,
+                &overlay,
+                req,
+                &FactOptions::at_layer(layer),
+                Origin::agent(hypothesis.trim()),
+                &mut |_| {},
+            )?
+        };
+        let entry = outcome.entry;
+        let edit = EditRequest {
+            tensor: entry.tensor.clone(),
+            spec: String::new(),
+            op: Op::LowRank {
+                rank: entry.rank,
+                u: low_rank::base64(&entry.u),
+                v: low_rank::base64(&entry.v),
+            },
+            saturate: false,
+            round: false,
+        };
+        let (proposal, applied) = self.propose(&edit, hypothesis)?;
+        Ok((proposal, applied, outcome.report))
     }
 
     /// Accepts (applies, re-planned against the current edits) or rejects a proposal.

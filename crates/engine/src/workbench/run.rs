@@ -23,14 +23,14 @@ pub const PROBES_SUFFIX: &str = ".probes.json";
 pub(super) struct RunState {
     runner: OnceLock<std::result::Result<RunnableModel, Arc<InferError>>>,
     /// One forward pass at a time: each already uses every core.
-    busy: Mutex<()>,
+    pub(super) busy: Mutex<()>,
     probing: AtomicBool,
     probes_done: AtomicU64,
     probes_total: AtomicU64,
 }
 
 impl Workbench {
-    fn runnable(&self) -> Result<&RunnableModel> {
+    pub(super) fn runnable(&self) -> Result<&RunnableModel> {
         self.run
             .runner
             .get_or_init(|| {

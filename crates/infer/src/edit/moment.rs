@@ -35,7 +35,11 @@ impl RunnableModel {
         let d = model.config.intermediate_size;
         let mut sum = Tensor::zeros((d, d), candle_core::DType::F32, &Device::Cpu)?;
         let mut tokens = 0;
-        for paragraph in CORPUS.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+        for paragraph in CORPUS
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let ids = self.encode(paragraph)?;
             let act = unedited_act(&model, w, &ids, layer)?; // [t, d]
             sum = (sum + act.t()?.matmul(&act)?)?;
@@ -68,7 +72,9 @@ impl KeyMoment {
                 diag -= l[j * d + k] * l[j * d + k];
             }
             if diag <= 0.0 {
-                return Err(InferError::Internal("the key moment is not positive definite"));
+                return Err(InferError::Internal(
+                    "the key moment is not positive definite",
+                ));
             }
             let diag = diag.sqrt();
             l[j * d + j] = diag;

@@ -324,14 +324,28 @@ fn unedited(
 
 /// The `down_proj` input of `layer` at every position of `ids` (`[t, intermediate]`): the
 /// layers up to it run, no further.
-pub(super) fn unedited_act(model: &Llama, w: &Weights, ids: &[u32], layer: usize) -> Result<Tensor> {
+pub(super) fn unedited_act(
+    model: &Llama,
+    w: &Weights,
+    ids: &[u32],
+    layer: usize,
+) -> Result<Tensor> {
     let t = ids.len();
     let mut x = model.embed_rows(w, ids)?;
     let rope = model.rope_tables(0, t)?;
     let mask = causal_mask(t, 0)?;
     for l in 0..=layer {
         let mut kv = (Vec::new(), Vec::new());
-        let out = model.block(w, l, &x, std::slice::from_mut(&mut kv), 0, &rope, mask.as_ref(), &[])?;
+        let out = model.block(
+            w,
+            l,
+            &x,
+            std::slice::from_mut(&mut kv),
+            0,
+            &rope,
+            mask.as_ref(),
+            &[],
+        )?;
         if l == layer {
             return Ok(out.act);
         }

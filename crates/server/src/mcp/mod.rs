@@ -20,7 +20,8 @@ use tensor_surgeon_core::view::ViewSpec;
 use tensor_surgeon_engine::workbench::Workbench;
 use tensor_surgeon_engine::Error;
 use tensor_surgeon_wire::{
-    ActivationsRequest, EditRequest, LayoutParams, Method, ProjectRequest, RunRequest, TraceRequest,
+    ActivationsRequest, EditRequest, FactRequest, LayoutParams, Method, ProjectRequest, RunRequest,
+    TraceRequest,
 };
 
 /// Most elements `read_values` returns.
@@ -360,6 +361,29 @@ impl Tools {
             Ok(
                 json!({"id": proposal.id, "label": proposal.label, "bytes": proposal.bytes,
                 "status": if applied { "applied" } else { "pending" }}),
+            )
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Rewrite a fact (ROME): compute the rank-one change of one layer's down_proj that makes the model continue `prompt` (which contains `subject`) with `target`, and record it as a pending proposal with the hypothesis it tests. Takes tens of seconds. Returns the proposal (id, label, bytes, status) and the report: ROME's scores (efficacy on the prompt, paraphrases, neighbours keeping their answer), each probe's log-probabilities base vs edited, the KL on unrelated prompts, a continuation base vs edited, and the optimisation's steps. A person accepts or rejects it like any proposal."
+    )]
+    async fn edit_fact(&self, Parameters(p): Parameters<EditFactArgs>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let req = FactRequest {
+                subject: p.subject,
+                prompt: p.prompt,
+                target: p.target,
+                paraphrases: p.paraphrases,
+                neighbors: p.neighbors,
+            };
+            let layer = p.layer.map(|l| l as usize);
+            let (proposal, applied, report) = wb.propose_fact(&req, layer, &p.hypothesis)?;
+            Ok(
+                json!({"id": proposal.id, "label": proposal.label, "bytes": proposal.bytes,
+                "status": if applied { "applied" } else { "pending" }, "report": report}),
             )
         })
         .await
