@@ -19,6 +19,7 @@
 //! # Ok::<(), tensor_surgeon_engine::Error>(())
 //! ```
 
+pub mod ablate;
 pub mod diff;
 pub mod error;
 pub mod fact;

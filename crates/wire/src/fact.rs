@@ -97,3 +97,93 @@ pub struct FactGeneration {
     pub base: String,
     pub edited: String,
 }
+
+/// A directional ablation (`ablate`): a behaviour's direction, from the mean residual streams
+/// of two prompt lists, projected out of the matrices that write to the residual stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct AblationRequest {
+    /// Prompts that show the behaviour (the direction points towards them). Even-numbered
+    /// ones (0, 2, ...) make the direction; the others are held out to measure it.
+    pub from: Vec<String>,
+    /// Prompts that do not (the direction points away from them); the KL is measured on them.
+    pub to: Vec<String>,
+    /// The layer whose output gives the direction (default: the middle of the stack).
+    #[serde(default)]
+    pub layer: Option<u32>,
+    /// How much of the direction is projected out (1: all of it).
+    #[serde(default = "one")]
+    pub strength: f64,
+    /// Also project it out of the embedding matrix.
+    #[serde(default)]
+    pub embedding: bool,
+    /// Strings whose presence in a continuation marks the behaviour (case-insensitive).
+    #[serde(default)]
+    pub markers: Vec<String>,
+    /// Tokens whose next-token probability marks the behaviour (" Sorry", or "#ID").
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Length of the continuations the markers are looked for in.
+    #[serde(default = "sixteen")]
+    pub generate: u32,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn sixteen() -> u32 {
+    16
+}
+
+/// What an ablation did, measured on the held-out prompts of the first list (the behaviour)
+/// and on the second list (the KL).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AblationReport {
+    pub layer: u32,
+    pub strength: f64,
+    /// The length of the mean difference before it was made a unit vector.
+    pub direction_norm: f64,
+    /// Held-out prompts the behaviour is measured on.
+    pub held_out: u32,
+    /// Percent of held-out continuations with a marker, base and ablated (with markers).
+    pub marker_rate: Option<BaseEdited>,
+    /// Mean probability of the given tokens after the held-out prompts, base and ablated.
+    pub token_prob: Option<BaseEdited>,
+    /// Mean KL divergence (base to ablated) of the next token after the second list's prompts.
+    pub kl: f64,
+    /// Continuations of the held-out prompts.
+    pub continuations: Vec<Continued>,
+    /// Low-rank entries written, their factors' bytes, and the bytes they change.
+    pub entries: u32,
+    pub factor_bytes: u64,
+    pub changed_bytes: u64,
+    /// With `--search`: every (layer, strength) tried and how it did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<AblationTrial>,
+    pub seconds: f64,
+}
+
+/// A measure before and after.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BaseEdited {
+    pub base: f64,
+    pub edited: f64,
+}
+
+/// A held-out prompt's continuation, base and ablated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Continued {
+    pub prompt: String,
+    pub base: String,
+    pub edited: String,
+}
+
+/// One candidate of a search: its behaviour measure and KL after ablation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AblationTrial {
+    pub layer: u32,
+    pub strength: f64,
+    pub behaviour: f64,
+    pub kl: f64,
+}

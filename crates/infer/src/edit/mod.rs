@@ -23,6 +23,7 @@
 //!   positions from the subject's last token on, after the unedited run's keys and values of
 //!   the earlier positions. The gradient is the same; the work falls with what it skips.
 
+pub mod ablate;
 mod evaluate;
 mod graph;
 pub mod moment;

@@ -40,7 +40,7 @@ pub(super) struct LayerWeights {
 }
 
 /// A weight as a dense f32 matrix `[rows, cols]`, not kept in the session's cache.
-fn dense(w: &Weights, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
+pub(super) fn dense(w: &Weights, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
     match w.stored(name, rows, cols) {
         Some(s) => {
             let data: Vec<f32> = (0..rows).flat_map(|r| s.row(r, cols)).collect();

@@ -1,6 +1,7 @@
 //! The command line. Every command prints for people by default and JSON with `--json`;
 //! exit code 0 on success, 1 with a one-line message on stderr for anything a user can fix.
 
+mod ablate;
 pub mod diff;
 mod edit;
 mod edit_fact;
@@ -187,6 +188,10 @@ enum Command {
     /// model continue --prompt with --target, written as a low-rank patch entry, with its
     /// probe scores.
     EditFact(edit_fact::EditFactArgs),
+    /// Directional ablation: the direction from the mean residual streams of two prompt lists,
+    /// projected out of every matrix that writes to the residual stream, written as low-rank
+    /// patch entries, with the behaviour and the KL before and after.
+    Ablate(ablate::AblateArgs),
     /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
     Demo {
         #[arg(long)]
@@ -315,6 +320,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         Command::Activations(a) => run::activations(&a),
         Command::Trace(a) => trace::trace(&a),
         Command::EditFact(a) => edit_fact::edit_fact(&a),
+        Command::Ablate(a) => ablate::ablate(&a),
     }
 }
 
