@@ -119,23 +119,14 @@ pub fn ablate(
             behaviour: c.behaviour(),
             kl: c.kl,
         });
-        let better = match &best {
-            None => true,
-            Some(b) => {
-                let key = |x: &Candidate| {
-                    (
-                        x.kl > SEARCH_KL,
-                        if x.kl > SEARCH_KL {
-                            x.kl
-                        } else {
-                            x.behaviour()
-                        },
-                    )
-                };
-                let (ck, bk) = (key(&c), key(b));
-                ck.0 < bk.0 || (ck.0 == bk.0 && ck.1 < bk.1)
-            }
+        // Within the KL bound, the least behaviour; past it, the least KL.
+        let key = |x: &Candidate| {
+            let over = x.kl > SEARCH_KL;
+            (over, if over { x.kl } else { x.behaviour() })
         };
+        let better = best
+            .as_ref()
+            .is_none_or(|b| key(&c).partial_cmp(&key(b)) == Some(std::cmp::Ordering::Less));
         if better {
             best = Some(c);
         }

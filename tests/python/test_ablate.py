@@ -1,0 +1,99 @@
+"""Directional ablation (`ablate`) on a real model, SmolLM2-135M: the patch holds one rank-one
+entry for each matrix that writes to the residual stream; in the baked model those matrices
+can no longer write along the direction (rᵀW' ≈ 0) while the others are untouched; the
+reported behaviour measure (p of a token on the held-out prompts, base and ablated) is what an
+independent numpy forward pass finds; bad requests are refused."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run
+from reference import Llama, load_tensors, softmax
+
+FROM = [
+    "The capital of France is",
+    "The Eiffel Tower is located in the city of",
+    "The Louvre museum is in",
+    "The French government sits in the city of",
+    "The largest city in France is",
+    "The river Seine flows through the city of",
+]
+TO = [
+    "The capital of Germany is",
+    "The Colosseum is located in the city of",
+    "The Prado museum is in",
+    "The British government sits in the city of",
+    "The largest city in Japan is",
+    "The river Thames flows through the city of",
+]
+
+
+@pytest.fixture(scope="module")
+def model_path(smollm2):
+    return smollm2 / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def ablated(model_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ablate")
+    (tmp / "from.txt").write_text("\n".join(FROM) + "\n")
+    (tmp / "to.txt").write_text("\n\n".join(TO))
+    out = tmp / "ablate.json"
+    report = run("ablate", model_path, "--from", tmp / "from.txt", "--to", tmp / "to.txt",
+                 "--layer", "10", "--token", " Paris", "--generate", "6", "--out", out,
+                 "--json").json()
+    baked = tmp / "baked.safetensors"
+    run("apply", model_path, out, "--out", baked)
+    return report, json.loads(out.read_text()), baked
+
+
+def test_every_residual_writer_loses_the_direction(ablated, model_path):
+    report, patch, baked = ablated
+    entries = patch["entries"]
+    assert patch["version"] == 2 and report["entries"] == 60
+    names = {e["tensor"] for e in entries}
+    assert names == {f"model.layers.{l}.{p}.weight" for l in range(30)
+                     for p in ("self_attn.o_proj", "mlp.down_proj")}
+    assert all(e["kind"] == "low_rank" and e["rank"] == 1 for e in entries)
+    assert report["factor_bytes"] < 500_000 < 50_000_000 < report["changed_bytes"]
+    base, after = load_tensors(model_path), load_tensors(baked)
+    for e in entries[:: 15]:
+        r = -np.frombuffer(base64.b64decode(e["u"]), "<f4")  # u = -strength x r, strength 1
+        assert abs(np.linalg.norm(r) - 1) < 1e-4
+        w, w2 = base[e["tensor"]], after[e["tensor"]]
+        assert np.linalg.norm(r @ w2) < 0.01 * np.linalg.norm(r @ w), e["tensor"]
+    for name in ("model.layers.3.self_attn.q_proj.weight", "model.embed_tokens.weight"):
+        assert np.array_equal(base[name], after[name])
+
+
+def test_the_reported_behaviour_is_what_the_model_does(ablated, model_path):
+    report, _, baked = ablated
+    held = FROM[1::2]
+    assert report["held_out"] == len(held) and report["layer"] == 10 and report["strength"] == 1
+    assert [c["prompt"] for c in report["continuations"]] == held
+    paris = None
+    for weights, side in ((None, "base"), (baked, "edited")):
+        ref = Llama(model_path.parent, weights=weights)
+        paris = paris or ref.encode(" Paris")[-1]
+        p = np.mean([softmax(ref.next_token_logits(ref.encode(h)))[paris] for h in held])
+        assert abs(p - report["token_prob"][side]) < 0.01, side
+    assert report["token_prob"]["base"] > 0.3
+    assert report["token_prob"]["edited"] < report["token_prob"]["base"] / 10
+    assert report["kl"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strength", "0"], "not a positive number"),
+    (["--search"], "needs a behaviour"),
+    (["--layer", "30"], "beyond the model"),
+])
+def test_bad_requests_are_refused(model_path, tmp_path, args, message):
+    (tmp_path / "from.txt").write_text("\n".join(FROM))
+    (tmp_path / "to.txt").write_text("\n".join(TO))
+    out = run("ablate", model_path, "--from", tmp_path / "from.txt", "--to", tmp_path / "to.txt",
+              *args, "--out", tmp_path / "x.json", check=False)
+    assert out.code != 0 and message in out.err, out.err
+    assert not (tmp_path / "x.json").exists()
