@@ -64,7 +64,8 @@ test('the top-k shows each probability as a bar, and the form keeps its fields o
   }
 });
 
-test('a causal trace streams its three maps; hover tells p and the indirect effect; an MLP cell opens its down_proj', async ({ page }) => {
+test('a causal trace streams its three maps; hover tells p and the indirect effect; an MLP cell opens its down_proj and picks the fact editor\'s layer; the computed edit is reviewed, accepted and undone', async ({ page }) => {
+  test.setTimeout(480_000);
   await open(page);
   await page.locator('.run-prompt').fill(PROMPT);
   await page.locator('.trace-subject').fill('France');
@@ -81,10 +82,34 @@ test('a causal trace streams its three maps; hover tells p and the indirect effe
   const box = await mlp.boundingBox();
   await mlp.hover({ position: { x: box.width * 0.45, y: box.height * 0.5 } });
   const hover = page.locator('.trace-map.mlp .trace-hover');
-  await expect(hover).toHaveText(/^layer (\d+), token \d+ ".*": p = \d\.\d{4}, indirect effect [+-]\d\.\d{4} \(click: open its down_proj\)$/);
+  await expect(hover).toHaveText(/^layer (\d+), token \d+ ".*": p = \d\.\d{4}, indirect effect [+-]\d\.\d{4} \(click: open its down_proj, edit a fact there\)$/);
   const layer = (await hover.textContent()).match(/^layer (\d+)/)[1];
   await mlp.click({ position: { x: box.width * 0.45, y: box.height * 0.5 } });
   await expect(page).toHaveURL(new RegExp(`t=model\\.layers\\.${layer}\\.mlp\\.down_proj\\.weight`));
+  // The fact editor takes that layer; the edit it computes waits as a proposal with its probes.
+  await expect(page.locator('.fact-layer')).toHaveValue(layer);
+  await page.locator('.fact-target').fill(' Rome');
+  await page.getByRole('button', { name: 'compute the edit', exact: true }).click();
+  const outcome = page.locator('.fact-outcome');
+  await expect(outcome).toBeVisible({ timeout: 200_000 });
+  await expect(outcome).toContainText(`layer ${layer} (model.layers.${layer}.mlp.down_proj.weight)`);
+  await expect(outcome.locator('.fact-scores')).toContainText('efficacy 100%');
+  const row = outcome.locator('.fact-probes tr.prompt');
+  await expect(row.locator('td').nth(3)).toHaveText('" Paris"');
+  expect(Number(await row.locator('td.edited-new').textContent())).toBeGreaterThan(0.5);
+  await expect(outcome.locator('.fact-generation code.edited')).toHaveText(/^ Rome/);
+  // Accepted in the Patch tab: the edited model answers " Rome"; undo gives the base back.
+  const item = page.locator('.pending li');
+  await expect(item).toHaveCount(1);
+  await expect(item).toContainText(`low_rank model.layers.${layer}.mlp.down_proj.weight`);
+  await openTab(page, 'Patch');
+  await item.locator('button.accept').click();
+  await expect(page.locator('.pending li')).toHaveCount(0);
+  await openTab(page, 'Run');
+  await page.getByRole('button', { name: 'run prompt', exact: true }).click();
+  await expect(page.locator('.run-outcome .run-side.edited')).toHaveAttribute('data-top1', ' Rome', { timeout: 60_000 });
+  await page.locator('.history button.undo').click();
+  await expect(page.locator('.history button.undo')).toBeDisabled();
 });
 
 test('an embedding swap flips the edited answer, the probes show it, undo restores it', async ({ page, request }) => {

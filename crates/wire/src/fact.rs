@@ -91,6 +91,15 @@ pub struct FactEditReport {
     pub seconds: f64,
 }
 
+/// A computed fact edit waiting as a proposal, with its evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FactProposal {
+    pub proposal: crate::Proposal,
+    /// Applied at once (an agent's, when the server auto-applies agent edits).
+    pub applied: bool,
+    pub report: FactEditReport,
+}
+
 /// A short greedy continuation, base and with the edit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FactGeneration {

@@ -4,8 +4,8 @@
 
 use super::*;
 use tensor_surgeon_wire::{
-    Activations, ActivationsRequest, EmbedOutcome, ProbeSet, ProbeTable, RunInfo, RunOutcome,
-    RunRequest, TaskProgress,
+    Activations, ActivationsRequest, EmbedOutcome, FactProposal, FactRequest, ProbeSet, ProbeTable,
+    RunInfo, RunOutcome, RunRequest, TaskProgress,
 };
 
 /// Whether the model can run (family, sizes) or why not. `GET /api/run/info`.
@@ -68,4 +68,22 @@ pub async fn load_probes(name: String) -> Result<ProbeSet, ServerFnError> {
 pub async fn list_probes() -> Result<Vec<String>, ServerFnError> {
     let wb = workbench()?;
     blocking(move || Ok(wb.saved_probes())).await
+}
+
+/// Computes a fact edit (ROME) on the edited model and records it as a pending proposal, with
+/// its evaluation. `POST /api/fact`.
+#[server(endpoint = "fact", input = Json)]
+pub async fn propose_fact(
+    request: FactRequest,
+    layer: Option<u32>,
+) -> Result<FactProposal, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || {
+        let origin = tensor_surgeon_core::origin::Origin {
+            source: "web".into(),
+            hypothesis: Some(format!("{} ->{}", request.prompt, request.target)),
+        };
+        wb.propose_fact(&request, layer.map(|l| l as usize), origin)
+    })
+    .await
 }

@@ -6,6 +6,7 @@ mod controls;
 mod edit_panel;
 mod embed_run;
 mod event_stream;
+mod fact_panel;
 mod heatmap;
 mod inspector;
 mod layers_panel;

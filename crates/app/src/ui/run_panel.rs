@@ -6,6 +6,7 @@
 
 use super::activations_panel::ActivationsPanel;
 use super::event_stream::{close, Stream};
+use super::fact_panel::FactPanel;
 use super::probes_panel::ProbesPanel;
 use super::state::{asked_resource, message, use_ctx};
 use super::trace_panel::TracePanel;
@@ -51,6 +52,9 @@ pub fn RunPanel() -> impl IntoView {
 fn PromptRun(info: RunInfo) -> impl IntoView {
     let ctx = use_ctx();
     let prompt = RwSignal::new(FIRST_PROMPT.to_string());
+    // The trace's subject and the fact editor's layer, shared by the two panels.
+    let trace_subject = RwSignal::new(String::new());
+    let fact_layer = RwSignal::new(String::new());
     let (top_k, set_top_k) = signal("10".to_string());
     let (target, set_target) = signal(String::new());
     let (tokens, set_tokens) = signal("16".to_string());
@@ -123,7 +127,8 @@ fn PromptRun(info: RunInfo) -> impl IntoView {
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         {outcome}
         {move || generation.view()}
-        <TracePanel prompt/>
+        <TracePanel prompt subject=trace_subject fact_layer/>
+        <FactPanel prompt subject=trace_subject layer=fact_layer/>
         <ProbesPanel prompt/>
         <ActivationsPanel prompt layers=info.layers/>
     }

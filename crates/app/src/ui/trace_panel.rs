@@ -82,8 +82,12 @@ impl TraceState {
 }
 
 #[component]
-pub fn TracePanel(prompt: RwSignal<String>) -> impl IntoView {
-    let subject = RwSignal::new(String::new());
+pub fn TracePanel(
+    prompt: RwSignal<String>,
+    subject: RwSignal<String>,
+    /// The fact editor's layer: a click on an MLP cell sets it.
+    fact_layer: RwSignal<String>,
+) -> impl IntoView {
     let target = RwSignal::new(String::new());
     let samples = RwSignal::new("10".to_string());
     let trace = TraceState::new();
@@ -120,9 +124,9 @@ pub fn TracePanel(prompt: RwSignal<String>) -> impl IntoView {
             </div>
             {move || trace.error.get().map(|e| view! { <p class="error trace-error">{e}</p> })}
             <p class="muted trace-summary" data-running=move || trace.running.get().to_string()>{summary}</p>
-            <TraceMap kind=TraceKind::Residual trace/>
-            <TraceMap kind=TraceKind::Mlp trace/>
-            <TraceMap kind=TraceKind::Attention trace/>
+            <TraceMap kind=TraceKind::Residual trace fact_layer/>
+            <TraceMap kind=TraceKind::Mlp trace fact_layer/>
+            <TraceMap kind=TraceKind::Attention trace fact_layer/>
         </div>
     }
 }
@@ -170,7 +174,7 @@ fn weight_of(kind: TraceKind, layer: usize) -> Option<String> {
 }
 
 #[component]
-fn TraceMap(kind: TraceKind, trace: TraceState) -> impl IntoView {
+fn TraceMap(kind: TraceKind, trace: TraceState, fact_layer: RwSignal<String>) -> impl IntoView {
     let ctx = use_ctx();
     let canvas = NodeRef::<html::Canvas>::new();
     let geom = RwSignal::new(None::<Geom>);
@@ -213,7 +217,7 @@ fn TraceMap(kind: TraceKind, trace: TraceState) -> impl IntoView {
                 .and_then(|row| row.get(tok).copied())
         })?;
         let open = match kind {
-            TraceKind::Mlp => " (click: open its down_proj)",
+            TraceKind::Mlp => " (click: open its down_proj, edit a fact there)",
             TraceKind::Attention => " (click: open its o_proj)",
             TraceKind::Residual => "",
         };
@@ -224,6 +228,9 @@ fn TraceMap(kind: TraceKind, trace: TraceState) -> impl IntoView {
         ))
     };
     let on_click = move |ev: leptos::ev::MouseEvent| {
+        if let (TraceKind::Mlp, Some((_, layer))) = (kind, cell_at(&ev)) {
+            fact_layer.set(layer.to_string());
+        }
         if let Some(name) = cell_at(&ev).and_then(|(_, layer)| weight_of(kind, layer)) {
             let url = ctx.url.get_untracked().open(&name);
             ctx.go(&url, false);

@@ -9,6 +9,7 @@ mod layout;
 mod proposals;
 pub mod region;
 mod run;
+pub use proposals::agent_origin;
 pub use run::PROBES_SUFFIX;
 mod session;
 use journal_paths::{journal_path, remote_base_changed};

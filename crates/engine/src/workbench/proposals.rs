@@ -9,19 +9,19 @@ use tensor_surgeon_core::patch::low_rank;
 use tensor_surgeon_core::patch::Origin;
 use tensor_surgeon_infer::edit::{default_layer, FactOptions};
 use tensor_surgeon_store::journal::Record;
-use tensor_surgeon_wire::{EditRequest, FactEditReport, FactRequest, Proposal, SessionView};
+use tensor_surgeon_wire::{EditRequest, FactProposal, FactRequest, Proposal, SessionView};
 
 impl Workbench {
     /// Records an agent's edit with its hypothesis: pending, or applied at once when the server
     /// auto-applies agent edits. Returns the proposal (its id) and whether it was applied.
     pub fn propose(&self, req: &EditRequest, hypothesis: &str) -> Result<(Proposal, bool)> {
+        self.propose_as(req, agent_origin(hypothesis)?)
+    }
+
+    /// Records an edit as a pending proposal from `origin` (an agent's is applied at once
+    /// when the server auto-applies agent edits).
+    fn propose_as(&self, req: &EditRequest, origin: Origin) -> Result<(Proposal, bool)> {
         self.writable()?;
-        if hypothesis.trim().is_empty() {
-            return Err(Error::Usage(
-                "say what the edit tests: the hypothesis is required".into(),
-            ));
-        }
-        let origin = Origin::agent(hypothesis.trim());
         self.warm(&req.tensor, Some(&req.spec))?;
         let mut s = lock(&self.session);
         // Planned now so a request that cannot be made fails here, with the UI's message.
@@ -40,7 +40,7 @@ impl Workbench {
             label: step.label.clone(),
             bytes: step.changes.iter().map(|c| c.after.len() as u64).sum(),
         };
-        if self.config.agent_auto_apply {
+        if self.config.agent_auto_apply && proposal.origin.source == "agent" {
             s.apply(step)?;
             return Ok((proposal, true));
         }
@@ -58,14 +58,9 @@ impl Workbench {
         &self,
         req: &FactRequest,
         layer: Option<usize>,
-        hypothesis: &str,
-    ) -> Result<(Proposal, bool, FactEditReport)> {
+        origin: Origin,
+    ) -> Result<FactProposal> {
         self.writable()?;
-        if hypothesis.trim().is_empty() {
-            return Err(Error::Usage(
-                "say what the edit tests: the hypothesis is required".into(),
-            ));
-        }
         let runner = self.runnable()?;
         let outcome = {
             let _busy = lock(&self.run.busy);
@@ -80,7 +75,7 @@ impl Workbench {
                 &overlay,
                 req,
                 &FactOptions::at_layer(layer),
-                Origin::agent(hypothesis.trim()),
+                origin.clone(),
                 &mut |_| {},
             )?
         };
@@ -96,8 +91,12 @@ impl Workbench {
             saturate: false,
             round: false,
         };
-        let (proposal, applied) = self.propose(&edit, hypothesis)?;
-        Ok((proposal, applied, outcome.report))
+        let (proposal, applied) = self.propose_as(&edit, origin)?;
+        Ok(FactProposal {
+            proposal,
+            applied,
+            report: outcome.report,
+        })
     }
 
     /// Accepts (applies, re-planned against the current edits) or rejects a proposal.
@@ -128,4 +127,14 @@ impl Workbench {
         drop(s);
         self.session_view()
     }
+}
+
+/// An agent's origin: its hypothesis, which it must state.
+pub fn agent_origin(hypothesis: &str) -> Result<Origin> {
+    if hypothesis.trim().is_empty() {
+        return Err(Error::Usage(
+            "say what the edit tests: the hypothesis is required".into(),
+        ));
+    }
+    Ok(Origin::agent(hypothesis.trim()))
 }

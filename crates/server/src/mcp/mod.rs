@@ -380,10 +380,11 @@ impl Tools {
                 neighbors: p.neighbors,
             };
             let layer = p.layer.map(|l| l as usize);
-            let (proposal, applied, report) = wb.propose_fact(&req, layer, &p.hypothesis)?;
+            let origin = tensor_surgeon_engine::workbench::agent_origin(&p.hypothesis)?;
+            let f = wb.propose_fact(&req, layer, origin)?;
             Ok(
-                json!({"id": proposal.id, "label": proposal.label, "bytes": proposal.bytes,
-                "status": if applied { "applied" } else { "pending" }, "report": report}),
+                json!({"id": f.proposal.id, "label": f.proposal.label, "bytes": f.proposal.bytes,
+                "status": if f.applied { "applied" } else { "pending" }, "report": f.report}),
             )
         })
         .await
