@@ -270,25 +270,11 @@ fn unedited(
     let c = &model.config;
     let t = ids.len();
     let (kvh, hd) = (c.kv_heads(), c.head_width());
-    let mut x = model.embed_rows(w, ids)?;
-    let rope = model.rope_tables(0, t)?;
-    let mask = causal_mask(t, 0)?;
     let mut past = Vec::new();
     let mut key = Vec::new();
     let mut m = Vec::new();
     let mut after = None;
-    for l in 0..c.num_hidden_layers {
-        let mut kv = (Vec::new(), Vec::new());
-        let out = model.block(
-            w,
-            l,
-            &x,
-            std::slice::from_mut(&mut kv),
-            0,
-            &rope,
-            mask.as_ref(),
-            &[],
-        )?;
+    run_layers(model, w, ids, c.num_hidden_layers - 1, |l, out, kv| {
         if l == layer {
             key = out.act.get(at)?.to_vec1::<f32>()?;
             m = out.mlp.get(at)?.to_vec1::<f32>()?;
@@ -303,8 +289,8 @@ fn unedited(
             };
             past.push((keep(&kv.0)?, keep(&kv.1)?));
         }
-        x = out.x;
-    }
+        Ok(())
+    })?;
     let x = after.ok_or_else(|| InferError::Internal("the edited layer was not run"))?;
     let n = t - at;
     let (cos, sin) = model.rope_tables(at, n)?;
@@ -322,19 +308,20 @@ fn unedited(
     ))
 }
 
-/// The `down_proj` input of `layer` at every position of `ids` (`[t, intermediate]`): the
-/// layers up to it run, no further.
-pub(super) fn unedited_act(
+/// Runs the layers `0..=last` on `ids` (no cache before them); `each` sees every layer's
+/// output and the keys and values it made.
+fn run_layers(
     model: &Llama,
     w: &Weights,
     ids: &[u32],
-    layer: usize,
-) -> Result<Tensor> {
+    last: usize,
+    mut each: impl FnMut(usize, &crate::llama::Block, &(Vec<f32>, Vec<f32>)) -> Result<()>,
+) -> Result<()> {
     let t = ids.len();
     let mut x = model.embed_rows(w, ids)?;
     let rope = model.rope_tables(0, t)?;
     let mask = causal_mask(t, 0)?;
-    for l in 0..=layer {
+    for l in 0..=last {
         let mut kv = (Vec::new(), Vec::new());
         let out = model.block(
             w,
@@ -346,10 +333,26 @@ pub(super) fn unedited_act(
             mask.as_ref(),
             &[],
         )?;
-        if l == layer {
-            return Ok(out.act);
-        }
+        each(l, &out, &kv)?;
         x = out.x;
     }
-    Err(InferError::Internal("the edited layer was not run"))
+    Ok(())
+}
+
+/// The `down_proj` input of `layer` at every position of `ids` (`[t, intermediate]`): the
+/// layers up to it run, no further.
+pub(super) fn unedited_act(
+    model: &Llama,
+    w: &Weights,
+    ids: &[u32],
+    layer: usize,
+) -> Result<Tensor> {
+    let mut act = None;
+    run_layers(model, w, ids, layer, |l, out, _| {
+        if l == layer {
+            act = Some(out.act.clone());
+        }
+        Ok(())
+    })?;
+    act.ok_or(InferError::Internal("the edited layer was not run"))
 }
