@@ -327,3 +327,43 @@ test('an agent rewrites a fact: the computed edit waits as a proposal, a person 
     await client.close();
   }
 });
+
+test('an agent ablates a direction into a saved patch; loaded as a layer, the edited model does what the report says', async ({ request, baseURL }) => {
+  const client = await mcpClient(baseURL);
+  const call = async (name, args) => {
+    const r = await client.callTool({ name, arguments: args }, undefined, { timeout: 200_000 });
+    expect(r.isError, r.content.map((c) => c.text).join('')).toBeFalsy();
+    return JSON.parse(r.content.map((c) => c.text).join(''));
+  };
+  const from = ['The capital of France is', 'The Eiffel Tower is located in the city of',
+    'The Louvre museum is in', 'The French government sits in the city of',
+    'The largest city in France is', 'The river Seine flows through the city of'];
+  const to = ['The capital of Germany is', 'The Colosseum is located in the city of',
+    'The Prado museum is in', 'The British government sits in the city of',
+    'The largest city in Japan is', 'The river Thames flows through the city of'];
+  const held = from.filter((_, i) => i % 2 === 1);
+  try {
+    const name = `ablation-${Date.now()}.json`;
+    const out = await call('ablate', {
+      from, to, layer: 10, tokens: [' Paris'], generate: 4, save_as: name,
+      hypothesis: 'Paris is one direction of the residual stream',
+    });
+    expect(out.saved).toBe(name);
+    expect(out.report.entries).toBe(60);
+    expect(out.report.token_prob.edited).toBeLessThan(out.report.token_prob.base / 10);
+    let run = await call('run_prompt', { prompt: held[0], target: ' Paris' });
+    expect(run.edited).toBeNull(); // saved, not applied
+    const loaded = await (await request.post('/api/load_saved', { data: { name } })).json();
+    expect(loaded.applied).toBeTruthy();
+    // The session's layer gives the probabilities the report measured.
+    let sum = 0;
+    for (const prompt of held) {
+      run = await call('run_prompt', { prompt, target: ' Paris' });
+      expect(run.base.top[0].token).toBe(' Paris');
+      sum += run.edited.target.prob;
+    }
+    expect(sum / held.length).toBeCloseTo(out.report.token_prob.edited, 4);
+  } finally {
+    await client.close();
+  }
+});

@@ -146,6 +146,21 @@ pub struct ProposeEdit {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct Nothing {}
 
+/// A directional ablation saved as a patch.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AblateArgs {
+    #[serde(flatten)]
+    pub request: crate::AblationRequest,
+    /// Try layers from a quarter to three quarters of the way up at strengths 0.5 and 1, and
+    /// keep the least behaviour that costs at most 0.1 nats of KL (needs markers or tokens).
+    #[serde(default)]
+    pub search: bool,
+    /// The patch's file name in the patches folder.
+    pub save_as: String,
+    /// What the ablation tests, in a sentence: kept with the patch entries.
+    pub hypothesis: String,
+}
+
 /// A fact edit (ROME): the model should continue `prompt` with `target`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct EditFactArgs {

@@ -138,3 +138,48 @@ pub fn agent_origin(hypothesis: &str) -> Result<Origin> {
     }
     Ok(Origin::agent(hypothesis.trim()))
 }
+
+impl Workbench {
+    /// Computes a directional ablation on the session's weights and saves it as a patch of
+    /// low-rank entries named `save_as` in the patches folder, for a person to load as a layer
+    /// (and turn on and off) or leave. Nothing in the session changes. Returns the report and
+    /// the saved file's name.
+    pub fn ablate_to_patch(
+        &self,
+        req: &tensor_surgeon_wire::AblationRequest,
+        search: bool,
+        save_as: &str,
+        origin: Origin,
+    ) -> Result<(tensor_surgeon_wire::AblationReport, String)> {
+        self.writable()?;
+        let name = super::plain_file_name(save_as, ".json")?;
+        let path = self.config.patches_dir.join(&name);
+        let runner = self.runnable()?;
+        let outcome = {
+            let _busy = lock(&self.run.busy);
+            let overlay = lock(&self.session).history.overlay().clone();
+            crate::ablate::ablate(
+                &self.model,
+                runner,
+                &overlay,
+                req,
+                search,
+                origin,
+                &mut |_, _| {},
+            )?
+        };
+        let r = &outcome.report;
+        let note = format!("ablation: layer {}, strength {}", r.layer, r.strength);
+        let mut patch = tensor_surgeon_store::patch_files::new_for(&self.model, &note);
+        patch.low_rank = outcome.entries;
+        std::fs::create_dir_all(&self.config.patches_dir)
+            .map_err(Error::io(&self.config.patches_dir))?;
+        tensor_surgeon_store::patch_files::save(
+            &path,
+            &patch,
+            tensor_surgeon_store::patch_files::Format::Json,
+            Some(&self.model),
+        )?;
+        Ok((outcome.report, name))
+    }
+}

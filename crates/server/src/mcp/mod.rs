@@ -391,6 +391,19 @@ impl Tools {
     }
 
     #[tool(
+        description = "Directional ablation: the direction from the mean residual stream (after `layer`, default the middle, at each prompt's last token) of the `to` prompts to that of the `from` prompts' even-numbered ones, projected out of every layer's o_proj and down_proj (and the embedding with `embedding`), with `strength`. Saved as a patch of rank-one low-rank entries named `save_as` in the patches folder; the session does not change until a person loads it as a layer. Returns the report: the behaviour on the held-out `from` prompts (marker rate in continuations, tokens' probability) base and ablated, the KL on the `to` prompts, the continuations; with `search`, every (layer, strength) tried."
+    )]
+    async fn ablate(&self, Parameters(p): Parameters<AblateArgs>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let origin = tensor_surgeon_engine::workbench::agent_origin(&p.hypothesis)?;
+            let (report, saved) = wb.ablate_to_patch(&p.request, p.search, &p.save_as, origin)?;
+            Ok(json!({"saved": saved, "report": report}))
+        })
+        .await
+    }
+
+    #[tool(
         description = "The session's patch: changed elements (old -> new values and hex, with who made each change), the edit history, and the pending proposals."
     )]
     async fn list_patch(&self, Parameters(_): Parameters<Nothing>) -> ToolResult {
