@@ -365,5 +365,6 @@ test('an agent ablates a direction into a saved patch; loaded as a layer, the ed
     expect(sum / held.length).toBeCloseTo(out.report.token_prob.edited, 4);
   } finally {
     await client.close();
+    await resetSession(request); // the layer holds 60 edited matrices: later tests read them
   }
 });
