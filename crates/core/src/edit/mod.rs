@@ -246,7 +246,7 @@ fn plan_low_rank(
     let decode = |text: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(text.trim())
-            .map_err(|_| low_rank::LowRankError::Shape {
+            .map_err(|_| low_rank::LowRankError::Encoding {
                 tensor: tensor.name.clone(),
             })
     };

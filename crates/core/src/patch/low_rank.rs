@@ -77,6 +77,8 @@ pub enum LowRankError {
         want_rows: u64,
         want_cols: u64,
     },
+    #[error("{tensor}: the factors u and v must be base64 of little-endian f32s")]
+    Encoding { tensor: String },
     #[error("{tensor}: low-rank entries apply to BF16, F16 and F32 tensors, not {dtype}")]
     Dtype { tensor: String, dtype: String },
 }

@@ -422,4 +422,15 @@ fn the_low_rank_edit_operation_makes_the_entry_s_bytes() {
     let err =
         crate::edit::plan(&info, &all, &bytes.as_slice(), &short, Default::default()).unwrap_err();
     assert!(err.to_string().contains("1 x 3 matrix"), "{err}");
+    let garbled = crate::edit::Op::LowRank {
+        rank: 2,
+        u: "not base64!".into(),
+        v: low_rank::base64(&e.v),
+    };
+    let err = crate::edit::plan(&info, &all, &bytes.as_slice(), &garbled, Default::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("base64 of little-endian f32s"),
+        "{err}"
+    );
 }
