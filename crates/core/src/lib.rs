@@ -21,6 +21,7 @@ pub mod dtype;
 pub mod edit;
 pub mod error_kind;
 pub mod filter;
+pub mod gguf;
 pub mod header;
 pub mod index;
 pub mod origin;
