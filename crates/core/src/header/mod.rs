@@ -58,6 +58,28 @@ impl Header {
         8 + self.json_len
     }
 
+    /// A header of another container seen as safetensors sees it: its data section starts at
+    /// `data_start` (at least 8) and `tensors`' offsets are relative to it.
+    pub fn of_container(
+        data_start: u64,
+        metadata: Option<BTreeMap<String, String>>,
+        tensors: Vec<TensorInfo>,
+        warnings: Vec<String>,
+    ) -> Header {
+        let by_name = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Header {
+            json_len: data_start.saturating_sub(8),
+            metadata,
+            tensors,
+            warnings,
+            by_name,
+        }
+    }
+
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
         self.by_name.get(name).and_then(|&i| self.tensors.get(i))

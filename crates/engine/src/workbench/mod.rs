@@ -112,7 +112,12 @@ impl Workbench {
         drop(base);
         warnings.extend(remote_base_changed(&config.patches_dir, &model));
         let version = history.applied().len() as u64;
+        let quantized = model
+            .tensors()
+            .filter_map(|(shard, info)| Some((info.name.clone(), shard.quantized(info)?)))
+            .collect();
         let session = Mutex::new(Session {
+            quantized,
             history,
             journal,
             version,

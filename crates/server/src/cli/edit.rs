@@ -274,6 +274,7 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
     let mut total = 0usize;
     for (_, kind, text) in ops {
         let (name, spec, value) = split_target(text, kind != "zero")?;
+        model.refuse_quantized(&name, "editing")?;
         let overlay = patch.to_overlay();
         let changes =
             if let Some(region) = parse_region(kind, value.as_deref(), &args, &model, &overlay)? {

@@ -3,7 +3,6 @@
 use super::{human_bytes, print_json, table};
 use serde_json::json;
 use std::path::Path;
-use tensor_surgeon_core::dtype;
 use tensor_surgeon_engine::Result;
 use tensor_surgeon_store::Model;
 
@@ -16,16 +15,33 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
         let tensors: Vec<_> = model
             .tensors()
             .map(|(shard, t)| {
-                json!({
+                let mut row = json!({
                     "name": t.name,
-                    "dtype": dtype::name(t.dtype),
+                    "dtype": model.type_name(shard, t),
                     "shape": t.shape,
                     "file": shard.file_name,
                     "data_offsets": [t.data_offsets.0, t.data_offsets.1],
-                })
+                });
+                if let Some(ty) = shard.quantized(t) {
+                    row["block"] =
+                        json!({ "elements": ty.block_elements(), "bytes": ty.block_bytes() });
+                }
+                row
             })
             .collect();
-        print_json(&json!({ "metadata": model.metadata(), "tensors": tensors }));
+        let out = match model.gguf() {
+            // Typed values; arrays past 64 items summarised (the tokenizer's tens of thousands).
+            Some(g) => json!({
+                "format": "gguf",
+                "version": g.version,
+                "alignment": g.alignment,
+                "data_start": g.data_start,
+                "metadata": g.metadata.iter().map(|(k, v)| (k.clone(), v.to_json(64))).collect::<serde_json::Map<_, _>>(),
+                "tensors": tensors,
+            }),
+            None => json!({ "metadata": model.metadata(), "tensors": tensors }),
+        };
+        print_json(&out);
         return Ok(());
     }
     let files = model.shards.len();
@@ -37,7 +53,12 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
         params,
         human_bytes(model.total_bytes())
     );
-    if let Some(meta) = model.metadata() {
+    if let Some(g) = model.gguf() {
+        println!("  GGUF version {}, alignment {}", g.version, g.alignment);
+        for (k, v) in &g.metadata {
+            println!("  {k}: {v}");
+        }
+    } else if let Some(meta) = model.metadata() {
         for (k, v) in meta {
             println!("  {k}: {}", v.escape_debug());
         }
@@ -54,7 +75,7 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
         );
         t.add_row(vec![
             info.name.clone(),
-            dtype::name(info.dtype).to_string(),
+            model.type_name(shard, info).to_string(),
             shape,
             human_bytes(info.byte_len()),
             shard.file_name.clone(),

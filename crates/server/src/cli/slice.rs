@@ -4,8 +4,11 @@ use super::print_json;
 use serde_json::json;
 use std::path::Path;
 use tensor_surgeon_core::dtype;
+use tensor_surgeon_core::gguf::GgmlType;
+use tensor_surgeon_core::header::TensorInfo;
+use tensor_surgeon_core::slice::Selection;
 use tensor_surgeon_engine::{Error, Result};
-use tensor_surgeon_store::model::select;
+use tensor_surgeon_store::model::{select, Shard};
 use tensor_surgeon_store::Model;
 
 pub fn run(path: &Path, tensor: &str, spec: &str, as_json: bool, max_elements: u64) -> Result<()> {
@@ -22,18 +25,28 @@ pub fn run(path: &Path, tensor: &str, spec: &str, as_json: bool, max_elements: u
     let bytes = tensor_surgeon_core::source::extract(info.dtype, &info.shape, &selection, &base);
     let width = dtype::element_bytes(info.dtype);
     let shape = selection.out_shape();
+    let type_name = model.type_name(shard, info);
     if as_json {
         let values: Vec<_> = bytes
             .chunks(width.max(1))
             .map(|b| dtype::to_json(dtype::decode(info.dtype, b)))
             .collect();
-        let hex: Vec<_> = bytes.chunks(width.max(1)).map(hex::encode).collect();
-        print_json(
-            &json!({ "dtype": dtype::name(info.dtype), "shape": shape, "values": values, "hex": hex }),
-        );
+        let mut out = json!({ "dtype": type_name, "shape": shape, "values": values });
+        match shard.quantized(info) {
+            // The values are decoded from blocks: the bytes are the blocks they come from.
+            Some(ty) => {
+                let (blocks, all) = blocks_json(shard, info, ty, &selection)?;
+                out["blocks"] = blocks;
+                if !all {
+                    out["blocks_truncated"] = json!(true);
+                }
+            }
+            None => out["hex"] = bytes.chunks(width.max(1)).map(hex::encode).collect(),
+        }
+        print_json(&out);
         return Ok(());
     }
-    println!("{tensor}[{spec}]: {} {shape:?}", dtype::name(info.dtype));
+    println!("{tensor}[{spec}]: {type_name} {shape:?}");
     let cols = shape.last().copied().unwrap_or(1).max(1) as usize;
     let cells: Vec<String> = bytes
         .chunks(width.max(1))
@@ -50,4 +63,39 @@ pub fn run(path: &Path, tensor: &str, spec: &str, as_json: bool, max_elements: u
     }
     println!("{t}");
     Ok(())
+}
+
+/// Most blocks listed for one slice.
+const MAX_BLOCKS: usize = 4096;
+
+/// The blocks a selection of a quantized tensor reads: `[{"index", "offset", "hex"}]`, the
+/// block's number in the tensor, its byte offset in the tensor's data, and its bytes; the
+/// first [`MAX_BLOCKS`] of them (`false`: there were more).
+fn blocks_json(
+    shard: &Shard,
+    info: &TensorInfo,
+    ty: GgmlType,
+    selection: &Selection,
+) -> Result<(serde_json::Value, bool)> {
+    let row_len = info.shape.last().copied().unwrap_or(1);
+    let per_row = row_len / ty.block_elements() as u64;
+    let mut blocks = std::collections::BTreeSet::new();
+    let mut all = true;
+    for flat in selection.element_indices(&info.shape) {
+        blocks.insert(flat / row_len * per_row + flat % row_len / ty.block_elements() as u64);
+        if blocks.len() > MAX_BLOCKS {
+            blocks.pop_last();
+            all = false;
+            break;
+        }
+    }
+    let start = shard.header.data_start() + info.data_offsets.0;
+    let size = ty.block_bytes() as u64;
+    let mut out = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        let at = b * size;
+        let raw = shard.read_raw(start + at..start + at + size, None)?;
+        out.push(json!({ "index": b, "offset": at, "hex": hex::encode(&*raw) }));
+    }
+    Ok((serde_json::Value::Array(out), all))
 }

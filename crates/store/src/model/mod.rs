@@ -2,9 +2,11 @@
 //! model. Opening reads headers only; tensor data is paged in by the OS on access.
 
 mod based;
+mod gguf;
 mod shard;
 
 pub use based::Based;
+pub use gguf::GgufPart;
 pub use shard::{Bytes, Region, Shard};
 
 use crate::error::{Result, StoreError};
@@ -61,19 +63,22 @@ impl Model {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(StoreError::io(path))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| e == "safetensors" || e == "gguf")
+                })
                 .collect();
             found.sort();
             return match found.as_slice() {
                 [one] => Model::open_single(one, path),
                 [] => Err(StoreError::NotAModel {
                     path: path.into(),
-                    reason: "no .safetensors file or index in this folder".into(),
+                    reason: "no .safetensors or .gguf file, nor an index, in this folder".into(),
                 }),
                 _ => Err(StoreError::NotAModel {
                     path: path.into(),
                     reason: format!(
-                        "{} .safetensors files but no {INDEX_FILE}; open one file",
+                        "{} model files but no {INDEX_FILE}; open one file",
                         found.len()
                     ),
                 }),
@@ -374,6 +379,39 @@ impl Model {
             return Ok(());
         }
         crate::remote::check_unchanged(files)
+    }
+
+    /// The GGUF header, when the model is one GGUF file.
+    pub fn gguf(&self) -> Option<&tensor_surgeon_core::gguf::GgufHeader> {
+        self.shards.first().and_then(Shard::gguf)
+    }
+
+    /// The block type of a quantized tensor (`None`: not quantized, or no such tensor).
+    pub fn quantized(&self, name: &str) -> Option<tensor_surgeon_core::gguf::GgmlType> {
+        let (shard, info) = self.find(name)?;
+        shard.quantized(info)
+    }
+
+    /// The name of a tensor's stored type: ggml's (`"Q4_K"`) for a quantized tensor, else its
+    /// dtype's (`"BF16"`).
+    pub fn type_name(&self, shard: &Shard, info: &TensorInfo) -> &'static str {
+        match shard.quantized(info) {
+            Some(ty) => ty.name(),
+            None => tensor_surgeon_core::dtype::name(info.dtype),
+        }
+    }
+
+    /// Refuses `what` on a quantized tensor: its values are decoded from blocks, so value
+    /// offsets are not byte offsets of the file.
+    pub fn refuse_quantized(&self, name: &str, what: &'static str) -> Result<()> {
+        match self.quantized(name) {
+            Some(ty) => Err(StoreError::Quantized {
+                tensor: name.to_string(),
+                ty,
+                what,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether the model is read from a server.

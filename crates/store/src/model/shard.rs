@@ -39,6 +39,8 @@ pub struct Shard {
     pub header: Header,
     pub size: u64,
     pub(super) backing: Backing,
+    /// The GGUF header and decoded values, when the file is GGUF.
+    pub(super) gguf: Option<Box<super::gguf::GgufPart>>,
 }
 
 /// A tensor's bytes: borrowed from the map, or read from a remote file.
@@ -101,6 +103,9 @@ impl Shard {
         // truncating the file while it is open would make reads fault; that is the documented
         // contract of opening a model.
         let map = unsafe { Mmap::map(&file) }.map_err(StoreError::io(path))?;
+        if tensor_surgeon_core::gguf::is_gguf(&map) {
+            return Shard::open_gguf(path, map, size);
+        }
         let header = header::parse(&map, size).map_err(|source| StoreError::Header {
             path: path.to_path_buf(),
             source,
@@ -115,6 +120,7 @@ impl Shard {
             header,
             size,
             backing: Backing::Mapped(map),
+            gguf: None,
         })
     }
 
@@ -141,6 +147,7 @@ impl Shard {
                 header: header_bytes,
                 resident,
             },
+            gguf: None,
         })
     }
 
@@ -177,6 +184,9 @@ impl Shard {
         info: &TensorInfo,
         progress: Option<&(dyn Fn(u64, u64) + Sync)>,
     ) -> Result<Bytes<'_>> {
+        if let Some(ty) = self.quantized(info) {
+            return self.decoded(info, ty);
+        }
         let r = self.absolute(info);
         match &self.backing {
             Backing::Mapped(map) => Ok(Bytes::Mapped(&map[r.start as usize..r.end as usize])),
@@ -191,6 +201,9 @@ impl Shard {
     /// the forward pass's kernels; `None` when a remote read fails (the caller's own read
     /// then reports why).
     pub fn mapped(&self, info: &TensorInfo) -> Option<&[u8]> {
+        if let Some(ty) = self.quantized(info) {
+            return self.decoded_resident(info, ty);
+        }
         let r = self.absolute(info);
         match &self.backing {
             Backing::Mapped(map) => Some(&map[r.start as usize..r.end as usize]),
@@ -208,6 +221,9 @@ impl Shard {
     /// Only `ranges` of a tensor's bytes (offsets within its data): a remote shard reads
     /// just those.
     pub fn region(&self, info: &TensorInfo, ranges: &[Range<u64>]) -> Result<Region<'_>> {
+        if let Some(ty) = self.quantized(info) {
+            return self.decoded_region(info, ty, ranges);
+        }
         let r = self.absolute(info);
         match &self.backing {
             Backing::Mapped(map) => Ok(Region::Mapped(&map[r.start as usize..r.end as usize])),
@@ -228,7 +244,7 @@ impl Shard {
     /// The region a selection reads (its rows, or the span it covers when its reads are
     /// not whole rows).
     pub fn selection_region(&self, info: &TensorInfo, sel: &Selection) -> Result<Region<'_>> {
-        if matches!(self.backing, Backing::Mapped(_)) {
+        if matches!(self.backing, Backing::Mapped(_)) && self.quantized(info).is_none() {
             return self.region(info, &[]);
         }
         let ranges = crate::remote::cache::merge(tensor_surgeon_core::source::byte_ranges(
@@ -253,7 +269,7 @@ impl Shard {
         sel: &Selection,
         exact: bool,
     ) -> Result<Region<'_>> {
-        if exact || matches!(self.backing, Backing::Mapped(_)) {
+        if exact || matches!(self.backing, Backing::Mapped(_)) || self.quantized(info).is_some() {
             return self.selection_region(info, sel);
         }
         let span = tensor_surgeon_core::source::byte_span(info.dtype, &info.shape, sel);

@@ -1,0 +1,125 @@
+//! A GGUF file as a shard. Its header is parsed by the core ([`tensor_surgeon_core::gguf`]);
+//! plain tensors (F32, F16, BF16, integers) read as they are; a quantized tensor reads as its
+//! values decoded to F32, a row of blocks at a time, so every view, statistic and run sees
+//! numbers. Its byte offsets in [`TensorInfo`] stay those of its blocks in the file.
+
+use super::shard::{Backing, Bytes, Region, Shard};
+use crate::error::{Result, StoreError};
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::OnceLock;
+use tensor_surgeon_core::gguf::{self, quant, GgmlType, GgufHeader};
+use tensor_surgeon_core::header::TensorInfo;
+
+/// What a GGUF shard keeps beside the common header view.
+pub struct GgufPart {
+    pub header: GgufHeader,
+    /// Quantized tensors' decoded values, for the forward pass (made on first use).
+    decoded: HashMap<String, OnceLock<Vec<u8>>>,
+}
+
+impl Shard {
+    /// Parses a mapped GGUF file.
+    pub(super) fn open_gguf(path: &Path, map: Mmap, size: u64) -> Result<Shard> {
+        let header = gguf::parse(&map, size).map_err(|source| StoreError::Gguf {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let decoded = header
+            .tensors
+            .iter()
+            .filter(|t| t.ggml_type.is_quantized())
+            .map(|t| (t.name.clone(), OnceLock::new()))
+            .collect();
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Shard {
+            path: path.to_path_buf(),
+            file_name,
+            header: header.tensor_view(),
+            size,
+            backing: Backing::Mapped(map),
+            gguf: Some(Box::new(GgufPart { header, decoded })),
+        })
+    }
+
+    /// The GGUF header, when this shard is a GGUF file.
+    pub fn gguf(&self) -> Option<&GgufHeader> {
+        self.gguf.as_deref().map(|g| &g.header)
+    }
+
+    /// The block type of a quantized tensor of this shard (`None`: its bytes are its values).
+    pub fn quantized(&self, info: &TensorInfo) -> Option<GgmlType> {
+        let g = self.gguf.as_deref()?;
+        let t = g.header.tensor(&info.name)?;
+        t.ggml_type.is_quantized().then_some(t.ggml_type)
+    }
+
+    /// A quantized tensor's values, decoded, as little-endian F32 bytes: the rows that hold
+    /// `ranges` (offsets into the decoded F32 bytes; none: every row).
+    pub(super) fn decoded_region(
+        &self,
+        info: &TensorInfo,
+        ty: GgmlType,
+        ranges: &[Range<u64>],
+    ) -> Result<Region<'_>> {
+        let row_len = info.shape.last().copied().unwrap_or(1);
+        let rows = info.elements().checked_div(row_len).unwrap_or(0);
+        let row_f32 = row_len * 4;
+        let wanted: Vec<Range<u64>> = if ranges.is_empty() {
+            vec![0..rows]
+        } else {
+            ranges
+                .iter()
+                .map(|r| r.start / row_f32..r.end.div_ceil(row_f32).min(rows))
+                .collect()
+        };
+        let mut parts = Vec::new();
+        for rr in crate::remote::cache::merge(wanted) {
+            parts.push((rr.start * row_f32, self.decode_rows(info, ty, rr)?));
+        }
+        Ok(Region::Fetched(parts))
+    }
+
+    /// Rows `rows` of a quantized tensor, decoded to little-endian F32 bytes.
+    fn decode_rows(&self, info: &TensorInfo, ty: GgmlType, rows: Range<u64>) -> Result<Vec<u8>> {
+        let row_len = info.shape.last().copied().unwrap_or(1);
+        let row_bytes = row_len / ty.block_elements() as u64 * ty.block_bytes() as u64;
+        let start = self.header.data_start() + info.data_offsets.0;
+        let raw = self.read_raw(
+            start + rows.start * row_bytes..start + rows.end * row_bytes,
+            None,
+        )?;
+        let values = quant::to_f32(ty, &raw).map_err(|source| StoreError::Decode {
+            tensor: info.name.clone(),
+            source,
+        })?;
+        Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// A quantized tensor's decoded values, whole.
+    pub(super) fn decoded(&self, info: &TensorInfo, ty: GgmlType) -> Result<Bytes<'_>> {
+        let rows = info
+            .elements()
+            .checked_div(info.shape.last().copied().unwrap_or(1))
+            .unwrap_or(0);
+        Ok(Bytes::Fetched(self.decode_rows(info, ty, 0..rows)?))
+    }
+
+    /// A quantized tensor's decoded values, held for as long as the shard lives (the
+    /// forward pass's kernels read them in place); `None` when they cannot be decoded.
+    pub(super) fn decoded_resident(&self, info: &TensorInfo, ty: GgmlType) -> Option<&[u8]> {
+        let once = self.gguf.as_deref()?.decoded.get(&info.name)?;
+        if once.get().is_none() {
+            let Ok(Bytes::Fetched(bytes)) = self.decoded(info, ty) else {
+                return None;
+            };
+            let _ = once.set(bytes);
+        }
+        once.get().map(Vec::as_slice)
+    }
+}

@@ -1,0 +1,199 @@
+"""GGUF files, checked against gguf-py (llama.cpp's own Python reader): the header (tensors,
+types, row-major shapes, offsets, metadata), the decoded values of every tensor type the real
+files carry, the bytes of the blocks a slice touches, and a clear error for each kind of broken
+file. Two real files: SmolLM2-135M-Instruct (Q4_1, Q8_0, F32) and Gemma 3 270M (Q4_K_M: Q4_K,
+Q6_K, Q5_0, Q8_0, F32)."""
+
+import struct
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+
+from conftest import run  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def real(request):
+    import models
+
+    path = models.smollm2_gguf() if request.param == "smollm2" else models.gemma3_gguf()
+    return path, gguf.GGUFReader(path)
+
+
+def row_major_shape(t) -> list[int]:
+    return [int(d) for d in reversed(t.shape.tolist())]
+
+
+def decoded(t) -> np.ndarray:
+    """gguf-py's dequantisation of a tensor, row-major."""
+    values = gguf.quants.dequantize(t.data, t.tensor_type)
+    return np.asarray(values, dtype=np.float32).reshape(row_major_shape(t))
+
+
+def test_inspect_lists_every_tensor_as_gguf_py_reads_it(real):
+    path, reader = real
+    got = run("inspect", path, "--json").json()
+    assert got["format"] == "gguf" and got["version"] == 3
+    by_name = {t["name"]: t for t in got["tensors"]}
+    assert len(by_name) == len(reader.tensors)
+    for t in reader.tensors:
+        mine = by_name[t.name]
+        assert mine["dtype"] == t.tensor_type.name, t.name
+        assert mine["shape"] == row_major_shape(t), t.name
+        start, end = mine["data_offsets"]
+        assert got["data_start"] + start == t.data_offset, t.name
+        assert end - start == t.n_bytes, t.name
+        if t.tensor_type.name not in ("F32", "F16", "BF16"):
+            size, block = gguf.GGML_QUANT_SIZES[t.tensor_type]
+            assert mine["block"] == {"elements": size, "bytes": block}, t.name
+    meta = got["metadata"]
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF."):
+            continue  # the reader's own header fields
+        value = field.contents()
+        if isinstance(value, list) and len(value) > 64:
+            assert meta[field.name]["len"] == len(value), field.name
+            assert meta[field.name]["head"] == value[:8], field.name
+        elif isinstance(value, float):
+            assert meta[field.name] == pytest.approx(value, rel=1e-7), field.name
+        else:
+            assert meta[field.name] == value, field.name
+
+
+def test_every_tensor_type_decodes_as_gguf_py_does(real):
+    """For each type the file holds: its smallest tensor whole (statistics over every block:
+    min and max exact) and two rows value for value."""
+    path, reader = real
+    by_type = {}
+    for t in reader.tensors:
+        by_type.setdefault(t.tensor_type.name, []).append(t)
+    expected_types = {"smollm2": {"Q4_1", "Q8_0", "F32"}, "gemma3": {"Q4_K", "Q6_K", "Q5_0", "Q8_0", "F32"}}
+    name = "gemma3" if "gemma" in path.name else "smollm2"
+    assert expected_types[name] <= set(by_type), sorted(by_type)
+    for type_name, tensors in sorted(by_type.items()):
+        t = min(tensors, key=lambda t: t.n_elements)
+        want = decoded(t)
+        s = run("stats", path, t.name, "--json").json()
+        assert s["dtype"] == type_name
+        assert s["summary"]["min"] == float(want.min()), (type_name, t.name)
+        assert s["summary"]["max"] == float(want.max()), (type_name, t.name)
+        mean, mean_abs = want.astype(np.float64).mean(), np.abs(want.astype(np.float64)).mean()
+        assert abs(s["summary"]["mean"] - mean) <= 1e-9 * (mean_abs or 1.0), (type_name, t.name)
+        if want.ndim == 1:
+            got = run("slice", path, t.name, "", "--json").json()
+            assert got["dtype"] == type_name
+            assert np.array_equal(np.array(got["values"], dtype=np.float32), want), (type_name, t.name)
+            continue
+        # Two rows, value for value: the first and the last.
+        rows = want.reshape(-1, want.shape[-1])
+        for r in (0, rows.shape[0] - 1):
+            spec = ",".join(str(i) for i in np.unravel_index(r, want.shape[:-1]))
+            got = run("slice", path, t.name, spec, "--json").json()
+            assert got["dtype"] == type_name
+            assert np.array_equal(np.array(got["values"], dtype=np.float32), rows[r]), (type_name, t.name, r)
+
+
+def test_a_slice_of_a_quantized_tensor_shows_the_bytes_of_its_blocks(real):
+    path, reader = real
+    t = next(t for t in reader.tensors if t.tensor_type.name not in ("F32", "F16"))
+    size, block = gguf.GGML_QUANT_SIZES[t.tensor_type]
+    rows, cols = row_major_shape(t)[-2:]
+    got = run("slice", path, t.name, f"1,{size - 1}:{size + 1}", "--json").json()
+    assert got["shape"] == [2]
+    per_row = cols // size
+    # Element 1,size-1 is in the row's first block; element 1,size in its second.
+    assert [b["index"] for b in got["blocks"]] == [per_row, per_row + 1]
+    raw = np.asarray(t.data).reshape(-1).view(np.uint8).tobytes()
+    for b in got["blocks"]:
+        assert b["offset"] == b["index"] * block
+        assert bytes.fromhex(b["hex"]) == raw[b["offset"] : b["offset"] + block]
+    assert "hex" not in got
+
+
+def test_a_value_edit_of_a_quantized_tensor_is_refused_by_name(real, tmp_path):
+    path, reader = real
+    t = next(t for t in reader.tensors if t.tensor_type.name not in ("F32", "F16"))
+    r = run("edit", path, "--set", f"{t.name}[0,0]=1", "--patch", tmp_path / "p.json", check=False)
+    assert r.code != 0
+    assert t.tensor_type.name in r.err and "not supported" in r.err, r.err
+    assert not (tmp_path / "p.json").exists()
+
+
+# --- broken files: a clear error each, never a panic ------------------------------------------
+
+
+def header(tensors: int, kvs: int, version: int = 3) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, tensors, kvs)
+
+
+def string(s: str) -> bytes:
+    return struct.pack("<Q", len(s)) + s.encode()
+
+
+def tensor_info(name: str, ne: list[int], ty: int, offset: int) -> bytes:
+    return string(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne) + struct.pack("<IQ", ty, offset)
+
+
+def padded(head: bytes, data: int) -> bytes:
+    return head + b"\0" * (-len(head) % 32) + b"\0" * data
+
+
+BROKEN = {
+    "truncated header": (header(1, 0) + tensor_info("t", [32], 8, 0))[:-5],
+    "impossible tensor count": padded(header(1 << 60, 0), 0),
+    "huge array": padded(header(0, 1) + string("k") + struct.pack("<IIQ", 9, 10, 1 << 61), 64),
+    "string past the end": padded(header(0, 1) + string("k") + struct.pack("<IQ", 8, 1 << 40), 16),
+    "nested arrays": padded(header(0, 1) + string("k") + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 12 + struct.pack("<IQ", 0, 0), 0),
+    "unknown value type": padded(header(0, 1) + string("k") + struct.pack("<I", 77), 8),
+    "tensor past the end": padded(header(1, 0) + tensor_info("t", [32, 8], 8, 0), 34),
+    "overlapping tensors": padded(header(2, 0) + tensor_info("a", [32, 2], 8, 0) + tensor_info("b", [32], 8, 64), 256),
+    "misaligned offset": padded(header(1, 0) + tensor_info("t", [32], 8, 3), 64),
+    "unknown type": padded(header(1, 0) + tensor_info("t", [32], 99, 0), 64),
+    "row not whole blocks": padded(header(1, 0) + tensor_info("t", [33], 8, 0), 64),
+    "too many dims": padded(header(1, 0) + tensor_info("t", [1, 1, 1, 1, 32], 0, 0), 128),
+    "version 1": padded(header(0, 0, version=1), 0),
+}
+
+MESSAGES = {
+    "truncated header": "ends inside the header",
+    "impossible tensor count": "more than the",
+    "huge array": "more than the",
+    "string past the end": "ends inside the header",
+    "nested arrays": "nested deeper",
+    "unknown value type": "unknown value type 77",
+    "tensor past the end": "past the end",
+    "overlapping tensors": "overlap",
+    "misaligned offset": "alignment",
+    "unknown type": "unknown ggml type 99",
+    "row not whole blocks": "not a whole number of Q8_0 blocks",
+    "too many dims": "at most 4",
+    "version 1": "version 1",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_each_kind_of_broken_file_has_its_own_clear_error(tmp_path, case):
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(BROKEN[case])
+    r = run("inspect", path, check=False)
+    assert r.code == 1, (case, r.code, r.err)
+    assert MESSAGES[case] in r.err, (case, r.err)
+    assert str(path.name) in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_a_file_with_a_type_that_cannot_be_decoded_still_opens(tmp_path):
+    """An IQ2_XXS tensor beside an F32 one: the file opens, the F32 tensor reads, the IQ2_XXS
+    tensor's values are refused by name."""
+    iq2 = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.IQ2_XXS][1]
+    head = header(2, 0) + tensor_info("plain", [32], 0, 0) + tensor_info("lattice", [256], 16, 128)
+    data = np.arange(32, dtype=np.float32).tobytes() + b"\0" * iq2
+    path = tmp_path / "mixed.gguf"
+    path.write_bytes(head + b"\0" * (-len(head) % 32) + data)
+    listing = run("inspect", path, "--json").json()
+    assert [t["dtype"] for t in listing["tensors"]] == ["F32", "IQ2_XXS"]
+    assert run("slice", path, "plain", "0:4", "--json").json()["values"] == [0, 1, 2, 3]
+    r = run("slice", path, "lattice", "0:4", check=False)
+    assert r.code == 1 and "IQ2_XXS" in r.err and "codebooks" in r.err, r.err
