@@ -14,6 +14,7 @@ mod decode;
 mod distribution;
 pub mod edit;
 pub mod error;
+pub mod gguf;
 pub mod kernel;
 pub mod llama;
 mod studies;
@@ -45,6 +46,8 @@ pub struct RunnableModel {
     pub family: Family,
     vocab: Arc<Vocab>,
     pub cache: WeightCache,
+    /// A GGUF model's tensors under the forward pass's names.
+    names: Option<gguf::NameMap>,
 }
 
 /// A greedy continuation in progress: one token per step, the key/value cache kept.
@@ -69,7 +72,36 @@ impl RunnableModel {
             family,
             vocab,
             cache: WeightCache::default(),
+            names: None,
         })
+    }
+
+    /// A runner for a GGUF model: everything from its header (`vocab`: its own tokenizer
+    /// unless another was named).
+    pub fn open_gguf(
+        path: &std::path::Path,
+        header: &tensor_surgeon_core::gguf::GgufHeader,
+        vocab: Option<Arc<Vocab>>,
+    ) -> Result<RunnableModel> {
+        let (family, names) = gguf::family(header)?;
+        let vocab = match vocab {
+            Some(v) => v,
+            None => Arc::new(Vocab::from_gguf(path, header)?),
+        };
+        Ok(RunnableModel {
+            family,
+            vocab,
+            cache: WeightCache::default(),
+            names: Some(names),
+        })
+    }
+
+    /// The forward pass's name of a model tensor (a GGUF's names differ).
+    pub fn run_name<'n>(&'n self, model_name: &'n str) -> &'n str {
+        match &self.names {
+            Some(m) => m.run_name(model_name).unwrap_or(model_name),
+            None => model_name,
+        }
     }
 
     /// What the run panel needs to know.
@@ -101,7 +133,13 @@ impl RunnableModel {
 
     /// Weights of `model` with `edited` tensors laid over it.
     pub fn weights<'a>(&'a self, model: &'a dyn TensorSource, edited: Edited) -> Weights<'a> {
-        self.cache.weights(model, edited)
+        self.cache.weights_of(
+            gguf::RunSource {
+                inner: model,
+                names: self.names.as_ref(),
+            },
+            edited,
+        )
     }
 
     pub(crate) fn llama(&self) -> Result<Llama> {

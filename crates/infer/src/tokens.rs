@@ -33,6 +33,28 @@ impl Vocab {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
+        Ok(Vocab::of(path, tokenizer))
+    }
+
+    /// The tokenizer a GGUF file at `path` carries in its metadata.
+    pub fn from_gguf(path: &Path, header: &tensor_surgeon_core::gguf::GgufHeader) -> Result<Vocab> {
+        Ok(Vocab::of(path, crate::gguf::tokenizer(header)?))
+    }
+
+    /// The tokenizer named on the command line; else a GGUF's own; else a `tokenizer.json`
+    /// beside the model (`None`: there is none).
+    pub fn for_model(
+        model_path: &Path,
+        explicit: Option<&Path>,
+        gguf: Option<&tensor_surgeon_core::gguf::GgufHeader>,
+    ) -> Result<Option<Vocab>> {
+        match (explicit, gguf) {
+            (None, Some(h)) => Vocab::from_gguf(model_path, h).map(Some),
+            _ => Vocab::find(model_path, explicit),
+        }
+    }
+
+    fn of(path: &Path, tokenizer: Tokenizer) -> Vocab {
         let size = tokenizer.get_vocab_size(true);
         let labels = (0..size as u32)
             .map(|id| {
@@ -42,11 +64,11 @@ impl Vocab {
                     .unwrap_or_default()
             })
             .collect();
-        Ok(Vocab {
+        Vocab {
             path: path.to_path_buf(),
             tokenizer,
             labels,
-        })
+        }
     }
 
     /// The tokenizer given, or a `tokenizer.json` beside the model (`None` if there is none).

@@ -6,6 +6,7 @@
 //! edited tensors reload, at the cost of their edited rows.
 
 use super::kernel::{PatchedRows, Stored};
+use crate::gguf::RunSource;
 use crate::error::{InferError, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -112,6 +113,17 @@ impl WeightCache {
 
     /// The base weights of a model plus `edited` tensors (already loaded).
     pub fn weights<'a>(&'a self, model: &'a dyn TensorSource, edited: Edited) -> Weights<'a> {
+        self.weights_of(
+            RunSource {
+                inner: model,
+                names: None,
+            },
+            edited,
+        )
+    }
+
+    /// [`WeightCache::weights`] read under the forward pass's names (a GGUF's are mapped).
+    pub fn weights_of<'a>(&'a self, model: RunSource<'a>, edited: Edited) -> Weights<'a> {
         Weights {
             model,
             cache: self,
@@ -191,7 +203,7 @@ impl WeightCache {
 
 /// The weights one forward pass reads.
 pub struct Weights<'a> {
-    model: &'a dyn TensorSource,
+    model: RunSource<'a>,
     cache: &'a WeightCache,
     edited: HashMap<String, Loaded>,
 }
@@ -205,7 +217,8 @@ impl Weights<'_> {
             return None;
         }
         let base = Stored::of(info.dtype, self.model.resident(name)?)?;
-        Some(match self.edited.get(name) {
+        Some(match self.edited(name) {
+            Some(_) if self.model.reorders(name) => return None,
             Some(l) => base.with_patched(&l.0.rows),
             None => base,
         })
@@ -224,8 +237,15 @@ impl Weights<'_> {
     /// A tensor as f32, in its stored shape (widened once, then cached).
     pub fn get(&self, name: &str) -> Result<Tensor> {
         let info = self.model.info(name).ok_or_else(|| missing(name))?;
-        if let Some(l) = self.edited.get(name) {
-            return l.widened(name, info.dtype, &info.shape, || read(self.model, name));
+        if let Some(l) = self.edited(name) {
+            if self.model.reorders(name) {
+                return Err(InferError::Unsupported(format!(
+                    "cannot run this edit: {} is stored with its rotary rows interleaved, and \
+                     edits of it are not mapped to the forward pass's order yet",
+                    self.model.source_name(name)
+                )));
+            }
+            return l.widened(name, info.dtype, &info.shape, || read(&self.model, name));
         }
         let base = match self.cache.get(name, 0) {
             Some(l) => l,
@@ -235,7 +255,12 @@ impl Weights<'_> {
                 l
             }
         };
-        base.widened(name, info.dtype, &info.shape, || read(self.model, name))
+        base.widened(name, info.dtype, &info.shape, || read(&self.model, name))
+    }
+
+    /// The edited tensor behind the forward pass's `name` (edits are keyed by the model's).
+    fn edited(&self, name: &str) -> Option<&Loaded> {
+        self.edited.get(self.model.source_name(name))
     }
 
     /// A tensor that must have `shape`.

@@ -80,7 +80,8 @@ impl SessionArgs {
         };
         let (mut workbench, mut warnings) = Workbench::open(model, config)?;
         // A tokenizer named on the command line must load; one found beside the model may not.
-        match tensor_surgeon_infer::tokens::Vocab::find(&model_path, self.tokenizer.as_deref()) {
+        let gguf = workbench.model().gguf();
+        match tensor_surgeon_infer::tokens::Vocab::for_model(&model_path, self.tokenizer.as_deref(), gguf) {
             Ok(v) => workbench.set_vocab(v),
             Err(e) if self.tokenizer.is_none() => warnings.push(format!("tokenizer ignored: {e}")),
             Err(e) => return Err(e.into()),

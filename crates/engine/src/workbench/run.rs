@@ -34,7 +34,11 @@ impl Workbench {
         self.run
             .runner
             .get_or_init(|| {
-                RunnableModel::open(&self.model.path, self.vocab.clone()).map_err(Arc::new)
+                match self.model.gguf() {
+                    Some(h) => RunnableModel::open_gguf(&self.model.path, h, self.vocab.clone()),
+                    None => RunnableModel::open(&self.model.path, self.vocab.clone()),
+                }
+                .map_err(Arc::new)
             })
             .as_ref()
             .map_err(|e| Error::CannotRun(Arc::clone(e)))

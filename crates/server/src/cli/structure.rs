@@ -137,7 +137,7 @@ fn layout_bar() -> indicatif::ProgressBar {
 pub fn project(a: &ProjectArgs) -> Result<()> {
     let model = Model::open(&a.model)?;
     let overlay = overlay_of(&model, &a.patch)?;
-    let vocab = Vocab::find(&model.path, a.tokenizer.as_deref())?;
+    let vocab = Vocab::for_model(&model.path, a.tokenizer.as_deref(), model.gguf())?;
     let (shard, info) = model.get(&a.tensor)?;
     if info.shape.len() < 2 {
         return Err(Error::Usage(format!(
@@ -307,7 +307,7 @@ pub struct TokensArgs {
 
 pub fn tokens(a: &TokensArgs) -> Result<()> {
     let model = Model::open(&a.model)?;
-    let vocab = Vocab::find(&model.path, a.tokenizer.as_deref())?.ok_or_else(|| {
+    let vocab = Vocab::for_model(&model.path, a.tokenizer.as_deref(), model.gguf())?.ok_or_else(|| {
         Error::Usage(format!(
             "no tokenizer.json beside {}; pass --tokenizer PATH",
             a.model.display()
