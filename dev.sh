@@ -54,6 +54,15 @@ setup_servers() {
     fi
 }
 
+setup_llama_cpp() {
+    # llama.cpp, the reference for GGUF runs: node-llama-cpp's prebuilt CPU binaries from npm
+    # (its install script, which would build or download, is not run).
+    if [ ! -d tests/llama_cpp/node_modules/@node-llama-cpp/linux-x64 ]; then
+        log "installing the llama.cpp reference (npm node-llama-cpp 3.21.1, prebuilt)"
+        (cd tests/llama_cpp && npm ci --no-audit --no-fund --ignore-scripts)
+    fi
+}
+
 setup_browser() {
     if ! command -v chromium >/dev/null 2>&1; then
         log "installing Chromium (Debian package)"
@@ -128,9 +137,9 @@ run_tests() {
 cmd="${1:-}"
 shift || true
 case "$cmd" in
-    setup) setup_rust; setup_python; setup_servers; setup_browser; setup_release ;;
+    setup) setup_rust; setup_python; setup_servers; setup_llama_cpp; setup_browser; setup_release ;;
     release) setup_rust; setup_release; build_site release ;;
-    test) setup_rust; setup_python; setup_servers; setup_browser; run_tests ;;
+    test) setup_rust; setup_python; setup_servers; setup_llama_cpp; setup_browser; run_tests ;;
     serve)
         setup_rust
         case "${1:-}" in
@@ -147,6 +156,6 @@ case "$cmd" in
         export TENSOR_SURGEON_TOKEN
         log "open http://127.0.0.1:3000/?token=$TENSOR_SURGEON_TOKEN"
         exec target/debug/tensor-surgeon serve ;;
-    bench) setup_rust; setup_python; setup_browser; setup_release; build_site release; exec benches/run.sh "$@" ;;
+    bench) setup_rust; setup_python; setup_llama_cpp; setup_browser; setup_release; build_site release; exec benches/run.sh "$@" ;;
     *) sed -n '2,/^[^#]/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
