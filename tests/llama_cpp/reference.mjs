@@ -15,10 +15,17 @@ const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
 const context = await model.createContext({ threads, contextSize: 512, batchSize: 512 });
 
 const sequence = context.getSequence();
+// A prompt's tokens as llama.cpp's own tools make them: the BOS first when the model asks
+// for one, special tokens matched in the text.
+const tokenize = (text) => {
+    const ids = [...model.tokenize(text, true)];
+    const bos = model.tokens.bos;
+    return model.tokens.shouldPrependBosToken && bos !== null && ids[0] !== bos ? [bos, ...ids] : ids;
+};
 const prompts = [];
 for (const text of args.prompts ?? []) {
     await sequence.clearHistory();
-    const ids = [...model.tokenize(text, true)];
+    const ids = tokenize(text);
     const input = ids.map((id, i) => (i === ids.length - 1 ? [id, { generateNext: { probabilities: true } }] : id));
     const out = await sequence.controlledEvaluate(input);
     const probs = [...out[ids.length - 1].next.probabilities.entries()].sort((a, b) => b[1] - a[1]).slice(0, topK);
@@ -32,7 +39,7 @@ for (const text of args.prompts ?? []) {
 let generation = null;
 if (args.generate) {
     await sequence.clearHistory();
-    const ids = [...model.tokenize(args.generate_prompt ?? "The capital of France is", true)];
+    const ids = tokenize(args.generate_prompt ?? "The capital of France is");
     const started = performance.now();
     let produced = 0;
     let firstAt = null;

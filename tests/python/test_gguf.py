@@ -255,9 +255,66 @@ def test_a_gguf_runs_like_its_conversion_to_safetensors(smollm2):
         assert abs(a["base"]["top"][0]["prob"] - b["base"]["top"][0]["prob"]) <= 0.03
 
 
-def test_a_gguf_of_another_family_says_what_is_missing():
+GEMMA_PROMPTS = [
+    "The capital of France is",
+    "The chemical symbol for gold is",
+    "<start_of_turn>user\nWhat is 2 + 2?<end_of_turn>\n<start_of_turn>model\n",
+]
+
+
+def test_gemma3_runs_with_llama_cpps_tokens_and_next_token_distribution():
+    """Gemma 3 270M (Q4_K_M): SentencePiece tokens with the BOS llama.cpp adds, and the next
+    token as llama.cpp predicts it (its norms, GeGLU, query/key norms, sliding-window layers
+    and scaled embeddings)."""
     import models
 
-    r = run("run", models.gemma3_gguf(), "--prompt", "Hello", "--json", check=False)
+    path = models.gemma3_gguf()
+    ref = llama_cpp(path, prompts=GEMMA_PROMPTS, top_k=5)
+    for want in ref["prompts"]:
+        got = run("run", path, "--prompt", want["text"], "--top-k", 40, "--json").json()
+        assert [t["id"] for t in got["prompt_tokens"]] == want["ids"], (want["text"], got["prompt_tokens"])
+        assert got["base"]["top"][0]["id"] == want["top"][0]["id"], (want["text"], got["base"]["top"][:3], want["top"][:3])
+        mine = {t["id"]: t["prob"] for t in got["base"]["top"]}
+        for t in want["top"]:
+            assert abs(mine.get(t["id"], 0.0) - t["prob"]) <= 0.1, (want["text"], t, mine.get(t["id"]))
+
+
+def test_a_gguf_of_another_family_says_what_is_missing(tmp_path):
+    """A GGUF of an architecture that does not run opens, lists its tensors, and says which
+    architectures do run."""
+    head = header(1, 1) + string("general.architecture") + struct.pack("<I", 8) + string("phi3") + tensor_info("token_embd.weight", [32, 2], 0, 0)
+    path = tmp_path / "phi.gguf"
+    path.write_bytes(head + b"\0" * (-len(head) % 32) + b"\0" * 256)
+    assert [t["name"] for t in run("inspect", path, "--json").json()["tensors"]] == ["token_embd.weight"]
+    r = run("run", path, "--prompt", "Hello", "--json", check=False)
     assert r.code != 0
-    assert '"gemma3"' in r.err and "llama" in r.err, r.err
+    assert '"phi3"' in r.err and "llama, gemma3" in r.err, r.err
+
+
+def test_an_edit_of_a_plain_tensor_bakes_into_a_gguf_llama_cpp_loads(tmp_path):
+    """An F32 norm of the GGUF edited, the patch verified and baked: gguf-py reads the new
+    file with that one element changed and every other byte equal; llama.cpp loads it and its
+    answer moves with the edit, as ours does."""
+    import models
+
+    path = models.smollm2_gguf()
+    patch, out = tmp_path / "p.json", tmp_path / "edited.gguf"
+    run("edit", path, "--scale", "output_norm.weight[:]=0.5", "--patch", patch)
+    run("verify", path, patch)
+    run("apply", path, patch, "--out", out)
+    before, after = path.read_bytes(), out.read_bytes()
+    assert len(before) == len(after)
+    old, new = gguf.GGUFReader(path), gguf.GGUFReader(out)
+    t_old = next(t for t in old.tensors if t.name == "output_norm.weight")
+    t_new = next(t for t in new.tensors if t.name == "output_norm.weight")
+    assert np.array_equal(np.asarray(t_new.data), np.asarray(t_old.data) * np.float32(0.5))
+    lo, hi = t_old.data_offset, t_old.data_offset + t_old.n_bytes
+    assert before[:lo] == after[:lo] and before[hi:] == after[hi:], "only the norm's bytes change"
+    prompt = "The capital of France is"
+    base = llama_cpp(path, prompts=[prompt], top_k=3)["prompts"][0]
+    edited = llama_cpp(out, prompts=[prompt], top_k=3)["prompts"][0]
+    ours = run("run", path, "--patch", patch, "--prompt", prompt, "--top-k", 3, "--json").json()
+    # Halving the final norm's weights flattens the distribution: the top probability falls.
+    assert edited["top"][0]["prob"] < base["top"][0]["prob"] - 0.05
+    assert ours["edited"]["top"][0]["id"] == edited["top"][0]["id"]
+    assert abs(ours["edited"]["top"][0]["prob"] - edited["top"][0]["prob"]) <= 0.1

@@ -339,6 +339,32 @@ def test_running_a_remote_model_gives_the_local_answers(minilm, smollm2, tmp_pat
         nginx.stop()
 
 
+def test_a_remote_gguf_reads_and_runs_as_the_local_file(tmp_path, cache_env):
+    """A GGUF served by nginx: its header read in range requests, the decoded values of a
+    quantized tensor, its statistics and a run equal to the local file's."""
+    import models
+
+    gguf = models.smollm2_gguf()
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / gguf.name).symlink_to(gguf)
+    nginx = Nginx(www).start()
+    try:
+        url = nginx.url(gguf.name)
+        jobs = [
+            ("inspect", "--json"),
+            ("slice", "blk.3.ffn_down.weight", "5,0:40", "--json"),
+            ("stats", "blk.0.attn_q.weight", "--json"),
+            ("run", "--prompt", "The capital of France is", "--top-k", "5", "--json"),
+        ]
+        for cmd, *args in jobs:
+            remote = json.loads(cli(cmd, url, *args, env=cache_env).stdout)
+            local = json.loads(cli(cmd, gguf, *args, env=cache_env).stdout)
+            assert remote == local, cmd
+    finally:
+        nginx.stop()
+
+
 def test_a_long_remote_read_shows_its_progress_while_the_view_waits(tmp_path, cache_env):
     """A pooled overview of a 32 MiB tensor on a slow server: while the view waits, the server
     says what it reads and how far it got (what the page shows), and nothing once it is done."""

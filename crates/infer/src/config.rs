@@ -30,9 +30,43 @@ pub struct LlamaConfig {
     #[serde(default)]
     pub tie_word_embeddings: bool,
     pub eos_token_id: Option<serde_json::Value>,
+    /// Gemma 3's differences from Llama (`None`: a Llama).
+    #[serde(skip)]
+    pub gemma: Option<Gemma3>,
+}
+
+/// What a Gemma 3 layer does differently from a Llama one: RMS norms of each head's query and
+/// key, norms after attention and after the MLP besides before them, GeGLU (tanh GELU), the
+/// embeddings scaled by √hidden, and sliding-window layers with their own rotary base between
+/// global ones. Norm weights are used as stored (llama.cpp's converter stores `1 + w`).
+#[derive(Clone, Debug)]
+pub struct Gemma3 {
+    /// Keys a sliding-window layer sees: the last this many positions.
+    pub sliding_window: usize,
+    /// Every this-many-th layer is global (1-based: layers 6, 12, … of 6).
+    pub global_every: usize,
+    /// The rotary base of the sliding-window layers (the global ones use `rope_theta`).
+    pub local_rope_theta: f64,
+    /// Queries are scaled by `query_pre_attn_scalar^-1/2`.
+    pub query_pre_attn_scalar: f64,
+}
+
+impl Gemma3 {
+    /// Whether `layer` (0-based) attends over a sliding window.
+    pub fn is_local(&self, layer: usize) -> bool {
+        !(layer + 1).is_multiple_of(self.global_every)
+    }
 }
 
 impl LlamaConfig {
+    /// The factor attention scores are scaled by.
+    pub fn attention_scale(&self) -> f64 {
+        match &self.gemma {
+            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
+            None => 1.0 / (self.head_width() as f64).sqrt(),
+        }
+    }
+
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }

@@ -41,7 +41,8 @@ impl Llama {
             c.head_width(),
             c.intermediate_size,
         );
-        if cache.is_empty() || cache.layers.len() != c.num_hidden_layers {
+        // Gemma 3 layers differ (norms, GeGLU, windows): the general pass runs them.
+        if cache.is_empty() || cache.layers.len() != c.num_hidden_layers || c.gemma.is_some() {
             return Ok(None);
         }
         let pos = cache.len;

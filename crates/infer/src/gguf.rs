@@ -3,7 +3,7 @@
 //! the order the forward pass's rotary embedding expects, and the tokenizer from
 //! `tokenizer.ggml.*`. No side file is needed.
 
-use crate::config::{Family, LlamaConfig, SUPPORTED};
+use crate::config::{Family, LlamaConfig};
 use crate::error::{InferError, Result};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -14,10 +14,12 @@ use tensor_surgeon_core::header::TensorInfo;
 use tensor_surgeon_core::tensors::{ReadError, TensorSource};
 
 /// The GGUF architectures that run, in llama.cpp's names.
-pub const RUNNABLE: &str = "llama";
+pub const RUNNABLE: &str = "llama, gemma3";
 
 fn unsupported(why: String) -> InferError {
-    InferError::Unsupported(format!("cannot run this GGUF model: {why}; {SUPPORTED}"))
+    InferError::Unsupported(format!(
+        "cannot run this GGUF model: {why} (GGUF architectures that run: {RUNNABLE})"
+    ))
 }
 
 fn get<'h>(h: &'h GgufHeader, key: &str) -> Result<&'h Value> {
@@ -49,28 +51,39 @@ pub fn family(h: &GgufHeader) -> Result<(Family, NameMap)> {
         .ok_or_else(|| unsupported("its metadata has no general.architecture".into()))?;
     match arch {
         "llama" => {
-            let config = llama_config(h)?;
+            let config = llama_config(h, "llama")?;
             let names = NameMap::llama(h, &config)?;
             Ok((Family::Llama(config), names))
         }
-        other => Err(unsupported(format!(
-            "general.architecture is {other:?}; the GGUF architectures that run are {RUNNABLE}"
-        ))),
+        "gemma3" => {
+            let mut config = llama_config(h, "gemma3")?;
+            // llama.cpp's Gemma 3: every sixth layer global, the others over a window with
+            // rotary base 10,000 (neither is in the file's metadata).
+            config.gemma = Some(crate::config::Gemma3 {
+                sliding_window: number(h, "gemma3.attention.sliding_window").unwrap_or(512),
+                global_every: 6,
+                local_rope_theta: 10_000.0,
+                query_pre_attn_scalar: config.head_width() as f64,
+            });
+            config.tie_word_embeddings = h.tensor("output.weight").is_none();
+            let names = NameMap::gemma3(h, &config)?;
+            Ok((Family::Llama(config), names))
+        }
+        other => Err(unsupported(format!("general.architecture is {other:?}"))),
     }
 }
 
-/// A Llama model's sizes, every number from the metadata (llama.cpp's keys).
-fn llama_config(h: &GgufHeader) -> Result<LlamaConfig> {
-    let key = |k: &str| format!("llama.{k}");
+/// A Llama-like model's sizes, every number from the metadata (llama.cpp's keys, under the
+/// architecture's prefix).
+fn llama_config(h: &GgufHeader, arch: &str) -> Result<LlamaConfig> {
+    let key = |k: &str| format!("{arch}.{k}");
     let hidden = number(h, &key("embedding_length"))?;
     let heads = number(h, &key("attention.head_count"))?;
     let kv_heads = number(h, &key("attention.head_count_kv")).unwrap_or(heads);
-    if heads == 0 || hidden % heads != 0 {
-        return Err(unsupported(format!(
-            "{heads} heads do not divide the width {hidden}"
-        )));
-    }
     let head_width = number(h, &key("attention.key_length")).unwrap_or(hidden / heads);
+    if heads == 0 {
+        return Err(unsupported("it has no attention heads".into()));
+    }
     if let Ok(rope) = number(h, &key("rope.dimension_count")) {
         if rope != head_width {
             return Err(unsupported(format!(
@@ -100,6 +113,7 @@ fn llama_config(h: &GgufHeader) -> Result<LlamaConfig> {
             .get("tokenizer.ggml.eos_token_id")
             .and_then(Value::as_u64)
             .map(serde_json::Value::from),
+        gemma: None,
     })
 }
 
@@ -125,12 +139,54 @@ pub struct NameMap {
 }
 
 impl NameMap {
-    fn llama(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
-        let mut pairs: Vec<(String, String, Option<usize>)> = vec![
-            ("token_embd.weight".into(), "model.embed_tokens.weight".into(), None),
-            ("output_norm.weight".into(), "model.norm.weight".into(), None),
+    /// Gemma 3: no rows to put back (its rotary embedding rotates halves in llama.cpp too).
+    fn gemma3(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
+        let mut pairs = NameMap::top_level();
+        for l in 0..c.num_hidden_layers {
+            let parts = [
+                ("attn_norm", "input_layernorm"),
+                ("attn_q", "self_attn.q_proj"),
+                ("attn_k", "self_attn.k_proj"),
+                ("attn_v", "self_attn.v_proj"),
+                ("attn_output", "self_attn.o_proj"),
+                ("attn_q_norm", "self_attn.q_norm"),
+                ("attn_k_norm", "self_attn.k_norm"),
+                ("post_attention_norm", "post_attention_layernorm"),
+                ("ffn_norm", "pre_feedforward_layernorm"),
+                ("post_ffw_norm", "post_feedforward_layernorm"),
+                ("ffn_gate", "mlp.gate_proj"),
+                ("ffn_up", "mlp.up_proj"),
+                ("ffn_down", "mlp.down_proj"),
+            ];
+            for (gguf, hf) in parts {
+                pairs.push((
+                    format!("blk.{l}.{gguf}.weight"),
+                    format!("model.layers.{l}.{hf}.weight"),
+                    None,
+                ));
+            }
+        }
+        NameMap::of(h, pairs)
+    }
+
+    fn top_level() -> Vec<(String, String, Option<usize>)> {
+        vec![
+            (
+                "token_embd.weight".into(),
+                "model.embed_tokens.weight".into(),
+                None,
+            ),
+            (
+                "output_norm.weight".into(),
+                "model.norm.weight".into(),
+                None,
+            ),
             ("output.weight".into(), "lm_head.weight".into(), None),
-        ];
+        ]
+    }
+
+    fn llama(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
+        let mut pairs = NameMap::top_level();
         for l in 0..c.num_hidden_layers {
             let parts: [(&str, &str, Option<usize>); 9] = [
                 ("attn_norm", "input_layernorm", None),
@@ -151,6 +207,10 @@ impl NameMap {
                 ));
             }
         }
+        NameMap::of(h, pairs)
+    }
+
+    fn of(h: &GgufHeader, pairs: Vec<(String, String, Option<usize>)>) -> Result<NameMap> {
         let mut by_name = HashMap::new();
         let mut run_names = HashMap::new();
         for (source, run, heads) in pairs {
@@ -321,12 +381,16 @@ pub fn tokenizer(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::pre_tokenizers::digits::Digits;
     use tokenizers::pre_tokenizers::sequence::Sequence;
-    use tokenizers::{AddedToken, PreTokenizerWrapper};
+    use tokenizers::PreTokenizerWrapper;
 
     let model = get(h, "tokenizer.ggml.model")?.as_str().unwrap_or_default();
+    if model == "llama" {
+        return sentencepiece(h);
+    }
     if model != "gpt2" {
         return Err(unsupported(format!(
-            "its tokenizer is {model:?}; byte-level BPE (\"gpt2\") is implemented"
+            "its tokenizer is {model:?}; byte-level BPE (\"gpt2\") and SentencePiece (\"llama\") \
+             are implemented"
         )));
     }
     let pre = h
@@ -373,6 +437,25 @@ pub fn tokenizer(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
     tok.with_pre_tokenizer(Some(pre_tokenizer));
     tok.with_post_processor(Some(ByteLevel::new(false, false, true)));
     tok.with_decoder(Some(ByteLevel::default()));
+    add_special(&mut tok, h, &tokens)?;
+    if flag(h, "tokenizer.ggml.add_bos_token") {
+        return Err(unsupported(
+            "it asks for a BOS token before every byte-level BPE prompt, which this tokenizer \
+             does not add yet"
+                .into(),
+        ));
+    }
+    Ok(tok)
+}
+
+fn flag(h: &GgufHeader, key: &str) -> bool {
+    h.get(key) == Some(&Value::Bool(true))
+}
+
+/// The file's control tokens as special tokens and its user-defined ones as added tokens,
+/// each matched whole in a prompt, as llama.cpp does.
+fn add_special(tok: &mut tokenizers::Tokenizer, h: &GgufHeader, tokens: &[&str]) -> Result<()> {
+    use tokenizers::AddedToken;
     let types: Vec<u64> = match h.get("tokenizer.ggml.token_type") {
         Some(Value::Array(_, t)) => t.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
         _ => Vec::new(),
@@ -380,7 +463,7 @@ pub fn tokenizer(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
     let of_type = |ty: u64, special: bool| -> Vec<AddedToken> {
         types
             .iter()
-            .zip(&tokens)
+            .zip(tokens)
             .filter(|(t, _)| **t == ty)
             .map(|(_, s)| AddedToken::from(s.to_string(), special).normalized(false))
             .collect()
@@ -389,11 +472,100 @@ pub fn tokenizer(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
         .map_err(|e| unsupported(format!("its special tokens: {e}")))?;
     tok.add_tokens(of_type(TOKEN_USER_DEFINED, false))
         .map_err(|e| unsupported(format!("its user-defined tokens: {e}")))?;
-    if let Some(true) = h.get("tokenizer.ggml.add_bos_token").map(|v| *v == Value::Bool(true)) {
-        return Err(unsupported(
-            "it asks for a BOS token before every prompt, which this tokenizer does not add yet"
-                .into(),
-        ));
+    Ok(())
+}
+
+/// llama.cpp's SentencePiece tokenizer (`tokenizer.ggml.model` "llama": pieces with scores,
+/// spaces as `▁`, bytes as `<0xXX>` pieces) as a BPE model of the `tokenizers` library: a
+/// merge for every piece that splits into two pieces, ranked by the merged piece's score,
+/// so the pair merged first is the one llama.cpp merges first (the highest score); characters
+/// without a piece fall back to their bytes. A BOS is added when the file asks for one.
+fn sentencepiece(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::decoders::byte_fallback::ByteFallback;
+    use tokenizers::decoders::fuse::Fuse;
+    use tokenizers::decoders::sequence::Sequence as Decoders;
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::normalizers::{Prepend, Replace};
+    use tokenizers::processors::template::TemplateProcessing;
+    use tokenizers::{DecoderWrapper, NormalizerWrapper};
+
+    let tokens = strings(h, "tokenizer.ggml.tokens")?;
+    let scores: Vec<f64> = match h.get("tokenizer.ggml.scores") {
+        Some(Value::Array(_, s)) => s.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect(),
+        _ => {
+            return Err(unsupported(
+                "its SentencePiece vocabulary has no scores".into(),
+            ))
+        }
+    };
+    if scores.len() != tokens.len() {
+        return Err(unsupported("it has a score for some tokens only".into()));
+    }
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
+    let mut ranked: Vec<(f64, u32, String, String)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        for (at, _) in piece.char_indices().skip(1) {
+            let (a, b) = piece.split_at(at);
+            if vocab.contains_key(a) && vocab.contains_key(b) {
+                ranked.push((scores[id], id as u32, a.to_string(), b.to_string()));
+            }
+        }
+    }
+    // Highest score first; among equal scores, the lower id (llama.cpp's order of the vocab).
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    let merges = ranked.into_iter().map(|(_, _, a, b)| (a, b)).collect();
+    let unk = h
+        .get("tokenizer.ggml.unknown_token_id")
+        .and_then(Value::as_u64)
+        .and_then(|i| tokens.get(i as usize));
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true)
+        .ignore_merges(false);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk.to_string());
+    }
+    let bpe = builder
+        .build()
+        .map_err(|e| unsupported(format!("its vocabulary does not make a model: {e}")))?;
+    let mut tok = tokenizers::Tokenizer::new(bpe);
+    let space =
+        Replace::new(" ", "▁").map_err(|e| unsupported(format!("the space normalizer: {e}")))?;
+    let normalizer: NormalizerWrapper = if flag(h, "tokenizer.ggml.add_space_prefix") {
+        tokenizers::normalizers::Sequence::new(vec![Prepend::new("▁".into()).into(), space.into()])
+            .into()
+    } else {
+        space.into()
+    };
+    tok.with_normalizer(Some(normalizer))
+        .map_err(|e| unsupported(format!("the normalizer: {e}")))?;
+    let back = Replace::new("▁", " ").map_err(|e| unsupported(format!("the decoder: {e}")))?;
+    tok.with_decoder(Some(Decoders::new(vec![
+        DecoderWrapper::Replace(back),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ])));
+    add_special(&mut tok, h, &tokens)?;
+    if flag(h, "tokenizer.ggml.add_bos_token") {
+        let bos = h
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(Value::as_u64)
+            .and_then(|i| Some((*tokens.get(i as usize)?, i as u32)))
+            .ok_or_else(|| unsupported("it asks for a BOS token and names none".into()))?;
+        let template = TemplateProcessing::builder()
+            .try_single(format!("{} $0", bos.0))
+            .and_then(|b| {
+                b.special_tokens(vec![(bos.0.to_string(), bos.1)])
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| unsupported(format!("the BOS template: {e}")))?;
+        tok.with_post_processor(Some(template));
     }
     Ok(tok)
 }

@@ -142,6 +142,19 @@ impl RunnableModel {
         )
     }
 
+    /// The Llama-architecture model for the studies written for it alone (tracing, fact
+    /// edits, ablation): a Gemma 3 model runs, but `what` says it is not done for it yet.
+    pub(crate) fn llama_only(&self, what: &str) -> Result<Llama> {
+        let model = self.llama()?;
+        if model.config.gemma.is_some() {
+            return Err(InferError::Unsupported(format!(
+                "{what} is implemented for Llama-architecture models; this Gemma 3 model runs, \
+                 probes and shows activations, but {what} does not follow its layers yet"
+            )));
+        }
+        Ok(model)
+    }
+
     pub(crate) fn llama(&self) -> Result<Llama> {
         match &self.family {
             Family::Llama(c) => Ok(Llama { config: c.clone() }),

@@ -167,7 +167,7 @@ impl Llama {
                 "token {bad} is beyond the vocabulary"
             )));
         }
-        Ok(match w.stored(EMBED, c.vocab_size, hidden) {
+        let rows = match w.stored(EMBED, c.vocab_size, hidden) {
             Some(e) => {
                 let rows: Vec<f32> = ids
                     .iter()
@@ -179,6 +179,11 @@ impl Llama {
                 let embed = w.get_shaped(EMBED, &[c.vocab_size, hidden])?;
                 embed.index_select(&Tensor::from_vec(ids.to_vec(), t, &dev)?, 0)?
             }
+        };
+        Ok(match &c.gemma {
+            // Gemma scales the embeddings by √hidden (in f32, as llama.cpp does).
+            Some(_) => rows.affine(f64::from((hidden as f32).sqrt()), 0.0)?,
+            None => rows,
         })
     }
 
@@ -210,8 +215,43 @@ impl Llama {
         let eps = c.rms_norm_eps as f32;
         let seqs = kv.len().max(1);
         let t = x.dims2()?.0 / seqs;
+        let gemma = c.gemma.as_ref();
+        // Gemma's sliding-window layers: their own rotary base, and a window on long inputs.
+        let local = gemma.filter(|g| g.is_local(layer));
+        let local_rope;
+        let (cos, sin) = match local {
+            Some(g) => {
+                local_rope = self.rope_tables_with(past, t, g.local_rope_theta)?;
+                (&local_rope.0, &local_rope.1)
+            }
+            None => (cos, sin),
+        };
+        let window_mask = match local {
+            Some(g) if past + t > g.sliding_window => Some(window_mask(t, past, g.sliding_window)?),
+            _ => None,
+        };
+        let mask = window_mask.as_ref().or(mask);
         let norm = w.get(&name(layer, "input_layernorm"))?;
         let h = candle_nn::ops::rms_norm(x, &norm, eps)?;
+        // Qwen3 and Gemma 3 normalise each head's query and key before rotating them.
+        let head_norm = |part: &str| -> Result<Option<Tensor>> {
+            let n = name(layer, part);
+            Ok(if w.has(&n) {
+                Some(w.get_shaped(&n, &[hd])?)
+            } else {
+                None
+            })
+        };
+        let (q_norm, k_norm) = (
+            head_norm("self_attn.q_norm")?,
+            head_norm("self_attn.k_norm")?,
+        );
+        let normed = |m: Tensor, n: &Option<Tensor>| -> candle_core::Result<Tensor> {
+            match n {
+                Some(n) => candle_nn::ops::rms_norm(&m, n, eps),
+                None => Ok(m),
+            }
+        };
         let q_all = linear(w, &h, layer, "self_attn.q_proj", heads * hd)?;
         let k_all = linear(w, &h, layer, "self_attn.k_proj", kv_heads * hd)?;
         let v_all = linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?;
@@ -225,10 +265,10 @@ impl Llama {
         let mut atts = Vec::with_capacity(seqs);
         for (seq, (pk, pv)) in kv.iter_mut().enumerate() {
             let rows = |m: &Tensor| m.narrow(0, seq * t, t);
-            let q =
-                candle_nn::rotary_emb::rope(&split(rows(&q_all)?, heads)?, cos, sin)?.squeeze(0)?;
-            let k = candle_nn::rotary_emb::rope(&split(rows(&k_all)?, kv_heads)?, cos, sin)?
-                .squeeze(0)?;
+            let q = normed(split(rows(&q_all)?, heads)?, &q_norm)?;
+            let q = candle_nn::rotary_emb::rope(&q, cos, sin)?.squeeze(0)?;
+            let k = normed(split(rows(&k_all)?, kv_heads)?, &k_norm)?;
+            let k = candle_nn::rotary_emb::rope(&k, cos, sin)?.squeeze(0)?;
             let v = split(rows(&v_all)?, kv_heads)?.squeeze(0)?;
             // [kv_heads, t, hd] -> appended to the cache as [t, kv_heads, hd]; the past joined.
             let (k, v) = if past > 0 {
@@ -263,7 +303,7 @@ impl Llama {
                     .reshape((heads, s, hd))
             };
             let (k, v) = (expand(&k)?, expand(&v)?);
-            let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?; // [heads, t, s]
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * c.attention_scale())?; // [heads, t, s]
             let scores = match mask {
                 Some(m) => scores.broadcast_add(m)?,
                 None => scores,
@@ -282,14 +322,32 @@ impl Llama {
             Tensor::cat(&atts, 0)?
         };
         let att_out = linear(w, &att, layer, "self_attn.o_proj", hidden)?;
+        // Gemma normalises each block's output too before adding it to the residual stream.
+        let post_norm = |m: Tensor, part: &str| -> Result<Tensor> {
+            if gemma.is_none() {
+                return Ok(m);
+            }
+            let norm = w.get(&name(layer, part))?;
+            Ok(candle_nn::ops::rms_norm(&m, &norm, eps)?)
+        };
+        let att_out = post_norm(att_out, "post_attention_layernorm")?;
         let att_out = replaced(att_out, Part::Attention, replace, t)?;
         let x = (x + &att_out)?;
-        let norm = w.get(&name(layer, "post_attention_layernorm"))?;
+        let pre_mlp = match gemma {
+            Some(_) => "pre_feedforward_layernorm",
+            None => "post_attention_layernorm",
+        };
+        let norm = w.get(&name(layer, pre_mlp))?;
         let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
         let gate = linear(w, &h, layer, "mlp.gate_proj", c.intermediate_size)?;
         let up = linear(w, &h, layer, "mlp.up_proj", c.intermediate_size)?;
-        let act = (gate.silu()? * up)?;
+        let act = match gemma {
+            // GeGLU with the tanh approximation of GELU.
+            Some(_) => (gate.gelu()? * up)?,
+            None => (gate.silu()? * up)?,
+        };
         let down = linear(w, &act, layer, "mlp.down_proj", hidden)?;
+        let down = post_norm(down, "post_feedforward_layernorm")?;
         let down = replaced(down, Part::Mlp, replace, t)?;
         let x = (x + &down)?;
         Ok(Block {
@@ -314,11 +372,21 @@ impl Llama {
         past: usize,
         t: usize,
     ) -> candle_core::Result<(Tensor, Tensor)> {
+        self.rope_tables_with(past, t, self.config.rope_theta)
+    }
+
+    /// [`Llama::rope_tables`] with rotary base `theta`.
+    fn rope_tables_with(
+        &self,
+        past: usize,
+        t: usize,
+        theta: f64,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let hd = self.config.head_width();
         let mut cos = Vec::with_capacity(t * hd / 2);
         let mut sin = Vec::with_capacity(t * hd / 2);
         for p in past..past + t {
-            let (c, s) = super::decode::rope_angles(p, hd, self.config.rope_theta);
+            let (c, s) = super::decode::rope_angles(p, hd, theta);
             cos.extend(c);
             sin.extend(s);
         }
@@ -366,4 +434,22 @@ pub(crate) fn causal_mask(t: usize, past: usize) -> candle_core::Result<Option<T
     Ok(Some(
         Tensor::from_vec(values, (t, s), &Device::Cpu)?.to_dtype(DType::F32)?,
     ))
+}
+
+/// The causal mask of a sliding-window layer: position `past + i` sees keys `j` with
+/// `past + i - window < j <= past + i` (the last `window` positions, itself included).
+fn window_mask(t: usize, past: usize, window: usize) -> candle_core::Result<Tensor> {
+    let s = past + t;
+    let values: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..s).map(move |j| {
+                if j > past + i || past + i - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(values, (t, s), &Device::Cpu)
 }

@@ -6,8 +6,8 @@
 //! edited tensors reload, at the cost of their edited rows.
 
 use super::kernel::{PatchedRows, Stored};
-use crate::gguf::RunSource;
 use crate::error::{InferError, Result};
+use crate::gguf::RunSource;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;

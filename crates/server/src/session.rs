@@ -81,7 +81,11 @@ impl SessionArgs {
         let (mut workbench, mut warnings) = Workbench::open(model, config)?;
         // A tokenizer named on the command line must load; one found beside the model may not.
         let gguf = workbench.model().gguf();
-        match tensor_surgeon_infer::tokens::Vocab::for_model(&model_path, self.tokenizer.as_deref(), gguf) {
+        match tensor_surgeon_infer::tokens::Vocab::for_model(
+            &model_path,
+            self.tokenizer.as_deref(),
+            gguf,
+        ) {
             Ok(v) => workbench.set_vocab(v),
             Err(e) if self.tokenizer.is_none() => warnings.push(format!("tokenizer ignored: {e}")),
             Err(e) => return Err(e.into()),

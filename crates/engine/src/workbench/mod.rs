@@ -194,10 +194,11 @@ impl Workbench {
             .model
             .tensors()
             .map(|(shard, t)| {
-                *params.entry(dtype::name(t.dtype).to_string()).or_default() += t.elements();
+                let type_name = self.model.type_name(shard, t);
+                *params.entry(type_name.to_string()).or_default() += t.elements();
                 TensorRow {
                     name: t.name.clone(),
-                    dtype: dtype::name(t.dtype).into(),
+                    dtype: type_name.into(),
                     shape: t.shape.clone(),
                     bytes: t.byte_len(),
                     file: shard.file_name.clone(),

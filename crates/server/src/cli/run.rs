@@ -83,10 +83,16 @@ pub(super) struct Opened {
 pub(super) fn open(m: &ModelArgs) -> Result<Opened> {
     let model = Model::open(&m.model)?;
     let overlay = overlay_of(&model, &m.patch)?;
-    let vocab = Vocab::for_model(&model.path, m.tokenizer.as_deref(), model.gguf())?.map(Arc::new);
     let runner = match model.gguf() {
-        Some(h) => RunnableModel::open_gguf(&model.path, h, vocab)?,
-        None => RunnableModel::open(&model.path, vocab)?,
+        // A GGUF carries its tokenizer: another is read only when named.
+        Some(h) => {
+            let named = m.tokenizer.as_deref().map(Vocab::load).transpose()?;
+            RunnableModel::open_gguf(&model.path, h, named.map(Arc::new))?
+        }
+        None => {
+            let vocab = Vocab::find(&model.path, m.tokenizer.as_deref())?.map(Arc::new);
+            RunnableModel::open(&model.path, vocab)?
+        }
     };
     let edited = runner.cache.edited_from_overlay(&model, &overlay)?;
     Ok(Opened {

@@ -35,8 +35,13 @@ fn compute_all(
 ) -> Result<Vec<TensorStats>> {
     let mut total = 0;
     for n in names {
-        let (_, info) = model.get(n)?;
-        total += info.byte_len() * statistics::passes(info.dtype);
+        let (shard, info) = model.get(n)?;
+        // A quantized tensor is read as its decoded values.
+        let bytes = match shard.quantized(info) {
+            Some(_) => info.elements() * 4,
+            None => info.byte_len(),
+        };
+        total += bytes * statistics::passes(info.dtype);
     }
     let bar = progress_bar(total, "reading");
     let mut out = Vec::with_capacity(names.len());

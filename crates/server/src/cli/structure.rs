@@ -307,12 +307,13 @@ pub struct TokensArgs {
 
 pub fn tokens(a: &TokensArgs) -> Result<()> {
     let model = Model::open(&a.model)?;
-    let vocab = Vocab::for_model(&model.path, a.tokenizer.as_deref(), model.gguf())?.ok_or_else(|| {
-        Error::Usage(format!(
-            "no tokenizer.json beside {}; pass --tokenizer PATH",
-            a.model.display()
-        ))
-    })?;
+    let vocab =
+        Vocab::for_model(&model.path, a.tokenizer.as_deref(), model.gguf())?.ok_or_else(|| {
+            Error::Usage(format!(
+                "no tokenizer.json beside {}; pass --tokenizer PATH",
+                a.model.display()
+            ))
+        })?;
     if let Some(text) = &a.find {
         let hits = vocab.search(text, a.k.max(1));
         if a.json {

@@ -128,7 +128,7 @@ impl Tools {
             .map(|(d, _)| d)
             .collect();
         json_text(&json!({
-            "name": info.name, "dtype": dtype::name(info.dtype), "shape": info.shape,
+            "name": info.name, "dtype": self.wb.model().type_name(shard, info), "shape": info.shape,
             "elements": info.elements(), "bytes": info.byte_len(), "file": shard.file_name,
             "data_offsets": [info.data_offsets.0, info.data_offsets.1], "token_dims": token_dims,
         }))
@@ -148,7 +148,7 @@ impl Tools {
     async fn read_values(&self, Parameters(p): Parameters<ReadValues>) -> ToolResult {
         let wb = self.wb.clone();
         blocking(move || {
-            let (_, info) = wb.model().get(&p.tensor)?;
+            let (shard, info) = wb.model().get(&p.tensor)?;
             let sel = tensor_surgeon_store::model::select(&p.tensor, &p.spec, &info.shape)?;
             let cap = p.max_elements.unwrap_or(256).clamp(1, READ_CAP);
             if sel.elements() > cap {
@@ -163,8 +163,12 @@ impl Tools {
                 .chunks(width)
                 .map(|b| dtype::to_json(dtype::decode(info.dtype, b)))
                 .collect();
-            let hex: Vec<String> = bytes.chunks(width).map(hex::encode).collect();
-            Ok(json!({"tensor": p.tensor, "dtype": dtype::name(info.dtype), "shape": sel.out_shape(), "values": values, "hex": hex}))
+            let mut out = json!({"tensor": p.tensor, "dtype": wb.model().type_name(shard, info), "shape": sel.out_shape(), "values": values});
+            // A quantized tensor's values are decoded from blocks: no element has bytes of its own.
+            if shard.quantized(info).is_none() {
+                out["hex"] = bytes.chunks(width).map(hex::encode).collect();
+            }
+            Ok(out)
         })
         .await
     }

@@ -5,10 +5,12 @@
 
 use super::shard::{Backing, Bytes, Region, Shard};
 use crate::error::{Result, StoreError};
+use crate::remote::RemoteFile;
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use tensor_surgeon_core::gguf::{self, quant, GgmlType, GgufHeader};
 use tensor_surgeon_core::header::TensorInfo;
@@ -20,6 +22,18 @@ pub struct GgufPart {
     decoded: HashMap<String, OnceLock<Vec<u8>>>,
 }
 
+impl GgufPart {
+    fn new(header: GgufHeader) -> GgufPart {
+        let decoded = header
+            .tensors
+            .iter()
+            .filter(|t| t.ggml_type.is_quantized())
+            .map(|t| (t.name.clone(), OnceLock::new()))
+            .collect();
+        GgufPart { header, decoded }
+    }
+}
+
 impl Shard {
     /// Parses a mapped GGUF file.
     pub(super) fn open_gguf(path: &Path, map: Mmap, size: u64) -> Result<Shard> {
@@ -27,12 +41,6 @@ impl Shard {
             path: path.to_path_buf(),
             source,
         })?;
-        let decoded = header
-            .tensors
-            .iter()
-            .filter(|t| t.ggml_type.is_quantized())
-            .map(|t| (t.name.clone(), OnceLock::new()))
-            .collect();
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -43,7 +51,36 @@ impl Shard {
             header: header.tensor_view(),
             size,
             backing: Backing::Mapped(map),
-            gguf: Some(Box::new(GgufPart { header, decoded })),
+            gguf: Some(Box::new(GgufPart::new(header))),
+        })
+    }
+
+    /// A remote GGUF file whose header bytes were read (through the start of its data).
+    pub(super) fn remote_gguf(file: RemoteFile, header_bytes: Vec<u8>) -> Result<Shard> {
+        let size = file.version.size;
+        let header = gguf::parse(&header_bytes, size).map_err(|source| StoreError::Gguf {
+            path: file.url.clone().into(),
+            source,
+        })?;
+        let file_name = file.url.rsplit('/').next().unwrap_or_default().to_string();
+        // Plain tensors are held as read; quantized ones as decoded (in the GGUF part).
+        let resident = header
+            .tensors
+            .iter()
+            .filter(|t| !t.ggml_type.is_quantized())
+            .map(|t| (t.name.clone(), OnceLock::new()))
+            .collect();
+        Ok(Shard {
+            path: file.url.clone().into(),
+            file_name,
+            header: header.tensor_view(),
+            size,
+            backing: Backing::Remote {
+                file: Arc::new(file),
+                header: header_bytes,
+                resident,
+            },
+            gguf: Some(Box::new(GgufPart::new(header))),
         })
     }
 

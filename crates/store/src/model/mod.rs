@@ -218,7 +218,7 @@ impl Model {
         let url = url.trim_end_matches('/').to_string();
         let (index_url, file_url) = if url.ends_with(".json") {
             (Some(url.clone()), None)
-        } else if url.ends_with(".safetensors") {
+        } else if url.ends_with(".safetensors") || url.ends_with(".gguf") {
             (None, Some(url.clone()))
         } else {
             let index = format!("{url}/{INDEX_FILE}");

@@ -127,6 +127,9 @@ impl Shard {
     /// A remote file whose version and header bytes were just read.
     pub(super) fn remote(file: RemoteFile, header_bytes: Vec<u8>) -> Result<Shard> {
         let size = file.version.size;
+        if tensor_surgeon_core::gguf::is_gguf(&header_bytes) {
+            return Shard::remote_gguf(file, header_bytes);
+        }
         let header = header::parse(&header_bytes, size).map_err(|source| StoreError::Header {
             path: PathBuf::from(&file.url),
             source,

@@ -168,6 +168,17 @@ impl RemoteFile {
         .await?;
         let version = Version::of(&first.0);
         let prefix = first.1;
+        if tensor_surgeon_core::gguf::is_gguf(&prefix) {
+            let file = RemoteFile {
+                key: cache_key(&url, &version),
+                url,
+                store,
+                path,
+                version,
+            };
+            let header = file.gguf_header().await?;
+            return Ok((file, header));
+        }
         let n = tensor_surgeon_core::header::json_len(&prefix, version.size).map_err(|e| {
             StoreError::Remote {
                 url: url.clone(),
@@ -187,6 +198,30 @@ impl RemoteFile {
             header.extend_from_slice(&json);
         }
         Ok((file, header))
+    }
+
+    /// A GGUF file's header, through the end of its padding (where the data starts): read in
+    /// growing prefixes, since its length is known only once it is parsed.
+    async fn gguf_header(&self) -> Result<Vec<u8>> {
+        let size = self.version.size;
+        let mut want = GGUF_FIRST_READ.min(size);
+        loop {
+            let prefix = self.get_pinned(0..want).await?;
+            match tensor_surgeon_core::gguf::parse(&prefix, size) {
+                Ok(h) => return Ok(prefix[..h.data_start.min(want) as usize].to_vec()),
+                Err(tensor_surgeon_core::gguf::GgufError::Truncated { needed, .. })
+                    if want < size =>
+                {
+                    want = needed.max(want * 2).min(size);
+                }
+                Err(source) => {
+                    return Err(StoreError::Gguf {
+                        path: self.url.clone().into(),
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     /// A whole small file (an index, a config, a tokenizer); `None` when the server has none.
@@ -382,6 +417,9 @@ fn cache_key(url: &str, v: &Version) -> String {
 }
 
 /// Opens many remote `.safetensors` files at once (a sharded model's shards).
+/// The first read of a GGUF file's header (tokenizer arrays make headers of a few MiB).
+const GGUF_FIRST_READ: u64 = 4 << 20;
+
 pub fn open_all(urls: Vec<String>) -> Result<Vec<(RemoteFile, Vec<u8>)>> {
     run(async move {
         stream::iter(urls)
