@@ -12,4 +12,5 @@ export PATH="$PWD/tools/node_modules/.bin:$PATH" # wasm-opt, installed by ./dev.
 .venv/bin/python benches/structure_bench.py
 .venv/bin/python benches/remote_bench.py
 .venv/bin/python benches/trace_bench.py
+.venv/bin/python benches/gguf_bench.py
 exec .venv/bin/python benches/layout_bench.py

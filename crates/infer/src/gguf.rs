@@ -218,7 +218,9 @@ impl NameMap {
                 continue; // a missing tensor is reported by the pass that needs it
             };
             let rows = t.shape.first().copied().unwrap_or(0) as usize;
-            if let Some(n) = heads.filter(|&n| t.shape.len() != 2 || rows % (2 * n) != 0) {
+            if let Some(n) =
+                heads.filter(|&n| n == 0 || t.shape.len() != 2 || !rows.is_multiple_of(2 * n))
+            {
                 return Err(unsupported(format!(
                     "{source} has shape {:?}, which is not {n} heads of whole rotary pairs",
                     t.shape
@@ -339,19 +341,6 @@ impl TensorSource for RunSource<'_> {
             None => base,
             Some(heads) => Cow::Owned(restore_rows(&base, m.info.shape[0] as usize, heads)),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::restore_rows;
-
-    #[test]
-    fn rows_go_back_to_rotate_half_order_per_head() {
-        // Two heads of four rows, one byte each: the file holds 0,2,1,3 of each head (its
-        // rotary pairs side by side); the forward pass wants 0,1,2,3.
-        let file = [0u8, 2, 1, 3, 4, 6, 5, 7];
-        assert_eq!(restore_rows(&file, 8, 2), vec![0, 1, 2, 3, 4, 5, 6, 7]);
     }
 }
 
@@ -568,4 +557,17 @@ fn sentencepiece(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
         tok.with_post_processor(Some(template));
     }
     Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restore_rows;
+
+    #[test]
+    fn rows_go_back_to_rotate_half_order_per_head() {
+        // Two heads of four rows, one byte each: the file holds 0,2,1,3 of each head (its
+        // rotary pairs side by side); the forward pass wants 0,1,2,3.
+        let file = [0u8, 2, 1, 3, 4, 6, 5, 7];
+        assert_eq!(restore_rows(&file, 8, 2), vec![0, 1, 2, 3, 4, 5, 6, 7]);
+    }
 }

@@ -29,7 +29,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), 
         return Err(QuantError::Unsupported { ty, why });
     }
     let block = ty.block_bytes();
-    if bytes.len() % block != 0 {
+    if !bytes.len().is_multiple_of(block) {
         return Err(QuantError::Partial {
             ty,
             len: bytes.len(),
