@@ -318,3 +318,40 @@ def test_an_edit_of_a_plain_tensor_bakes_into_a_gguf_llama_cpp_loads(tmp_path):
     assert edited["top"][0]["prob"] < base["top"][0]["prob"] - 0.05
     assert ours["edited"]["top"][0]["id"] == edited["top"][0]["id"]
     assert abs(ours["edited"]["top"][0]["prob"] - edited["top"][0]["prob"]) <= 0.1
+
+
+def test_the_web_app_serves_a_gguf(tmp_path):
+    """The server on a GGUF: ggml types in the tensor list and parameter counts, the
+    architecture from the metadata, a view of a quantized tensor equal to gguf-py's decoding,
+    a cell, a value edit refused by name, an edit of a plain tensor taken, and a run."""
+    from server import Server
+    from load import view_request
+    import models
+
+    path = models.smollm2_gguf()
+    s = Server(path, "--patches", str(tmp_path / "patches"), "--out-dir", str(tmp_path / "out")).start()
+    try:
+        m = s.call("GET", "/api/model")
+        assert {"Q4_1", "Q8_0", "F32"} <= {k for k, _ in m["params"]}
+        name = "blk.0.ffn_down.weight"
+        assert next(t for t in m["tensors"] if t["name"] == name)["dtype"] == "Q4_1"
+        arch = dict(m["architecture"])
+        assert arch["model_type"] == "llama" and arch["num_hidden_layers"] == "30"
+        assert m["vocab_size"] == 49152 and m["vocab_tensor"] == "token_embd.weight"
+        view = s.call("POST", "/api/view_json", view_request(name, 0, 0, 8))
+        got = np.frombuffer(bytes(view["bytes"]), dtype="<f4").reshape(8, 8)
+        assert np.array_equal(got, decoded(tensor_named(path, name))[:8, :8])
+        cell = s.call("GET", f"/api/cell?tensor={name}&index=3,5")
+        assert np.float32(cell["value"]) == decoded(tensor_named(path, name))[3, 5]  # the shortest f32 text
+        status, body = s.call("POST", "/api/edit", {"request": {"tensor": name, "spec": "0,0", "op": {"op": "set", "value": "1"}}}, ok=False)
+        assert status == 400 and "Q4_1" in body and "not supported" in body, body
+        s.edit("output_norm.weight", "0", {"op": "set", "value": "2"})
+        out = s.call("POST", "/api/run", {"request": {"prompt": "The capital of France is", "top_k": 3, "target": None, "generate": 0}})
+        assert out["base"]["top"][0]["token"] == " Paris"
+        assert out["edited"] is not None
+    finally:
+        s.stop()
+
+
+def tensor_named(path, name):
+    return next(t for t in gguf.GGUFReader(path).tensors if t.name == name)

@@ -44,6 +44,37 @@ fn float_or(h: &GgufHeader, key: &str, default: f64) -> f64 {
     }
 }
 
+/// What a GGUF's metadata says the model is, for its overview, under the names `config.json`
+/// uses (`architectures`, `model_type`, `num_hidden_layers`, …).
+pub fn describe(h: &GgufHeader) -> Vec<(String, String)> {
+    let arch = h.architecture().unwrap_or_default();
+    let name = h
+        .get("general.name")
+        .and_then(Value::as_str)
+        .unwrap_or(arch);
+    let mut out = vec![
+        ("architectures".to_string(), name.to_string()),
+        ("model_type".to_string(), arch.to_string()),
+    ];
+    let keys = [
+        ("num_hidden_layers", "block_count"),
+        ("hidden_size", "embedding_length"),
+        ("intermediate_size", "feed_forward_length"),
+        ("num_attention_heads", "attention.head_count"),
+        ("num_key_value_heads", "attention.head_count_kv"),
+        ("max_position_embeddings", "context_length"),
+    ];
+    for (label, key) in keys {
+        if let Some(v) = h.get(&format!("{arch}.{key}")) {
+            out.push((label.to_string(), v.to_string()));
+        }
+    }
+    if let Some(Value::Array(_, tokens)) = h.get("tokenizer.ggml.tokens") {
+        out.push(("vocab_size".to_string(), tokens.len().to_string()));
+    }
+    out
+}
+
 /// The family of a GGUF model and the map from the forward pass's names to its tensors.
 pub fn family(h: &GgufHeader) -> Result<(Family, NameMap)> {
     let arch = h

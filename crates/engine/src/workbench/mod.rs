@@ -231,7 +231,10 @@ impl Workbench {
             vocab_size: self.vocab.as_ref().map(|v| v.size()),
             tokenizer: self.vocab.as_ref().map(|v| v.path.display().to_string()),
             vocab_tensor: self.vocab_tensor(),
-            architecture: tensor_surgeon_infer::config::describe(&self.model.path),
+            architecture: match self.model.gguf() {
+                Some(h) => tensor_surgeon_infer::gguf::describe(h),
+                None => tensor_surgeon_infer::config::describe(&self.model.path),
+            },
         }
     }
 
