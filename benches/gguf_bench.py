@@ -4,7 +4,7 @@ quantized tensor and the statistics of a whole one; and against llama.cpp (node-
 prebuilt CPU build, tests/llama_cpp) for greedy generation speed, 2 threads each.
 Whole-process times (what a person at a terminal waits for), medians of several runs.
 Prints a Markdown table of ratios (ours / reference: below 1 is faster).
-Usage: .venv/bin/python benches/gguf_bench.py [--bin target/release/tensor-surgeon]
+Usage: .venv/bin/python benches/gguf_bench.py [--bin target/release/tensor-surgeon] [--no-generation]
 """
 
 import json
@@ -28,6 +28,7 @@ PROMPT = "The history of the city begins in the Roman era, when"
 
 
 def timed(cmd, env=None, runs=RUNS):
+    cmd = [str(c) for c in cmd]
     times = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -64,9 +65,14 @@ def llama_cpp_generation(path):
     return 1 / statistics.median(rates)
 
 
+def row(*cells):
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
 def main():
     files = {"SmolLM2-135M Q4_1": models.smollm2_gguf(), "Gemma 3 270M Q4_K_M": models.gemma3_gguf()}
-    rows = []
+    print("| model | operation | ours | reference | ours / reference |")
+    print("|---|---|---|---|---|", flush=True)
     for label, path in files.items():
         big = "token_embd.weight"
         t = tensor(path, big)
@@ -85,13 +91,11 @@ def main():
         ]
         for what, ours, ref in cases:
             a, b = timed(ours), timed(ref)
-            rows.append((label, what, f"{a:.3f} s", f"{b:.3f} s (gguf-py)", f"{a / b:.2f}x"))
+            row(label, what, f"{a:.3f} s", f"{b:.3f} s (gguf-py)", f"{a / b:.2f}x")
+        if "--no-generation" in sys.argv:
+            continue
         a, b = ours_generation(path), llama_cpp_generation(path)
-        rows.append((label, f"greedy generation, {GENERATE} tokens, 2 threads", f"{1 / a:.1f} tok/s", f"{1 / b:.1f} tok/s (llama.cpp)", f"{a / b:.2f}x"))
-    print("| model | operation | ours | reference | ours / reference |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+        row(label, f"greedy generation, {GENERATE} tokens, 2 threads", f"{1 / a:.1f} tok/s", f"{1 / b:.1f} tok/s (llama.cpp)", f"{a / b:.2f}x")
 
 
 if __name__ == "__main__":

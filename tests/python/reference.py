@@ -77,7 +77,10 @@ def rotate_half(x: np.ndarray) -> np.ndarray:
 
 class Llama:
     """LlamaForCausalLM: embeddings, N x (RMSNorm, GQA self-attention with RoPE, RMSNorm,
-    SiLU-gated MLP) with residual connections, final RMSNorm and the unembedding."""
+    SiLU-gated MLP) with residual connections, final RMSNorm and the unembedding. Also its
+    relatives: Qwen3 (an RMSNorm of each head's query and key before RoPE), Phi-3 (q, k, v in
+    one `qkv_proj`, gate and up in one `gate_up_proj`) and Mistral (each position attends to
+    the last `sliding_window` positions)."""
 
     def __init__(self, folder, weights=None):
         folder, path = resolve(folder, weights)
@@ -92,6 +95,8 @@ class Llama:
         self.theta = c.get("rope_theta", 10000.0)
         assert not c.get("rope_scaling"), "RoPE scaling is not implemented in the reference"
         assert c.get("hidden_act", "silu") == "silu"
+        window = c.get("sliding_window") if c.get("use_sliding_window", c.get("model_type") == "mistral") else None
+        self.window = window
 
         w = load_tensors(path)
         self.embed = w["model.embed_tokens.weight"]
@@ -101,16 +106,26 @@ class Llama:
         self.layers = []
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
+            if p + "self_attn.qkv_proj.weight" in w:  # Phi-3: fused projections
+                qkv = w[p + "self_attn.qkv_proj.weight"]
+                nq, nkv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+                q, k, v = qkv[:nq], qkv[nq : nq + nkv], qkv[nq + nkv :]
+                gate, up = np.split(w[p + "mlp.gate_up_proj.weight"], 2, axis=0)
+            else:
+                q, k, v = (w[p + f"self_attn.{n}_proj.weight"] for n in "qkv")
+                gate, up = w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]
             self.layers.append(
                 {
                     "input_norm": w[p + "input_layernorm.weight"],
-                    "q": w[p + "self_attn.q_proj.weight"],
-                    "k": w[p + "self_attn.k_proj.weight"],
-                    "v": w[p + "self_attn.v_proj.weight"],
+                    "q": q,
+                    "k": k,
+                    "v": v,
+                    "q_norm": w.get(p + "self_attn.q_norm.weight"),
+                    "k_norm": w.get(p + "self_attn.k_norm.weight"),
                     "o": w[p + "self_attn.o_proj.weight"],
                     "post_norm": w[p + "post_attention_layernorm.weight"],
-                    "gate": w[p + "mlp.gate_proj.weight"],
-                    "up": w[p + "mlp.up_proj.weight"],
+                    "gate": gate,
+                    "up": up,
                     "down": w[p + "mlp.down_proj.weight"],
                 }
             )
@@ -139,6 +154,9 @@ class Llama:
         q = (x @ layer["q"].T).reshape(t, self.n_heads, self.head_dim).transpose(1, 0, 2)
         k = (x @ layer["k"].T).reshape(t, self.n_kv_heads, self.head_dim).transpose(1, 0, 2)
         v = (x @ layer["v"].T).reshape(t, self.n_kv_heads, self.head_dim).transpose(1, 0, 2)
+        if layer["q_norm"] is not None:  # Qwen3
+            q = rms_norm(q, layer["q_norm"], self.eps)
+            k = rms_norm(k, layer["k_norm"], self.eps)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # Grouped-query attention: query head h reads key/value head h // (n_heads / n_kv_heads).
@@ -147,6 +165,8 @@ class Llama:
         v = np.repeat(v, group, axis=0)
         scores = (q @ k.transpose(0, 2, 1)) / np.float32(math.sqrt(self.head_dim))
         causal = np.triu(np.ones((t, t), dtype=bool), k=1)
+        if self.window:  # Mistral: keys more than `window - 1` positions back are not seen
+            causal |= np.tril(np.ones((t, t), dtype=bool), k=-self.window)
         scores = np.where(causal, -np.inf, scores)
         probs = softmax(scores).astype(np.float32)
         out = (probs @ v).transpose(1, 0, 2).reshape(t, self.n_heads * self.head_dim)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// What the run panel says when a model cannot run.
 pub const SUPPORTED: &str = "supported: Llama-family causal language models (model_type llama, \
-     mistral, qwen2; Hugging Face tensor names) and BERT encoders (model_type bert)";
+     mistral, qwen2, qwen3, phi3; Hugging Face tensor names) and BERT encoders (model_type bert)";
 
 /// A Llama-family causal LM (Llama, SmolLM2, Mistral, Qwen2).
 #[derive(Clone, Debug, Deserialize)]
@@ -30,6 +30,12 @@ pub struct LlamaConfig {
     #[serde(default)]
     pub tie_word_embeddings: bool,
     pub eos_token_id: Option<serde_json::Value>,
+    /// Mistral: each position attends to the last this many positions (Qwen configs name a
+    /// window too, with `use_sliding_window: false`).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
     /// Gemma 3's differences from Llama (`None`: a Llama).
     #[serde(skip)]
     pub gemma: Option<Gemma3>,
@@ -59,6 +65,16 @@ impl Gemma3 {
 }
 
 impl LlamaConfig {
+    /// The window of positions `layer` attends over (`None`: every earlier position).
+    pub fn window_of(&self, layer: usize) -> Option<usize> {
+        match &self.gemma {
+            Some(g) => g.is_local(layer).then_some(g.sliding_window),
+            None => self
+                .sliding_window
+                .filter(|_| self.use_sliding_window != Some(false)),
+        }
+    }
+
     /// The factor attention scores are scaled by.
     pub fn attention_scale(&self) -> f64 {
         match &self.gemma {
@@ -153,8 +169,22 @@ impl Family {
             .to_string();
         let wrong =
             |e: serde_json::Error| format!("a {model_type} config this reader cannot use: {e}");
+        if let Some(scaling) = value.get("rope_scaling").filter(|v| !v.is_null()) {
+            return Err(format!(
+                "rope_scaling {scaling} is not implemented (plain rotary embeddings are); {SUPPORTED}"
+            ));
+        }
+        if let Some(f) = value
+            .get("partial_rotary_factor")
+            .and_then(|v| v.as_f64())
+            .filter(|&f| f != 1.0)
+        {
+            return Err(format!(
+                "partial rotary embeddings (partial_rotary_factor {f}) are not implemented; {SUPPORTED}"
+            ));
+        }
         match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" => serde_json::from_value(value)
+            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" => serde_json::from_value(value)
                 .map(Family::Llama)
                 .map_err(wrong),
             "bert" => serde_json::from_value(value)

@@ -41,8 +41,9 @@ impl Llama {
             c.head_width(),
             c.intermediate_size,
         );
-        // Gemma 3 layers differ (norms, GeGLU, windows): the general pass runs them.
-        if cache.is_empty() || cache.layers.len() != c.num_hidden_layers || c.gemma.is_some() {
+        // Other layers (Gemma's norms, Qwen3's head norms, Phi-3's fused projections,
+        // windows): the general pass runs them.
+        if cache.is_empty() || cache.layers.len() != c.num_hidden_layers || !self.plain(w) {
             return Ok(None);
         }
         let pos = cache.len;

@@ -144,6 +144,8 @@ fn llama_config(h: &GgufHeader, arch: &str) -> Result<LlamaConfig> {
             .get("tokenizer.ggml.eos_token_id")
             .and_then(Value::as_u64)
             .map(serde_json::Value::from),
+        sliding_window: None,
+        use_sliding_window: None,
         gemma: None,
     })
 }

@@ -144,12 +144,13 @@ impl RunnableModel {
 
     /// The Llama-architecture model for the studies written for it alone (tracing, fact
     /// edits, ablation): a Gemma 3 model runs, but `what` says it is not done for it yet.
-    pub(crate) fn llama_only(&self, what: &str) -> Result<Llama> {
+    pub(crate) fn llama_only(&self, w: &Weights, what: &str) -> Result<Llama> {
         let model = self.llama()?;
-        if model.config.gemma.is_some() {
+        if !model.plain(w) {
             return Err(InferError::Unsupported(format!(
-                "{what} is implemented for Llama-architecture models; this Gemma 3 model runs, \
-                 probes and shows activations, but {what} does not follow its layers yet"
+                "{what} is implemented for Llama layers; this model's layers differ (Gemma 3's \
+                 norms, Qwen3's head norms, Phi-3's fused projections or an attention window): \
+                 it runs, probes and shows activations, but {what} does not follow them yet"
             )));
         }
         Ok(model)

@@ -107,6 +107,16 @@ fn name(layer: usize, part: &str) -> String {
 }
 
 impl Llama {
+    /// Whether the layers are Llama's own: no Gemma norms, no per-head query/key norms
+    /// (Qwen3), no fused projections (Phi-3), no attention window. The fast decode step and
+    /// the studies written for Llama layers (tracing, fact edits, ablation) need this.
+    pub fn plain(&self, w: &Weights) -> bool {
+        self.config.gemma.is_none()
+            && self.config.window_of(0).is_none()
+            && !w.has(&name(0, "self_attn.q_norm"))
+            && !w.has(&name(0, "self_attn.qkv_proj"))
+    }
+
     /// The matrix that maps the final hidden state to logits.
     pub fn unembedding_name(&self, w: &Weights) -> &'static str {
         if !self.config.tie_word_embeddings && w.has("lm_head.weight") {
@@ -226,8 +236,8 @@ impl Llama {
             }
             None => (cos, sin),
         };
-        let window_mask = match local {
-            Some(g) if past + t > g.sliding_window => Some(window_mask(t, past, g.sliding_window)?),
+        let window_mask = match c.window_of(layer) {
+            Some(win) if past + t > win => Some(window_mask(t, past, win)?),
             _ => None,
         };
         let mask = window_mask.as_ref().or(mask);
@@ -252,9 +262,28 @@ impl Llama {
                 None => Ok(m),
             }
         };
-        let q_all = linear(w, &h, layer, "self_attn.q_proj", heads * hd)?;
-        let k_all = linear(w, &h, layer, "self_attn.k_proj", kv_heads * hd)?;
-        let v_all = linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?;
+        let (q_all, k_all, v_all) = if w.has(&name(layer, "self_attn.qkv_proj")) {
+            // Phi-3: the three projections in one matrix, q rows then k then v.
+            let qkv = linear(
+                w,
+                &h,
+                layer,
+                "self_attn.qkv_proj",
+                (heads + 2 * kv_heads) * hd,
+            )?;
+            (
+                qkv.narrow(1, 0, heads * hd)?.contiguous()?,
+                qkv.narrow(1, heads * hd, kv_heads * hd)?.contiguous()?,
+                qkv.narrow(1, (heads + kv_heads) * hd, kv_heads * hd)?
+                    .contiguous()?,
+            )
+        } else {
+            (
+                linear(w, &h, layer, "self_attn.q_proj", heads * hd)?,
+                linear(w, &h, layer, "self_attn.k_proj", kv_heads * hd)?,
+                linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?,
+            )
+        };
         // [t, heads, hd] -> [1, heads, t, hd]
         let split = |m: Tensor, n: usize| -> candle_core::Result<Tensor> {
             m.reshape((t, n, hd))?
@@ -339,8 +368,20 @@ impl Llama {
         };
         let norm = w.get(&name(layer, pre_mlp))?;
         let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
-        let gate = linear(w, &h, layer, "mlp.gate_proj", c.intermediate_size)?;
-        let up = linear(w, &h, layer, "mlp.up_proj", c.intermediate_size)?;
+        let inter = c.intermediate_size;
+        let (gate, up) = if w.has(&name(layer, "mlp.gate_up_proj")) {
+            // Phi-3: gate rows then up rows in one matrix.
+            let gu = linear(w, &h, layer, "mlp.gate_up_proj", 2 * inter)?;
+            (
+                gu.narrow(1, 0, inter)?.contiguous()?,
+                gu.narrow(1, inter, inter)?.contiguous()?,
+            )
+        } else {
+            (
+                linear(w, &h, layer, "mlp.gate_proj", inter)?,
+                linear(w, &h, layer, "mlp.up_proj", inter)?,
+            )
+        };
         let act = match gemma {
             // GeGLU with the tanh approximation of GELU.
             Some(_) => (gate.gelu()? * up)?,

@@ -55,9 +55,9 @@ fn folder_forms() {
         "a lone .safetensors in a folder"
     );
     write_model(&d.path().join("other.safetensors"), &["b"]);
-    assert!(open_err(d.path()).contains("2 .safetensors files but no model.safetensors.index.json"));
+    assert!(open_err(d.path()).contains("2 model files but no model.safetensors.index.json"));
     let empty = tempfile::tempdir().unwrap();
-    assert!(open_err(empty.path()).contains("no .safetensors file or index"));
+    assert!(open_err(empty.path()).contains("no .safetensors or .gguf file, nor an index"));
 }
 
 #[test]

@@ -25,21 +25,10 @@ pub fn can_decode(ty: GgmlType) -> bool {
 
 /// Decodes whole blocks of `ty` and appends their values to `out`.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), QuantError> {
-    if let Some(why) = ty.unsupported() {
-        return Err(QuantError::Unsupported { ty, why });
-    }
-    let block = ty.block_bytes();
-    if !bytes.len().is_multiple_of(block) {
-        return Err(QuantError::Partial {
-            ty,
-            len: bytes.len(),
-            block,
-        });
-    }
-    let n = ty.block_elements();
+    let decode = decoder_for(ty, bytes)?;
+    let (block, n) = (ty.block_bytes(), ty.block_elements());
     let start = out.len();
     out.resize(start + bytes.len() / block * n, 0.0);
-    let decode = block_decoder(ty);
     for (b, y) in bytes
         .chunks_exact(block)
         .zip(out[start..].chunks_exact_mut(n))
@@ -56,7 +45,39 @@ pub fn to_f32(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
     Ok(out)
 }
 
+/// Decodes whole blocks of `ty` into little-endian f32 bytes (the form a quantized tensor is
+/// read in as F32), a block at a time.
+pub fn to_f32_bytes(ty: GgmlType, bytes: &[u8]) -> Result<Vec<u8>, QuantError> {
+    let decode = decoder_for(ty, bytes)?;
+    let (block, n) = (ty.block_bytes(), ty.block_elements());
+    let mut values = vec![0f32; n];
+    let mut out = vec![0u8; bytes.len() / block * n * 4];
+    for (b, o) in bytes.chunks_exact(block).zip(out.chunks_exact_mut(n * 4)) {
+        decode(b, &mut values);
+        for (v, o) in values.iter().zip(o.chunks_exact_mut(4)) {
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
 type Decoder = fn(&[u8], &mut [f32]);
+
+/// The block decoder of `ty`, once `bytes` are known to be whole blocks of a readable type.
+fn decoder_for(ty: GgmlType, bytes: &[u8]) -> Result<Decoder, QuantError> {
+    if let Some(why) = ty.unsupported() {
+        return Err(QuantError::Unsupported { ty, why });
+    }
+    let block = ty.block_bytes();
+    if !bytes.len().is_multiple_of(block) {
+        return Err(QuantError::Partial {
+            ty,
+            len: bytes.len(),
+            block,
+        });
+    }
+    Ok(block_decoder(ty))
+}
 
 fn block_decoder(ty: GgmlType) -> Decoder {
     use GgmlType::*;
@@ -220,15 +241,21 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// The scale and min of the two sub-blocks of 32 in a 64-element chunk of a Q4_K or Q5_K
+/// super-block (`d · sc`, `dmin · m`, as ggml multiplies them).
+fn k_scales(d: f32, min: f32, scales: &[u8], chunk: usize) -> [(f32, f32); 2] {
+    [2 * chunk, 2 * chunk + 1].map(|j| {
+        let (sc, m) = scale_min_k4(j, scales);
+        (d * f32::from(sc), min * f32::from(m))
+    })
+}
+
 fn q4_k(b: &[u8], y: &mut [f32]) {
     let (d, min) = (f16(b, 0), f16(b, 2));
     let scales = &b[4..16];
     let qs = &b[16..144];
     for (chunk, q) in qs.chunks_exact(32).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * chunk, scales);
-        let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
-        let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
+        let [(d1, m1), (d2, m2)] = k_scales(d, min, scales, chunk);
         let y = &mut y[chunk * 64..chunk * 64 + 64];
         for l in 0..32 {
             y[l] = d1 * f32::from(q[l] & 0x0F) - m1;
@@ -243,10 +270,7 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
     let qh = &b[16..48];
     let qs = &b[48..176];
     for (chunk, q) in qs.chunks_exact(32).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * chunk, scales);
-        let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
-        let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
+        let [(d1, m1), (d2, m2)] = k_scales(d, min, scales, chunk);
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
         let y = &mut y[chunk * 64..chunk * 64 + 64];
         for l in 0..32 {

@@ -31,7 +31,7 @@ impl RunnableModel {
         prompts: &[String],
         layer: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let model = self.llama_only("directional ablation")?;
+        let model = self.llama_only(w, "directional ablation")?;
         prompts
             .iter()
             .map(|p| {
@@ -97,7 +97,7 @@ impl RunnableModel {
         s: f32,
         embedding: bool,
     ) -> Result<Vec<Ablation>> {
-        let model = self.llama_only("directional ablation")?;
+        let model = self.llama_only(w, "directional ablation")?;
         let c = &model.config;
         let hidden = c.hidden_size;
         let mut out = Vec::new();

@@ -143,7 +143,7 @@ impl RunnableModel {
     /// ROME's context templates: `{}` and prefixes the model writes itself.
     pub fn context_templates(&self, w: &Weights, opts: &FactOptions) -> Result<Vec<String>> {
         const STARTS: [&str; 5] = ["The", "Therefore", "Because", "I", "You"];
-        let model = self.llama_only("fact editing")?;
+        let model = self.llama_only(w, "fact editing")?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
         let mut out = vec!["{}".to_string()];
         for &(length, count) in &opts.contexts {

@@ -86,7 +86,7 @@ impl RunnableModel {
         on: &mut dyn FnMut(TraceEvent<'_>),
         cell: CellFn,
     ) -> Result<CausalTrace> {
-        let model = self.llama_only("causal tracing")?;
+        let model = self.llama_only(w, "causal tracing")?;
         let layers = model.config.num_hidden_layers;
         check(req)?;
         let spans = self.encode_spans(&req.prompt)?;

@@ -41,18 +41,14 @@ impl Shard {
             path: path.to_path_buf(),
             source,
         })?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(Shard {
-            path: path.to_path_buf(),
-            file_name,
-            header: header.tensor_view(),
+        let view = header.tensor_view();
+        Ok(Shard::mapped_file(
+            path,
+            view,
             size,
-            backing: Backing::Mapped(map),
-            gguf: Some(Box::new(GgufPart::new(header))),
-        })
+            map,
+            Some(Box::new(GgufPart::new(header))),
+        ))
     }
 
     /// A remote GGUF file whose header bytes were read (through the start of its data).
@@ -131,11 +127,10 @@ impl Shard {
             start + rows.start * row_bytes..start + rows.end * row_bytes,
             None,
         )?;
-        let values = quant::to_f32(ty, &raw).map_err(|source| StoreError::Decode {
+        quant::to_f32_bytes(ty, &raw).map_err(|source| StoreError::Decode {
             tensor: info.name.clone(),
             source,
-        })?;
-        Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
     }
 
     /// A quantized tensor's decoded values, whole.

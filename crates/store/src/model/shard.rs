@@ -110,18 +110,29 @@ impl Shard {
             path: path.to_path_buf(),
             source,
         })?;
+        Ok(Shard::mapped_file(path, header, size, map, None))
+    }
+
+    /// A shard of a mapped local file.
+    pub(super) fn mapped_file(
+        path: &Path,
+        header: Header,
+        size: u64,
+        map: Mmap,
+        gguf: Option<Box<super::gguf::GgufPart>>,
+    ) -> Shard {
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(Shard {
+        Shard {
             path: path.to_path_buf(),
             file_name,
             header,
             size,
             backing: Backing::Mapped(map),
-            gguf: None,
-        })
+            gguf,
+        }
     }
 
     /// A remote file whose version and header bytes were just read.

@@ -168,23 +168,6 @@ impl RemoteFile {
         .await?;
         let version = Version::of(&first.0);
         let prefix = first.1;
-        if tensor_surgeon_core::gguf::is_gguf(&prefix) {
-            let file = RemoteFile {
-                key: cache_key(&url, &version),
-                url,
-                store,
-                path,
-                version,
-            };
-            let header = file.gguf_header().await?;
-            return Ok((file, header));
-        }
-        let n = tensor_surgeon_core::header::json_len(&prefix, version.size).map_err(|e| {
-            StoreError::Remote {
-                url: url.clone(),
-                reason: e.to_string(),
-            }
-        })?;
         let file = RemoteFile {
             key: cache_key(&url, &version),
             url,
@@ -192,6 +175,16 @@ impl RemoteFile {
             path,
             version,
         };
+        if tensor_surgeon_core::gguf::is_gguf(&prefix) {
+            let header = file.gguf_header().await?;
+            return Ok((file, header));
+        }
+        let n = tensor_surgeon_core::header::json_len(&prefix, file.version.size).map_err(|e| {
+            StoreError::Remote {
+                url: file.url.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         let mut header = prefix.to_vec();
         if n > 0 {
             let json = file.get_pinned(8..8 + n).await?;

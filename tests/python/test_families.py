@@ -1,0 +1,118 @@
+"""The Llama relatives the forward pass runs from safetensors checkpoints, each on a small
+random model (SmolLM2's tokenizer, F32 weights) against the numpy reference
+(tests/python/reference.py): Qwen3 (an RMSNorm of each head's query and key), Phi-3 (fused
+`qkv_proj` and `gate_up_proj`) and Mistral (a sliding attention window, shorter here than the
+prompt and its continuation). The next-token distribution and a greedy continuation (the
+key/value cache and the window across steps) must match; what is not implemented is refused
+by name."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from conftest import run
+from reference import Llama, softmax
+
+HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, INTER = 64, 2, 4, 2, 16, 96
+PROMPT = "The history of the city begins in the Roman era, when a small settlement grew"
+
+
+def tiny(folder, smollm2, model_type, seed=0, **extra):
+    """A random checkpoint of `model_type` with SmolLM2's vocabulary and tokenizer."""
+    rng = np.random.default_rng(seed)
+    vocab = json.loads((smollm2 / "config.json").read_text())["vocab_size"]
+    m = lambda *shape: (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    ones = lambda n: (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    w = {"model.embed_tokens.weight": m(vocab, HIDDEN), "model.norm.weight": ones(HIDDEN)}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        q, k, v = m(HEADS * HEAD_DIM, HIDDEN), m(KV_HEADS * HEAD_DIM, HIDDEN), m(KV_HEADS * HEAD_DIM, HIDDEN)
+        gate, up = m(INTER, HIDDEN), m(INTER, HIDDEN)
+        if model_type == "phi3":
+            w[p + "self_attn.qkv_proj.weight"] = np.concatenate([q, k, v])
+            w[p + "mlp.gate_up_proj.weight"] = np.concatenate([gate, up])
+        else:
+            w.update({p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v})
+            w.update({p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up})
+        if model_type == "qwen3":
+            w[p + "self_attn.q_norm.weight"] = ones(HEAD_DIM)
+            w[p + "self_attn.k_norm.weight"] = ones(HEAD_DIM)
+        w[p + "self_attn.o_proj.weight"] = m(HIDDEN, HEADS * HEAD_DIM)
+        w[p + "mlp.down_proj.weight"] = m(HIDDEN, INTER)
+        w[p + "input_layernorm.weight"] = ones(HIDDEN)
+        w[p + "post_attention_layernorm.weight"] = ones(HIDDEN)
+    folder.mkdir()
+    save_file(w, str(folder / "model.safetensors"))
+    config = {
+        "model_type": model_type,
+        "architectures": [f"{model_type}ForCausalLM"],
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTER,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "head_dim": HEAD_DIM,
+        "vocab_size": vocab,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": True,
+        "hidden_act": "silu",
+        **extra,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.copy(smollm2 / "tokenizer.json", folder / "tokenizer.json")
+    return folder
+
+
+CASES = {
+    "qwen3": {"sliding_window": 4, "use_sliding_window": False},  # a window named and not used
+    "phi3": {},
+    "mistral": {"sliding_window": 6},
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(CASES))
+def test_a_relative_of_llama_runs_as_the_reference_does(smollm2, tmp_path, model_type):
+    folder = tiny(tmp_path / model_type, smollm2, model_type, **CASES[model_type])
+    ref = Llama(folder)
+    ids = ref.encode(PROMPT)
+    assert len(ids) > 8, "the prompt is longer than Mistral's window here"
+    got = run("run", folder, "--prompt", PROMPT, "--top-k", 5, "--generate", 6, "--json").json()
+    assert [t["id"] for t in got["prompt_tokens"]] == ids
+    probs = softmax(ref.next_token_logits(ids))
+    for t in got["base"]["top"]:
+        assert abs(t["prob"] - probs[t["id"]]) < 1e-4, (model_type, t, probs[t["id"]])
+    assert [t["id"] for t in got["base"]["top"]] == [int(i) for i in np.argsort(-probs, kind="stable")[:5]]
+    assert got["base"]["continuation"]["ids"] == ref.greedy(ids, 6), model_type
+
+
+def test_the_window_changes_the_answer(smollm2, tmp_path):
+    """The same Mistral weights without the window answer differently: the window is used."""
+    windowed = tiny(tmp_path / "a", smollm2, "mistral", sliding_window=6)
+    unwindowed = tiny(tmp_path / "b", smollm2, "mistral")
+    a = run("run", windowed, "--prompt", PROMPT, "--top-k", 3, "--json").json()["base"]["top"]
+    b = run("run", unwindowed, "--prompt", PROMPT, "--top-k", 3, "--json").json()["base"]["top"]
+    assert [t["prob"] for t in a] != [t["prob"] for t in b]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"rope_scaling": {"type": "longrope", "short_factor": [1.0]}}, "rope_scaling"),
+        ({"partial_rotary_factor": 0.5}, "partial rotary"),
+    ],
+)
+def test_what_is_not_implemented_is_refused_by_name(smollm2, tmp_path, extra, message):
+    folder = tiny(tmp_path / "m", smollm2, "phi3", **extra)
+    r = run("run", folder, "--prompt", PROMPT, "--json", check=False)
+    assert r.code != 0 and message in r.err, r.err
+
+
+def test_tracing_a_model_with_other_layers_is_refused_by_name(smollm2, tmp_path):
+    folder = tiny(tmp_path / "q", smollm2, "qwen3")
+    r = run("trace", folder, "--prompt", PROMPT, "--subject", "Roman", "--json", check=False)
+    assert r.code != 0 and "head norms" in r.err, r.err
