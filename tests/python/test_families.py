@@ -116,3 +116,76 @@ def test_tracing_a_model_with_other_layers_is_refused_by_name(smollm2, tmp_path)
     folder = tiny(tmp_path / "q", smollm2, "qwen3")
     r = run("trace", folder, "--prompt", PROMPT, "--subject", "Roman", "--json", check=False)
     assert r.code != 0 and "head norms" in r.err, r.err
+
+
+# --- the same families as GGUF files --------------------------------------------------------
+
+GGUF_PARTS = {
+    # forward-pass name -> llama.cpp's, per family (no rows reordered: both rotate halves)
+    "qwen3": {
+        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+        "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    },
+    "phi3": {"self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"},
+}
+COMMON = {
+    "input_layernorm": "attn_norm", "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm", "mlp.down_proj": "ffn_down",
+}
+
+
+def as_gguf(folder, arch):
+    """The checkpoint in `folder` written as llama.cpp's converter lays it out (gguf-py's
+    writer), with SmolLM2's tokenizer metadata from its own GGUF."""
+    import gguf
+    from safetensors.numpy import load_file
+
+    import models
+
+    tok = gguf.GGUFReader(models.smollm2_gguf())
+    field = lambda k: tok.fields[k].contents()
+    w = load_file(str(folder / "model.safetensors"))
+    out = folder / f"{arch}.gguf"
+    g = gguf.GGUFWriter(str(out), arch)
+    g.add_block_count(LAYERS)
+    g.add_embedding_length(HIDDEN)
+    g.add_feed_forward_length(INTER)
+    g.add_head_count(HEADS)
+    g.add_head_count_kv(KV_HEADS)
+    g.add_key_length(HEAD_DIM)
+    g.add_value_length(HEAD_DIM)
+    g.add_rope_dimension_count(HEAD_DIM)
+    g.add_layer_norm_rms_eps(1e-6)
+    g.add_rope_freq_base(10000.0)
+    g.add_context_length(512)
+    g.add_tokenizer_model("gpt2")
+    g.add_tokenizer_pre(field("tokenizer.ggml.pre"))
+    g.add_token_list(field("tokenizer.ggml.tokens"))
+    g.add_token_merges(field("tokenizer.ggml.merges"))
+    g.add_token_types(field("tokenizer.ggml.token_type"))
+    g.add_eos_token_id(field("tokenizer.ggml.eos_token_id"))
+    g.add_tensor("token_embd.weight", w["model.embed_tokens.weight"])
+    g.add_tensor("output_norm.weight", w["model.norm.weight"])
+    parts = {**COMMON, **GGUF_PARTS[arch]}
+    for i in range(LAYERS):
+        for hf, cpp in parts.items():
+            g.add_tensor(f"blk.{i}.{cpp}.weight", w[f"model.layers.{i}.{hf}.weight"])
+    g.write_header_to_file()
+    g.write_kv_data_to_file()
+    g.write_tensors_to_file()
+    g.close()
+    return out
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "phi3"])
+def test_a_relative_of_llama_runs_from_its_gguf_as_from_safetensors(smollm2, tmp_path, model_type):
+    folder = tiny(tmp_path / model_type, smollm2, model_type)
+    path = as_gguf(folder, model_type)
+    a = run("run", folder, "--prompt", PROMPT, "--top-k", 5, "--generate", 4, "--json").json()
+    b = run("run", path, "--prompt", PROMPT, "--top-k", 5, "--generate", 4, "--json").json()
+    assert a["prompt_tokens"] == b["prompt_tokens"]
+    assert [t["id"] for t in a["base"]["top"]] == [t["id"] for t in b["base"]["top"]]
+    for x, y in zip(a["base"]["top"], b["base"]["top"]):
+        assert abs(x["prob"] - y["prob"]) < 1e-5, (model_type, x, y)
+    assert a["base"]["continuation"]["ids"] == b["base"]["continuation"]["ids"]

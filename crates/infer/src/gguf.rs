@@ -14,7 +14,7 @@ use tensor_surgeon_core::header::TensorInfo;
 use tensor_surgeon_core::tensors::{ReadError, TensorSource};
 
 /// The GGUF architectures that run, in llama.cpp's names.
-pub const RUNNABLE: &str = "llama, gemma3";
+pub const RUNNABLE: &str = "llama, qwen3, phi3, gemma3";
 
 fn unsupported(why: String) -> InferError {
     InferError::Unsupported(format!(
@@ -86,6 +86,19 @@ pub fn family(h: &GgufHeader) -> Result<(Family, NameMap)> {
             let names = NameMap::llama(h, &config)?;
             Ok((Family::Llama(config), names))
         }
+        "qwen3" | "phi3" => {
+            let config = llama_config(h, arch)?;
+            if h.tensor("rope_factors_long.weight").is_some() {
+                return Err(unsupported(
+                    "its long-context rotary factors (LongRoPE) are not implemented".into(),
+                ));
+            }
+            let names = match arch {
+                "qwen3" => NameMap::qwen3(h, &config)?,
+                _ => NameMap::phi3(h, &config)?,
+            };
+            Ok((Family::Llama(config), names))
+        }
         "gemma3" => {
             let mut config = llama_config(h, "gemma3")?;
             // llama.cpp's Gemma 3: every sixth layer global, the others over a window with
@@ -150,6 +163,21 @@ fn llama_config(h: &GgufHeader, arch: &str) -> Result<LlamaConfig> {
     })
 }
 
+/// A layer part: llama.cpp's name, the forward pass's, and (query and key weights of a Llama
+/// GGUF) the heads whose rows are put back.
+type Part = (&'static str, &'static str, Option<usize>);
+const ATTN_NORM: Part = ("attn_norm", "input_layernorm", None);
+const Q: Part = ("attn_q", "self_attn.q_proj", None);
+const K: Part = ("attn_k", "self_attn.k_proj", None);
+const V: Part = ("attn_v", "self_attn.v_proj", None);
+const O: Part = ("attn_output", "self_attn.o_proj", None);
+const Q_NORM: Part = ("attn_q_norm", "self_attn.q_norm", None);
+const K_NORM: Part = ("attn_k_norm", "self_attn.k_norm", None);
+const FFN_NORM: Part = ("ffn_norm", "post_attention_layernorm", None);
+const GATE: Part = ("ffn_gate", "mlp.gate_proj", None);
+const UP: Part = ("ffn_up", "mlp.up_proj", None);
+const DOWN: Part = ("ffn_down", "mlp.down_proj", None);
+
 /// One tensor the forward pass reads, and where it is in the file.
 struct Mapped {
     /// Its name in the file.
@@ -172,38 +200,14 @@ pub struct NameMap {
 }
 
 impl NameMap {
-    /// Gemma 3: no rows to put back (its rotary embedding rotates halves in llama.cpp too).
-    fn gemma3(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
-        let mut pairs = NameMap::top_level();
-        for l in 0..c.num_hidden_layers {
-            let parts = [
-                ("attn_norm", "input_layernorm"),
-                ("attn_q", "self_attn.q_proj"),
-                ("attn_k", "self_attn.k_proj"),
-                ("attn_v", "self_attn.v_proj"),
-                ("attn_output", "self_attn.o_proj"),
-                ("attn_q_norm", "self_attn.q_norm"),
-                ("attn_k_norm", "self_attn.k_norm"),
-                ("post_attention_norm", "post_attention_layernorm"),
-                ("ffn_norm", "pre_feedforward_layernorm"),
-                ("post_ffw_norm", "post_feedforward_layernorm"),
-                ("ffn_gate", "mlp.gate_proj"),
-                ("ffn_up", "mlp.up_proj"),
-                ("ffn_down", "mlp.down_proj"),
-            ];
-            for (gguf, hf) in parts {
-                pairs.push((
-                    format!("blk.{l}.{gguf}.weight"),
-                    format!("model.layers.{l}.{hf}.weight"),
-                    None,
-                ));
-            }
-        }
-        NameMap::of(h, pairs)
-    }
-
-    fn top_level() -> Vec<(String, String, Option<usize>)> {
-        vec![
+    /// The map of a Llama-like architecture: llama.cpp's layer parts with the forward
+    /// pass's names, and the head counts of the parts whose rows are put back.
+    fn of_layers(
+        h: &GgufHeader,
+        c: &LlamaConfig,
+        parts: &[(&str, &str, Option<usize>)],
+    ) -> Result<NameMap> {
+        let mut pairs = vec![
             (
                 "token_embd.weight".into(),
                 "model.embed_tokens.weight".into(),
@@ -215,24 +219,9 @@ impl NameMap {
                 None,
             ),
             ("output.weight".into(), "lm_head.weight".into(), None),
-        ]
-    }
-
-    fn llama(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
-        let mut pairs = NameMap::top_level();
+        ];
         for l in 0..c.num_hidden_layers {
-            let parts: [(&str, &str, Option<usize>); 9] = [
-                ("attn_norm", "input_layernorm", None),
-                ("attn_q", "self_attn.q_proj", Some(c.num_attention_heads)),
-                ("attn_k", "self_attn.k_proj", Some(c.kv_heads())),
-                ("attn_v", "self_attn.v_proj", None),
-                ("attn_output", "self_attn.o_proj", None),
-                ("ffn_norm", "post_attention_layernorm", None),
-                ("ffn_gate", "mlp.gate_proj", None),
-                ("ffn_up", "mlp.up_proj", None),
-                ("ffn_down", "mlp.down_proj", None),
-            ];
-            for (gguf, hf, heads) in parts {
+            for &(gguf, hf, heads) in parts {
                 pairs.push((
                     format!("blk.{l}.{gguf}.weight"),
                     format!("model.layers.{l}.{hf}.weight"),
@@ -241,6 +230,71 @@ impl NameMap {
             }
         }
         NameMap::of(h, pairs)
+    }
+
+    /// Llama: llama.cpp's converter interleaves the query and key rows (its rotary embedding
+    /// rotates adjacent pairs); they are put back.
+    fn llama(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
+        let (q, k) = (Some(c.num_attention_heads), Some(c.kv_heads()));
+        NameMap::of_layers(
+            h,
+            c,
+            &[
+                ATTN_NORM,
+                ("attn_q", "self_attn.q_proj", q),
+                ("attn_k", "self_attn.k_proj", k),
+                V,
+                O,
+                FFN_NORM,
+                GATE,
+                UP,
+                DOWN,
+            ],
+        )
+    }
+
+    /// Qwen3: per-head query and key norms; rows as Hugging Face has them.
+    fn qwen3(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
+        NameMap::of_layers(
+            h,
+            c,
+            &[
+                ATTN_NORM, Q, K, V, O, Q_NORM, K_NORM, FFN_NORM, GATE, UP, DOWN,
+            ],
+        )
+    }
+
+    /// Phi-3: q, k and v in one matrix, gate and up in one (`ffn_up`).
+    fn phi3(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
+        let parts = [
+            ATTN_NORM,
+            ("attn_qkv", "self_attn.qkv_proj", None),
+            O,
+            FFN_NORM,
+            ("ffn_up", "mlp.gate_up_proj", None),
+            DOWN,
+        ];
+        NameMap::of_layers(h, c, &parts)
+    }
+
+    /// Gemma 3: norms around both blocks and on each head's query and key.
+    fn gemma3(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
+        let parts = [
+            ATTN_NORM,
+            Q,
+            K,
+            V,
+            O,
+            Q_NORM,
+            K_NORM,
+            ("post_attention_norm", "post_attention_layernorm", None),
+            ("ffn_norm", "pre_feedforward_layernorm", None),
+            ("post_ffw_norm", "post_feedforward_layernorm", None),
+            GATE,
+            UP,
+            DOWN,
+        ];
+        NameMap::of_layers(h, c, &parts)
     }
 
     fn of(h: &GgufHeader, pairs: Vec<(String, String, Option<usize>)>) -> Result<NameMap> {
