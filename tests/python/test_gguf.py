@@ -343,6 +343,15 @@ def test_the_web_app_serves_a_gguf(tmp_path):
         assert np.array_equal(got, decoded(tensor_named(path, name))[:8, :8])
         cell = s.call("GET", f"/api/cell?tensor={name}&index=3,5")
         assert np.float32(cell["value"]) == decoded(tensor_named(path, name))[3, 5]  # the shortest f32 text
+        # The block it comes from: Q4_1 blocks of 32, 20 bytes; row 3 of 1536 columns is 48
+        # blocks; element 5 of block 3 * 48.
+        block = cell["block"]
+        assert (block["ggml_type"], block["index"], block["offset"], block["element"]) == ("Q4_1", 3 * 48, 3 * 48 * 20, 5)
+        raw = np.asarray(tensor_named(path, name).data).reshape(-1).tobytes()
+        assert bytes.fromhex(block["hex"]) == raw[block["offset"] : block["offset"] + 20]
+        d, m = np.frombuffer(raw[block["offset"] : block["offset"] + 4], dtype="<f2").astype(np.float32)
+        assert (np.float32(block["scale"]), np.float32(block["min"])) == (d, -m)  # f32s, shortest text
+        assert np.float32(block["quant"]) * np.float32(block["scale"]) - np.float32(block["min"]) == np.float32(cell["value"])
         status, body = s.call("POST", "/api/edit", {"request": {"tensor": name, "spec": "0,0", "op": {"op": "set", "value": "1"}}}, ok=False)
         assert status == 400 and "Q4_1" in body and "not supported" in body, body
         s.edit("output_norm.weight", "0", {"op": "set", "value": "2"})

@@ -115,4 +115,27 @@ pub struct CellData {
     pub hex: String,
     /// The token of the first index that indexes the vocabulary, if any.
     pub token: Option<String>,
+    /// For a quantized tensor, the block the element is decoded from.
+    #[serde(default)]
+    pub block: Option<BlockCell>,
+}
+
+/// The block of a quantized tensor an element is decoded from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockCell {
+    /// ggml's type name (`"Q4_K"`).
+    pub ggml_type: String,
+    /// The block's number in the tensor, and its byte offset in the tensor's data.
+    pub index: u64,
+    pub offset: u64,
+    /// The block's bytes, as hex.
+    pub hex: String,
+    /// The element's place in the block.
+    pub element: u32,
+    /// The element's code (`value = scale · quant − min`), for types that store one.
+    pub quant: Option<i32>,
+    pub scale: Option<f32>,
+    pub min: Option<f32>,
+    /// The K-quant sub-block whose scale applies.
+    pub sub_block: Option<u32>,
 }

@@ -81,6 +81,7 @@ pub fn Inspector() -> impl IntoView {
                     match cell.await {
                         None => view! { <p class="muted">"Click a cell to inspect it."</p> }.into_any(),
                         Some(Err(e)) => view! { <p class="error">{message(&e)}</p> }.into_any(),
+                        Some(Ok(c)) if c.block.is_some() => block_cell(&c).into_any(),
                         Some(Ok(c)) => {
                             let dt = dtype::parse_name(&c.dtype);
                             let fields = dt.and_then(dtype::float_fields);
@@ -121,6 +122,33 @@ pub fn Inspector() -> impl IntoView {
             </Transition>
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         </section>
+    }
+}
+
+/// A cell of a quantized tensor: its decoded value, and the block it is decoded from (the
+/// element's code, its scale and min, the block's bytes). Its bits are the block's, not an
+/// element's: no bit view.
+fn block_cell(c: &tensor_surgeon_wire::CellData) -> impl IntoView {
+    let b = c.block.clone().expect("a quantized cell");
+    let end = b.offset + b.hex.len() as u64 / 2;
+    let code = b.quant.zip(b.scale).map(|(q, s)| {
+        let min = b
+            .min
+            .filter(|m| *m != 0.0)
+            .map(|m| format!(" − {}", dtype::pretty_f64(f64::from(m))))
+            .unwrap_or_default();
+        format!("{} × {q}{min}", dtype::pretty_f64(f64::from(s)))
+    });
+    view! {
+        <table class="kv"><tbody>
+            <tr><td>"index"</td><td class="cell-index">{format!("{:?}", c.index)}</td></tr>
+            <tr><td>"value"</td><td class="cell-value">{c.value.clone()}</td></tr>
+            {c.token.clone().map(|t| view! { <tr><td>"token"</td><td class="cell-token">{format!("{t:?}")}</td></tr> })}
+            <tr><td>"block"</td><td class="cell-block">{format!("{} block {}, element {} (bytes {}..{end} of the tensor)", b.ggml_type, b.index, b.element, b.offset)}</td></tr>
+            {code.map(|code| view! { <tr><td>"code"</td><td class="cell-code" title="value = scale × quant − min">{code}</td></tr> })}
+            {b.sub_block.map(|s| view! { <tr><td>"sub-block"</td><td>{s.to_string()}</td></tr> })}
+            <tr><td>"block bytes"</td><td class="cell-hex block-hex"><code>{b.hex.clone()}</code></td></tr>
+        </tbody></table>
     }
 }
 

@@ -394,10 +394,30 @@ impl Workbench {
             source,
         })?;
         let base = shard.selection_region(info, &sel)?;
+        let flat = index
+            .iter()
+            .zip(slice::strides(&info.shape))
+            .map(|(i, s)| i * s)
+            .sum();
+        let block = shard.block_of(info, flat)?.map(|b| {
+            let code = tensor_surgeon_core::gguf::quant::element_code(b.ty, &b.bytes, b.element);
+            tensor_surgeon_wire::BlockCell {
+                ggml_type: b.ty.name().into(),
+                index: b.index,
+                offset: b.offset,
+                hex: hex::encode(&b.bytes),
+                element: b.element as u32,
+                quant: code.map(|c| c.quant),
+                scale: code.map(|c| c.scale),
+                min: code.map(|c| c.min),
+                sub_block: code.map(|c| c.sub_block as u32),
+            }
+        });
         let session = lock(&self.session);
         let source = session.history.overlay().view(&info.name, &base);
         let bytes = tensor_surgeon_core::source::extract(info.dtype, &info.shape, &sel, &source);
         Ok(CellData {
+            block,
             tensor: tensor.into(),
             index: index.to_vec(),
             dtype: dtype::name(info.dtype).into(),

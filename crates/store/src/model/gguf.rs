@@ -22,6 +22,15 @@ pub struct GgufPart {
     decoded: HashMap<String, OnceLock<Vec<u8>>>,
 }
 
+/// The block an element of a quantized tensor is decoded from (see [`Shard::block_of`]).
+pub struct BlockOf {
+    pub ty: GgmlType,
+    pub index: u64,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+    pub element: usize,
+}
+
 impl GgufPart {
     fn new(header: GgufHeader) -> GgufPart {
         let decoded = header
@@ -90,6 +99,29 @@ impl Shard {
         let g = self.gguf.as_deref()?;
         let t = g.header.tensor(&info.name)?;
         t.ggml_type.is_quantized().then_some(t.ggml_type)
+    }
+
+    /// The block that element `flat` (row-major) of a quantized tensor is decoded from:
+    /// `(type, block number, byte offset in the tensor's data, its bytes, the element's place
+    /// in it)`; `None` for a tensor that is not quantized.
+    pub fn block_of(&self, info: &TensorInfo, flat: u64) -> Result<Option<BlockOf>> {
+        let Some(ty) = self.quantized(info) else {
+            return Ok(None);
+        };
+        let row_len = info.shape.last().copied().unwrap_or(1).max(1);
+        let per_block = ty.block_elements() as u64;
+        let (row, col) = (flat / row_len, flat % row_len);
+        let index = row * (row_len / per_block) + col / per_block;
+        let offset = index * ty.block_bytes() as u64;
+        let start = self.header.data_start() + info.data_offsets.0 + offset;
+        let bytes = self.read_raw(start..start + ty.block_bytes() as u64, None)?;
+        Ok(Some(BlockOf {
+            ty,
+            index,
+            offset,
+            bytes: bytes.to_vec(),
+            element: (col % per_block) as usize,
+        }))
     }
 
     /// A quantized tensor's values, decoded, as little-endian F32 bytes: the rows that hold

@@ -6,7 +6,7 @@ mod gguf;
 mod shard;
 
 pub use based::Based;
-pub use gguf::GgufPart;
+pub use gguf::{BlockOf, GgufPart};
 pub use shard::{Bytes, Region, Shard};
 
 use crate::error::{Result, StoreError};
