@@ -364,3 +364,27 @@ def test_the_web_app_serves_a_gguf(tmp_path):
 
 def tensor_named(path, name):
     return next(t for t in gguf.GGUFReader(path).tensors if t.name == name)
+
+
+def test_the_blocks_view_holds_each_blocks_scale(real, tmp_path):
+    """`NAME#scales`: per row of a quantized tensor, the scale of each block (Q4_0/Q4_1/Q5_0/
+    Q8_0: d) or sub-block (Q4_K: d · sc), as gguf-py unpacks them; made from the blocks, never
+    stored, so never edited, and not listed by `inspect`."""
+    path, reader = real
+    want_type = {"smollm2": "Q4_1", "gemma3": "Q4_K"}["gemma3" if "gemma" in path.name else "smollm2"]
+    t = next(t for t in reader.tensors if t.tensor_type.name == want_type and len(t.shape) == 2)
+    rows, cols = row_major_shape(t)
+    blocks = np.asarray(t.data).reshape(rows, -1, gguf.GGML_QUANT_SIZES[t.tensor_type][1])
+    d = blocks[:, :, :2].copy().view("<f2").astype(np.float32)[..., 0]
+    if want_type == "Q4_K":
+        sc, _ = gguf.quants.Q4_K.get_scale_min(blocks[:, :, 4:16].reshape(-1, 12))
+        want = (d.reshape(-1, 1) * sc.astype(np.float32)).reshape(rows, -1)
+    else:
+        want = d
+    got = run("slice", path, f"{t.name}#scales", "0:3", "--json").json()
+    assert got["shape"] == [3, want.shape[1]]
+    assert np.array_equal(np.array(got["values"], dtype=np.float32).reshape(3, -1), want[:3])
+    names = [x["name"] for x in run("inspect", path, "--json").json()["tensors"]]
+    assert f"{t.name}#scales" not in names
+    r = run("edit", path, "--set", f"{t.name}#scales[0,0]=1", "--patch", tmp_path / "p.json", check=False)
+    assert r.code == 1 and "cannot be edited" in r.err, r.err

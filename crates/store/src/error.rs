@@ -75,6 +75,13 @@ pub enum StoreError {
         what: &'static str,
     },
 
+    /// A blocks view is made from a quantized tensor's blocks, not stored.
+    #[error("{tensor} is the scales of {source_tensor}'s blocks, made from them: it cannot be edited (edit {source_tensor})")]
+    Derived {
+        tensor: String,
+        source_tensor: String,
+    },
+
     #[error("{url}: not found on the server")]
     RemoteNotFound { url: String },
     /// A remote model that cannot be read (unreachable, refused, a short answer), after retries.
@@ -118,6 +125,7 @@ impl StoreError {
             } => ErrorKind::TooLarge,
             StoreError::Header { .. }
             | StoreError::Quantized { .. }
+            | StoreError::Derived { .. }
             | StoreError::Decode { .. }
             | StoreError::Gguf { .. }
             | StoreError::Index { .. }

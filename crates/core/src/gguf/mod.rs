@@ -27,6 +27,10 @@ pub const MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml's limit on a tensor's dims.
 pub const MAX_DIMS: usize = 4;
+/// The name of a quantized tensor's blocks view (`blk.0.ffn_down.weight#scales`): the scale
+/// of each of its (sub-)blocks.
+pub const SCALES_SUFFIX: &str = "#scales";
+
 /// Arrays of arrays nest at most this deep (real files use one level).
 pub const MAX_NESTING: usize = 8;
 
@@ -663,7 +667,7 @@ impl GgufHeader {
     /// `data_offsets` still name its real bytes). The metadata becomes one line per key
     /// (arrays summarised).
     pub fn tensor_view(&self) -> crate::header::Header {
-        let tensors = self
+        let mut tensors: Vec<crate::header::TensorInfo> = self
             .tensors
             .iter()
             .map(|t| crate::header::TensorInfo {
@@ -673,6 +677,25 @@ impl GgufHeader {
                 data_offsets: (t.offset, t.offset + t.size),
             })
             .collect();
+        // Each quantized tensor's blocks view: the scale of every (sub-)block, one row per row
+        // of the tensor. Derived, not stored: it has no bytes of its own in the file.
+        for t in &self.tensors {
+            let Some(groups) = quant::scale_groups(t.ggml_type) else {
+                continue;
+            };
+            let per_row = t.row_len() / t.ggml_type.block_elements() as u64 * groups as u64;
+            let mut shape = t.shape.clone();
+            match shape.last_mut() {
+                Some(last) => *last = per_row,
+                None => continue,
+            }
+            tensors.push(crate::header::TensorInfo {
+                name: format!("{}{SCALES_SUFFIX}", t.name),
+                dtype: crate::dtype::Dtype::F32,
+                shape,
+                data_offsets: (t.offset, t.offset),
+            });
+        }
         let mut metadata: std::collections::BTreeMap<String, String> = self
             .metadata
             .iter()

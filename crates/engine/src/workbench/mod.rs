@@ -112,12 +112,17 @@ impl Workbench {
         drop(base);
         warnings.extend(remote_base_changed(&config.patches_dir, &model));
         let version = history.applied().len() as u64;
-        let quantized = model
-            .tensors()
-            .filter_map(|(shard, info)| Some((info.name.clone(), shard.quantized(info)?)))
+        // Edits of these are refused with the model's own words (Session::apply).
+        let frozen = model
+            .read_only_tensors()
+            .into_iter()
+            .filter_map(|name| {
+                let why = model.refuse_quantized(&name, "editing").err()?;
+                Some((name, why.to_string()))
+            })
             .collect();
         let session = Mutex::new(Session {
-            quantized,
+            frozen,
             history,
             journal,
             version,
@@ -195,7 +200,10 @@ impl Workbench {
             .tensors()
             .map(|(shard, t)| {
                 let type_name = self.model.type_name(shard, t);
-                *params.entry(type_name.to_string()).or_default() += t.elements();
+                // A blocks view is made from its tensor: no parameters of its own.
+                if shard.scales_of(t).is_none() {
+                    *params.entry(type_name.to_string()).or_default() += t.elements();
+                }
                 TensorRow {
                     name: t.name.clone(),
                     dtype: type_name.into(),

@@ -26,25 +26,16 @@ pub(super) struct Session {
     pub(super) pending: Vec<tensor_surgeon_wire::Proposal>,
     /// The last proposal id given out.
     pub(super) last_proposal: u64,
-    /// The model's quantized tensors: their values are decoded from blocks, so a change
-    /// planned on values names no bytes of the file and is refused.
-    pub(super) quantized: HashMap<String, tensor_surgeon_core::gguf::GgmlType>,
+    /// The model's tensors whose values are not their bytes (quantized tensors, their
+    /// blocks views), with why: a change planned on their values names no bytes of the file.
+    pub(super) frozen: HashMap<String, String>,
 }
 
 impl Session {
     /// Journals (fsync) then applies a step.
     pub(super) fn apply(&mut self, step: EditStep) -> Result<()> {
-        if let Some((tensor, &ty)) = step
-            .changes
-            .iter()
-            .find_map(|c| self.quantized.get_key_value(&c.tensor))
-        {
-            return Err(tensor_surgeon_store::StoreError::Quantized {
-                tensor: tensor.clone(),
-                ty,
-                what: "editing",
-            }
-            .into());
+        if let Some(why) = step.changes.iter().find_map(|c| self.frozen.get(&c.tensor)) {
+            return Err(Error::Usage(why.clone()));
         }
         self.journal.append(&Record::Apply(step.clone()))?;
         self.commit(step);

@@ -3,7 +3,9 @@
 use super::{human_bytes, print_json, table};
 use serde_json::json;
 use std::path::Path;
+use tensor_surgeon_core::header::TensorInfo;
 use tensor_surgeon_engine::Result;
+use tensor_surgeon_store::model::Shard;
 use tensor_surgeon_store::Model;
 
 pub fn run(path: &Path, as_json: bool) -> Result<()> {
@@ -12,8 +14,7 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if as_json {
-        let tensors: Vec<_> = model
-            .tensors()
+        let tensors: Vec<_> = stored(&model)
             .map(|(shard, t)| {
                 let mut row = json!({
                     "name": t.name,
@@ -45,11 +46,11 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
         return Ok(());
     }
     let files = model.shards.len();
-    let params: u64 = model.tensors().map(|(_, t)| t.elements()).sum();
+    let params: u64 = stored(&model).map(|(_, t)| t.elements()).sum();
     println!(
         "{}: {} tensors, {} parameters, {} in {files} file(s)",
         model.location,
-        model.len(),
+        stored(&model).count(),
         params,
         human_bytes(model.total_bytes())
     );
@@ -64,7 +65,7 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
         }
     }
     let mut t = table(&["name", "dtype", "shape", "size", "file", "offsets"]);
-    for (shard, info) in model.tensors() {
+    for (shard, info) in stored(&model) {
         let shape = format!(
             "[{}]",
             info.shape
@@ -84,4 +85,11 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
     }
     println!("{t}");
     Ok(())
+}
+
+/// The tensors the files hold (a GGUF's blocks views are made from them, not stored).
+fn stored(model: &Model) -> impl Iterator<Item = (&Shard, &TensorInfo)> {
+    model
+        .tensors()
+        .filter(|(shard, t)| shard.scales_of(t).is_none())
 }

@@ -22,6 +22,15 @@ pub struct GgufPart {
     decoded: HashMap<String, OnceLock<Vec<u8>>>,
 }
 
+/// How a tensor of a GGUF shard that is not read as stored is made.
+#[derive(Clone, Copy)]
+pub(super) enum Derived<'a> {
+    /// A quantized tensor: its blocks decoded.
+    Decoded(GgmlType),
+    /// A blocks view: the scales of the blocks of this quantized tensor.
+    Scales(&'a TensorInfo, GgmlType),
+}
+
 /// The block an element of a quantized tensor is decoded from (see [`Shard::block_of`]).
 pub struct BlockOf {
     pub ty: GgmlType,
@@ -101,6 +110,43 @@ impl Shard {
         t.ggml_type.is_quantized().then_some(t.ggml_type)
     }
 
+    /// The quantized tensor a blocks view (`NAME#scales`) is derived from, and its type.
+    pub fn scales_of(&self, info: &TensorInfo) -> Option<(&TensorInfo, GgmlType)> {
+        self.gguf.as_deref()?;
+        let source = info.name.strip_suffix(gguf::SCALES_SUFFIX)?;
+        let src = self.header.get(source)?;
+        Some((src, self.quantized(src)?))
+    }
+
+    /// How a tensor's values are made when they are not its bytes.
+    pub(super) fn derived(&self, info: &TensorInfo) -> Option<Derived<'_>> {
+        if let Some(ty) = self.quantized(info) {
+            return Some(Derived::Decoded(ty));
+        }
+        self.scales_of(info)
+            .map(|(src, ty)| Derived::Scales(src, ty))
+    }
+
+    /// A derived tensor's values (little-endian F32) for `ranges` of them (none: all).
+    pub(super) fn derived_region(
+        &self,
+        info: &TensorInfo,
+        how: Derived<'_>,
+        ranges: &[Range<u64>],
+    ) -> Result<Region<'_>> {
+        match how {
+            Derived::Decoded(ty) => self.decoded_region(info, ty, ranges),
+            Derived::Scales(src, ty) => {
+                let out_row = info.shape.last().copied().unwrap_or(1) * 4;
+                self.rows_region(src, ty, out_row, ranges, |raw| {
+                    let mut out = Vec::new();
+                    quant::block_scales(ty, raw, &mut out);
+                    Ok(out)
+                })
+            }
+        }
+    }
+
     /// The block that element `flat` (row-major) of a quantized tensor is decoded from:
     /// `(type, block number, byte offset in the tensor's data, its bytes, the element's place
     /// in it)`; `None` for a tensor that is not quantized.
@@ -132,33 +178,57 @@ impl Shard {
         ty: GgmlType,
         ranges: &[Range<u64>],
     ) -> Result<Region<'_>> {
-        let row_len = info.shape.last().copied().unwrap_or(1);
-        let rows = info.elements().checked_div(row_len).unwrap_or(0);
-        let row_f32 = row_len * 4;
+        let out_row = info.shape.last().copied().unwrap_or(1) * 4;
+        self.rows_region(info, ty, out_row, ranges, |raw| {
+            quant::to_f32_bytes(ty, raw).map_err(|source| StoreError::Decode {
+                tensor: info.name.clone(),
+                source,
+            })
+        })
+    }
+
+    /// Values made from whole rows of blocks of the quantized tensor `src`: `out_row` bytes of
+    /// them per row, `make` turning a run of rows' blocks into them; the rows that hold
+    /// `ranges` (offsets into those values; none: every row).
+    fn rows_region(
+        &self,
+        src: &TensorInfo,
+        ty: GgmlType,
+        out_row: u64,
+        ranges: &[Range<u64>],
+        make: impl Fn(&[u8]) -> Result<Vec<u8>>,
+    ) -> Result<Region<'_>> {
+        let row_len = src.shape.last().copied().unwrap_or(1);
+        let rows = src.elements().checked_div(row_len).unwrap_or(0);
         let wanted: Vec<Range<u64>> = if ranges.is_empty() {
             vec![0..rows]
         } else {
             ranges
                 .iter()
-                .map(|r| r.start / row_f32..r.end.div_ceil(row_f32).min(rows))
+                .map(|r| r.start / out_row.max(1)..r.end.div_ceil(out_row.max(1)).min(rows))
                 .collect()
         };
         let mut parts = Vec::new();
         for rr in crate::remote::cache::merge(wanted) {
-            parts.push((rr.start * row_f32, self.decode_rows(info, ty, rr)?));
+            parts.push((rr.start * out_row, make(&self.raw_rows(src, ty, rr)?)?));
         }
         Ok(Region::Fetched(parts))
     }
 
-    /// Rows `rows` of a quantized tensor, decoded to little-endian F32 bytes.
-    fn decode_rows(&self, info: &TensorInfo, ty: GgmlType, rows: Range<u64>) -> Result<Vec<u8>> {
+    /// The blocks of rows `rows` of a quantized tensor, as stored.
+    fn raw_rows(&self, info: &TensorInfo, ty: GgmlType, rows: Range<u64>) -> Result<Bytes<'_>> {
         let row_len = info.shape.last().copied().unwrap_or(1);
         let row_bytes = row_len / ty.block_elements() as u64 * ty.block_bytes() as u64;
         let start = self.header.data_start() + info.data_offsets.0;
-        let raw = self.read_raw(
+        self.read_raw(
             start + rows.start * row_bytes..start + rows.end * row_bytes,
             None,
-        )?;
+        )
+    }
+
+    /// Rows `rows` of a quantized tensor, decoded to little-endian F32 bytes.
+    fn decode_rows(&self, info: &TensorInfo, ty: GgmlType, rows: Range<u64>) -> Result<Vec<u8>> {
+        let raw = self.raw_rows(info, ty, rows)?;
         quant::to_f32_bytes(ty, &raw).map_err(|source| StoreError::Decode {
             tensor: info.name.clone(),
             source,

@@ -198,8 +198,15 @@ impl Shard {
         info: &TensorInfo,
         progress: Option<&(dyn Fn(u64, u64) + Sync)>,
     ) -> Result<Bytes<'_>> {
-        if let Some(ty) = self.quantized(info) {
-            return self.decoded(info, ty);
+        match self.derived(info) {
+            Some(super::gguf::Derived::Decoded(ty)) => return self.decoded(info, ty),
+            Some(how) => {
+                let Region::Fetched(mut parts) = self.derived_region(info, how, &[])? else {
+                    unreachable!("derived values are made, not mapped")
+                };
+                return Ok(Bytes::Fetched(parts.pop().map(|p| p.1).unwrap_or_default()));
+            }
+            None => {}
         }
         let r = self.absolute(info);
         match &self.backing {
@@ -215,8 +222,11 @@ impl Shard {
     /// the forward pass's kernels; `None` when a remote read fails (the caller's own read
     /// then reports why).
     pub fn mapped(&self, info: &TensorInfo) -> Option<&[u8]> {
-        if let Some(ty) = self.quantized(info) {
-            return self.decoded_resident(info, ty);
+        match self.derived(info) {
+            Some(super::gguf::Derived::Decoded(ty)) => return self.decoded_resident(info, ty),
+            // A blocks view is not held for the forward pass (none reads it).
+            Some(_) => return None,
+            None => {}
         }
         let r = self.absolute(info);
         match &self.backing {
@@ -235,8 +245,8 @@ impl Shard {
     /// Only `ranges` of a tensor's bytes (offsets within its data): a remote shard reads
     /// just those.
     pub fn region(&self, info: &TensorInfo, ranges: &[Range<u64>]) -> Result<Region<'_>> {
-        if let Some(ty) = self.quantized(info) {
-            return self.decoded_region(info, ty, ranges);
+        if let Some(how) = self.derived(info) {
+            return self.derived_region(info, how, ranges);
         }
         let r = self.absolute(info);
         match &self.backing {
@@ -258,7 +268,7 @@ impl Shard {
     /// The region a selection reads (its rows, or the span it covers when its reads are
     /// not whole rows).
     pub fn selection_region(&self, info: &TensorInfo, sel: &Selection) -> Result<Region<'_>> {
-        if matches!(self.backing, Backing::Mapped(_)) && self.quantized(info).is_none() {
+        if matches!(self.backing, Backing::Mapped(_)) && self.derived(info).is_none() {
             return self.region(info, &[]);
         }
         let ranges = crate::remote::cache::merge(tensor_surgeon_core::source::byte_ranges(
@@ -283,7 +293,7 @@ impl Shard {
         sel: &Selection,
         exact: bool,
     ) -> Result<Region<'_>> {
-        if exact || matches!(self.backing, Backing::Mapped(_)) || self.quantized(info).is_some() {
+        if exact || matches!(self.backing, Backing::Mapped(_)) || self.derived(info).is_some() {
             return self.selection_region(info, sel);
         }
         let span = tensor_surgeon_core::source::byte_span(info.dtype, &info.shape, sel);
