@@ -9,6 +9,8 @@ import { TOKEN } from './tests/token.mjs';
 const port = Number(process.env.TS_E2E_PORT || 3107);
 // A second server on a real language model (SmolLM2-135M) for the run panel's tests.
 export const llmPort = port + 1;
+// A third on a GGUF file (SmolLM2-135M's Q4_1 GGUF as its package ships it).
+export const ggufPort = port + 2;
 
 // Every test starts logged in: the cookie each server sets for the address it prints
 // (auth.spec.mjs checks that exchange itself, from a browser without it).
@@ -18,7 +20,7 @@ const cookie = (p) => ({
   name: `tensor-surgeon-${p}`, value: TOKEN, domain: '127.0.0.1', path: '/', expires: -1,
   httpOnly: true, secure: false, sameSite: 'Strict',
 });
-writeFileSync(storageState, JSON.stringify({ cookies: [cookie(port), cookie(llmPort)], origins: [] }));
+writeFileSync(storageState, JSON.stringify({ cookies: [cookie(port), cookie(llmPort), cookie(ggufPort)], origins: [] }));
 
 export default defineConfig({
   testDir: './tests',
@@ -55,6 +57,14 @@ export default defineConfig({
     {
       command: `node start-server.mjs ${llmPort} smollm2`,
       url: `http://127.0.0.1:${llmPort}/`,
+      timeout: 300_000,
+      reuseExistingServer: false,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    },
+    {
+      command: `node start-server.mjs ${ggufPort} smollm2-gguf`,
+      url: `http://127.0.0.1:${ggufPort}/`,
       timeout: 300_000,
       reuseExistingServer: false,
       stdout: 'pipe',
