@@ -510,7 +510,7 @@ impl<'a> Reader<'a> {
             return Err(GgufError::Truncated {
                 what: what.to_string(),
                 at: self.at as u64,
-                needed: self.at as u64 + n,
+                needed: (self.at as u64).saturating_add(n),
                 have: self.bytes.len() as u64,
             });
         }

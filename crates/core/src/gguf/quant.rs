@@ -522,6 +522,33 @@ pub fn element_code(ty: GgmlType, b: &[u8], i: usize) -> Option<ElementCode> {
     })
 }
 
+/// Scale sub-blocks per block of `ty` (each element's scale is its sub-block's), for the
+/// types [`element_code`] reads; `None` for others.
+pub fn scale_groups(ty: GgmlType) -> Option<usize> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => 1,
+        Q2_K | Q3_K | Q6_K => QK_K / 16,
+        Q4_K | Q5_K => QK_K / 32,
+        _ => return None,
+    })
+}
+
+/// The effective scale of every sub-block of whole blocks of `ty` (`d`, or `d · sc` for the
+/// K-quants), appended to `out` as little-endian f32 bytes: a quantized tensor's "blocks"
+/// view.
+pub fn block_scales(ty: GgmlType, bytes: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let groups = scale_groups(ty)?;
+    let per_group = ty.block_elements() / groups;
+    for block in bytes.chunks_exact(ty.block_bytes()) {
+        for g in 0..groups {
+            let code = element_code(ty, block, g * per_group)?;
+            out.extend_from_slice(&code.scale.to_le_bytes());
+        }
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod code_tests {
     use super::*;
@@ -559,31 +586,4 @@ mod code_tests {
             }
         }
     }
-}
-
-/// Scale sub-blocks per block of `ty` (each element's scale is its sub-block's), for the
-/// types [`element_code`] reads; `None` for others.
-pub fn scale_groups(ty: GgmlType) -> Option<usize> {
-    use GgmlType::*;
-    Some(match ty {
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => 1,
-        Q2_K | Q3_K | Q6_K => QK_K / 16,
-        Q4_K | Q5_K => QK_K / 32,
-        _ => return None,
-    })
-}
-
-/// The effective scale of every sub-block of whole blocks of `ty` (`d`, or `d · sc` for the
-/// K-quants), appended to `out` as little-endian f32 bytes: a quantized tensor's "blocks"
-/// view.
-pub fn block_scales(ty: GgmlType, bytes: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let groups = scale_groups(ty)?;
-    let per_group = ty.block_elements() / groups;
-    for block in bytes.chunks_exact(ty.block_bytes()) {
-        for g in 0..groups {
-            let code = element_code(ty, block, g * per_group)?;
-            out.extend_from_slice(&code.scale.to_le_bytes());
-        }
-    }
-    Some(())
 }

@@ -129,6 +129,15 @@ fn impossible_counts_are_refused_before_allocating() {
         parse_all(&long_string),
         Err(GgufError::Truncated { .. })
     ));
+    // A length near 2^64 (found by the fuzz target): an error, not an overflow.
+    let longest = Builder::start(0, 1).u64(u64::MAX - 3).data(64);
+    assert!(matches!(
+        parse_all(&longest),
+        Err(GgufError::Truncated {
+            needed: u64::MAX,
+            ..
+        })
+    ));
 }
 
 #[test]
