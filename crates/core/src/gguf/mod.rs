@@ -616,11 +616,14 @@ impl<'a> Reader<'a> {
         if ne.iter().any(|&d| d > i64::MAX as u64) {
             return Err(bad(format!("dims {ne:?} exceed ggml's int64 range")));
         }
-        let elements = ne
-            .iter()
+        // The product of the non-zero dims must fit: then a product in any order (with a
+        // zero dim or not) never overflows.
+        ne.iter()
+            .filter(|&&d| d != 0)
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n <= i64::MAX as u64)
             .ok_or_else(|| bad(format!("dims {ne:?} overflow the element count")))?;
+        let elements: u64 = ne.iter().product();
         let block = ggml_type.block_elements();
         let row = ne.first().copied().unwrap_or(1);
         if row % block as u64 != 0 {
