@@ -189,3 +189,91 @@ def test_a_relative_of_llama_runs_from_its_gguf_as_from_safetensors(smollm2, tmp
     for x, y in zip(a["base"]["top"], b["base"]["top"]):
         assert abs(x["prob"] - y["prob"]) < 1e-5, (model_type, x, y)
     assert a["base"]["continuation"]["ids"] == b["base"]["continuation"]["ids"]
+
+
+def test_gemma3_from_safetensors_runs_as_its_gguf(smollm2, tmp_path):
+    """A small random Gemma 3 checkpoint as Hugging Face writes it (norm weights w, used as
+    1 + w; six layers, the sixth global) and as llama.cpp's converter writes it (1 + w stored):
+    the same answers. The GGUF path is the one checked against llama.cpp on Gemma 3 270M."""
+    import gguf
+    from safetensors.numpy import save_file
+
+    import models
+
+    rng = np.random.default_rng(3)
+    vocab = json.loads((smollm2 / "config.json").read_text())["vocab_size"]
+    m = lambda *shape: (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    small = lambda n: (0.1 * rng.standard_normal(n)).astype(np.float32)
+    layers = 6
+    hf = {"model.embed_tokens.weight": m(vocab, HIDDEN), "model.norm.weight": small(HIDDEN)}
+    parts = {  # Hugging Face's name -> llama.cpp's
+        "self_attn.q_proj": ("attn_q", (HEADS * HEAD_DIM, HIDDEN)),
+        "self_attn.k_proj": ("attn_k", (KV_HEADS * HEAD_DIM, HIDDEN)),
+        "self_attn.v_proj": ("attn_v", (KV_HEADS * HEAD_DIM, HIDDEN)),
+        "self_attn.o_proj": ("attn_output", (HIDDEN, HEADS * HEAD_DIM)),
+        "mlp.gate_proj": ("ffn_gate", (INTER, HIDDEN)),
+        "mlp.up_proj": ("ffn_up", (INTER, HIDDEN)),
+        "mlp.down_proj": ("ffn_down", (HIDDEN, INTER)),
+        "self_attn.q_norm": ("attn_q_norm", (HEAD_DIM,)),
+        "self_attn.k_norm": ("attn_k_norm", (HEAD_DIM,)),
+        "input_layernorm": ("attn_norm", (HIDDEN,)),
+        "post_attention_layernorm": ("post_attention_norm", (HIDDEN,)),
+        "pre_feedforward_layernorm": ("ffn_norm", (HIDDEN,)),
+        "post_feedforward_layernorm": ("post_ffw_norm", (HIDDEN,)),
+    }
+    for i in range(layers):
+        for part, (_, shape) in parts.items():
+            hf[f"model.layers.{i}.{part}.weight"] = small(shape[0]) if len(shape) == 1 else m(*shape)
+    folder = tmp_path / "gemma"
+    folder.mkdir()
+    save_file(hf, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"],
+        "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": layers,
+        "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM,
+        "query_pre_attn_scalar": HEAD_DIM, "vocab_size": vocab, "rms_norm_eps": 1e-6,
+        "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0, "sliding_window": 512,
+        "sliding_window_pattern": 6, "max_position_embeddings": 512,
+        "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": None,
+        "attn_logit_softcapping": None, "rope_scaling": None,
+    }))
+    shutil.copy(smollm2 / "tokenizer.json", folder / "tokenizer.json")
+
+    tok = gguf.GGUFReader(models.smollm2_gguf())
+    field = lambda k: tok.fields[k].contents()
+    path = tmp_path / "gemma.gguf"
+    g = gguf.GGUFWriter(str(path), "gemma3")
+    g.add_block_count(layers)
+    g.add_embedding_length(HIDDEN)
+    g.add_feed_forward_length(INTER)
+    g.add_head_count(HEADS)
+    g.add_head_count_kv(KV_HEADS)
+    g.add_key_length(HEAD_DIM)
+    g.add_value_length(HEAD_DIM)
+    g.add_layer_norm_rms_eps(1e-6)
+    g.add_rope_freq_base(1_000_000.0)
+    g.add_sliding_window(512)
+    g.add_context_length(512)
+    g.add_tokenizer_model("gpt2")
+    g.add_tokenizer_pre(field("tokenizer.ggml.pre"))
+    g.add_token_list(field("tokenizer.ggml.tokens"))
+    g.add_token_merges(field("tokenizer.ggml.merges"))
+    g.add_token_types(field("tokenizer.ggml.token_type"))
+    g.add_tensor("token_embd.weight", hf["model.embed_tokens.weight"])
+    g.add_tensor("output_norm.weight", hf["model.norm.weight"] + np.float32(1))
+    for i in range(layers):
+        for part, (cpp, shape) in parts.items():
+            w = hf[f"model.layers.{i}.{part}.weight"]
+            g.add_tensor(f"blk.{i}.{cpp}.weight", w + np.float32(1) if len(shape) == 1 else w)
+    g.write_header_to_file()
+    g.write_kv_data_to_file()
+    g.write_tensors_to_file()
+    g.close()
+
+    a = run("run", folder, "--prompt", PROMPT, "--top-k", 5, "--generate", 4, "--json").json()
+    b = run("run", path, "--prompt", PROMPT, "--top-k", 5, "--generate", 4, "--json").json()
+    assert a["prompt_tokens"] == b["prompt_tokens"]
+    assert [t["id"] for t in a["base"]["top"]] == [t["id"] for t in b["base"]["top"]]
+    for x, y in zip(a["base"]["top"], b["base"]["top"]):
+        assert abs(x["prob"] - y["prob"]) < 1e-5, (x, y)
+    assert a["base"]["continuation"]["ids"] == b["base"]["continuation"]["ids"]

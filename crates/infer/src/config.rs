@@ -55,6 +55,9 @@ pub struct Gemma3 {
     pub local_rope_theta: f64,
     /// Queries are scaled by `query_pre_attn_scalar^-1/2`.
     pub query_pre_attn_scalar: f64,
+    /// Added to every norm weight before use: 1 for Hugging Face checkpoints (they store `w`
+    /// and scale by `1 + w`), 0 for llama.cpp's GGUFs (they store `1 + w`).
+    pub norm_offset: f64,
 }
 
 impl Gemma3 {
@@ -187,6 +190,7 @@ impl Family {
             "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" => serde_json::from_value(value)
                 .map(Family::Llama)
                 .map_err(wrong),
+            "gemma3_text" => gemma3(value).map(Family::Llama),
             "bert" => serde_json::from_value(value)
                 .map(Family::Bert)
                 .map_err(wrong),
@@ -198,6 +202,45 @@ impl Family {
             )),
         }
     }
+}
+
+/// A Gemma 3 text model's `config.json` (Gemma3ForCausalLM).
+fn gemma3(mut value: serde_json::Value) -> std::result::Result<LlamaConfig, String> {
+    let get = |k: &str| value.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    for k in ["final_logit_softcapping", "attn_logit_softcapping"] {
+        if !get(k).is_null() {
+            return Err(format!(
+                "{k} is not implemented (Gemma 3 has none); {SUPPORTED}"
+            ));
+        }
+    }
+    match get("hidden_activation").as_str() {
+        None | Some("gelu_pytorch_tanh") => {}
+        Some(other) => return Err(format!("hidden_activation {other:?} is not implemented")),
+    }
+    let number = |k: &str| get(k).as_f64();
+    let head_dim = number("head_dim");
+    let gemma = Gemma3 {
+        sliding_window: number("sliding_window").unwrap_or(512.0) as usize,
+        global_every: number("sliding_window_pattern").unwrap_or(6.0) as usize,
+        local_rope_theta: number("rope_local_base_freq").unwrap_or(10_000.0),
+        query_pre_attn_scalar: number("query_pre_attn_scalar")
+            .or(head_dim)
+            .unwrap_or(256.0),
+        norm_offset: 1.0,
+    };
+    if gemma.global_every == 0 {
+        return Err("sliding_window_pattern is 0".into());
+    }
+    // Gemma ties its embeddings unless it says otherwise; its window is its own.
+    if let Some(map) = value.as_object_mut() {
+        map.entry("tie_word_embeddings").or_insert(true.into());
+        map.remove("sliding_window");
+    }
+    let mut config: LlamaConfig = serde_json::from_value(value)
+        .map_err(|e| format!("a gemma3_text config this reader cannot use: {e}"))?;
+    config.gemma = Some(gemma);
+    Ok(config)
 }
 
 /// The folder holding a model's side files.

@@ -108,6 +108,7 @@ pub fn family(h: &GgufHeader) -> Result<(Family, NameMap)> {
                 global_every: 6,
                 local_rope_theta: 10_000.0,
                 query_pre_attn_scalar: config.head_width() as f64,
+                norm_offset: 0.0,
             });
             config.tie_word_embeddings = h.tensor("output.weight").is_none();
             let names = NameMap::gemma3(h, &config)?;

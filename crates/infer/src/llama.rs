@@ -117,6 +117,15 @@ impl Llama {
             && !w.has(&name(0, "self_attn.qkv_proj"))
     }
 
+    /// A norm's weight as the pass multiplies by it (Gemma's checkpoints store `w` for `1 + w`).
+    fn norm(&self, w: &Weights, name: &str) -> Result<Tensor> {
+        let t = w.get(name)?;
+        Ok(match &self.config.gemma {
+            Some(g) if g.norm_offset != 0.0 => (t + g.norm_offset)?,
+            _ => t,
+        })
+    }
+
     /// The matrix that maps the final hidden state to logits.
     pub fn unembedding_name(&self, w: &Weights) -> &'static str {
         if !self.config.tie_word_embeddings && w.has("lm_head.weight") {
@@ -241,16 +250,22 @@ impl Llama {
             _ => None,
         };
         let mask = window_mask.as_ref().or(mask);
-        let norm = w.get(&name(layer, "input_layernorm"))?;
+        let norm = self.norm(w, &name(layer, "input_layernorm"))?;
         let h = candle_nn::ops::rms_norm(x, &norm, eps)?;
         // Qwen3 and Gemma 3 normalise each head's query and key before rotating them.
         let head_norm = |part: &str| -> Result<Option<Tensor>> {
             let n = name(layer, part);
-            Ok(if w.has(&n) {
-                Some(w.get_shaped(&n, &[hd])?)
-            } else {
-                None
-            })
+            if !w.has(&n) {
+                return Ok(None);
+            }
+            let t = self.norm(w, &n)?;
+            if t.dims() != [hd] {
+                return Err(InferError::Unsupported(format!(
+                    "cannot run this model: {n} has shape {:?}, the heads are {hd} wide",
+                    t.dims()
+                )));
+            }
+            Ok(Some(t))
         };
         let (q_norm, k_norm) = (
             head_norm("self_attn.q_norm")?,
@@ -356,7 +371,7 @@ impl Llama {
             if gemma.is_none() {
                 return Ok(m);
             }
-            let norm = w.get(&name(layer, part))?;
+            let norm = self.norm(w, &name(layer, part))?;
             Ok(candle_nn::ops::rms_norm(&m, &norm, eps)?)
         };
         let att_out = post_norm(att_out, "post_attention_layernorm")?;
@@ -366,7 +381,7 @@ impl Llama {
             Some(_) => "pre_feedforward_layernorm",
             None => "post_attention_layernorm",
         };
-        let norm = w.get(&name(layer, pre_mlp))?;
+        let norm = self.norm(w, &name(layer, pre_mlp))?;
         let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
         let inter = c.intermediate_size;
         let (gate, up) = if w.has(&name(layer, "mlp.gate_up_proj")) {
@@ -402,7 +417,7 @@ impl Llama {
     /// Final norm and unembedding of hidden states ([n, hidden] -> [n, vocab]).
     pub fn logits(&self, w: &Weights, hidden: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let norm = w.get("model.norm.weight")?;
+        let norm = self.norm(w, "model.norm.weight")?;
         let h = candle_nn::ops::rms_norm(hidden, &norm, c.rms_norm_eps as f32)?;
         project(w, &h, self.unembedding_name(w), c.vocab_size)
     }
