@@ -135,20 +135,17 @@ COMMON = {
 }
 
 
-def as_gguf(folder, arch):
-    """The checkpoint in `folder` written as llama.cpp's converter lays it out (gguf-py's
-    writer), with SmolLM2's tokenizer metadata from its own GGUF."""
+def gguf_writer(path, arch, layers, rope_theta):
+    """gguf-py's writer for a small model of `arch` with this file's sizes, and SmolLM2's
+    tokenizer metadata from its own GGUF; the caller adds tensors and writes it."""
     import gguf
-    from safetensors.numpy import load_file
 
     import models
 
     tok = gguf.GGUFReader(models.smollm2_gguf())
     field = lambda k: tok.fields[k].contents()
-    w = load_file(str(folder / "model.safetensors"))
-    out = folder / f"{arch}.gguf"
-    g = gguf.GGUFWriter(str(out), arch)
-    g.add_block_count(LAYERS)
+    g = gguf.GGUFWriter(str(path), arch)
+    g.add_block_count(layers)
     g.add_embedding_length(HIDDEN)
     g.add_feed_forward_length(INTER)
     g.add_head_count(HEADS)
@@ -157,7 +154,7 @@ def as_gguf(folder, arch):
     g.add_value_length(HEAD_DIM)
     g.add_rope_dimension_count(HEAD_DIM)
     g.add_layer_norm_rms_eps(1e-6)
-    g.add_rope_freq_base(10000.0)
+    g.add_rope_freq_base(rope_theta)
     g.add_context_length(512)
     g.add_tokenizer_model("gpt2")
     g.add_tokenizer_pre(field("tokenizer.ggml.pre"))
@@ -165,6 +162,17 @@ def as_gguf(folder, arch):
     g.add_token_merges(field("tokenizer.ggml.merges"))
     g.add_token_types(field("tokenizer.ggml.token_type"))
     g.add_eos_token_id(field("tokenizer.ggml.eos_token_id"))
+    return g
+
+
+def as_gguf(folder, arch):
+    """The checkpoint in `folder` written as llama.cpp's converter lays it out (gguf-py's
+    writer), with SmolLM2's tokenizer metadata from its own GGUF."""
+    from safetensors.numpy import load_file
+
+    w = load_file(str(folder / "model.safetensors"))
+    out = folder / f"{arch}.gguf"
+    g = gguf_writer(out, arch, LAYERS, 10000.0)
     g.add_tensor("token_embd.weight", w["model.embed_tokens.weight"])
     g.add_tensor("output_norm.weight", w["model.norm.weight"])
     parts = {**COMMON, **GGUF_PARTS[arch]}
@@ -195,10 +203,7 @@ def test_gemma3_from_safetensors_runs_as_its_gguf(smollm2, tmp_path):
     """A small random Gemma 3 checkpoint as Hugging Face writes it (norm weights w, used as
     1 + w; six layers, the sixth global) and as llama.cpp's converter writes it (1 + w stored):
     the same answers. The GGUF path is the one checked against llama.cpp on Gemma 3 270M."""
-    import gguf
     from safetensors.numpy import save_file
-
-    import models
 
     rng = np.random.default_rng(3)
     vocab = json.loads((smollm2 / "config.json").read_text())["vocab_size"]
@@ -239,26 +244,9 @@ def test_gemma3_from_safetensors_runs_as_its_gguf(smollm2, tmp_path):
     }))
     shutil.copy(smollm2 / "tokenizer.json", folder / "tokenizer.json")
 
-    tok = gguf.GGUFReader(models.smollm2_gguf())
-    field = lambda k: tok.fields[k].contents()
     path = tmp_path / "gemma.gguf"
-    g = gguf.GGUFWriter(str(path), "gemma3")
-    g.add_block_count(layers)
-    g.add_embedding_length(HIDDEN)
-    g.add_feed_forward_length(INTER)
-    g.add_head_count(HEADS)
-    g.add_head_count_kv(KV_HEADS)
-    g.add_key_length(HEAD_DIM)
-    g.add_value_length(HEAD_DIM)
-    g.add_layer_norm_rms_eps(1e-6)
-    g.add_rope_freq_base(1_000_000.0)
+    g = gguf_writer(path, "gemma3", layers, 1_000_000.0)
     g.add_sliding_window(512)
-    g.add_context_length(512)
-    g.add_tokenizer_model("gpt2")
-    g.add_tokenizer_pre(field("tokenizer.ggml.pre"))
-    g.add_token_list(field("tokenizer.ggml.tokens"))
-    g.add_token_merges(field("tokenizer.ggml.merges"))
-    g.add_token_types(field("tokenizer.ggml.token_type"))
     g.add_tensor("token_embd.weight", hf["model.embed_tokens.weight"])
     g.add_tensor("output_norm.weight", hf["model.norm.weight"] + np.float32(1))
     for i in range(layers):
