@@ -115,13 +115,114 @@ def test_a_slice_of_a_quantized_tensor_shows_the_bytes_of_its_blocks(real):
     assert "hex" not in got
 
 
-def test_a_value_edit_of_a_quantized_tensor_is_refused_by_name(real, tmp_path):
+def block_values(t, data: bytes) -> np.ndarray:
+    """gguf-py's decoding of whole blocks of `t`'s type."""
+    size = gguf.GGML_QUANT_SIZES[t.tensor_type][1]
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, size)
+    return np.asarray(gguf.quants.dequantize(raw, t.tensor_type), dtype=np.float32).reshape(-1)
+
+
+def test_a_value_edit_of_a_quantized_tensor_rewrites_only_its_block(real, tmp_path):
+    """For each quantized type in the file: a value the element's block can hold (another
+    value of its sub-block) changes that element alone, the block's scales kept; a value far
+    past the block's range quantizes the block again, and the element gets close to it. Each
+    patch is one whole block of the file, its original bytes the file's."""
     path, reader = real
-    t = next(t for t in reader.tensors if t.tensor_type.name not in ("F32", "F16"))
-    r = run("edit", path, "--set", f"{t.name}[0,0]=1", "--patch", tmp_path / "p.json", check=False)
-    assert r.code != 0
-    assert t.tensor_type.name in r.err and "not supported" in r.err, r.err
-    assert not (tmp_path / "p.json").exists()
+    types = sorted({t.tensor_type.name for t in reader.tensors} - {"F32", "F16"})
+    assert types
+    for type_name in types:
+        t = next(t for t in reader.tensors if t.tensor_type.name == type_name and len(t.shape) == 2)
+        size, block = gguf.GGML_QUANT_SIZES[t.tensor_type]
+        rows, cols = row_major_shape(t)
+        values = decoded(t)
+        # Element (1, size + 3): block 1 of row 1.
+        index = cols // size + 1
+        raw = np.asarray(t.data).reshape(-1).view(np.uint8).tobytes()
+        old_block = raw[index * block : (index + 1) * block]
+        mine = values[1, size : 2 * size]
+        assert np.array_equal(block_values(t, old_block), mine)
+        # Within its group of 16 every element shares the scale (and min) in every type.
+        target = next((v for v in mine[:16] if v != mine[3]), None)
+        assert target is not None, f"{type_name}: a flat block"
+        patch = tmp_path / f"{type_name}-near.json"
+        out = run("edit", path, "--set", f"{t.name}[1,{size + 3}]={float(target)!r}", "--patch", patch).out
+        assert f"{type_name}: 1 block(s) written, scales kept" in out and "no other value moved" in out, out
+        entries = json.loads(patch.read_text())["entries"]
+        assert [(e["tensor"], e["offset"]) for e in entries] == [(t.name, index * block)]
+        assert bytes.fromhex(entries[0]["original"]) == old_block
+        want = mine.copy()
+        want[3] = target
+        assert np.array_equal(block_values(t, bytes.fromhex(entries[0]["patched"])), want), type_name
+
+        far = float(np.abs(mine).max()) * 10 + 1.0
+        patch = tmp_path / f"{type_name}-far.json"
+        out = run("edit", path, "--set", f"{t.name}[1,{size + 3}]={far!r}", "--patch", patch).out
+        assert f"{type_name}: 1 block(s) quantized again" in out, out
+        entries = json.loads(patch.read_text())["entries"]
+        assert [(e["tensor"], e["offset"]) for e in entries] == [(t.name, index * block)]
+        held = block_values(t, bytes.fromhex(entries[0]["patched"]))[3]
+        assert abs(held - far) < 0.2 * far, (type_name, held, far)
+        assert f"holds {str(np.float32(held))} " in out, out
+
+
+def test_a_hex_edit_of_a_quantized_tensor_replaces_a_whole_block(real, tmp_path):
+    path, reader = real
+    t = next(t for t in reader.tensors if t.tensor_type.name not in ("F32", "F16") and len(t.shape) == 2)
+    size, block = gguf.GGML_QUANT_SIZES[t.tensor_type]
+    raw = np.asarray(t.data).reshape(-1).view(np.uint8).tobytes()
+    # Block 1 of row 0 takes block 0's bytes.
+    first = raw[:block].hex()
+    patch = tmp_path / "p.json"
+    run("edit", path, "--hex", f"{t.name}[0,{size}]={first}", "--patch", patch)
+    entries = json.loads(patch.read_text())["entries"]
+    assert [(e["offset"], e["original"], e["patched"]) for e in entries] == [(block, raw[block : 2 * block].hex(), first)]
+    r = run("edit", path, "--hex", f"{t.name}[0,0]=00ff", "--patch", tmp_path / "q.json", check=False)
+    assert r.code != 0 and f"a whole block, {block} bytes" in r.err, r.err
+    assert not (tmp_path / "q.json").exists()
+
+
+def test_an_edit_of_a_q4_k_tensor_bakes_into_a_gguf_llama_cpp_loads(tmp_path):
+    """One element of a Q4_K tensor of Gemma 3 edited and baked: gguf-py reads the new file
+    with that element at the value the CLI said its block holds, every other byte of the file
+    equal; a whole Q4_K tensor zeroed and baked, llama.cpp's answer on the new file is ours
+    on the base with the patch."""
+    import models
+
+    path = models.gemma3_gguf()
+    name = "blk.0.attn_output.weight"
+    t = tensor_named(path, name)
+    assert t.tensor_type.name == "Q4_K"
+    patch, out = tmp_path / "p.json", tmp_path / "edited.gguf"
+    said = run("edit", path, "--set", f"{name}[3,5]=0.05", "--patch", patch).out
+    run("verify", path, patch)
+    run("apply", path, patch, "--out", out)
+    before, after = path.read_bytes(), out.read_bytes()
+    assert len(before) == len(after)
+    held = decoded(tensor_named(out, name))
+    assert f"holds {str(held[3, 5])} for 0.05" in said, said
+    assert abs(held[3, 5] - 0.05) < 0.01
+    base = decoded(t)
+    changed = held != base
+    assert changed[3, 5] and changed.sum() == 1
+    # Only bytes of the block holding (3, 5) differ: block 3 * 1024 / 256 of the tensor.
+    lo = t.data_offset + 3 * 4 * 144
+    diff = [i for i in range(t.data_offset, t.data_offset + t.n_bytes) if before[i] != after[i]]
+    assert diff and all(lo <= i < lo + 144 for i in diff)
+    assert before[: t.data_offset] == after[: t.data_offset]
+    assert before[t.data_offset + t.n_bytes :] == after[t.data_offset + t.n_bytes :]
+
+    zero, zeroed = tmp_path / "zero.json", tmp_path / "zeroed.gguf"
+    run("edit", path, "--scale", f"{name}[:,:]=0", "--patch", zero)
+    run("apply", path, zero, "--out", zeroed)
+    assert not decoded(tensor_named(zeroed, name)).any()
+    prompt = "The capital of France is"
+    theirs_base = llama_cpp(path, prompts=[prompt], top_k=3)["prompts"][0]
+    theirs = llama_cpp(zeroed, prompts=[prompt], top_k=3)["prompts"][0]
+    ours = run("run", path, "--patch", zero, "--prompt", prompt, "--top-k", 3, "--json").json()
+    assert [x["id"] for x in theirs["top"]] != [x["id"] for x in theirs_base["top"]], "the edit shows"
+    assert [x["id"] for x in ours["edited"]["top"][:2]] == [x["id"] for x in theirs["top"][:2]]
+    for a, b in zip(ours["edited"]["top"], theirs["top"]):
+        assert abs(a["prob"] - b["prob"]) <= 0.05, (ours["edited"]["top"], theirs["top"])
 
 
 # --- broken files: a clear error each, never a panic ------------------------------------------
@@ -323,7 +424,8 @@ def test_an_edit_of_a_plain_tensor_bakes_into_a_gguf_llama_cpp_loads(tmp_path):
 def test_the_web_app_serves_a_gguf(tmp_path):
     """The server on a GGUF: ggml types in the tensor list and parameter counts, the
     architecture from the metadata, a view of a quantized tensor equal to gguf-py's decoding,
-    a cell, a value edit refused by name, an edit of a plain tensor taken, and a run."""
+    a cell, a value edit of a quantized tensor (its block written), a hex edit of the wrong
+    length refused, an edit of a plain tensor taken, and a run."""
     from server import Server
     from load import view_request
     import models
@@ -352,8 +454,18 @@ def test_the_web_app_serves_a_gguf(tmp_path):
         d, m = np.frombuffer(raw[block["offset"] : block["offset"] + 4], dtype="<f2").astype(np.float32)
         assert (np.float32(block["scale"]), np.float32(block["min"])) == (d, -m)  # f32s, shortest text
         assert np.float32(block["quant"]) * np.float32(block["scale"]) - np.float32(block["min"]) == np.float32(cell["value"])
-        status, body = s.call("POST", "/api/edit", {"request": {"tensor": name, "spec": "0,0", "op": {"op": "set", "value": "1"}}}, ok=False)
-        assert status == 400 and "Q4_1" in body and "not supported" in body, body
+        # A value edit of a quantized tensor: its block written, the cell and the session's
+        # rows show the value the block holds.
+        row = decoded(tensor_named(path, name))[3, :32]
+        target = next(v for v in row if v != row[5])  # a value its block holds
+        session = s.edit(name, "3,5", {"op": "set", "value": repr(float(target))})
+        assert "Q4_1: 1 block(s) written, scales kept" in session["steps"][-1], session["steps"]
+        assert [(r["tensor"], r["index"]) for r in session["entries"]] == [(name, [3, 5])]
+        cell = s.call("GET", f"/api/cell?tensor={name}&index=3,5")
+        assert np.float32(cell["value"]) == target
+        assert cell["block"]["hex"] != block["hex"] and cell["block"]["quant"] != block["quant"]
+        status, body = s.call("POST", "/api/edit", {"request": {"tensor": name, "spec": "0,0", "op": {"op": "hex", "hex": "00"}}}, ok=False)
+        assert status == 400 and "a whole block, 20 bytes" in body, body
         s.edit("output_norm.weight", "0", {"op": "set", "value": "2"})
         out = s.call("POST", "/api/run", {"request": {"prompt": "The capital of France is", "top_k": 3, "target": None, "generate": 0}})
         assert out["base"]["top"][0]["token"] == " Paris"

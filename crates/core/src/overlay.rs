@@ -6,7 +6,10 @@
 //! takes a snapshot of a tensor ([`Overlay::only`]) in O(1) under the session lock and reads
 //! it after letting go; an edit made meanwhile copies the runs it changes, not the reader.
 
+use crate::gguf::GgmlType;
+use crate::header::TensorInfo;
 use crate::source::ByteSource;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -150,31 +153,82 @@ impl Overlay {
         o
     }
 
-    /// A tensor's base bytes seen through the overlay.
-    pub fn view<'a, B: ByteSource + ?Sized>(&'a self, tensor: &str, base: &'a B) -> Patched<'a, B> {
+    /// A tensor's values seen through the overlay: its base values (as the store reads
+    /// them) with the runs laid on top. A tensor stored as blocks ([`TensorInfo::blocks`])
+    /// has its runs in block bytes, whole blocks (the session writes them so); they are
+    /// decoded here into the values they hold.
+    pub fn view<'a, B: ByteSource + ?Sized>(
+        &'a self,
+        info: &TensorInfo,
+        base: &'a B,
+    ) -> Patched<'a, B> {
         Patched {
             base,
-            runs: self.tensor(tensor),
+            runs: self.values(info),
         }
     }
+
+    /// A tensor's stored bytes seen through the overlay (the patch functions' view: entries
+    /// name stored bytes, blocks for a quantized tensor).
+    pub fn view_stored<'a, B: ByteSource + ?Sized>(
+        &'a self,
+        tensor: &str,
+        base: &'a B,
+    ) -> Patched<'a, B> {
+        Patched {
+            base,
+            runs: self.tensor(tensor).map(Cow::Borrowed),
+        }
+    }
+
+    /// A tensor's runs in the bytes of its values (see [`Overlay::view`]).
+    pub fn values(&self, info: &TensorInfo) -> Option<Cow<'_, RangeMap>> {
+        let runs = self.tensor(&info.name)?;
+        Some(match info.blocks {
+            Some(ty) => Cow::Owned(decode_blocks(ty, runs)),
+            None => Cow::Borrowed(runs),
+        })
+    }
+}
+
+/// The values (little-endian F32) that runs of whole blocks of `ty` hold, at their places
+/// among the tensor's values: a block lies within one row, so block `b` holds elements
+/// `b × n .. (b + 1) × n`. Bytes of a block not wholly in a run are not decoded (the
+/// session never writes part of a block).
+pub fn decode_blocks(ty: GgmlType, runs: &RangeMap) -> RangeMap {
+    let (size, n) = (ty.block_bytes() as u64, ty.block_elements() as u64);
+    let mut out = RangeMap::default();
+    for (start, bytes) in runs.runs() {
+        let first = start.div_ceil(size);
+        let end = (start + bytes.len() as u64) / size;
+        if first >= end {
+            continue;
+        }
+        let from = (first * size - start) as usize;
+        let to = (end * size - start) as usize;
+        if let Ok(values) = crate::gguf::quant::to_f32_bytes(ty, &bytes[from..to]) {
+            out.write(first * n * 4, &values);
+        }
+    }
+    out
 }
 
 /// Base bytes with overlay runs laid on top.
 pub struct Patched<'a, B: ?Sized = [u8]> {
     pub base: &'a B,
-    pub runs: Option<&'a RangeMap>,
+    pub runs: Option<Cow<'a, RangeMap>>,
 }
 
 impl<B: ByteSource + ?Sized> ByteSource for Patched<'_, B> {
     fn read(&self, offset: u64, out: &mut [u8]) {
         self.base.read(offset, out);
-        if let Some(runs) = self.runs {
+        if let Some(runs) = &self.runs {
             runs.lay_onto(offset, out);
         }
     }
 
     fn borrow_bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
-        match self.runs {
+        match &self.runs {
             Some(runs) if runs.intersects(offset, offset + len as u64) => None,
             _ => self.base.borrow_bytes(offset, len),
         }
@@ -189,7 +243,7 @@ mod tests {
         let mut out = vec![0u8; base.len()];
         Patched {
             base,
-            runs: Some(m),
+            runs: Some(Cow::Borrowed(m)),
         }
         .read(0, &mut out);
         out
@@ -235,20 +289,20 @@ mod tests {
         let mut out = [0u8; 3];
         Patched {
             base: &base,
-            runs: Some(&m),
+            runs: Some(Cow::Borrowed(&m)),
         }
         .read(4, &mut out);
         assert_eq!(out, [101, 102, 6]);
         Patched {
             base: &base,
-            runs: Some(&m),
+            runs: Some(Cow::Borrowed(&m)),
         }
         .read(0, &mut out);
         assert_eq!(out, [0, 1, 2]);
         // Zero-copy reads only where no run reaches.
         let p = Patched {
             base: &base,
-            runs: Some(&m),
+            runs: Some(Cow::Borrowed(&m)),
         };
         assert_eq!(p.borrow_bytes(0, 3), Some(&base[0..3]));
         assert_eq!(p.borrow_bytes(1, 3), None);
@@ -266,7 +320,7 @@ mod tests {
         o.write("t", 6, &[7]);
         let read = |o: &Overlay| {
             let mut out = [0u8; 8];
-            o.view("t", &base).read(0, &mut out);
+            o.view_stored("t", &base).read(0, &mut out);
             out
         };
         assert_eq!(read(&snap), [0, 0, 1, 1, 0, 0, 0, 0]);

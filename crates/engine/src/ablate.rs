@@ -194,7 +194,7 @@ impl Probe<'_> {
             let info = model.get(&a.tensor)?.1;
             let bytes = model.tensor_bytes(&a.tensor)?;
             let entry = LowRankEntry::new(info, &bytes, 1, &a.u, &a.v, Some(self.origin.clone()))?;
-            let view = self.over.view(&a.tensor, &*bytes);
+            let view = self.over.view(info, &*bytes);
             for c in entry.to_entries(info, &view)?.entries {
                 own.write(&c.tensor, c.offset, &c.patched);
                 both.write(&c.tensor, c.offset, &c.patched);

@@ -49,7 +49,7 @@ pub fn edit_fact(
     let info = model.get(&edit.tensor)?.1.clone();
     let bytes = model.tensor_bytes(&edit.tensor)?;
     let entry = LowRankEntry::new(&info, &bytes, 1, &edit.u, &edit.v, Some(origin))?;
-    let view = over.view(&edit.tensor, &*bytes);
+    let view = over.view(&info, &*bytes);
     let changes = entry.to_entries(&info, &view)?.entries;
     let mut overlay = over.clone();
     for c in &changes {

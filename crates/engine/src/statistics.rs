@@ -77,7 +77,7 @@ fn with_runner<T>(
     let (shard, info) = model.get(name)?;
     let type_name = model.type_name(shard, info);
     let base = shard.data(info)?;
-    let source = overlay.view(&info.name, &*base);
+    let source = overlay.view(info, &*base);
     let runner = Parallel {
         dtype: info.dtype,
         source: &source,

@@ -9,6 +9,7 @@
 //! name and capture what the panels show.
 
 pub mod bert;
+pub mod blocks;
 pub mod config;
 mod decode;
 mod distribution;

@@ -186,7 +186,10 @@ impl WeightCache {
         let mut out = HashMap::new();
         for (name, _) in overlay.tensors() {
             let info = model.info(name).ok_or_else(|| missing(name))?;
-            let runs = overlay.tensor(name).cloned().unwrap_or_default();
+            let runs = overlay
+                .values(info)
+                .map(|r| r.into_owned())
+                .unwrap_or_default();
             let t = self.edited(
                 name,
                 1,

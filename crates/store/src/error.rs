@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tensor_surgeon_core::error_kind::ErrorKind;
 use tensor_surgeon_core::gguf::quant::QuantError;
-use tensor_surgeon_core::gguf::{GgmlType, GgufError};
+use tensor_surgeon_core::gguf::GgufError;
 use tensor_surgeon_core::header::HeaderError;
 use tensor_surgeon_core::patch::{Conflict, PatchError};
 use tensor_surgeon_core::slice::SliceError;
@@ -67,14 +67,6 @@ pub enum StoreError {
     #[error("{tensor}: {source}")]
     Decode { tensor: String, source: QuantError },
 
-    /// What cannot yet be done to a tensor of a quantized type.
-    #[error("{tensor} is {ty}: {what} is not supported for quantized tensors yet")]
-    Quantized {
-        tensor: String,
-        ty: GgmlType,
-        what: &'static str,
-    },
-
     /// A blocks view is made from a quantized tensor's blocks, not stored.
     #[error("{tensor} is the scales of {source_tensor}'s blocks, made from them: it cannot be edited (edit {source_tensor})")]
     Derived {
@@ -124,7 +116,6 @@ impl StoreError {
                 ..
             } => ErrorKind::TooLarge,
             StoreError::Header { .. }
-            | StoreError::Quantized { .. }
             | StoreError::Derived { .. }
             | StoreError::Decode { .. }
             | StoreError::Gguf { .. }

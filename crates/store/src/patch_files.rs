@@ -103,7 +103,68 @@ pub fn resolve(path: &Path, loaded: Loaded, model: &Model, over: Option<&Overlay
 /// A JSON patch checked against `model`, all in byte entries ([`Patch::materialized`]).
 pub fn materialize(p: Patch, model: &Model, over: Option<&Overlay>) -> Result<Fit> {
     let based = model.based_on_patch(&p)?;
-    Ok(p.materialized(&based, over))
+    match p.materialized(&based, over) {
+        Ok(p) => Ok(Ok(whole_blocks(model, p)?)),
+        Err(conflicts) => Ok(Err(conflicts)),
+    }
+}
+
+/// A patch whose entries of quantized tensors cover whole blocks: an entry that names part
+/// of a block (written by hand) takes the rest of the block from the base, so every reader
+/// can decode the blocks it changes. Already whole entries are left as they are.
+pub fn whole_blocks(model: &Model, mut p: Patch) -> Result<Patch> {
+    let partial = |e: &tensor_surgeon_core::patch::PatchEntry| {
+        let Ok((_, info)) = model.get(&e.tensor) else {
+            return None;
+        };
+        let size = info.blocks?.block_bytes() as u64;
+        (!e.offset.is_multiple_of(size) || !(e.patched.len() as u64).is_multiple_of(size))
+            .then_some(size)
+    };
+    if !p.entries.iter().any(|e| partial(e).is_some()) {
+        return Ok(p);
+    }
+    let mut out: Vec<tensor_surgeon_core::patch::PatchEntry> = Vec::new();
+    for e in std::mem::take(&mut p.entries) {
+        let Some(size) = partial(&e) else {
+            out.push(e);
+            continue;
+        };
+        let lo = e.offset - e.offset % size;
+        let hi = (e.offset + e.patched.len() as u64).div_ceil(size) * size;
+        // Entries are sorted and do not overlap: a block the previous widened entry ends in
+        // takes this one's bytes too.
+        let (start, mut original, mut patched) = match out.last_mut() {
+            Some(last)
+                if last.tensor == e.tensor && last.offset + last.patched.len() as u64 > lo =>
+            {
+                let last = out.pop().expect("just seen");
+                (last.offset, last.original, last.patched)
+            }
+            _ => (lo, Vec::new(), Vec::new()),
+        };
+        let (shard, info) = model.get(&e.tensor)?;
+        let have = start + original.len() as u64;
+        if hi > have {
+            let base = shard.stored_region(info, &[have..hi])?;
+            let mut more = vec![0u8; (hi - have) as usize];
+            tensor_surgeon_core::source::ByteSource::read(&base, have, &mut more);
+            original.extend_from_slice(&more);
+            patched.extend_from_slice(&more);
+        }
+        let at = (e.offset - start) as usize;
+        original[at..at + e.original.len()].copy_from_slice(&e.original);
+        patched[at..at + e.patched.len()].copy_from_slice(&e.patched);
+        out.push(tensor_surgeon_core::patch::PatchEntry {
+            tensor: e.tensor,
+            offset: start,
+            original,
+            patched,
+            origin: e.origin,
+        });
+    }
+    p.entries = out;
+    Ok(p)
 }
 
 /// A patch that fits its base, or the places where it does not.
@@ -117,7 +178,7 @@ pub fn expand(path: &Path, c: &CompactPatch, model: &Model, over: Option<&Overla
             .map(|&(offset, len)| (t.name.as_str(), offset..offset.saturating_add(len)))
     }))?;
     match c.expand(&base, over) {
-        Ok(p) => Ok(Ok(p)),
+        Ok(p) => Ok(Ok(whole_blocks(model, p)?)),
         Err(ExpandError::Conflicts(conflicts)) => Ok(Err(conflicts)),
         Err(ExpandError::Damaged(e)) => Err(compact_error(path)(e)),
     }
@@ -134,7 +195,11 @@ fn width_in(model: &Model, tensor: &str) -> Option<usize> {
     model
         .get(tensor)
         .ok()
-        .map(|(_, info)| shuffle_width(info.dtype))
+        // Block bytes are not elements: no shuffle.
+        .map(|(_, info)| match info.blocks {
+            Some(_) => 1,
+            None => shuffle_width(info.dtype),
+        })
 }
 
 /// The compact form's shuffle width for a dtype: its element size, 1 for the packed dtypes.

@@ -17,6 +17,7 @@ fn write_model(path: &Path, names: &[&str]) {
             dtype: Dtype::U8,
             shape: vec![2],
             data_offsets: (2 * i as u64, 2 * i as u64 + 2),
+            blocks: None,
         })
         .collect();
     let mut bytes = header::serialize(None, &infos);

@@ -76,6 +76,7 @@ pub fn files(skip: Option<&str>) -> [(&'static str, Vec<u8>); 3] {
             dtype: Dtype::F32,
             shape,
             data_offsets: (begin, data.len() as u64),
+            blocks: None,
         });
     }
     let mut model = header::serialize(None, &infos);

@@ -258,6 +258,7 @@ pub fn file_bytes() -> Vec<u8> {
             dtype: t.dtype,
             shape: t.shape.clone(),
             data_offsets: (begin, data.len() as u64),
+            blocks: None,
         });
     }
     let mut out = header::serialize(Some(&metadata()), &infos);

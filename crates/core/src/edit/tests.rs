@@ -38,6 +38,7 @@ fn f32_tensor(values: &[f32], shape: &[u64]) -> (TensorInfo, Vec<u8>) {
         dtype: Dtype::F32,
         shape: shape.to_vec(),
         data_offsets: (0, data.len() as u64),
+        blocks: None,
     };
     (t, data)
 }
@@ -112,6 +113,7 @@ fn bad_values_change_nothing() {
         dtype: Dtype::I8,
         shape: vec![3],
         data_offsets: (0, 3),
+        blocks: None,
     };
     let err = run(&t, &data, "", Op::Scale { factor: 100.0 }).unwrap_err();
     assert_eq!(err.to_string(), "element [1] of q: 200 is out of range for I8 (it holds -128 to 127); pass saturate to clamp");
@@ -144,6 +146,7 @@ fn packed_neighbours_survive() {
         dtype: Dtype::F4,
         shape: vec![4],
         data_offsets: (0, 2),
+        blocks: None,
     };
     let c = run(&t, &data, "1:3", Op::Hex { hex: "07".into() }).unwrap();
     assert_eq!(
@@ -170,7 +173,7 @@ fn undo_redo() {
     });
     let read = |h: &History| {
         let mut out = vec![0u8; 8];
-        h.overlay().view("w", &data).read(0, &mut out);
+        h.overlay().view_stored("w", &data).read(0, &mut out);
         out
     };
     assert_eq!(read(&h)[..4], 9f32.to_le_bytes());

@@ -678,6 +678,7 @@ impl GgufHeader {
                 dtype: plain_dtype(t.ggml_type).unwrap_or(crate::dtype::Dtype::F32),
                 shape: t.shape.clone(),
                 data_offsets: (t.offset, t.offset + t.size),
+                blocks: t.ggml_type.is_quantized().then_some(t.ggml_type),
             })
             .collect();
         // Each quantized tensor's blocks view: the scale of every (sub-)block, one row per row
@@ -697,6 +698,7 @@ impl GgufHeader {
                 dtype: crate::dtype::Dtype::F32,
                 shape,
                 data_offsets: (t.offset, t.offset),
+                blocks: None,
             });
         }
         let mut metadata: std::collections::BTreeMap<String, String> = self

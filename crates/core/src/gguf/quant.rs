@@ -522,6 +522,104 @@ pub fn element_code(ty: GgmlType, b: &[u8], i: usize) -> Option<ElementCode> {
     })
 }
 
+/// The quants an element of `ty` can take (the types [`element_code`] reads).
+pub fn quant_range(ty: GgmlType) -> Option<(i32, i32)> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => (-8, 7),
+        Q4_1 | Q4_K => (0, 15),
+        Q5_0 => (-16, 15),
+        Q5_1 | Q5_K => (0, 31),
+        Q8_0 => (-128, 127),
+        Q2_K => (0, 3),
+        Q3_K => (-4, 3),
+        Q6_K => (-32, 31),
+        _ => return None,
+    })
+}
+
+/// Writes quant `q` for element `i` of one block of `ty`, leaving every other bit of the
+/// block as it was (the inverse of [`element_code`]'s reading). `None`: a type it does not
+/// read, or `q` out of [`quant_range`].
+pub fn set_quant(ty: GgmlType, b: &mut [u8], i: usize, q: i32) -> Option<()> {
+    use GgmlType::*;
+    let (lo, hi) = quant_range(ty)?;
+    if b.len() != ty.block_bytes() || i >= ty.block_elements() || q < lo || q > hi {
+        return None;
+    }
+    let set_nibble = |qs: &mut [u8], i: usize, v: u8| {
+        if i < 16 {
+            qs[i] = (qs[i] & 0xF0) | (v & 0x0F);
+        } else {
+            qs[i - 16] = (qs[i - 16] & 0x0F) | ((v & 0x0F) << 4);
+        }
+    };
+    let set_bit = |byte: &mut u8, bit: u8, on: bool| {
+        if on {
+            *byte |= bit;
+        } else {
+            *byte &= !bit;
+        }
+    };
+    match ty {
+        Q4_0 => set_nibble(&mut b[2..18], i, (q + 8) as u8),
+        Q4_1 => set_nibble(&mut b[4..20], i, q as u8),
+        Q5_0 | Q5_1 => {
+            let (at, offset) = if ty == Q5_0 { (2, 16) } else { (4, 0) };
+            let u = (q + offset) as u32;
+            let mut qh = u32::from_le_bytes(b[at..at + 4].try_into().ok()?);
+            qh = (qh & !(1 << i)) | (((u >> 4) & 1) << i);
+            b[at..at + 4].copy_from_slice(&qh.to_le_bytes());
+            set_nibble(&mut b[at + 4..at + 20], i, u as u8);
+        }
+        Q8_0 => b[2 + i] = q as i8 as u8,
+        Q2_K => {
+            let (half, w) = (i / 128, i % 128);
+            let (shift, l) = (w / 32, w % 32);
+            let byte = &mut b[16 + half * 32 + l];
+            *byte = (*byte & !(3 << (2 * shift))) | ((q as u8) << (2 * shift));
+        }
+        Q3_K => {
+            let (half, w) = (i / 128, i % 128);
+            let (shift, l) = (w / 32, w % 32);
+            let (high, low) = if q >= 0 { (true, q) } else { (false, q + 4) };
+            let byte = &mut b[32 + half * 32 + l];
+            *byte = (*byte & !(3 << (2 * shift))) | ((low as u8) << (2 * shift));
+            set_bit(&mut b[l], 1 << (half * 4 + shift), high);
+        }
+        Q4_K | Q5_K => {
+            let (chunk, w) = (i / 64, i % 64);
+            let (l, upper) = (w % 32, w >= 32);
+            let at = if ty == Q4_K { 16 } else { 48 } + chunk * 32 + l;
+            let u = q as u8;
+            b[at] = if upper {
+                (b[at] & 0x0F) | ((u & 0x0F) << 4)
+            } else {
+                (b[at] & 0xF0) | (u & 0x0F)
+            };
+            if ty == Q5_K {
+                let bit = (if upper { 2u8 } else { 1u8 }) << (2 * chunk);
+                set_bit(&mut b[16 + l], bit, u & 16 != 0);
+            }
+        }
+        Q6_K => {
+            let (half, w) = (i / 128, i % 128);
+            let (group, l) = (w / 32, w % 32);
+            let u = (q + 32) as u8;
+            let at = half * 64 + l + if group % 2 == 1 { 32 } else { 0 };
+            b[at] = if group >= 2 {
+                (b[at] & 0x0F) | ((u & 0x0F) << 4)
+            } else {
+                (b[at] & 0xF0) | (u & 0x0F)
+            };
+            let qh = &mut b[128 + half * 32 + l];
+            *qh = (*qh & !(3 << (2 * group))) | (((u >> 4) & 3) << (2 * group));
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
 /// Scale sub-blocks per block of `ty` (each element's scale is its sub-block's), for the
 /// types [`element_code`] reads; `None` for others.
 pub fn scale_groups(ty: GgmlType) -> Option<usize> {
@@ -582,6 +680,19 @@ mod code_tests {
                 for (i, &want) in values.iter().enumerate() {
                     let c = element_code(ty, &block, i).unwrap();
                     assert_eq!(c.value, want, "{ty} element {i}: {c:?}");
+                }
+                // Writing a quant changes that element's code to it and nothing else.
+                let (lo, hi) = quant_range(ty).unwrap();
+                for i in 0..ty.block_elements() {
+                    let q = rng.random_range(lo..=hi);
+                    let mut edited = block.clone();
+                    set_quant(ty, &mut edited, i, q).unwrap();
+                    assert_eq!(element_code(ty, &edited, i).unwrap().quant, q, "{ty} {i}");
+                    for j in (0..ty.block_elements()).filter(|&j| j != i) {
+                        let (a, b) = (element_code(ty, &block, j), element_code(ty, &edited, j));
+                        assert_eq!(a, b, "{ty}: writing element {i} moved element {j}");
+                    }
+                    assert_eq!(set_quant(ty, &mut edited, i, hi + 1), None);
                 }
             }
         }

@@ -24,6 +24,9 @@ pub struct TensorInfo {
     pub shape: Vec<u64>,
     /// `[begin, end)` within the data section, as written in the header.
     pub data_offsets: (u64, u64),
+    /// The block type the values are decoded from (a GGUF quantized tensor: its stored bytes,
+    /// `data_offsets`, are blocks; it reads as `dtype` F32). `None`: the bytes are the values.
+    pub blocks: Option<crate::gguf::GgmlType>,
 }
 
 impl TensorInfo {
@@ -312,6 +315,7 @@ fn tensor_info(name: &str, raw: &RawValue, data_len: u64) -> Result<TensorInfo, 
         dtype,
         shape: t.shape,
         data_offsets: (begin, end),
+        blocks: None,
     })
 }
 

@@ -233,12 +233,14 @@ fn serialize_round_trips() {
             dtype: Dtype::F16,
             shape: vec![2, 3],
             data_offsets: (0, 12),
+            blocks: None,
         },
         TensorInfo {
             name: "b".into(),
             dtype: Dtype::I8,
             shape: vec![3],
             data_offsets: (12, 15),
+            blocks: None,
         },
     ];
     let meta: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();

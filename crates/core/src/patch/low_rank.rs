@@ -171,7 +171,7 @@ pub fn check_fit(
 
 /// Whether a low-rank entry can apply to the tensor's dtype (BF16, F16, F32).
 pub fn check_dtype(info: &TensorInfo) -> Result<(), LowRankError> {
-    if matches!(info.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F32) {
+    if info.blocks.is_none() && matches!(info.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F32) {
         return Ok(());
     }
     Err(LowRankError::Dtype {

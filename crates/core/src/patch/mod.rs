@@ -213,11 +213,12 @@ impl Patch {
                 continue;
             };
             let size = info.byte_len();
-            // Element-sized granules (one byte for the packed dtypes) keep entries readable.
-            let granule = if dtype::is_packed(info.dtype) {
-                1
-            } else {
-                dtype::element_bytes(info.dtype) as u64
+            // Element-sized granules (one byte for the packed dtypes) keep entries readable;
+            // a tensor stored as blocks changes by whole blocks.
+            let granule = match info.blocks {
+                Some(ty) => ty.block_bytes() as u64,
+                None if dtype::is_packed(info.dtype) => 1,
+                None => dtype::element_bytes(info.dtype) as u64,
             };
             for (start, run) in runs.runs() {
                 // One buffer per run: the granules it touches, with every run laid over them.
@@ -358,8 +359,11 @@ pub fn normalize(mut entries: Vec<PatchEntry>) -> Result<Vec<PatchEntry>, PatchE
 
 /// The tensor element an entry byte belongs to, for display: `(flat index, multi-index)`.
 pub fn element_of(info: &TensorInfo, byte_offset: u64) -> (u64, Vec<u64>) {
-    let bits = dtype::bits(info.dtype) as u64;
-    let flat = byte_offset * 8 / bits;
+    let flat = match info.blocks {
+        // The first element of the block the byte is in.
+        Some(ty) => byte_offset / ty.block_bytes() as u64 * ty.block_elements() as u64,
+        None => byte_offset * 8 / dtype::bits(info.dtype) as u64,
+    };
     (flat, slice::unflatten(&info.shape, flat))
 }
 

@@ -19,6 +19,7 @@ fn model() -> Model {
         dtype: Dtype::F32,
         shape: vec![4],
         data_offsets: (0, 16),
+        blocks: None,
     };
     Model([("w".to_string(), (info, bytes))].into())
 }
@@ -210,6 +211,7 @@ fn element_of_entry() {
         dtype: Dtype::BF16,
         shape: vec![3, 4],
         data_offsets: (0, 24),
+        blocks: None,
     };
     assert_eq!(element_of(&info, 14), (7, vec![1, 3]));
 }
@@ -288,6 +290,7 @@ fn low_rank_model() -> (Model, TensorInfo, Vec<u8>) {
         dtype: Dtype::BF16,
         shape: vec![2, 3],
         data_offsets: (0, 12),
+        blocks: None,
     };
     let model = Model([("m".to_string(), (info.clone(), bytes.clone()))].into());
     (model, info, bytes)

@@ -77,7 +77,7 @@ impl Patch {
             let viewed;
             let source: &dyn ByteSource = match over {
                 Some(o) => {
-                    viewed = o.view(&e.tensor, &*bytes);
+                    viewed = o.view_stored(&e.tensor, &*bytes);
                     &viewed
                 }
                 None => &*bytes,

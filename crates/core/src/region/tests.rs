@@ -8,6 +8,7 @@ fn info(name: &str, dtype: Dtype, shape: &[u64]) -> TensorInfo {
         dtype,
         shape: shape.to_vec(),
         data_offsets: (0, n * dtype::element_bytes(dtype) as u64),
+        blocks: None,
     }
 }
 

@@ -151,7 +151,7 @@ impl Workbench {
         let spec = req.spec.clone().make_valid(&info.shape);
         let (overlay, _) = self.snapshot(&req.tensor)?;
         let base = shard.data(info)?;
-        let source = overlay.view(&info.name, &*base);
+        let source = overlay.view(info, &*base);
         Ok(statistics::profile(info.dtype, &info.shape, &spec, &source))
     }
 

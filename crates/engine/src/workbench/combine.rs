@@ -90,12 +90,16 @@ impl Workbench {
         let Ok((shard, info)) = self.model.get(&c.tensor) else {
             return Vec::new();
         };
-        let width = dtype::element_bytes(info.dtype) as u64;
-        let packed = dtype::is_packed(info.dtype);
+        // A quantized tensor's entries are blocks: one row per block, its bytes in hex.
+        let width = match info.blocks {
+            Some(ty) => ty.block_bytes() as u64,
+            None => dtype::element_bytes(info.dtype) as u64,
+        };
+        let packed = dtype::is_packed(info.dtype) || info.blocks.is_some();
         // Whole elements around the conflicting bytes: base bytes with each side's laid on.
         let lo = c.offset - c.offset % width;
         let hi = ((c.offset + c.len).div_ceil(width) * width).min(info.byte_len());
-        let base = match shard.region(info, &[lo..hi]) {
+        let base = match shard.stored_region(info, &[lo..hi]) {
             Ok(base) => base,
             Err(e) => {
                 return vec![ConflictRow {

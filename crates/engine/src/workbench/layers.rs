@@ -83,14 +83,14 @@ fn next_id(s: &Session) -> u64 {
 }
 
 impl Workbench {
-    /// `len` bytes of `tensor` from `offset` as the session shows them (every edit applied).
+    /// `len` stored bytes of `tensor` from `offset` as the session has them (every edit applied).
     fn current(&self, s: &Session, tensor: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let (shard, info) = self.model.get(tensor)?;
         let mut out = vec![0u8; len];
-        let base = shard.region(info, &[offset..offset + len as u64])?;
+        let base = shard.stored_region(info, &[offset..offset + len as u64])?;
         s.history
             .overlay()
-            .view(&info.name, &base)
+            .view_stored(&info.name, &base)
             .read(offset, &mut out);
         Ok(out)
     }

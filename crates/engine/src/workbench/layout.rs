@@ -223,7 +223,7 @@ impl Workbench {
         let (shard, info) = self.model.get(&req.tensor)?;
         let overlay = lock(&self.session).history.overlay().only(&info.name);
         let base = shard.data(info)?;
-        let source = overlay.view(&info.name, &*base);
+        let source = overlay.view(info, &*base);
         let input = Input {
             dtype: info.dtype,
             shape: &info.shape,

@@ -117,12 +117,17 @@ impl Workbench {
             .read_only_tensors()
             .into_iter()
             .filter_map(|name| {
-                let why = model.refuse_quantized(&name, "editing").err()?;
+                let why = model.refuse_derived(&name).err()?;
                 Some((name, why.to_string()))
             })
             .collect();
+        let block_bytes = model
+            .tensors()
+            .filter_map(|(_, info)| Some((info.name.clone(), info.blocks?.block_bytes() as u64)))
+            .collect();
         let session = Mutex::new(Session {
             frozen,
+            block_bytes,
             history,
             journal,
             version,
@@ -260,7 +265,7 @@ impl Workbench {
         let exact =
             rows <= req.max_rows.clamp(1, MAX_GRID) && cols <= req.max_cols.clamp(1, MAX_GRID);
         let base = shard.view_region(info, &spec.selection(&info.shape), exact)?;
-        let source = overlay.view(&info.name, &base);
+        let source = overlay.view(info, &base);
         let mut data = ViewData {
             tensor: info.name.clone(),
             dtype: dtype::name(info.dtype).into(),
@@ -372,7 +377,7 @@ impl Workbench {
         let (shard, info) = self.model.get(tensor)?;
         let s = lock(&self.session);
         let base = shard.selection_region(info, sel)?;
-        let source = s.history.overlay().view(&info.name, &base);
+        let source = s.history.overlay().view(info, &base);
         Ok(tensor_surgeon_core::source::extract(
             info.dtype,
             &info.shape,
@@ -407,7 +412,9 @@ impl Workbench {
             .zip(slice::strides(&info.shape))
             .map(|(i, s)| i * s)
             .sum();
-        let block = shard.block_of(info, flat)?.map(|b| {
+        let session = lock(&self.session);
+        let runs = session.history.overlay().tensor(&info.name);
+        let block = shard.block_of(info, flat, runs)?.map(|b| {
             let code = tensor_surgeon_core::gguf::quant::element_code(b.ty, &b.bytes, b.element);
             tensor_surgeon_wire::BlockCell {
                 ggml_type: b.ty.name().into(),
@@ -421,8 +428,7 @@ impl Workbench {
                 sub_block: code.map(|c| c.sub_block as u32),
             }
         });
-        let session = lock(&self.session);
-        let source = session.history.overlay().view(&info.name, &base);
+        let source = session.history.overlay().view(info, &base);
         let bytes = tensor_surgeon_core::source::extract(info.dtype, &info.shape, &sel, &source);
         Ok(CellData {
             block,

@@ -33,16 +33,22 @@ impl Workbench {
         req: &RegionRequest,
         origin: &Origin,
     ) -> Result<Option<EditStep>> {
-        let changes = plan_region_on(&self.model, session.history.overlay(), req)?;
+        let overlay = session.history.overlay();
+        let planned = plan_region_on(&self.model, overlay, req)?;
+        let (changes, requantized) = crate::blocks::to_stored(&self.model, overlay, planned)?;
         if changes.is_empty() {
             return Ok(None);
         }
+        let quantized: String = requantized
+            .iter()
+            .map(|r| format!("; {}", r.describe()))
+            .collect();
         let bytes = changes.iter().map(|c| c.after.len() as u64).sum();
         let what = format!("this {} of {}", req.region.name(), req.tensor);
         super::check_step_size(bytes, self.config.max_step_bytes, &what)?;
         Ok(Some(EditStep {
             label: format!(
-                "{} {}[{}] ({})",
+                "{} {}[{}]{quantized} ({})",
                 req.region.name(),
                 req.tensor,
                 req.spec,
@@ -111,7 +117,7 @@ impl Workbench {
         let mut session = lock(&self.session);
         let overlay = session.history.overlay();
         let base = shard.data(info)?;
-        let source = overlay.view(&info.name, &*base);
+        let source = overlay.view(info, &*base);
         let mut changes = Vec::new();
         for &l in &lines {
             let spec = spec_of(l);
@@ -155,6 +161,8 @@ impl Workbench {
             };
             changes.extend(planned);
         }
+        // A quantized tensor's values are quantized again into its blocks.
+        let (changes, _) = crate::blocks::to_stored(&self.model, overlay, changes)?;
         if !changes.is_empty() {
             session.apply(EditStep {
                 label,
@@ -182,7 +190,7 @@ pub fn plan_region_on(
         round: req.round,
     };
     let base = shard.data(info)?;
-    let source = overlay.view(&info.name, &*base);
+    let source = overlay.view(info, &*base);
     let operand_base = match req.region.operand() {
         Some((name, _)) => {
             let (oshard, oinfo) = model.get(name)?;
@@ -203,7 +211,7 @@ pub fn plan_region_on(
                 Some(s) => select(name, s, &oinfo.shape)?,
                 None => sel.clone(),
             };
-            Some((oinfo, selection, overlay.view(&oinfo.name, &**obase)))
+            Some((oinfo, selection, overlay.view(oinfo, &**obase)))
         }
         _ => None,
     };

@@ -74,7 +74,12 @@ impl Workbench {
                 match runner.cache.cached(name, at) {
                     Some(t) => cached.push((name.clone(), t)),
                     None => {
-                        let runs = session.history.overlay().tensor(name).cloned();
+                        // In the values' bytes (a quantized tensor's edited blocks decoded).
+                        let overlay = session.history.overlay();
+                        let runs = match self.model.get(name) {
+                            Ok((_, info)) => overlay.values(info).map(|r| r.into_owned()),
+                            Err(_) => overlay.tensor(name).cloned(),
+                        };
                         fresh.push((name.clone(), at, runs.unwrap_or_default()));
                     }
                 }

@@ -26,9 +26,11 @@ pub(super) struct Session {
     pub(super) pending: Vec<tensor_surgeon_wire::Proposal>,
     /// The last proposal id given out.
     pub(super) last_proposal: u64,
-    /// The model's tensors whose values are not their bytes (quantized tensors, their
-    /// blocks views), with why: a change planned on their values names no bytes of the file.
+    /// The model's tensors that take no edits (the blocks views of quantized tensors: they
+    /// are made from the blocks, not stored), with why.
     pub(super) frozen: HashMap<String, String>,
+    /// The block size in bytes of each quantized tensor: its changes are whole blocks.
+    pub(super) block_bytes: HashMap<String, u64>,
 }
 
 impl Session {
@@ -36,6 +38,20 @@ impl Session {
     pub(super) fn apply(&mut self, step: EditStep) -> Result<()> {
         if let Some(why) = step.changes.iter().find_map(|c| self.frozen.get(&c.tensor)) {
             return Err(Error::Usage(why.clone()));
+        }
+        // A quantized tensor changes by whole blocks (reads decode the edited blocks whole).
+        for c in &step.changes {
+            if let Some(&size) = self.block_bytes.get(&c.tensor) {
+                if !c.offset.is_multiple_of(size) || !(c.after.len() as u64).is_multiple_of(size) {
+                    return Err(Error::Usage(format!(
+                        "{}: a change of a quantized tensor is whole blocks of {size} bytes; \
+                         this one is {} bytes at byte {}",
+                        c.tensor,
+                        c.after.len(),
+                        c.offset
+                    )));
+                }
+            }
         }
         self.journal.append(&Record::Apply(step.clone()))?;
         self.commit(step);
@@ -103,17 +119,30 @@ impl Workbench {
             saturate: req.saturate,
             round: req.round,
         };
-        let changes = {
-            // Only the selected elements are read (a remote tensor is not fetched whole).
-            let base = shard.selection_region(info, &sel)?;
-            let source = session.history.overlay().view(&info.name, &base);
-            edit::plan(info, &sel, &source, &req.op, options)?
+        let overlay = session.history.overlay();
+        let (changes, requantized) = match (&req.op, info.blocks) {
+            // A quantized tensor's hex is a whole block's bytes.
+            (edit::Op::Hex { hex }, Some(_)) => (
+                crate::blocks::hex_blocks(&self.model, overlay, info, &sel, hex)?,
+                Vec::new(),
+            ),
+            _ => {
+                // Only the selected elements are read (a remote tensor is not fetched whole).
+                let base = shard.selection_region(info, &sel)?;
+                let source = overlay.view(info, &base);
+                let planned = edit::plan(info, &sel, &source, &req.op, options)?;
+                crate::blocks::to_stored(&self.model, overlay, planned)?
+            }
         };
         if changes.is_empty() {
             return Ok(None);
         }
+        let quantized: String = requantized
+            .iter()
+            .map(|r| format!("; {}", r.describe()))
+            .collect();
         let label = format!(
-            "{} {}[{}] ({})",
+            "{} {}[{}]{quantized} ({})",
             req.op.name(),
             req.tensor,
             req.spec,
@@ -196,6 +225,35 @@ impl Workbench {
             let Ok((_, info)) = self.model.get(&e.tensor) else {
                 continue;
             };
+            if let Some(ty) = info.blocks {
+                // A quantized tensor's entry is blocks: a row per value that changed.
+                let decode = |b: &[u8]| tensor_surgeon_core::gguf::quant::to_f32(ty, b);
+                let (Ok(old), Ok(new)) = (decode(&e.original), decode(&e.patched)) else {
+                    continue;
+                };
+                let (first, _) = patch::element_of(info, e.offset);
+                for (k, (o, n)) in old.iter().zip(&new).enumerate() {
+                    if o.to_bits() == n.to_bits() {
+                        continue;
+                    }
+                    total += 1;
+                    if rows.len() < ENTRY_LIMIT {
+                        rows.push(EntryRow {
+                            tensor: e.tensor.clone(),
+                            index: tensor_surgeon_core::slice::unflatten(
+                                &info.shape,
+                                first + k as u64,
+                            ),
+                            old_value: dtype::format_element(info.dtype, &o.to_le_bytes()),
+                            new_value: dtype::format_element(info.dtype, &n.to_le_bytes()),
+                            old_hex: hex::encode(o.to_le_bytes()),
+                            new_hex: hex::encode(n.to_le_bytes()),
+                            origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
+                        });
+                    }
+                }
+                continue;
+            }
             let width = dtype::element_bytes(info.dtype);
             if dtype::is_packed(info.dtype) {
                 total += e.patched.len() as u64;

@@ -88,7 +88,7 @@ impl Workbench {
         let spec = req.spec.clone().make_valid(&info.shape);
         let overlay = lock(&self.session).history.overlay().only(&info.name);
         let base = shard.data(info)?;
-        let source = overlay.view(&info.name, &*base);
+        let source = overlay.view(info, &*base);
         let input = Input {
             dtype: info.dtype,
             shape: &info.shape,
@@ -162,7 +162,7 @@ impl Workbench {
         }
         let (overlay, info, base) = self.matrix(tensor)?;
         let version = lock(&self.session).tensor_version(&info.name);
-        let source = overlay.view(&info.name, &*base);
+        let source = overlay.view(info, &*base);
         let (rows, cols) = (info.shape[0], info.shape[1]);
         let cached = lock(&self.projecting.norms)
             .get(&info.name)
@@ -194,7 +194,7 @@ impl Workbench {
     /// Cosine, L2 distance and delta of rows `a` and `b`, edits included.
     pub fn compare_rows(&self, tensor: &str, a: u64, b: u64) -> Result<TokenComparison> {
         let (overlay, info, base) = self.matrix(tensor)?;
-        let source = overlay.view(&info.name, &*base);
+        let source = overlay.view(info, &*base);
         let (rows, cols) = (info.shape[0], info.shape[1]);
         for r in [a, b] {
             if r >= rows {

@@ -324,6 +324,7 @@ impl NameMap {
                     .unwrap_or(dtype::Dtype::F32),
                 shape: t.shape.clone(),
                 data_offsets: (t.offset, t.offset + t.size),
+                blocks: t.ggml_type.is_quantized().then_some(t.ggml_type),
             };
             run_names.insert(source.clone(), run.clone());
             by_name.insert(

@@ -7,6 +7,7 @@ use tensor_surgeon_core::dtype::EncodeOptions;
 use tensor_surgeon_core::edit::{self, Op};
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::region::Region;
+use tensor_surgeon_engine::blocks;
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_store::model::select;
 use tensor_surgeon_store::patch_files::{self, Format};
@@ -213,7 +214,7 @@ fn vector_values(model: &Model, overlay: &Overlay, name: &str) -> Result<Vec<f64
     }
     let mut bytes = vec![0u8; info.byte_len() as usize];
     let base = shard.data(info)?;
-    tensor_surgeon_core::source::ByteSource::read(&overlay.view(&info.name, &*base), 0, &mut bytes);
+    tensor_surgeon_core::source::ByteSource::read(&overlay.view(info, &*base), 0, &mut bytes);
     let mut out = Vec::with_capacity(info.shape[0] as usize);
     tensor_surgeon_core::dtype::decode_f64_into(info.dtype, &bytes, &mut out);
     Ok(out)
@@ -274,26 +275,43 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
     let mut total = 0usize;
     for (_, kind, text) in ops {
         let (name, spec, value) = split_target(text, kind != "zero")?;
-        model.refuse_quantized(&name, "editing")?;
+        model.refuse_derived(&name)?;
         let overlay = patch.to_overlay();
-        let changes =
-            if let Some(region) = parse_region(kind, value.as_deref(), &args, &model, &overlay)? {
-                let req = RegionRequest {
-                    tensor: name.clone(),
-                    spec: spec.clone(),
-                    region,
-                    saturate: args.saturate,
-                    round: args.round,
-                };
-                tensor_surgeon_engine::workbench::region::plan_region_on(&model, &overlay, &req)?
-            } else {
-                let op = parse_op(kind, value)?;
-                let (shard, info) = model.get(&name)?;
-                let selection = select(&name, &spec, &info.shape)?;
-                let base = shard.selection_region(info, &selection)?;
-                let source = overlay.view(&name, &base);
-                edit::plan(info, &selection, &source, &op, options)?
+        // Values of a quantized tensor are quantized again into its blocks; its hex is a
+        // whole block's bytes.
+        let (changes, requantized) = if let Some(region) =
+            parse_region(kind, value.as_deref(), &args, &model, &overlay)?
+        {
+            let req = RegionRequest {
+                tensor: name.clone(),
+                spec: spec.clone(),
+                region,
+                saturate: args.saturate,
+                round: args.round,
             };
+            let planned =
+                tensor_surgeon_engine::workbench::region::plan_region_on(&model, &overlay, &req)?;
+            blocks::to_stored(&model, &overlay, planned)?
+        } else {
+            let op = parse_op(kind, value)?;
+            let (shard, info) = model.get(&name)?;
+            let selection = select(&name, &spec, &info.shape)?;
+            match (&op, info.blocks) {
+                (edit::Op::Hex { hex }, Some(_)) => (
+                    blocks::hex_blocks(&model, &overlay, info, &selection, hex)?,
+                    Vec::new(),
+                ),
+                _ => {
+                    let base = shard.selection_region(info, &selection)?;
+                    let source = overlay.view(info, &base);
+                    let planned = edit::plan(info, &selection, &source, &op, options)?;
+                    blocks::to_stored(&model, &overlay, planned)?
+                }
+            }
+        };
+        for r in &requantized {
+            println!("{}: {}", r.tensor, r.describe());
+        }
         total += changes.iter().map(|c| c.after.len()).sum::<usize>();
         // The base bytes recording reads: the patch's and the new changes', whole elements.
         let widen = |offset: u64, len: u64| offset - offset % 8..(offset + len).div_ceil(8) * 8;

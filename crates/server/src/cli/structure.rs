@@ -147,7 +147,7 @@ pub fn project(a: &ProjectArgs) -> Result<()> {
         )));
     }
     let base = shard.data(info)?;
-    let source = overlay.view(&info.name, &*base);
+    let source = overlay.view(info, &*base);
     let spec = ViewSpec::default_for(&info.shape);
     let input = Input {
         dtype: info.dtype,
@@ -348,7 +348,7 @@ pub fn tokens(a: &TokensArgs) -> Result<()> {
         )));
     }
     let base = shard.data(info)?;
-    let source = overlay.view(&info.name, &*base);
+    let source = overlay.view(info, &*base);
     let (rows, cols) = (info.shape[0], info.shape[1]);
     let label = |r: u64| vocab.label(r).map(str::to_string);
     if let Some(pair) = &a.compare {

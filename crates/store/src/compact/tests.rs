@@ -23,6 +23,7 @@ fn model() -> Model {
             dtype,
             shape: vec![len / 4],
             data_offsets: (0, len),
+            blocks: None,
         };
         let bytes = (0..len)
             .map(|i| (i as u8).wrapping_mul(31) ^ seed)
@@ -401,6 +402,7 @@ fn a_delta_larger_than_a_frame_round_trips() {
         dtype: Dtype::F16,
         shape: vec![len as u64 / 2],
         data_offsets: (0, len as u64),
+        blocks: None,
     };
     let m = Model([("big".to_string(), (info, base.clone()))].into());
     let mut p = Patch::new(vec![], "2026-01-01T00:00:00Z".into(), String::new());

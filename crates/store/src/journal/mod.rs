@@ -331,7 +331,7 @@ fn misfit(step: &EditStep, history: &History, base: &impl BaseModel) -> Option<S
         let mut now = vec![0u8; c.before.len()];
         history
             .overlay()
-            .view(&c.tensor, &*bytes)
+            .view_stored(&c.tensor, &*bytes)
             .read(c.offset, &mut now);
         if now != c.before {
             return Some(format!(

@@ -29,6 +29,7 @@ fn big_base() -> Big {
         dtype: tensor_surgeon_core::dtype::Dtype::U8,
         shape: vec![BIG as u64],
         data_offsets: (0, BIG as u64),
+        blocks: None,
     };
     Big(info, (0..BIG).map(|i| (i % 251) as u8).collect())
 }
@@ -51,7 +52,7 @@ fn big_step(now: &[u8], at: usize, len: usize, f: impl Fn(usize) -> u8) -> EditS
 /// The bytes of `w` as `h` leaves them.
 fn big_now(h: &History, b: &Big) -> Vec<u8> {
     let mut out = vec![0u8; BIG];
-    h.overlay().view("w", &b.1[..]).read(0, &mut out);
+    h.overlay().view_stored("w", &b.1[..]).read(0, &mut out);
     out
 }
 
@@ -61,6 +62,7 @@ fn base() -> Base {
         dtype: tensor_surgeon_core::dtype::Dtype::U8,
         shape: vec![1],
         data_offsets: (0, 1),
+        blocks: None,
     })
 }
 

@@ -1,4 +1,4 @@
-//! The base model as the patch functions read it: for a remote model, the byte ranges the
+//! The base model as the patch functions read it (stored bytes: a quantized tensor's blocks): for a remote model, the byte ranges the
 //! work will read, fetched before it starts.
 
 use super::shard::Region;
@@ -45,7 +45,7 @@ impl Model {
                     .into_iter()
                     .map(|r| r.start.min(len)..r.end.min(len))
                     .collect();
-                fetched.insert(name.to_string(), shard.region(info, &ranges)?);
+                fetched.insert(name.to_string(), shard.stored_region(info, &ranges)?);
             }
         }
         Ok(Based {
@@ -92,9 +92,17 @@ impl Model {
     /// The base for the runs of an overlay, widened to whole elements (recording a patch).
     pub fn based_on_overlay(&self, overlay: &Overlay) -> Result<Based<'_>> {
         self.based(overlay.tensors().flat_map(|(name, runs)| {
+            // Whole blocks of a quantized tensor; 8 bytes cover any element otherwise.
+            let granule = match self.get(name) {
+                Ok((_, info)) => info.blocks.map_or(8, |ty| ty.block_bytes() as u64),
+                Err(_) => 8,
+            };
             runs.runs().map(move |(start, run)| {
                 let end = start + run.len() as u64;
-                (name, start - start % 8..end.div_ceil(8) * 8)
+                (
+                    name,
+                    start - start % granule..end.div_ceil(granule) * granule,
+                )
             })
         }))
     }
@@ -122,7 +130,7 @@ impl BaseModel for Based<'_> {
         let source: Box<dyn ByteSource + '_> = match (self.fetched.get(name), whole) {
             (Some(region), _) => Box::new(region),
             (None, Some(once)) => {
-                let bytes = once.get_or_init(|| match shard.data(info) {
+                let bytes = once.get_or_init(|| match shard.stored(info) {
                     Ok(b) => Some(b.to_vec()),
                     Err(e) => {
                         let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,7 +141,7 @@ impl BaseModel for Based<'_> {
                 Box::new(bytes.as_deref()?)
             }
             (None, None) if shard.remote_file().is_some() => Box::new(Region::Fetched(Vec::new())),
-            (None, None) => Box::new(shard.region(info, &[]).ok()?),
+            (None, None) => Box::new(shard.stored_region(info, &[]).ok()?),
         };
         Some((info, source))
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use tensor_surgeon_core::gguf::{self, quant, GgmlType, GgufHeader};
 use tensor_surgeon_core::header::TensorInfo;
+use tensor_surgeon_core::overlay::RangeMap;
 
 /// What a GGUF shard keeps beside the common header view.
 pub struct GgufPart {
@@ -150,7 +151,13 @@ impl Shard {
     /// The block that element `flat` (row-major) of a quantized tensor is decoded from:
     /// `(type, block number, byte offset in the tensor's data, its bytes, the element's place
     /// in it)`; `None` for a tensor that is not quantized.
-    pub fn block_of(&self, info: &TensorInfo, flat: u64) -> Result<Option<BlockOf>> {
+    /// `runs`: the tensor's edits (stored bytes), laid over the block.
+    pub fn block_of(
+        &self,
+        info: &TensorInfo,
+        flat: u64,
+        runs: Option<&RangeMap>,
+    ) -> Result<Option<BlockOf>> {
         let Some(ty) = self.quantized(info) else {
             return Ok(None);
         };
@@ -160,12 +167,17 @@ impl Shard {
         let index = row * (row_len / per_block) + col / per_block;
         let offset = index * ty.block_bytes() as u64;
         let start = self.header.data_start() + info.data_offsets.0 + offset;
-        let bytes = self.read_raw(start..start + ty.block_bytes() as u64, None)?;
+        let mut bytes = self
+            .read_raw(start..start + ty.block_bytes() as u64, None)?
+            .to_vec();
+        if let Some(runs) = runs {
+            runs.lay_onto(offset, &mut bytes);
+        }
         Ok(Some(BlockOf {
             ty,
             index,
             offset,
-            bytes: bytes.to_vec(),
+            bytes,
             element: (col % per_block) as usize,
         }))
     }

@@ -401,19 +401,12 @@ impl Model {
         }
     }
 
-    /// Refuses `what` on a quantized tensor: its values are decoded from blocks, so value
-    /// offsets are not byte offsets of the file.
-    pub fn refuse_quantized(&self, name: &str, what: &'static str) -> Result<()> {
+    /// Refuses edits of a blocks view (`NAME#scales`): it is made from the blocks, not
+    /// stored.
+    pub fn refuse_derived(&self, name: &str) -> Result<()> {
         let Some((shard, info)) = self.find(name) else {
             return Ok(());
         };
-        if let Some(ty) = shard.quantized(info) {
-            return Err(StoreError::Quantized {
-                tensor: name.to_string(),
-                ty,
-                what,
-            });
-        }
         match shard.scales_of(info) {
             Some((src, _)) => Err(StoreError::Derived {
                 tensor: name.to_string(),
@@ -423,13 +416,11 @@ impl Model {
         }
     }
 
-    /// The tensors whose values are not their bytes (quantized tensors and their blocks
-    /// views): edits of them are refused.
+    /// The tensors that are made rather than stored (the blocks views of quantized
+    /// tensors): edits of them are refused.
     pub fn read_only_tensors(&self) -> Vec<String> {
         self.tensors()
-            .filter(|(shard, info)| {
-                shard.quantized(info).is_some() || shard.scales_of(info).is_some()
-            })
+            .filter(|(shard, info)| shard.scales_of(info).is_some())
             .map(|(_, info)| info.name.clone())
             .collect()
     }

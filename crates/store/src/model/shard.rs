@@ -208,6 +208,20 @@ impl Shard {
             }
             None => {}
         }
+        self.stored_with_progress(info, progress)
+    }
+
+    /// A tensor's bytes as the file stores them: its values' bytes, or a quantized tensor's
+    /// blocks (what patch entries name). A blocks view stores none.
+    pub fn stored(&self, info: &TensorInfo) -> Result<Bytes<'_>> {
+        self.stored_with_progress(info, None)
+    }
+
+    fn stored_with_progress(
+        &self,
+        info: &TensorInfo,
+        progress: Option<&(dyn Fn(u64, u64) + Sync)>,
+    ) -> Result<Bytes<'_>> {
         let r = self.absolute(info);
         match &self.backing {
             Backing::Mapped(map) => Ok(Bytes::Mapped(&map[r.start as usize..r.end as usize])),
@@ -248,6 +262,11 @@ impl Shard {
         if let Some(how) = self.derived(info) {
             return self.derived_region(info, how, ranges);
         }
+        self.stored_region(info, ranges)
+    }
+
+    /// Only `ranges` of a tensor's stored bytes ([`Shard::stored`]; offsets within them).
+    pub fn stored_region(&self, info: &TensorInfo, ranges: &[Range<u64>]) -> Result<Region<'_>> {
         let r = self.absolute(info);
         match &self.backing {
             Backing::Mapped(map) => Ok(Region::Mapped(&map[r.start as usize..r.end as usize])),
