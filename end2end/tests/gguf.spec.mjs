@@ -1,6 +1,6 @@
 // A GGUF file in the browser: ggml types in the tensor list, a quantized tensor's heatmap of
 // decoded values, a cell's block (its code and bytes), the blocks view of scales, an edit of
-// a quantized value refused by name, and the model run from the file alone.
+// a quantized value written into its block, and the model run from the file alone.
 import { test, expect } from '@playwright/test';
 import { ggufPort } from '../playwright.config.mjs';
 import { openView, clickCell, openTab } from './helpers.mjs';
@@ -19,11 +19,20 @@ test('a quantized tensor shows its values, and a cell its block', async ({ page,
   await expect(page.locator('.cell-block')).toContainText('Q4_1 block 96, element 5');
   await expect(page.locator('.cell-code')).toContainText(`× ${cell.block.quant}`);
   await expect(page.locator('.block-hex code')).toHaveText(cell.block.hex);
-  // A value edit of a quantized tensor is refused, naming its type.
-  await page.getByPlaceholder('value (1.5, -inf, nan)').fill('0.5');
+  // A value edit of a quantized tensor writes its block: the panel says what the block holds
+  // and what moved, and the cell shows the new value and bytes.
+  const q = cell.block.quant < 15 ? cell.block.quant + 1 : cell.block.quant - 1;
+  const wanted = Number(cell.block.scale) * q - Number(cell.block.min);
+  await page.getByPlaceholder('value (1.5, -inf, nan)').fill(String(wanted));
   await page.getByRole('button', { name: 'apply', exact: true }).click();
-  await expect(page.locator('.edit-error')).toContainText('Q4_1');
-  await expect(page.locator('.edit-error')).toContainText('not supported');
+  await expect(page.locator('.edit-outcome')).toContainText('Q4_1: 1 block(s) written, scales kept');
+  await expect(page.locator('.edit-outcome')).toContainText('no other value moved');
+  const after = await (await request.get(`/api/cell?tensor=${W}&index=2,5`)).json();
+  expect(after.block.quant).toBe(q);
+  await expect(page.locator('.cell-value')).toHaveText(after.value);
+  await expect(page.locator('.block-hex code')).toHaveText(after.block.hex);
+  await page.getByRole('button', { name: 'undo' }).click();
+  await expect(page.locator('.block-hex code')).toHaveText(cell.block.hex);
 });
 
 test('the blocks view draws the scale of every block', async ({ page, request }) => {

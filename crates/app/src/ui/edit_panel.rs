@@ -1,5 +1,6 @@
 //! The edit panel: set / add / scale / zero / clamp or raw hex on the selection. A bad value
-//! is shown inline and changes nothing.
+//! is shown inline and changes nothing; a done edit shows its step (for a quantized tensor,
+//! the value its block holds and what else moved).
 
 use super::state::{submit, use_ctx};
 use crate::api::edit;
@@ -22,6 +23,9 @@ pub fn EditPanel() -> impl IntoView {
     let (saturate, set_saturate) = signal(false);
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
+    // What the last edit from this panel did (its step: for a quantized tensor, the value
+    // its block holds and what moved).
+    let (outcome, set_outcome) = signal(None::<String>);
     let input = NodeRef::<html::Input>::new();
     let apply_button = NodeRef::<html::Button>::new();
     // Enter on the heatmap: the value box, or the apply button when the op takes no value.
@@ -62,7 +66,22 @@ pub fn EditPanel() -> impl IntoView {
             saturate: saturate.get_untracked(),
             round: saturate.get_untracked(),
         };
-        submit(ctx, Some(set_busy), set_error, edit(req));
+        set_outcome.set(None);
+        let steps_before = ctx
+            .session
+            .get_untracked()
+            .and_then(Result::ok)
+            .map(|s| s.steps.len());
+        let request = async move {
+            let answer = edit(req).await;
+            if let Ok(s) = &answer {
+                // An edit that changed nothing made no step.
+                let made = steps_before != Some(s.steps.len());
+                set_outcome.set(s.steps.last().filter(|_| made).cloned());
+            }
+            answer
+        };
+        submit(ctx, Some(set_busy), set_error, request);
     };
     let placeholder = move || match kind.get().as_str() {
         "set" | "add" => "value (1.5, -inf, nan)",
@@ -96,6 +115,7 @@ pub fn EditPanel() -> impl IntoView {
             </form>
             {move || read_only().then(|| view! { <p class="muted">"read-only: edits are disabled"</p> })}
             {move || error.get().map(|e| view! { <p class="error edit-error">{e}</p> })}
+            {move || outcome.get().map(|o| view! { <p class="muted edit-outcome">{o}</p> })}
         </section>
     }
 }
