@@ -500,3 +500,71 @@ def test_the_blocks_view_holds_each_blocks_scale(real, tmp_path):
     assert f"{t.name}#scales" not in names
     r = run("edit", path, "--set", f"{t.name}#scales[0,0]=1", "--patch", tmp_path / "p.json", check=False)
     assert r.code == 1 and "cannot be edited" in r.err, r.err
+
+
+def fields(path) -> dict:
+    """gguf-py's metadata of a file, as plain values (arrays as lists)."""
+    r = gguf.GGUFReader(path)
+    return {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
+
+
+def test_a_metadata_edit_rewrites_the_header_of_the_baked_gguf(tmp_path):
+    """Metadata entries (the chat template from a file, a typed number, a new key, a removed
+    key) are their own kind of entry; the bake writes the header again: gguf-py reads the new
+    values and the same tensors and data, llama.cpp loads the file and answers as it did. The
+    inverted patch brings the metadata back."""
+    import models
+
+    path = models.smollm2_gguf()
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}")
+    patch, out = tmp_path / "meta.json", tmp_path / "meta.gguf"
+    said = run(
+        "edit", path, "--patch", patch,
+        "--metadata", f"tokenizer.chat_template=@{template}",
+        "--metadata", "llama.context_length=4096",
+        "--metadata", "surgeon.note=edited",
+        "--remove-metadata", "general.license",
+    ).out
+    assert "metadata llama.context_length: 8192 -> 4096" in said, said
+    doc = json.loads(patch.read_text())
+    assert doc["version"] == 3
+    entries = {e["key"]: e for e in doc["entries"]}
+    assert all(e["kind"] == "metadata" for e in doc["entries"])
+    assert entries["llama.context_length"]["patched"] == {"type": "uint32", "value": 4096}
+    assert entries["surgeon.note"]["original"] is None
+    assert entries["general.license"]["patched"] is None
+    run("verify", path, patch)
+    run("apply", path, patch, "--out", out)
+
+    before, after = fields(path), fields(out)
+    assert after["tokenizer.chat_template"] == template.read_text()
+    assert after["llama.context_length"] == 4096
+    assert after["surgeon.note"] == "edited"
+    assert "general.license" not in after
+    changed = {"tokenizer.chat_template", "llama.context_length", "surgeon.note", "general.license"}
+    assert {k: v for k, v in before.items() if k not in changed} == {k: v for k, v in after.items() if k not in changed}
+    old, new = gguf.GGUFReader(path), gguf.GGUFReader(out)
+    assert [(t.name, t.tensor_type, t.shape.tolist()) for t in old.tensors] == [(t.name, t.tensor_type, t.shape.tolist()) for t in new.tensors]
+    first_old, first_new = min(t.data_offset for t in old.tensors), min(t.data_offset for t in new.tensors)
+    assert path.read_bytes()[first_old:] == out.read_bytes()[first_new:], "the data is copied unchanged"
+    prompt = "The capital of France is"
+    base = llama_cpp(path, prompts=[prompt], top_k=3)["prompts"][0]
+    edited = llama_cpp(out, prompts=[prompt], top_k=3)["prompts"][0]
+    assert [x["id"] for x in edited["top"]] == [x["id"] for x in base["top"]]
+    assert all(abs(a["prob"] - b["prob"]) < 1e-6 for a, b in zip(edited["top"], base["top"]))
+
+    # The inverse, applied to the baked file, gives back the base's metadata.
+    inverse, back = tmp_path / "inverse.json", tmp_path / "back.gguf"
+    run("invert", patch, "--out", inverse)
+    run("verify", out, inverse)
+    run("apply", out, inverse, "--out", back)
+    assert fields(back) == before
+    # What a header cannot take, and a model that has none.
+    r = run("edit", path, "--patch", tmp_path / "x.json", "--metadata", "general.alignment=64", check=False)
+    assert r.code != 0 and "general.alignment" in r.err, r.err
+    r = run("edit", path, "--patch", tmp_path / "x.json", "--metadata", "llama.context_length=lots", check=False)
+    assert r.code != 0 and "not a uint32" in r.err, r.err
+    assert not (tmp_path / "x.json").exists()
+    r = run("verify", models.gemma3_gguf(), patch, check=False)
+    assert r.code != 0 and "metadata llama.context_length: patch expects uint32 8192" in r.out, r.out

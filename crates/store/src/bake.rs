@@ -1,12 +1,13 @@
 //! Baking: base model + patch -> a new model file (or sharded folder). Streams the base into a
 //! temp file in the target folder, writes the patched bytes at their offsets, fsyncs and
-//! renames. The base files are only read.
+//! renames. A patch with metadata entries writes the GGUF's header again and its data after
+//! it. The base files are only read.
 
 use crate::atomic;
 use crate::error::{Result, StoreError};
 use crate::model::Model;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tensor_surgeon_core::patch::Patch;
@@ -88,15 +89,51 @@ pub fn bake(
             });
         }
     }
+    // Metadata entries: the GGUF's header is written again, the data copied after it.
+    let head = if patch.metadata.is_empty() {
+        None
+    } else {
+        let based = model.based([])?;
+        let conflicts: Vec<_> = patch
+            .metadata
+            .iter()
+            .filter_map(|e| e.verify(&based))
+            .collect();
+        let header = match model.gguf() {
+            Some(header) if conflicts.is_empty() => header,
+            _ => return Err(StoreError::Conflicts { conflicts }),
+        };
+        let changes = patch
+            .metadata
+            .iter()
+            .map(|e| Ok((e.key.clone(), e.new_value()?)))
+            .collect::<std::result::Result<Vec<_>, tensor_surgeon_core::gguf::write::MetadataError>>()?;
+        Some((
+            tensor_surgeon_core::gguf::write::rewrite(
+                header,
+                model.shards[0].header_bytes(),
+                &changes,
+            )?,
+            header.data_start,
+        ))
+    };
     let total = model.total_bytes();
     let mut done = 0u64;
     for (si, (shard, target)) in model.shards.iter().zip(&files).enumerate() {
+        // Where the copy of the base starts, and where its data lands in the new file.
+        let (from, data_start) = match &head {
+            Some((bytes, old_start)) if si == 0 => (*old_start, bytes.len() as u64),
+            _ => (0, shard.header.data_start()),
+        };
         atomic::write_with(target, |f| {
+            if let (Some((bytes, _)), 0) = (&head, si) {
+                f.write_all(bytes)?;
+            }
             // Stream the base in chunks (flat memory for any size); File-to-File copies let
             // the kernel move the bytes (copy_file_range) without passing through user space.
             // A remote base is read by range (through the cache), chunk by chunk.
             if shard.remote_file().is_some() {
-                let mut at = 0;
+                let mut at = from;
                 while at < shard.size {
                     let end = (at + REMOTE_CHUNK).min(shard.size);
                     let part = shard
@@ -108,7 +145,8 @@ pub fn bake(
                     at = end;
                 }
             } else {
-                let src = File::open(&shard.path)?;
+                let mut src = File::open(&shard.path)?;
+                src.seek(SeekFrom::Start(from))?;
                 loop {
                     let n = std::io::copy(&mut (&src).take(64 << 20), f)?;
                     if n == 0 {
@@ -125,7 +163,7 @@ pub fn bake(
                 if !std::ptr::eq(s, &model.shards[si]) {
                     continue;
                 }
-                let at = shard.header.data_start() + info.data_offsets.0 + entry.offset;
+                let at = data_start + info.data_offsets.0 + entry.offset;
                 f.write_all_at(&entry.patched, at)?;
             }
             // A remote base replaced while it was copied: the file is not kept.

@@ -50,9 +50,13 @@ pub enum StoreError {
     /// A patch that does not fit the model (or another patch).
     #[error("{} conflict(s); first: {}", conflicts.len(), conflicts.first().map(ToString::to_string).unwrap_or_default())]
     Conflicts { conflicts: Vec<Conflict> },
-    /// A patch with low-rank entries asked for in the compact form, which holds byte runs.
-    #[error("{}: a patch with low-rank entries is written as JSON (the compact form holds byte runs only)", path.display())]
+    /// A patch with low-rank or metadata entries asked for in the compact form, which holds
+    /// byte runs.
+    #[error("{}: a patch with low-rank or metadata entries is written as JSON (the compact form holds byte runs only)", path.display())]
     CompactLowRank { path: PathBuf },
+    /// Metadata entries that cannot be written into the header.
+    #[error("cannot write the metadata: {0}")]
+    Metadata(#[from] tensor_surgeon_core::gguf::write::MetadataError),
     /// A bake that cannot go where it was asked to (onto the base, a sharded model into a file).
     #[error("{} is {reason}", path.display())]
     BakeTarget { path: PathBuf, reason: &'static str },
@@ -126,6 +130,7 @@ impl StoreError {
             | StoreError::Compact { .. }
             | StoreError::BakeTarget { .. }
             | StoreError::CompactLowRank { .. }
+            | StoreError::Metadata(_)
             | StoreError::CacheConfigured => ErrorKind::Invalid,
         }
     }

@@ -44,7 +44,7 @@ impl Loaded {
     /// Number of entries (byte runs).
     pub fn entry_count(&self) -> usize {
         match self {
-            Loaded::Json(p) => p.entries.len() + p.low_rank.len(),
+            Loaded::Json(p) => p.entries.len() + p.low_rank.len() + p.metadata.len(),
             Loaded::Compact(c) => c.entry_count(),
         }
     }
@@ -223,8 +223,8 @@ pub fn wants_compact(format: Format, json_len: u64) -> bool {
 /// Saves a patch atomically in `format`; `model` (when known) gives the element widths the
 /// compact form shuffles by. Returns the form written.
 pub fn save(path: &Path, patch: &Patch, format: Format, model: Option<&Model>) -> Result<Format> {
-    if !patch.low_rank.is_empty() {
-        // Low-rank entries are small; the compact form holds byte runs only.
+    if !patch.low_rank.is_empty() || !patch.metadata.is_empty() {
+        // Low-rank and metadata entries are small; the compact form holds byte runs only.
         if format == Format::Compact {
             return Err(StoreError::CompactLowRank {
                 path: path.to_path_buf(),

@@ -12,6 +12,7 @@
 
 pub mod quant;
 mod types;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,34 @@ pub enum ValueType {
 }
 
 impl ValueType {
+    /// The id the file stores for this type.
+    pub fn id(self) -> u32 {
+        use ValueType::*;
+        match self {
+            U8 => 0,
+            I8 => 1,
+            U16 => 2,
+            I16 => 3,
+            U32 => 4,
+            I32 => 5,
+            F32 => 6,
+            Bool => 7,
+            String => 8,
+            Array => 9,
+            U64 => 10,
+            I64 => 11,
+            F64 => 12,
+        }
+    }
+
+    /// The type gguf-py calls `name` (`"uint32"`), for the types a single value can have.
+    pub fn of_name(name: &str) -> Option<ValueType> {
+        use ValueType::*;
+        [U8, I8, U16, I16, U32, I32, F32, Bool, String, U64, I64, F64]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+
     fn from_id(id: u32) -> Option<ValueType> {
         use ValueType::*;
         Some(match id {
@@ -287,6 +316,8 @@ pub struct GgufHeader {
     pub alignment: u64,
     /// Where the data section starts in the file.
     pub data_start: u64,
+    /// Where the tensor infos lie in the file (after the metadata).
+    pub infos: std::ops::Range<u64>,
     /// Harmless oddities worth telling a user.
     pub warnings: Vec<String>,
     by_name: HashMap<String, usize>,
@@ -440,6 +471,7 @@ pub fn parse(bytes: &[u8], file_len: u64) -> Result<GgufHeader, GgufError> {
         }
     };
     r.check_count("the tensor count", tensor_count, 24)?;
+    let infos_start = r.at as u64;
     let mut tensors = Vec::with_capacity(tensor_count as usize);
     let mut by_name = HashMap::with_capacity(tensor_count as usize);
     for _ in 0..tensor_count {
@@ -449,6 +481,7 @@ pub fn parse(bytes: &[u8], file_len: u64) -> Result<GgufHeader, GgufError> {
         }
         tensors.push(t);
     }
+    let infos = infos_start..r.at as u64;
     let data_start = (r.at as u64).next_multiple_of(alignment);
     let mut warnings = Vec::new();
     for t in &tensors {
@@ -485,6 +518,7 @@ pub fn parse(bytes: &[u8], file_len: u64) -> Result<GgufHeader, GgufError> {
         tensors,
         alignment,
         data_start,
+        infos,
         warnings,
         by_name,
         by_key,

@@ -128,6 +128,13 @@ impl Patch {
                 }
             }
         }
+        let metadata = match super::metadata::combine(&self.metadata, &other.metadata) {
+            Ok(m) => m,
+            Err(more) => {
+                conflicts.extend(more);
+                Vec::new()
+            }
+        };
         if !conflicts.is_empty() {
             return Err(conflicts);
         }
@@ -147,6 +154,7 @@ impl Patch {
         Ok(Patch {
             entries,
             note,
+            metadata,
             ..self.clone()
         })
     }

@@ -36,6 +36,10 @@ pub enum ConflictKind {
     LowRankMisfit { reason: String },
     /// A low-rank entry that does not make the tensor it promises: the entry is damaged.
     ResultDiffers,
+    /// A metadata entry's original value is not the base's (or another patch's).
+    MetadataDiffers { expected: String, found: String },
+    /// A metadata entry against a model that is not a GGUF file.
+    NotGguf,
     /// Two patches change the same bytes to different values.
     Clash {
         #[serde(with = "hex::serde")]
@@ -94,6 +98,16 @@ impl std::fmt::Display for Conflict {
                 f,
                 "{}: the low-rank entry does not make the tensor it names (SHA-256 of the \
                  result differs): the entry is damaged",
+                self.tensor
+            ),
+            ConflictKind::MetadataDiffers { expected, found } => write!(
+                f,
+                "metadata {}: patch expects {expected} but the model has {found}",
+                self.tensor
+            ),
+            ConflictKind::NotGguf => write!(
+                f,
+                "metadata {}: the model is not a GGUF file, which has no such metadata",
                 self.tensor
             ),
             ConflictKind::Clash { first, second } => write!(

@@ -12,19 +12,22 @@ use serde::{Deserialize, Serialize};
 
 mod conflict;
 pub mod low_rank;
+pub mod metadata;
 mod origin;
 mod raw;
 mod verify;
 pub use crate::origin::Origin;
 pub use conflict::{Conflict, ConflictKind};
 pub use low_rank::{LowRankEntry, LowRankError};
+pub use metadata::{MetaValue, MetadataEntry};
 pub use origin::OriginMap;
 
 /// The `format` field of every patch file.
 pub const FORMAT: &str = "tensor-surgeon-patch";
-/// The newest format version this build reads and writes: 2 adds low-rank entries. A patch
-/// without them is written as version 1, which older builds read.
-pub const VERSION: u32 = 2;
+/// The newest format version this build reads and writes: 2 adds low-rank entries, 3
+/// metadata entries. A patch is written with the oldest version that holds its entries
+/// (version 1 without either), which older builds read.
+pub const VERSION: u32 = 3;
 
 /// Identity of one base file: its name, a hash of its header, its size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +103,8 @@ pub struct Patch {
     /// has byte entries. They apply to the base's bytes: [`low_rank::LowRankEntry::to_entries`]
     /// turns them into byte entries once the base is at hand.
     pub low_rank: Vec<LowRankEntry>,
+    /// Metadata entries (version 3): a GGUF header's key-value pairs, applied at bake.
+    pub metadata: Vec<MetadataEntry>,
 }
 
 /// What is wrong with a patch as a document.
@@ -149,6 +154,11 @@ pub trait BaseModel {
     /// A tensor's header entry and its base bytes (`info.byte_len()` of them). A source may
     /// hold only the bytes the caller said it would read (a remote model's).
     fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)>;
+
+    /// The base's GGUF header, when it is a GGUF file (metadata entries check against it).
+    fn gguf(&self) -> Option<&crate::gguf::GgufHeader> {
+        None
+    }
 }
 
 /// `len` bytes at `offset` of a source.
@@ -169,6 +179,7 @@ impl Patch {
             base,
             entries: Vec::new(),
             low_rank: Vec::new(),
+            metadata: Vec::new(),
         }
     }
 
@@ -178,7 +189,12 @@ impl Patch {
             reason: e.to_string(),
         })?;
         let low_rank_ok = patch.version >= 2 || patch.low_rank.is_empty();
-        if patch.format != FORMAT || !(1..=VERSION).contains(&patch.version) || !low_rank_ok {
+        let metadata_ok = patch.version >= 3 || patch.metadata.is_empty();
+        if patch.format != FORMAT
+            || !(1..=VERSION).contains(&patch.version)
+            || !low_rank_ok
+            || !metadata_ok
+        {
             return Err(PatchError::Version {
                 format: patch.format,
                 version: patch.version,
@@ -282,6 +298,9 @@ impl Patch {
     pub fn invert(&self) -> Patch {
         let mut out = self.clone();
         for e in &mut out.entries {
+            std::mem::swap(&mut e.original, &mut e.patched);
+        }
+        for e in &mut out.metadata {
             std::mem::swap(&mut e.original, &mut e.patched);
         }
         out

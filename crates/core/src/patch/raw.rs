@@ -1,7 +1,7 @@
-//! A patch's JSON as it reads: entries of either kind (bytes, low-rank) in one list, told apart
-//! by `kind`.
+//! A patch's JSON as it reads: entries of every kind (bytes, low-rank, metadata) in one list,
+//! told apart by `kind`.
 
-use super::{low_rank, Fingerprint, Patch};
+use super::{low_rank, metadata, Fingerprint, Patch};
 use serde::{Deserialize, Serialize};
 
 /// A patch as its JSON reads: entries of either kind in one list.
@@ -22,6 +22,7 @@ impl TryFrom<RawPatch> for Patch {
     fn try_from(raw: RawPatch) -> Result<Patch, String> {
         let mut entries = Vec::new();
         let mut low_rank = Vec::new();
+        let mut meta = Vec::new();
         for (i, e) in raw.entries.into_iter().enumerate() {
             let kind = e.get("kind").and_then(|k| k.as_str()).map(str::to_string);
             match kind.as_deref() {
@@ -29,6 +30,9 @@ impl TryFrom<RawPatch> for Patch {
                     .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
                 Some(low_rank::KIND) => low_rank
                     .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
+                Some(metadata::KIND) => {
+                    meta.push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?)
+                }
                 Some(other) => return Err(format!("entry {i}: unknown kind {other:?}")),
             }
         }
@@ -40,22 +44,24 @@ impl TryFrom<RawPatch> for Patch {
             base: raw.base,
             entries,
             low_rank,
+            metadata: meta,
         })
     }
 }
 
 impl From<Patch> for RawPatch {
     fn from(p: Patch) -> RawPatch {
-        let version = if p.low_rank.is_empty() {
-            p.version
-        } else {
-            p.version.max(2)
+        let version = match (p.low_rank.is_empty(), p.metadata.is_empty()) {
+            (_, false) => p.version.max(3),
+            (false, true) => p.version.max(2),
+            (true, true) => p.version,
         };
         let entries = p
             .entries
             .iter()
             .map(serde_json::to_value)
             .chain(p.low_rank.iter().map(serde_json::to_value))
+            .chain(p.metadata.iter().map(serde_json::to_value))
             .filter_map(Result::ok)
             .collect();
         RawPatch {

@@ -13,6 +13,7 @@ impl Patch {
         if let Err(more) = self.expand_low_rank(base, None) {
             conflicts.extend(more);
         }
+        conflicts.extend(self.metadata.iter().filter_map(|e| e.verify(base)));
         conflicts
     }
 
@@ -121,6 +122,7 @@ impl Patch {
             }
             Err(more) => conflicts.extend(more),
         }
+        conflicts.extend(self.metadata.iter().filter_map(|e| e.verify(base)));
         if conflicts.is_empty() {
             Ok(self)
         } else {

@@ -145,6 +145,17 @@ impl Workbench {
     /// lists where it does not fit (`entries`: the file's count).
     fn load_layer(&self, fit: patch_files::Fit, entries: usize, name: &str) -> Result<LoadOutcome> {
         match fit {
+            Ok(patch) if !patch.metadata.is_empty() => Err(Error::Usage(format!(
+                "{name} changes {} metadata key(s) of the GGUF ({}); a session edits tensors, \
+                 not the header: bake the patch to apply it",
+                patch.metadata.len(),
+                patch
+                    .metadata
+                    .iter()
+                    .map(|e| e.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
             Ok(patch) => {
                 let count = patch.entries.len();
                 self.apply_layer(patch.entries, name)?;

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use tensor_surgeon_core::dtype::EncodeOptions;
 use tensor_surgeon_core::edit::{self, Op};
 use tensor_surgeon_core::overlay::Overlay;
+use tensor_surgeon_core::patch::{MetadataEntry, Origin, Patch};
 use tensor_surgeon_core::region::Region;
 use tensor_surgeon_engine::blocks;
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_store::model::select;
 use tensor_surgeon_store::patch_files::{self, Format};
-use tensor_surgeon_store::Model;
+use tensor_surgeon_store::{Model, StoreError};
 use tensor_surgeon_wire::RegionRequest;
 
 /// Edits are written as `TENSOR[SPEC]=VALUE`, SPEC numpy-style (`3,4`, `0:2,:`); the patch
@@ -67,6 +68,14 @@ pub struct EditArgs {
     /// Scale each column by its factor: `TENSOR=F0,F1,...` or `TENSOR=@VECTOR`.
     #[arg(long, allow_hyphen_values = true)]
     scale_columns: Vec<String>,
+    /// Set a GGUF metadata value: `KEY=VALUE` in the key's own type (a new key is a string),
+    /// or `KEY=@FILE` for a string read from a file (a chat template). The header is written
+    /// again when the patch is baked.
+    #[arg(long, allow_hyphen_values = true)]
+    metadata: Vec<String>,
+    /// Remove a GGUF metadata key (applied when the patch is baked).
+    #[arg(long)]
+    remove_metadata: Vec<String>,
     /// Clamp values the dtype cannot hold to its range instead of failing.
     #[arg(long)]
     saturate: bool,
@@ -79,6 +88,61 @@ pub struct EditArgs {
     /// The form to write: JSON, compact (binary, zstd), or auto (compact above ~1 MB of JSON).
     #[arg(long, value_enum, default_value_t)]
     format: FormatArg,
+}
+
+/// `KEY=VALUE` or `KEY=@FILE` -> (key, the value's text).
+fn metadata_change(text: &str) -> Result<(String, String)> {
+    let (key, value) = text.split_once('=').ok_or_else(|| {
+        Error::Usage(format!(
+            "cannot read {text:?}: write KEY=VALUE or KEY=@FILE"
+        ))
+    })?;
+    let value = match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(Error::io(path))?,
+        None => value.to_string(),
+    };
+    Ok((key.trim().to_string(), value))
+}
+
+/// Records a change of GGUF metadata `key` (to the value `text` reads as in the key's type;
+/// `None`: removed) in `patch`, against the base's value. Says what changed.
+fn edit_metadata(
+    model: &Model,
+    patch: &mut Patch,
+    key: &str,
+    text: Option<&str>,
+) -> Result<String> {
+    use tensor_surgeon_core::gguf::{write, ValueType};
+    let header = model.gguf().ok_or_else(|| {
+        Error::Usage(format!(
+            "{key}: metadata edits are for GGUF files; {} is not one",
+            model.path.display()
+        ))
+    })?;
+    let base = header.get(key);
+    let new = match text {
+        None if base.is_none() => {
+            return Err(Error::Usage(format!(
+                "{key}: the model has no such metadata key"
+            )))
+        }
+        None => None,
+        Some(t) => {
+            let ty = base.map_or(ValueType::String, |v| v.value_type());
+            Some(write::value_from_text(key, ty, t).map_err(StoreError::from)?)
+        }
+    };
+    let entry = MetadataEntry::new(key, base, new.as_ref(), Some(Origin::new("cli")))
+        .map_err(StoreError::from)?;
+    patch.metadata.retain(|e| e.key != key);
+    let show = |v: Option<&tensor_surgeon_core::gguf::Value>| {
+        v.map_or("(absent)".to_string(), |v| v.to_string())
+    };
+    let line = format!("metadata {key}: {} -> {}", show(base), show(new.as_ref()));
+    if entry.original != entry.patched {
+        patch.metadata.push(entry);
+    }
+    Ok(line)
 }
 
 /// `TENSOR[SPEC]=VALUE` -> (tensor, spec, value).
@@ -251,10 +315,11 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
             ops.push((indices.get(i).copied().unwrap_or(usize::MAX), kind, v));
         }
     }
-    if ops.is_empty() {
+    if ops.is_empty() && args.metadata.is_empty() && args.remove_metadata.is_empty() {
         return Err(Error::Usage(
             "no edit given: use --set, --add, --scale, --zero, --clamp, --hex, --copy, \
-             --swap-rows, --swap-columns, --noise, --blend, --scale-rows or --scale-columns"
+             --swap-rows, --swap-columns, --noise, --blend, --scale-rows, --scale-columns, \
+             --metadata or --remove-metadata"
                 .into(),
         ));
     }
@@ -337,12 +402,26 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
             changes.iter().map(|c| c.after.len()).sum::<usize>()
         );
     }
+    let changes = args
+        .metadata
+        .iter()
+        .map(|m| metadata_change(m).map(|(k, v)| (k, Some(v))))
+        .chain(args.remove_metadata.iter().map(|k| Ok((k.clone(), None))))
+        .collect::<Result<Vec<_>>>()?;
+    for (key, text) in changes {
+        let line = edit_metadata(&model, &mut patch, &key, text.as_deref())?;
+        println!("{line}");
+    }
     patch.created = patch_files::now();
     let form = patch_files::save(&args.patch, &patch, args.format.into(), Some(&model))?;
     println!(
         "{}: {}{} ({total} byte(s) changed by this edit)",
         args.patch.display(),
-        super::patch_cmds::plural(patch.entries.len(), "entry", "entries"),
+        super::patch_cmds::plural(
+            patch.entries.len() + patch.low_rank.len() + patch.metadata.len(),
+            "entry",
+            "entries"
+        ),
         if form == Format::Compact {
             " in compact form"
         } else {

@@ -123,7 +123,11 @@ pub fn invert(patch_path: &Path, out: &Path, format: Format, model: Option<&Path
     let mut inverted = full(patch_path, loaded, model.as_ref(), "inverting")?.invert();
     inverted.created = patch_files::now();
     let form = patch_files::save(out, &inverted, format, model.as_ref())?;
-    report(out, inverted.entries.len(), form);
+    report(
+        out,
+        inverted.entries.len() + inverted.low_rank.len() + inverted.metadata.len(),
+        form,
+    );
     Ok(())
 }
 
@@ -160,7 +164,11 @@ pub fn combine(
         Ok(mut combined) => {
             combined.created = patch_files::now();
             let form = patch_files::save(out, &combined, format, model.as_ref())?;
-            report(out, combined.entries.len(), form);
+            report(
+                out,
+                combined.entries.len() + combined.low_rank.len() + combined.metadata.len(),
+                form,
+            );
             Ok(())
         }
         Err(conflicts) => {

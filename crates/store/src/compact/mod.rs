@@ -326,6 +326,8 @@ impl CompactPatch {
             base: self.base.clone(),
             entries,
             low_rank: Vec::new(),
+            // The compact form holds byte entries only (a patch with metadata saves as JSON).
+            metadata: Vec::new(),
         })
     }
 }

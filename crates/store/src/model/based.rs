@@ -124,6 +124,10 @@ impl Based<'_> {
 }
 
 impl BaseModel for Based<'_> {
+    fn gguf(&self) -> Option<&tensor_surgeon_core::gguf::GgufHeader> {
+        self.model.gguf()
+    }
+
     fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)> {
         let (shard, info) = self.model.get(name).ok()?;
         let whole = self.lazily.as_ref().and_then(|l| l.get(name));
