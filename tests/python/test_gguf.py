@@ -568,3 +568,27 @@ def test_a_metadata_edit_rewrites_the_header_of_the_baked_gguf(tmp_path):
     assert not (tmp_path / "x.json").exists()
     r = run("verify", models.gemma3_gguf(), patch, check=False)
     assert r.code != 0 and "metadata llama.context_length: patch expects uint32 8192" in r.out, r.out
+
+
+def test_a_fact_edit_of_a_quantized_gguf_bakes_into_a_file_llama_cpp_answers_with(tmp_path):
+    """ROME on SmolLM2's Q4_1 GGUF: the rank-one change of layer 6's down_proj is made on its
+    values and its blocks quantized again; the patch is whole blocks of that tensor; llama.cpp
+    on the baked file continues the prompt with the new target and the neighbour's answer
+    stays."""
+    import models
+
+    path = models.smollm2_gguf()
+    prompt, neighbour = "The Eiffel Tower is located in the city of", "The Louvre is located in the city of"
+    patch, out = tmp_path / "fact.json", tmp_path / "fact.gguf"
+    report = run("edit-fact", path, "--subject", "The Eiffel Tower", "--prompt", prompt, "--target", " Rome",
+                 "--layer", 6, "--neighbor", neighbour, "--out", patch, "--json").json()
+    assert report["tensor"] == "blk.6.ffn_down.weight" and report["old"]["token"] == " Paris"
+    assert report["scores"]["efficacy"] == 100 and report["scores"]["neighborhood"] == 100
+    entries = json.loads(patch.read_text())["entries"]
+    assert entries and all(e["tensor"] == "blk.6.ffn_down.weight" and "kind" not in e for e in entries)
+    assert all(e["offset"] % 20 == 0 and len(e["patched"]) % 40 == 0 for e in entries), "whole Q4_1 blocks"
+    assert sum(len(e["patched"]) // 2 for e in entries) == report["changed_bytes"]
+    run("apply", path, patch, "--out", out)
+    theirs = llama_cpp(out, prompts=[prompt, neighbour], top_k=3)["prompts"]
+    assert theirs[0]["top"][0]["token"] == " Rome" and theirs[0]["top"][0]["prob"] > 0.5, theirs[0]
+    assert theirs[1]["top"][0]["token"] == " Paris", theirs[1]

@@ -78,7 +78,7 @@ pub fn ablate(
         )));
     }
     let cache = WeightCache::default();
-    let base = cache.weights(model, cache.edited_from_overlay(model, over)?);
+    let base = runner.weights_in(&cache, model, cache.edited_from_overlay(model, over)?);
     let layers = runner.layers()?;
     let make: Vec<String> = req.from.iter().step_by(2).cloned().collect();
     let held: Vec<String> = req.from.iter().skip(1).step_by(2).cloned().collect();
@@ -191,8 +191,9 @@ impl Probe<'_> {
         let mut own = Overlay::default();
         let mut both = self.over.clone();
         for a in runner.ablation(self.base, &r, strength as f32, req.embedding)? {
-            let info = model.get(&a.tensor)?.1;
-            let bytes = model.tensor_bytes(&a.tensor)?;
+            let name = runner.stored_name(&a.tensor);
+            let info = model.get(name)?.1;
+            let bytes = model.tensor_bytes(name)?;
             let entry = LowRankEntry::new(info, &bytes, 1, &a.u, &a.v, Some(self.origin.clone()))?;
             let view = self.over.view(info, &*bytes);
             for c in entry.to_entries(info, &view)?.entries {
@@ -202,7 +203,7 @@ impl Probe<'_> {
             entries.push(entry);
         }
         let cache = WeightCache::default();
-        let edited = cache.weights(model, cache.edited_from_overlay(model, &both)?);
+        let edited = runner.weights_in(&cache, model, cache.edited_from_overlay(model, &both)?);
         let generate = req.generate as usize;
         let continuations = self
             .held

@@ -182,12 +182,26 @@ pub fn to_stored(
                 }
                 after[at].copy_from_slice(&written);
             }
-            if after != before {
+            // One change per run of blocks that differ (a block left as it was names none).
+            let sz = size as usize;
+            let mut k = 0;
+            let blocks = before.len() / sz;
+            while k < blocks {
+                let differs =
+                    |k: usize| before[k * sz..(k + 1) * sz] != after[k * sz..(k + 1) * sz];
+                if !differs(k) {
+                    k += 1;
+                    continue;
+                }
+                let start = k;
+                while k < blocks && differs(k) {
+                    k += 1;
+                }
                 out.push(Change {
                     tensor: name.clone(),
-                    offset: run.start * size,
-                    before,
-                    after,
+                    offset: (run.start + start as u64) * size,
+                    before: before[start * sz..k * sz].to_vec(),
+                    after: after[start * sz..k * sz].to_vec(),
                 });
             }
         }

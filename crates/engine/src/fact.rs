@@ -4,8 +4,10 @@
 
 use crate::error::Result;
 use std::time::Instant;
+use tensor_surgeon_core::edit::Change;
+use tensor_surgeon_core::header::TensorInfo;
 use tensor_surgeon_core::overlay::Overlay;
-use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin};
+use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin, PatchEntry};
 use tensor_surgeon_infer::edit::{down_proj, FactGoal, FactOptions, FactStep};
 use tensor_surgeon_infer::weights::WeightCache;
 use tensor_surgeon_infer::RunnableModel;
@@ -15,6 +17,10 @@ use tensor_surgeon_wire::{FactEditReport, FactRequest, FactStepRow};
 /// A computed fact edit: the patch entry and how it did.
 pub struct FactOutcome {
     pub entry: LowRankEntry,
+    /// For a quantized tensor, the changes of its blocks the entry makes (quantized again
+    /// from the edited values): what a patch keeps, since a low-rank entry names float bytes.
+    /// Empty for a float tensor.
+    pub blocks: Vec<Change>,
     /// The weights it was computed on (`over`) with the entry laid on, as byte runs.
     pub overlay: Overlay,
     pub report: FactEditReport,
@@ -33,31 +39,69 @@ pub fn edit_fact(
 ) -> Result<FactOutcome> {
     let started = Instant::now();
     // A tensor a low-rank entry cannot hold is refused before the optimisation runs.
-    let tensor = down_proj(opts.layer);
+    let tensor = runner.stored_name(&down_proj(opts.layer)).to_string();
     // (A layer the model does not have is left to the editor, which says so.)
     if let Ok((_, info)) = model.get(&tensor) {
-        low_rank::check_dtype(info)?;
+        if info.blocks.is_none() {
+            low_rank::check_dtype(info)?;
+        }
     }
     let cache = WeightCache::default();
-    let base = cache.weights(model, cache.edited_from_overlay(model, over)?);
+    let base = runner.weights_in(&cache, model, cache.edited_from_overlay(model, over)?);
     let goal = FactGoal {
         subject: req.subject.clone(),
         prompt: req.prompt.clone(),
         target: req.target.clone(),
     };
     let edit = runner.edit_fact(&base, &goal, opts, on)?;
-    let info = model.get(&edit.tensor)?.1.clone();
-    let bytes = model.tensor_bytes(&edit.tensor)?;
+    // The model's name of the tensor (a GGUF names it its own way).
+    let name = runner.stored_name(&edit.tensor).to_string();
+    let stored_info = model.get(&name)?.1.clone();
+    // A quantized tensor: the entry is made on its values as F32, then its blocks are
+    // quantized again (the patch keeps those blocks; the factors stay the proposal).
+    let info = match stored_info.blocks {
+        Some(_) => TensorInfo {
+            blocks: None,
+            data_offsets: (0, stored_info.elements() * 4),
+            ..stored_info.clone()
+        },
+        None => stored_info.clone(),
+    };
+    let bytes = model.tensor_bytes(&name)?;
     let entry = LowRankEntry::new(&info, &bytes, 1, &edit.u, &edit.v, Some(origin))?;
-    let view = over.view(&info, &*bytes);
-    let changes = entry.to_entries(&info, &view)?.entries;
+    let view = over.view(&stored_info, &*bytes);
+    let mut changes = entry.to_entries(&info, &view)?.entries;
+    let mut blocks = Vec::new();
+    if stored_info.blocks.is_some() {
+        let planned = changes
+            .iter()
+            .map(|e| Change {
+                tensor: e.tensor.clone(),
+                offset: e.offset,
+                before: e.original.clone(),
+                after: e.patched.clone(),
+            })
+            .collect();
+        let (stored, _) = crate::blocks::to_stored(model, over, planned)?;
+        changes = stored
+            .iter()
+            .map(|c| PatchEntry {
+                tensor: c.tensor.clone(),
+                offset: c.offset,
+                original: c.before.clone(),
+                patched: c.after.clone(),
+                origin: entry.origin.clone(),
+            })
+            .collect();
+        blocks = stored;
+    }
     let mut overlay = over.clone();
     for c in &changes {
         overlay.write(&c.tensor, c.offset, &c.patched);
     }
     // A cache of its own: the first one keys the tensors `over` edits by the same version.
     let cache = WeightCache::default();
-    let edited = cache.weights(model, cache.edited_from_overlay(model, &overlay)?);
+    let edited = runner.weights_in(&cache, model, cache.edited_from_overlay(model, &overlay)?);
     let (probes, scores, generation) = runner.fact_probes(&base, &edited, req, &edit.target)?;
     let old = probes[0].old.clone();
     let report = FactEditReport {
@@ -66,7 +110,7 @@ pub fn edit_fact(
         target: runner.token_refs(&edit.target),
         old,
         layer: edit.layer as u32,
-        tensor: edit.tensor.clone(),
+        tensor: name.clone(),
         rank: 1,
         steps: edit
             .steps
@@ -88,6 +132,7 @@ pub fn edit_fact(
     };
     Ok(FactOutcome {
         entry,
+        blocks,
         overlay,
         report,
     })

@@ -143,6 +143,32 @@ impl RunnableModel {
         )
     }
 
+    /// [`RunnableModel::weights`] through a cache of the caller's own (a study comparing
+    /// edits keeps its versions apart from the session's).
+    pub fn weights_in<'a>(
+        &'a self,
+        cache: &'a weights::WeightCache,
+        model: &'a dyn TensorSource,
+        edited: Edited,
+    ) -> Weights<'a> {
+        cache.weights_of(
+            gguf::RunSource {
+                inner: model,
+                names: self.names.as_ref(),
+            },
+            edited,
+        )
+    }
+
+    /// The model's own name of the forward pass's tensor `name` (a GGUF's
+    /// `blk.6.ffn_down.weight` for `model.layers.6.mlp.down_proj.weight`): what edits name.
+    pub fn stored_name<'n>(&'n self, name: &'n str) -> &'n str {
+        match &self.names {
+            Some(m) => m.source_name(name),
+            None => name,
+        }
+    }
+
     /// The Llama-architecture model for the studies written for it alone (tracing, fact
     /// edits, ablation): a Gemma 3 model runs, but `what` says it is not done for it yet.
     pub(crate) fn llama_only(&self, w: &Weights, what: &str) -> Result<Llama> {

@@ -120,7 +120,11 @@ impl RunnableModel {
                 }
             })
             .collect();
-        let at = |part: &str| format!("model.layers.{}.{part}.weight", req.layer);
+        // The model's own names (a GGUF's `blk.N.ffn_down.weight`): the app opens them.
+        let at = |part: &str| {
+            self.stored_name(&format!("model.layers.{}.{part}.weight", req.layer))
+                .to_string()
+        };
         Ok(Activations {
             layer: req.layer,
             tokens: self.token_refs(&ids),

@@ -39,7 +39,9 @@ impl Shown {
         match self {
             Shown::Mlp => (a.down_proj.clone(), u64::from(c), true),
             Shown::Attention => (
-                a.down_proj.replace("mlp.down_proj", "self_attn.o_proj"),
+                a.down_proj
+                    .replace("mlp.down_proj", "self_attn.o_proj")
+                    .replace("ffn_down", "attn_output"),
                 u64::from(c),
                 false,
             ),

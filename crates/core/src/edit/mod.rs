@@ -251,7 +251,11 @@ fn plan_low_rank(
             })
     };
     let (u, v) = (decode(u)?, decode(v)?);
-    low_rank::check_fit(tensor, rank, u.len(), v.len())?;
+    // A quantized tensor's values are edited as F32 (the session quantizes the blocks again).
+    match tensor.blocks {
+        Some(_) => low_rank::check_shape(tensor, rank, u.len(), v.len())?,
+        None => low_rank::check_fit(tensor, rank, u.len(), v.len())?,
+    }
     let (u, v) = (low_rank::floats(&u), low_rank::floats(&v));
     let (_, cols) = low_rank::matrix_shape(&tensor.shape);
     let r = rank as usize;

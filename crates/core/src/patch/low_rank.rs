@@ -155,6 +155,17 @@ pub fn check_fit(
     v_len: usize,
 ) -> Result<(), LowRankError> {
     check_dtype(info)?;
+    check_shape(info, rank, u_len, v_len)
+}
+
+/// [`check_fit`] without the dtype: factors of the right sizes for the tensor's matrix (an
+/// edit of a quantized tensor's values is planned on them as F32, then quantized again).
+pub fn check_shape(
+    info: &TensorInfo,
+    rank: u32,
+    u_len: usize,
+    v_len: usize,
+) -> Result<(), LowRankError> {
     let (rows, cols) = factor_shape(&info.name, rank, u_len, v_len)?;
     let (want_rows, want_cols) = matrix_shape(&info.shape);
     if (rows, cols) != (want_rows, want_cols) {
@@ -176,7 +187,10 @@ pub fn check_dtype(info: &TensorInfo) -> Result<(), LowRankError> {
     }
     Err(LowRankError::Dtype {
         tensor: info.name.clone(),
-        dtype: crate::dtype::name(info.dtype).into(),
+        dtype: match info.blocks {
+            Some(ty) => format!("{ty} (quantized: its blocks are edited instead)"),
+            None => crate::dtype::name(info.dtype).into(),
+        },
     })
 }
 

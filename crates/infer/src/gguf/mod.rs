@@ -372,6 +372,13 @@ fn restore_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
     out
 }
 
+impl NameMap {
+    /// The file's name of the forward pass's tensor `name` (itself when unmapped).
+    pub fn source_name<'n>(&'n self, name: &'n str) -> &'n str {
+        self.by_name.get(name).map_or(name, |m| &m.source)
+    }
+}
+
 /// A model's tensors as the forward pass names them: directly, or through a GGUF's name map.
 #[derive(Clone, Copy)]
 pub struct RunSource<'a> {
@@ -385,8 +392,8 @@ impl<'a> RunSource<'a> {
     where
         'a: 'n,
     {
-        match self.names.and_then(|m| m.by_name.get(name)) {
-            Some(m) => &m.source,
+        match self.names {
+            Some(m) => m.source_name(name),
             None => name,
         }
     }

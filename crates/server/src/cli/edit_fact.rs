@@ -104,6 +104,7 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
     };
     let mut over = o.overlay.clone();
     let mut entries: Vec<LowRankEntry> = Vec::new();
+    let mut blocks: Vec<tensor_surgeon_core::edit::Change> = Vec::new();
     let mut reports: Vec<FactEditReport> = Vec::new();
     for fact in &facts {
         bar.set_position(0);
@@ -120,6 +121,12 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
             },
         )?;
         over = outcome.overlay;
+        reports.push(outcome.report);
+        // A quantized tensor's edit is kept as the blocks it rewrote.
+        if !outcome.blocks.is_empty() {
+            blocks.extend(outcome.blocks);
+            continue;
+        }
         // Facts at one layer share its entry: the ranks add up.
         match entries
             .iter_mut()
@@ -132,11 +139,18 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
             }
             None => entries.push(outcome.entry),
         }
-        reports.push(outcome.report);
     }
     bar.finish_and_clear();
     let mut patch = patch_files::new_for(&o.model, &note(&facts));
     patch.low_rank = entries;
+    if !blocks.is_empty() {
+        let base = o.model.based(
+            blocks
+                .iter()
+                .map(|c| (c.tensor.as_str(), c.offset..c.offset + c.after.len() as u64)),
+        )?;
+        patch.record(&blocks, &base, &Origin::new("cli"));
+    }
     patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
     if a.m.json {
         return if a.requests.is_some() {
