@@ -1,9 +1,9 @@
 // A GGUF file in the browser: ggml types in the tensor list, a quantized tensor's heatmap of
-// decoded values, a cell's block (its code and bytes), the blocks view of scales, an edit of
+// decoded values, the hovered cell's block, a cell's block (its code and bytes), the blocks view of scales, an edit of
 // a quantized value written into its block, and the model run from the file alone.
 import { test, expect } from '@playwright/test';
 import { ggufPort } from '../playwright.config.mjs';
-import { openView, clickCell, openTab } from './helpers.mjs';
+import { openView, clickCell, cellCenter, openTab } from './helpers.mjs';
 
 test.use({ baseURL: `http://127.0.0.1:${ggufPort}` });
 
@@ -12,8 +12,12 @@ const W = 'blk.0.ffn_down.weight';
 test('a quantized tensor shows its values, and a cell its block', async ({ page, request }) => {
   await openView(page, `?t=${W}&ys=0:4&xs=0:8`);
   await expect(page.locator('.tensor-list')).toContainText('Q4_1');
-  await clickCell(page, 4, 8, 2, 5);
   const cell = await (await request.get(`/api/cell?tensor=${W}&index=2,5`)).json();
+  // Hovering a cell shows its block under the value.
+  await page.locator('canvas.overlay').hover({ position: await cellCenter(page, 4, 8, 2, 5) });
+  await expect(page.locator('.hover-block')).toContainText(`Q4_1 block 96, element 5 = ${cell.block.scale} × ${cell.block.quant}`);
+  await expect(page.locator('.hover-block-hex')).toHaveText(cell.block.hex);
+  await clickCell(page, 4, 8, 2, 5);
   await expect(page.locator('.cell-value')).toHaveText(cell.value);
   // Row 2 of 1536 columns holds 48 blocks of 32: element 5 is in block 96.
   await expect(page.locator('.cell-block')).toContainText('Q4_1 block 96, element 5');

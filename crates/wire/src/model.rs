@@ -139,3 +139,16 @@ pub struct BlockCell {
     /// The K-quant sub-block whose scale applies.
     pub sub_block: Option<u32>,
 }
+
+impl BlockCell {
+    /// The element's code in words, `scale × quant − min` (f32s in their shortest text).
+    pub fn code_text(&self) -> Option<String> {
+        let (q, scale) = self.quant.zip(self.scale)?;
+        let min = self
+            .min
+            .filter(|m| *m != 0.0)
+            .map(|m| format!(" − {m}"))
+            .unwrap_or_default();
+        Some(format!("{scale} × {q}{min}"))
+    }
+}

@@ -8,6 +8,7 @@ use crate::api::{get_view, remote_reads};
 use leptos::html;
 use leptos::prelude::*;
 use tensor_surgeon_core::colormap::Scale;
+use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::view::{Span, ViewSpec};
 use tensor_surgeon_wire::{RemoteRead, ViewRequest};
 
@@ -286,6 +287,18 @@ pub fn Heatmap() -> impl IntoView {
                 .map(|d| words::describe(d, h))
         })
     };
+    // The hovered exact cell of a quantized tensor (its block is shown under the value).
+    let hovered_block = Memo::new(move |_| {
+        let quantized = ctx.tensor.with(|t| {
+            t.as_ref()
+                .is_some_and(|t| dtype::parse_name(&t.dtype).is_none())
+        });
+        let h = hover.get().filter(|_| quantized)?;
+        data.with(|d| {
+            let d = d.as_ref()?.as_ref()?.as_ref().ok()?;
+            (d.block == (1, 1)).then(|| (d.tensor.clone(), d.spec.coords(h.row, h.col)))
+        })
+    });
     let scale_text = move || scale.get().map(|s| s.describe());
     let clipped = move || scale.get().map(|s| s.clipped.to_string());
 
@@ -319,6 +332,7 @@ pub fn Heatmap() -> impl IntoView {
                     on:mouseleave=move |_| { hover.set(None); drag.set(None); }/>
             </div>
             <div class="hover" aria-live="polite">{hover_text}</div>
+            <block_hover::BlockHover cell=hovered_block/>
             <div class="muted scale-note" data-clipped=clipped>{scale_text}</div>
         </section>
     }
@@ -343,6 +357,7 @@ fn follow_reads(loading: RwSignal<bool>, reads: RwSignal<Vec<RemoteRead>>) {
     });
 }
 
+mod block_hover;
 #[cfg_attr(feature = "hydrate", path = "heatmap/draw.rs")]
 #[cfg_attr(not(feature = "hydrate"), path = "heatmap/no_draw.rs")]
 pub(super) mod draw;

@@ -131,15 +131,7 @@ pub fn Inspector() -> impl IntoView {
 fn block_cell(c: &tensor_surgeon_wire::CellData) -> impl IntoView {
     let b = c.block.clone().expect("a quantized cell");
     let end = b.offset + b.hex.len() as u64 / 2;
-    // f32s, in their shortest text.
-    let code = b.quant.zip(b.scale).map(|(q, s)| {
-        let min = b
-            .min
-            .filter(|m| *m != 0.0)
-            .map(|m| format!(" − {m}"))
-            .unwrap_or_default();
-        format!("{s} × {q}{min}")
-    });
+    let code = b.code_text();
     view! {
         <table class="kv"><tbody>
             <tr><td>"index"</td><td class="cell-index">{format!("{:?}", c.index)}</td></tr>
