@@ -3,14 +3,13 @@
 //! shift-drag selects a rectangle, arrow keys move the selection, Enter starts editing.
 
 use super::controls::scale_mode;
-use super::state::{message, use_ctx, CellRect};
+use super::state::{message, use_ctx};
 use crate::api::{get_view, remote_reads};
 use leptos::html;
 use leptos::prelude::*;
 use tensor_surgeon_core::colormap::Scale;
 use tensor_surgeon_core::dtype;
-use tensor_surgeon_core::view::{Span, ViewSpec};
-use tensor_surgeon_wire::{RemoteRead, ViewRequest};
+use tensor_surgeon_wire::{RemoteRead, ViewData, ViewRequest};
 
 /// Canvas size in pixels.
 pub const WIDTH: u32 = 872;
@@ -35,95 +34,19 @@ pub(super) struct Hover {
     col: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Drag {
-    x: f64,
-    y: f64,
-    cell: Hover,
-    shift: bool,
-}
-
-fn cell_at(g: Geom, view: &ViewSpec, x: f64, y: f64) -> Option<Hover> {
-    let (rows, cols) = view.cells();
-    let fx = (x - g.left) / g.width;
-    let fy = (y - g.top) / g.height;
-    if !(0.0..1.0).contains(&fx) || !(0.0..1.0).contains(&fy) || rows == 0 || cols == 0 {
-        return None;
-    }
-    Some(Hover {
-        row: ((fy * rows as f64) as u64).min(rows - 1),
-        col: ((fx * cols as f64) as u64).min(cols - 1),
-    })
-}
-
-/// Shows `view` with `f(span, axis, dim size)` applied to its y and x spans (no new history
-/// entry: panning and zooming would flood it).
-fn show_spans(
-    ctx: super::Ctx,
-    view: &ViewSpec,
-    shape: &[u64],
-    f: impl Fn(Span, char, u64) -> Span,
-) {
-    let mut v = view.clone();
-    if let Some(d) = v.y_dim {
-        v.y = f(v.y, 'y', shape[d as usize]);
-    }
-    if let Some(d) = v.x_dim {
-        v.x = f(v.x, 'x', shape[d as usize]);
-    }
-    ctx.go(
-        &ctx.url.get_untracked().with_view(&v.make_valid(shape)),
-        true,
-    );
-}
-
 #[component]
 pub fn Heatmap() -> impl IntoView {
     let ctx = use_ctx();
     let canvas = NodeRef::<html::Canvas>::new();
     let overlay = NodeRef::<html::Canvas>::new();
     let hover = RwSignal::new(None::<Hover>);
-    let drag = RwSignal::new(None::<Drag>);
+    let drag = RwSignal::new(None::<pointer::Drag>);
     let geom = RwSignal::new(None::<Geom>);
     let scale = RwSignal::new(None::<Scale>);
     // While a view waits on a long read from a remote model, what it is waiting for.
     let loading = RwSignal::new(false);
     let reads = RwSignal::new(Vec::<RemoteRead>::new());
-    let data = LocalResource::new(move || {
-        let tensor = ctx.url.with(|u| u.tensor.clone());
-        let view = ctx.view.get();
-        let stat = ctx.url.with(|u| u.stat.unwrap_or_default());
-        let mode = ctx.url.with(|u| u.mode.unwrap_or_default());
-        let _ = ctx.version.get();
-        async move {
-            let (tensor, spec) = (tensor?, view?);
-            loading.set(true);
-            set_timeout(
-                move || follow_reads(loading, reads),
-                std::time::Duration::from_millis(READS_POLL_MS),
-            );
-            let got = get_view(ViewRequest {
-                tensor,
-                spec,
-                max_rows: GRID_H,
-                max_cols: GRID_W,
-                stat,
-                mode,
-            })
-            .await;
-            loading.set(false);
-            reads.set(Vec::new());
-            Some(got)
-        }
-    });
-    let current = move || {
-        data.with(|d| {
-            d.as_ref()
-                .and_then(|d| d.as_ref())
-                .and_then(|r| r.as_ref().ok())
-                .cloned()
-        })
-    };
+    let data = view_data(ctx, loading, reads);
 
     // Draw the cells, axes and colour bar whenever the data or colour settings change. The
     // canvas carries the draw count and the last draw time (ms) for benchmarks.
@@ -164,113 +87,13 @@ pub fn Heatmap() -> impl IntoView {
         }
     });
 
-    // What a pointer event needs: where the cells are, the view and the tensor.
-    let ready = move || {
-        Some((
-            geom.get_untracked()?,
-            ctx.view.get_untracked()?,
-            ctx.tensor.get_untracked()?,
-        ))
+    let pointer = pointer::Pointer {
+        ctx,
+        geom,
+        hover,
+        drag,
+        data,
     };
-    let pos = |ev: &leptos::ev::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
-    let on_move = move |ev: leptos::ev::MouseEvent| {
-        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else {
-            return;
-        };
-        let (x, y) = pos(&ev);
-        hover.set(cell_at(g, &view, x, y));
-    };
-    let on_down = move |ev: leptos::ev::MouseEvent| {
-        let (Some(g), Some(view)) = (geom.get_untracked(), ctx.view.get_untracked()) else {
-            return;
-        };
-        let (x, y) = pos(&ev);
-        if let Some(cell) = cell_at(g, &view, x, y) {
-            drag.set(Some(Drag {
-                x,
-                y,
-                cell,
-                shift: ev.shift_key(),
-            }));
-        }
-    };
-    let on_up = move |ev: leptos::ev::MouseEvent| {
-        let Some(start) = drag.get_untracked() else {
-            return;
-        };
-        drag.set(None);
-        let Some((g, view, t)) = ready() else {
-            return;
-        };
-        let (x, y) = pos(&ev);
-        let end = cell_at(g, &view, x, y).unwrap_or(start.cell);
-        let moved = (x - start.x).abs() + (y - start.y).abs() > 3.0;
-        let block = current().map(|d| d.block).unwrap_or((1, 1));
-        let (rows, cols) = view.cells();
-        if !moved || start.shift {
-            // Click selects the cell (or pooled block); shift-drag a rectangle.
-            let (a, b) = (start.cell, end);
-            let r0 = a.row.min(b.row) / block.0 * block.0;
-            let c0 = a.col.min(b.col) / block.1 * block.1;
-            let r1 = ((a.row.max(b.row) / block.0 + 1) * block.0).min(rows);
-            let c1 = ((a.col.max(b.col) / block.1 + 1) * block.1).min(cols);
-            ctx.selection.set(Some(CellRect {
-                view: view.clone(),
-                tensor: t.name.clone(),
-                rows: (r0, r1),
-                cols: (c0, c1),
-            }));
-        } else {
-            // Drag pans by whole cells.
-            let dr = start.cell.row as i64 - end.row as i64;
-            let dc = start.cell.col as i64 - end.col as i64;
-            show_spans(ctx, &view, &t.shape, |span, axis, size| {
-                span.panned(if axis == 'y' { dr } else { dc }, size)
-            });
-        }
-    };
-    let on_wheel = move |ev: leptos::ev::WheelEvent| {
-        let Some((g, view, t)) = ready() else {
-            return;
-        };
-        let (x, y) = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
-        let Some(cell) = cell_at(g, &view, x, y) else {
-            return;
-        };
-        ev.prevent_default();
-        let factor = if ev.delta_y() < 0.0 { 0.5 } else { 2.0 };
-        show_spans(ctx, &view, &t.shape, |span, axis, size| {
-            span.zoomed(if axis == 'y' { cell.row } else { cell.col }, factor, size)
-        });
-    };
-    let on_key = move |ev: leptos::ev::KeyboardEvent| {
-        let (Some(view), Some(t)) = (ctx.view.get_untracked(), ctx.tensor.get_untracked()) else {
-            return;
-        };
-        let (rows, cols) = view.cells();
-        let sel = ctx.selection.get_untracked().filter(|s| s.view == view);
-        let (r, c) = sel.as_ref().map(|s| (s.rows.0, s.cols.0)).unwrap_or((0, 0));
-        let (r, c) = match ev.key().as_str() {
-            "ArrowUp" => (r.saturating_sub(1), c),
-            "ArrowDown" => ((r + 1).min(rows.saturating_sub(1)), c),
-            "ArrowLeft" => (r, c.saturating_sub(1)),
-            "ArrowRight" => (r, (c + 1).min(cols.saturating_sub(1))),
-            "Enter" => {
-                ev.prevent_default();
-                ctx.focus_edit.update(|n| *n += 1);
-                return;
-            }
-            _ => return,
-        };
-        ev.prevent_default();
-        ctx.selection.set(Some(CellRect {
-            view,
-            tensor: t.name,
-            rows: (r, r + 1),
-            cols: (c, c + 1),
-        }));
-    };
-
     let status = move || {
         data.with(|d| match d {
             Some(Some(Err(e))) => view! { <span class="error">{message(e)}</span> }.into_any(),
@@ -328,7 +151,8 @@ pub fn Heatmap() -> impl IntoView {
                 <canvas node_ref=canvas width=WIDTH height=HEIGHT class="cells"
                     data-plot=move || geom.get().map(|g| format!("{},{},{},{}", g.left, g.top, g.width, g.height))/>
                 <canvas node_ref=overlay width=WIDTH height=HEIGHT class="overlay" tabindex="0" aria-label="heatmap"
-                    on:mousemove=on_move on:mousedown=on_down on:mouseup=on_up on:wheel=on_wheel on:keydown=on_key
+                    on:mousemove=move |ev| pointer.moved(&ev) on:mousedown=move |ev| pointer.down(&ev)
+                    on:mouseup=move |ev| pointer.up(&ev) on:wheel=move |ev| pointer.wheel(&ev) on:keydown=move |ev| pointer.key(&ev)
                     on:mouseleave=move |_| { hover.set(None); drag.set(None); }/>
             </div>
             <div class="hover" aria-live="polite">{hover_text}</div>
@@ -336,6 +160,42 @@ pub fn Heatmap() -> impl IntoView {
             <div class="muted scale-note" data-clipped=clipped>{scale_text}</div>
         </section>
     }
+}
+
+/// The data of the view the URL names, fetched again when it or the session changes; while it
+/// waits on a long remote read, `reads` follows what is being read.
+fn view_data(
+    ctx: super::Ctx,
+    loading: RwSignal<bool>,
+    reads: RwSignal<Vec<RemoteRead>>,
+) -> LocalResource<Option<Result<ViewData, ServerFnError>>> {
+    LocalResource::new(move || {
+        let tensor = ctx.url.with(|u| u.tensor.clone());
+        let view = ctx.view.get();
+        let stat = ctx.url.with(|u| u.stat.unwrap_or_default());
+        let mode = ctx.url.with(|u| u.mode.unwrap_or_default());
+        let _ = ctx.version.get();
+        async move {
+            let (tensor, spec) = (tensor?, view?);
+            loading.set(true);
+            set_timeout(
+                move || follow_reads(loading, reads),
+                std::time::Duration::from_millis(READS_POLL_MS),
+            );
+            let got = get_view(ViewRequest {
+                tensor,
+                spec,
+                max_rows: GRID_H,
+                max_cols: GRID_W,
+                stat,
+                mode,
+            })
+            .await;
+            loading.set(false);
+            reads.set(Vec::new());
+            Some(got)
+        }
+    })
 }
 
 /// How often a waiting view asks what the server is reading.
@@ -361,4 +221,5 @@ mod block_hover;
 #[cfg_attr(feature = "hydrate", path = "heatmap/draw.rs")]
 #[cfg_attr(not(feature = "hydrate"), path = "heatmap/no_draw.rs")]
 pub(super) mod draw;
+mod pointer;
 mod words;

@@ -37,7 +37,6 @@ pub fn Overview() -> impl IntoView {
             .iter()
             .map(|t| (t.name.as_str(), t.shape.iter().product::<u64>())),
     );
-    let map = LayerMap::of(m.tensors.iter().map(|t| t.name.as_str()));
     let arch = m.architecture.clone();
     let headline = {
         let get = |k: &str| {
@@ -51,7 +50,66 @@ pub fn Overview() -> impl IntoView {
             (None, None) => "no config.json: architecture unknown".into(),
         }
     };
+    let share = move |n: u64| format!("width:{:.0}px", 120.0 * n as f64 / total.max(1) as f64);
+    view! {
+        <section class="overview" aria-label="model overview">
+            <h2>{headline}</h2>
+            <p class="muted">{format!("{} parameters · {} · {} tensors in {} file(s)", count(total), human_bytes(bytes), m.tensors.len(), m.files.len())}</p>
+            <div class="overview-facts">
+                <table class="kv arch"><caption>"config.json"</caption><tbody>
+                    {arch.iter().map(|(k, v)| view! { <tr><td>{k.clone()}</td><td>{v.clone()}</td></tr> }).collect_view()}
+                </tbody></table>
+                <table class="kv params"><caption>"Parameters by dtype"</caption><tbody>
+                    {m.params.iter().map(|(d, n)| view! { <tr><td>{d.clone()}</td><td>{count(*n)}</td><td><span class="share" style=share(*n)></span></td></tr> }).collect_view()}
+                </tbody></table>
+                <table class="kv kinds"><caption>"Parameters by kind"</caption><tbody>
+                    {kinds.iter().take(10).map(|(k, n)| view! { <tr><td title=k.clone()>{short_kind(k).to_string()}</td><td>{count(*n)}</td><td><span class="share" style=share(*n)></span></td></tr> }).collect_view()}
+                </tbody></table>
+            </div>
+            <LayerMapPanel bytes/>
+        </section>
+    }
+}
 
+/// One cell of the layer map: its tensor's statistic as a colour, outlined when flagged, a
+/// link that opens the tensor.
+fn map_cell(
+    name: &str,
+    row: Option<&ScanRow>,
+    shade: Option<f64>,
+    value: Option<f64>,
+    maxabs: bool,
+) -> AnyView {
+    let ctx = use_ctx();
+    let flagged = row.is_some_and(|r| !r.flags.is_empty());
+    let style = shade.map(|t| {
+        let [red, g, b, _] = Colormap::Viridis.at(t);
+        format!("background: rgb({red},{g},{b})")
+    });
+    let value = value
+        .map(|v| significant(v, 4))
+        .unwrap_or_else(|| "…".into());
+    let label = format!(
+        "{name}: {} {value}{}",
+        if maxabs { "max |x|" } else { "std" },
+        if flagged { " (flagged)" } else { "" }
+    );
+    let link = href(&ctx.url.with_untracked(|u| u.open(name)));
+    view! {
+        <span role="gridcell"><a class="map-cell" class:flagged=flagged href=link style=style
+            title=label.clone() aria-label=label data-tensor=name.to_string()></a></span>
+    }
+    .into_any()
+}
+
+/// The layer map: one row per layer, one cell per kind of tensor, coloured by a statistic of
+/// the scan (run at once for models up to [`AUTO_SCAN_BYTES`], on request above).
+#[component]
+fn LayerMapPanel(bytes: u64) -> impl IntoView {
+    let ctx = use_ctx();
+    let map = ctx
+        .model
+        .with_value(|m| LayerMap::of(m.tensors.iter().map(|t| t.name.as_str())));
     let (status, set_status) = signal(None::<ScanStatus>);
     let (rows, set_rows) = signal(Vec::<ScanRow>::new());
     let (error, set_error) = signal(None::<String>);
@@ -70,7 +128,6 @@ pub fn Overview() -> impl IntoView {
             scan();
         }
     });
-
     let by_name = Memo::new(move |_| {
         rows.with(|r| {
             r.iter()
@@ -81,7 +138,7 @@ pub fn Overview() -> impl IntoView {
     let map_cells = {
         let map = map.clone();
         move || {
-            let key = stat.get();
+            let maxabs = stat.get() == "maxabs";
             by_name.with(|rows| {
                 let values: Vec<Vec<Option<f64>>> = map
                     .cells
@@ -90,11 +147,7 @@ pub fn Overview() -> impl IntoView {
                         row.iter()
                             .map(|c| {
                                 let s = &rows.get(c.as_ref()?)?.summary;
-                                if key == "maxabs" {
-                                    s.max_abs
-                                } else {
-                                    s.std
-                                }
+                                if maxabs { s.max_abs } else { s.std }
                             })
                             .collect()
                     })
@@ -107,24 +160,9 @@ pub fn Overview() -> impl IntoView {
                         let cells = map.cells[r]
                             .iter()
                             .enumerate()
-                            .map(|(c, name)| {
-                                let Some(name) = name.clone() else {
-                                    return view! { <span class="map-cell empty" role="gridcell"></span> }.into_any();
-                                };
-                                let row = rows.get(&name);
-                                let flagged = row.is_some_and(|r| !r.flags.is_empty());
-                                let style = shade[r][c].map(|t| {
-                                    let [red, g, b, _] = Colormap::Viridis.at(t);
-                                    format!("background: rgb({red},{g},{b})")
-                                });
-                                let value = values[r][c].map(|v| significant(v, 4)).unwrap_or_else(|| "…".into());
-                                let label = format!("{name}: {} {value}{}", if key == "maxabs" { "max |x|" } else { "std" }, if flagged { " (flagged)" } else { "" });
-                                let link = href(&ctx.url.with_untracked(|u| u.open(&name)));
-                                view! {
-                                    <span role="gridcell"><a class="map-cell" class:flagged=flagged href=link style=style
-                                        title=label.clone() aria-label=label data-tensor=name></a></span>
-                                }
-                                .into_any()
+                            .map(|(c, name)| match name {
+                                None => view! { <span class="map-cell empty" role="gridcell"></span> }.into_any(),
+                                Some(name) => map_cell(name, rows.get(name), shade[r][c], values[r][c], maxabs),
                             })
                             .collect_view();
                         view! { <div class="map-row" role="row"><span class="map-layer" role="rowheader">{layer.to_string()}</span>{cells}</div> }
@@ -156,42 +194,25 @@ pub fn Overview() -> impl IntoView {
         .iter()
         .map(|k| view! { <span class="map-kind" role="columnheader" title=k.clone()>{short_kind(k).to_string()}</span> })
         .collect_view();
-    let has_map = !map.is_empty();
-
     view! {
-        <section class="overview" aria-label="model overview">
-            <h2>{headline}</h2>
-            <p class="muted">{format!("{} parameters · {} · {} tensors in {} file(s)", count(total), human_bytes(bytes), m.tensors.len(), m.files.len())}</p>
-            <div class="overview-facts">
-                <table class="kv arch"><caption>"config.json"</caption><tbody>
-                    {arch.iter().map(|(k, v)| view! { <tr><td>{k.clone()}</td><td>{v.clone()}</td></tr> }).collect_view()}
-                </tbody></table>
-                <table class="kv params"><caption>"Parameters by dtype"</caption><tbody>
-                    {m.params.iter().map(|(d, n)| view! { <tr><td>{d.clone()}</td><td>{count(*n)}</td><td><span class="share" style=format!("width:{:.0}px", 120.0 * *n as f64 / total.max(1) as f64)></span></td></tr> }).collect_view()}
-                </tbody></table>
-                <table class="kv kinds"><caption>"Parameters by kind"</caption><tbody>
-                    {kinds.iter().take(10).map(|(k, n)| view! { <tr><td title=k.clone()>{short_kind(k).to_string()}</td><td>{count(*n)}</td><td><span class="share" style=format!("width:{:.0}px", 120.0 * *n as f64 / total.max(1) as f64)></span></td></tr> }).collect_view()}
-                </tbody></table>
+        {(!map.is_empty()).then(|| view! {
+            <div class="map-head">
+                <h3>"Layers"</h3>
+                <label>"colour by "
+                    <select aria-label="colour the layer map by" on:change=move |ev| set_stat.set(event_target_value(&ev))>
+                        <option value="std" selected=move || stat.get() == "std">"std"</option>
+                        <option value="maxabs" selected=move || stat.get() == "maxabs">"max |x|"</option>
+                    </select>
+                </label>
+                <span class="muted">"each column on its own scale (kinds differ by orders of magnitude); click a cell to open it"</span>
+                {(bytes > AUTO_SCAN_BYTES).then(|| view! { <button on:click=move |_| scan()>"scan to colour the map"</button> })}
+                <span class="muted map-progress" aria-live="polite">{progress}</span>
             </div>
-            {has_map.then(|| view! {
-                <div class="map-head">
-                    <h3>"Layers"</h3>
-                    <label>"colour by "
-                        <select aria-label="colour the layer map by" on:change=move |ev| set_stat.set(event_target_value(&ev))>
-                            <option value="std" selected=move || stat.get() == "std">"std"</option>
-                            <option value="maxabs" selected=move || stat.get() == "maxabs">"max |x|"</option>
-                        </select>
-                    </label>
-                    <span class="muted">"each column on its own scale (kinds differ by orders of magnitude); click a cell to open it"</span>
-                    {(bytes > AUTO_SCAN_BYTES).then(|| view! { <button on:click=move |_| scan()>"scan to colour the map"</button> })}
-                    <span class="muted map-progress" aria-live="polite">{progress}</span>
-                </div>
-                <div class="layer-map" role="grid" aria-label="layer map">
-                    <div class="map-row" role="row"><span class="map-layer" role="columnheader">"layer"</span>{kind_headers}</div>
-                    {map_cells}
-                </div>
-            })}
-            {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
-        </section>
+            <div class="layer-map" role="grid" aria-label="layer map">
+                <div class="map-row" role="row"><span class="map-layer" role="columnheader">"layer"</span>{kind_headers}</div>
+                {map_cells}
+            </div>
+        })}
+        {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
     }
 }
