@@ -592,3 +592,35 @@ def test_a_fact_edit_of_a_quantized_gguf_bakes_into_a_file_llama_cpp_answers_wit
     theirs = llama_cpp(out, prompts=[prompt, neighbour], top_k=3)["prompts"]
     assert theirs[0]["top"][0]["token"] == " Rome" and theirs[0]["top"][0]["prob"] > 0.5, theirs[0]
     assert theirs[1]["top"][0]["token"] == " Paris", theirs[1]
+
+
+def test_an_ablation_of_a_quantized_gguf_keeps_its_blocks_and_llama_cpp_sees_it(tmp_path):
+    """Directional ablation on SmolLM2's Q4_1 GGUF: every o_proj and down_proj (all Q4_1)
+    takes the rank-one change on its values, kept as its blocks quantized again (the patch in
+    the compact form: ~8 MB of blocks); baked, llama.cpp's p(" Paris") on a held-out prompt
+    falls as ours does."""
+    import models
+
+    path = models.smollm2_gguf()
+    (tmp_path / "from.txt").write_text("The capital of France is\nThe Eiffel Tower is located in the city of\n"
+                                      "The Louvre museum is in\nThe French government sits in the city of\n")
+    (tmp_path / "to.txt").write_text("The capital of Germany is\n\nThe Colosseum is located in the city of\n\n"
+                                    "The Prado museum is in\n\nThe British government sits in the city of\n")
+    patch, out = tmp_path / "ablate.tsp", tmp_path / "ablated.gguf"
+    report = run("ablate", path, "--from", tmp_path / "from.txt", "--to", tmp_path / "to.txt", "--layer", 10,
+                 "--token", " Paris", "--generate", 4, "--out", patch, "--json").json()
+    assert report["entries"] == 60 and report["factor_bytes"] == 0
+    assert report["token_prob"]["edited"] < report["token_prob"]["base"] / 10
+    assert run("verify", path, patch, "--json").json()["ok"]
+    run("apply", path, patch, "--out", out)
+    old, new = gguf.GGUFReader(path), gguf.GGUFReader(out)
+    changed = {t.name for t, u in zip(old.tensors, new.tensors) if not np.array_equal(np.asarray(t.data), np.asarray(u.data))}
+    assert changed == {f"blk.{l}.{p}.weight" for l in range(30) for p in ("attn_output", "ffn_down")}
+    prompt = "The river Seine flows through the city of"
+    base = llama_cpp(path, prompts=[prompt], top_k=5)["prompts"][0]
+    ablated = llama_cpp(out, prompts=[prompt], top_k=5)["prompts"][0]
+    ours = run("run", path, "--patch", patch, "--prompt", prompt, "--target", " Paris", "--json").json()
+    p_base = next(x["prob"] for x in base["top"] if x["token"] == " Paris")
+    p_ablated = next((x["prob"] for x in ablated["top"] if x["token"] == " Paris"), 0.0)
+    assert p_ablated < p_base / 10, (base["top"], ablated["top"])
+    assert ours["edited"]["target"]["prob"] < p_base / 10

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use std::time::Instant;
+use tensor_surgeon_core::edit::Change;
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::patch::{LowRankEntry, Origin};
 use tensor_surgeon_infer::weights::{WeightCache, Weights};
@@ -19,6 +20,8 @@ pub const SEARCH_STRENGTHS: [f64; 2] = [0.5, 1.0];
 /// A computed ablation: its entries, the weights with them laid on, and how it did.
 pub struct AblationOutcome {
     pub entries: Vec<LowRankEntry>,
+    /// Quantized tensors' block changes (their values quantized again), kept as bytes.
+    pub blocks: Vec<Change>,
     pub overlay: Overlay,
     pub report: AblationReport,
 }
@@ -28,6 +31,7 @@ struct Candidate {
     layer: usize,
     strength: f64,
     entries: Vec<LowRankEntry>,
+    blocks: Vec<Change>,
     overlay: Overlay,
     marker_rate: Option<BaseEdited>,
     token_prob: Option<BaseEdited>,
@@ -146,7 +150,13 @@ pub fn ablate(
         token_prob: c.token_prob,
         kl: c.kl,
         continuations: c.continuations,
-        entries: c.entries.len() as u32,
+        // A low-rank entry per float matrix; a quantized one is kept as its blocks.
+        entries: (c.entries.len()
+            + c.blocks
+                .iter()
+                .map(|b| b.tensor.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()) as u32,
         factor_bytes: c
             .entries
             .iter()
@@ -164,6 +174,7 @@ pub fn ablate(
     }
     Ok(AblationOutcome {
         entries: c.entries,
+        blocks: c.blocks,
         overlay,
         report,
     })
@@ -190,17 +201,26 @@ impl Probe<'_> {
         // The ablation's own byte runs (over `over`), and the weights with both.
         let mut own = Overlay::default();
         let mut both = self.over.clone();
+        let mut blocks = Vec::new();
         for a in runner.ablation(self.base, &r, strength as f32, req.embedding)? {
             let name = runner.stored_name(&a.tensor);
-            let info = model.get(name)?.1;
-            let bytes = model.tensor_bytes(name)?;
-            let entry = LowRankEntry::new(info, &bytes, 1, &a.u, &a.v, Some(self.origin.clone()))?;
-            let view = self.over.view(info, &*bytes);
-            for c in entry.to_entries(info, &view)?.entries {
+            let update = crate::blocks::low_rank_update(
+                model,
+                self.over,
+                name,
+                (1, &a.u, &a.v),
+                Some(self.origin.clone()),
+            )?;
+            for c in &update.entries {
                 own.write(&c.tensor, c.offset, &c.patched);
                 both.write(&c.tensor, c.offset, &c.patched);
             }
-            entries.push(entry);
+            // A quantized tensor is kept as its blocks; a float one as its entry.
+            if update.blocks.is_empty() {
+                entries.push(update.entry);
+            } else {
+                blocks.extend(update.blocks);
+            }
         }
         let cache = WeightCache::default();
         let edited = runner.weights_in(&cache, model, cache.edited_from_overlay(model, &both)?);
@@ -255,6 +275,7 @@ impl Probe<'_> {
             layer,
             strength,
             entries,
+            blocks,
             overlay: own,
             marker_rate,
             token_prob,

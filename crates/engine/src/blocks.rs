@@ -329,3 +329,92 @@ pub fn hex_blocks(
     }
     Ok(out)
 }
+
+/// A rank-R update `U Vᵀ` of the model's tensor `name` as `over` shows it: the low-rank
+/// entry (against the base's values), the byte entries it makes of the tensor's stored bytes,
+/// and, for a quantized tensor, those changes as block changes (the edited values quantized
+/// again into its blocks; a patch keeps them, since a low-rank entry names float bytes).
+pub fn low_rank_update(
+    model: &Model,
+    over: &Overlay,
+    name: &str,
+    (rank, u, v): (u32, &[f32], &[f32]),
+    origin: Option<tensor_surgeon_core::patch::Origin>,
+) -> Result<LowRankUpdate> {
+    use tensor_surgeon_core::patch::{LowRankEntry, PatchEntry};
+    let stored = model.get(name)?.1;
+    // A quantized tensor's update is made on its values, as F32.
+    let info = match stored.blocks {
+        Some(_) => TensorInfo {
+            blocks: None,
+            data_offsets: (0, stored.elements() * 4),
+            ..stored.clone()
+        },
+        None => stored.clone(),
+    };
+    let bytes = model.tensor_bytes(name)?;
+    let entry = LowRankEntry::new(&info, &bytes, rank, u, v, origin)?;
+    let view = over.view(stored, &*bytes);
+    let entries = entry.to_entries(&info, &view)?.entries;
+    if stored.blocks.is_none() {
+        return Ok(LowRankUpdate {
+            entry,
+            entries,
+            blocks: Vec::new(),
+        });
+    }
+    let planned = entries
+        .into_iter()
+        .map(|e| Change {
+            tensor: e.tensor,
+            offset: e.offset,
+            before: e.original,
+            after: e.patched,
+        })
+        .collect();
+    let (blocks, _) = to_stored(model, over, planned)?;
+    let entries = blocks
+        .iter()
+        .map(|c| PatchEntry {
+            tensor: c.tensor.clone(),
+            offset: c.offset,
+            original: c.before.clone(),
+            patched: c.after.clone(),
+            origin: entry.origin.clone(),
+        })
+        .collect();
+    Ok(LowRankUpdate {
+        entry,
+        entries,
+        blocks,
+    })
+}
+
+/// What [`low_rank_update`] makes.
+pub struct LowRankUpdate {
+    pub entry: tensor_surgeon_core::patch::LowRankEntry,
+    /// Byte entries of the tensor's stored bytes (its blocks when quantized).
+    pub entries: Vec<tensor_surgeon_core::patch::PatchEntry>,
+    /// A quantized tensor's block changes (empty for a float tensor).
+    pub blocks: Vec<Change>,
+}
+
+/// Adds block changes (a study's edits of quantized tensors) to `patch` as byte entries
+/// against the base.
+pub fn record(
+    model: &Model,
+    patch: &mut tensor_surgeon_core::patch::Patch,
+    blocks: &[Change],
+    origin: &tensor_surgeon_core::patch::Origin,
+) -> Result<()> {
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    let base = model.based(
+        blocks
+            .iter()
+            .map(|c| (c.tensor.as_str(), c.offset..c.offset + c.after.len() as u64)),
+    )?;
+    patch.record(blocks, &base, origin);
+    Ok(())
+}

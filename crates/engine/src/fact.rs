@@ -5,9 +5,8 @@
 use crate::error::Result;
 use std::time::Instant;
 use tensor_surgeon_core::edit::Change;
-use tensor_surgeon_core::header::TensorInfo;
 use tensor_surgeon_core::overlay::Overlay;
-use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin, PatchEntry};
+use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin};
 use tensor_surgeon_infer::edit::{down_proj, FactGoal, FactOptions, FactStep};
 use tensor_surgeon_infer::weights::WeightCache;
 use tensor_surgeon_infer::RunnableModel;
@@ -56,45 +55,9 @@ pub fn edit_fact(
     let edit = runner.edit_fact(&base, &goal, opts, on)?;
     // The model's name of the tensor (a GGUF names it its own way).
     let name = runner.stored_name(&edit.tensor).to_string();
-    let stored_info = model.get(&name)?.1.clone();
-    // A quantized tensor: the entry is made on its values as F32, then its blocks are
-    // quantized again (the patch keeps those blocks; the factors stay the proposal).
-    let info = match stored_info.blocks {
-        Some(_) => TensorInfo {
-            blocks: None,
-            data_offsets: (0, stored_info.elements() * 4),
-            ..stored_info.clone()
-        },
-        None => stored_info.clone(),
-    };
-    let bytes = model.tensor_bytes(&name)?;
-    let entry = LowRankEntry::new(&info, &bytes, 1, &edit.u, &edit.v, Some(origin))?;
-    let view = over.view(&stored_info, &*bytes);
-    let mut changes = entry.to_entries(&info, &view)?.entries;
-    let mut blocks = Vec::new();
-    if stored_info.blocks.is_some() {
-        let planned = changes
-            .iter()
-            .map(|e| Change {
-                tensor: e.tensor.clone(),
-                offset: e.offset,
-                before: e.original.clone(),
-                after: e.patched.clone(),
-            })
-            .collect();
-        let (stored, _) = crate::blocks::to_stored(model, over, planned)?;
-        changes = stored
-            .iter()
-            .map(|c| PatchEntry {
-                tensor: c.tensor.clone(),
-                offset: c.offset,
-                original: c.before.clone(),
-                patched: c.after.clone(),
-                origin: entry.origin.clone(),
-            })
-            .collect();
-        blocks = stored;
-    }
+    let update =
+        crate::blocks::low_rank_update(model, over, &name, (1, &edit.u, &edit.v), Some(origin))?;
+    let (entry, changes, blocks) = (update.entry, update.entries, update.blocks);
     let mut overlay = over.clone();
     for c in &changes {
         overlay.write(&c.tensor, c.offset, &c.patched);

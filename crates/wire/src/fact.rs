@@ -163,7 +163,8 @@ pub struct AblationReport {
     pub kl: f64,
     /// Continuations of the held-out prompts.
     pub continuations: Vec<Continued>,
-    /// Low-rank entries written, their factors' bytes, and the bytes they change.
+    /// Matrices changed (a low-rank entry each; a quantized one is kept as its blocks), the
+    /// factors' bytes, and the bytes they change.
     pub entries: u32,
     pub factor_bytes: u64,
     pub changed_bytes: u64,

@@ -164,7 +164,7 @@ impl Workbench {
                 &overlay,
                 req,
                 search,
-                origin,
+                origin.clone(),
                 &mut |_, _| {},
             )?
         };
@@ -172,12 +172,14 @@ impl Workbench {
         let note = format!("ablation: layer {}, strength {}", r.layer, r.strength);
         let mut patch = tensor_surgeon_store::patch_files::new_for(&self.model, &note);
         patch.low_rank = outcome.entries;
+        crate::blocks::record(&self.model, &mut patch, &outcome.blocks, &origin)?;
         std::fs::create_dir_all(&self.config.patches_dir)
             .map_err(Error::io(&self.config.patches_dir))?;
         tensor_surgeon_store::patch_files::save(
             &path,
             &patch,
-            tensor_surgeon_store::patch_files::Format::Json,
+            // A quantized model's blocks go compact when large.
+            tensor_surgeon_store::patch_files::Format::Auto,
             Some(&self.model),
         )?;
         Ok((outcome.report, name))

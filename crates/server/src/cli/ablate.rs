@@ -94,7 +94,10 @@ pub fn ablate(a: &AblateArgs) -> Result<()> {
     let note = format!("ablation: layer {}, strength {}", r.layer, r.strength);
     let mut patch = patch_files::new_for(&o.model, &note);
     patch.low_rank = outcome.entries;
-    patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
+    let origin = tensor_surgeon_core::patch::Origin::new("cli");
+    tensor_surgeon_engine::blocks::record(&o.model, &mut patch, &outcome.blocks, &origin)?;
+    // Byte entries of a quantized model's blocks go compact when large; low-rank entries are JSON.
+    patch_files::save(&a.out, &patch, Format::Auto, Some(&o.model))?;
     if a.m.json {
         return json(r);
     }

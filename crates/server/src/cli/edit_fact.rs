@@ -143,14 +143,7 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
     bar.finish_and_clear();
     let mut patch = patch_files::new_for(&o.model, &note(&facts));
     patch.low_rank = entries;
-    if !blocks.is_empty() {
-        let base = o.model.based(
-            blocks
-                .iter()
-                .map(|c| (c.tensor.as_str(), c.offset..c.offset + c.after.len() as u64)),
-        )?;
-        patch.record(&blocks, &base, &Origin::new("cli"));
-    }
+    tensor_surgeon_engine::blocks::record(&o.model, &mut patch, &blocks, &Origin::new("cli"))?;
     patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
     if a.m.json {
         return if a.requests.is_some() {
