@@ -363,25 +363,11 @@ pub fn low_rank_update(
             blocks: Vec::new(),
         });
     }
-    let planned = entries
-        .into_iter()
-        .map(|e| Change {
-            tensor: e.tensor,
-            offset: e.offset,
-            before: e.original,
-            after: e.patched,
-        })
-        .collect();
+    let planned = entries.into_iter().map(Change::from).collect();
     let (blocks, _) = to_stored(model, over, planned)?;
     let entries = blocks
         .iter()
-        .map(|c| PatchEntry {
-            tensor: c.tensor.clone(),
-            offset: c.offset,
-            original: c.before.clone(),
-            patched: c.after.clone(),
-            origin: entry.origin.clone(),
-        })
+        .map(|c| PatchEntry::of_change(c, entry.origin.clone()))
         .collect();
     Ok(LowRankUpdate {
         entry,

@@ -522,6 +522,20 @@ pub fn element_code(ty: GgmlType, b: &[u8], i: usize) -> Option<ElementCode> {
     })
 }
 
+/// The types whose elements are a scaled integer ([`element_code`], [`set_quant`]).
+pub const CODED_TYPES: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
 /// The quants an element of `ty` can take (the types [`element_code`] reads).
 pub fn quant_range(ty: GgmlType) -> Option<(i32, i32)> {
     use GgmlType::*;
@@ -655,18 +669,7 @@ mod code_tests {
     fn every_elements_code_gives_back_its_decoded_value() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-            GgmlType::Q2_K,
-            GgmlType::Q3_K,
-            GgmlType::Q4_K,
-            GgmlType::Q5_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in CODED_TYPES {
             for _ in 0..20 {
                 let mut block: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.random()).collect();
                 // Scales as f16 values of ordinary size (random bits may be NaN or huge).

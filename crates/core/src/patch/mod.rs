@@ -78,7 +78,30 @@ pub struct PatchEntry {
     pub origin: Option<Origin>,
 }
 
+impl From<PatchEntry> for Change {
+    /// The change an entry makes (its original bytes before, its patched bytes after).
+    fn from(e: PatchEntry) -> Change {
+        Change {
+            tensor: e.tensor,
+            offset: e.offset,
+            before: e.original,
+            after: e.patched,
+        }
+    }
+}
+
 impl PatchEntry {
+    /// The entry of a change, made by `origin`.
+    pub fn of_change(c: &Change, origin: Option<Origin>) -> PatchEntry {
+        PatchEntry {
+            tensor: c.tensor.clone(),
+            offset: c.offset,
+            original: c.before.clone(),
+            patched: c.after.clone(),
+            origin,
+        }
+    }
+
     /// The offset just past the entry.
     pub fn end(&self) -> u64 {
         self.offset + self.patched.len() as u64

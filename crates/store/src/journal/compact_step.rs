@@ -32,13 +32,7 @@ impl CompactStep {
         patch.entries = step
             .changes
             .iter()
-            .map(|c| PatchEntry {
-                tensor: c.tensor.clone(),
-                offset: c.offset,
-                original: c.before.clone(),
-                patched: c.after.clone(),
-                origin: None,
-            })
+            .map(|c| PatchEntry::of_change(c, None))
             .collect();
         let bytes = CompactPatch::from_patch(&patch, |_| None).to_bytes().ok()?;
         Some(CompactStep {
@@ -73,16 +67,7 @@ impl CompactStep {
             })?;
         Ok(EditStep {
             label: self.label,
-            changes: patch
-                .entries
-                .into_iter()
-                .map(|e| Change {
-                    tensor: e.tensor,
-                    offset: e.offset,
-                    before: e.original,
-                    after: e.patched,
-                })
-                .collect(),
+            changes: patch.entries.into_iter().map(Change::from).collect(),
             origin: self.origin,
             layer: self.layer,
         })
