@@ -276,6 +276,36 @@ pub fn keep_scales(ty: GgmlType, bytes: &[u8], edits: &[(usize, f32)]) -> Option
     Some(out)
 }
 
+/// The changes of `op` on the selected elements of the model's tensor `info`, as `overlay`
+/// shows it, in stored bytes: a quantized tensor's values quantized again into its blocks
+/// (what that did is the second part), its hex a whole block's bytes.
+pub fn plan(
+    model: &Model,
+    overlay: &Overlay,
+    info: &TensorInfo,
+    sel: &Selection,
+    op: &tensor_surgeon_core::edit::Op,
+    options: tensor_surgeon_core::dtype::EncodeOptions,
+) -> Result<(Vec<Change>, Vec<Requantized>)> {
+    use tensor_surgeon_core::edit::{self, Op};
+    if let (Op::Hex { hex }, Some(_)) = (op, info.blocks) {
+        return Ok((hex_blocks(model, overlay, info, sel, hex)?, Vec::new()));
+    }
+    // Only the selected elements are read (a remote tensor is not fetched whole).
+    let (shard, _) = model.get(&info.name)?;
+    let base = shard.selection_region(info, sel)?;
+    let planned = edit::plan(info, sel, &overlay.view(info, &base), op, options)?;
+    to_stored(model, overlay, planned)
+}
+
+/// What quantizing did, as text to add to a step's label (empty for float tensors).
+pub fn label(requantized: &[Requantized]) -> String {
+    requantized
+        .iter()
+        .map(|r| format!("; {}", r.describe()))
+        .collect()
+}
+
 /// The values of whole blocks.
 fn decode(tensor: &str, ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
     quant::to_f32(ty, bytes).map_err(|source| {

@@ -39,10 +39,7 @@ impl Workbench {
         if changes.is_empty() {
             return Ok(None);
         }
-        let quantized: String = requantized
-            .iter()
-            .map(|r| format!("; {}", r.describe()))
-            .collect();
+        let quantized = crate::blocks::label(&requantized);
         let bytes = changes.iter().map(|c| c.after.len() as u64).sum();
         let what = format!("this {} of {}", req.region.name(), req.tensor);
         super::check_step_size(bytes, self.config.max_step_bytes, &what)?;

@@ -6,8 +6,8 @@ use crate::error::Error;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tensor_surgeon_core::dtype::{self, EncodeOptions};
+use tensor_surgeon_core::edit::EditStep;
 use tensor_surgeon_core::edit::History;
-use tensor_surgeon_core::edit::{self, EditStep};
 use tensor_surgeon_core::patch::{self, Origin, OriginMap, Patch};
 use tensor_surgeon_store::journal::Journal;
 use tensor_surgeon_store::journal::Record;
@@ -108,7 +108,7 @@ impl Workbench {
         req: &EditRequest,
         origin: &Origin,
     ) -> Result<Option<EditStep>> {
-        let (shard, info) = self.model.get(&req.tensor)?;
+        let (_, info) = self.model.get(&req.tensor)?;
         let sel = tensor_surgeon_store::model::select(&req.tensor, &req.spec, &info.shape)?;
         let bytes = sel
             .elements()
@@ -119,28 +119,18 @@ impl Workbench {
             saturate: req.saturate,
             round: req.round,
         };
-        let overlay = session.history.overlay();
-        let (changes, requantized) = match (&req.op, info.blocks) {
-            // A quantized tensor's hex is a whole block's bytes.
-            (edit::Op::Hex { hex }, Some(_)) => (
-                crate::blocks::hex_blocks(&self.model, overlay, info, &sel, hex)?,
-                Vec::new(),
-            ),
-            _ => {
-                // Only the selected elements are read (a remote tensor is not fetched whole).
-                let base = shard.selection_region(info, &sel)?;
-                let source = overlay.view(info, &base);
-                let planned = edit::plan(info, &sel, &source, &req.op, options)?;
-                crate::blocks::to_stored(&self.model, overlay, planned)?
-            }
-        };
+        let (changes, requantized) = crate::blocks::plan(
+            &self.model,
+            session.history.overlay(),
+            info,
+            &sel,
+            &req.op,
+            options,
+        )?;
         if changes.is_empty() {
             return Ok(None);
         }
-        let quantized: String = requantized
-            .iter()
-            .map(|r| format!("; {}", r.describe()))
-            .collect();
+        let quantized = crate::blocks::label(&requantized);
         let label = format!(
             "{} {}[{}]{quantized} ({})",
             req.op.name(),

@@ -4,7 +4,7 @@ use super::FormatArg;
 use clap::{ArgMatches, Args};
 use std::path::PathBuf;
 use tensor_surgeon_core::dtype::EncodeOptions;
-use tensor_surgeon_core::edit::{self, Op};
+use tensor_surgeon_core::edit::Op;
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::patch::{MetadataEntry, Origin, Patch};
 use tensor_surgeon_core::region::Region;
@@ -359,20 +359,9 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
             blocks::to_stored(&model, &overlay, planned)?
         } else {
             let op = parse_op(kind, value)?;
-            let (shard, info) = model.get(&name)?;
+            let (_, info) = model.get(&name)?;
             let selection = select(&name, &spec, &info.shape)?;
-            match (&op, info.blocks) {
-                (edit::Op::Hex { hex }, Some(_)) => (
-                    blocks::hex_blocks(&model, &overlay, info, &selection, hex)?,
-                    Vec::new(),
-                ),
-                _ => {
-                    let base = shard.selection_region(info, &selection)?;
-                    let source = overlay.view(info, &base);
-                    let planned = edit::plan(info, &selection, &source, &op, options)?;
-                    blocks::to_stored(&model, &overlay, planned)?
-                }
-            }
+            blocks::plan(&model, &overlay, info, &selection, &op, options)?
         };
         for r in &requantized {
             println!("{}: {}", r.tensor, r.describe());
