@@ -98,6 +98,52 @@ impl<'a> Stored<'a> {
     }
 }
 
+/// A matrix copied out of the weights for work that keeps it (the fact editor's optimisation):
+/// at the stored width when it can be (BF16 stays BF16), otherwise widened.
+pub enum Owned {
+    BF16(Vec<u16>),
+    F32(Vec<f32>),
+}
+
+impl Owned {
+    /// A copy of `w` (`[rows, cols]`).
+    pub fn of(w: Stored, rows: usize, cols: usize) -> Owned {
+        match w.elems {
+            Elems::BF16(s) if w.patched.is_none() => Owned::BF16(s.to_vec()),
+            _ => Owned::F32((0..rows).flat_map(|r| w.row(r, cols)).collect()),
+        }
+    }
+
+    /// The matrix for the kernels.
+    pub fn stored(&self) -> Stored<'_> {
+        let elems = match self {
+            Owned::BF16(v) => Elems::BF16(v),
+            Owned::F32(v) => Elems::F32(v),
+        };
+        Stored {
+            elems,
+            patched: None,
+        }
+    }
+
+    /// The transpose of this `[rows, cols]` matrix, at the same width.
+    pub fn transposed(&self, rows: usize, cols: usize) -> Owned {
+        fn flip<T: Copy + Default>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
+            let mut out = vec![T::default(); v.len()];
+            for (r, row) in v.chunks_exact(cols).enumerate().take(rows) {
+                for (c, &x) in row.iter().enumerate() {
+                    out[c * rows + r] = x;
+                }
+            }
+            out
+        }
+        match self {
+            Owned::BF16(v) => Owned::BF16(flip(v, rows, cols)),
+            Owned::F32(v) => Owned::F32(flip(v, rows, cols)),
+        }
+    }
+}
+
 /// `y = W x` for `W` `[y.len(), x.len()]`.
 pub fn matvec(w: Stored, x: &[f32], y: &mut [f32]) {
     matvec_many(&mut [(w, y)], x);
@@ -165,11 +211,17 @@ pub fn matmat(w: Stored, x: &[f32], t: usize, y: &mut [f32]) {
     let rows = y.len() / t;
     assert_eq!(w.len(), rows * cols, "matrix and inputs disagree");
     let arch = pulp::Arch::new();
-    let parts: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
+    // Four even tasks per thread (a task's rows are even, for the two-row tiles): a layer's
+    // 576 rows as nine tasks of 64 would keep one of two cores idle for a ninth of the time.
+    let per = rows
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(16)
+        .next_multiple_of(2);
+    let parts: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(per))
         .into_par_iter()
         .map(|task| {
-            let first = task * ROWS_PER_TASK;
-            let n = ROWS_PER_TASK.min(rows - first);
+            let first = task * per;
+            let n = per.min(rows - first);
             let mut out = vec![0f32; n * t]; // [n, t]
             arch.dispatch(MatRows {
                 w,
@@ -206,19 +258,93 @@ impl pulp::WithSimd for MatRows<'_, '_> {
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         let (t, x) = (self.t, self.x);
         let cols = x.len() / t;
-        let mut row = vec![0f32; cols];
-        for (k, out) in self.out.chunks_exact_mut(t).enumerate() {
-            self.w.widen_row(self.first + k, cols, &mut row);
+        let n = self.out.len() / t;
+        let mut rows = vec![0f32; 2 * cols];
+        let mut k = 0;
+        // Two weight rows at a time: with four input rows, eight independent accumulators
+        // keep both FMA units busy through their latency.
+        while k + 2 <= n {
+            let (r0, r1) = rows.split_at_mut(cols);
+            self.w.widen_row(self.first + k, cols, r0);
+            self.w.widen_row(self.first + k + 1, cols, r1);
+            let (o0, o1) = self.out[k * t..(k + 2) * t].split_at_mut(t);
             let mut i = 0;
             while i + 4 <= t {
-                out[i..i + 4].copy_from_slice(&dot4(simd, &row, &x[i * cols..(i + 4) * cols]));
+                let [a, b] = dot2x4(simd, r0, r1, &x[i * cols..(i + 4) * cols]);
+                o0[i..i + 4].copy_from_slice(&a);
+                o1[i..i + 4].copy_from_slice(&b);
+                i += 4;
+            }
+            for j in i..t {
+                let xj = &x[j * cols..(j + 1) * cols];
+                o0[j] = dot_f32(r0, xj);
+                o1[j] = dot_f32(r1, xj);
+            }
+            k += 2;
+        }
+        if k < n {
+            let row = &mut rows[..cols];
+            self.w.widen_row(self.first + k, cols, row);
+            let out = &mut self.out[k * t..(k + 1) * t];
+            let mut i = 0;
+            while i + 4 <= t {
+                out[i..i + 4].copy_from_slice(&dot4(simd, row, &x[i * cols..(i + 4) * cols]));
                 i += 4;
             }
             for (j, o) in out.iter_mut().enumerate().skip(i) {
-                *o = dot_f32(&row, &x[j * cols..(j + 1) * cols]);
+                *o = dot_f32(row, &x[j * cols..(j + 1) * cols]);
             }
         }
     }
+}
+
+/// Dot products of two rows with four consecutive input rows: eight accumulators, six loads
+/// for eight fused multiply-adds.
+#[inline(always)]
+fn dot2x4<S: pulp::Simd>(simd: S, r0: &[f32], r1: &[f32], x4: &[f32]) -> [[f32; 4]; 2] {
+    let cols = r0.len();
+    let (x0, rest) = x4.split_at(cols);
+    let (x1, rest) = rest.split_at(cols);
+    let (x2, x3) = rest.split_at(cols);
+    let (w0, _) = S::as_simd_f32s(r0);
+    let (w1, _) = S::as_simd_f32s(r1);
+    let ((p0, _), (p1, _), (p2, _), (p3, _)) = (
+        S::as_simd_f32s(x0),
+        S::as_simd_f32s(x1),
+        S::as_simd_f32s(x2),
+        S::as_simd_f32s(x3),
+    );
+    let z = simd.splat_f32s(0.0);
+    let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+    let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
+    for (((((w0, w1), p0), p1), p2), p3) in w0.iter().zip(w1).zip(p0).zip(p1).zip(p2).zip(p3) {
+        a0 = simd.mul_add_e_f32s(*w0, *p0, a0);
+        b0 = simd.mul_add_e_f32s(*w1, *p0, b0);
+        a1 = simd.mul_add_e_f32s(*w0, *p1, a1);
+        b1 = simd.mul_add_e_f32s(*w1, *p1, b1);
+        a2 = simd.mul_add_e_f32s(*w0, *p2, a2);
+        b2 = simd.mul_add_e_f32s(*w1, *p2, b2);
+        a3 = simd.mul_add_e_f32s(*w0, *p3, a3);
+        b3 = simd.mul_add_e_f32s(*w1, *p3, b3);
+    }
+    let whole = w0.len() * (std::mem::size_of::<S::f32s>() / 4);
+    let tail = |w: &[f32], x: &[f32]| -> f32 {
+        w[whole..].iter().zip(&x[whole..]).map(|(p, q)| p * q).sum()
+    };
+    [
+        [
+            simd.reduce_sum_f32s(a0) + tail(r0, x0),
+            simd.reduce_sum_f32s(a1) + tail(r0, x1),
+            simd.reduce_sum_f32s(a2) + tail(r0, x2),
+            simd.reduce_sum_f32s(a3) + tail(r0, x3),
+        ],
+        [
+            simd.reduce_sum_f32s(b0) + tail(r1, x0),
+            simd.reduce_sum_f32s(b1) + tail(r1, x1),
+            simd.reduce_sum_f32s(b2) + tail(r1, x2),
+            simd.reduce_sum_f32s(b3) + tail(r1, x3),
+        ],
+    ]
 }
 
 /// Dot products of one row with four consecutive input rows, in the CPU's vectors (four
@@ -357,5 +483,55 @@ mod tests {
         assert!((y[rows + 3] - xs[cols..2 * cols].iter().sum::<f32>()).abs() < 1e-4);
         assert_eq!(w.row(3, cols), vec![1.0; cols]);
         assert!(Stored::of(Dtype::I8, bytemuck::cast_slice(&bf)).is_none());
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// GFLOP/s of `matmat` on a layer's shapes (run with `--ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn matmat_speed() {
+        for (rows, cols, t) in [
+            (1536, 576, 100),
+            (576, 1536, 100),
+            (576, 576, 40),
+            (1536, 576, 154),
+        ] {
+            let w: Vec<u16> = (0..rows * cols)
+                .map(|i| half::bf16::from_f32(((i * 7919) % 23) as f32 / 8.0 - 1.0).to_bits())
+                .collect();
+            let x: Vec<f32> = (0..t * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            let s = Stored::of(Dtype::BF16, bytemuck::cast_slice(&w)).unwrap();
+            let mut y = vec![0f32; t * rows];
+            matmat(s, &x, t, &mut y);
+            let reps = 50;
+            let start = std::time::Instant::now();
+            for _ in 0..reps {
+                matmat(s, &x, t, &mut y);
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let flop = 2.0 * (rows * cols * t * reps) as f64;
+            let wf: Vec<f32> = w
+                .iter()
+                .map(|&b| half::bf16::from_bits(b).to_f32())
+                .collect();
+            let wt =
+                candle_core::Tensor::from_vec(wf, (rows, cols), &candle_core::Device::Cpu).unwrap();
+            let xt = candle_core::Tensor::from_vec(x.clone(), (t, cols), &candle_core::Device::Cpu)
+                .unwrap();
+            let start = std::time::Instant::now();
+            for _ in 0..reps {
+                xt.matmul(&wt.t().unwrap()).unwrap();
+            }
+            let csecs = start.elapsed().as_secs_f64();
+            println!(
+                "{rows}x{cols} t={t}: kernel {:.1} GFLOP/s, candle {:.1} GFLOP/s",
+                flop / secs / 1e9,
+                flop / csecs / 1e9
+            );
+        }
     }
 }

@@ -49,6 +49,9 @@ pub struct RunnableModel {
     pub cache: WeightCache,
     /// A GGUF model's tensors under the forward pass's names.
     names: Option<gguf::NameMap>,
+    /// The fact editor's key moments by layer, for the weights that make those keys unedited
+    /// ([`edit::moment`]).
+    moments: edit::moment::Moments,
 }
 
 /// A greedy continuation in progress: one token per step, the key/value cache kept.
@@ -74,6 +77,7 @@ impl RunnableModel {
             vocab,
             cache: WeightCache::default(),
             names: None,
+            moments: Default::default(),
         })
     }
 
@@ -94,6 +98,7 @@ impl RunnableModel {
             vocab,
             cache: WeightCache::default(),
             names: Some(names),
+            moments: Default::default(),
         })
     }
 

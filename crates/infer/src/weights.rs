@@ -232,6 +232,11 @@ impl Weights<'_> {
         self.model.info(name).is_some()
     }
 
+    /// The model's names of the edited tensors.
+    pub fn edited_names(&self) -> impl Iterator<Item = &str> {
+        self.edited.keys().map(String::as_str)
+    }
+
     /// Whether any tensor is edited.
     pub fn is_edited(&self) -> bool {
         !self.edited.is_empty()

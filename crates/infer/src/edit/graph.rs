@@ -8,22 +8,41 @@
 //! input's gradient only: candle's matmul would also compute the weight's, an unused product
 //! as large as the forward one.
 
+use crate::kernel::{self, Owned};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
+use std::sync::Arc;
 
-/// `x @ Wᵀ` for a constant `W` (`[out, in]`, f32), differentiable in `x` only.
+/// `x @ Wᵀ` for a constant `W` (`[out, in]`), differentiable in `x` only; both products run
+/// in the stored-width kernel, the backward on a transposed copy.
+#[derive(Clone)]
 pub struct Frozen {
-    w: Tensor,
+    w: Arc<(Owned, Owned)>,
+    out: usize,
+    input: usize,
 }
 
 impl Frozen {
-    pub fn new(w: Tensor) -> Frozen {
-        Frozen { w }
+    /// `w` is `[out, input]`.
+    pub fn new(w: Owned, out: usize, input: usize) -> Frozen {
+        let t = w.transposed(out, input);
+        Frozen {
+            w: Arc::new((w, t)),
+            out,
+            input,
+        }
     }
 
     /// `x @ Wᵀ` (`x` is `[n, in]`).
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.contiguous()?.apply_op1(Frozen { w: self.w.clone() })
+        x.contiguous()?.apply_op1(self.clone())
     }
+}
+
+/// `x @ Wᵀ` for `x` `[n, input]` in the kernel.
+fn product(w: &Owned, x: &[f32], n: usize, out: usize) -> Vec<f32> {
+    let mut y = vec![0f32; n * out];
+    kernel::matmat(w.stored(), x, n, &mut y);
+    y
 }
 
 impl CustomOp1 for Frozen {
@@ -41,13 +60,14 @@ impl CustomOp1 for Frozen {
         };
         let xs = &storage.as_slice::<f32>()?[start..end];
         let (n, input) = layout.shape().dims2()?;
-        let x = Tensor::from_slice(xs, (n, input), &candle_core::Device::Cpu)?;
-        let y = x.matmul(&self.w.t()?)?;
-        let out = y.dim(1)?;
-        Ok((
-            CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
-            Shape::from((n, out)),
-        ))
+        if input != self.input {
+            candle_core::bail!(
+                "frozen-linear: {input} inputs for a matrix of {}",
+                self.input
+            );
+        }
+        let y = product(&self.w.0, xs, n, self.out);
+        Ok((CpuStorage::F32(y), Shape::from((n, self.out))))
     }
 
     fn bwd(
@@ -56,7 +76,11 @@ impl CustomOp1 for Frozen {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.matmul(&self.w)?))
+        // grad @ W = grad @ (Wᵀ)ᵀ.
+        let n = grad.dim(0)?;
+        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let y = product(&self.w.1, &g, n, self.input);
+        Ok(Some(Tensor::from_vec(y, (n, self.input), grad.device())?))
     }
 }
 

@@ -33,9 +33,12 @@ pub use evaluate::{GENERATE, UNRELATED};
 #[cfg(test)]
 mod tests;
 
+use crate::distribution::Distribution;
 use crate::llama::Llama;
+use crate::trace::runs::{last_rows, run_layers, values};
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
+use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 /// What to rewrite: in `prompt` (which contains `subject`), the model should continue with
@@ -147,45 +150,71 @@ impl RunnableModel {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
         let mut out = vec!["{}".to_string()];
         for &(length, count) in &opts.contexts {
-            for k in 0..count {
-                let start = STARTS[k % STARTS.len()];
-                let text = self.sample(&model, w, start, length, &mut rng)?;
+            let starts: Vec<&str> = (0..count).map(|k| STARTS[k % STARTS.len()]).collect();
+            for text in self.sample(&model, w, &starts, length, &mut rng)? {
                 out.push(format!("{}. {{}}", text.replace(['{', '}'], " ")));
             }
         }
         Ok(out)
     }
 
-    /// `start` and `length` more tokens drawn from the top 5.
+    /// Each of `starts` and `length` more tokens drawn from the top 5. The starts of one
+    /// length in tokens run as one batch (every weight read once per step for all of them);
+    /// the draws are made in the order of `starts`.
     fn sample(
         &self,
         model: &Llama,
         w: &Weights,
-        start: &str,
+        starts: &[&str],
         length: usize,
         rng: &mut impl Rng,
-    ) -> Result<String> {
-        let mut ids = self.encode(start)?;
-        let mut cache = crate::llama::KvCache::default();
-        let mut feed = ids.clone();
-        for _ in 0..length {
-            let d = next_after(model, w, &feed, &mut cache)?;
-            let top = d.top(5);
-            let weights: Vec<f64> = top.iter().map(|&id| d.prob(id)).collect();
-            let total: f64 = weights.iter().sum();
-            let mut pick = rng.random::<f64>() * total;
-            let mut next = top[0];
-            for (&id, &p) in top.iter().zip(&weights) {
-                next = id;
-                if pick < p {
-                    break;
+    ) -> Result<Vec<String>> {
+        let hidden = model.config.hidden_size;
+        let encoded: Vec<Vec<u32>> = starts
+            .iter()
+            .map(|s| self.encode(s))
+            .collect::<Result<_>>()?;
+        let mut sizes: Vec<usize> = encoded.iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut written: Vec<Vec<u32>> = encoded.clone();
+        for size in sizes {
+            let group: Vec<usize> = (0..starts.len())
+                .filter(|&i| encoded[i].len() == size)
+                .collect();
+            let mut kv =
+                vec![vec![(Vec::new(), Vec::new()); group.len()]; model.config.num_hidden_layers];
+            let mut feed: Vec<u32> = group.iter().flat_map(|&i| encoded[i].clone()).collect();
+            let (mut past, mut n) = (0, size);
+            for _ in 0..length {
+                let x = model.embed_rows(w, &feed)?;
+                let last = run_layers(
+                    model,
+                    w,
+                    x,
+                    n,
+                    past,
+                    0,
+                    &mut kv,
+                    &|_| Vec::new(),
+                    &mut |_, _| Ok(()),
+                )?;
+                let finals = last_rows(&values(&last)?, n, hidden);
+                let logits = model.logits(
+                    w,
+                    &Tensor::from_vec(finals, (group.len(), hidden), &Device::Cpu)?,
+                )?;
+                feed.clear();
+                for (&i, row) in group.iter().zip(values(&logits)?.chunks(logits.dim(1)?)) {
+                    let next = draw(&Distribution::from_logits(row.to_vec()), rng);
+                    written[i].push(next);
+                    feed.push(next);
                 }
-                pick -= p;
+                past += n;
+                n = 1;
             }
-            ids.push(next);
-            feed = vec![next];
         }
-        Ok(self.decode_text(&ids))
+        Ok(written.iter().map(|ids| self.decode_text(ids)).collect())
     }
 
     /// Computes the rank-one edit that makes the model continue `goal.prompt` with
@@ -219,6 +248,23 @@ impl RunnableModel {
             steps,
         })
     }
+}
+
+/// A token drawn from the top 5 of `d`, in proportion to their probabilities.
+fn draw(d: &Distribution, rng: &mut impl Rng) -> u32 {
+    let top = d.top(5);
+    let weights: Vec<f64> = top.iter().map(|&id| d.prob(id)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut pick = rng.random::<f64>() * total;
+    let mut next = top[0];
+    for (&id, &p) in top.iter().zip(&weights) {
+        next = id;
+        if pick < p {
+            break;
+        }
+        pick -= p;
+    }
+    next
 }
 
 /// The next-token distribution after `feed`, following the positions in `cache`.

@@ -8,11 +8,20 @@
 //! that a few times `d_k` already gives most of the benefit. So few samples leave small
 //! eigenvalues poorly estimated, so the solve adds a ridge of `RIDGE` x the mean eigenvalue
 //! (`C + λI`).
+//!
+//! A runner keeps each layer's moment, factored, while the weights that make that layer's keys
+//! (the embedding and every layer below it, and the layer itself but its `down_proj`) are the
+//! base's: edits of the `down_proj`s themselves, the usual fact edits, leave it valid.
 
 use super::problem::unedited_act;
+use crate::llama::EMBED;
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
 use candle_core::{Device, Tensor};
+use faer::linalg::solvers::{Llt, Solve};
+use faer::{Mat, Side};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// The text the moment is estimated from.
 pub const CORPUS: &str = include_str!("../../corpus/keys.txt");
@@ -20,17 +29,66 @@ pub const CORPUS: &str = include_str!("../../corpus/keys.txt");
 /// The ridge added to `C`, as a fraction of its mean eigenvalue (`tr C / d`).
 pub const RIDGE: f64 = 0.05;
 
-/// A layer's key moment: `[d, d]` row-major, and the number of tokens it averages.
+/// A layer's key moment, factored for solves: `C + λI = L Lᵀ`, and the number of tokens it
+/// averages.
 pub struct KeyMoment {
     pub d: usize,
-    pub c: Vec<f64>,
+    llt: Llt<f64>,
     pub tokens: usize,
 }
 
+/// Key moments by layer, for the base's keys.
+#[derive(Default)]
+pub struct Moments(Mutex<HashMap<usize, Arc<KeyMoment>>>);
+
 impl RunnableModel {
+    /// `layer`'s key moment for the weights `w`: kept from an earlier edit when the edits of
+    /// `w` leave that layer's keys as the base makes them.
+    pub fn key_moment(&self, w: &Weights, layer: usize) -> Result<Arc<KeyMoment>> {
+        let keeps = !w.edited_names().any(|name| self.changes_keys(name, layer));
+        let held = self.moments.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let (true, Some(m)) = (keeps, held.get(&layer)) {
+            return Ok(m.clone());
+        }
+        drop(held);
+        let m = Arc::new(self.measure_moment(w, layer)?);
+        if keeps {
+            let mut held = self.moments.0.lock().unwrap_or_else(|p| p.into_inner());
+            held.insert(layer, m.clone());
+        }
+        Ok(m)
+    }
+
+    /// Whether an edit of the tensor the model names `name` changes `layer`'s keys: the
+    /// embedding and the layers below do, the layer's own tensors but its `down_proj` do,
+    /// later layers and the final norm and unembedding do not.
+    fn changes_keys(&self, name: &str, layer: usize) -> bool {
+        if name == self.stored_name(&super::down_proj(layer)) {
+            return false;
+        }
+        if name == self.stored_name(EMBED) {
+            return true;
+        }
+        let index = ["model.layers.", "blk."].iter().find_map(|prefix| {
+            name.strip_prefix(prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        });
+        match index {
+            Some(i) => i <= layer,
+            None => ![
+                self.stored_name("model.norm.weight"),
+                self.stored_name("lm_head.weight"),
+            ]
+            .contains(&name),
+        }
+    }
+
     /// The second moment of `layer`'s `down_proj` inputs over [`CORPUS`], one paragraph a
-    /// sequence.
-    pub fn key_moment(&self, w: &Weights, layer: usize) -> Result<KeyMoment> {
+    /// sequence, factored.
+    fn measure_moment(&self, w: &Weights, layer: usize) -> Result<KeyMoment> {
         let model = self.llama()?;
         let d = model.config.intermediate_size;
         let mut sum = Tensor::zeros((d, d), candle_core::DType::F32, &Device::Cpu)?;
@@ -45,57 +103,94 @@ impl RunnableModel {
             sum = (sum + act.t()?.matmul(&act)?)?;
             tokens += ids.len();
         }
-        let c = (sum / tokens as f64)?
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        Ok(KeyMoment { d, c, tokens })
+        let c = (sum / tokens as f64)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(KeyMoment {
+            d,
+            llt: factor(&c, d)?,
+            tokens,
+        })
     }
 }
 
+/// The Cholesky factor of `C + λI`, `λ` = [`RIDGE`] x `tr C / d` (`c` is `[d, d]`).
+fn factor(c: &[f32], d: usize) -> Result<Llt<f64>> {
+    let trace: f64 = (0..d).map(|i| c[i * d + i] as f64).sum();
+    let ridge = RIDGE * trace / d as f64;
+    let m = Mat::from_fn(d, d, |i, j| {
+        c[i * d + j] as f64 + if i == j { ridge } else { 0.0 }
+    });
+    m.llt(Side::Lower)
+        .map_err(|_| InferError::Internal("the key moment is not positive definite"))
+}
+
 impl KeyMoment {
-    /// `(C + λI)⁻¹ k` by Cholesky, `λ` = [`RIDGE`] x `tr C / d`.
+    /// `(C + λI)⁻¹ k`.
     pub fn solve(&self, k: &[f32]) -> Result<Vec<f64>> {
-        let d = self.d;
-        let trace: f64 = (0..d).map(|i| self.c[i * d + i]).sum();
-        let ridge = RIDGE * trace / d as f64;
-        let mut l = self.c.clone();
+        if k.len() != self.d {
+            return Err(InferError::Internal("a key of the wrong width"));
+        }
+        let rhs = Mat::from_fn(self.d, 1, |i, _| k[i] as f64);
+        let x = self.llt.solve(&rhs);
+        Ok((0..self.d).map(|i| x[(i, 0)]).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{runnable, tiny_llama};
+    use crate::Edited;
+    use tensor_surgeon_core::overlay::Overlay;
+
+    #[test]
+    fn the_solve_inverts_the_ridged_moment() {
+        let d = 3;
+        let c = [4.0f32, 1.0, 0.0, 1.0, 3.0, 1.0, 0.0, 1.0, 2.0];
+        let m = KeyMoment {
+            d,
+            llt: factor(&c, d).unwrap(),
+            tokens: 0,
+        };
+        let k = [1.0f32, -2.0, 0.5];
+        let x = m.solve(&k).unwrap();
+        let ridge = RIDGE * 9.0 / 3.0;
         for i in 0..d {
-            l[i * d + i] += ridge;
+            let row: f64 = (0..d)
+                .map(|j| (c[i * d + j] as f64 + if i == j { ridge } else { 0.0 }) * x[j])
+                .sum();
+            assert!((row - k[i] as f64).abs() < 1e-9, "row {i}: {row}");
         }
-        // In place: the lower triangle becomes L with C + λI = L Lᵀ.
-        for j in 0..d {
-            let mut diag = l[j * d + j];
-            for k in 0..j {
-                diag -= l[j * d + k] * l[j * d + k];
-            }
-            if diag <= 0.0 {
-                return Err(InferError::Internal(
-                    "the key moment is not positive definite",
-                ));
-            }
-            let diag = diag.sqrt();
-            l[j * d + j] = diag;
-            for i in j + 1..d {
-                let mut s = l[i * d + j];
-                for k in 0..j {
-                    s -= l[i * d + k] * l[j * d + k];
-                }
-                l[i * d + j] = s / diag;
-            }
+        assert!(m.solve(&[1.0]).is_err());
+    }
+
+    #[test]
+    fn the_key_moment_is_kept_while_the_layer_s_keys_are_the_base_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_llama(dir.path(), None);
+        let r = runnable(&model);
+        let base = r.weights(&model, Edited::default());
+        let kept = r.key_moment(&base, 1).unwrap();
+        assert!(Arc::ptr_eq(&kept, &r.key_moment(&base, 1).unwrap()));
+        let edited = |tensor: &str| {
+            let mut o = Overlay::default();
+            o.write(tensor, 0, &[0x40; 16]);
+            r.cache.edited_from_overlay(&model, &o).unwrap()
+        };
+        // The layer's own down_proj and the layers above leave its keys as they were.
+        for tensor in ["model.layers.1.mlp.down_proj.weight", "model.norm.weight"] {
+            let w = r.weights(&model, edited(tensor));
+            assert!(w.is_edited());
+            assert!(
+                Arc::ptr_eq(&kept, &r.key_moment(&w, 1).unwrap()),
+                "{tensor}"
+            );
         }
-        // L y = k, then Lᵀ x = y.
-        let mut y: Vec<f64> = k.iter().map(|&v| v as f64).collect();
-        for i in 0..d {
-            let s: f64 = (0..i).map(|k| l[i * d + k] * y[k]).sum();
-            y[i] = (y[i] - s) / l[i * d + i];
-        }
-        for i in (0..d).rev() {
-            let s: f64 = (i + 1..d).map(|k| l[k * d + i] * y[k]).sum();
-            y[i] = (y[i] - s) / l[i * d + i];
-        }
-        Ok(y)
+        // A tensor below changes them: measured again for those weights, and not kept.
+        let w = r.weights(&model, edited("model.layers.0.mlp.up_proj.weight"));
+        let again = r.key_moment(&w, 1).unwrap();
+        assert!(!Arc::ptr_eq(&kept, &again));
+        let k: Vec<f32> = (0..kept.d).map(|i| (i % 5) as f32 - 2.0).collect();
+        assert_ne!(kept.solve(&k).unwrap(), again.solve(&k).unwrap());
+        assert!(Arc::ptr_eq(&kept, &r.key_moment(&base, 1).unwrap()));
     }
 }

@@ -3,6 +3,7 @@
 
 use super::graph::{self, Frozen};
 use super::{norm, FactGoal, FactOptions, FactStep};
+use crate::kernel::Owned;
 use crate::llama::{causal_mask, Llama};
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
@@ -20,7 +21,6 @@ pub(super) struct Sequence {
     pub(super) past: Vec<(Tensor, Tensor)>,
     /// cos and sin of the positions from `at` on, `[n, hd]`.
     pub(super) rope: (Tensor, Tensor),
-    pub(super) mask: Option<Tensor>,
     /// Rows (relative to `at`) whose next token is scored, with that token.
     pub(super) scored: Vec<(usize, u32)>,
 }
@@ -37,6 +37,19 @@ pub(super) struct LayerWeights {
     pub(super) gate: Frozen,
     pub(super) up: Frozen,
     pub(super) down: Frozen,
+}
+
+/// A weight `[rows, cols]` copied for the optimisation (at its stored width when it can be),
+/// not kept in the session's cache.
+pub(super) fn owned(w: &Weights, name: &str, rows: usize, cols: usize) -> Result<Owned> {
+    match w.stored(name, rows, cols) {
+        Some(s) => Ok(Owned::of(s, rows, cols)),
+        None => Ok(Owned::F32(
+            w.get_shaped(name, &[rows, cols])?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        )),
+    }
 }
 
 /// A weight as a dense f32 matrix `[rows, cols]`, not kept in the session's cache.
@@ -112,14 +125,15 @@ impl RunnableModel {
             .map(|l| layer_weights(&model, w, l))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = w.get("model.norm.weight")?;
-        let unembed = Frozen::new(dense(
-            w,
-            model.unembedding_name(w),
+        let unembed = Frozen::new(
+            owned(w, model.unembedding_name(w), c.vocab_size, c.hidden_size)?,
             c.vocab_size,
             c.hidden_size,
-        )?);
+        );
+        let batch = super::pass::Batch::of(&seqs, c.head_width(), c.kv_heads())?;
         Ok(Problem {
             model,
+            batch,
             later,
             final_norm,
             unembed,
@@ -134,6 +148,8 @@ impl RunnableModel {
 /// A fact edit's optimisation problem.
 pub(super) struct Problem {
     pub(super) model: Llama,
+    /// The sequences' attention as one batch.
+    pub(super) batch: super::pass::Batch,
     pub(super) later: Vec<LayerWeights>,
     pub(super) final_norm: Tensor,
     pub(super) unembed: Frozen,
@@ -229,7 +245,7 @@ fn layer_weights(model: &Llama, w: &Weights, l: usize) -> Result<LayerWeights> {
     let (q_out, kv_out) = (c.num_attention_heads * hd, c.kv_heads() * hd);
     let name = |part: &str| format!("model.layers.{l}.{part}.weight");
     let frozen = |part: &str, rows, cols| -> Result<Frozen> {
-        Ok(Frozen::new(dense(w, &name(part), rows, cols)?))
+        Ok(Frozen::new(owned(w, &name(part), rows, cols)?, rows, cols))
     };
     let bias = |part: &str, n: usize| -> Result<Option<Tensor>> {
         let b = format!("model.layers.{l}.self_attn.{part}.bias");
@@ -300,7 +316,6 @@ fn unedited(
             x,
             past,
             rope: (graph::full_width(&cos)?, graph::full_width(&sin)?),
-            mask: causal_mask(n, at)?,
             scored,
         },
         key,

@@ -20,7 +20,7 @@
 
 /// Most corrupted runs a trace may average.
 mod cell;
-mod runs;
+pub(crate) mod runs;
 #[cfg(test)]
 mod tests;
 

@@ -53,7 +53,7 @@ impl Runs {
 /// `from..`, with `kv` (per layer, per sequence) extended as it goes; `replace` gives the
 /// restorations of each layer. Returns the last layer's output.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn run_layers<'r>(
+pub(crate) fn run_layers<'r>(
     model: &Llama,
     w: &Weights,
     mut x: Tensor,
@@ -85,13 +85,13 @@ pub(super) fn run_layers<'r>(
 
 /// The last of every sequence's `n` rows (`[sequences * n, hidden]` in, `[sequences, hidden]`
 /// out): the states the next token is read from.
-pub(super) fn last_rows(rows: &[f32], n: usize, hidden: usize) -> Vec<f32> {
+pub(crate) fn last_rows(rows: &[f32], n: usize, hidden: usize) -> Vec<f32> {
     rows.chunks(n * hidden)
         .flat_map(|seq| seq[(n - 1) * hidden..].iter().copied())
         .collect()
 }
 
-pub(super) fn values(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
