@@ -112,6 +112,39 @@ test('a causal trace streams its three maps; hover tells p and the indirect effe
   await expect(page.locator('.history button.undo')).toBeDisabled();
 });
 
+test('the ablation form projects a direction out, shows what it did, saves it and loads it as a layer', async ({ page }) => {
+  const from = ['The capital of France is', 'The Eiffel Tower is located in the city of', 'The Louvre museum is in',
+    'The French government sits in the city of', 'The largest city in France is', 'The river Seine flows through the city of'];
+  const to = ['The capital of Germany is', 'The Colosseum is located in the city of', 'The Prado museum is in',
+    'The British government sits in the city of', 'The largest city in Japan is', 'The river Thames flows through the city of'];
+  await open(page);
+  await page.locator('.ablate-from').fill(from.join('\n'));
+  await page.locator('.ablate-to').fill(to.join('\n'));
+  await page.locator('.ablate-tokens').fill('" Paris"');
+  await page.locator('.ablate-layer').fill('10');
+  await page.locator('.ablate-save-as').fill('paris-e2e');
+  await page.locator('.ablate-button').click();
+  const outcome = page.locator('.ablation-outcome');
+  await expect(outcome).toHaveAttribute('data-saved', 'paris-e2e.json', { timeout: 200_000 });
+  // The held-out prompts (every other one) lose " Paris"; their continuations are listed.
+  const summary = await outcome.locator('.ablate-summary').textContent();
+  const [, before, after] = summary.match(/^layer 10, strength 1: p\(tokens\) (\d\.\d+) -> (\d\.\d+) on 3 held-out/);
+  expect(Number(after)).toBeLessThan(Number(before) / 10);
+  await expect(outcome.locator('.ablate-continuations li')).toHaveCount(3);
+  // Loaded as a layer, the edited model no longer answers " Paris"; the layer is in the Patch tab.
+  await outcome.locator('.ablate-load').click();
+  await expect(outcome).toContainText('loaded', { timeout: 60_000 });
+  await page.locator('.run-prompt').fill(from[1]);
+  await page.getByRole('button', { name: 'run prompt', exact: true }).click();
+  await expect(page.locator('.run-outcome .run-side.base')).toHaveAttribute('data-top1', ' Paris', { timeout: 60_000 });
+  const edited = page.locator('.run-outcome .run-side.edited[data-top1]');
+  await expect(edited).toBeVisible();
+  await expect(edited).not.toHaveAttribute('data-top1', ' Paris');
+  await openTab(page, 'Patch');
+  // (The session's view of a layer of 32 million changed elements takes seconds to build.)
+  await expect(page.locator('ul.layers li[data-layer="paris-e2e.json"]')).toBeVisible({ timeout: 90_000 });
+});
+
 test('an embedding swap flips the edited answer, the probes show it, undo restores it', async ({ page, request }) => {
   const paris = await tokenId(request, ' Paris');
   const london = await tokenId(request, ' London');

@@ -91,13 +91,13 @@ class Server:
             self.proc.wait(timeout=10)
         self.check_log()
 
-    def request(self, method, path, body=None, headers=None):
-        status, _, payload = self.exchange(method, path, body, headers)
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        status, _, payload = self.exchange(method, path, body, headers, timeout)
         return status, payload
 
-    def exchange(self, method, path, body=None, headers=None):
+    def exchange(self, method, path, body=None, headers=None, timeout=30):
         """Like `request`, also returning the response headers."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         hdrs = {"Host": f"127.0.0.1:{self.port}"}
         if self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
@@ -117,8 +117,8 @@ class Server:
         conn.close()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
 
-    def call(self, method, path, body=None, headers=None, ok=True):
-        status, payload = self.request(method, path, body, headers)
+    def call(self, method, path, body=None, headers=None, ok=True, timeout=30):
+        status, payload = self.request(method, path, body, headers, timeout)
         if ok:
             assert status == 200, f"{method} {path}: {status} {payload}"
             return json.loads(payload)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import run
 from reference import Llama, load_tensors, softmax
+from server import Server
 
 FROM = [
     "The capital of France is",
@@ -83,6 +84,49 @@ def test_the_reported_behaviour_is_what_the_model_does(ablated, model_path):
     assert report["token_prob"]["base"] > 0.3
     assert report["token_prob"]["edited"] < report["token_prob"]["base"] / 10
     assert report["kl"] > 0
+
+
+def test_the_web_form_s_ablation_is_the_cli_s_and_loads_as_a_layer(ablated, smollm2, tmp_path):
+    """What the Run tab's ablation form posts: the same request gives the CLI's report, saved
+    as a patch in the patches folder; loading it as a layer makes the session's edited model
+    lose the behaviour, and turning the layer off gives the base back."""
+    report, patch, _ = ablated
+    s = Server(smollm2, "--patches", str(tmp_path / "patches")).start()
+    try:
+        request = {"from": FROM, "to": TO, "layer": 10, "strength": 1.0, "embedding": False,
+                   "markers": [], "tokens": [" Paris"], "generate": 6}
+        body = {"request": request, "search": False, "save_as": "paris"}
+        out = s.call("POST", "/api/ablate", body, timeout=600)
+        assert out["saved"] == "paris.json"
+        web = out["report"]
+        for key in ("layer", "strength", "held_out", "entries", "factor_bytes", "changed_bytes"):
+            assert web[key] == report[key], key
+        for side in ("base", "edited"):
+            assert abs(web["token_prob"][side] - report["token_prob"][side]) < 1e-6, side
+        assert abs(web["kl"] - report["kl"]) < 1e-6
+        saved = json.loads((tmp_path / "patches" / "paris.json").read_text())
+        assert [e["tensor"] for e in saved["entries"]] == [e["tensor"] for e in patch["entries"]]
+        assert all(e["origin"]["source"] == "web" for e in saved["entries"])
+        # The session is unchanged until the patch is loaded as a layer.
+        assert s.call("GET", "/api/session", timeout=300)["layers"] == []
+        loaded = s.call("POST", "/api/load_saved", {"name": "paris.json"}, timeout=300)
+        assert loaded["conflicts"] == []
+        layers = s.call("GET", "/api/session", timeout=300)["layers"]
+        assert [l["name"] for l in layers] == ["paris.json"] and layers[0]["enabled"]
+        ran = s.call("POST", "/api/run", {"request": {"prompt": FROM[1], "top_k": 5, "target": " Paris",
+                                                      "generate": 0}}, timeout=300)
+        assert ran["edited"]["target"]["prob"] < ran["base"]["target"]["prob"] / 10
+        s.call("POST", "/api/layer", {"id": layers[0]["id"], "enabled": False}, timeout=300)
+        ran = s.call("POST", "/api/run", {"request": {"prompt": FROM[1], "top_k": 5, "target": " Paris",
+                                                      "generate": 0}}, timeout=300)
+        assert ran["edited"] is None  # no edit is on: the edited model is the base
+        # A request the engine refuses is a 400 with its message; nothing is saved.
+        status, text = s.call("POST", "/api/ablate", dict(body, request=dict(request, **{"from": FROM[:1]}),
+                                                          save_as="bad"), ok=False, timeout=300)
+        assert status == 400 and "at least two prompts" in text
+        assert not (tmp_path / "patches" / "bad.json").exists()
+    finally:
+        s.stop()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -174,6 +174,15 @@ pub struct AblationReport {
     pub seconds: f64,
 }
 
+/// An ablation computed for a person and saved in the patches folder (the session does not
+/// change until it is loaded as a layer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AblationSaved {
+    pub report: AblationReport,
+    /// The patch's file name in the patches folder.
+    pub saved: String,
+}
+
 /// A measure before and after.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BaseEdited {

@@ -4,8 +4,8 @@
 
 use super::*;
 use tensor_surgeon_wire::{
-    Activations, ActivationsRequest, EmbedOutcome, FactProposal, FactRequest, ProbeSet, ProbeTable,
-    RunInfo, RunOutcome, RunRequest, TaskProgress,
+    AblationRequest, AblationSaved, Activations, ActivationsRequest, EmbedOutcome, FactProposal,
+    FactRequest, ProbeSet, ProbeTable, RunInfo, RunOutcome, RunRequest, TaskProgress,
 };
 
 /// Whether the model can run (family, sizes) or why not. `GET /api/run/info`.
@@ -84,6 +84,30 @@ pub async fn propose_fact(
             hypothesis: Some(format!("{} ->{}", request.prompt, request.target)),
         };
         wb.propose_fact(&request, layer.map(|l| l as usize), origin)
+    })
+    .await
+}
+
+/// Directional ablation on the edited model, saved as a patch of low-rank entries named
+/// `save_as` in the patches folder (loaded as a layer to try it). `POST /api/ablate`.
+#[server(endpoint = "ablate", input = Json)]
+pub async fn ablate_to_patch(
+    request: AblationRequest,
+    search: bool,
+    save_as: String,
+) -> Result<AblationSaved, ServerFnError> {
+    let wb = workbench()?;
+    blocking(move || {
+        let origin = tensor_surgeon_core::origin::Origin {
+            source: "web".into(),
+            hypothesis: Some(format!(
+                "ablation: {} prompt(s) with the behaviour, {} without",
+                request.from.len(),
+                request.to.len()
+            )),
+        };
+        let (report, saved) = wb.ablate_to_patch(&request, search, &save_as, origin)?;
+        Ok(AblationSaved { report, saved })
     })
     .await
 }

@@ -1,5 +1,6 @@
 //! The web UI: components hold UI state only; everything computable lives in the core.
 
+mod ablation_panel;
 mod activations_panel;
 mod charts;
 mod controls;

@@ -4,6 +4,7 @@
 //! encoder embeds sentences instead: cosine matrices, base vs edited. Everything re-runs after
 //! every edit, undo or layer toggle (an encoder gets `embed_run`).
 
+use super::ablation_panel::AblationPanel;
 use super::activations_panel::ActivationsPanel;
 use super::event_stream::{close, Stream};
 use super::fact_panel::FactPanel;
@@ -129,6 +130,7 @@ fn PromptRun(info: RunInfo) -> impl IntoView {
         {move || generation.view()}
         <TracePanel prompt subject=trace_subject fact_layer/>
         <FactPanel prompt subject=trace_subject layer=fact_layer/>
+        <AblationPanel/>
         <ProbesPanel prompt/>
         <ActivationsPanel prompt layers=info.layers/>
     }

@@ -5,7 +5,7 @@
 
 use crate::change::Change;
 use crate::header::TensorInfo;
-use crate::overlay::Overlay;
+use crate::overlay::{Overlay, RangeMap};
 use crate::source::ByteSource;
 use crate::{dtype, slice};
 use serde::{Deserialize, Serialize};
@@ -246,61 +246,78 @@ impl Patch {
 
     /// The net difference between `base` and the overlay, element-aligned and coalesced.
     pub fn entries_from_overlay(overlay: &Overlay, base: &impl BaseModel) -> Vec<PatchEntry> {
+        overlay
+            .tensors()
+            .flat_map(|(name, runs)| Self::tensor_entries(name, runs, base))
+            .collect()
+    }
+
+    /// [`Patch::entries_from_overlay`] for one tensor's runs.
+    pub fn tensor_entries(name: &str, runs: &RangeMap, base: &impl BaseModel) -> Vec<PatchEntry> {
         let mut out: Vec<PatchEntry> = Vec::new();
-        for (name, runs) in overlay.tensors() {
-            let Some((info, bytes)) = base.tensor(name) else {
+        Self::tensor_changes(name, runs, base, &mut |g, old, new| match out.last_mut() {
+            Some(last) if last.end() == g => {
+                last.original.extend_from_slice(old);
+                last.patched.extend_from_slice(new);
+            }
+            _ => out.push(PatchEntry {
+                tensor: name.to_string(),
+                offset: g,
+                original: old.to_vec(),
+                patched: new.to_vec(),
+                origin: None,
+            }),
+        });
+        out
+    }
+
+    /// Calls `each(offset, base bytes, new bytes)` for every granule of tensor `name` that
+    /// `runs` change, in order: an element (a byte for the packed dtypes; a whole block for a
+    /// tensor stored as blocks). Nothing is kept, so counting changes of a large overlay costs
+    /// no allocation per change.
+    pub fn tensor_changes(
+        name: &str,
+        runs: &RangeMap,
+        base: &impl BaseModel,
+        each: &mut impl FnMut(u64, &[u8], &[u8]),
+    ) {
+        let Some((info, bytes)) = base.tensor(name) else {
+            return;
+        };
+        let size = info.byte_len();
+        // Element-sized granules (one byte for the packed dtypes) keep entries readable;
+        // a tensor stored as blocks changes by whole blocks.
+        let granule = match info.blocks {
+            Some(ty) => ty.block_bytes() as u64,
+            None if dtype::is_packed(info.dtype) => 1,
+            None => dtype::element_bytes(info.dtype) as u64,
+        };
+        // The end of the last granule reported: a run starting inside it is already covered.
+        let mut done = 0u64;
+        for (start, run) in runs.runs() {
+            // One buffer per run: the granules it touches, with every run laid over them.
+            let lo = (start - start % granule).max(done);
+            let hi = (start + run.len() as u64)
+                .div_ceil(granule)
+                .saturating_mul(granule)
+                .min(size);
+            if lo >= hi {
                 continue;
-            };
-            let size = info.byte_len();
-            // Element-sized granules (one byte for the packed dtypes) keep entries readable;
-            // a tensor stored as blocks changes by whole blocks.
-            let granule = match info.blocks {
-                Some(ty) => ty.block_bytes() as u64,
-                None if dtype::is_packed(info.dtype) => 1,
-                None => dtype::element_bytes(info.dtype) as u64,
-            };
-            for (start, run) in runs.runs() {
-                // One buffer per run: the granules it touches, with every run laid over them.
-                let lo = start - start % granule;
-                let hi = (start + run.len() as u64)
-                    .div_ceil(granule)
-                    .saturating_mul(granule)
-                    .min(size);
-                if lo >= hi {
-                    continue;
-                }
-                let old_span = read_span(&*bytes, lo, (hi - lo) as usize);
-                let mut new_span = old_span.clone();
-                runs.lay_onto(lo, &mut new_span);
-                for (k, (old, new)) in old_span
-                    .chunks(granule as usize)
-                    .zip(new_span.chunks(granule as usize))
-                    .enumerate()
-                {
-                    let g = lo + k as u64 * granule;
-                    if new == old {
-                        continue;
-                    }
-                    match out.last_mut() {
-                        Some(last) if last.tensor == name && last.end() == g => {
-                            last.original.extend_from_slice(old);
-                            last.patched.extend_from_slice(new);
-                        }
-                        Some(last) if last.tensor == name && last.end() > g => {
-                            // Granule already covered by the previous run's last granule.
-                        }
-                        _ => out.push(PatchEntry {
-                            tensor: name.to_string(),
-                            offset: g,
-                            original: old.to_vec(),
-                            patched: new.to_vec(),
-                            origin: None,
-                        }),
-                    }
+            }
+            let old_span = read_span(&*bytes, lo, (hi - lo) as usize);
+            let mut new_span = old_span.clone();
+            runs.lay_onto(lo, &mut new_span);
+            for (k, (old, new)) in old_span
+                .chunks(granule as usize)
+                .zip(new_span.chunks(granule as usize))
+                .enumerate()
+            {
+                if new != old {
+                    each(lo + k as u64 * granule, old, new);
                 }
             }
+            done = hi;
         }
-        out
     }
 
     /// The overlay that applying this patch produces.

@@ -50,8 +50,9 @@ pub(super) fn rows(s: &Session) -> Vec<LayerRow> {
 
 fn add_changes(l: &mut LayerRow, changes: &[Change]) {
     l.bytes += changes.iter().map(|c| c.after.len() as u64).sum::<u64>();
+    // Changes come grouped by tensor: most are of the tensor seen last.
     for c in changes {
-        if !l.tensors.contains(&c.tensor) {
+        if l.tensors.last() != Some(&c.tensor) && !l.tensors.contains(&c.tensor) {
             l.tensors.push(c.tensor.clone());
         }
     }

@@ -208,78 +208,99 @@ impl Workbench {
     /// Changed elements and history.
     pub fn session_view(&self) -> Result<SessionView> {
         let s = lock(&self.session);
-        let entries = self.session_entries(&s)?;
+        let overlay = s.history.overlay();
+        let base = self.model.based_on_overlay(overlay)?;
+        let origins = Self::origins(&s);
         let mut rows = Vec::new();
         let mut total = 0u64;
-        for e in &entries {
-            let Ok((_, info)) = self.model.get(&e.tensor) else {
+        // Entries (with their bytes) only while rows are still shown; past that, the changes
+        // are counted: a dense layer (an ablation's 60 matrices) changes tens of millions of
+        // elements, and its entries would take seconds to build for a count.
+        let mut entries = Vec::new();
+        for (name, runs) in overlay.tensors() {
+            let counted = rows.len() >= ENTRY_LIMIT
+                && !self
+                    .model
+                    .get(name)
+                    .is_ok_and(|(_, i)| i.blocks.is_some() || dtype::is_packed(i.dtype));
+            if counted {
+                let mut n = 0u64;
+                Patch::tensor_changes(name, runs, &base, &mut |_, _, _| n += 1);
+                total += n;
                 continue;
-            };
-            if let Some(ty) = info.blocks {
-                // A quantized tensor's entry is blocks: a row per value that changed.
-                let decode = |b: &[u8]| tensor_surgeon_core::gguf::quant::to_f32(ty, b);
-                let (Ok(old), Ok(new)) = (decode(&e.original), decode(&e.patched)) else {
+            }
+            entries.clear();
+            entries.extend(origins.split(Patch::tensor_entries(name, runs, &base)));
+            for e in &entries {
+                let Ok((_, info)) = self.model.get(&e.tensor) else {
                     continue;
                 };
-                let (first, _) = patch::element_of(info, e.offset);
-                for (k, (o, n)) in old.iter().zip(&new).enumerate() {
-                    if o.to_bits() == n.to_bits() {
+                if let Some(ty) = info.blocks {
+                    // A quantized tensor's entry is blocks: a row per value that changed.
+                    let decode = |b: &[u8]| tensor_surgeon_core::gguf::quant::to_f32(ty, b);
+                    let (Ok(old), Ok(new)) = (decode(&e.original), decode(&e.patched)) else {
                         continue;
+                    };
+                    let (first, _) = patch::element_of(info, e.offset);
+                    for (k, (o, n)) in old.iter().zip(&new).enumerate() {
+                        if o.to_bits() == n.to_bits() {
+                            continue;
+                        }
+                        total += 1;
+                        if rows.len() < ENTRY_LIMIT {
+                            rows.push(EntryRow {
+                                tensor: e.tensor.clone(),
+                                index: tensor_surgeon_core::slice::unflatten(
+                                    &info.shape,
+                                    first + k as u64,
+                                ),
+                                old_value: dtype::format_element(info.dtype, &o.to_le_bytes()),
+                                new_value: dtype::format_element(info.dtype, &n.to_le_bytes()),
+                                old_hex: hex::encode(o.to_le_bytes()),
+                                new_hex: hex::encode(n.to_le_bytes()),
+                                origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
+                            });
+                        }
                     }
-                    total += 1;
+                    continue;
+                }
+                let width = dtype::element_bytes(info.dtype);
+                if dtype::is_packed(info.dtype) {
+                    total += e.patched.len() as u64;
                     if rows.len() < ENTRY_LIMIT {
+                        let (_, index) = patch::element_of(info, e.offset);
                         rows.push(EntryRow {
                             tensor: e.tensor.clone(),
-                            index: tensor_surgeon_core::slice::unflatten(
-                                &info.shape,
-                                first + k as u64,
-                            ),
-                            old_value: dtype::format_element(info.dtype, &o.to_le_bytes()),
-                            new_value: dtype::format_element(info.dtype, &n.to_le_bytes()),
-                            old_hex: hex::encode(o.to_le_bytes()),
-                            new_hex: hex::encode(n.to_le_bytes()),
+                            index,
+                            old_value: hex::encode(&e.original),
+                            new_value: hex::encode(&e.patched),
+                            old_hex: hex::encode(&e.original),
+                            new_hex: hex::encode(&e.patched),
                             origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
                         });
                     }
+                    continue;
                 }
-                continue;
-            }
-            let width = dtype::element_bytes(info.dtype);
-            if dtype::is_packed(info.dtype) {
-                total += e.patched.len() as u64;
-                if rows.len() < ENTRY_LIMIT {
-                    let (_, index) = patch::element_of(info, e.offset);
+                for k in 0..e.patched.len() / width {
+                    total += 1;
+                    if rows.len() >= ENTRY_LIMIT {
+                        continue;
+                    }
+                    let (old, new) = (
+                        &e.original[k * width..(k + 1) * width],
+                        &e.patched[k * width..(k + 1) * width],
+                    );
+                    let (_, index) = patch::element_of(info, e.offset + (k * width) as u64);
                     rows.push(EntryRow {
                         tensor: e.tensor.clone(),
                         index,
-                        old_value: hex::encode(&e.original),
-                        new_value: hex::encode(&e.patched),
-                        old_hex: hex::encode(&e.original),
-                        new_hex: hex::encode(&e.patched),
+                        old_value: dtype::format_element(info.dtype, old),
+                        new_value: dtype::format_element(info.dtype, new),
+                        old_hex: hex::encode(old),
+                        new_hex: hex::encode(new),
                         origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
                     });
                 }
-                continue;
-            }
-            for k in 0..e.patched.len() / width {
-                total += 1;
-                if rows.len() >= ENTRY_LIMIT {
-                    continue;
-                }
-                let (old, new) = (
-                    &e.original[k * width..(k + 1) * width],
-                    &e.patched[k * width..(k + 1) * width],
-                );
-                let (_, index) = patch::element_of(info, e.offset + (k * width) as u64);
-                rows.push(EntryRow {
-                    tensor: e.tensor.clone(),
-                    index,
-                    old_value: dtype::format_element(info.dtype, old),
-                    new_value: dtype::format_element(info.dtype, new),
-                    old_hex: hex::encode(old),
-                    new_hex: hex::encode(new),
-                    origin: e.origin.as_ref().map(Origin::label).unwrap_or_default(),
-                });
             }
         }
         Ok(SessionView {
@@ -301,14 +322,32 @@ impl Workbench {
 
     /// The net changes of the applied steps, each entry with the origin of its bytes.
     pub(super) fn session_entries(&self, s: &Session) -> Result<Vec<patch::PatchEntry>> {
+        let base = self.model.based_on_overlay(s.history.overlay())?;
+        Ok(Self::origins(s).split(Patch::entries_from_overlay(s.history.overlay(), &base)))
+    }
+
+    /// Where the applied steps' bytes came from.
+    fn origins(s: &Session) -> OriginMap {
         let mut origins = OriginMap::default();
         for step in s.history.applied() {
+            // Adjacent changes of a step are one mark (a loaded layer brings millions).
+            let mut run: Option<(&str, u64, u64)> = None;
             for c in &step.changes {
-                origins.mark(&c.tensor, c.offset, c.after.len(), &step.origin);
+                let end = c.offset + c.after.len() as u64;
+                run = match run {
+                    Some((t, start, e)) if t == c.tensor && e == c.offset => Some((t, start, end)),
+                    Some((t, start, e)) => {
+                        origins.mark(t, start, (e - start) as usize, &step.origin);
+                        Some((&c.tensor, c.offset, end))
+                    }
+                    None => Some((&c.tensor, c.offset, end)),
+                };
+            }
+            if let Some((t, start, e)) = run {
+                origins.mark(t, start, (e - start) as usize, &step.origin);
             }
         }
-        let base = self.model.based_on_overlay(s.history.overlay())?;
-        Ok(origins.split(Patch::entries_from_overlay(s.history.overlay(), &base)))
+        origins
     }
 
     /// The session version once it differs from `since`, or when `wait` is up: how a page
