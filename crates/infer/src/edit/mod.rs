@@ -226,14 +226,22 @@ impl RunnableModel {
         opts: &FactOptions,
         on: &mut dyn FnMut(&FactStep),
     ) -> Result<FactEdit> {
-        let contexts = self.context_templates(w, opts)?;
-        let problem = self.problem(w, goal, opts.layer, &contexts)?;
+        // In candle's pool: the kernels' and candle's parallel work then share one pool whose
+        // threads stay warm between the many short parallel sections.
+        let pool = candle_core::Device::Cpu;
+        let (contexts, problem) = pool.with_context(|| -> Result<_> {
+            let contexts = self.context_templates(w, opts)?;
+            let problem = self.problem(w, goal, opts.layer, &contexts)?;
+            Ok((contexts, problem))
+        })?;
         let (u, steps) = problem.optimise(opts, on)?;
         let key = problem.key();
         // v = C⁻¹k* / ((C⁻¹k*)ᵀ k*)
         let aimed: Vec<f64> = match opts.covariance {
             Covariance::Identity => key.iter().map(|&x| x as f64).collect(),
-            Covariance::Corpus => self.key_moment(w, opts.layer)?.solve(&key)?,
+            Covariance::Corpus => pool
+                .with_context(|| self.key_moment(w, opts.layer))?
+                .solve(&key)?,
         };
         let along: f64 = aimed.iter().zip(&key).map(|(a, &k)| a * k as f64).sum();
         let v: Vec<f32> = aimed.iter().map(|&a| (a / along) as f32).collect();

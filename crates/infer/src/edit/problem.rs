@@ -218,7 +218,9 @@ impl Problem {
         let mut kl_init = None;
         let mut steps = Vec::new();
         for step in 0..opts.steps {
-            let (loss, mut record) = self.loss(delta.as_tensor(), opts, &mut kl_init)?;
+            let pool = candle_core::Device::Cpu;
+            let (loss, mut record) =
+                pool.with_context(|| self.loss(delta.as_tensor(), opts, &mut kl_init))?;
             record.step = step;
             on(&record);
             let done = record.loss < 5e-2 || step + 1 == opts.steps;
@@ -226,7 +228,7 @@ impl Problem {
             if done {
                 break;
             }
-            opt.backward_step(&loss)?;
+            pool.with_context(|| opt.backward_step(&loss))?;
             let d = delta.as_tensor().to_vec1::<f32>()?;
             let n = norm(&d);
             if n > max {

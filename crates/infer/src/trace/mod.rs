@@ -133,9 +133,11 @@ impl RunnableModel {
                     trace.stopped = true;
                     break;
                 }
-                let row = (0..runs.positions)
-                    .map(|t| cell(&model, w, &runs, kind, layer, t, req.window as usize))
-                    .collect::<Result<Vec<f64>>>()?;
+                let row = candle_core::Device::Cpu.with_context(|| {
+                    (0..runs.positions)
+                        .map(|t| cell(&model, w, &runs, kind, layer, t, req.window as usize))
+                        .collect::<Result<Vec<f64>>>()
+                })?;
                 done += 1;
                 on(TraceEvent::Row {
                     kind,
