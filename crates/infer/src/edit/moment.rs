@@ -18,8 +18,6 @@ use crate::llama::EMBED;
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
 use candle_core::{Device, Tensor};
-use faer::linalg::solvers::{Llt, Solve};
-use faer::{Mat, Side};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -33,7 +31,8 @@ pub const RIDGE: f64 = 0.05;
 /// averages.
 pub struct KeyMoment {
     pub d: usize,
-    llt: Llt<f64>,
+    /// `L`, row-major `[d, d]` (the lower triangle).
+    l: Vec<f64>,
     pub tokens: usize,
 }
 
@@ -106,32 +105,61 @@ impl RunnableModel {
         let c = (sum / tokens as f64)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(KeyMoment {
             d,
-            llt: factor(&c, d)?,
+            l: factor(&c, d)?,
             tokens,
         })
     }
 }
 
-/// The Cholesky factor of `C + λI`, `λ` = [`RIDGE`] x `tr C / d` (`c` is `[d, d]`).
-fn factor(c: &[f32], d: usize) -> Result<Llt<f64>> {
+/// The Cholesky factor `L` of `C + λI`, `λ` = [`RIDGE`] x `tr C / d` (`c` is `[d, d]`): made
+/// once per layer and kept, so its `d³/3` operations are paid once.
+fn factor(c: &[f32], d: usize) -> Result<Vec<f64>> {
     let trace: f64 = (0..d).map(|i| c[i * d + i] as f64).sum();
     let ridge = RIDGE * trace / d as f64;
-    let m = Mat::from_fn(d, d, |i, j| {
-        c[i * d + j] as f64 + if i == j { ridge } else { 0.0 }
-    });
-    m.llt(Side::Lower)
-        .map_err(|_| InferError::Internal("the key moment is not positive definite"))
+    let mut l: Vec<f64> = c.iter().map(|&v| v as f64).collect();
+    for i in 0..d {
+        l[i * d + i] += ridge;
+    }
+    // In place, row by row: the lower triangle becomes L with C + λI = L Lᵀ (each entry a dot
+    // product of two rows' first `j` entries, contiguous in memory).
+    for j in 0..d {
+        let row_j = &mut l[j * d..(j + 1) * d];
+        let diag = row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>();
+        if diag <= 0.0 {
+            return Err(InferError::Internal(
+                "the key moment is not positive definite",
+            ));
+        }
+        let diag = diag.sqrt();
+        row_j[j] = diag;
+        for i in j + 1..d {
+            let (upper, lower) = l.split_at_mut(i * d);
+            let row_j = &upper[j * d..j * d + j];
+            let row_i = &mut lower[..d];
+            let s: f64 = row_i[..j].iter().zip(row_j).map(|(a, b)| a * b).sum();
+            row_i[j] = (row_i[j] - s) / diag;
+        }
+    }
+    Ok(l)
 }
 
 impl KeyMoment {
-    /// `(C + λI)⁻¹ k`.
+    /// `(C + λI)⁻¹ k`: `L y = k`, then `Lᵀ x = y`.
     pub fn solve(&self, k: &[f32]) -> Result<Vec<f64>> {
-        if k.len() != self.d {
+        let (d, l) = (self.d, &self.l);
+        if k.len() != d {
             return Err(InferError::Internal("a key of the wrong width"));
         }
-        let rhs = Mat::from_fn(self.d, 1, |i, _| k[i] as f64);
-        let x = self.llt.solve(&rhs);
-        Ok((0..self.d).map(|i| x[(i, 0)]).collect())
+        let mut y: Vec<f64> = k.iter().map(|&v| v as f64).collect();
+        for i in 0..d {
+            let s: f64 = (0..i).map(|j| l[i * d + j] * y[j]).sum();
+            y[i] = (y[i] - s) / l[i * d + i];
+        }
+        for i in (0..d).rev() {
+            let s: f64 = (i + 1..d).map(|j| l[j * d + i] * y[j]).sum();
+            y[i] = (y[i] - s) / l[i * d + i];
+        }
+        Ok(y)
     }
 }
 
@@ -148,7 +176,7 @@ mod tests {
         let c = [4.0f32, 1.0, 0.0, 1.0, 3.0, 1.0, 0.0, 1.0, 2.0];
         let m = KeyMoment {
             d,
-            llt: factor(&c, d).unwrap(),
+            l: factor(&c, d).unwrap(),
             tokens: 0,
         };
         let k = [1.0f32, -2.0, 0.5];
