@@ -62,6 +62,9 @@ pub enum Error {
     /// Something the request names that the session does not have (a proposal, a layer).
     #[error("{0}")]
     NotFound(String),
+    /// A failure kept for more than one reader (a layout's, seen by every page that asks).
+    #[error(transparent)]
+    Shared(Arc<Error>),
     /// A worker thread could not be started.
     #[error("cannot start the {what}: {source}")]
     Thread {
@@ -87,6 +90,7 @@ impl Error {
             Error::Infer(e) => infer_kind(e),
             Error::CannotRun(e) => infer_kind(e),
             Error::Layout(e) => e.kind(),
+            Error::Shared(e) => e.kind(),
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }

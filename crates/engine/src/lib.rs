@@ -24,6 +24,7 @@ pub mod blocks;
 pub mod diff;
 pub mod error;
 pub mod fact;
+pub mod services;
 pub mod statistics;
 pub mod workbench;
 

@@ -1,114 +1,22 @@
-//! Statistics, histograms, profiles and the scan for the web session: computed without
-//! holding the session lock (on a copy of the tensor's overlay), cached per (tensor, edit
-//! version), with progress for long work.
+//! Statistics, histograms, profiles and the scan of the session's weights (the analysis
+//! service, on a snapshot of the session).
 
-use super::{lock, Workbench};
-use crate::error::{Error, Result};
-use crate::statistics;
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use tensor_surgeon_core::overlay::Overlay;
-use tensor_surgeon_core::stats::{self, Bins, CodeTable, Histogram};
+use super::Workbench;
+use crate::error::Result;
+use std::sync::Arc;
+use tensor_surgeon_core::stats::Histogram;
 use tensor_surgeon_core::view::Profile;
 use tensor_surgeon_wire::{ProfileRequest, ScanStatus, TaskProgress, TensorStats};
 
-/// Pattern tables kept for quick re-binning (512 KiB each for 16-bit dtypes).
-const TABLES_KEPT: usize = 8;
-
-#[derive(Default)]
-pub(super) struct State {
-    cache: Mutex<Cache>,
-    progress: Mutex<TaskProgress>,
-    progress_done: AtomicU64,
-    scan: Mutex<Scan>,
-    scan_done: AtomicU64,
-}
-
-#[derive(Default)]
-struct Cache {
-    stats: HashMap<String, TensorStats>,
-    tables: VecDeque<(String, u64, Arc<CodeTable>)>,
-}
-
-#[derive(Default)]
-struct Scan {
-    status: ScanStatus,
-    /// The session version the last scan started at.
-    version: Option<u64>,
-}
-
 impl Workbench {
-    /// One tensor's overlay and edit version, copied out of the session.
-    fn snapshot(&self, tensor: &str) -> Result<(Overlay, u64)> {
-        self.model.get(tensor)?;
-        let s = lock(&self.session);
-        Ok((s.history.overlay().only(tensor), s.tensor_version(tensor)))
-    }
-
-    /// Statistics of a tensor (cached per edit version), reporting bytes read.
-    fn compute_stats(
-        &self,
-        tensor: &str,
-        progress: statistics::BytesRead<'_>,
-    ) -> Result<TensorStats> {
-        let (overlay, version) = self.snapshot(tensor)?;
-        if let Some(s) = lock(&self.analysis.cache).stats.get(tensor) {
-            if s.version == version {
-                return Ok(s.clone());
-            }
-        }
-        let c = statistics::tensor_stats(
-            &self.model,
-            &overlay,
-            tensor,
-            stats::DEFAULT_BINS,
-            version,
-            progress,
-        )?;
-        let mut cache = lock(&self.analysis.cache);
-        cache.stats.insert(tensor.to_string(), c.stats.clone());
-        if let Some(t) = c.table {
-            cache.tables.retain(|(n, _, _)| n != tensor);
-            cache
-                .tables
-                .push_back((tensor.to_string(), version, Arc::new(t)));
-            if cache.tables.len() > TABLES_KEPT {
-                cache.tables.pop_front();
-            }
-        }
-        Ok(c.stats)
-    }
-
     /// Statistics and the default histogram of a tensor, overlay applied.
     pub fn stats(&self, tensor: &str) -> Result<TensorStats> {
-        let (_, info) = self.model.get(tensor)?;
-        {
-            *lock(&self.analysis.progress) = TaskProgress {
-                running: true,
-                what: tensor.to_string(),
-                done: 0,
-                total: info.byte_len() * statistics::passes(info.dtype),
-            };
-            self.analysis.progress_done.store(0, Ordering::Relaxed);
-        }
-        let done = &self.analysis.progress_done;
-        let result = self.compute_stats(tensor, &|n| {
-            done.fetch_add(n, Ordering::Relaxed);
-        });
-        lock(&self.analysis.progress).running = false;
-        result
+        self.analysis.stats(&self.snapshot(), tensor)
     }
 
     /// Progress of the last statistics computation.
     pub fn stats_progress(&self) -> TaskProgress {
-        let mut p = lock(&self.analysis.progress).clone();
-        p.done = self
-            .analysis
-            .progress_done
-            .load(Ordering::Relaxed)
-            .min(p.total);
-        p
+        self.analysis.stats_progress()
     }
 
     /// A histogram with `bins` bins over `[lo, hi]` (default: the finite range).
@@ -119,149 +27,29 @@ impl Workbench {
         lo: Option<f64>,
         hi: Option<f64>,
     ) -> Result<Histogram> {
-        if !(1..=stats::MAX_BINS).contains(&bins) {
-            return Err(Error::Usage(format!(
-                "bins must be 1 to {}; got {bins}",
-                stats::MAX_BINS
-            )));
-        }
-        let s = self.stats(tensor)?;
-        let (Some(lo), Some(hi)) = (lo.or(s.summary.min), hi.or(s.summary.max)) else {
-            return Err(Error::Usage(format!(
-                "{tensor} has no finite values to bin"
-            )));
-        };
-        let range = Bins::new(lo, hi, bins).ok_or_else(|| {
-            Error::Usage(format!(
-                "histogram range must be finite with lo <= hi; got {lo} to {hi}"
-            ))
-        })?;
-        let table = lock(&self.analysis.cache)
-            .tables
-            .iter()
-            .find(|(n, v, _)| n == tensor && *v == s.version)
-            .map(|(_, _, t)| Arc::clone(t));
-        let (overlay, _) = self.snapshot(tensor)?;
-        statistics::histogram(&self.model, &overlay, tensor, table.as_deref(), &range)
+        self.analysis
+            .histogram(&self.snapshot(), tensor, bins, lo, hi)
     }
 
     /// Row and column profiles of a view, overlay applied.
     pub fn profile(&self, req: &ProfileRequest) -> Result<Profile> {
-        let (shard, info) = self.model.get(&req.tensor)?;
-        let spec = req.spec.clone().make_valid(&info.shape);
-        let (overlay, _) = self.snapshot(&req.tensor)?;
-        let base = shard.data(info)?;
-        let source = overlay.view(info, &*base);
-        Ok(statistics::profile(info.dtype, &info.shape, &spec, &source))
+        self.analysis.profile(&self.snapshot(), req)
     }
 
-    /// Starts the scan in the background unless one runs or finished for the current edits.
+    /// Starts the scan of the current edits in the background unless one runs or finished
+    /// for them.
     pub fn start_scan(self: &Arc<Self>) -> Result<()> {
-        let version = lock(&self.session).version;
-        {
-            let mut scan = lock(&self.analysis.scan);
-            if scan.status.running || (scan.status.complete && scan.version == Some(version)) {
-                return Ok(());
-            }
-            scan.status = ScanStatus {
-                running: true,
-                tensors_total: self.model.len(),
-                bytes_total: statistics::scan_total(&self.model),
-                ..ScanStatus::default()
-            };
-            scan.version = Some(version);
-        }
-        self.analysis.scan_done.store(0, Ordering::Relaxed);
-        let wb = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("scan".into())
-            .spawn(move || {
-                // A panic must not leave the scan "running" forever: it ends as an error.
-                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wb.run_scan()));
-                if let Err(panic) = run {
-                    let mut scan = lock(&wb.analysis.scan);
-                    scan.status.error = Some(crate::panic_message(panic.as_ref()));
-                    scan.status.running = false;
-                    scan.version = None;
-                }
-            });
-        if let Err(e) = spawned {
-            let mut scan = lock(&self.analysis.scan);
-            scan.status.running = false;
-            scan.version = None;
-            return Err(Error::Thread {
-                what: "scan",
-                source: e,
-            });
-        }
-        Ok(())
-    }
-
-    fn run_scan(&self) {
-        let done = &self.analysis.scan_done;
-        let names: Vec<(String, u64)> = self
-            .model
-            .tensors()
-            .map(|(_, t)| (t.name.clone(), t.byte_len() * statistics::passes(t.dtype)))
-            .collect();
-        for (name, work) in names {
-            let before = done.load(Ordering::Relaxed);
-            let result = self.compute_stats(&name, &|n| {
-                done.fetch_add(n, Ordering::Relaxed);
-            });
-            done.store(before + work, Ordering::Relaxed);
-            let mut scan = lock(&self.analysis.scan);
-            match result {
-                Ok(s) => {
-                    scan.status.rows.push(statistics::scan_row(&s));
-                    scan.status.tensors_done += 1;
-                }
-                Err(e) => {
-                    scan.status.error = Some(e.to_string());
-                    scan.status.running = false;
-                    return;
-                }
-            }
-        }
-        let mut scan = lock(&self.analysis.scan);
-        scan.status.groups = statistics::finish_scan(&mut scan.status.rows);
-        scan.status.running = false;
-        scan.status.complete = true;
+        self.analysis.start_scan(&self.snapshot())
     }
 
     /// A complete scan for the current edits, computed here and now (cached statistics make
     /// repeats cheap).
     pub fn scan_now(&self) -> Result<ScanStatus> {
-        let mut rows = Vec::with_capacity(self.model.len());
-        let names: Vec<String> = self.model.tensors().map(|(_, t)| t.name.clone()).collect();
-        for name in names {
-            rows.push(statistics::scan_row(&self.compute_stats(&name, &|_| {})?));
-        }
-        let groups = statistics::finish_scan(&mut rows);
-        Ok(ScanStatus {
-            complete: true,
-            tensors_done: rows.len(),
-            tensors_total: rows.len(),
-            rows,
-            groups,
-            ..ScanStatus::default()
-        })
+        self.analysis.scan_now(&self.snapshot())
     }
 
     /// The scan's progress, with rows from index `since`.
     pub fn scan_status(&self, since: usize) -> ScanStatus {
-        let scan = lock(&self.analysis.scan);
-        let s = &scan.status;
-        ScanStatus {
-            rows: s.rows.get(since..).unwrap_or_default().to_vec(),
-            bytes_done: self
-                .analysis
-                .scan_done
-                .load(Ordering::Relaxed)
-                .min(s.bytes_total),
-            groups: s.groups.clone(),
-            error: s.error.clone(),
-            ..*s
-        }
+        self.analysis.scan_status(since)
     }
 }

@@ -17,9 +17,10 @@ use session::Session;
 mod structure;
 
 use super::error::{Error, Result};
+use crate::services::{lock, Analysis, Layouts, Runs, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tensor_surgeon_core::dtype::{self};
 use tensor_surgeon_store::journal::Journal;
 use tensor_surgeon_store::Model;
@@ -83,23 +84,20 @@ fn check_step_size(bytes: u64, cap: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// One model and its editing session.
+/// One model and its editing session: the session itself (the history, its journal, layers
+/// and proposals) under one lock, and the services that work on [`Snapshot`]s of it.
 pub struct Workbench {
-    model: Model,
+    model: Arc<Model>,
     config: SessionConfig,
     session: Mutex<Session>,
     bake: Arc<Mutex<BakeStatus>>,
-    analysis: Arc<analysis::State>,
     vocab: Option<Arc<tensor_surgeon_infer::tokens::Vocab>>,
     projecting: structure::ProjectProgress,
-    layouts: layout::Layouts,
-    run: run::RunState,
+    runs: Runs,
+    analysis: Analysis,
+    layouts: Layouts,
     /// What the user must know about how the session opened (a journal set aside...).
     startup_warnings: Vec<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Workbench {
@@ -135,17 +133,18 @@ impl Workbench {
             last_proposal: pending.iter().map(|p| p.id).max().unwrap_or(0),
             pending,
         });
+        let model = Arc::new(model);
         Ok((
             Workbench {
+                runs: Runs::new(Arc::clone(&model), None),
+                analysis: Analysis::new(Arc::clone(&model)),
+                layouts: Layouts::new(Arc::clone(&model), None),
                 model,
                 config,
                 session,
                 bake: Arc::default(),
-                analysis: Arc::default(),
                 vocab: None,
                 projecting: Default::default(),
-                layouts: Default::default(),
-                run: Default::default(),
                 startup_warnings: warnings.clone(),
             },
             warnings,
@@ -165,6 +164,15 @@ impl Workbench {
     /// Labels rows of vocabulary-sized matrices with this tokenizer's tokens.
     pub fn set_vocab(&mut self, vocab: Option<tensor_surgeon_infer::tokens::Vocab>) {
         self.vocab = vocab.map(Arc::new);
+        self.runs = Runs::new(Arc::clone(&self.model), self.vocab.clone());
+        self.layouts = Layouts::new(Arc::clone(&self.model), self.vocab.clone());
+    }
+
+    /// The session's edits as they are now, for the services: a cheap copy (the overlay's
+    /// runs are shared until either side writes them) taken under the lock in a moment.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = lock(&self.session);
+        Snapshot::new(s.history.overlay().clone(), s.version, s.changed_at.clone())
     }
 
     /// Where the journal of this model lives.

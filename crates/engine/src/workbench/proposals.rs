@@ -61,10 +61,8 @@ impl Workbench {
         origin: Origin,
     ) -> Result<FactProposal> {
         self.writable()?;
-        let runner = self.runnable()?;
-        let outcome = {
-            let _busy = lock(&self.run.busy);
-            let overlay = lock(&self.session).history.overlay().clone();
+        let snap = self.snapshot();
+        let outcome = self.runs.exclusive(|runner| {
             let layer = match layer {
                 Some(l) => l,
                 None => default_layer(runner.layers()?),
@@ -72,13 +70,13 @@ impl Workbench {
             crate::fact::edit_fact(
                 &self.model,
                 runner,
-                &overlay,
+                snap.overlay(),
                 req,
                 &FactOptions::at_layer(layer),
                 origin.clone(),
                 &mut |_| {},
-            )?
-        };
+            )
+        })?;
         let entry = outcome.entry;
         let edit = EditRequest {
             tensor: entry.tensor.clone(),
@@ -154,20 +152,18 @@ impl Workbench {
         self.writable()?;
         let name = super::plain_file_name(save_as, ".json")?;
         let path = self.config.patches_dir.join(&name);
-        let runner = self.runnable()?;
-        let outcome = {
-            let _busy = lock(&self.run.busy);
-            let overlay = lock(&self.session).history.overlay().clone();
+        let snap = self.snapshot();
+        let outcome = self.runs.exclusive(|runner| {
             crate::ablate::ablate(
                 &self.model,
                 runner,
-                &overlay,
+                snap.overlay(),
                 req,
                 search,
                 origin.clone(),
                 &mut |_, _| {},
-            )?
-        };
+            )
+        })?;
         let r = &outcome.report;
         let note = format!("ablation: layer {}, strength {}", r.layer, r.strength);
         let mut patch = tensor_surgeon_store::patch_files::new_for(&self.model, &note);

@@ -48,11 +48,7 @@ impl Workbench {
 
     /// The token text of index `i` along a dim of `size` (when that dim indexes the vocabulary).
     pub fn token_label(&self, size: u64, i: u64) -> Option<String> {
-        let v = self.vocab.as_ref()?;
-        v.indexes(size)
-            .then(|| v.label(i))
-            .flatten()
-            .map(str::to_string)
+        crate::services::token_label(self.vocab.as_deref(), size, i)
     }
 
     /// The vocabulary matrix token lookups use by default: an embedding if there is one.
