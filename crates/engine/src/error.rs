@@ -41,6 +41,13 @@ pub enum Error {
     /// An edit that cannot be made.
     #[error(transparent)]
     Edit(#[from] EditError),
+    /// Region operands that do not fit together (a copy's shapes, a blend's dtypes); the
+    /// message names the tensors already.
+    #[error("{source}")]
+    Region {
+        tensor: String,
+        source: tensor_surgeon_core::region::RegionError,
+    },
     /// A malformed patch.
     #[error("{}: {source}", path.display())]
     Patch { path: PathBuf, source: PatchError },
@@ -105,6 +112,7 @@ impl Error {
             Error::Slice { .. }
             | Error::Edit(_)
             | Error::Patch { .. }
+            | Error::Region { .. }
             | Error::LowRank(_)
             | Error::Usage(_) => ErrorKind::Invalid,
         }
@@ -136,8 +144,10 @@ impl Error {
                 tensor: tensor.to_string(),
                 source,
             },
-            tensor_surgeon_core::region::RegionError::Mismatch(m) => Error::Usage(m),
-            other => Error::Usage(other.to_string()),
+            source => Error::Region {
+                tensor: tensor.to_string(),
+                source,
+            },
         }
     }
 }
