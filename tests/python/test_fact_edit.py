@@ -162,3 +162,40 @@ def test_bad_requests_are_refused(model_path, tmp_path, args, message):
     out = run("edit-fact", model_path, *args, "--out", tmp_path / "x.json", check=False)
     assert out.code != 0 and message in out.err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_memit_spreads_several_facts_over_a_range_of_layers(model_path, tmp_path):
+    facts = [
+        {"subject": SUBJECT, "prompt": PROMPT, "target": TARGET,
+         "neighbors": ["The Louvre is located in the city of"]},
+        {"subject": "Germany", "prompt": "The capital of Germany is", "target": " Madrid"},
+    ]
+    requests = tmp_path / "facts.json"
+    requests.write_text(json.dumps(facts))
+    out = tmp_path / "memit.json"
+    reports = run("edit-fact", model_path, "--requests", requests, "--layers", "4-8",
+                  "--steps", "12", "--out", out, "--json").json()
+    assert [r["scores"]["efficacy"] for r in reports] == [100, 100]
+    assert reports[0]["scores"]["neighborhood"] == 100, "the Louvre stays in Paris"
+    assert all(r["layers"] == [4, 5, 6, 7, 8] and r["layer"] == 8 and r["rank"] == 2
+               for r in reports)
+    # One entry per layer of the range, of rank the number of facts.
+    entries = json.loads(out.read_text())["entries"]
+    assert [(e["tensor"], e["kind"], e["rank"]) for e in entries] == [
+        (f"model.layers.{l}.mlp.down_proj.weight", "low_rank", 2) for l in range(4, 9)]
+    assert out.stat().st_size * 50 < reports[0]["changed_bytes"], "factors, not megabytes"
+    # Each layer takes a share: no layer's update is nothing.
+    for e in entries:
+        u = np.frombuffer(base64.b64decode(e["u"]), "<f4")
+        assert np.abs(u).max() > 0
+    run("verify", model_path, out)
+    baked = tmp_path / "baked.safetensors"
+    run("apply", model_path, out, "--out", baked)
+    for e in entries:
+        dtype, shape, base = tensor_bytes(model_path, e["tensor"])
+        assert tensor_bytes(baked, e["tensor"])[2] == apply_low_rank(base, dtype, shape, e)
+    # An independent forward pass of the baked model says both new targets.
+    ref = Llama(model_path.parent, weights=baked)
+    for fact in facts:
+        probs = softmax(ref.next_token_logits(ref.encode(fact["prompt"])))
+        assert int(np.argmax(probs)) == ref.encode(fact["target"])[-1], fact

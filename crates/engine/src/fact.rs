@@ -7,6 +7,7 @@ use std::time::Instant;
 use tensor_surgeon_core::edit::Change;
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin};
+use tensor_surgeon_infer::edit::memit::default_update_weight;
 use tensor_surgeon_infer::edit::{down_proj, FactGoal, FactOptions, FactStep};
 use tensor_surgeon_infer::weights::WeightCache;
 use tensor_surgeon_infer::RunnableModel;
@@ -47,12 +48,7 @@ pub fn edit_fact(
     }
     let cache = WeightCache::default();
     let base = runner.weights_in(&cache, model, cache.edited_from_overlay(model, over)?);
-    let goal = FactGoal {
-        subject: req.subject.clone(),
-        prompt: req.prompt.clone(),
-        target: req.target.clone(),
-    };
-    let edit = runner.edit_fact(&base, &goal, opts, on)?;
+    let edit = runner.edit_fact(&base, &goal_of(req), opts, on)?;
     // The model's name of the tensor (a GGUF names it its own way).
     let name = runner.stored_name(&edit.tensor).to_string();
     let update =
@@ -73,19 +69,10 @@ pub fn edit_fact(
         target: runner.token_refs(&edit.target),
         old,
         layer: edit.layer as u32,
+        layers: Vec::new(),
         tensor: name.clone(),
         rank: 1,
-        steps: edit
-            .steps
-            .iter()
-            .map(|s| FactStepRow {
-                step: s.step as u32,
-                loss: s.loss,
-                nll: s.nll,
-                kl: s.kl,
-                p_target: s.p_target,
-            })
-            .collect(),
+        steps: step_rows(&edit.steps),
         probes,
         scores,
         generation,
@@ -98,5 +85,153 @@ pub fn edit_fact(
         blocks,
         overlay,
         report,
+    })
+}
+
+fn goal_of(req: &FactRequest) -> FactGoal {
+    FactGoal {
+        subject: req.subject.clone(),
+        prompt: req.prompt.clone(),
+        target: req.target.clone(),
+    }
+}
+
+fn step_rows(steps: &[FactStep]) -> Vec<FactStepRow> {
+    steps
+        .iter()
+        .map(|s| FactStepRow {
+            step: s.step as u32,
+            loss: s.loss,
+            nll: s.nll,
+            kl: s.kl,
+            p_target: s.p_target,
+        })
+        .collect()
+}
+
+/// Several facts computed at once (MEMIT): the entries, one per layer.
+pub struct FactsOutcome {
+    /// One low-rank entry per layer, of rank the number of facts (float tensors).
+    pub entries: Vec<LowRankEntry>,
+    /// A quantized model's block changes (its entries are kept as blocks).
+    pub blocks: Vec<Change>,
+    /// `over` with every layer's update laid on.
+    pub overlay: Overlay,
+    /// Each fact's report, scored with all the updates in.
+    pub reports: Vec<FactEditReport>,
+}
+
+/// Writes `reqs` into the `down_proj`s of `layers` at once (MEMIT, see
+/// `tensor_surgeon_infer::edit::memit`) on `model` seen through `over`; `weight` is `λ`
+/// (default: MEMIT's, scaled to the key width). `on` hears of every optimisation step, with
+/// the index of its fact.
+#[allow(clippy::too_many_arguments)]
+pub fn edit_facts(
+    model: &Model,
+    runner: &RunnableModel,
+    over: &Overlay,
+    reqs: &[FactRequest],
+    layers: &[usize],
+    opts: &FactOptions,
+    weight: Option<f64>,
+    origin: Origin,
+    on: &mut dyn FnMut(usize, &FactStep),
+) -> Result<FactsOutcome> {
+    let started = Instant::now();
+    let mut layers = layers.to_vec();
+    layers.sort_unstable();
+    layers.dedup();
+    let (Some(&last), false) = (layers.last(), reqs.is_empty()) else {
+        return Err(crate::Error::Usage(
+            "MEMIT needs at least one fact and one layer".into(),
+        ));
+    };
+    for &l in &layers {
+        if let Ok((_, info)) = model.get(runner.stored_name(&down_proj(l))) {
+            if info.blocks.is_none() {
+                low_rank::check_dtype(info)?;
+            }
+        }
+    }
+    let cache = WeightCache::default();
+    let base = runner.weights_in(&cache, model, cache.edited_from_overlay(model, over)?);
+    // 1. Each fact's goal at the last layer: z = h + δ.
+    let at_last = FactOptions {
+        layer: last,
+        ..opts.clone()
+    };
+    let mut facts = Vec::new();
+    for (i, req) in reqs.iter().enumerate() {
+        let goal = goal_of(req);
+        let d = runner.fact_delta(&base, &goal, &at_last, &mut |s| on(i, s))?;
+        let (_, h) = runner.fact_state(&base, &goal, &d.contexts, last, last)?;
+        let z: Vec<f32> = h.iter().zip(&d.delta).map(|(a, b)| a + b).collect();
+        facts.push((goal, d, z));
+    }
+    // 2. Layer by layer, each taking its share of what is left.
+    let mut overlay = over.clone();
+    let (mut entries, mut blocks) = (Vec::new(), Vec::new());
+    let mut changed_bytes = 0u64;
+    for (done, &layer) in layers.iter().enumerate() {
+        let cache = WeightCache::default();
+        let w = runner.weights_in(&cache, model, cache.edited_from_overlay(model, &overlay)?);
+        let left = (layers.len() - done) as f32;
+        let (mut keys, mut resid) = (Vec::new(), Vec::new());
+        for (goal, d, z) in &facts {
+            let (k, h) = runner.fact_state(&w, goal, &d.contexts, layer, last)?;
+            resid.push(z.iter().zip(&h).map(|(z, h)| (z - h) / left).collect());
+            keys.push(k);
+        }
+        let lambda = weight.unwrap_or_else(|| default_update_weight(keys[0].len()));
+        let (u, v) = runner.memit_factors(&w, layer, &keys, &resid, opts.covariance, lambda)?;
+        let name = runner.stored_name(&down_proj(layer)).to_string();
+        let rank = facts.len() as u32;
+        let update = crate::blocks::low_rank_update(
+            model,
+            &overlay,
+            &name,
+            (rank, &u, &v),
+            Some(origin.clone()),
+        )?;
+        for c in &update.entries {
+            overlay.write(&c.tensor, c.offset, &c.patched);
+            changed_bytes += c.patched.len() as u64;
+        }
+        if update.blocks.is_empty() {
+            entries.push(update.entry);
+        } else {
+            blocks.extend(update.blocks);
+        }
+    }
+    // 3. Every fact scored with all the updates in.
+    let cache = WeightCache::default();
+    let edited = runner.weights_in(&cache, model, cache.edited_from_overlay(model, &overlay)?);
+    let factor_bytes = entries.iter().map(|e| (e.u.len() + e.v.len()) as u64).sum();
+    let mut reports = Vec::new();
+    for (req, (_, d, _)) in reqs.iter().zip(&facts) {
+        let (probes, scores, generation) = runner.fact_probes(&base, &edited, req, &d.target)?;
+        reports.push(FactEditReport {
+            subject: req.subject.clone(),
+            prompt: req.prompt.clone(),
+            target: runner.token_refs(&d.target),
+            old: probes[0].old.clone(),
+            layer: last as u32,
+            layers: layers.iter().map(|&l| l as u32).collect(),
+            tensor: runner.stored_name(&down_proj(last)).to_string(),
+            rank: facts.len() as u32,
+            steps: step_rows(&d.steps),
+            probes,
+            scores,
+            generation,
+            factor_bytes,
+            changed_bytes,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(FactsOutcome {
+        entries,
+        blocks,
+        overlay,
+        reports,
     })
 }

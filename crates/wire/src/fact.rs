@@ -77,7 +77,12 @@ pub struct FactEditReport {
     pub target: Vec<TokenRef>,
     /// The base model's top-1 after the prompt.
     pub old: TokenRef,
+    /// The layer whose `down_proj` changes (MEMIT: the last of its layers, where the
+    /// facts' goals are set).
     pub layer: u32,
+    /// MEMIT: every layer the facts are spread over (empty for a ROME edit at `layer`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<u32>,
     pub tensor: String,
     pub rank: u32,
     pub steps: Vec<FactStepRow>,

@@ -26,6 +26,7 @@
 pub mod ablate;
 mod evaluate;
 mod graph;
+pub mod memit;
 pub mod moment;
 mod pass;
 mod problem;
@@ -226,20 +227,12 @@ impl RunnableModel {
         opts: &FactOptions,
         on: &mut dyn FnMut(&FactStep),
     ) -> Result<FactEdit> {
-        // In candle's pool: the kernels' and candle's parallel work then share one pool whose
-        // threads stay warm between the many short parallel sections.
-        let pool = candle_core::Device::Cpu;
-        let (contexts, problem) = pool.with_context(|| -> Result<_> {
-            let contexts = self.context_templates(w, opts)?;
-            let problem = self.problem(w, goal, opts.layer, &contexts)?;
-            Ok((contexts, problem))
-        })?;
-        let (u, steps) = problem.optimise(opts, on)?;
-        let key = problem.key();
+        let d = self.fact_delta(w, goal, opts, on)?;
+        let key = d.key;
         // v = C⁻¹k* / ((C⁻¹k*)ᵀ k*)
         let aimed: Vec<f64> = match opts.covariance {
             Covariance::Identity => key.iter().map(|&x| x as f64).collect(),
-            Covariance::Corpus => pool
+            Covariance::Corpus => candle_core::Device::Cpu
                 .with_context(|| self.key_moment(w, opts.layer))?
                 .solve(&key)?,
         };
@@ -248,14 +241,56 @@ impl RunnableModel {
         Ok(FactEdit {
             layer: opts.layer,
             tensor: down_proj(opts.layer),
-            u,
+            u: d.delta,
             v,
             key,
+            target: d.target,
+            contexts: d.contexts,
+            steps: d.steps,
+        })
+    }
+
+    /// The change `δ` of `opts.layer`'s MLP output at the subject's last token that makes the
+    /// model continue `goal.prompt` with `goal.target` (ROME's `v*` is `W k* + δ`), found by
+    /// ROME's optimisation; `on` hears of every step.
+    pub fn fact_delta(
+        &self,
+        w: &Weights,
+        goal: &FactGoal,
+        opts: &FactOptions,
+        on: &mut dyn FnMut(&FactStep),
+    ) -> Result<FactDelta> {
+        // In candle's pool: the kernels' and candle's parallel work then share one pool whose
+        // threads stay warm between the many short parallel sections.
+        let pool = candle_core::Device::Cpu;
+        let (contexts, problem) = pool.with_context(|| -> Result<_> {
+            let contexts = self.context_templates(w, opts)?;
+            let problem = self.problem(w, goal, opts.layer, &contexts)?;
+            Ok((contexts, problem))
+        })?;
+        let (delta, steps) = problem.optimise(opts, on)?;
+        Ok(FactDelta {
+            delta,
+            key: problem.key(),
             target: problem.target.clone(),
             contexts,
             steps,
         })
     }
+}
+
+/// What [`RunnableModel::fact_delta`] finds.
+#[derive(Clone, Debug)]
+pub struct FactDelta {
+    /// `[hidden]`: the change of the layer's MLP output (so of the residual stream after it)
+    /// at the subject's last token.
+    pub delta: Vec<f32>,
+    /// `[intermediate]`: the averaged key `k*` of the layer.
+    pub key: Vec<f32>,
+    pub target: Vec<u32>,
+    /// The context templates (`{}` the prompt).
+    pub contexts: Vec<String>,
+    pub steps: Vec<FactStep>,
 }
 
 /// A token drawn from the top 5 of `d`, in proportion to their probabilities.

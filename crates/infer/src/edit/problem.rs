@@ -327,7 +327,7 @@ fn unedited(
 
 /// Runs the layers `0..=last` on `ids` (no cache before them); `each` sees every layer's
 /// output and the keys and values it made.
-fn run_layers(
+pub(super) fn run_layers(
     model: &Llama,
     w: &Weights,
     ids: &[u32],

@@ -34,8 +34,16 @@ pub struct EditFactArgs {
     #[arg(long, conflicts_with_all = ["subject", "prompt", "target"])]
     requests: Option<PathBuf>,
     /// The layer whose down_proj changes (default: see `edit::default_layer`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "layers")]
     layer: Option<usize>,
+    /// MEMIT: spread the facts over these layers' down_projs ("4-8" or "4,6,8"), one low-rank
+    /// entry per layer of rank the number of facts, instead of ROME at one layer.
+    #[arg(long, value_parser = parse_layers)]
+    layers: Option<Layers>,
+    /// MEMIT's λ, how much the text's keys weigh against the facts' (default: MEMIT's value
+    /// for GPT-J, scaled to the model's key width).
+    #[arg(long, requires = "layers")]
+    update_weight: Option<f64>,
     /// Optimisation steps of the MLP output.
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -55,6 +63,30 @@ pub struct EditFactArgs {
 pub enum CovarianceArg {
     Corpus,
     Identity,
+}
+
+/// The layers of `--layers`.
+#[derive(Clone, Debug)]
+struct Layers(Vec<usize>);
+
+/// Layers given as "A-B" (inclusive) or "A,B,C".
+fn parse_layers(text: &str) -> std::result::Result<Layers, String> {
+    let bad = || format!("layers are \"A-B\" or \"A,B,C\", not {text:?}");
+    let number = |t: &str| t.trim().parse::<usize>().map_err(|_| bad());
+    let layers: Vec<usize> = match text.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (number(a)?, number(b)?);
+            if a > b {
+                return Err(bad());
+            }
+            (a..=b).collect()
+        }
+        None => text
+            .split(',')
+            .map(number)
+            .collect::<std::result::Result<_, _>>()?,
+    };
+    Ok(Layers(layers))
 }
 
 fn requests(a: &EditFactArgs) -> Result<Vec<FactRequest>> {
@@ -102,6 +134,9 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
+    if let Some(Layers(layers)) = &a.layers {
+        return memit(a, &o, &facts, layers, &opts, &bar);
+    }
     let mut over = o.overlay.clone();
     let mut entries: Vec<LowRankEntry> = Vec::new();
     let mut blocks: Vec<tensor_surgeon_core::edit::Change> = Vec::new();
@@ -141,9 +176,55 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    let mut patch = patch_files::new_for(&o.model, &note(&facts));
+    write(a, &o, &facts, entries, &blocks, &reports)
+}
+
+/// MEMIT: every fact at once over `layers`.
+fn memit(
+    a: &EditFactArgs,
+    o: &super::run::Opened,
+    facts: &[FactRequest],
+    layers: &[usize],
+    opts: &FactOptions,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    let outcome = tensor_surgeon_engine::fact::edit_facts(
+        &o.model,
+        &o.runner,
+        &o.overlay,
+        facts,
+        layers,
+        opts,
+        a.update_weight,
+        Origin::new("cli"),
+        &mut |fact, s| {
+            bar.set_position(s.step as u64 + 1);
+            bar.set_message(format!("fact {}: p(target) {:.3}", fact + 1, s.p_target));
+        },
+    )?;
+    bar.finish_and_clear();
+    write(
+        a,
+        o,
+        facts,
+        outcome.entries,
+        &outcome.blocks,
+        &outcome.reports,
+    )
+}
+
+/// Writes the patch and prints the reports.
+fn write(
+    a: &EditFactArgs,
+    o: &super::run::Opened,
+    facts: &[FactRequest],
+    entries: Vec<LowRankEntry>,
+    blocks: &[tensor_surgeon_core::edit::Change],
+    reports: &[FactEditReport],
+) -> Result<()> {
+    let mut patch = patch_files::new_for(&o.model, &note(facts));
     patch.low_rank = entries;
-    tensor_surgeon_engine::blocks::record(&o.model, &mut patch, &blocks, &Origin::new("cli"))?;
+    tensor_surgeon_engine::blocks::record(&o.model, &mut patch, blocks, &Origin::new("cli"))?;
     patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
     if a.m.json {
         return if a.requests.is_some() {
@@ -152,7 +233,7 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
             json(&reports[0])
         };
     }
-    for r in &reports {
+    for r in reports {
         print_report(r);
     }
     println!("\nwrote {}", a.out.display());
@@ -169,12 +250,14 @@ fn note(facts: &[FactRequest]) -> String {
 
 fn print_report(r: &FactEditReport) {
     let target: String = r.target.iter().map(|t| t.token.as_str()).collect();
+    let place = match r.layers.as_slice() {
+        [] => format!("layer {} ({})", r.layer, r.tensor),
+        layers => format!("layers {layers:?} (MEMIT, rank {})", r.rank),
+    };
     println!(
-        "{:?} -> {target:?} (was {:?}): layer {} ({}), {} steps, {:.1} s",
+        "{:?} -> {target:?} (was {:?}): {place}, {} steps, {:.1} s",
         r.prompt,
         r.old.token,
-        r.layer,
-        r.tensor,
         r.steps.len(),
         r.seconds
     );
