@@ -15,6 +15,32 @@ pub struct EditStep {
     /// Set on the steps that load, enable or disable a loaded patch (a layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<LayerMark>,
+    /// Set on a step that is one low-rank update of a whole float tensor: its changes are
+    /// exactly that update planned over the state before the step, so a journal keeps the
+    /// factors instead of the changes, and the session lists it as one entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_rank: Option<LowRankMark>,
+}
+
+/// The update of a low-rank step: `tensor` gains `U Vᵀ` (the factors as in
+/// [`super::Op::LowRank`]: base64 of little-endian f32, `[rows, rank]` and `[cols, rank]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LowRankMark {
+    pub tensor: String,
+    pub rank: u32,
+    pub u: String,
+    pub v: String,
+}
+
+impl LowRankMark {
+    /// The edit operation that makes the step's changes.
+    pub fn op(&self) -> super::Op {
+        super::Op::LowRank {
+            rank: self.rank,
+            u: self.u.clone(),
+            v: self.v.clone(),
+        }
+    }
 }
 
 /// A step's part in a loaded patch's life.

@@ -9,7 +9,7 @@ mod history;
 pub use crate::change::Change;
 use crate::slice::{unflatten, Selection};
 use crate::source::ByteSource;
-pub use history::{EditStep, History, LayerAction, LayerMark};
+pub use history::{EditStep, History, LayerAction, LayerMark, LowRankMark};
 use serde::{Deserialize, Serialize};
 
 /// What to do to each selected element.

@@ -170,6 +170,7 @@ fn undo_redo() {
         changes: c,
         origin: crate::origin::Origin::new("web"),
         layer: None,
+        low_rank: None,
     });
     let read = |h: &History| {
         let mut out = vec![0u8; 8];

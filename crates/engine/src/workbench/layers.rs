@@ -220,6 +220,7 @@ impl Workbench {
                     name: name.to_string(),
                     action: LayerAction::Load,
                 }),
+                low_rank: None,
             };
             s.apply(step)?;
         }
@@ -276,6 +277,7 @@ impl Workbench {
                         LayerAction::Off
                     },
                 }),
+                low_rank: None,
             };
             s.apply(step)?;
         }
@@ -346,6 +348,7 @@ impl Workbench {
                 changes,
                 origin: Origin::new("web"),
                 layer: None,
+                low_rank: None,
             })?;
         }
         drop(s);

@@ -54,6 +54,7 @@ impl Workbench {
             changes,
             origin: origin.clone(),
             layer: None,
+            low_rank: None,
         }))
     }
 }
@@ -166,6 +167,7 @@ impl Workbench {
                 changes,
                 origin: origin.clone(),
                 layer: None,
+                low_rank: None,
             })?;
         }
         drop(session);

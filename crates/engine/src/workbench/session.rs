@@ -6,8 +6,8 @@ use crate::error::Error;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tensor_surgeon_core::dtype::{self, EncodeOptions};
-use tensor_surgeon_core::edit::EditStep;
 use tensor_surgeon_core::edit::History;
+use tensor_surgeon_core::edit::{EditStep, LowRankMark};
 use tensor_surgeon_core::patch::{self, Origin, OriginMap, Patch};
 use tensor_surgeon_store::journal::Journal;
 use tensor_surgeon_store::journal::Record;
@@ -138,11 +138,24 @@ impl Workbench {
             req.spec,
             origin.label()
         );
+        // A low-rank update of a whole float tensor is kept as its factors (the journal, the
+        // session's list of entries).
+        let whole = sel.elements() == info.elements() && info.blocks.is_none();
+        let low_rank = match (&req.op, whole) {
+            (tensor_surgeon_core::edit::Op::LowRank { rank, u, v }, true) => Some(LowRankMark {
+                tensor: info.name.clone(),
+                rank: *rank,
+                u: u.clone(),
+                v: v.clone(),
+            }),
+            _ => None,
+        };
         Ok(Some(EditStep {
             label,
             changes,
             origin: origin.clone(),
             layer: None,
+            low_rank,
         }))
     }
 

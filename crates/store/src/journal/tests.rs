@@ -46,6 +46,7 @@ fn big_step(now: &[u8], at: usize, len: usize, f: impl Fn(usize) -> u8) -> EditS
         }],
         origin: tensor_surgeon_core::patch::Origin::new("web"),
         layer: None,
+        low_rank: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn step_from(from: u8, v: u8) -> EditStep {
         }],
         origin: tensor_surgeon_core::patch::Origin::new("web"),
         layer: None,
+        low_rank: None,
     }
 }
 
@@ -415,5 +417,108 @@ fn a_journal_with_a_damaged_line_is_not_rewritten() {
         std::fs::metadata(&path).unwrap().len(),
         size,
         "left as it was"
+    );
+}
+
+/// A model with one F32 tensor `m`, `[ROWS, COLS]`.
+struct Floats(TensorInfo, Vec<u8>);
+
+const ROWS: usize = 64;
+const COLS: usize = 48;
+
+impl BaseModel for Floats {
+    fn tensor(&self, name: &str) -> Option<(&TensorInfo, Box<dyn ByteSource + '_>)> {
+        (name == "m").then(|| (&self.0, Box::new(&self.1[..]) as Box<dyn ByteSource>))
+    }
+}
+
+#[test]
+fn a_low_rank_step_is_journaled_as_its_factors_and_replays_byte_for_byte() {
+    use base64::Engine as _;
+    use tensor_surgeon_core::edit::LowRankMark;
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("j.jsonl");
+    let info = TensorInfo {
+        name: "m".into(),
+        dtype: tensor_surgeon_core::dtype::Dtype::F32,
+        shape: vec![ROWS as u64, COLS as u64],
+        data_offsets: (0, (ROWS * COLS * 4) as u64),
+        blocks: None,
+    };
+    let values: Vec<u8> = (0..ROWS * COLS)
+        .flat_map(|i| ((i % 17) as f32 * 0.37 - 3.0).to_le_bytes())
+        .collect();
+    let b = Floats(info, values);
+    let b64 = |v: Vec<f32>| {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let mark = LowRankMark {
+        tensor: "m".into(),
+        rank: 2,
+        u: b64((0..ROWS * 2).map(|i| (i as f32 * 0.013).sin()).collect()),
+        v: b64((0..COLS * 2).map(|i| (i as f32 * 0.029).cos()).collect()),
+    };
+    // A byte edit first: the low-rank step is planned over it, and so is its replay.
+    let first = EditStep {
+        label: "set".into(),
+        changes: vec![Change {
+            tensor: "m".into(),
+            offset: 8,
+            before: b.1[8..12].to_vec(),
+            after: 7.5f32.to_le_bytes().to_vec(),
+        }],
+        origin: tensor_surgeon_core::patch::Origin::new("web"),
+        layer: None,
+        low_rank: None,
+    };
+    let low_rank = {
+        let (mut j, mut h, _, _) = Journal::open(&path, &b).unwrap();
+        j.append(&Record::Apply(first.clone())).unwrap();
+        h.apply(first);
+        let all = tensor_surgeon_core::slice::SliceSpec::parse("")
+            .and_then(|s| s.resolve(&b.0.shape))
+            .unwrap();
+        let view = h.overlay().view(&b.0, &b.1[..]);
+        let changes =
+            tensor_surgeon_core::edit::plan(&b.0, &all, &view, &mark.op(), Default::default())
+                .unwrap();
+        let step = EditStep {
+            label: "fact".into(),
+            changes,
+            origin: tensor_surgeon_core::patch::Origin::new("agent"),
+            layer: None,
+            low_rank: Some(mark.clone()),
+        };
+        j.append(&Record::Apply(step.clone())).unwrap();
+        step
+    };
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().nth(1).unwrap();
+    assert!(
+        line.contains("\"low_rank\"") && !line.contains("\"patch\""),
+        "{line}"
+    );
+    let changed: usize = low_rank.changes.iter().map(|c| c.after.len()).sum();
+    assert!(
+        changed > ROWS * COLS * 3,
+        "the update changes nearly every element"
+    );
+    assert!(
+        line.len() < (mark.u.len() + mark.v.len()) + 500,
+        "the factors, not the changes: {} bytes",
+        line.len()
+    );
+    let (_, h, _, warnings) = Journal::open(&path, &b).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(h.applied().len(), 2);
+    assert_eq!(h.applied()[1], low_rank, "the same changes, planned again");
+    // Over other weights, the step does not fit: the journal is set aside.
+    let mut other = Floats(b.0.clone(), b.1.clone());
+    other.1[400] ^= 1;
+    let (_, h, _, warnings) = Journal::open(&path, &other).unwrap();
+    assert!(
+        h.applied().is_empty() && !warnings.is_empty(),
+        "{warnings:?}"
     );
 }
