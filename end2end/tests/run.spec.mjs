@@ -105,11 +105,22 @@ test('a causal trace streams its three maps; hover tells p and the indirect effe
   await openTab(page, 'Patch');
   await item.locator('button.accept').click();
   await expect(page.locator('.pending li')).toHaveCount(0);
+  // The accepted edit is one low-rank entry, not a million element rows; it opens its delta.
+  const tensor = `model.layers.${layer}.mlp.down_proj.weight`;
+  const entry = page.locator(`.low-rank-entries tr[data-tensor="${tensor}"]`);
+  await expect(entry.locator('.rank')).toHaveText('rank 1');
+  expect(Number(await entry.locator('td').nth(2).innerText())).toBeGreaterThan(500_000);
+  await expect(page.locator('table.entries tbody tr')).toHaveCount(0);
+  await entry.locator('button.open-delta').click();
+  await expect(page).toHaveURL(/[?&]show=delta/);
+  await expect(page).toHaveURL(new RegExp(`[?&]t=${tensor.replaceAll('.', '\\.')}(&|$)`));
   await openTab(page, 'Run');
   await page.getByRole('button', { name: 'run prompt', exact: true }).click();
   await expect(page.locator('.run-outcome .run-side.edited')).toHaveAttribute('data-top1', ' Rome', { timeout: 60_000 });
   await page.locator('.history button.undo').click();
   await expect(page.locator('.history button.undo')).toBeDisabled();
+  await openTab(page, 'Patch');
+  await expect(page.locator('.low-rank-entries')).toHaveCount(0);
 });
 
 test('the ablation form projects a direction out, shows what it did, saves it and loads it as a layer', async ({ page }) => {

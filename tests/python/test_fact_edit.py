@@ -14,6 +14,7 @@ import pytest
 
 from conftest import run
 from reference import Llama, softmax
+from server import Server
 
 SUBJECT = "The Eiffel Tower"
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -199,3 +200,36 @@ def test_memit_spreads_several_facts_over_a_range_of_layers(model_path, tmp_path
     for fact in facts:
         probs = softmax(ref.next_token_logits(ref.encode(fact["prompt"])))
         assert int(np.argmax(probs)) == ref.encode(fact["target"])[-1], fact
+
+
+def test_an_accepted_fact_edit_is_one_low_rank_entry_kept_as_its_factors(smollm2, tmp_path):
+    """In the web session: the accepted proposal is one row with its rank (its million changed
+    elements counted, not listed), the journal keeps the factors, and a restart replays them
+    to the same weights."""
+    patches = tmp_path / "patches"
+    args = ("--patches", str(patches), "--out-dir", str(tmp_path / "out"))
+    run_body = {"request": {"prompt": PROMPT, "top_k": 1, "target": None, "generate": 0}}
+    s = Server(smollm2, *args).start()
+    try:
+        fact = {"request": {"subject": SUBJECT, "prompt": PROMPT, "target": TARGET}, "layer": LAYER}
+        proposal = s.call("POST", "/api/fact", fact, timeout=300)
+        assert proposal["report"]["scores"]["efficacy"] == 100
+        s.call("POST", "/api/resolve", {"id": proposal["proposal"]["id"], "accept": True})
+        view = s.call("GET", "/api/session")
+        [row] = view["low_rank"]
+        assert row["tensor"] == TENSOR and row["rank"] == 1 and row["origin"].startswith("web")
+        assert row["elements"] > 500_000 and view["total_elements"] >= row["elements"]
+        assert not any(e["tensor"] == TENSOR for e in view["entries"]), "counted, not listed"
+        edited = s.call("POST", "/api/run", run_body)
+        assert edited["edited"]["top"][0]["token"] == TARGET
+        [journal] = [p for p in patches.iterdir() if "journal" in p.name]
+        assert journal.stat().st_size < 40_000, "the factors (12 KB as base64), not 1.7 MB of changes"
+    finally:
+        s.kill9()
+    s = Server(smollm2, *args).start()
+    try:
+        again = s.call("GET", "/api/session")
+        assert again["low_rank"] == view["low_rank"] and again["total_elements"] == view["total_elements"]
+        assert s.call("POST", "/api/run", run_body) == edited, "replayed to the same weights"
+    finally:
+        s.stop()

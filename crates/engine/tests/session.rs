@@ -193,3 +193,46 @@ fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
     assert_eq!(undone.base, before.base);
     assert_eq!(undone.kl, 0.0);
 }
+
+/// A session opened on a journal runs the edits it replayed (not the base).
+#[test]
+fn a_reopened_session_runs_its_replayed_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in tensor_surgeon_core::demo::llama::files(None) {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let path = dir.path().join("model.safetensors");
+    let open = || {
+        let config = SessionConfig {
+            patches_dir: dir.path().join("patches"),
+            out_dir: dir.path().join("out"),
+            ..SessionConfig::default()
+        };
+        let mut wb = Workbench::open(Model::open(&path).unwrap(), config)
+            .unwrap()
+            .0;
+        wb.set_vocab(Vocab::find(&path, None).unwrap());
+        wb
+    };
+    let req = tensor_surgeon_wire::RunRequest {
+        prompt: "the".into(),
+        top_k: 5,
+        target: None,
+        generate: 0,
+    };
+    let edited = {
+        let wb = open();
+        let top = wb.run_prompt(&req).unwrap().base.top[0].id;
+        let edit = EditRequest {
+            tensor: "lm_head.weight".into(),
+            spec: format!("{top},:"),
+            op: Op::Scale { factor: -50.0 },
+            saturate: false,
+            round: false,
+        };
+        wb.edit(&edit, &Origin::new("web")).unwrap();
+        wb.run_prompt(&req).unwrap()
+    };
+    assert!(edited.edited.is_some());
+    assert_eq!(open().run_prompt(&req).unwrap(), edited);
+}

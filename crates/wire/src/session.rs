@@ -45,6 +45,23 @@ pub struct SessionView {
     pub pending: Vec<Proposal>,
     /// Loaded patches, each on or off, in load order.
     pub layers: Vec<LayerRow>,
+    /// The applied low-rank steps (accepted fact edits), one row each; their tensors'
+    /// elements are counted in `total_elements` but not listed in `entries`.
+    #[serde(default)]
+    pub low_rank: Vec<LowRankRow>,
+}
+
+/// One low-rank step of the session: a whole tensor gained `U Vᵀ`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LowRankRow {
+    pub tensor: String,
+    pub rank: u32,
+    /// The step's label.
+    pub label: String,
+    /// Who made it.
+    pub origin: String,
+    /// Elements the step changed.
+    pub elements: u64,
 }
 
 /// An edit an agent proposed; it changes nothing until a person accepts it.

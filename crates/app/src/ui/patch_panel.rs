@@ -10,7 +10,7 @@ use crate::api::{
 };
 use leptos::prelude::*;
 use std::time::Duration;
-use tensor_surgeon_wire::{BakeStatus, DropRequest, Proposal, SessionView};
+use tensor_surgeon_wire::{BakeStatus, DropRequest, LowRankRow, Proposal, SessionView};
 
 /// Entries shown per page of the table.
 const PAGE: usize = 50;
@@ -110,6 +110,7 @@ pub fn PatchPanel() -> impl IntoView {
                         Err(e) => view! { <p class="error">{message(&e)}</p> }.into_any(),
                         Ok(s) => view! {
                             <Proposals pending=s.pending.clone() set_error/>
+                            <LowRankEntries rows=s.low_rank.clone()/>
                             <Entries session=s picked pick_tensor set_pick_tensor page set_error/>
                         }.into_any(),
                     }
@@ -199,6 +200,39 @@ fn Proposals(pending: Vec<Proposal>, set_error: WriteSignal<Option<String>>) -> 
     })
 }
 
+/// The session's low-rank steps (accepted fact edits), a row each with its rank, each
+/// opening its tensor's delta view.
+#[component]
+fn LowRankEntries(rows: Vec<LowRankRow>) -> impl IntoView {
+    let ctx = use_ctx();
+    let open_delta = move |tensor: &str| {
+        let mut url = ctx.url.get_untracked().open(tensor);
+        url.mode = Some(tensor_surgeon_core::view::ViewMode::Delta);
+        ctx.go(&url, false);
+    };
+    (!rows.is_empty()).then(|| {
+        view! {
+            <table class="low-rank-entries">
+                <thead><tr><th>"tensor"</th><th>"low-rank entry"</th><th>"elements"</th><th>"origin"</th><th></th></tr></thead>
+                <tbody>
+                    {rows.into_iter().map(|r| {
+                        let tensor = r.tensor.clone();
+                        view! {
+                            <tr data-tensor=r.tensor.clone()>
+                                <td>{r.tensor.clone()}</td>
+                                <td class="rank" title=r.label.clone()>{format!("rank {}", r.rank)}</td>
+                                <td>{r.elements}</td>
+                                <td class="origin">{r.origin.clone()}</td>
+                                <td><button class="open-delta" on:click=move |_| open_delta(&tensor)>"delta view"</button></td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        }
+    })
+}
+
 /// The session's changed elements, a page at a time, with their selection and the drop /
 /// keep actions (on picked entries or a whole tensor's).
 #[component]
@@ -236,7 +270,7 @@ fn Entries(
             <button class="keep-selected" on:click=move |_| on_drop(true, false) disabled=move || picked.with(|p| p.is_empty())>"keep only selected"</button>
             <select aria-label="entries of tensor" on:change=move |ev| set_pick_tensor.set(event_target_value(&ev))>
                 <option value="">"tensor…"</option>
-                {let mut ts: Vec<String> = s.entries.iter().map(|e| e.tensor.clone()).collect(); ts.dedup(); ts.into_iter().map(|t| view! { <option value=t.clone()>{t.clone()}</option> }).collect_view()}
+                {let mut ts: Vec<String> = s.entries.iter().map(|e| e.tensor.clone()).chain(s.low_rank.iter().map(|r| r.tensor.clone())).collect(); ts.sort(); ts.dedup(); ts.into_iter().map(|t| view! { <option value=t.clone()>{t.clone()}</option> }).collect_view()}
             </select>
             <button class="drop-tensor" on:click=move |_| on_drop(false, true) disabled=move || pick_tensor.with(String::is_empty)>"drop tensor's entries"</button>
             <button class="keep-tensor" on:click=move |_| on_drop(true, true) disabled=move || pick_tensor.with(String::is_empty)>"keep only tensor"</button>

@@ -18,7 +18,7 @@ mod structure;
 
 use super::error::{Error, Result};
 use crate::services::{lock, Analysis, Layouts, Runs, Snapshot};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tensor_surgeon_core::dtype::{self};
@@ -123,13 +123,20 @@ impl Workbench {
             .tensors()
             .filter_map(|(_, info)| Some((info.name.clone(), info.blocks?.block_bytes() as u64)))
             .collect();
+        // The replayed edits are new to every cache: each tensor they leave changed is at the
+        // opening version (runs read the edited tensors from this map).
+        let changed_at = history
+            .overlay()
+            .tensors()
+            .map(|(name, _)| (name.to_string(), version))
+            .collect();
         let session = Mutex::new(Session {
             frozen,
             block_bytes,
             history,
             journal,
             version,
-            changed_at: HashMap::new(),
+            changed_at,
             last_proposal: pending.iter().map(|p| p.id).max().unwrap_or(0),
             pending,
         });

@@ -230,8 +230,9 @@ impl Workbench {
         // are counted: a dense layer (an ablation's 60 matrices) changes tens of millions of
         // elements, and its entries would take seconds to build for a count.
         let mut entries = Vec::new();
+        let (low_rank, by_factors) = low_rank_rows(&s, &self.model);
         for (name, runs) in overlay.tensors() {
-            let counted = rows.len() >= ENTRY_LIMIT
+            let counted = (rows.len() >= ENTRY_LIMIT || by_factors.contains(name))
                 && !self
                     .model
                     .get(name)
@@ -330,6 +331,7 @@ impl Workbench {
             can_redo: !s.history.undone().is_empty(),
             pending: s.pending.clone(),
             layers: super::layers::rows(&s),
+            low_rank,
         })
     }
 
@@ -454,4 +456,36 @@ impl Workbench {
     pub fn bake_status(&self) -> BakeStatus {
         lock(&self.bake).clone()
     }
+}
+
+/// A row per applied low-rank step, and the tensors that only such steps changed (listed by
+/// their rows, not element by element).
+fn low_rank_rows(
+    s: &Session,
+    model: &tensor_surgeon_store::Model,
+) -> (Vec<tensor_surgeon_wire::LowRankRow>, BTreeSet<String>) {
+    let mut rows = Vec::new();
+    let mut only = BTreeSet::new();
+    let mut other = BTreeSet::new();
+    for step in s.history.applied() {
+        match &step.low_rank {
+            Some(mark) => {
+                let width = model
+                    .get(&mark.tensor)
+                    .map_or(1, |(_, i)| dtype::element_bytes(i.dtype).max(1));
+                let bytes: usize = step.changes.iter().map(|c| c.after.len()).sum();
+                rows.push(tensor_surgeon_wire::LowRankRow {
+                    tensor: mark.tensor.clone(),
+                    rank: mark.rank,
+                    label: step.label.clone(),
+                    origin: step.origin.label(),
+                    elements: (bytes / width) as u64,
+                });
+                only.insert(mark.tensor.clone());
+            }
+            None => other.extend(step.changes.iter().map(|c| c.tensor.clone())),
+        }
+    }
+    only.retain(|t| !other.contains(t));
+    (rows, only)
 }
