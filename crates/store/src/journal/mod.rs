@@ -41,7 +41,7 @@ pub enum Record {
         step: Option<EditStep>,
         /// The accepted edit in compact form (written instead of `step` for a big one).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        compact: Option<CompactStep>,
+        compact: Option<Box<CompactStep>>,
     },
     /// A big step in compact form (written instead of `Apply`).
     ApplyCompact(CompactStep),
@@ -102,7 +102,7 @@ impl Journal {
                         id, step, compact, ..
                     } => {
                         pending.retain(|p| p.id != id);
-                        (step, compact)
+                        (step, compact.map(|c| *c))
                     }
                     Record::Undo => {
                         history.undo();
@@ -235,7 +235,7 @@ fn encode(record: &Record) -> Result<Vec<u8>> {
             id: *id,
             accepted: *accepted,
             step: None,
-            compact: Some(c),
+            compact: Some(Box::new(c)),
         }),
         _ => None,
     };
