@@ -4,6 +4,9 @@ neighbourhood, in %), the mean KL on unrelated prompts, the time per edit, and t
 beside the bytes it changes. Prints a Markdown table per layer and the mean.
 Usage: .venv/bin/python benches/fact_bench.py [--covariance corpus|identity] [LAYER ...]
 (default: both covariances side by side at layers 3 6 10 15)
+       .venv/bin/python benches/fact_bench.py --batch A-B
+(all four facts at once: ROME one after another at layer 6 beside MEMIT over layers A-B; each
+fact's answer checked again on the final weights)
 Set TENSOR_SURGEON_BIN to the binary to use (default: target/release/tensor-surgeon).
 """
 
@@ -12,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +56,41 @@ def edit(model, fact, layer, out, covariance):
     return json.loads(done.stdout)
 
 
+def batch(model, layers, tmp):
+    """The four facts at once, sequential ROME at layer 6 beside MEMIT over `layers`."""
+    facts = [{"subject": f[0], "prompt": f[1], "target": f[2], "paraphrases": f[3],
+              "neighbors": f[4]} for f in FACTS]
+    requests = Path(tmp) / "facts.json"
+    requests.write_text(json.dumps(facts))
+    env = dict(os.environ, RAYON_NUM_THREADS="2")
+    print("| method | fact | efficacy | paraphrase | neighbourhood | unrelated KL | top-1 at the end | patch bytes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, how in [("ROME, one after another, layer 6", ["--layer", "6"]),
+                      (f"MEMIT, layers {layers}", ["--layers", layers])]:
+        out = Path(tmp) / "batch.json"
+        started = time.time()
+        done = subprocess.run([str(BIN), "edit-fact", str(model), "--requests", str(requests), *how,
+                               "--out", str(out), "--json"],
+                              check=True, capture_output=True, text=True, env=env)
+        seconds = time.time() - started
+        for fact, r in zip(facts, json.loads(done.stdout)):
+            top = subprocess.run([str(BIN), "run", str(model), "--patch", str(out), "--prompt",
+                                  fact["prompt"], "--top-k", "1", "--json"],
+                                 check=True, capture_output=True, text=True, env=env)
+            top1 = json.loads(top.stdout)["edited"]["top"][0]["token"]
+            s = r["scores"]
+            print(f"| {name} | {fact['prompt']} -> {fact['target']!r} | {s['efficacy']:.0f} | "
+                  f"{s['paraphrase']:.0f} | {s['neighborhood']:.0f} | {s['unrelated_kl']:.4f} | "
+                  f"{top1!r} | {out.stat().st_size} |", flush=True)
+        print(f"| {name} | all four: {seconds:.1f} s | | | | | | |")
+
+
 def main():
     args = sys.argv[1:]
+    if args[:1] == ["--batch"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            batch(smollm2_dir() / "model.safetensors", args[1], tmp)
+        return
     covariances = ["corpus", "identity"]
     if args[:1] == ["--covariance"]:
         covariances, args = [args[1]], args[2:]
