@@ -111,11 +111,26 @@ def test_the_web_form_s_ablation_is_the_cli_s_and_loads_as_a_layer(ablated, smol
         assert s.call("GET", "/api/session", timeout=300)["layers"] == []
         loaded = s.call("POST", "/api/load_saved", {"name": "paris.json"}, timeout=300)
         assert loaded["conflicts"] == []
-        layers = s.call("GET", "/api/session", timeout=300)["layers"]
+        view = s.call("GET", "/api/session", timeout=300)
+        layers = view["layers"]
         assert [l["name"] for l in layers] == ["paris.json"] and layers[0]["enabled"]
+        # Each low-rank entry is a row of its own (its elements counted, not listed), and the
+        # journal keeps the factors: well under the tens of megabytes of bytes they change.
+        assert [(r["tensor"], r["rank"]) for r in view["low_rank"]] == \
+            [(e["tensor"], e["rank"]) for e in saved["entries"]]
+        assert view["entries"] == [] and view["total_elements"] > 10_000_000
+        [journal] = [p for p in (tmp_path / "patches").iterdir() if "journal" in p.name]
+        assert journal.stat().st_size < 2 * len(json.dumps(saved)), journal.stat().st_size
         ran = s.call("POST", "/api/run", {"request": {"prompt": FROM[1], "top_k": 5, "target": " Paris",
                                                       "generate": 0}}, timeout=300)
         assert ran["edited"]["target"]["prob"] < ran["base"]["target"]["prob"] / 10
+        # A restart replays the layer from its factors: the same weights.
+        s.kill9()
+        s = Server(smollm2, "--patches", str(tmp_path / "patches")).start()
+        again = s.call("GET", "/api/session", timeout=300)
+        assert again["low_rank"] == view["low_rank"] and again["layers"] == layers
+        assert s.call("POST", "/api/run", {"request": {"prompt": FROM[1], "top_k": 5, "target": " Paris",
+                                                       "generate": 0}}, timeout=300) == ran
         s.call("POST", "/api/layer", {"id": layers[0]["id"], "enabled": False}, timeout=300)
         ran = s.call("POST", "/api/run", {"request": {"prompt": FROM[1], "top_k": 5, "target": " Paris",
                                                       "generate": 0}}, timeout=300)

@@ -197,7 +197,7 @@ impl Workbench {
         )?;
         let layer = match bytes {
             0 => None,
-            _ => Some(self.apply_layer(diff.entries_iter(), &name)?),
+            _ => Some(self.apply_layer(diff.entries_iter(), Vec::new(), &name)?),
         };
         Ok(CompareOutcome {
             other: other.trim().to_string(),

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use tensor_surgeon_core::dtype;
 use tensor_surgeon_core::edit::{Change, EditStep, LayerAction, LayerMark};
-use tensor_surgeon_core::patch::{Origin, Patch, PatchEntry};
+use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin, Patch, PatchEntry};
 use tensor_surgeon_core::source::ByteSource;
 use tensor_surgeon_store::patch_files;
 use tensor_surgeon_wire::{DropRequest, LayerRow, LoadOutcome, SessionView};
@@ -106,8 +106,41 @@ impl Workbench {
             source,
         })?;
         let entries = patch.entries.len() + patch.low_rank.len();
+        let mut patch = patch;
+        let factored = self.factored(&mut patch)?;
         let fit = patch_files::materialize(patch, &self.model, None)?;
-        self.load_layer(fit, entries, name)
+        self.load_layer(fit, factored, entries, name)
+    }
+
+    /// Takes out of `patch` the low-rank entries the session keeps as their factors (one step
+    /// each): those of float tensors the session has not edited, made for the base's bytes.
+    /// The rest (a tensor already edited, a digest that does not match: a conflict to report)
+    /// stay in the patch for its usual checks.
+    fn factored(&self, patch: &mut Patch) -> Result<Vec<LowRankEntry>> {
+        let edited: BTreeSet<String> = {
+            let s = lock(&self.session);
+            s.history
+                .overlay()
+                .tensors()
+                .map(|(n, _)| n.to_string())
+                .collect()
+        };
+        let mut out = Vec::new();
+        for e in std::mem::take(&mut patch.low_rank) {
+            let keep = match self.model.get(&e.tensor) {
+                Ok((shard, info)) if !edited.contains(&e.tensor) && e.check(info).is_ok() => {
+                    let base = shard.data(info)?;
+                    low_rank::sha256_of(info, &&*base) == e.base_sha256
+                }
+                _ => false,
+            };
+            if keep {
+                out.push(e);
+            } else {
+                patch.low_rank.push(e);
+            }
+        }
+        Ok(out)
     }
 
     /// The patch files in the patches folder (JSON or compact), by name.
@@ -138,13 +171,27 @@ impl Workbench {
         let path = self.saved_path(name)?;
         let loaded = patch_files::load_within(&path, Some(&self.model))?;
         let entries = loaded.entry_count();
+        let (loaded, factored) = match loaded {
+            patch_files::Loaded::Json(mut p) => {
+                let factored = self.factored(&mut p)?;
+                (patch_files::Loaded::Json(p), factored)
+            }
+            other => (other, Vec::new()),
+        };
         let fit = patch_files::resolve(&path, loaded, &self.model, None)?;
-        self.load_layer(fit, entries, name)
+        self.load_layer(fit, factored, entries, name)
     }
 
-    /// Applies a patch checked against the base (`patch_files::resolve`) as a new layer, or
-    /// lists where it does not fit (`entries`: the file's count).
-    fn load_layer(&self, fit: patch_files::Fit, entries: usize, name: &str) -> Result<LoadOutcome> {
+    /// Applies a patch checked against the base (`patch_files::resolve`) and the low-rank
+    /// entries taken out of it as a new layer, or lists where it does not fit (`entries`: the
+    /// file's count).
+    fn load_layer(
+        &self,
+        fit: patch_files::Fit,
+        factored: Vec<LowRankEntry>,
+        entries: usize,
+        name: &str,
+    ) -> Result<LoadOutcome> {
         match fit {
             Ok(patch) if !patch.metadata.is_empty() => Err(Error::Usage(format!(
                 "{name} changes {} metadata key(s) of the GGUF ({}); a session edits tensors, \
@@ -158,8 +205,8 @@ impl Workbench {
                     .join(", ")
             ))),
             Ok(patch) => {
-                let count = patch.entries.len();
-                self.apply_layer(patch.entries, name)?;
+                let count = patch.entries.len() + factored.len();
+                self.apply_layer(patch.entries, factored, name)?;
                 Ok(LoadOutcome {
                     applied: true,
                     entries: count,
@@ -174,18 +221,61 @@ impl Workbench {
         }
     }
 
-    /// Applies entries whose original bytes fit the base as a new layer (one step per origin);
-    /// returns its id. Entries are consumed one by one (their new bytes moved into the step),
-    /// so a large layer is held once, not twice. Refused past the step cap.
+    /// Applies entries whose original bytes fit the base as a new layer (one step per origin,
+    /// and one per low-rank entry in `factored`, which keeps its factors); returns its id.
+    /// Entries are consumed one by one (their new bytes moved into the step), so a large
+    /// layer is held once, not twice. Refused past the step cap.
     pub(super) fn apply_layer(
         &self,
         entries: impl IntoIterator<Item = PatchEntry>,
+        factored: Vec<LowRankEntry>,
         name: &str,
     ) -> Result<u64> {
         let mut s = lock(&self.session);
         let id = next_id(&s);
-        let mut groups: Vec<(Origin, Vec<Change>)> = Vec::new();
+        let mark = LayerMark {
+            id,
+            name: name.to_string(),
+            action: LayerAction::Load,
+        };
+        // Planned first, all of them, so a step past the cap leaves the session as it was.
+        let mut planned = Vec::new();
         let mut bytes = 0u64;
+        for e in factored {
+            let origin = e.origin.clone().unwrap_or_else(|| Origin::new("patch"));
+            let req = tensor_surgeon_wire::EditRequest {
+                tensor: e.tensor.clone(),
+                spec: String::new(),
+                op: tensor_surgeon_core::edit::Op::LowRank {
+                    rank: e.rank,
+                    u: low_rank::base64(&e.u),
+                    v: low_rank::base64(&e.v),
+                },
+                saturate: false,
+                round: false,
+            };
+            if let Some(mut step) = self.plan_step(&s, &req, &origin)? {
+                bytes += step
+                    .changes
+                    .iter()
+                    .map(|c| c.after.len() as u64)
+                    .sum::<u64>();
+                super::check_step_size(
+                    bytes,
+                    self.config.max_step_bytes,
+                    &format!("loading {name}"),
+                )?;
+                step.label = format!(
+                    "load {name}: {} rank {} ({})",
+                    e.tensor,
+                    e.rank,
+                    origin.label()
+                );
+                step.layer = Some(mark.clone());
+                planned.push(step);
+            }
+        }
+        let mut groups: Vec<(Origin, Vec<Change>)> = Vec::new();
         for e in entries {
             bytes += e.patched.len() as u64;
             super::check_step_size(
@@ -206,6 +296,9 @@ impl Workbench {
                 None => groups.push((origin, vec![change])),
             }
         }
+        for step in planned {
+            s.apply(step)?;
+        }
         for (origin, changes) in groups {
             let step = EditStep {
                 label: format!(
@@ -215,11 +308,7 @@ impl Workbench {
                 ),
                 changes,
                 origin,
-                layer: Some(LayerMark {
-                    id,
-                    name: name.to_string(),
-                    action: LayerAction::Load,
-                }),
+                layer: Some(mark.clone()),
                 low_rank: None,
             };
             s.apply(step)?;

@@ -223,15 +223,20 @@ impl Workbench {
         let s = lock(&self.session);
         let overlay = s.history.overlay();
         let base = self.model.based_on_overlay(overlay)?;
-        let origins = Self::origins(&s);
+        let (low_rank, by_factors, single) = low_rank_rows(&s, &self.model);
+        let origins = Self::origins(&s, &by_factors);
         let mut rows = Vec::new();
         let mut total = 0u64;
         // Entries (with their bytes) only while rows are still shown; past that, the changes
         // are counted: a dense layer (an ablation's 60 matrices) changes tens of millions of
         // elements, and its entries would take seconds to build for a count.
         let mut entries = Vec::new();
-        let (low_rank, by_factors) = low_rank_rows(&s, &self.model);
         for (name, runs) in overlay.tensors() {
+            // Changed by one low-rank step alone: its count is that step's.
+            if let Some(&n) = single.get(name) {
+                total += n;
+                continue;
+            }
             let counted = (rows.len() >= ENTRY_LIMIT || by_factors.contains(name))
                 && !self
                     .model
@@ -338,13 +343,22 @@ impl Workbench {
     /// The net changes of the applied steps, each entry with the origin of its bytes.
     pub(super) fn session_entries(&self, s: &Session) -> Result<Vec<patch::PatchEntry>> {
         let base = self.model.based_on_overlay(s.history.overlay())?;
-        Ok(Self::origins(s).split(Patch::entries_from_overlay(s.history.overlay(), &base)))
+        let origins = Self::origins(s, &BTreeSet::new());
+        Ok(origins.split(Patch::entries_from_overlay(s.history.overlay(), &base)))
     }
 
-    /// Where the applied steps' bytes came from.
-    fn origins(s: &Session) -> OriginMap {
+    /// Where the applied steps' bytes came from (but those of the low-rank steps of `skip`'s
+    /// tensors, listed as rows of their own).
+    fn origins(s: &Session, skip: &BTreeSet<String>) -> OriginMap {
         let mut origins = OriginMap::default();
         for step in s.history.applied() {
+            if step
+                .low_rank
+                .as_ref()
+                .is_some_and(|m| skip.contains(&m.tensor))
+            {
+                continue;
+            }
             // Adjacent changes of a step are one mark (a loaded layer brings millions).
             let mut run: Option<(&str, u64, u64)> = None;
             for c in &step.changes {
@@ -458,13 +472,17 @@ impl Workbench {
     }
 }
 
-/// A row per applied low-rank step, and the tensors that only such steps changed (listed by
-/// their rows, not element by element).
-fn low_rank_rows(
-    s: &Session,
-    model: &tensor_surgeon_store::Model,
-) -> (Vec<tensor_surgeon_wire::LowRankRow>, BTreeSet<String>) {
-    let mut rows = Vec::new();
+/// What the session's low-rank steps show: a row per applied one, the tensors that only such
+/// steps changed (listed by their rows, not element by element), and of those the ones a
+/// single step changed, with its count of changed elements (no need to compare with the base).
+type LowRankView = (
+    Vec<tensor_surgeon_wire::LowRankRow>,
+    BTreeSet<String>,
+    HashMap<String, u64>,
+);
+
+fn low_rank_rows(s: &Session, model: &tensor_surgeon_store::Model) -> LowRankView {
+    let mut rows: Vec<tensor_surgeon_wire::LowRankRow> = Vec::new();
     let mut only = BTreeSet::new();
     let mut other = BTreeSet::new();
     for step in s.history.applied() {
@@ -487,5 +505,15 @@ fn low_rank_rows(
         }
     }
     only.retain(|t| !other.contains(t));
-    (rows, only)
+    let mut single: HashMap<String, u64> = HashMap::new();
+    let mut steps: HashMap<&str, usize> = HashMap::new();
+    for r in &rows {
+        *steps.entry(&r.tensor).or_default() += 1;
+    }
+    for r in &rows {
+        if only.contains(&r.tensor) && steps[r.tensor.as_str()] == 1 {
+            single.insert(r.tensor.clone(), r.elements);
+        }
+    }
+    (rows, only, single)
 }
