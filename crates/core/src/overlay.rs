@@ -127,6 +127,11 @@ impl Overlay {
         Arc::make_mut(self.tensors.entry(tensor.to_string()).or_default()).write(offset, bytes);
     }
 
+    /// Forgets every run of `tensor`: it reads as its base again.
+    pub fn remove(&mut self, tensor: &str) {
+        self.tensors.remove(tensor);
+    }
+
     /// The runs of one tensor.
     pub fn tensor(&self, tensor: &str) -> Option<&RangeMap> {
         self.tensors

@@ -70,6 +70,15 @@ pub struct History {
     steps: Vec<EditStep>,
     cursor: usize,
     overlay: Overlay,
+    /// How many applied steps change each tensor: at zero (every step on it undone) the
+    /// tensor is the base again and leaves the overlay, so no reader compares its old runs
+    /// with the base.
+    touching: std::collections::HashMap<String, usize>,
+}
+
+/// The tensors a step changes, each once.
+fn tensors(step: &EditStep) -> std::collections::BTreeSet<&str> {
+    step.changes.iter().map(|c| c.tensor.as_str()).collect()
 }
 
 impl History {
@@ -84,6 +93,9 @@ impl History {
         for c in &step.changes {
             self.overlay.write(&c.tensor, c.offset, &c.after);
         }
+        for t in tensors(&step) {
+            *self.touching.entry(t.to_string()).or_default() += 1;
+        }
         self.steps.push(step);
         self.cursor = self.steps.len();
     }
@@ -92,8 +104,18 @@ impl History {
     pub fn undo(&mut self) -> Option<&EditStep> {
         self.cursor = self.cursor.checked_sub(1)?;
         let step = &self.steps[self.cursor];
+        for t in tensors(step) {
+            let n = self.touching.entry(t.to_string()).or_default();
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.touching.remove(t);
+                self.overlay.remove(t);
+            }
+        }
         for c in step.changes.iter().rev() {
-            self.overlay.write(&c.tensor, c.offset, &c.before);
+            if self.touching.contains_key(&c.tensor) {
+                self.overlay.write(&c.tensor, c.offset, &c.before);
+            }
         }
         Some(step)
     }
@@ -103,6 +125,9 @@ impl History {
         let step = self.steps.get(self.cursor)?;
         for c in &step.changes {
             self.overlay.write(&c.tensor, c.offset, &c.after);
+        }
+        for t in tensors(step) {
+            *self.touching.entry(t.to_string()).or_default() += 1;
         }
         self.cursor += 1;
         Some(step)
