@@ -139,23 +139,31 @@ fn an_agent_undoes_only_its_own_edits() {
     assert!(err.contains("only its own edits"), "{err}");
 }
 
-/// The tiny Llama of the core's demo, run through the session.
-#[test]
-fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in tensor_surgeon_core::demo::llama::files(None) {
-        std::fs::write(dir.path().join(name), bytes).unwrap();
+/// The core's tiny Llama written to `dir` (once), and a session over it.
+fn tiny_llama(dir: &Path) -> Workbench {
+    let path = dir.join("model.safetensors");
+    if !path.exists() {
+        for (name, bytes) in tensor_surgeon_core::demo::llama::files(None) {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
     }
-    let path = dir.path().join("model.safetensors");
     let config = SessionConfig {
-        patches_dir: dir.path().join("patches"),
-        out_dir: dir.path().join("out"),
+        patches_dir: dir.join("patches"),
+        out_dir: dir.join("out"),
         ..SessionConfig::default()
     };
     let mut wb = Workbench::open(Model::open(&path).unwrap(), config)
         .unwrap()
         .0;
     wb.set_vocab(Vocab::find(&path, None).unwrap());
+    wb
+}
+
+/// The tiny Llama of the core's demo, run through the session.
+#[test]
+fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let wb = tiny_llama(dir.path());
     let req = tensor_surgeon_wire::RunRequest {
         prompt: "the".into(),
         top_k: 5,
@@ -198,22 +206,7 @@ fn an_edit_changes_the_edited_side_and_reloads_only_its_tensor() {
 #[test]
 fn a_reopened_session_runs_its_replayed_edits() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in tensor_surgeon_core::demo::llama::files(None) {
-        std::fs::write(dir.path().join(name), bytes).unwrap();
-    }
-    let path = dir.path().join("model.safetensors");
-    let open = || {
-        let config = SessionConfig {
-            patches_dir: dir.path().join("patches"),
-            out_dir: dir.path().join("out"),
-            ..SessionConfig::default()
-        };
-        let mut wb = Workbench::open(Model::open(&path).unwrap(), config)
-            .unwrap()
-            .0;
-        wb.set_vocab(Vocab::find(&path, None).unwrap());
-        wb
-    };
+    let open = || tiny_llama(dir.path());
     let req = tensor_surgeon_wire::RunRequest {
         prompt: "the".into(),
         top_k: 5,
