@@ -76,6 +76,18 @@ pub struct History {
     touching: std::collections::HashMap<String, usize>,
 }
 
+/// Whether each change starts at or after the end of the one before it in the same tensor
+/// (so none overlaps another and their order does not matter).
+fn ascending(changes: &[super::Change]) -> bool {
+    let mut ends: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    changes.iter().all(|c| {
+        let end = ends.entry(&c.tensor).or_default();
+        let fits = c.offset >= *end;
+        *end = c.offset + c.before.len() as u64;
+        fits
+    })
+}
+
 /// The tensors a step changes, each once.
 fn tensors(step: &EditStep) -> std::collections::BTreeSet<&str> {
     step.changes.iter().map(|c| c.tensor.as_str()).collect()
@@ -112,9 +124,20 @@ impl History {
                 self.overlay.remove(t);
             }
         }
-        for c in step.changes.iter().rev() {
-            if self.touching.contains_key(&c.tensor) {
-                self.overlay.write(&c.tensor, c.offset, &c.before);
+        // Changes that may overlap are reverted last first; ascending ones (every planned
+        // step's) in order, which extends the overlay's runs instead of merging them again
+        // and again.
+        let restore = |overlay: &mut Overlay, c: &super::Change| {
+            overlay.write(&c.tensor, c.offset, &c.before);
+        };
+        let kept = |c: &&super::Change| self.touching.contains_key(&c.tensor);
+        if ascending(&step.changes) {
+            for c in step.changes.iter().filter(kept) {
+                restore(&mut self.overlay, c);
+            }
+        } else {
+            for c in step.changes.iter().rev().filter(kept) {
+                restore(&mut self.overlay, c);
             }
         }
         Some(step)

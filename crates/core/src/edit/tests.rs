@@ -220,3 +220,47 @@ fn a_tensor_whose_steps_are_all_undone_leaves_the_overlay() {
     assert_eq!(out[..4], 9f32.to_le_bytes());
     assert_eq!(out[4..], 7f32.to_le_bytes());
 }
+
+/// A step whose changes overlap (a later one over an earlier one) undoes to the bytes before
+/// it, whatever order its changes came in.
+#[test]
+fn overlapping_changes_undo_to_what_was_before() {
+    let data = vec![1u8, 2, 3, 4];
+    let change = |offset: u64, before: &[u8], after: &[u8]| crate::change::Change {
+        tensor: "w".into(),
+        offset,
+        before: before.to_vec(),
+        after: after.to_vec(),
+    };
+    let mut h = History::default();
+    h.apply(EditStep {
+        label: "overlap".into(),
+        // [1, 2] -> [9, 9], then [9, 3] (the first change's byte) -> [8, 8].
+        changes: vec![change(0, &[1, 2], &[9, 9]), change(1, &[9, 3], &[8, 8])],
+        origin: crate::origin::Origin::new("web"),
+        layer: None,
+        low_rank: None,
+    });
+    let read = |h: &History| {
+        let mut out = vec![0u8; 4];
+        h.overlay().view_stored("w", &data).read(0, &mut out);
+        out
+    };
+    assert_eq!(read(&h), [9, 8, 8, 4]);
+    h.undo();
+    assert_eq!(read(&h), data);
+    // An earlier step on the tensor keeps it in the overlay: the bytes are written back,
+    // the later change first.
+    let mut h2 = History::default();
+    h2.apply(EditStep {
+        label: "earlier".into(),
+        changes: vec![change(3, &[4], &[5])],
+        origin: crate::origin::Origin::new("web"),
+        layer: None,
+        low_rank: None,
+    });
+    h2.apply(h.undone()[0].clone());
+    assert_eq!(read(&h2), [9, 8, 8, 5]);
+    h2.undo();
+    assert_eq!(read(&h2), [1, 2, 3, 5]);
+}
