@@ -484,7 +484,9 @@ type LowRankView = (
 fn low_rank_rows(s: &Session, model: &tensor_surgeon_store::Model) -> LowRankView {
     let mut rows: Vec<tensor_surgeon_wire::LowRankRow> = Vec::new();
     let mut only = BTreeSet::new();
-    let mut other = BTreeSet::new();
+    // Borrowed names, each looked up once per run of changes: a loaded layer's byte step
+    // brings millions of changes.
+    let mut other: BTreeSet<&str> = BTreeSet::new();
     for step in s.history.applied() {
         match &step.low_rank {
             Some(mark) => {
@@ -501,10 +503,18 @@ fn low_rank_rows(s: &Session, model: &tensor_surgeon_store::Model) -> LowRankVie
                 });
                 only.insert(mark.tensor.clone());
             }
-            None => other.extend(step.changes.iter().map(|c| c.tensor.clone())),
+            None => {
+                let mut last = None;
+                for c in &step.changes {
+                    if last != Some(c.tensor.as_str()) {
+                        other.insert(&c.tensor);
+                        last = Some(&c.tensor);
+                    }
+                }
+            }
         }
     }
-    only.retain(|t| !other.contains(t));
+    only.retain(|t: &String| !other.contains(t.as_str()));
     let mut single: HashMap<String, u64> = HashMap::new();
     let mut steps: HashMap<&str, usize> = HashMap::new();
     for r in &rows {
