@@ -12,6 +12,7 @@ mod run;
 pub use proposals::agent_origin;
 pub use run::PROBES_SUFFIX;
 mod session;
+mod session_view;
 use journal_paths::{journal_path, remote_base_changed};
 use session::Session;
 mod structure;
