@@ -56,13 +56,50 @@ pub enum Part {
     Mlp,
 }
 
-/// A row put into a part's output, at one of the new positions of every sequence.
+/// A row put into a part's output.
 pub struct Replace<'a> {
     pub part: Part,
-    /// The position among the new ones (0: the first).
-    pub position: usize,
+    /// The row among the pass's new rows (all sequences', one after another).
+    pub row: usize,
     /// `[hidden]`
     pub value: &'a [f32],
+}
+
+/// The sequences one pass runs together, their new rows one sequence after another: each
+/// sequence's `new` positions follow its `past` ones, whose keys and values are in its cache
+/// entry. Sequences may differ in both (a causal trace runs a whole row of cells at once).
+pub(crate) struct Batch {
+    seqs: Vec<Seq>,
+}
+
+/// One sequence of a [`Batch`], with its rotary tables and mask (shared among the sequences
+/// of the same shape).
+struct Seq {
+    past: usize,
+    new: usize,
+    rope: (Tensor, Tensor),
+    /// Gemma's sliding-window layers rotate with their own base.
+    local_rope: Option<(Tensor, Tensor)>,
+    mask: Option<Tensor>,
+}
+
+impl Batch {
+    /// The new rows of all the sequences.
+    pub(crate) fn rows(&self) -> usize {
+        self.seqs.iter().map(|s| s.new).sum()
+    }
+
+    /// The last row of each sequence (`[rows, width]` in, `[sequences, width]` out): the
+    /// states the next token is read from.
+    pub(crate) fn last_rows(&self, rows: &[f32], width: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.seqs.len() * width);
+        let mut end = 0;
+        for s in &self.seqs {
+            end += s.new;
+            out.extend_from_slice(&rows[(end - 1) * width..end * width]);
+        }
+        out
+    }
 }
 
 /// What one decoder layer computed, for every row.
@@ -77,18 +114,15 @@ pub struct Block {
     pub act: Tensor,
 }
 
-/// `m` with the rows `replace` names for `part` put in, in every sequence of `t` rows.
-fn replaced(m: Tensor, part: Part, replace: &[Replace<'_>], t: usize) -> Result<Tensor> {
+/// `m` with the rows `replace` names for `part` put in.
+fn replaced(m: Tensor, part: Part, replace: &[Replace<'_>]) -> Result<Tensor> {
     if !replace.iter().any(|r| r.part == part) {
         return Ok(m);
     }
     let (rows, width) = m.dims2()?;
     let mut values = m.flatten_all()?.to_vec1::<f32>()?;
     for r in replace.iter().filter(|r| r.part == part) {
-        for seq in 0..rows / t {
-            let at = (seq * t + r.position) * width;
-            values[at..at + width].copy_from_slice(r.value);
-        }
+        values[r.row * width..(r.row + 1) * width].copy_from_slice(r.value);
     }
     Ok(Tensor::from_vec(values, (rows, width), &Device::Cpu)?)
 }
@@ -158,11 +192,10 @@ impl Llama {
             cache.layers = vec![Default::default(); c.num_hidden_layers];
         }
         let mut x = self.embed_rows(w, ids)?; // [t, hidden]
-        let rope = self.rope_tables(past, t)?;
-        let mask = causal_mask(t, past)?;
+        let batch = self.batch(&[(past, t)])?;
         for layer in 0..c.num_hidden_layers {
             let kv = std::slice::from_mut(&mut cache.layers[layer]);
-            let out = self.block(w, layer, &x, kv, past, &rope, mask.as_ref(), &[])?;
+            let out = self.block(w, layer, &x, kv, &batch, &[])?;
             x = out.x;
             if capture.layer == Some(layer) {
                 captured.mlp = Some(out.act);
@@ -206,21 +239,55 @@ impl Llama {
         })
     }
 
-    /// One decoder layer over several sequences of the same length: `x` holds their new
-    /// positions' rows one sequence after another (`[sequences * n, hidden]`), each after
-    /// `past` positions whose keys and values are in its entry of `kv` (one per sequence; the
-    /// new ones are appended). `replace` puts given rows into the attention or MLP output of
-    /// every sequence (a causal trace's restorations).
-    #[allow(clippy::too_many_arguments)]
+    /// The tables of a pass over sequences of (`past`, `new`) positions.
+    pub(crate) fn batch(&self, shapes: &[(usize, usize)]) -> Result<Batch> {
+        let local = self.config.gemma.as_ref().map(|g| g.local_rope_theta);
+        let mut made: Vec<Seq> = Vec::new();
+        let mut seqs = Vec::with_capacity(shapes.len());
+        for &(past, new) in shapes {
+            let seq = match made.iter().find(|s| (s.past, s.new) == (past, new)) {
+                Some(s) => Seq {
+                    rope: s.rope.clone(),
+                    local_rope: s.local_rope.clone(),
+                    mask: s.mask.clone(),
+                    ..*s
+                },
+                None => {
+                    let seq = Seq {
+                        past,
+                        new,
+                        rope: self.rope_tables(past, new)?,
+                        local_rope: match local {
+                            Some(theta) => Some(self.rope_tables_with(past, new, theta)?),
+                            None => None,
+                        },
+                        mask: causal_mask(new, past)?,
+                    };
+                    made.push(Seq {
+                        rope: seq.rope.clone(),
+                        local_rope: seq.local_rope.clone(),
+                        mask: seq.mask.clone(),
+                        ..seq
+                    });
+                    seq
+                }
+            };
+            seqs.push(seq);
+        }
+        Ok(Batch { seqs })
+    }
+
+    /// One decoder layer over the sequences of `batch`: `x` holds their new rows one sequence
+    /// after another (`[rows, hidden]`), each sequence's past keys and values in its entry of
+    /// `kv` (one per sequence; the new ones are appended). `replace` puts given rows into the
+    /// attention or MLP output (a causal trace's restorations).
     pub(crate) fn block(
         &self,
         w: &Weights,
         layer: usize,
         x: &Tensor,
         kv: &mut [(Vec<f32>, Vec<f32>)],
-        past: usize,
-        (cos, sin): &(Tensor, Tensor),
-        mask: Option<&Tensor>,
+        batch: &Batch,
         replace: &[Replace<'_>],
     ) -> Result<Block> {
         let c = &self.config;
@@ -232,24 +299,12 @@ impl Llama {
             c.head_width(),
         );
         let eps = c.rms_norm_eps as f32;
-        let seqs = kv.len().max(1);
-        let t = x.dims2()?.0 / seqs;
+        if kv.len() != batch.seqs.len() || x.dims2()?.0 != batch.rows() {
+            return Err(InferError::Internal("a pass's rows and sequences disagree"));
+        }
         let gemma = c.gemma.as_ref();
         // Gemma's sliding-window layers: their own rotary base, and a window on long inputs.
-        let local = gemma.filter(|g| g.is_local(layer));
-        let local_rope;
-        let (cos, sin) = match local {
-            Some(g) => {
-                local_rope = self.rope_tables_with(past, t, g.local_rope_theta)?;
-                (&local_rope.0, &local_rope.1)
-            }
-            None => (cos, sin),
-        };
-        let window_mask = match c.window_of(layer) {
-            Some(win) if past + t > win => Some(window_mask(t, past, win)?),
-            _ => None,
-        };
-        let mask = window_mask.as_ref().or(mask);
+        let local = gemma.is_some_and(|g| g.is_local(layer));
         let norm = self.norm(w, &name(layer, "input_layernorm"))?;
         let h = candle_nn::ops::rms_norm(x, &norm, eps)?;
         // Qwen3 and Gemma 3 normalise each head's query and key before rotating them.
@@ -299,16 +354,30 @@ impl Llama {
                 linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?,
             )
         };
-        // [t, heads, hd] -> [1, heads, t, hd]
-        let split = |m: Tensor, n: usize| -> candle_core::Result<Tensor> {
-            m.reshape((t, n, hd))?
-                .transpose(0, 1)?
-                .contiguous()?
-                .unsqueeze(0)
-        };
-        let mut atts = Vec::with_capacity(seqs);
-        for (seq, (pk, pv)) in kv.iter_mut().enumerate() {
-            let rows = |m: &Tensor| m.narrow(0, seq * t, t);
+        let mut atts = Vec::with_capacity(kv.len());
+        let mut first = 0;
+        for (seq, (pk, pv)) in batch.seqs.iter().zip(kv.iter_mut()) {
+            let (past, t) = (seq.past, seq.new);
+            let (cos, sin) = match (local, &seq.local_rope) {
+                (false, _) => (&seq.rope.0, &seq.rope.1),
+                (true, Some((cos, sin))) => (cos, sin),
+                (true, None) => return Err(InferError::Internal("no local rotary tables")),
+            };
+            let window_mask = match c.window_of(layer) {
+                Some(win) if past + t > win => Some(window_mask(t, past, win)?),
+                _ => None,
+            };
+            let mask = window_mask.as_ref().or(seq.mask.as_ref());
+            // [t, heads, hd] -> [1, heads, t, hd]
+            let split = |m: Tensor, n: usize| -> candle_core::Result<Tensor> {
+                m.reshape((t, n, hd))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .unsqueeze(0)
+            };
+            let at = first;
+            first += t;
+            let rows = |m: &Tensor| m.narrow(0, at, t);
             let q = normed(split(rows(&q_all)?, heads)?, &q_norm)?;
             let q = candle_nn::rotary_emb::rope(&q, cos, sin)?.squeeze(0)?;
             let k = normed(split(rows(&k_all)?, kv_heads)?, &k_norm)?;
@@ -375,7 +444,7 @@ impl Llama {
             Ok(candle_nn::ops::rms_norm(&m, &norm, eps)?)
         };
         let att_out = post_norm(att_out, "post_attention_layernorm")?;
-        let att_out = replaced(att_out, Part::Attention, replace, t)?;
+        let att_out = replaced(att_out, Part::Attention, replace)?;
         let x = (x + &att_out)?;
         let pre_mlp = match gemma {
             Some(_) => "pre_feedforward_layernorm",
@@ -404,7 +473,7 @@ impl Llama {
         };
         let down = linear(w, &act, layer, "mlp.down_proj", hidden)?;
         let down = post_norm(down, "post_feedforward_layernorm")?;
-        let down = replaced(down, Part::Mlp, replace, t)?;
+        let down = replaced(down, Part::Mlp, replace)?;
         let x = (x + &down)?;
         Ok(Block {
             x,

@@ -66,23 +66,30 @@ impl RunnableModel {
                 *s += v as f64;
             }
         };
+        let mut texts = Vec::new();
+        let mut rows = Vec::new();
+        let mut row = 0;
         for template in contexts {
             let prefix = template.find("{}").unwrap_or(0);
             let text = template.replacen("{}", &goal.prompt, 1);
             let spans = self.encode_spans(&text)?;
             let (_, end) = crate::trace::subject_tokens_from(&text, prefix, &goal.subject, &spans)?;
-            let at = end - 1;
-            let ids: Vec<u32> = spans.iter().map(|(id, _)| *id).collect();
-            run_layers(&model, w, &ids, last, |l, out, _| {
+            rows.push(row + end - 1);
+            row += spans.len();
+            texts.push(spans.iter().map(|(id, _)| *id).collect::<Vec<u32>>());
+        }
+        let texts: Vec<&[u32]> = texts.iter().map(Vec::as_slice).collect();
+        run_layers(&model, w, &texts, last, |l, out, _| {
+            for &at in &rows {
                 if l == layer {
                     add(&mut key, out.act.get(at)?.to_vec1::<f32>()?);
                 }
                 if l == last {
                     add(&mut h, out.x.get(at)?.to_vec1::<f32>()?);
                 }
-                Ok(())
-            })?;
-        }
+            }
+            Ok(())
+        })?;
         let n = contexts.len().max(1) as f64;
         let mean = |s: Vec<f64>| s.into_iter().map(|v| (v / n) as f32).collect();
         Ok((mean(key), mean(h)))

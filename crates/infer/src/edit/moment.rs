@@ -17,7 +17,6 @@ use super::problem::unedited_act;
 use crate::llama::EMBED;
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
-use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -86,22 +85,20 @@ impl RunnableModel {
     }
 
     /// The second moment of `layer`'s `down_proj` inputs over [`CORPUS`], one paragraph a
-    /// sequence, factored.
+    /// sequence (all in one batch), factored.
     fn measure_moment(&self, w: &Weights, layer: usize) -> Result<KeyMoment> {
         let model = self.llama()?;
         let d = model.config.intermediate_size;
-        let mut sum = Tensor::zeros((d, d), candle_core::DType::F32, &Device::Cpu)?;
-        let mut tokens = 0;
-        for paragraph in CORPUS
+        let paragraphs: Vec<Vec<u32>> = CORPUS
             .split("\n\n")
             .map(str::trim)
             .filter(|p| !p.is_empty())
-        {
-            let ids = self.encode(paragraph)?;
-            let act = unedited_act(&model, w, &ids, layer)?; // [t, d]
-            sum = (sum + act.t()?.matmul(&act)?)?;
-            tokens += ids.len();
-        }
+            .map(|p| self.encode(p))
+            .collect::<Result<_>>()?;
+        let texts: Vec<&[u32]> = paragraphs.iter().map(Vec::as_slice).collect();
+        let act = unedited_act(&model, w, &texts, layer)?; // [tokens, d]
+        let tokens = act.dim(0)?;
+        let sum = act.t()?.matmul(&act)?;
         let c = (sum / tokens as f64)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(KeyMoment {
             d,

@@ -33,7 +33,15 @@ impl Problem {
             .iter()
             .map(|s| s.x.dim(0))
             .collect::<candle_core::Result<_>>()?;
-        let (heads, kvh, hd) = (heads, kvh, hd);
+        // The scored rows.
+        let mut index = Vec::new();
+        let mut off = 0;
+        for (s, &n) in self.seqs.iter().zip(&lens) {
+            index.extend(s.scored.iter().map(|&(r, _)| (off + r) as u32));
+            off += n;
+        }
+        let index = Tensor::new(index.as_slice(), &Device::Cpu)?;
+        let last = self.later.len().saturating_sub(1);
         for (li, lw) in self.later.iter().enumerate() {
             let h = graph::rms_norm(&x, &lw.input_norm, eps)?;
             let mut qkv = [lw.q.apply(&h)?, lw.k.apply(&h)?, lw.v.apply(&h)?];
@@ -43,22 +51,23 @@ impl Problem {
                 }
             }
             let [q_all, k_all, v_all] = qkv;
-            let att = self
+            let mut att = self
                 .batch
                 .attend(li, &q_all, &k_all, &v_all, (heads, kvh, hd))?;
+            if li == last {
+                // Past the last attention only the scored rows matter.
+                att = att.index_select(&index, 0)?;
+                x = x.index_select(&index, 0)?;
+            }
             x = (x + lw.o.apply(&att)?)?;
             let h = graph::rms_norm(&x, &lw.post_norm, eps)?;
             let act = (lw.gate.apply(&h)?.silu()? * lw.up.apply(&h)?)?;
             x = (x + lw.down.apply(&act)?)?;
         }
-        // The scored rows.
-        let mut index = Vec::new();
-        let mut off = 0;
-        for (s, &n) in self.seqs.iter().zip(&lens) {
-            index.extend(s.scored.iter().map(|&(r, _)| (off + r) as u32));
-            off += n;
-        }
-        let picked = x.index_select(&Tensor::new(index.as_slice(), &Device::Cpu)?, 0)?;
+        let picked = match self.later.is_empty() {
+            true => x.index_select(&index, 0)?,
+            false => x,
+        };
         let h = graph::rms_norm(&picked, &self.final_norm, eps)?;
         let lp = graph::log_softmax(&self.unembed.apply(&h)?)?;
         let rewriting = self.seqs.len() - 1;

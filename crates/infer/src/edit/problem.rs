@@ -4,7 +4,7 @@
 use super::graph::{self, Frozen};
 use super::{norm, FactGoal, FactOptions, FactStep};
 use crate::kernel::Owned;
-use crate::llama::{causal_mask, Llama};
+use crate::llama::Llama;
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
 use candle_core::{DType, Device, Tensor, Var};
@@ -91,9 +91,7 @@ impl RunnableModel {
             })
             .collect();
         texts.push((format!("{} is a", goal.subject), 0));
-        let mut keys = Vec::new();
-        let mut m_init = None;
-        let mut seqs = Vec::new();
+        let mut prepared = Vec::new();
         for (i, (text, prefix)) in texts.iter().enumerate() {
             let spans = self.encode_spans(text)?;
             let (_, end) = crate::trace::subject_tokens_from(text, *prefix, &goal.subject, &spans)?;
@@ -111,8 +109,17 @@ impl RunnableModel {
                     .map(|(j, &t)| (prompt_len - 1 + j - at, t))
                     .collect()
             };
-            let (seq, key, m) = unedited(&model, w, &ids, at, layer, scored)?;
-            if !is_kl {
+            prepared.push(Text { ids, at, scored });
+        }
+        let kl = prepared.len() - 1;
+        let mut keys = Vec::new();
+        let mut m_init = None;
+        let mut seqs = Vec::new();
+        for (i, (seq, key, m)) in unedited(&model, w, prepared, layer)?
+            .into_iter()
+            .enumerate()
+        {
+            if i != kl {
                 keys.push(key);
             }
             if i == 0 {
@@ -275,97 +282,116 @@ fn layer_weights(model: &Llama, w: &Weights, l: usize) -> Result<LayerWeights> {
     })
 }
 
-/// The unedited run of one sequence: what the optimisation starts from, the key (the
-/// `down_proj` input at `at` of the edited layer) and the MLP output there.
+/// What the optimisation starts from for one text: its tokens, the subject's last token `at`,
+/// and the rows (relative to `at`) whose next token is scored.
+pub(super) struct Text {
+    pub(super) ids: Vec<u32>,
+    pub(super) at: usize,
+    pub(super) scored: Vec<(usize, u32)>,
+}
+
+/// The unedited runs of `texts`, as one batch: what the optimisation starts from, and for each
+/// text the key (the `down_proj` input at `at` of the edited layer) and the MLP output there.
 fn unedited(
     model: &Llama,
     w: &Weights,
-    ids: &[u32],
-    at: usize,
+    texts: Vec<Text>,
     layer: usize,
-    scored: Vec<(usize, u32)>,
-) -> Result<(Sequence, Vec<f32>, Vec<f32>)> {
+) -> Result<Vec<(Sequence, Vec<f32>, Vec<f32>)>> {
     let c = &model.config;
-    let t = ids.len();
     let (kvh, hd) = (c.kv_heads(), c.head_width());
-    let mut past = Vec::new();
-    let mut key = Vec::new();
-    let mut m = Vec::new();
-    let mut after = None;
-    run_layers(model, w, ids, c.num_hidden_layers - 1, |l, out, kv| {
+    let ids: Vec<&[u32]> = texts.iter().map(|t| t.ids.as_slice()).collect();
+    let starts: Vec<usize> = texts
+        .iter()
+        .scan(0, |row, t| {
+            let at = *row;
+            *row += t.ids.len();
+            Some(at)
+        })
+        .collect();
+    let mut past = vec![Vec::new(); texts.len()];
+    let mut picked = Vec::new();
+    run_layers(model, w, &ids, c.num_hidden_layers - 1, |l, out, kv| {
         if l == layer {
-            key = out.act.get(at)?.to_vec1::<f32>()?;
-            m = out.mlp.get(at)?.to_vec1::<f32>()?;
-            after = Some(out.x.narrow(0, at, t - at)?);
+            for (text, &start) in texts.iter().zip(&starts) {
+                let row = start + text.at;
+                picked.push((
+                    out.act.get(row)?.to_vec1::<f32>()?,
+                    out.mlp.get(row)?.to_vec1::<f32>()?,
+                    out.x.narrow(0, row, text.ids.len() - text.at)?,
+                ));
+            }
         }
         if l > layer {
             // `[t, kv_heads, hd]` row-major: the first `at` positions, as `[kv_heads, at, hd]`.
-            let keep = |v: &[f32]| -> candle_core::Result<Tensor> {
-                Tensor::from_slice(&v[..at * kvh * hd], (at, kvh, hd), &Device::Cpu)?
-                    .transpose(0, 1)?
-                    .contiguous()
-            };
-            past.push((keep(&kv.0)?, keep(&kv.1)?));
+            for ((text, kv), past) in texts.iter().zip(kv).zip(&mut past) {
+                let keep = |v: &[f32]| -> candle_core::Result<Tensor> {
+                    Tensor::from_slice(&v[..text.at * kvh * hd], (text.at, kvh, hd), &Device::Cpu)?
+                        .transpose(0, 1)?
+                        .contiguous()
+                };
+                past.push((keep(&kv.0)?, keep(&kv.1)?));
+            }
         }
         Ok(())
     })?;
-    let x = after.ok_or_else(|| InferError::Internal("the edited layer was not run"))?;
-    let n = t - at;
-    let (cos, sin) = model.rope_tables(at, n)?;
-    Ok((
-        Sequence {
-            at,
-            x,
-            past,
-            rope: (graph::full_width(&cos)?, graph::full_width(&sin)?),
-            scored,
-        },
-        key,
-        m,
-    ))
+    if picked.len() != texts.len() {
+        return Err(InferError::Internal("the edited layer was not run"));
+    }
+    texts
+        .into_iter()
+        .zip(picked)
+        .zip(past)
+        .map(|((text, (key, m, x)), past)| {
+            let n = text.ids.len() - text.at;
+            let (cos, sin) = model.rope_tables(text.at, n)?;
+            Ok((
+                Sequence {
+                    at: text.at,
+                    x,
+                    past,
+                    rope: (graph::full_width(&cos)?, graph::full_width(&sin)?),
+                    scored: text.scored,
+                },
+                key,
+                m,
+            ))
+        })
+        .collect()
 }
 
-/// Runs the layers `0..=last` on `ids` (no cache before them); `each` sees every layer's
-/// output and the keys and values it made.
+/// Runs the layers `0..=last` on each of `texts` (no cache before them), all as one batch;
+/// `each` sees every layer's output (the texts' rows one after another) and each text's keys
+/// and values.
 pub(super) fn run_layers(
     model: &Llama,
     w: &Weights,
-    ids: &[u32],
+    texts: &[&[u32]],
     last: usize,
-    mut each: impl FnMut(usize, &crate::llama::Block, &(Vec<f32>, Vec<f32>)) -> Result<()>,
+    mut each: impl FnMut(usize, &crate::llama::Block, &[(Vec<f32>, Vec<f32>)]) -> Result<()>,
 ) -> Result<()> {
-    let t = ids.len();
-    let mut x = model.embed_rows(w, ids)?;
-    let rope = model.rope_tables(0, t)?;
-    let mask = causal_mask(t, 0)?;
+    let mut x = model.embed_rows(w, &texts.concat())?;
+    let shapes: Vec<(usize, usize)> = texts.iter().map(|t| (0, t.len())).collect();
+    let batch = model.batch(&shapes)?;
     for l in 0..=last {
-        let mut kv = (Vec::new(), Vec::new());
-        let out = model.block(
-            w,
-            l,
-            &x,
-            std::slice::from_mut(&mut kv),
-            0,
-            &rope,
-            mask.as_ref(),
-            &[],
-        )?;
+        let mut kv = vec![(Vec::new(), Vec::new()); texts.len()];
+        let out = model.block(w, l, &x, &mut kv, &batch, &[])?;
         each(l, &out, &kv)?;
         x = out.x;
     }
     Ok(())
 }
 
-/// The `down_proj` input of `layer` at every position of `ids` (`[t, intermediate]`): the
-/// layers up to it run, no further.
+/// The `down_proj` input of `layer` at every position of each of `texts`, their rows one
+/// after another (`[tokens, intermediate]`): the layers up to it run, no further.
 pub(super) fn unedited_act(
     model: &Llama,
     w: &Weights,
-    ids: &[u32],
+    texts: &[&[u32]],
     layer: usize,
 ) -> Result<Tensor> {
     let mut act = None;
-    run_layers(model, w, ids, layer, |l, out, _| {
+    run_layers(model, w, texts, layer, |l, out, _| {
         if l == layer {
             act = Some(out.act.clone());
         }

@@ -1,26 +1,40 @@
-//! One cell of a trace: p(target) with one state restored, computed the fast way (only what
-//! the restoration can change) or the reference's way (the whole prompt rerun).
+//! A row of a trace: p(target) with one state restored at each token of one layer, computed
+//! the fast way (only what the restorations can change, the row's cells as one pass) or the
+//! reference's way (the whole prompt rerun for each cell).
 
 use super::mean;
-use super::runs::{last_rows, probabilities, run_layers, values, Runs};
-use crate::llama::{causal_mask, Llama, Part, Replace};
+use super::runs::{probabilities, run_layers, values, Runs};
+use crate::llama::{Llama, Part, Replace};
 use crate::weights::Weights;
 use crate::Result;
 use candle_core::{Device, Tensor};
 use tensor_surgeon_wire::TraceKind;
 
-/// How a cell is computed: p(target), averaged over the samples, with the state `kind` at
-/// (`layer`, token `t`) restored.
-pub(super) type CellFn = fn(&Llama, &Weights, &Runs, TraceKind, usize, usize, usize) -> Result<f64>;
+/// How a row is computed: for each token `t`, p(target), averaged over the samples, with the
+/// state `kind` at (`layer`, `t`) restored.
+pub(super) type RowFn = fn(&Llama, &Weights, &Runs, TraceKind, usize, usize) -> Result<Vec<f64>>;
 
 /// The layers a window of `window` layers around `layer` covers (ROME's range).
 pub(super) fn window_of(layer: usize, window: usize, layers: usize) -> std::ops::Range<usize> {
     layer.saturating_sub(window / 2)..(layer + window.div_ceil(2)).min(layers)
 }
 
-/// A cell computed the reference's way: every sample's whole corrupted prompt through every
-/// layer, the restoration put in on the way.
-pub(super) fn rerun_cell(
+/// A row computed the reference's way: for each cell, every sample's whole corrupted prompt
+/// through every layer, the restoration put in on the way.
+pub(super) fn rerun_row(
+    model: &Llama,
+    w: &Weights,
+    r: &Runs,
+    kind: TraceKind,
+    layer: usize,
+    window: usize,
+) -> Result<Vec<f64>> {
+    (0..r.positions)
+        .map(|t| rerun_cell(model, w, r, kind, layer, t, window))
+        .collect()
+}
+
+fn rerun_cell(
     model: &Llama,
     w: &Weights,
     r: &Runs,
@@ -32,8 +46,7 @@ pub(super) fn rerun_cell(
     let (hidden, n) = (r.hidden, r.positions);
     let rows: Vec<f32> = r.noisy.concat();
     let mut x = Tensor::from_vec(rows, (r.samples * n, hidden), &Device::Cpu)?;
-    let rope = model.rope_tables(0, n)?;
-    let mask = causal_mask(n, 0)?;
+    let batch = model.batch(&vec![(0, n); r.samples])?;
     let span = window_of(layer, window, r.layers);
     for l in 0..r.layers {
         let mut kv = vec![(Vec::new(), Vec::new()); r.samples];
@@ -45,16 +58,16 @@ pub(super) fn rerun_cell(
             _ => None,
         };
         let replace: Vec<Replace<'_>> = part
-            .map(|(part, clean)| Replace {
-                part,
-                position: t,
-                value: r.row(clean, t),
-            })
             .into_iter()
+            .flat_map(|(part, clean)| {
+                (0..r.samples).map(move |s| Replace {
+                    part,
+                    row: s * n + t,
+                    value: r.row(clean, t),
+                })
+            })
             .collect();
-        x = model
-            .block(w, l, &x, &mut kv, 0, &rope, mask.as_ref(), &replace)?
-            .x;
+        x = model.block(w, l, &x, &mut kv, &batch, &replace)?.x;
         if kind == TraceKind::Residual && l == layer {
             let mut v = values(&x)?;
             for s in 0..r.samples {
@@ -64,50 +77,55 @@ pub(super) fn rerun_cell(
             x = Tensor::from_vec(v, (r.samples * n, hidden), &Device::Cpu)?;
         }
     }
-    let finals = last_rows(&values(&x)?, n, hidden);
+    let finals = batch.last_rows(&values(&x)?, hidden);
     Ok(mean(&probabilities(model, w, &finals, r.target)?))
 }
 
-/// p(target), averaged over the samples, with the state `kind` at (`layer`, token `t`)
-/// restored: only what the restoration can change is computed.
-pub(super) fn cell(
+/// A row computed with only what its restorations can change: a restoration at (`layer`, `t`)
+/// changes nothing before `t` nor below the first layer it restores, so each cell's sequences
+/// run from that layer on the positions from `t` on, after the corrupted runs' keys and values
+/// of the earlier positions; and all the row's cells (every token, every sample) run as one
+/// pass, so each weight is read once per layer for the whole row.
+pub(super) fn row(
     model: &Llama,
     w: &Weights,
     r: &Runs,
     kind: TraceKind,
     layer: usize,
-    t: usize,
     window: usize,
-) -> Result<f64> {
-    // No noise reaches the positions before the subject: their states are the clean ones.
-    if t < r.first {
-        return Ok(mean(&r.p_corrupted));
-    }
+) -> Result<Vec<f64>> {
     let hidden = r.hidden;
-    let n = r.positions - t;
-    // The first layer that changes, what enters it, and the restorations of each layer.
-    let (from, restored_input) = match kind {
-        TraceKind::Residual => (layer + 1, Some(r.row(&r.clean_out[layer], t))),
-        TraceKind::Mlp | TraceKind::Attention => (window_of(layer, window, r.layers).start, None),
+    // The first layer that changes, and the restorations of each layer.
+    let span = window_of(layer, window, r.layers);
+    let from = match kind {
+        TraceKind::Residual => layer + 1,
+        TraceKind::Mlp | TraceKind::Attention => span.start,
     };
-    let window_end = window_of(layer, window, r.layers).end;
-    let mut rows = Vec::with_capacity(r.samples * n * hidden);
-    for s in 0..r.samples {
-        let input = match (kind, from) {
-            (TraceKind::Residual, _) => &r.out[layer][s],
-            (_, 0) => &r.noisy[s],
-            (_, from) => &r.out[from - 1][s],
-        };
-        let start = rows.len();
-        rows.extend_from_slice(&input[t * hidden..]);
-        if let Some(clean) = restored_input {
-            rows[start..start + hidden].copy_from_slice(clean);
+    // No noise reaches the positions before the subject: their states are the clean ones.
+    let cells: Vec<usize> = (r.first..r.positions).collect();
+    // Each cell's sequences: every sample's positions from `t` on, the restored state in.
+    let mut shapes = Vec::new();
+    let mut rows = Vec::new();
+    for &t in &cells {
+        for s in 0..r.samples {
+            let input = match (kind, from) {
+                (TraceKind::Residual, _) => &r.out[layer][s],
+                (_, 0) => &r.noisy[s],
+                (_, from) => &r.out[from - 1][s],
+            };
+            let start = rows.len();
+            rows.extend_from_slice(&input[t * hidden..]);
+            if kind == TraceKind::Residual {
+                rows[start..start + hidden].copy_from_slice(r.row(&r.clean_out[layer], t));
+            }
+            shapes.push((t, r.positions - t));
         }
     }
+    let batch = model.batch(&shapes)?;
     let finals = if from >= r.layers {
-        last_rows(&rows, n, hidden)
+        batch.last_rows(&rows, hidden)
     } else {
-        let x = Tensor::from_vec(rows, (r.samples * n, hidden), &Device::Cpu)?;
+        let x = Tensor::from_vec(rows, (batch.rows(), hidden), &Device::Cpu)?;
         let kv_width = model.config.kv_heads() * model.config.head_width();
         let mut kv: Vec<Vec<(Vec<f32>, Vec<f32>)>> =
             r.kv.iter()
@@ -116,9 +134,13 @@ pub(super) fn cell(
                     if l < from {
                         return Vec::new();
                     }
-                    per_sample
+                    shapes
                         .iter()
-                        .map(|(k, v)| (k[..t * kv_width].to_vec(), v[..t * kv_width].to_vec()))
+                        .enumerate()
+                        .map(|(i, &(t, _))| {
+                            let (k, v) = &per_sample[i % r.samples];
+                            (k[..t * kv_width].to_vec(), v[..t * kv_width].to_vec())
+                        })
                         .collect()
                 })
                 .collect();
@@ -127,40 +149,56 @@ pub(super) fn cell(
             TraceKind::Attention => Some((Part::Attention, &r.clean_attention)),
             TraceKind::Residual => None,
         };
+        // Each sequence's first row is its cell's token.
+        let starts: Vec<(usize, usize)> = shapes
+            .iter()
+            .scan(0, |row, &(t, n)| {
+                let at = *row;
+                *row += n;
+                Some((at, t))
+            })
+            .collect();
         let replace = |l: usize| match part {
-            Some((part, clean)) if l >= from && l < window_end => vec![Replace {
-                part,
-                position: 0,
-                value: r.row(&clean[l], t),
-            }],
+            Some((part, clean)) if span.contains(&l) => starts
+                .iter()
+                .map(|&(row, t)| Replace {
+                    part,
+                    row,
+                    value: r.row(&clean[l], t),
+                })
+                .collect(),
             _ => Vec::new(),
         };
-        let last = run_layers(model, w, x, n, t, from, &mut kv, &replace, &mut |_, _| {
+        let last = run_layers(model, w, x, &batch, from, &mut kv, &replace, &mut |_, _| {
             Ok(())
         })?;
-        last_rows(&values(&last)?, n, hidden)
+        batch.last_rows(&values(&last)?, hidden)
     };
     // A final state that is exactly the clean or the corrupted one has that run's p.
-    let mut p = vec![f64::NAN; r.samples];
+    let mut p = vec![f64::NAN; finals.len() / hidden];
     let mut rest = Vec::new();
     let mut rest_rows = Vec::new();
-    for (s, row) in finals.chunks(hidden).enumerate() {
-        if row == r.clean_final() {
-            p[s] = r.p_clean;
-        } else if row == r.corrupted_final(s) {
-            p[s] = r.p_corrupted[s];
+    for (i, state) in finals.chunks(hidden).enumerate() {
+        let s = i % r.samples;
+        if state == r.clean_final() {
+            p[i] = r.p_clean;
+        } else if state == r.corrupted_final(s) {
+            p[i] = r.p_corrupted[s];
         } else {
-            rest.push(s);
-            rest_rows.extend_from_slice(row);
+            rest.push(i);
+            rest_rows.extend_from_slice(state);
         }
     }
     if !rest.is_empty() {
-        for (s, q) in rest
+        for (i, q) in rest
             .into_iter()
             .zip(probabilities(model, w, &rest_rows, r.target)?)
         {
-            p[s] = q;
+            p[i] = q;
         }
     }
-    Ok(mean(&p))
+    let corrupted = mean(&r.p_corrupted);
+    let mut row = vec![corrupted; r.first];
+    row.extend(p.chunks(r.samples).map(mean));
+    Ok(row)
 }

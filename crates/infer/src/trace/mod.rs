@@ -27,7 +27,7 @@ mod tests;
 use crate::llama::{Llama, EMBED};
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
-use cell::{cell, rerun_cell, CellFn};
+use cell::{rerun_row, row, RowFn};
 use runs::runs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tensor_surgeon_wire::{CausalTrace, TokenRef, TraceKind, TraceRequest};
@@ -62,7 +62,7 @@ impl RunnableModel {
         stop: &AtomicBool,
         on: &mut dyn FnMut(TraceEvent<'_>),
     ) -> Result<CausalTrace> {
-        self.trace_with(w, req, stop, on, cell)
+        self.trace_with(w, req, stop, on, row)
     }
 
     /// [`RunnableModel::trace`] the reference implementation's way: the whole corrupted
@@ -75,7 +75,7 @@ impl RunnableModel {
         stop: &AtomicBool,
         on: &mut dyn FnMut(TraceEvent<'_>),
     ) -> Result<CausalTrace> {
-        self.trace_with(w, req, stop, on, rerun_cell)
+        self.trace_with(w, req, stop, on, rerun_row)
     }
 
     fn trace_with(
@@ -84,7 +84,7 @@ impl RunnableModel {
         req: &TraceRequest,
         stop: &AtomicBool,
         on: &mut dyn FnMut(TraceEvent<'_>),
-        cell: CellFn,
+        row_of: RowFn,
     ) -> Result<CausalTrace> {
         let model = self.llama_only(w, "causal tracing")?;
         let layers = model.config.num_hidden_layers;
@@ -133,11 +133,8 @@ impl RunnableModel {
                     trace.stopped = true;
                     break;
                 }
-                let row = candle_core::Device::Cpu.with_context(|| {
-                    (0..runs.positions)
-                        .map(|t| cell(&model, w, &runs, kind, layer, t, req.window as usize))
-                        .collect::<Result<Vec<f64>>>()
-                })?;
+                let row = candle_core::Device::Cpu
+                    .with_context(|| row_of(&model, w, &runs, kind, layer, req.window as usize))?;
                 done += 1;
                 on(TraceEvent::Row {
                     kind,

@@ -2,7 +2,7 @@
 //! made of.
 
 use super::TraceRequest;
-use crate::llama::{causal_mask, Llama, Replace};
+use crate::llama::{Batch, Llama, Replace};
 use crate::weights::Weights;
 use crate::{InferError, Result};
 use candle_core::{Device, Tensor};
@@ -49,34 +49,22 @@ impl Runs {
     }
 }
 
-/// Runs `x` (`[sequences * n, hidden]`, `n` positions each after `past`) through layers
-/// `from..`, with `kv` (per layer, per sequence) extended as it goes; `replace` gives the
-/// restorations of each layer. Returns the last layer's output.
+/// Runs `x` (the new rows of `batch`'s sequences) through layers `from..`, with `kv` (per
+/// layer, per sequence) extended as it goes; `replace` gives the restorations of each layer.
+/// Returns the last layer's output.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_layers<'r>(
     model: &Llama,
     w: &Weights,
     mut x: Tensor,
-    n: usize,
-    past: usize,
+    batch: &Batch,
     from: usize,
     kv: &mut [Vec<(Vec<f32>, Vec<f32>)>],
     replace: &dyn Fn(usize) -> Vec<Replace<'r>>,
     record: &mut dyn FnMut(usize, &crate::llama::Block) -> Result<()>,
 ) -> Result<Tensor> {
-    let rope = model.rope_tables(past, n)?;
-    let mask = causal_mask(n, past)?;
     for (layer, kv) in kv.iter_mut().enumerate().skip(from) {
-        let out = model.block(
-            w,
-            layer,
-            &x,
-            kv,
-            past,
-            &rope,
-            mask.as_ref(),
-            &replace(layer),
-        )?;
+        let out = model.block(w, layer, &x, kv, batch, &replace(layer))?;
         record(layer, &out)?;
         x = out.x;
     }
@@ -139,8 +127,7 @@ pub(super) fn runs(
         model,
         w,
         x0,
-        positions,
-        0,
+        &model.batch(&[(0, positions)])?,
         0,
         &mut clean_kv,
         &|_| Vec::new(),
@@ -198,8 +185,7 @@ pub(super) fn runs(
         model,
         w,
         x,
-        n,
-        first,
+        &model.batch(&vec![(first, n); samples])?,
         0,
         &mut kv,
         &|_| Vec::new(),

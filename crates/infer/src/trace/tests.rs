@@ -5,7 +5,7 @@
 use super::runs::values;
 use super::*;
 use crate::distribution::Distribution;
-use crate::llama::{causal_mask, Part, Replace};
+use crate::llama::{Part, Replace};
 use crate::tests::{runnable as runner, tiny_llama};
 use crate::Edited;
 use candle_core::{Device, Tensor};
@@ -83,8 +83,7 @@ fn rerun(
     let (hidden, n) = (c.hidden_size, t.tokens.len());
     let ids: Vec<u32> = t.tokens.iter().map(|t| t.id).collect();
     let [s0, s1] = t.subject.map(|v| v as usize);
-    let rope = model.rope_tables(0, n).unwrap();
-    let mask = causal_mask(n, 0).unwrap();
+    let batch = model.batch(&[(0, n)]).unwrap();
     let x0 = model.embed_rows(w, &ids).unwrap();
     let run = |x: Tensor,
                after: &mut dyn FnMut(usize, Tensor) -> Tensor,
@@ -98,12 +97,12 @@ fn rerun(
                 .iter()
                 .map(|(part, v)| Replace {
                     part: *part,
-                    position: token,
+                    row: token,
                     value: v,
                 })
                 .collect();
             let b = model
-                .block(w, l, &x, &mut kv, 0, &rope, mask.as_ref(), &rep)
+                .block(w, l, &x, &mut kv, &batch, &rep)
                 .unwrap();
             parts.push((
                 values(&b.x).unwrap(),
