@@ -115,7 +115,7 @@ impl RunnableModel {
         let mut keys = Vec::new();
         let mut m_init = None;
         let mut seqs = Vec::new();
-        for (i, (seq, key, m)) in unedited(&model, w, prepared, layer)?
+        for (i, Unedited { seq, key, m }) in unedited(&model, w, prepared, layer)?
             .into_iter()
             .enumerate()
         {
@@ -290,14 +290,16 @@ pub(super) struct Text {
     pub(super) scored: Vec<(usize, u32)>,
 }
 
-/// The unedited runs of `texts`, as one batch: what the optimisation starts from, and for each
-/// text the key (the `down_proj` input at `at` of the edited layer) and the MLP output there.
-fn unedited(
-    model: &Llama,
-    w: &Weights,
-    texts: Vec<Text>,
-    layer: usize,
-) -> Result<Vec<(Sequence, Vec<f32>, Vec<f32>)>> {
+/// A text's unedited run: what the optimisation starts from, the key (the `down_proj` input
+/// at `at` of the edited layer) and the MLP output there.
+struct Unedited {
+    seq: Sequence,
+    key: Vec<f32>,
+    m: Vec<f32>,
+}
+
+/// The unedited runs of `texts`, as one batch.
+fn unedited(model: &Llama, w: &Weights, texts: Vec<Text>, layer: usize) -> Result<Vec<Unedited>> {
     let c = &model.config;
     let (kvh, hd) = (c.kv_heads(), c.head_width());
     let ids: Vec<&[u32]> = texts.iter().map(|t| t.ids.as_slice()).collect();
@@ -345,8 +347,8 @@ fn unedited(
         .map(|((text, (key, m, x)), past)| {
             let n = text.ids.len() - text.at;
             let (cos, sin) = model.rope_tables(text.at, n)?;
-            Ok((
-                Sequence {
+            Ok(Unedited {
+                seq: Sequence {
                     at: text.at,
                     x,
                     past,
@@ -355,7 +357,7 @@ fn unedited(
                 },
                 key,
                 m,
-            ))
+            })
         })
         .collect()
 }

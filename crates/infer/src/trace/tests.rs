@@ -101,9 +101,7 @@ fn rerun(
                     value: v,
                 })
                 .collect();
-            let b = model
-                .block(w, l, &x, &mut kv, &batch, &rep)
-                .unwrap();
+            let b = model.block(w, l, &x, &mut kv, &batch, &rep).unwrap();
             parts.push((
                 values(&b.x).unwrap(),
                 values(&b.attention).unwrap(),
