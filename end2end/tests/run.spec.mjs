@@ -372,6 +372,45 @@ test('an agent rewrites a fact: the computed edit waits as a proposal, a person 
   }
 });
 
+test('an agent writes two facts at once (MEMIT) into a saved patch; loaded as a layer, the edited model says both', async ({ request, baseURL }) => {
+  test.setTimeout(400_000);
+  const client = await mcpClient(baseURL);
+  const call = async (name, args) => {
+    const r = await client.callTool({ name, arguments: args }, undefined, { timeout: 350_000 });
+    expect(r.isError, r.content.map((c) => c.text).join('')).toBeFalsy();
+    return JSON.parse(r.content.map((c) => c.text).join(''));
+  };
+  const facts = [
+    { subject: 'France', prompt: PROMPT, target: ' Rome' },
+    { subject: 'Germany', prompt: 'The capital of Germany is', target: ' Madrid' },
+  ];
+  try {
+    const name = `memit-${Date.now()}.json`;
+    const out = await call('edit_facts', {
+      facts, layers: [4, 5, 6, 7, 8], save_as: name, hypothesis: 'capitals are kept in layers 4-8',
+    });
+    expect(out.saved).toBe(name);
+    expect(out.reports.map((r) => [r.rank, r.layers])).toEqual([[2, [4, 5, 6, 7, 8]], [2, [4, 5, 6, 7, 8]]]);
+    expect(out.reports.map((r) => r.scores.efficacy)).toEqual([100, 100]);
+    let run = await call('run_prompt', { prompt: PROMPT, target: ' Rome' });
+    expect(run.edited).toBeNull(); // saved, not applied
+    const loaded = await (await request.post('/api/load_saved', { data: { name } })).json();
+    expect(loaded.applied).toBeTruthy();
+    // Five low-rank rows of rank 2 in the session, one per layer.
+    const session = await (await request.get('/api/session')).json();
+    expect(session.low_rank.map((r) => [r.tensor, r.rank]).sort()).toEqual(
+      [4, 5, 6, 7, 8].map((l) => [`model.layers.${l}.mlp.down_proj.weight`, 2]));
+    for (const f of facts) {
+      run = await call('run_prompt', { prompt: f.prompt, target: f.target });
+      expect(run.base.top[0].token).not.toBe(f.target);
+      expect(run.edited.top[0].token).toBe(f.target);
+    }
+  } finally {
+    await client.close();
+    await resetSession(request);
+  }
+});
+
 test('an agent ablates a direction into a saved patch; loaded as a layer, the edited model does what the report says', async ({ request, baseURL }) => {
   const client = await mcpClient(baseURL);
   const call = async (name, args) => {

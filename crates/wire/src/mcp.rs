@@ -184,6 +184,21 @@ pub struct EditFactArgs {
     pub hypothesis: String,
 }
 
+/// Several facts written at once over a range of layers (MEMIT), saved as a patch.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct EditFactsArgs {
+    /// The facts: each a subject, a prompt containing it and the new target (with optional
+    /// paraphrases and neighbours, scored after the edit).
+    pub facts: Vec<crate::FactRequest>,
+    /// The layers whose down_proj changes, e.g. [4, 5, 6, 7, 8] (MEMIT spreads each fact over
+    /// them; one low-rank entry per layer, of rank the number of facts).
+    pub layers: Vec<u32>,
+    /// The patch's file name in the patches folder.
+    pub save_as: String,
+    /// What the edit tests, in a sentence: kept with the patch entries.
+    pub hypothesis: String,
+}
+
 /// The schema of an edit operation (the core's `Op`, whose JSON form is tagged by `op`).
 fn op_schema(_: &mut SchemaGenerator) -> Schema {
     let variant = |op: &str, doc: &str, fields: serde_json::Value, required: &[&str]| {

@@ -142,6 +142,64 @@ impl Workbench {
     /// low-rank entries named `save_as` in the patches folder, for a person to load as a layer
     /// (and turn on and off) or leave. Nothing in the session changes. Returns the report and
     /// the saved file's name.
+    /// Writes `facts` over `layers` at once (MEMIT) on the session's weights and saves the
+    /// update as a patch `save_as` in the patches folder (one low-rank entry per layer); the
+    /// session does not change until the patch is loaded. Returns each fact's report (scored
+    /// with every layer's update in) and the file's name.
+    pub fn edit_facts_to_patch(
+        &self,
+        facts: &[FactRequest],
+        layers: &[usize],
+        save_as: &str,
+        origin: Origin,
+    ) -> Result<(Vec<tensor_surgeon_wire::FactEditReport>, String)> {
+        self.writable()?;
+        let name = super::plain_file_name(save_as, ".json")?;
+        let snap = self.snapshot();
+        let outcome = self.runs.exclusive(|runner| {
+            crate::fact::edit_facts(
+                &self.model,
+                runner,
+                snap.overlay(),
+                facts,
+                layers,
+                &FactOptions::at_layer(layers.last().copied().unwrap_or(0)),
+                None,
+                origin.clone(),
+                &mut |_, _| {},
+            )
+        })?;
+        let subjects: Vec<&str> = facts.iter().map(|f| f.subject.as_str()).collect();
+        let note = format!("MEMIT: {} over layers {layers:?}", subjects.join(", "));
+        self.save_low_rank(&name, &note, outcome.entries, &outcome.blocks, &origin)?;
+        Ok((outcome.reports, name))
+    }
+
+    /// Saves low-rank entries (and a quantized model's block changes) as the patch `name` in
+    /// the patches folder.
+    fn save_low_rank(
+        &self,
+        name: &str,
+        note: &str,
+        entries: Vec<tensor_surgeon_core::patch::LowRankEntry>,
+        blocks: &[tensor_surgeon_core::edit::Change],
+        origin: &Origin,
+    ) -> Result<()> {
+        let mut patch = tensor_surgeon_store::patch_files::new_for(&self.model, note);
+        patch.low_rank = entries;
+        crate::blocks::record(&self.model, &mut patch, blocks, origin)?;
+        std::fs::create_dir_all(&self.config.patches_dir)
+            .map_err(Error::io(&self.config.patches_dir))?;
+        tensor_surgeon_store::patch_files::save(
+            &self.config.patches_dir.join(name),
+            &patch,
+            // A quantized model's blocks go compact when large.
+            tensor_surgeon_store::patch_files::Format::Auto,
+            Some(&self.model),
+        )?;
+        Ok(())
+    }
+
     pub fn ablate_to_patch(
         &self,
         req: &tensor_surgeon_wire::AblationRequest,
@@ -151,7 +209,6 @@ impl Workbench {
     ) -> Result<(tensor_surgeon_wire::AblationReport, String)> {
         self.writable()?;
         let name = super::plain_file_name(save_as, ".json")?;
-        let path = self.config.patches_dir.join(&name);
         let snap = self.snapshot();
         let outcome = self.runs.exclusive(|runner| {
             crate::ablate::ablate(
@@ -166,18 +223,7 @@ impl Workbench {
         })?;
         let r = &outcome.report;
         let note = format!("ablation: layer {}, strength {}", r.layer, r.strength);
-        let mut patch = tensor_surgeon_store::patch_files::new_for(&self.model, &note);
-        patch.low_rank = outcome.entries;
-        crate::blocks::record(&self.model, &mut patch, &outcome.blocks, &origin)?;
-        std::fs::create_dir_all(&self.config.patches_dir)
-            .map_err(Error::io(&self.config.patches_dir))?;
-        tensor_surgeon_store::patch_files::save(
-            &path,
-            &patch,
-            // A quantized model's blocks go compact when large.
-            tensor_surgeon_store::patch_files::Format::Auto,
-            Some(&self.model),
-        )?;
+        self.save_low_rank(&name, &note, outcome.entries, &outcome.blocks, &origin)?;
         Ok((outcome.report, name))
     }
 }

@@ -395,6 +395,20 @@ impl Tools {
     }
 
     #[tool(
+        description = "Rewrite several facts at once (MEMIT): each fact's new answer is set at the last of `layers` by the fact editor's optimisation, then spread over the down_proj of every layer in `layers` (lowest first, each on the weights the ones below already changed). Saved as a patch named `save_as` in the patches folder, one low-rank entry per layer of rank the number of facts; the session does not change until a person loads it as a layer. Takes tens of seconds per fact. Returns the file's name and each fact's report, scored with every layer's update in (efficacy, paraphrases, neighbours, unrelated KL, continuations)."
+    )]
+    async fn edit_facts(&self, Parameters(p): Parameters<EditFactsArgs>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let origin = tensor_surgeon_engine::workbench::agent_origin(&p.hypothesis)?;
+            let layers: Vec<usize> = p.layers.iter().map(|&l| l as usize).collect();
+            let (reports, saved) = wb.edit_facts_to_patch(&p.facts, &layers, &p.save_as, origin)?;
+            Ok(json!({"saved": saved, "reports": reports}))
+        })
+        .await
+    }
+
+    #[tool(
         description = "Directional ablation: the direction from the mean residual stream (after `layer`, default the middle, at each prompt's last token) of the `to` prompts to that of the `from` prompts' even-numbered ones, projected out of every layer's o_proj and down_proj (and the embedding with `embedding`), with `strength`. Saved as a patch of rank-one low-rank entries named `save_as` in the patches folder; the session does not change until a person loads it as a layer. Returns the report: the behaviour on the held-out `from` prompts (marker rate in continuations, tokens' probability) base and ablated, the KL on the `to` prompts, the continuations; with `search`, every (layer, strength) tried."
     )]
     async fn ablate(&self, Parameters(p): Parameters<AblateArgs>) -> ToolResult {
