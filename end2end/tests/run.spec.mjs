@@ -98,6 +98,14 @@ test('a causal trace streams its three maps; hover tells p and the indirect effe
   await expect(row.locator('td').nth(3)).toHaveText('" Paris"');
   expect(Number(await row.locator('td.edited-new').textContent())).toBeGreaterThan(0.5);
   await expect(outcome.locator('.fact-generation code.edited')).toHaveText(/^ Rome/);
+  // Before accepting: the proposal's own delta view (the session with it, minus without).
+  const tensor = `model.layers.${layer}.mlp.down_proj.weight`;
+  const id = await outcome.getAttribute('data-proposal');
+  await outcome.locator('button.preview').click();
+  await expect(page).toHaveURL(new RegExp(`[?&]proposal=${id}(&|$)`));
+  await expect(page).toHaveURL(/[?&]show=delta/);
+  await expect(page.locator('.preview-note')).toContainText(`previewing proposal #${id} (not applied)`);
+  await expect(page.locator('.heatmap .view-status')).toHaveAttribute('data-changed', /^[1-9]\d*$/, { timeout: 60_000 });
   // Accepted in the Patch tab: the edited model answers " Rome"; undo gives the base back.
   const item = page.locator('.pending li');
   await expect(item).toHaveCount(1);
@@ -105,8 +113,10 @@ test('a causal trace streams its three maps; hover tells p and the indirect effe
   await openTab(page, 'Patch');
   await item.locator('button.accept').click();
   await expect(page.locator('.pending li')).toHaveCount(0);
+  // The preview ends with the proposal.
+  await expect(page).not.toHaveURL(/[?&]proposal=/);
+  await expect(page.locator('.preview-note')).toHaveCount(0);
   // The accepted edit is one low-rank entry, not a million element rows; it opens its delta.
-  const tensor = `model.layers.${layer}.mlp.down_proj.weight`;
   const entry = page.locator(`.low-rank-entries tr[data-tensor="${tensor}"]`);
   await expect(entry.locator('.rank')).toHaveText('rank 1');
   expect(Number(await entry.locator('td').nth(2).innerText())).toBeGreaterThan(500_000);

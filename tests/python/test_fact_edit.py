@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import run
+from load import view_request
 from reference import Llama, softmax
 from server import Server
 
@@ -214,7 +215,27 @@ def test_an_accepted_fact_edit_is_one_low_rank_entry_kept_as_its_factors(smollm2
         fact = {"request": {"subject": SUBJECT, "prompt": PROMPT, "target": TARGET}, "layer": LAYER}
         proposal = s.call("POST", "/api/fact", fact, timeout=300)
         assert proposal["report"]["scores"]["efficacy"] == 100
-        s.call("POST", "/api/resolve", {"id": proposal["proposal"]["id"], "accept": True})
+        pid = proposal["proposal"]["id"]
+
+        def window(mode, preview=None, ok=True):
+            body = view_request(TENSOR, 100, 200, 8)
+            body["request"]["mode"] = mode
+            if preview is not None:
+                body["request"]["proposal"] = preview
+            return s.call("POST", "/api/view_json", body, ok=ok)
+
+        # The pending proposal's delta view: after is the session with it, before the session.
+        base = window("After")["bytes"]
+        assert window("Before", pid)["bytes"] == base
+        preview = window("After", pid)["bytes"]
+        delta = window("Delta", pid)["pooled"]
+        bf16 = lambda b: (np.frombuffer(bytes(b), "<u2").astype(np.uint32) << 16).view(np.float32)
+        assert np.array_equal(np.float32(delta), bf16(preview) - bf16(base))
+        assert np.count_nonzero(delta) > 32, "a rank-one update moves most elements"
+        s.call("POST", "/api/resolve", {"id": pid, "accept": True})
+        assert window("After")["bytes"] == preview, "accepting gives what the preview showed"
+        status, why = window("Delta", pid, ok=False)
+        assert status == 404 and "not pending" in why
         view = s.call("GET", "/api/session")
         [row] = view["low_rank"]
         assert row["tensor"] == TENSOR and row["rank"] == 1 and row["origin"].startswith("web")

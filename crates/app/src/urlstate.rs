@@ -25,6 +25,8 @@ pub struct UrlState {
     pub mode: Option<tensor_surgeon_core::view::ViewMode>,
     /// The dock's open tab (`tab=`; absent: the cell tab).
     pub tab: Option<String>,
+    /// A pending proposal previewed (`proposal=`): after is the session with it.
+    pub proposal: Option<u64>,
 }
 
 fn parse_span(text: &str) -> Option<Span> {
@@ -45,7 +47,7 @@ fn span_text(s: Span) -> String {
 
 impl UrlState {
     /// Reads the state from query pairs (`t`, `y`, `x`, `i`, `ys`, `xs`, `cm`, `sc`, `pool`,
-    /// `scan`, `show`, `tab`).
+    /// `scan`, `show`, `tab`, `proposal`).
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> UrlState {
         let mut s = UrlState::default();
         for (k, v) in pairs {
@@ -67,6 +69,7 @@ impl UrlState {
                 "scan" => s.scan = v == "1",
                 "show" => s.mode = tensor_surgeon_core::view::ViewMode::parse(v),
                 "tab" if !v.is_empty() => s.tab = Some(v.to_string()),
+                "proposal" => s.proposal = v.parse().ok(),
                 _ => {}
             }
         }
@@ -126,6 +129,9 @@ impl UrlState {
         if let Some(t) = &self.tab {
             out.push(("tab", t.clone()));
         }
+        if let Some(p) = self.proposal {
+            out.push(("proposal", p.to_string()));
+        }
         out
     }
 
@@ -153,7 +159,7 @@ impl UrlState {
         }
     }
 
-    /// Opening another tensor resets the view.
+    /// Opening another tensor resets the view (and ends a proposal's preview).
     pub fn open(&self, tensor: &str) -> UrlState {
         UrlState {
             tensor: Some(tensor.to_string()),

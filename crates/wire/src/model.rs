@@ -65,6 +65,10 @@ pub struct ViewRequest {
     /// After (default), before, or delta.
     #[serde(default)]
     pub mode: ViewMode,
+    /// A pending proposal to preview: "after" is then the session with it, "before" the
+    /// session as it is (so "delta" is what the proposal would change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<u64>,
 }
 
 /// Heatmap data: raw element bytes for exact views, a pooled f32 grid otherwise.

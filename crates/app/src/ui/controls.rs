@@ -137,6 +137,7 @@ pub fn ViewControls() -> impl IntoView {
     };
     let stat = move || ctx.url.get().stat.unwrap_or_default();
     let show = move || ctx.url.get().mode.unwrap_or_default();
+    let previewed = move || ctx.url.with(|u| u.proposal);
     view! {
         <section class="controls">
             {move || match ctx.tensor.get() {
@@ -186,6 +187,12 @@ pub fn ViewControls() -> impl IntoView {
                             on:click=move |_| set_url(Box::new(move |u| u.mode = (m != ViewMode::After).then_some(m)))>{m.name()}</button>
                     }).collect_view()}
                 </span>
+                {move || previewed().map(|id| view! {
+                    <span class="preview-note" title="after: the session with the proposal; before: the session as it is">
+                        {format!("previewing proposal #{id} (not applied) ")}
+                        <button class="end-preview" on:click=move |_| set_url(Box::new(|u| u.proposal = None))>"end preview"</button>
+                    </span>
+                })}
                 <label>"pooling "
                     <select aria-label="pooling" on:change=move |ev| { let v = event_target_value(&ev); set_url(Box::new(move |u| u.stat = PoolStat::parse(&v))) }>
                         {PoolStat::ALL.into_iter().map(|p| view! { <option value=p.name() selected=move || stat() == p>{p.name()}</option> }).collect_view()}

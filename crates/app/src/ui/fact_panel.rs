@@ -72,15 +72,21 @@ fn FactOutcome(f: FactProposal) -> impl IntoView {
     let target: String = r.target.iter().map(|t| t.token.as_str()).collect();
     let s = &r.scores;
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}%"));
+    let ctx = use_ctx();
     let status = if f.applied {
         "applied"
     } else {
         "pending: accept or reject it in the Patch tab"
     };
+    let (id, tensor) = (f.proposal.id, r.tensor.clone());
     view! {
         <div class="fact-outcome" data-proposal=f.proposal.id.to_string()>
             <p>{format!("{:?} -> {target:?} (was {:?}): layer {} ({}), proposal #{} {status}",
                 r.prompt, r.old.token, r.layer, r.tensor, f.proposal.id)}</p>
+            {(!f.applied).then(|| view! {
+                <button class="preview" title="the tensor's delta view with the proposal on the session, before accepting it"
+                    on:click=move |_| super::patch_panel::preview_proposal(ctx, &tensor, id)>"delta view"</button>
+            })}
             <p class="fact-scores">{format!("efficacy {:.0}%, paraphrase {}, neighbourhood {}, unrelated KL {:.4}",
                 s.efficacy, pct(s.paraphrase), pct(s.neighborhood), s.unrelated_kl)}</p>
             <table class="fact-probes">

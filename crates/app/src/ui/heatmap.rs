@@ -174,6 +174,7 @@ fn view_data(
         let view = ctx.view.get();
         let stat = ctx.url.with(|u| u.stat.unwrap_or_default());
         let mode = ctx.url.with(|u| u.mode.unwrap_or_default());
+        let proposal = ctx.url.with(|u| u.proposal);
         let _ = ctx.version.get();
         async move {
             let (tensor, spec) = (tensor?, view?);
@@ -189,6 +190,7 @@ fn view_data(
                 max_cols: GRID_W,
                 stat,
                 mode,
+                proposal,
             })
             .await;
             loading.set(false);

@@ -182,22 +182,40 @@ fn BakeRow(set_error: WriteSignal<Option<String>>) -> impl IntoView {
 #[component]
 fn Proposals(pending: Vec<Proposal>, set_error: WriteSignal<Option<String>>) -> impl IntoView {
     let ctx = use_ctx();
-    let on_resolve =
-        move |id: u64, accept: bool| submit(ctx, None, set_error, resolve_proposal(id, accept));
+    let on_resolve = move |id: u64, accept: bool| {
+        // A preview of the proposal ends with it.
+        if ctx.url.with_untracked(|u| u.proposal == Some(id)) {
+            let mut url = ctx.url.get_untracked();
+            url.proposal = None;
+            ctx.go(&url, false);
+        }
+        submit(ctx, None, set_error, resolve_proposal(id, accept))
+    };
     (!pending.is_empty()).then(|| view! {
         <div class="pending">
             <h3>{format!("Proposed by agents ({})", pending.len())}</h3>
             <ul>{pending.iter().map(|p| {
                 let id = p.id;
+                let tensor = p.request.tensor.clone();
                 view! { <li data-proposal=p.id.to_string()>
                     <span class="proposal-label">{p.label.clone()}</span>" "
                     <span class="muted">{format!("({} bytes)", p.bytes)}</span>
+                    <button class="preview" title="the tensor's delta view with the proposal on the session, before accepting it"
+                        on:click=move |_| preview_proposal(ctx, &tensor, id)>"delta view"</button>
                     <button class="accept" on:click=move |_| on_resolve(id, true)>"accept"</button>
                     <button class="reject" on:click=move |_| on_resolve(id, false)>"reject"</button>
                 </li> }
             }).collect_view()}</ul>
         </div>
     })
+}
+
+/// Opens `tensor`'s delta view with proposal `id` previewed on the session.
+pub(super) fn preview_proposal(ctx: super::state::Ctx, tensor: &str, id: u64) {
+    let mut url = ctx.url.get_untracked().open(tensor);
+    url.mode = Some(tensor_surgeon_core::view::ViewMode::Delta);
+    url.proposal = Some(id);
+    ctx.go(&url, false);
 }
 
 /// The session's low-rank steps (accepted fact edits), a row each with its rank, each

@@ -272,16 +272,53 @@ impl Workbench {
         let (shard, info) = self.model.get(&req.tensor)?;
         let spec = req.spec.clone().make_valid(&info.shape);
         // A snapshot of this tensor's edits: the (possibly long) read runs without the lock.
-        let (overlay, version) = {
+        let (overlay, version, proposal) = {
             let s = lock(&self.session);
-            (s.history.overlay().only(&info.name), s.version)
+            let proposal = match req.proposal {
+                None => None,
+                Some(id) => Some(match s.pending.iter().find(|p| p.id == id) {
+                    Some(p) => p.request.clone(),
+                    None => {
+                        return Err(Error::NotFound(format!(
+                            "proposal {id} is not pending (accepted, rejected or never made)"
+                        )))
+                    }
+                }),
+            };
+            (s.history.overlay().only(&info.name), s.version, proposal)
+        };
+        // A preview: the session with the proposal planned on it (a proposal of another
+        // tensor changes nothing here).
+        let proposed = match &proposal {
+            Some(p) if p.tensor == info.name => {
+                let sel = tensor_surgeon_store::model::select(&p.tensor, &p.spec, &info.shape)?;
+                let options = dtype::EncodeOptions {
+                    saturate: p.saturate,
+                    round: p.round,
+                };
+                let (changes, _) =
+                    crate::blocks::plan(&self.model, &overlay, info, &sel, &p.op, options)?;
+                let mut with = overlay.clone();
+                for c in &changes {
+                    with.write(&c.tensor, c.offset, &c.after);
+                }
+                Some(with)
+            }
+            Some(_) => Some(overlay.clone()),
+            None => None,
         };
         let (rows, cols) = spec.cells();
         // Exact cells read their rows; a pooled view reads the span it covers.
         let exact =
             rows <= req.max_rows.clamp(1, MAX_GRID) && cols <= req.max_cols.clamp(1, MAX_GRID);
-        let base = shard.view_region(info, &spec.selection(&info.shape), exact)?;
-        let source = overlay.view(info, &base);
+        let stored = shard.view_region(info, &spec.selection(&info.shape), exact)?;
+        // Before and after: the base and the session, or the session and the proposal on it.
+        let session = overlay.view(info, &stored);
+        let preview = proposed.as_ref().map(|o| o.view(info, &stored));
+        let (base, source): (&(dyn ByteSource + Sync), &(dyn ByteSource + Sync)) = match &preview {
+            Some(p) => (&session, p),
+            None => (&stored, &session),
+        };
         let mut data = ViewData {
             tensor: info.name.clone(),
             dtype: dtype::name(info.dtype).into(),
@@ -300,8 +337,8 @@ impl Workbench {
             base_bytes: Vec::new(),
         };
         match req.mode {
-            view::ViewMode::After => self.fill(&mut data, info, &source, req),
-            view::ViewMode::Before => self.fill(&mut data, info, &base, req),
+            view::ViewMode::After => self.fill(&mut data, info, source, req),
+            view::ViewMode::Before => self.fill(&mut data, info, base, req),
             view::ViewMode::Delta => {
                 // Pooled deltas are block means: the mean of the change is the change of
                 // the means, so one pass over each side is exact.
@@ -310,8 +347,8 @@ impl Workbench {
                     ..req.clone()
                 };
                 let mut before = data.clone();
-                self.fill(&mut before, info, &base, &req);
-                self.fill(&mut data, info, &source, &req);
+                self.fill(&mut before, info, base, &req);
+                self.fill(&mut data, info, source, &req);
                 if data.block == (1, 1) {
                     let (mut a, mut b) = (Vec::new(), Vec::new());
                     dtype::decode_f64_into(info.dtype, &data.bytes, &mut a);
