@@ -200,6 +200,7 @@ mod tests {
             scan: true,
             mode: Some(tensor_surgeon_core::view::ViewMode::Delta),
             tab: Some("patch".into()),
+            proposal: Some(7),
         };
         let pairs = s.to_pairs();
         let back = UrlState::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
