@@ -74,6 +74,7 @@ pub(crate) struct Batch {
 
 /// One sequence of a [`Batch`], with its rotary tables and mask (shared among the sequences
 /// of the same shape).
+#[derive(Clone)]
 struct Seq {
     past: usize,
     new: usize,
@@ -242,35 +243,25 @@ impl Llama {
     /// The tables of a pass over sequences of (`past`, `new`) positions.
     pub(crate) fn batch(&self, shapes: &[(usize, usize)]) -> Result<Batch> {
         let local = self.config.gemma.as_ref().map(|g| g.local_rope_theta);
-        let mut made: Vec<Seq> = Vec::new();
-        let mut seqs = Vec::with_capacity(shapes.len());
+        let mut seqs: Vec<Seq> = Vec::with_capacity(shapes.len());
         for &(past, new) in shapes {
-            let seq = match made.iter().find(|s| (s.past, s.new) == (past, new)) {
-                Some(s) => Seq {
-                    rope: s.rope.clone(),
-                    local_rope: s.local_rope.clone(),
-                    mask: s.mask.clone(),
-                    ..*s
+            // Tensors are shared: a shape made before costs a clone of its handles.
+            let made = seqs
+                .iter()
+                .find(|s| (s.past, s.new) == (past, new))
+                .cloned();
+            let seq = match made {
+                Some(seq) => seq,
+                None => Seq {
+                    past,
+                    new,
+                    rope: self.rope_tables(past, new)?,
+                    local_rope: match local {
+                        Some(theta) => Some(self.rope_tables_with(past, new, theta)?),
+                        None => None,
+                    },
+                    mask: causal_mask(new, past)?,
                 },
-                None => {
-                    let seq = Seq {
-                        past,
-                        new,
-                        rope: self.rope_tables(past, new)?,
-                        local_rope: match local {
-                            Some(theta) => Some(self.rope_tables_with(past, new, theta)?),
-                            None => None,
-                        },
-                        mask: causal_mask(new, past)?,
-                    };
-                    made.push(Seq {
-                        rope: seq.rope.clone(),
-                        local_rope: seq.local_rope.clone(),
-                        mask: seq.mask.clone(),
-                        ..seq
-                    });
-                    seq
-                }
             };
             seqs.push(seq);
         }
