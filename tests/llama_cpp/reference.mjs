@@ -1,6 +1,6 @@
 // llama.cpp (through node-llama-cpp's prebuilt CPU build) as a reference for a GGUF model:
-// the token ids of each prompt, the next-token distribution's top k, and greedy generation
-// speed. Prints one JSON object.
+// the token ids of each prompt, the next-token distribution's top k, and a greedy generation
+// (its tokens and its speed). Prints one JSON object.
 //
 //   node reference.mjs MODEL.gguf '{"prompts": ["..."], "top_k": 5, "generate": 0, "threads": 2}'
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
@@ -43,14 +43,17 @@ if (args.generate) {
     const started = performance.now();
     let produced = 0;
     let firstAt = null;
+    const generated = [];
     for await (const token of sequence.evaluate(ids, { temperature: 0 })) {
         if (firstAt === null) firstAt = performance.now();
+        generated.push(token);
         produced += 1;
         if (produced >= args.generate) break;
     }
     const ended = performance.now();
     generation = {
         tokens: produced,
+        ids: generated,
         prompt_tokens: ids.length,
         first_token_s: (firstAt - started) / 1000,
         // Tokens after the first, per second of decoding (the prompt's evaluation excluded).

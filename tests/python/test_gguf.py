@@ -303,6 +303,42 @@ def test_a_file_with_a_type_that_cannot_be_decoded_still_opens(tmp_path):
     assert r.code == 1 and "IQ2_XXS" in r.err and "codebooks" in r.err, r.err
 
 
+# Where each type keeps its f16 scales (and mins), so random blocks decode to finite values.
+F16_FIELDS = {
+    "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
+    "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
+    "IQ4_NL": [0], "IQ4_XS": [0], "TQ1_0": [52], "TQ2_0": [64], "MXFP4": [], "NVFP4": [],
+}
+
+
+def test_every_readable_block_type_decodes_as_gguf_py_does(tmp_path):
+    """Beyond the types the real files carry: random blocks of every type the tool decodes
+    (scales set to finite ones), in one file, each value equal to gguf-py's dequantisation."""
+    rng = np.random.default_rng(7)
+    elements = 512
+    infos, data, raws = b"", b"", {}
+    for name, fields in F16_FIELDS.items():
+        qtype = gguf.GGMLQuantizationType[name]
+        block_elems, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        blocks = rng.integers(0, 256, size=(elements // block_elems, block_bytes), dtype=np.uint8)
+        for at in fields:
+            blocks[:, at:at + 2] = rng.normal(0, 0.05, size=len(blocks)).astype(np.float16).view(np.uint8).reshape(-1, 2)
+        if name == "MXFP4":  # an E8M0 scale near 1
+            blocks[:, 0] = rng.integers(110, 130, size=len(blocks))
+        raws[name] = blocks
+        infos += tensor_info(name, [elements], qtype.value, len(data))
+        data += blocks.tobytes() + b"\0" * (-blocks.size % 32)
+    head = header(len(F16_FIELDS), 0) + infos
+    path = tmp_path / "every-type.gguf"
+    path.write_bytes(head + b"\0" * (-len(head) % 32) + data)
+    for name, blocks in raws.items():
+        want = np.asarray(gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[name]), dtype=np.float32).reshape(-1)
+        assert np.isfinite(want).all(), name
+        got = run("slice", path, name, "", "--json").json()
+        assert got["dtype"] == name
+        assert np.array_equal(np.array(got["values"], dtype=np.float32), want), name
+
+
 # --- runs: the same next-token distribution as llama.cpp ---------------------------------------
 
 LLAMA_CPP = Path(__file__).resolve().parents[1] / "llama_cpp"
@@ -340,6 +376,21 @@ def test_a_gguf_runs_with_llama_cpps_tokens_and_next_token_distribution():
         # same weights agrees to 0.003), so probabilities differ by up to a few hundredths.
         for t in want["top"]:
             assert abs(mine.get(t["id"], 0.0) - t["prob"]) <= 0.1, (want["text"], t, mine.get(t["id"]))
+
+
+@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
+def test_a_gguf_continues_greedily_as_llama_cpp_does(which):
+    """Generation steps read the quantized blocks as stored (Q4_1 and Q8_0; Q4_K, Q6_K, Q5_0
+    and Q8_0), Gemma 3's layers included: the greedy continuation is llama.cpp's, token for
+    token (the first eight: later, llama.cpp's 8-bit rounding of the activations may tip a
+    near tie the other way)."""
+    import models
+
+    path = models.smollm2_gguf() if which == "smollm2" else models.gemma3_gguf()
+    prompt = "The history of the city begins in the Roman era, when"
+    want = llama_cpp(path, generate=8, generate_prompt=prompt)["generation"]["ids"]
+    got = run("run", path, "--prompt", prompt, "--generate", 8, "--json").json()
+    assert got["base"]["continuation"]["ids"] == want[:8], (which, got["base"]["continuation"], want)
 
 
 def test_a_gguf_runs_like_its_conversion_to_safetensors(smollm2):

@@ -18,6 +18,14 @@ pub trait TensorSource: Sync {
     /// [`TensorSource::bytes`] for why).
     fn resident(&self, name: &str) -> Option<&[u8]>;
 
+    /// A quantized tensor's blocks as its file stores them (`TensorInfo::blocks` names their
+    /// type), held for as long as the source lives, for kernels that read blocks; `None` when
+    /// the source does not hold them (the decoded values of [`TensorSource::resident`] serve).
+    fn blocks(&self, name: &str) -> Option<&[u8]> {
+        let _ = name;
+        None
+    }
+
     /// The tensor's bytes (borrowed when they are in memory already).
     fn bytes(&self, name: &str) -> Result<Cow<'_, [u8]>, ReadError>;
 }

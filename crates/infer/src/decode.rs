@@ -9,14 +9,23 @@ use super::llama::{KvCache, Llama};
 use super::weights::Weights;
 use crate::error::{InferError, Result};
 
+/// A layer's attention projections as stored: three matrices, or Phi-3's one.
+enum Qkv<'a> {
+    Split(Stored<'a>, Stored<'a>, Stored<'a>),
+    Fused(Stored<'a>),
+}
+
+/// A layer's gate and up projections: two matrices, or Phi-3's one.
+enum GateUp<'a> {
+    Split(Stored<'a>, Stored<'a>),
+    Fused(Stored<'a>),
+}
+
 /// A layer's matrices as stored.
 struct LayerWeights<'a> {
-    q: Stored<'a>,
-    k: Stored<'a>,
-    v: Stored<'a>,
+    qkv: Qkv<'a>,
     o: Stored<'a>,
-    gate: Stored<'a>,
-    up: Stored<'a>,
+    gate_up: GateUp<'a>,
     down: Stored<'a>,
 }
 
@@ -24,9 +33,61 @@ fn name(layer: usize, part: &str) -> String {
     format!("model.layers.{layer}.{part}.weight")
 }
 
+/// GELU with the tanh approximation, as the general pass computes it (candle's `gelu`).
+fn gelu_tanh(v: f32) -> f32 {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)).tanh())
+}
+
 impl Llama {
+    /// A layer's matrices at their stored width; `None` when one cannot be read so.
+    fn layer_weights<'w>(&self, w: &'w Weights, l: usize) -> Option<LayerWeights<'w>> {
+        let c = &self.config;
+        let (hidden, heads, kv_heads, hd, inter) = (
+            c.hidden_size,
+            c.num_attention_heads,
+            c.kv_heads(),
+            c.head_width(),
+            c.intermediate_size,
+        );
+        let get = |part: &str, rows: usize, cols: usize| w.stored(&name(l, part), rows, cols);
+        let qkv = match w.has(&name(l, "self_attn.qkv_proj")) {
+            true => Qkv::Fused(get(
+                "self_attn.qkv_proj",
+                (heads + 2 * kv_heads) * hd,
+                hidden,
+            )?),
+            false => Qkv::Split(
+                get("self_attn.q_proj", heads * hd, hidden)?,
+                get("self_attn.k_proj", kv_heads * hd, hidden)?,
+                get("self_attn.v_proj", kv_heads * hd, hidden)?,
+            ),
+        };
+        let gate_up = match w.has(&name(l, "mlp.gate_up_proj")) {
+            true => GateUp::Fused(get("mlp.gate_up_proj", 2 * inter, hidden)?),
+            false => GateUp::Split(
+                get("mlp.gate_proj", inter, hidden)?,
+                get("mlp.up_proj", inter, hidden)?,
+            ),
+        };
+        Some(LayerWeights {
+            qkv,
+            o: get("self_attn.o_proj", hidden, heads * hd)?,
+            gate_up,
+            down: get("mlp.down_proj", hidden, inter)?,
+        })
+    }
+
+    /// A norm's weight as f32 values, as the pass multiplies by it.
+    fn norm_vector(&self, w: &Weights, name: &str) -> Result<Vec<f32>> {
+        Ok(self.norm(w, name)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
     /// The logits after one more token; `None` when some matrix cannot be read as stored
-    /// (another dtype, unaligned bytes): the caller runs `forward` instead.
+    /// (another dtype, unaligned bytes): the caller runs `forward` instead. Every family the
+    /// general pass runs steps here: Gemma 3's norms around both blocks, scaled embeddings,
+    /// GeGLU and sliding-window layers with their own rotary base; Qwen3's and Gemma's norms
+    /// of each head's query and key; Phi-3's fused projections; Mistral's window.
     pub(super) fn step(
         &self,
         w: &Weights,
@@ -41,9 +102,7 @@ impl Llama {
             c.head_width(),
             c.intermediate_size,
         );
-        // Other layers (Gemma's norms, Qwen3's head norms, Phi-3's fused projections,
-        // windows): the general pass runs them.
-        if cache.is_empty() || cache.layers.len() != c.num_hidden_layers || !self.plain(w) {
+        if cache.is_empty() || cache.layers.len() != c.num_hidden_layers {
             return Ok(None);
         }
         let pos = cache.len;
@@ -62,19 +121,7 @@ impl Llama {
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
-            let get = |part: &str, rows: usize, cols: usize| w.stored(&name(l, part), rows, cols);
-            let found = (|| {
-                Some(LayerWeights {
-                    q: get("self_attn.q_proj", heads * hd, hidden)?,
-                    k: get("self_attn.k_proj", kv_heads * hd, hidden)?,
-                    v: get("self_attn.v_proj", kv_heads * hd, hidden)?,
-                    o: get("self_attn.o_proj", hidden, heads * hd)?,
-                    gate: get("mlp.gate_proj", inter, hidden)?,
-                    up: get("mlp.up_proj", inter, hidden)?,
-                    down: get("mlp.down_proj", hidden, inter)?,
-                })
-            })();
-            match found {
+            match self.layer_weights(w, l) {
                 Some(lw) => layers.push(lw),
                 None => return Ok(None),
             }
@@ -84,47 +131,97 @@ impl Llama {
                 "token {id} is beyond the vocabulary"
             )));
         }
+        let gemma = c.gemma.as_ref();
         let eps = c.rms_norm_eps as f32;
-        let (cos, sin) = rope_angles(pos, hd, c.rope_theta);
+        let global = rope_angles(pos, hd, c.rope_theta);
+        let local = gemma.map(|g| rope_angles(pos, hd, g.local_rope_theta));
         let rep = heads / kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = c.attention_scale() as f32;
         let mut x = embed.row(id as usize, hidden);
+        if gemma.is_some() {
+            // Gemma scales the embeddings by √hidden (in f32).
+            let s = (hidden as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= s);
+        }
         let (mut q, mut k, mut v) = (
             vec![0f32; heads * hd],
             vec![0f32; kv_heads * hd],
             vec![0f32; kv_heads * hd],
         );
+        let mut qkv = match layers.first().map(|l| &l.qkv) {
+            Some(Qkv::Fused(_)) => vec![0f32; (heads + 2 * kv_heads) * hd],
+            _ => Vec::new(),
+        };
         let (mut att, mut o) = (vec![0f32; heads * hd], vec![0f32; hidden]);
         let (mut gate, mut up) = (vec![0f32; inter], vec![0f32; inter]);
+        let mut gate_up = match layers.first().map(|l| &l.gate_up) {
+            Some(GateUp::Fused(_)) => vec![0f32; 2 * inter],
+            _ => Vec::new(),
+        };
         let mut scores = vec![0f32; pos + 1];
         for (l, lw) in layers.iter().enumerate() {
-            let h = rms_norm(&x, &vector(w, &name(l, "input_layernorm"))?, eps);
-            matvec_many(&mut [(lw.q, &mut q), (lw.k, &mut k), (lw.v, &mut v)], &h);
-            for (out, part) in [(&mut q, "q_proj"), (&mut k, "k_proj"), (&mut v, "v_proj")] {
-                let bias = format!("model.layers.{l}.self_attn.{part}.bias");
-                if w.has(&bias) {
-                    for (a, b) in out.iter_mut().zip(vector(w, &bias)?) {
-                        *a += b;
+            let h = rms_norm(&x, &self.norm_vector(w, &name(l, "input_layernorm"))?, eps);
+            match lw.qkv {
+                Qkv::Split(wq, wk, wv) => {
+                    matvec_many(&mut [(wq, &mut q), (wk, &mut k), (wv, &mut v)], &h);
+                    for (out, part) in [(&mut q, "q_proj"), (&mut k, "k_proj"), (&mut v, "v_proj")]
+                    {
+                        add_bias(w, &format!("model.layers.{l}.self_attn.{part}.bias"), out)?;
+                    }
+                }
+                Qkv::Fused(wqkv) => {
+                    matvec(wqkv, &h, &mut qkv);
+                    add_bias(
+                        w,
+                        &format!("model.layers.{l}.self_attn.qkv_proj.bias"),
+                        &mut qkv,
+                    )?;
+                    let (a, rest) = qkv.split_at(heads * hd);
+                    let (b, c) = rest.split_at(kv_heads * hd);
+                    q.copy_from_slice(a);
+                    k.copy_from_slice(b);
+                    v.copy_from_slice(c);
+                }
+            }
+            for (m, part) in [(&mut q, "self_attn.q_norm"), (&mut k, "self_attn.k_norm")] {
+                if w.has(&name(l, part)) {
+                    let n = self.norm_vector(w, &name(l, part))?;
+                    if n.len() != hd {
+                        return Ok(None); // the general pass says why
+                    }
+                    for head in m.chunks_exact_mut(hd) {
+                        let normed = rms_norm(head, &n, eps);
+                        head.copy_from_slice(&normed);
                     }
                 }
             }
-            rotate(&mut q, hd, &cos, &sin);
-            rotate(&mut k, hd, &cos, &sin);
+            let (cos, sin) = match (gemma, &local) {
+                (Some(g), Some(angles)) if g.is_local(l) => (&angles.0, &angles.1),
+                _ => (&global.0, &global.1),
+            };
+            rotate(&mut q, hd, cos, sin);
+            rotate(&mut k, hd, cos, sin);
             let (ck, cv) = &mut cache.layers[l];
             ck.extend_from_slice(&k);
             cv.extend_from_slice(&v);
+            // A sliding-window layer sees the last `window` positions, itself included.
+            let from = match c.window_of(l) {
+                Some(window) => (pos + 1).saturating_sub(window),
+                None => 0,
+            };
             let row = kv_heads * hd;
+            let scores = &mut scores[from..];
             for head in 0..heads {
                 let g = head / rep;
                 let qh = &q[head * hd..(head + 1) * hd];
-                for (j, s) in scores.iter_mut().enumerate() {
+                for (j, s) in (from..).zip(scores.iter_mut()) {
                     let kj = &ck[j * row + g * hd..j * row + (g + 1) * hd];
                     *s = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
                 }
-                softmax(&mut scores);
+                softmax(scores);
                 let out = &mut att[head * hd..(head + 1) * hd];
                 out.fill(0.0);
-                for (j, p) in scores.iter().enumerate() {
+                for (j, p) in (from..).zip(scores.iter()) {
                     let vj = &cv[j * row + g * hd..j * row + (g + 1) * hd];
                     for (a, b) in out.iter_mut().zip(vj) {
                         *a += p * b;
@@ -132,21 +229,73 @@ impl Llama {
                 }
             }
             matvec(lw.o, &att, &mut o);
+            add_bias(
+                w,
+                &format!("model.layers.{l}.self_attn.o_proj.bias"),
+                &mut o,
+            )?;
+            if gemma.is_some() {
+                let n = self.norm_vector(w, &name(l, "post_attention_layernorm"))?;
+                o = rms_norm(&o, &n, eps);
+            }
             add(&mut x, &o);
-            let h = rms_norm(&x, &vector(w, &name(l, "post_attention_layernorm"))?, eps);
-            matvec_many(&mut [(lw.gate, &mut gate), (lw.up, &mut up)], &h);
+            let pre_mlp = match gemma {
+                Some(_) => "pre_feedforward_layernorm",
+                None => "post_attention_layernorm",
+            };
+            let h = rms_norm(&x, &self.norm_vector(w, &name(l, pre_mlp))?, eps);
+            match lw.gate_up {
+                GateUp::Split(wg, wu) => {
+                    matvec_many(&mut [(wg, &mut gate), (wu, &mut up)], &h);
+                    add_bias(
+                        w,
+                        &format!("model.layers.{l}.mlp.gate_proj.bias"),
+                        &mut gate,
+                    )?;
+                    add_bias(w, &format!("model.layers.{l}.mlp.up_proj.bias"), &mut up)?;
+                }
+                GateUp::Fused(wgu) => {
+                    matvec(wgu, &h, &mut gate_up);
+                    add_bias(
+                        w,
+                        &format!("model.layers.{l}.mlp.gate_up_proj.bias"),
+                        &mut gate_up,
+                    )?;
+                    let (a, b) = gate_up.split_at(inter);
+                    gate.copy_from_slice(a);
+                    up.copy_from_slice(b);
+                }
+            }
             for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
+                *g = match gemma {
+                    Some(_) => gelu_tanh(*g) * u,
+                    None => *g / (1.0 + (-*g).exp()) * u,
+                };
             }
             matvec(lw.down, &gate, &mut o);
+            add_bias(w, &format!("model.layers.{l}.mlp.down_proj.bias"), &mut o)?;
+            if gemma.is_some() {
+                let n = self.norm_vector(w, &name(l, "post_feedforward_layernorm"))?;
+                o = rms_norm(&o, &n, eps);
+            }
             add(&mut x, &o);
         }
         cache.len = pos + 1;
-        let h = rms_norm(&x, &vector(w, "model.norm.weight")?, eps);
+        let h = rms_norm(&x, &self.norm_vector(w, "model.norm.weight")?, eps);
         let mut logits = vec![0f32; c.vocab_size];
         matvec(unembed, &h, &mut logits);
         Ok(Some(logits))
     }
+}
+
+/// Adds the bias called `name` to `out`, if the model has one.
+fn add_bias(w: &Weights, name: &str, out: &mut [f32]) -> Result<()> {
+    if w.has(name) {
+        for (a, b) in out.iter_mut().zip(vector(w, name)?) {
+            *a += b;
+        }
+    }
+    Ok(())
 }
 
 /// A 1-D weight (a norm, a bias) as f32 values.

@@ -8,6 +8,8 @@
 use rayon::prelude::*;
 use std::collections::HashMap;
 use tensor_surgeon_core::dtype::Dtype;
+use tensor_surgeon_core::gguf::quant::layout::{self, Layout, Unpacked, WithLayout};
+use tensor_surgeon_core::gguf::{quant, GgmlType};
 
 /// Rows of a matrix that edits changed, with the edits laid on, widened.
 pub type PatchedRows = HashMap<usize, Vec<f32>>;
@@ -29,6 +31,8 @@ enum Elems<'a> {
     BF16(&'a [u16]),
     F16(&'a [u16]),
     F32(&'a [f32]),
+    /// A GGUF's quantized blocks, each row whole blocks.
+    Blocks(GgmlType, &'a [u8]),
 }
 
 impl<'a> Stored<'a> {
@@ -43,6 +47,20 @@ impl<'a> Stored<'a> {
         };
         Some(Stored {
             elems,
+            patched: None,
+        })
+    }
+
+    /// Quantized blocks of `ty` as stored, rows of `cols` elements (whole blocks each): the
+    /// products decode them a block at a time, in registers. `None` for a type that cannot
+    /// be read, or rows that are not whole blocks.
+    pub fn blocks(ty: GgmlType, bytes: &'a [u8], cols: usize) -> Option<Stored<'a>> {
+        let whole = ty.is_quantized()
+            && quant::can_decode(ty)
+            && cols.is_multiple_of(ty.block_elements())
+            && bytes.len().is_multiple_of(ty.block_bytes());
+        whole.then_some(Stored {
+            elems: Elems::Blocks(ty, bytes),
             patched: None,
         })
     }
@@ -87,6 +105,11 @@ impl<'a> Stored<'a> {
                 }
             }
             Elems::F32(s) => out.copy_from_slice(&s[span]),
+            Elems::Blocks(ty, b) => {
+                let row = row_bytes(ty, cols);
+                let done = layout::decode_into(ty, &b[r * row..(r + 1) * row], out);
+                debug_assert!(done.is_some(), "{ty} blocks without a layout");
+            }
         }
     }
 
@@ -94,8 +117,14 @@ impl<'a> Stored<'a> {
         match self.elems {
             Elems::BF16(s) | Elems::F16(s) => s.len(),
             Elems::F32(s) => s.len(),
+            Elems::Blocks(ty, b) => b.len() / ty.block_bytes() * ty.block_elements(),
         }
     }
+}
+
+/// Bytes of a row of `cols` elements in blocks of `ty`.
+fn row_bytes(ty: GgmlType, cols: usize) -> usize {
+    cols / ty.block_elements() * ty.block_bytes()
 }
 
 /// A matrix copied out of the weights for work that keeps it (the fact editor's optimisation):
@@ -180,6 +209,19 @@ impl pulp::WithSimd for VecRows<'_, '_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         let cols = self.x.len();
+        if let Elems::Blocks(ty, bytes) = self.w.elems {
+            let rows = BlockRows {
+                w: self.w,
+                bytes,
+                row: row_bytes(ty, cols),
+                first: self.first,
+                x: self.x,
+                out: self.out,
+            };
+            let done = layout::with_layout(ty, rows);
+            debug_assert!(done.is_some(), "{ty} blocks without a layout");
+            return;
+        }
         let mut widened = Vec::new();
         for (k, o) in self.out.iter_mut().enumerate() {
             if let Some(p) = self.w.patched_row(self.first + k) {
@@ -195,9 +237,80 @@ impl pulp::WithSimd for VecRows<'_, '_> {
                     widened.extend(s[r].iter().map(|&b| half::f16::from_bits(b).to_f32()));
                     dot_f32(&widened, self.x)
                 }
+                Elems::Blocks(..) => unreachable!("handled above"),
             };
         }
     }
+}
+
+/// Rows `first..` of `W x` for quantized blocks of one layout (a task of [`matvec_many`]).
+struct BlockRows<'a, 'b> {
+    w: Stored<'a>,
+    bytes: &'a [u8],
+    /// Bytes per row.
+    row: usize,
+    first: usize,
+    x: &'b [f32],
+    out: &'b mut [f32],
+}
+
+impl WithLayout for BlockRows<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with<L: Layout>(self) {
+        // The sum of the inputs over each sub-block, for the types whose values have an
+        // offset: Σ (d·q + m)·x = d·Σ q·x + m·Σ x.
+        let sums: Vec<f32> = match L::OFFSET {
+            true => self.x.chunks(L::SUB).map(|c| c.iter().sum()).collect(),
+            false => Vec::new(),
+        };
+        let mut u = Unpacked::default();
+        for (k, o) in self.out.iter_mut().enumerate() {
+            let r = self.first + k;
+            *o = match self.w.patched_row(r) {
+                Some(p) => dot_f32(p, self.x),
+                None => {
+                    let bytes = &self.bytes[r * self.row..(r + 1) * self.row];
+                    dot_blocks::<L>(bytes, self.x, &sums, &mut u)
+                }
+            };
+        }
+    }
+}
+
+/// A row of blocks times `x`: each block unpacked to its integer codes, each sub-block's
+/// `Σ code·x` in vector lanes, scaled by the sub-block's scale (plus its offset times the
+/// inputs' sum): the weights are never widened to memory.
+#[inline(always)]
+fn dot_blocks<L: Layout>(row: &[u8], x: &[f32], sums: &[f32], u: &mut Unpacked) -> f32 {
+    const W: usize = 8;
+    let subs = L::ELEMS / L::SUB;
+    let mut total = [0f32; W];
+    let mut offset = 0f32;
+    let blocks = row.chunks_exact(L::BYTES).zip(x.chunks_exact(L::ELEMS));
+    for (i, (b, xb)) in blocks.enumerate() {
+        L::unpack(b, u);
+        let parts = u.codes[..L::ELEMS]
+            .chunks_exact(L::SUB)
+            .zip(xb.chunks_exact(L::SUB));
+        for (s, (codes, xs)) in parts.enumerate() {
+            let mut acc = [0f32; W];
+            for (c, xv) in codes.chunks_exact(W).zip(xs.chunks_exact(W)) {
+                for l in 0..W {
+                    acc[l] += f32::from(c[l]) * xv[l];
+                }
+            }
+            let d = u.scales[s];
+            for l in 0..W {
+                total[l] += d * acc[l];
+            }
+            if L::OFFSET {
+                offset += u.offsets[s] * sums[i * subs + s];
+            }
+        }
+    }
+    total.iter().sum::<f32>() + offset
 }
 
 /// Input rows met at once: two vectors of AVX2's width, one of AVX-512's.
@@ -511,6 +624,97 @@ mod tests {
         assert!((y[rows + 3] - xs[cols..2 * cols].iter().sum::<f32>()).abs() < 1e-4);
         assert_eq!(w.row(3, cols), vec![1.0; cols]);
         assert!(Stored::of(Dtype::I8, bytemuck::cast_slice(&bf)).is_none());
+    }
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+
+    /// Blocks of every type that decode to finite values: quantized by candle where it can
+    /// quantize into the type, else bytes of a fixed pattern with their scales set to
+    /// small ones.
+    fn blocks_of(ty: GgmlType, values: &[f32]) -> Vec<u8> {
+        if crate::blocks::can_encode(ty) {
+            return crate::blocks::encode(ty, values).unwrap();
+        }
+        let n = values.len() / ty.block_elements();
+        let mut bytes: Vec<u8> = (0..n * ty.block_bytes())
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect();
+        let scale = half::f16::from_f32(0.03).to_le_bytes();
+        for b in bytes.chunks_exact_mut(ty.block_bytes()) {
+            match ty {
+                GgmlType::IQ4_NL | GgmlType::IQ4_XS => b[..2].copy_from_slice(&scale),
+                GgmlType::TQ1_0 => b[52..54].copy_from_slice(&scale),
+                GgmlType::TQ2_0 => b[64..66].copy_from_slice(&scale),
+                GgmlType::MXFP4 => b[0] = 120,
+                GgmlType::NVFP4 => b[..4].copy_from_slice(&[40, 48, 56, 30]),
+                other => panic!("{other}: no pattern"),
+            }
+        }
+        bytes
+    }
+
+    /// Every readable block type: a row decodes to the reference decoder's values exactly,
+    /// and both kernels give the product with those values (up to summation order).
+    #[test]
+    fn quantized_blocks_multiply_as_their_decoded_values() {
+        let types = tensor_surgeon_core::gguf::ALL_TYPES
+            .into_iter()
+            .filter(|t| t.is_quantized() && quant::can_decode(*t));
+        let mut seen = 0;
+        for ty in types {
+            // Two super-blocks per row, five rows (one patched).
+            let (rows, cols) = (5, 512);
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+                .collect();
+            let bytes = blocks_of(ty, &values);
+            let decoded = quant::to_f32(ty, &bytes).unwrap();
+            let w = Stored::blocks(ty, &bytes, cols).unwrap();
+            for r in 0..rows {
+                assert_eq!(w.row(r, cols), decoded[r * cols..(r + 1) * cols], "{ty}");
+            }
+            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut patched = PatchedRows::new();
+            patched.insert(2, vec![0.5; cols]);
+            let w = w.with_patched(&patched);
+            let mut want: Vec<f32> = decoded
+                .chunks(cols)
+                .map(|r| r.iter().zip(&x).map(|(a, b)| a * b).sum())
+                .collect();
+            want[2] = x.iter().sum::<f32>() * 0.5;
+            let mut y = vec![0f32; rows];
+            matvec(w, &x, &mut y);
+            let scale = decoded.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (a, b) in y.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-4 * scale * cols as f32,
+                    "{ty}: {a} vs {b}"
+                );
+            }
+            let t = 3;
+            let xs: Vec<f32> = (0..t * cols).map(|i| (i as f32 * 0.11).cos()).collect();
+            let mut y = vec![0f32; t * rows];
+            matmat(w, &xs, t, &mut y);
+            for i in 0..t {
+                for r in 0..rows {
+                    let row = match r {
+                        2 => &patched[&2][..],
+                        _ => &decoded[r * cols..(r + 1) * cols],
+                    };
+                    let want: f32 = row.iter().zip(&xs[i * cols..]).map(|(a, b)| a * b).sum();
+                    let got = y[i * rows + r];
+                    assert!((got - want).abs() < 1e-4 * scale * cols as f32, "{ty}");
+                }
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 16, "every readable block type");
+        // Rows that are not whole blocks are not read as blocks.
+        assert!(Stored::blocks(GgmlType::Q8_0, &[0; 34], 16).is_none());
+        assert!(Stored::blocks(GgmlType::IQ2_XXS, &[0; 66], 256).is_none());
     }
 }
 

@@ -153,7 +153,7 @@ impl Llama {
     }
 
     /// A norm's weight as the pass multiplies by it (Gemma's checkpoints store `w` for `1 + w`).
-    fn norm(&self, w: &Weights, name: &str) -> Result<Tensor> {
+    pub(crate) fn norm(&self, w: &Weights, name: &str) -> Result<Tensor> {
         let t = w.get(name)?;
         Ok(match &self.config.gemma {
             Some(g) if g.norm_offset != 0.0 => (t + g.norm_offset)?,

@@ -212,14 +212,22 @@ pub struct Weights<'a> {
 }
 
 impl Weights<'_> {
-    /// A 2-D weight as stored (`[rows, cols]`), for the decode kernel: the memory map, or the
-    /// edited bytes. `None` when its dtype or alignment does not suit the kernel.
+    /// A 2-D weight as stored (`[rows, cols]`), for the kernels: the memory map (a GGUF's
+    /// quantized blocks as they are), with the edited rows. `None` when its dtype or alignment does not suit the kernel.
     pub fn stored(&self, name: &str, rows: usize, cols: usize) -> Option<Stored<'_>> {
         let info = self.model.info(name)?;
         if info.shape != [rows as u64, cols as u64] {
             return None;
         }
-        let base = Stored::of(info.dtype, self.model.resident(name)?)?;
+        // A quantized tensor's blocks as stored, where the kernel reads them; else its values.
+        let blocks = info
+            .blocks
+            .zip(self.model.blocks(name))
+            .and_then(|(ty, b)| Stored::blocks(ty, b, cols));
+        let base = match blocks {
+            Some(b) => b,
+            None => Stored::of(info.dtype, self.model.resident(name)?)?,
+        };
         Some(match self.edited(name) {
             Some(_) if self.model.reorders(name) => return None,
             Some(l) => base.with_patched(&l.0.rows),

@@ -193,7 +193,7 @@ impl GgmlType {
     }
 
     /// Elements per block (1 for the plain types).
-    pub fn block_elements(self) -> usize {
+    pub const fn block_elements(self) -> usize {
         use GgmlType::*;
         match self {
             F32 | F16 | BF16 | F64 | I8 | I16 | I32 | I64 => 1,
@@ -205,7 +205,7 @@ impl GgmlType {
     }
 
     /// Bytes per block (ggml's `type_size`).
-    pub fn block_bytes(self) -> usize {
+    pub const fn block_bytes(self) -> usize {
         use GgmlType::*;
         match self {
             F32 | I32 => 4,

@@ -193,8 +193,9 @@ struct Mapped {
     /// halves (rows `0, d/2, 1, d/2 + 1, …`); the forward pass rotates halves, so the rows
     /// are put back, per head of this many.
     heads: Option<usize>,
-    /// The rows put back, made on first use.
+    /// The rows put back, made on first use: of the values, and of the blocks.
     restored: OnceLock<Vec<u8>>,
+    restored_blocks: OnceLock<Vec<u8>>,
 }
 
 /// The forward pass's names (Hugging Face's) for a GGUF model's tensors.
@@ -334,6 +335,7 @@ impl NameMap {
                     info,
                     heads,
                     restored: OnceLock::new(),
+                    restored_blocks: OnceLock::new(),
                 },
             );
         }
@@ -428,6 +430,23 @@ impl TensorSource for RunSource<'_> {
             Some(heads) => {
                 let rows = m.info.shape[0] as usize;
                 Some(m.restored.get_or_init(|| restore_rows(base, rows, heads)))
+            }
+        }
+    }
+
+    fn blocks(&self, name: &str) -> Option<&[u8]> {
+        let Some(m) = self.mapped(name) else {
+            return self.names.is_none().then(|| self.inner.blocks(name))?;
+        };
+        let base = self.inner.blocks(&m.source)?;
+        match m.heads {
+            None => Some(base),
+            Some(heads) => {
+                let rows = m.info.shape[0] as usize;
+                Some(
+                    m.restored_blocks
+                        .get_or_init(|| restore_rows(base, rows, heads)),
+                )
             }
         }
     }

@@ -499,6 +499,11 @@ impl TensorSource for Model {
         shard.mapped(info)
     }
 
+    fn blocks(&self, name: &str) -> Option<&[u8]> {
+        let (shard, info) = self.find(name)?;
+        shard.mapped_blocks(info)
+    }
+
     fn bytes(&self, name: &str) -> std::result::Result<Cow<'_, [u8]>, ReadError> {
         Ok(self.tensor_bytes(name)?)
     }

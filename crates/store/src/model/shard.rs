@@ -256,6 +256,17 @@ impl Shard {
         }
     }
 
+    /// A quantized tensor's blocks in the map, for the forward pass's kernels that read
+    /// blocks; `None` for other tensors, and for a remote file (its decoded values serve).
+    pub fn mapped_blocks(&self, info: &TensorInfo) -> Option<&[u8]> {
+        self.quantized(info)?;
+        let r = self.absolute(info);
+        match &self.backing {
+            Backing::Mapped(map) => map.get(r.start as usize..r.end as usize),
+            Backing::Remote { .. } => None,
+        }
+    }
+
     /// Only `ranges` of a tensor's bytes (offsets within its data): a remote shard reads
     /// just those.
     pub fn region(&self, info: &TensorInfo, ranges: &[Range<u64>]) -> Result<Region<'_>> {
