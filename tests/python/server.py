@@ -39,7 +39,7 @@ class Server:
         self.proc = None
         self.log_file = None
 
-    def start(self, poll=0.05):
+    def start(self, poll=0.05, within=30):
         env = dict(os.environ, LEPTOS_SITE_ROOT=str(ROOT / "target" / "site"), LEPTOS_OUTPUT_NAME="tensor-surgeon")
         env.pop("TENSOR_SURGEON_TOKEN", None)
         auth = ["--token", self.token] if self.token and not self.token_in_env else []
@@ -52,7 +52,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=self.log_file,
         )
-        deadline = time.time() + 30
+        deadline = time.time() + within
         learn = self.token is None and "--no-auth" not in self.args
         while time.time() < deadline:
             if self.proc.poll() is not None:
