@@ -17,6 +17,7 @@ pub mod edit;
 pub mod error;
 pub mod gguf;
 pub mod kernel;
+mod kernel_x86;
 pub mod llama;
 mod studies;
 pub mod tokens;
