@@ -4,6 +4,7 @@
 //! `Llama::forward` (the tests check that stepping equals recomputing the sequence), without
 //! the per-operation overhead of a tensor library at one row.
 
+use super::config::LlamaConfig;
 use super::kernel::{matvec, matvec_many, Stored};
 use super::llama::{KvCache, Llama};
 use super::weights::Weights;
@@ -29,6 +30,17 @@ struct LayerWeights<'a> {
     down: Stored<'a>,
 }
 
+/// A config's hidden width, heads, key/value heads, head width and MLP width.
+fn sizes(c: &LlamaConfig) -> (usize, usize, usize, usize, usize) {
+    (
+        c.hidden_size,
+        c.num_attention_heads,
+        c.kv_heads(),
+        c.head_width(),
+        c.intermediate_size,
+    )
+}
+
 fn name(layer: usize, part: &str) -> String {
     format!("model.layers.{layer}.{part}.weight")
 }
@@ -43,13 +55,7 @@ impl Llama {
     /// A layer's matrices at their stored width; `None` when one cannot be read so.
     fn layer_weights<'w>(&self, w: &'w Weights, l: usize) -> Option<LayerWeights<'w>> {
         let c = &self.config;
-        let (hidden, heads, kv_heads, hd, inter) = (
-            c.hidden_size,
-            c.num_attention_heads,
-            c.kv_heads(),
-            c.head_width(),
-            c.intermediate_size,
-        );
+        let (hidden, heads, kv_heads, hd, inter) = sizes(c);
         let get = |part: &str, rows: usize, cols: usize| w.stored(&name(l, part), rows, cols);
         let qkv = match w.has(&name(l, "self_attn.qkv_proj")) {
             true => Qkv::Fused(get(
@@ -95,13 +101,7 @@ impl Llama {
         cache: &mut KvCache,
     ) -> Result<Option<Vec<f32>>> {
         let c = &self.config;
-        let (hidden, heads, kv_heads, hd, inter) = (
-            c.hidden_size,
-            c.num_attention_heads,
-            c.kv_heads(),
-            c.head_width(),
-            c.intermediate_size,
-        );
+        let (hidden, heads, kv_heads, hd, inter) = sizes(c);
         if cache.is_empty() || cache.layers.len() != c.num_hidden_layers {
             return Ok(None);
         }
