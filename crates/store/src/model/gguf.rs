@@ -21,6 +21,9 @@ pub struct GgufPart {
     pub header: GgufHeader,
     /// Quantized tensors' decoded values, for the forward pass (made on first use).
     decoded: HashMap<String, OnceLock<Vec<u8>>>,
+    /// A remote file's quantized tensors' blocks, held from their first run on (a mapped
+    /// file's are in its map).
+    blocks: HashMap<String, OnceLock<Vec<u8>>>,
 }
 
 /// How a tensor of a GGUF shard that is not read as stored is made.
@@ -43,13 +46,20 @@ pub struct BlockOf {
 
 impl GgufPart {
     fn new(header: GgufHeader) -> GgufPart {
-        let decoded = header
-            .tensors
-            .iter()
-            .filter(|t| t.ggml_type.is_quantized())
-            .map(|t| (t.name.clone(), OnceLock::new()))
-            .collect();
-        GgufPart { header, decoded }
+        let quantized = || {
+            header
+                .tensors
+                .iter()
+                .filter(|t| t.ggml_type.is_quantized())
+                .map(|t| (t.name.clone(), OnceLock::new()))
+                .collect()
+        };
+        let (decoded, blocks) = (quantized(), quantized());
+        GgufPart {
+            header,
+            decoded,
+            blocks,
+        }
     }
 }
 
@@ -254,6 +264,19 @@ impl Shard {
             .checked_div(info.shape.last().copied().unwrap_or(1))
             .unwrap_or(0);
         Ok(Bytes::Fetched(self.decode_rows(info, ty, 0..rows)?))
+    }
+
+    /// A remote quantized tensor's blocks, read whole on first use and held.
+    pub(super) fn remote_blocks(&self, info: &TensorInfo) -> Option<&[u8]> {
+        let Backing::Remote { file, .. } = &self.backing else {
+            return None;
+        };
+        let once = self.gguf.as_deref()?.blocks.get(&info.name)?;
+        if once.get().is_none() {
+            let bytes = file.read(&[self.absolute(info)], None).ok()?.pop()?;
+            let _ = once.set(bytes);
+        }
+        once.get().map(Vec::as_slice)
     }
 
     /// A quantized tensor's decoded values, held for as long as the shard lives (the

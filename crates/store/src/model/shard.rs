@@ -181,7 +181,7 @@ impl Shard {
         }
     }
 
-    fn absolute(&self, info: &TensorInfo) -> Range<u64> {
+    pub(super) fn absolute(&self, info: &TensorInfo) -> Range<u64> {
         let start = self.header.data_start() + info.data_offsets.0;
         start..self.header.data_start() + info.data_offsets.1
     }
@@ -256,14 +256,15 @@ impl Shard {
         }
     }
 
-    /// A quantized tensor's blocks in the map, for the forward pass's kernels that read
-    /// blocks; `None` for other tensors, and for a remote file (its decoded values serve).
+    /// A quantized tensor's blocks as the file stores them, for the forward pass's kernels
+    /// that read blocks: in the map, or (remote) read whole on first use and held; `None` for
+    /// other tensors, or when a remote read fails (the caller's own read then says why).
     pub fn mapped_blocks(&self, info: &TensorInfo) -> Option<&[u8]> {
         self.quantized(info)?;
         let r = self.absolute(info);
         match &self.backing {
             Backing::Mapped(map) => map.get(r.start as usize..r.end as usize),
-            Backing::Remote { .. } => None,
+            Backing::Remote { .. } => self.remote_blocks(info),
         }
     }
 
