@@ -166,16 +166,12 @@ impl Llama {
                     matvec_many(&mut [(wq, &mut q), (wk, &mut k), (wv, &mut v)], &h);
                     for (out, part) in [(&mut q, "q_proj"), (&mut k, "k_proj"), (&mut v, "v_proj")]
                     {
-                        add_bias(w, &format!("model.layers.{l}.self_attn.{part}.bias"), out)?;
+                        add_bias(w, l, &format!("self_attn.{part}"), out)?;
                     }
                 }
                 Qkv::Fused(wqkv) => {
                     matvec(wqkv, &h, &mut qkv);
-                    add_bias(
-                        w,
-                        &format!("model.layers.{l}.self_attn.qkv_proj.bias"),
-                        &mut qkv,
-                    )?;
+                    add_bias(w, l, "self_attn.qkv_proj", &mut qkv)?;
                     let (a, rest) = qkv.split_at(heads * hd);
                     let (b, c) = rest.split_at(kv_heads * hd);
                     q.copy_from_slice(a);
@@ -229,11 +225,7 @@ impl Llama {
                 }
             }
             matvec(lw.o, &att, &mut o);
-            add_bias(
-                w,
-                &format!("model.layers.{l}.self_attn.o_proj.bias"),
-                &mut o,
-            )?;
+            add_bias(w, l, "self_attn.o_proj", &mut o)?;
             if gemma.is_some() {
                 let n = self.norm_vector(w, &name(l, "post_attention_layernorm"))?;
                 o = rms_norm(&o, &n, eps);
@@ -247,20 +239,12 @@ impl Llama {
             match lw.gate_up {
                 GateUp::Split(wg, wu) => {
                     matvec_many(&mut [(wg, &mut gate), (wu, &mut up)], &h);
-                    add_bias(
-                        w,
-                        &format!("model.layers.{l}.mlp.gate_proj.bias"),
-                        &mut gate,
-                    )?;
-                    add_bias(w, &format!("model.layers.{l}.mlp.up_proj.bias"), &mut up)?;
+                    add_bias(w, l, "mlp.gate_proj", &mut gate)?;
+                    add_bias(w, l, "mlp.up_proj", &mut up)?;
                 }
                 GateUp::Fused(wgu) => {
                     matvec(wgu, &h, &mut gate_up);
-                    add_bias(
-                        w,
-                        &format!("model.layers.{l}.mlp.gate_up_proj.bias"),
-                        &mut gate_up,
-                    )?;
+                    add_bias(w, l, "mlp.gate_up_proj", &mut gate_up)?;
                     let (a, b) = gate_up.split_at(inter);
                     gate.copy_from_slice(a);
                     up.copy_from_slice(b);
@@ -273,7 +257,7 @@ impl Llama {
                 };
             }
             matvec(lw.down, &gate, &mut o);
-            add_bias(w, &format!("model.layers.{l}.mlp.down_proj.bias"), &mut o)?;
+            add_bias(w, l, "mlp.down_proj", &mut o)?;
             if gemma.is_some() {
                 let n = self.norm_vector(w, &name(l, "post_feedforward_layernorm"))?;
                 o = rms_norm(&o, &n, eps);
@@ -288,10 +272,11 @@ impl Llama {
     }
 }
 
-/// Adds the bias called `name` to `out`, if the model has one.
-fn add_bias(w: &Weights, name: &str, out: &mut [f32]) -> Result<()> {
-    if w.has(name) {
-        for (a, b) in out.iter_mut().zip(vector(w, name)?) {
+/// Adds the bias of layer `l`'s `part` to `out`, if the model has one.
+fn add_bias(w: &Weights, l: usize, part: &str, out: &mut [f32]) -> Result<()> {
+    let name = format!("model.layers.{l}.{part}.bias");
+    if w.has(&name) {
+        for (a, b) in out.iter_mut().zip(vector(w, &name)?) {
             *a += b;
         }
     }
