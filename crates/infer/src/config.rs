@@ -1,100 +1,63 @@
 //! Which models can run: the architecture read from the model's `config.json`, and the
 //! hyper-parameters of the two supported families.
 
+use crate::arch::{Architecture, Constants, GemmaLayers, Kind};
 use crate::error::{InferError, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What the run panel says when a model cannot run.
 pub const SUPPORTED: &str = "supported: Llama-family causal language models (model_type llama, \
      mistral, qwen2, qwen3, phi3; Hugging Face tensor names) and BERT encoders (model_type bert)";
 
-/// A Llama-family causal LM (Llama, SmolLM2, Mistral, Qwen2).
+/// A decoder's `config.json` (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 3), as read; the
+/// description the passes use is made from it ([`Architecture`]).
 #[derive(Clone, Debug, Deserialize)]
-pub struct LlamaConfig {
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
+struct DecoderConfig {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
     /// Grouped-query attention: fewer key/value heads than query heads.
-    pub num_key_value_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
     /// Explicit head width (Qwen3-style configs); otherwise hidden / heads.
-    pub head_dim: Option<usize>,
-    pub vocab_size: usize,
+    head_dim: Option<usize>,
+    vocab_size: usize,
     #[serde(default = "default_rms_eps")]
-    pub rms_norm_eps: f64,
+    rms_norm_eps: f64,
     #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
+    rope_theta: f64,
     #[serde(default = "default_max_positions")]
-    pub max_position_embeddings: usize,
+    max_position_embeddings: usize,
     #[serde(default)]
-    pub tie_word_embeddings: bool,
-    pub eos_token_id: Option<serde_json::Value>,
+    tie_word_embeddings: bool,
+    eos_token_id: Option<serde_json::Value>,
     /// Mistral: each position attends to the last this many positions (Qwen configs name a
     /// window too, with `use_sliding_window: false`).
     #[serde(default)]
-    pub sliding_window: Option<usize>,
+    sliding_window: Option<usize>,
     #[serde(default)]
-    pub use_sliding_window: Option<bool>,
-    /// Gemma 3's differences from Llama (`None`: a Llama).
-    #[serde(skip)]
-    pub gemma: Option<Gemma3>,
+    use_sliding_window: Option<bool>,
+    /// Llama's optional biases on q, k, v and o (Qwen2 always has those of q, k and v).
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    mlp_bias: bool,
+    #[serde(default)]
+    final_logit_softcapping: Option<f64>,
 }
 
-/// What a Gemma 3 layer does differently from a Llama one: RMS norms of each head's query and
-/// key, norms after attention and after the MLP besides before them, GeGLU (tanh GELU), the
-/// embeddings scaled by √hidden, and sliding-window layers with their own rotary base between
-/// global ones. Norm weights are used as stored (llama.cpp's converter stores `1 + w`).
-#[derive(Clone, Debug)]
-pub struct Gemma3 {
-    /// Keys a sliding-window layer sees: the last this many positions.
-    pub sliding_window: usize,
-    /// Every this-many-th layer is global (1-based: layers 6, 12, … of 6).
-    pub global_every: usize,
-    /// The rotary base of the sliding-window layers (the global ones use `rope_theta`).
-    pub local_rope_theta: f64,
-    /// Queries are scaled by `query_pre_attn_scalar^-1/2`.
-    pub query_pre_attn_scalar: f64,
-    /// Added to every norm weight before use: 1 for Hugging Face checkpoints (they store `w`
-    /// and scale by `1 + w`), 0 for llama.cpp's GGUFs (they store `1 + w`).
-    pub norm_offset: f64,
-}
-
-impl Gemma3 {
-    /// Whether `layer` (0-based) attends over a sliding window.
-    pub fn is_local(&self, layer: usize) -> bool {
-        !(layer + 1).is_multiple_of(self.global_every)
-    }
-}
-
-impl LlamaConfig {
-    /// The window of positions `layer` attends over (`None`: every earlier position).
-    pub fn window_of(&self, layer: usize) -> Option<usize> {
-        match &self.gemma {
-            Some(g) => g.is_local(layer).then_some(g.sliding_window),
-            None => self
-                .sliding_window
-                .filter(|_| self.use_sliding_window != Some(false)),
-        }
-    }
-
-    /// The factor attention scores are scaled by.
-    pub fn attention_scale(&self) -> f64 {
-        match &self.gemma {
-            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
-            None => 1.0 / (self.head_width() as f64).sqrt(),
-        }
-    }
-
-    pub fn kv_heads(&self) -> usize {
+impl DecoderConfig {
+    fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
-    pub fn head_width(&self) -> usize {
+    fn head_width(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
     /// The end-of-sequence ids (a number or a list in `config.json`).
-    pub fn eos_ids(&self) -> Vec<u32> {
+    fn eos_ids(&self) -> Vec<u32> {
         match &self.eos_token_id {
             Some(serde_json::Value::Number(n)) => {
                 n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
@@ -104,6 +67,32 @@ impl LlamaConfig {
                 .filter_map(|v| v.as_u64().map(|n| n as u32))
                 .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The numbers of the description.
+    fn constants(&self, kind: Kind, gemma: Option<GemmaLayers>) -> Constants {
+        Constants {
+            kind,
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            kv_heads: self.kv_heads(),
+            head_width: self.head_width(),
+            intermediate: self.intermediate_size,
+            layers: self.num_hidden_layers,
+            vocab: self.vocab_size,
+            rms_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+            max_positions: self.max_position_embeddings,
+            tied: self.tie_word_embeddings,
+            eos: self.eos_ids(),
+            window: self
+                .sliding_window
+                .filter(|_| self.use_sliding_window != Some(false)),
+            qkv_bias: kind == Kind::Qwen2 || self.attention_bias,
+            mlp_bias: self.mlp_bias,
+            final_softcap: self.final_logit_softcapping.map(|c| c as f32),
+            gemma,
         }
     }
 }
@@ -126,7 +115,8 @@ pub struct BertConfig {
 /// A runnable architecture.
 #[derive(Clone, Debug)]
 pub enum Family {
-    Llama(LlamaConfig),
+    /// A decoder-only causal language model, described once.
+    Llama(Arc<Architecture>),
     Bert(BertConfig),
 }
 
@@ -186,11 +176,25 @@ impl Family {
                 "partial rotary embeddings (partial_rotary_factor {f}) are not implemented; {SUPPORTED}"
             ));
         }
+        let decoder = |c: Constants| Family::Llama(Arc::new(Architecture::resolve(&c)));
+        match Kind::from_model_type(&model_type) {
+            Some(Kind::Gemma3) => return gemma3(value).map(decoder),
+            Some(kind) => {
+                if value
+                    .get("attn_logit_softcapping")
+                    .is_some_and(|v| !v.is_null())
+                {
+                    return Err(format!(
+                        "attn_logit_softcapping is not implemented; {SUPPORTED}"
+                    ));
+                }
+                return serde_json::from_value::<DecoderConfig>(value)
+                    .map(|c| decoder(c.constants(kind, None)))
+                    .map_err(wrong);
+            }
+            None => {}
+        }
         match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" => serde_json::from_value(value)
-                .map(Family::Llama)
-                .map_err(wrong),
-            "gemma3_text" => gemma3(value).map(Family::Llama),
             "bert" => serde_json::from_value(value)
                 .map(Family::Bert)
                 .map_err(wrong),
@@ -205,14 +209,12 @@ impl Family {
 }
 
 /// A Gemma 3 text model's `config.json` (Gemma3ForCausalLM).
-fn gemma3(mut value: serde_json::Value) -> std::result::Result<LlamaConfig, String> {
+fn gemma3(mut value: serde_json::Value) -> std::result::Result<Constants, String> {
     let get = |k: &str| value.get(k).cloned().unwrap_or(serde_json::Value::Null);
-    for k in ["final_logit_softcapping", "attn_logit_softcapping"] {
-        if !get(k).is_null() {
-            return Err(format!(
-                "{k} is not implemented (Gemma 3 has none); {SUPPORTED}"
-            ));
-        }
+    if !get("attn_logit_softcapping").is_null() {
+        return Err(format!(
+            "attn_logit_softcapping is not implemented (Gemma 3 has none); {SUPPORTED}"
+        ));
     }
     match get("hidden_activation").as_str() {
         None | Some("gelu_pytorch_tanh") => {}
@@ -220,7 +222,7 @@ fn gemma3(mut value: serde_json::Value) -> std::result::Result<LlamaConfig, Stri
     }
     let number = |k: &str| get(k).as_f64();
     let head_dim = number("head_dim");
-    let gemma = Gemma3 {
+    let gemma = GemmaLayers {
         sliding_window: number("sliding_window").unwrap_or(512.0) as usize,
         global_every: number("sliding_window_pattern").unwrap_or(6.0) as usize,
         local_rope_theta: number("rope_local_base_freq").unwrap_or(10_000.0),
@@ -237,10 +239,9 @@ fn gemma3(mut value: serde_json::Value) -> std::result::Result<LlamaConfig, Stri
         map.entry("tie_word_embeddings").or_insert(true.into());
         map.remove("sliding_window");
     }
-    let mut config: LlamaConfig = serde_json::from_value(value)
+    let config: DecoderConfig = serde_json::from_value(value)
         .map_err(|e| format!("a gemma3_text config this reader cannot use: {e}"))?;
-    config.gemma = Some(gemma);
-    Ok(config)
+    Ok(config.constants(Kind::Gemma3, Some(gemma)))
 }
 
 /// The folder holding a model's side files.
@@ -315,13 +316,13 @@ mod tests {
             "intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,
             "num_key_value_heads":3,"vocab_size":49152,"rms_norm_eps":1e-5,"rope_theta":100000,
             "tie_word_embeddings":true,"eos_token_id":[2,0]}"#;
-        let Family::Llama(c) = Family::parse(text).unwrap() else {
+        let Family::Llama(a) = Family::parse(text).unwrap() else {
             panic!("not llama")
         };
-        assert_eq!((c.kv_heads(), c.head_width()), (3, 64));
-        assert!(c.tie_word_embeddings);
-        assert_eq!(c.eos_ids(), vec![2, 0]);
-        assert_eq!(c.rope_theta, 100_000.0);
+        assert_eq!((a.kv_heads, a.head_width), (3, 64));
+        assert_eq!(a.unembedding, a.embedding, "tied");
+        assert_eq!(a.eos, vec![2, 0]);
+        assert_eq!(a.layers[0].rope_theta, 100_000.0);
     }
 
     #[test]

@@ -128,10 +128,13 @@ fn row_bytes(ty: GgmlType, cols: usize) -> usize {
 }
 
 /// A matrix copied out of the weights for work that keeps it (the fact editor's optimisation):
-/// at the stored width when it can be (BF16 stays BF16), otherwise widened.
+/// at the stored width when it can be (BF16 stays BF16, a GGUF's quantized blocks stay
+/// blocks), otherwise widened. Its products with the matrix and with its transpose both read
+/// it as stored ([`matmat`], [`matmat_transposed`]): no widened or transposed copy.
 pub enum Owned {
     BF16(Vec<u16>),
     F32(Vec<f32>),
+    Blocks(GgmlType, Vec<u8>),
 }
 
 impl Owned {
@@ -139,7 +142,17 @@ impl Owned {
     pub fn of(w: Stored, rows: usize, cols: usize) -> Owned {
         match w.elems {
             Elems::BF16(s) if w.patched.is_none() => Owned::BF16(s.to_vec()),
+            Elems::Blocks(ty, b) if w.patched.is_none() => Owned::Blocks(ty, b.to_vec()),
             _ => Owned::F32((0..rows).flat_map(|r| w.row(r, cols)).collect()),
+        }
+    }
+
+    /// Bytes it holds.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Owned::BF16(v) => v.len() * 2,
+            Owned::F32(v) => v.len() * 4,
+            Owned::Blocks(_, b) => b.len(),
         }
     }
 
@@ -148,27 +161,47 @@ impl Owned {
         let elems = match self {
             Owned::BF16(v) => Elems::BF16(v),
             Owned::F32(v) => Elems::F32(v),
+            Owned::Blocks(ty, b) => Elems::Blocks(*ty, b),
         };
         Stored {
             elems,
             patched: None,
         }
     }
+}
 
-    /// The transpose of this `[rows, cols]` matrix, at the same width.
-    pub fn transposed(&self, rows: usize, cols: usize) -> Owned {
-        fn flip<T: Copy + Default>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
-            let mut out = vec![T::default(); v.len()];
-            for (r, row) in v.chunks_exact(cols).enumerate().take(rows) {
-                for (c, &x) in row.iter().enumerate() {
-                    out[c * rows + r] = x;
+/// `y = g W` for `t` rows of `g` (`[t, rows]`) and `W` `[rows, cols]` as stored: `y` is
+/// `[t, cols]`. The product with the transpose, as a gradient through `x Wᵀ` needs it: each
+/// task widens its share of `W`'s rows once (a quantized row block by block) and adds each
+/// row, times `g`'s column, into its own `y`; the tasks' parts are summed.
+pub fn matmat_transposed(w: Stored, g: &[f32], t: usize, y: &mut [f32]) {
+    let rows = g.len() / t.max(1);
+    let cols = y.len() / t.max(1);
+    assert_eq!(w.len(), rows * cols, "matrix and gradients disagree");
+    let per = rows.div_ceil(2 * rayon::current_num_threads()).max(1);
+    let parts: Vec<Vec<f32>> = (0..rows.div_ceil(per))
+        .into_par_iter()
+        .map(|task| {
+            let mut part = vec![0f32; t * cols];
+            let mut row = vec![0f32; cols];
+            for r in task * per..((task + 1) * per).min(rows) {
+                w.widen_row(r, cols, &mut row);
+                for (i, out) in part.chunks_exact_mut(cols).enumerate() {
+                    let s = g[i * rows + r];
+                    if s != 0.0 {
+                        for (o, &v) in out.iter_mut().zip(&row) {
+                            *o += s * v;
+                        }
+                    }
                 }
             }
-            out
-        }
-        match self {
-            Owned::BF16(v) => Owned::BF16(flip(v, rows, cols)),
-            Owned::F32(v) => Owned::F32(flip(v, rows, cols)),
+            part
+        })
+        .collect();
+    y.fill(0.0);
+    for part in parts {
+        for (o, v) in y.iter_mut().zip(part) {
+            *o += v;
         }
     }
 }

@@ -8,6 +8,7 @@
 //! the forward passes ([`llama`], [`bert`]) are our own, on candle ops, so they read weights by
 //! name and capture what the panels show.
 
+pub mod arch;
 pub mod bert;
 pub mod blocks;
 pub mod config;
@@ -73,13 +74,18 @@ impl RunnableModel {
                 folder_of(model_path).display()
             ))
         })?;
-        Ok(RunnableModel {
+        Ok(RunnableModel::with_family(family, vocab))
+    }
+
+    /// A runner for a model of `family` whose tensors the forward pass names directly.
+    pub(crate) fn with_family(family: Family, vocab: Arc<Vocab>) -> RunnableModel {
+        RunnableModel {
             family,
             vocab,
             cache: WeightCache::default(),
             names: None,
             moments: Default::default(),
-        })
+        }
     }
 
     /// A runner for a GGUF model: everything from its header (`vocab`: its own tokenizer
@@ -114,12 +120,7 @@ impl RunnableModel {
     /// What the run panel needs to know.
     pub fn info(&self, edited_tensors: usize) -> RunInfo {
         let (layers, intermediate, hidden, vocab) = match &self.family {
-            Family::Llama(c) => (
-                c.num_hidden_layers,
-                c.intermediate_size,
-                c.hidden_size,
-                c.vocab_size,
-            ),
+            Family::Llama(a) => (a.depth(), a.intermediate, a.hidden, a.vocab),
             Family::Bert(c) => (
                 c.num_hidden_layers,
                 c.intermediate_size,
@@ -175,23 +176,25 @@ impl RunnableModel {
         }
     }
 
-    /// The Llama-architecture model for the studies written for it alone (tracing, fact
-    /// edits, ablation): a Gemma 3 model runs, but `what` says it is not done for it yet.
-    pub(crate) fn llama_only(&self, w: &Weights, what: &str) -> Result<Llama> {
-        let model = self.llama()?;
-        if !model.plain(w) {
-            return Err(InferError::Unsupported(format!(
-                "{what} is implemented for Llama layers; this model's layers differ (Gemma 3's \
-                 norms, Qwen3's head norms, Phi-3's fused projections or an attention window): \
-                 it runs, probes and shows activations, but {what} does not follow them yet"
-            )));
+    /// The description of a decoder's layers (`None` for an encoder).
+    pub fn architecture(&self) -> Option<&arch::Architecture> {
+        match &self.family {
+            Family::Llama(a) => Some(a),
+            Family::Bert(_) => None,
         }
-        Ok(model)
+    }
+
+    /// The model's own name (what edits and views name) of the tensor `part` of the
+    /// description names, for a study's report.
+    pub fn model_name(&self, name: &str) -> String {
+        self.stored_name(name).to_string()
     }
 
     pub(crate) fn llama(&self) -> Result<Llama> {
         match &self.family {
-            Family::Llama(c) => Ok(Llama { config: c.clone() }),
+            Family::Llama(a) => Ok(Llama {
+                arch: Arc::clone(a),
+            }),
             Family::Bert(_) => Err(InferError::Request(
                 "this is an encoder (BERT): it embeds sentences, it does not predict tokens".into(),
             )),
@@ -235,7 +238,7 @@ impl RunnableModel {
 
     /// The number of decoder layers (causal language models).
     pub fn layers(&self) -> Result<usize> {
-        Ok(self.llama()?.config.num_hidden_layers)
+        Ok(self.llama()?.arch.depth())
     }
 
     /// Token ids of a text without the tokenizer's special tokens (a continuation's).
@@ -336,7 +339,7 @@ impl RunnableModel {
 
     fn is_end(&self, id: u32) -> bool {
         match &self.family {
-            Family::Llama(c) => c.eos_ids().contains(&id),
+            Family::Llama(a) => a.eos.contains(&id),
             Family::Bert(_) => true,
         }
     }
@@ -463,5 +466,7 @@ pub(crate) fn argmax(values: &[f32]) -> u32 {
     best as u32
 }
 
+#[cfg(test)]
+mod family_tests;
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,16 @@
-//! The forward pass of Llama-family causal language models (Llama, SmolLM2, Mistral, Qwen2), on
-//! candle ops, reading weights by their Hugging Face names: RMSNorm, rotary positions in the
-//! rotate-half layout, grouped-query attention with a key/value cache, a SiLU-gated MLP, tied or
-//! untied unembedding. The pass itself captures what the panels show (no hooks): each layer's
-//! MLP activations (the input of `down_proj`), attention output and residual stream.
+//! The forward pass of decoder-only causal language models on candle ops, over many rows at
+//! once (prompts, a trace's batches), following the model's [`Architecture`]: RMS norms,
+//! rotary positions in the rotate-half layout, grouped-query attention with a key/value cache
+//! and an optional window, a gated MLP, tied or untied unembedding, and whatever the
+//! description adds (head norms, sandwich norms, fused projections, biases). The pass itself
+//! captures what the panels show (no hooks): each layer's MLP activations (the input of
+//! `down_proj`), attention output and residual stream.
 
-use super::config::LlamaConfig;
 use super::weights::Weights;
+use crate::arch::{Activation, Architecture, GateUp, Linear, Qkv};
 use crate::error::{InferError, Result};
 use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
 
 /// What a pass keeps besides the logits.
 #[derive(Clone, Copy, Debug, Default)]
@@ -78,9 +81,9 @@ pub(crate) struct Batch {
 struct Seq {
     past: usize,
     new: usize,
-    rope: (Tensor, Tensor),
-    /// Gemma's sliding-window layers rotate with their own base.
-    local_rope: Option<(Tensor, Tensor)>,
+    /// The rotary tables of each base the layers use (Gemma's sliding-window layers have
+    /// their own).
+    ropes: Vec<(f64, (Tensor, Tensor))>,
     mask: Option<Tensor>,
 }
 
@@ -109,8 +112,10 @@ pub struct Block {
     pub x: Tensor,
     /// The attention's output (`o_proj`).
     pub attention: Tensor,
-    /// The MLP's output (`down_proj`).
+    /// The MLP's output as it joins the residual stream (after Gemma's norm).
     pub mlp: Tensor,
+    /// `down_proj`'s own output (before a norm of the MLP's output; `mlp` where none).
+    pub down: Tensor,
     /// The MLP's activations (the input of `down_proj`).
     pub act: Tensor,
 }
@@ -128,46 +133,25 @@ fn replaced(m: Tensor, part: Part, replace: &[Replace<'_>]) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, (rows, width), &Device::Cpu)?)
 }
 
-/// A Llama-family model's shape; the weights come with each pass.
+/// A decoder-only model's pass; its description says what every layer is made of, the weights
+/// come with each pass.
 pub struct Llama {
-    pub config: LlamaConfig,
-}
-
-/// The embedding matrix.
-pub(crate) const EMBED: &str = "model.embed_tokens.weight";
-
-/// Tensor names of one decoder layer.
-fn name(layer: usize, part: &str) -> String {
-    format!("model.layers.{layer}.{part}.weight")
+    pub arch: Arc<Architecture>,
 }
 
 impl Llama {
-    /// Whether the layers are Llama's own: no Gemma norms, no per-head query/key norms
-    /// (Qwen3), no fused projections (Phi-3), no attention window. The fast decode step and
-    /// the studies written for Llama layers (tracing, fact edits, ablation) need this.
-    pub fn plain(&self, w: &Weights) -> bool {
-        self.config.gemma.is_none()
-            && self.config.window_of(0).is_none()
-            && !w.has(&name(0, "self_attn.q_norm"))
-            && !w.has(&name(0, "self_attn.qkv_proj"))
-    }
-
     /// A norm's weight as the pass multiplies by it (Gemma's checkpoints store `w` for `1 + w`).
     pub(crate) fn norm(&self, w: &Weights, name: &str) -> Result<Tensor> {
         let t = w.get(name)?;
-        Ok(match &self.config.gemma {
-            Some(g) if g.norm_offset != 0.0 => (t + g.norm_offset)?,
-            _ => t,
+        Ok(match self.arch.norm_offset {
+            0.0 => t,
+            offset => (t + f64::from(offset))?,
         })
     }
 
     /// The matrix that maps the final hidden state to logits.
-    pub fn unembedding_name(&self, w: &Weights) -> &'static str {
-        if !self.config.tie_word_embeddings && w.has("lm_head.weight") {
-            "lm_head.weight"
-        } else {
-            EMBED
-        }
+    pub fn unembedding_name(&self) -> &str {
+        &self.arch.unembedding
     }
 
     /// Runs `ids` after the cached positions; returns the logits of the last position ([vocab]).
@@ -179,22 +163,22 @@ impl Llama {
         capture: Capture,
         captured: &mut Captured,
     ) -> Result<Tensor> {
-        let c = &self.config;
+        let a = &self.arch;
         let t = ids.len();
         let past = cache.len;
-        if past + t > c.max_position_embeddings {
+        if past + t > a.max_positions {
             return Err(InferError::Request(format!(
                 "the prompt and continuation need {} positions; the model has {}",
                 past + t,
-                c.max_position_embeddings
+                a.max_positions
             )));
         }
-        if cache.layers.len() != c.num_hidden_layers {
-            cache.layers = vec![Default::default(); c.num_hidden_layers];
+        if cache.layers.len() != a.depth() {
+            cache.layers = vec![Default::default(); a.depth()];
         }
         let mut x = self.embed_rows(w, ids)?; // [t, hidden]
         let batch = self.batch(&[(past, t)])?;
-        for layer in 0..c.num_hidden_layers {
+        for layer in 0..a.depth() {
             let kv = std::slice::from_mut(&mut cache.layers[layer]);
             let out = self.block(w, layer, &x, kv, &batch, &[])?;
             x = out.x;
@@ -213,14 +197,14 @@ impl Llama {
 
     /// The embeddings of `ids` (`[ids, hidden]`).
     pub(crate) fn embed_rows(&self, w: &Weights, ids: &[u32]) -> Result<Tensor> {
-        let c = &self.config;
-        let (dev, hidden, t) = (Device::Cpu, c.hidden_size, ids.len());
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+        let a = &self.arch;
+        let (dev, hidden, t) = (Device::Cpu, a.hidden, ids.len());
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= a.vocab) {
             return Err(InferError::Request(format!(
                 "token {bad} is beyond the vocabulary"
             )));
         }
-        let rows = match w.stored(EMBED, c.vocab_size, hidden) {
+        let rows = match w.stored(&a.embedding, a.vocab, hidden) {
             Some(e) => {
                 let rows: Vec<f32> = ids
                     .iter()
@@ -229,20 +213,24 @@ impl Llama {
                 Tensor::from_vec(rows, (t, hidden), &dev)?
             }
             None => {
-                let embed = w.get_shaped(EMBED, &[c.vocab_size, hidden])?;
+                let embed = w.get_shaped(&a.embedding, &[a.vocab, hidden])?;
                 embed.index_select(&Tensor::from_vec(ids.to_vec(), t, &dev)?, 0)?
             }
         };
-        Ok(match &c.gemma {
-            // Gemma scales the embeddings by √hidden (in f32, as llama.cpp does).
-            Some(_) => rows.affine(f64::from((hidden as f32).sqrt()), 0.0)?,
+        Ok(match a.embedding_scale {
+            Some(s) => rows.affine(f64::from(s), 0.0)?,
             None => rows,
         })
     }
 
     /// The tables of a pass over sequences of (`past`, `new`) positions.
     pub(crate) fn batch(&self, shapes: &[(usize, usize)]) -> Result<Batch> {
-        let local = self.config.gemma.as_ref().map(|g| g.local_rope_theta);
+        let mut thetas: Vec<f64> = Vec::new();
+        for l in &self.arch.layers {
+            if !thetas.contains(&l.rope_theta) {
+                thetas.push(l.rope_theta);
+            }
+        }
         let mut seqs: Vec<Seq> = Vec::with_capacity(shapes.len());
         for &(past, new) in shapes {
             // Tensors are shared: a shape made before costs a clone of its handles.
@@ -255,11 +243,10 @@ impl Llama {
                 None => Seq {
                     past,
                     new,
-                    rope: self.rope_tables(past, new)?,
-                    local_rope: match local {
-                        Some(theta) => Some(self.rope_tables_with(past, new, theta)?),
-                        None => None,
-                    },
+                    ropes: thetas
+                        .iter()
+                        .map(|&theta| Ok((theta, self.rope_tables_with(past, new, theta)?)))
+                        .collect::<candle_core::Result<_>>()?,
                     mask: causal_mask(new, past)?,
                 },
             };
@@ -281,30 +268,22 @@ impl Llama {
         batch: &Batch,
         replace: &[Replace<'_>],
     ) -> Result<Block> {
-        let c = &self.config;
+        let a = &self.arch;
+        let spec = a
+            .layers
+            .get(layer)
+            .ok_or(InferError::Internal("a layer beyond the model"))?;
         let dev = Device::Cpu;
-        let (hidden, heads, kv_heads, hd) = (
-            c.hidden_size,
-            c.num_attention_heads,
-            c.kv_heads(),
-            c.head_width(),
-        );
-        let eps = c.rms_norm_eps as f32;
+        let (heads, kv_heads, hd) = (a.heads, a.kv_heads, a.head_width);
+        let eps = a.rms_eps as f32;
         if kv.len() != batch.seqs.len() || x.dims2()?.0 != batch.rows() {
             return Err(InferError::Internal("a pass's rows and sequences disagree"));
         }
-        let gemma = c.gemma.as_ref();
-        // Gemma's sliding-window layers: their own rotary base, and a window on long inputs.
-        let local = gemma.is_some_and(|g| g.is_local(layer));
-        let norm = self.norm(w, &name(layer, "input_layernorm"))?;
+        let norm = self.norm(w, &spec.input_norm)?;
         let h = candle_nn::ops::rms_norm(x, &norm, eps)?;
-        // Qwen3 and Gemma 3 normalise each head's query and key before rotating them.
-        let head_norm = |part: &str| -> Result<Option<Tensor>> {
-            let n = name(layer, part);
-            if !w.has(&n) {
-                return Ok(None);
-            }
-            let t = self.norm(w, &n)?;
+        let head_norm = |name: &Option<String>| -> Result<Option<Tensor>> {
+            let Some(n) = name else { return Ok(None) };
+            let t = self.norm(w, n)?;
             if t.dims() != [hd] {
                 return Err(InferError::Unsupported(format!(
                     "cannot run this model: {n} has shape {:?}, the heads are {hd} wide",
@@ -313,48 +292,36 @@ impl Llama {
             }
             Ok(Some(t))
         };
-        let (q_norm, k_norm) = (
-            head_norm("self_attn.q_norm")?,
-            head_norm("self_attn.k_norm")?,
-        );
+        let (q_norm, k_norm) = (head_norm(&spec.q_norm)?, head_norm(&spec.k_norm)?);
         let normed = |m: Tensor, n: &Option<Tensor>| -> candle_core::Result<Tensor> {
             match n {
                 Some(n) => candle_nn::ops::rms_norm(&m, n, eps),
                 None => Ok(m),
             }
         };
-        let (q_all, k_all, v_all) = if w.has(&name(layer, "self_attn.qkv_proj")) {
-            // Phi-3: the three projections in one matrix, q rows then k then v.
-            let qkv = linear(
-                w,
-                &h,
-                layer,
-                "self_attn.qkv_proj",
-                (heads + 2 * kv_heads) * hd,
-            )?;
-            (
-                qkv.narrow(1, 0, heads * hd)?.contiguous()?,
-                qkv.narrow(1, heads * hd, kv_heads * hd)?.contiguous()?,
-                qkv.narrow(1, (heads + kv_heads) * hd, kv_heads * hd)?
-                    .contiguous()?,
-            )
-        } else {
-            (
-                linear(w, &h, layer, "self_attn.q_proj", heads * hd)?,
-                linear(w, &h, layer, "self_attn.k_proj", kv_heads * hd)?,
-                linear(w, &h, layer, "self_attn.v_proj", kv_heads * hd)?,
-            )
+        let (q_all, k_all, v_all) = match &spec.qkv {
+            Qkv::Fused(m) => {
+                let qkv = linear(w, &h, m)?;
+                let (qw, kw) = (a.q_width(), a.kv_width());
+                (
+                    qkv.narrow(1, 0, qw)?.contiguous()?,
+                    qkv.narrow(1, qw, kw)?.contiguous()?,
+                    qkv.narrow(1, qw + kw, kw)?.contiguous()?,
+                )
+            }
+            Qkv::Split { q, k, v } => (linear(w, &h, q)?, linear(w, &h, k)?, linear(w, &h, v)?),
         };
         let mut atts = Vec::with_capacity(kv.len());
         let mut first = 0;
         for (seq, (pk, pv)) in batch.seqs.iter().zip(kv.iter_mut()) {
             let (past, t) = (seq.past, seq.new);
-            let (cos, sin) = match (local, &seq.local_rope) {
-                (false, _) => (&seq.rope.0, &seq.rope.1),
-                (true, Some((cos, sin))) => (cos, sin),
-                (true, None) => return Err(InferError::Internal("no local rotary tables")),
-            };
-            let window_mask = match c.window_of(layer) {
+            let (cos, sin) = seq
+                .ropes
+                .iter()
+                .find(|(theta, _)| *theta == spec.rope_theta)
+                .map(|(_, (c, s))| (c, s))
+                .ok_or(InferError::Internal("no rotary tables for a layer's base"))?;
+            let window_mask = match spec.window {
                 Some(win) if past + t > win => Some(window_mask(t, past, win)?),
                 _ => None,
             };
@@ -407,7 +374,7 @@ impl Llama {
                     .reshape((heads, s, hd))
             };
             let (k, v) = (expand(&k)?, expand(&v)?);
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * c.attention_scale())?; // [heads, t, s]
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * a.attention_scale)?; // [heads, t, s]
             let scores = match mask {
                 Some(m) => scores.broadcast_add(m)?,
                 None => scores,
@@ -420,89 +387,76 @@ impl Llama {
                     .reshape((t, heads * hd))?,
             );
         }
-        let att = if atts.len() == 1 {
-            atts.pop().expect("one sequence")
-        } else {
-            Tensor::cat(&atts, 0)?
+        let att = match atts.len() {
+            1 => atts.swap_remove(0),
+            _ => Tensor::cat(&atts, 0)?,
         };
-        let att_out = linear(w, &att, layer, "self_attn.o_proj", hidden)?;
-        // Gemma normalises each block's output too before adding it to the residual stream.
-        let post_norm = |m: Tensor, part: &str| -> Result<Tensor> {
-            if gemma.is_none() {
-                return Ok(m);
+        let att_out = linear(w, &att, &spec.o)?;
+        // A norm of a block's output before it joins the residual stream (Gemma).
+        let post_norm = |m: Tensor, name: &Option<String>| -> Result<Tensor> {
+            match name {
+                None => Ok(m),
+                Some(n) => Ok(candle_nn::ops::rms_norm(&m, &self.norm(w, n)?, eps)?),
             }
-            let norm = self.norm(w, &name(layer, part))?;
-            Ok(candle_nn::ops::rms_norm(&m, &norm, eps)?)
         };
-        let att_out = post_norm(att_out, "post_attention_layernorm")?;
+        let att_out = post_norm(att_out, &spec.post_attention_norm)?;
         let att_out = replaced(att_out, Part::Attention, replace)?;
         let x = (x + &att_out)?;
-        let pre_mlp = match gemma {
-            Some(_) => "pre_feedforward_layernorm",
-            None => "post_attention_layernorm",
-        };
-        let norm = self.norm(w, &name(layer, pre_mlp))?;
+        let norm = self.norm(w, &spec.pre_mlp_norm)?;
         let h = candle_nn::ops::rms_norm(&x, &norm, eps)?;
-        let inter = c.intermediate_size;
-        let (gate, up) = if w.has(&name(layer, "mlp.gate_up_proj")) {
-            // Phi-3: gate rows then up rows in one matrix.
-            let gu = linear(w, &h, layer, "mlp.gate_up_proj", 2 * inter)?;
-            (
-                gu.narrow(1, 0, inter)?.contiguous()?,
-                gu.narrow(1, inter, inter)?.contiguous()?,
-            )
-        } else {
-            (
-                linear(w, &h, layer, "mlp.gate_proj", inter)?,
-                linear(w, &h, layer, "mlp.up_proj", inter)?,
-            )
+        let inter = a.intermediate;
+        let (gate, up) = match &spec.gate_up {
+            GateUp::Fused(m) => {
+                let gu = linear(w, &h, m)?;
+                (
+                    gu.narrow(1, 0, inter)?.contiguous()?,
+                    gu.narrow(1, inter, inter)?.contiguous()?,
+                )
+            }
+            GateUp::Split { gate, up } => (linear(w, &h, gate)?, linear(w, &h, up)?),
         };
-        let act = match gemma {
-            // GeGLU with the tanh approximation of GELU.
-            Some(_) => (gate.gelu()? * up)?,
-            None => (gate.silu()? * up)?,
+        let act = match spec.activation {
+            Activation::GeluTanh => (gate.gelu()? * up)?,
+            Activation::Silu => (gate.silu()? * up)?,
         };
-        let down = linear(w, &act, layer, "mlp.down_proj", hidden)?;
-        let down = post_norm(down, "post_feedforward_layernorm")?;
-        let down = replaced(down, Part::Mlp, replace)?;
-        let x = (x + &down)?;
+        let down = linear(w, &act, &spec.down)?;
+        let mlp = post_norm(down.clone(), &spec.post_mlp_norm)?;
+        let mlp = replaced(mlp, Part::Mlp, replace)?;
+        let x = (x + &mlp)?;
         Ok(Block {
             x,
             attention: att_out,
-            mlp: down,
+            mlp,
+            down,
             act,
         })
     }
 
     /// Final norm and unembedding of hidden states ([n, hidden] -> [n, vocab]).
     pub fn logits(&self, w: &Weights, hidden: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let norm = self.norm(w, "model.norm.weight")?;
-        let h = candle_nn::ops::rms_norm(hidden, &norm, c.rms_norm_eps as f32)?;
-        project(w, &h, self.unembedding_name(w), c.vocab_size)
+        let a = &self.arch;
+        let norm = self.norm(w, &a.final_norm)?;
+        let h = candle_nn::ops::rms_norm(hidden, &norm, a.rms_eps as f32)?;
+        let logits = project(w, &h, &a.unembedding, a.vocab)?;
+        Ok(match a.final_softcap {
+            Some(cap) => ((logits / f64::from(cap))?.tanh()? * f64::from(cap))?,
+            None => logits,
+        })
     }
 
-    /// cos and sin of the rotary angles of positions `past..past + t` ([t, head_width / 2]).
-    pub(crate) fn rope_tables(
-        &self,
-        past: usize,
-        t: usize,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
-        self.rope_tables_with(past, t, self.config.rope_theta)
-    }
-
-    /// [`Llama::rope_tables`] with rotary base `theta`.
-    fn rope_tables_with(
+    /// cos and sin of the rotary angles of positions `past..past + t` at `theta`
+    /// ([t, head_width / 2]).
+    pub(crate) fn rope_tables_with(
         &self,
         past: usize,
         t: usize,
         theta: f64,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let hd = self.config.head_width();
+        let hd = self.arch.head_width;
         let mut cos = Vec::with_capacity(t * hd / 2);
         let mut sin = Vec::with_capacity(t * hd / 2);
         for p in past..past + t {
-            let (c, s) = super::decode::rope_angles(p, hd, theta);
+            let (c, s) = rope_angles(p, hd, theta);
             cos.extend(c);
             sin.extend(s);
         }
@@ -513,15 +467,24 @@ impl Llama {
     }
 }
 
-/// `x @ W^T (+ b)` for one of a layer's projections; the weight must be [out, in].
-fn linear(w: &Weights, x: &Tensor, layer: usize, part: &str, out: usize) -> Result<Tensor> {
-    let y = project(w, x, &name(layer, part), out)?;
-    let bias = format!("model.layers.{layer}.{part}.bias");
-    if w.has(&bias) {
-        let b = w.get_shaped(&bias, &[out])?;
-        return Ok(y.broadcast_add(&b)?);
+/// cos and sin of position `pos`'s rotary angles (`head_width / 2` each), as every pass
+/// rotates: rotate-half pairs `(i, i + hd/2)` at frequency `theta^(-2i/hd)`.
+pub(crate) fn rope_angles(pos: usize, hd: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+    (0..hd / 2)
+        .map(|i| {
+            let angle = pos as f64 / theta.powf(2.0 * i as f64 / hd as f64);
+            (angle.cos() as f32, angle.sin() as f32)
+        })
+        .unzip()
+}
+
+/// `x @ W^T (+ b)` for one of a layer's projections.
+fn linear(w: &Weights, x: &Tensor, m: &Linear) -> Result<Tensor> {
+    let y = project(w, x, &m.weight, m.out)?;
+    match &m.bias {
+        Some(bias) => Ok(y.broadcast_add(&w.get_shaped(bias, &[m.out])?)?),
+        None => Ok(y),
     }
-    Ok(y)
 }
 
 /// `x @ W^T` for a weight `[out, in]`: the kernel on the weight as stored, or the f32 copy

@@ -7,6 +7,7 @@ use super::config::Family;
 use super::llama::{Capture, Captured, KvCache};
 use super::weights::Weights;
 use super::{Distribution, RunnableModel, MAX_TOP_K};
+use crate::arch::GateUp;
 use crate::error::{InferError, Result};
 use candle_core::Tensor;
 use tensor_surgeon_wire::{
@@ -65,7 +66,7 @@ impl RunnableModel {
     /// What one layer computes for a prompt, and the logit lens of every layer.
     pub fn activations(&self, w: &Weights, req: &ActivationsRequest) -> Result<Activations> {
         let model = self.llama()?;
-        let layers = model.config.num_hidden_layers;
+        let layers = model.arch.depth();
         if req.layer as usize >= layers {
             return Err(InferError::Request(format!(
                 "layer {} is out of range: the model has layers 0..{}",
@@ -120,10 +121,12 @@ impl RunnableModel {
                 }
             })
             .collect();
-        // The model's own names (a GGUF's `blk.N.ffn_down.weight`): the app opens them.
-        let at = |part: &str| {
-            self.stored_name(&format!("model.layers.{}.{part}.weight", req.layer))
-                .to_string()
+        // The model's own names (a GGUF's `blk.N.ffn_down.weight`): the app opens them. A
+        // fused gate and up matrix (Phi-3) is named for both.
+        let spec = &model.arch.layers[req.layer as usize];
+        let (gate, up) = match &spec.gate_up {
+            GateUp::Split { gate, up } => (&gate.weight, &up.weight),
+            GateUp::Fused(m) => (&m.weight, &m.weight),
         };
         Ok(Activations {
             layer: req.layer,
@@ -132,10 +135,10 @@ impl RunnableModel {
             attention,
             top_neurons,
             logit_lens,
-            down_proj: at("mlp.down_proj"),
-            up_proj: at("mlp.up_proj"),
-            gate_proj: at("mlp.gate_proj"),
-            unembedding: model.unembedding_name(w).to_string(),
+            down_proj: self.model_name(&spec.down.weight),
+            up_proj: self.model_name(up),
+            gate_proj: self.model_name(gate),
+            unembedding: self.model_name(model.unembedding_name()),
         })
     }
 

@@ -14,8 +14,8 @@ use tensor_surgeon_wire::ActivationsRequest;
 /// A model held in memory: a `.safetensors` file's tensors by name, and the folder of its side
 /// files (`config.json`, `tokenizer.json`).
 pub(crate) struct Memory {
-    path: std::path::PathBuf,
-    tensors: HashMap<String, (TensorInfo, Vec<u8>)>,
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) tensors: HashMap<String, (TensorInfo, Vec<u8>)>,
 }
 
 impl TensorSource for Memory {
@@ -93,10 +93,7 @@ fn cached_decoding_equals_recomputing_the_sequence() {
     assert!(steps > 0);
     // The cache's last step equals a from-scratch pass over the whole sequence.
     let mut cache = llama::KvCache::default();
-    let Family::Llama(c) = &r.family else {
-        panic!()
-    };
-    let m = Llama { config: c.clone() };
+    let m = r.llama().unwrap();
     let mut cap = Captured::default();
     m.forward(
         &w,

@@ -117,9 +117,27 @@ pub struct CausalTrace {
     /// Stopped before the end: the maps hold the rows finished by then.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopped: bool,
+    /// Per layer, the model's own name of the matrix an MLP cell points at (its `down_proj`,
+    /// the matrix a fact edit there changes).
+    #[serde(default)]
+    pub mlp_tensors: Vec<String>,
+    /// Per layer, the model's own name of the matrix an attention cell points at (its
+    /// output projection).
+    #[serde(default)]
+    pub attention_tensors: Vec<String>,
 }
 
 impl CausalTrace {
+    /// The model's own name of the matrix a cell of `kind` at `layer` points at.
+    pub fn tensor_of(&self, kind: TraceKind, layer: usize) -> Option<&str> {
+        match kind {
+            TraceKind::Mlp => self.mlp_tensors.get(layer),
+            TraceKind::Attention => self.attention_tensors.get(layer),
+            TraceKind::Residual => None,
+        }
+        .map(String::as_str)
+    }
+
     /// The map of one kind, if it was traced.
     pub fn map(&self, kind: TraceKind) -> Option<&Vec<Vec<f64>>> {
         match kind {

@@ -163,28 +163,6 @@ fn as_view(t: &CausalTrace, rows: &[Vec<f64>]) -> ViewData {
     }
 }
 
-/// The weight a cell of a map points at: an MLP cell's `down_proj`, an attention cell's
-/// `o_proj`, under the Llama family's names or a GGUF's (whichever the model has).
-fn weight_of(kind: TraceKind, layer: usize, has: impl Fn(&str) -> bool) -> Option<String> {
-    let names = match kind {
-        TraceKind::Mlp => [
-            format!("model.layers.{layer}.mlp.down_proj.weight"),
-            format!("blk.{layer}.ffn_down.weight"),
-        ],
-        TraceKind::Attention => [
-            format!("model.layers.{layer}.self_attn.o_proj.weight"),
-            format!("blk.{layer}.attn_output.weight"),
-        ],
-        TraceKind::Residual => return None,
-    };
-    let [first, second] = names;
-    Some(if !has(&first) && has(&second) {
-        second
-    } else {
-        first
-    })
-}
-
 #[component]
 fn TraceMap(kind: TraceKind, trace: TraceState, fact_layer: RwSignal<String>) -> impl IntoView {
     let ctx = use_ctx();
@@ -243,11 +221,13 @@ fn TraceMap(kind: TraceKind, trace: TraceState, fact_layer: RwSignal<String>) ->
         if let (TraceKind::Mlp, Some((_, layer))) = (kind, cell_at(&ev)) {
             fact_layer.set(layer.to_string());
         }
-        let has = |n: &str| {
-            ctx.model
-                .with_value(|m| m.tensors.iter().any(|t| t.name == n))
-        };
-        if let Some(name) = cell_at(&ev).and_then(|(_, layer)| weight_of(kind, layer, has)) {
+        // The trace names the matrix each cell points at (the model's own names).
+        let name = cell_at(&ev).and_then(|(_, layer)| {
+            trace
+                .header
+                .with_untracked(|t| t.as_ref()?.tensor_of(kind, layer).map(str::to_string))
+        });
+        if let Some(name) = name {
             let url = ctx.url.get_untracked().open(&name);
             ctx.go(&url, false);
         }

@@ -6,6 +6,12 @@
 //! residual stream), and optionally `E <- E - s (E r) rᵀ` for the embedding (its columns are).
 //! Each change is rank one, so each is kept as a low-rank patch entry.
 //!
+//! Under a norm of a block's output (Gemma 3 normalises the attention's and the MLP's output
+//! before they join the residual stream), projecting `r` out of `W` would not remove it from
+//! the normalised output `g ⊙ y / rms(y)`; the direction projected out of such a matrix is
+//! `g ⊙ r` (normalised), which makes the normalised output orthogonal to `r` exactly at
+//! `s = 1`, whatever `rms(y)`.
+//!
 //! Where this differs from the paper: the paper ablates with `s = 1` and picks the direction's
 //! layer and position by a search over candidates; here the layer is given (default: the
 //! middle of the stack), the position is the prompt's last token, and `s` is given (default 1).
@@ -14,7 +20,6 @@ use super::problem::dense;
 use crate::llama::{Capture, Captured, KvCache};
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
-use candle_core::{Device, Tensor};
 
 /// One matrix's rank-one change, `W + u vᵀ`.
 pub struct Ablation {
@@ -31,7 +36,7 @@ impl RunnableModel {
         prompts: &[String],
         layer: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let model = self.llama_only(w, "directional ablation")?;
+        let model = self.llama()?;
         prompts
             .iter()
             .map(|p| {
@@ -97,34 +102,35 @@ impl RunnableModel {
         s: f32,
         embedding: bool,
     ) -> Result<Vec<Ablation>> {
-        let model = self.llama_only(w, "directional ablation")?;
-        let c = &model.config;
-        let hidden = c.hidden_size;
+        let model = self.llama()?;
+        let a = &model.arch;
+        let hidden = a.hidden;
         let mut out = Vec::new();
-        let writers = [
-            ("self_attn.o_proj", c.num_attention_heads * c.head_width()),
-            ("mlp.down_proj", c.intermediate_size),
-        ];
-        let r_row = Tensor::from_slice(r, (1, hidden), &Device::Cpu)?;
-        for l in 0..c.num_hidden_layers {
-            for (part, cols) in writers {
-                let tensor = format!("model.layers.{l}.{part}.weight");
-                // v = Wᵀ r
-                let v = r_row
-                    .matmul(&dense(w, &tensor, hidden, cols)?)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
+        for layer in &a.layers {
+            let writers = [
+                (&layer.o, &layer.post_attention_norm),
+                (&layer.down, &layer.post_mlp_norm),
+            ];
+            for (m, post_norm) in writers {
+                // Under a norm of the output (Gemma), the output must be orthogonal to g ⊙ r
+                // for the normalised output g ⊙ y / rms(y) to be orthogonal to r.
+                let d = match post_norm {
+                    None => r.to_vec(),
+                    Some(norm) => {
+                        let g = model.norm(w, norm)?.to_vec1::<f32>()?;
+                        unit(&r.iter().zip(&g).map(|(x, g)| x * g).collect::<Vec<f32>>())?
+                    }
+                };
                 out.push(Ablation {
-                    tensor,
-                    u: r.iter().map(|&x| -s * x).collect(),
-                    v,
+                    tensor: m.weight.clone(),
+                    u: d.iter().map(|&x| -s * x).collect(),
+                    v: rows_times(w, &m.weight, hidden, m.input, &d)?,
                 });
             }
         }
         if embedding {
-            let tensor = crate::llama::EMBED.to_string();
-            let e = dense(w, &tensor, c.vocab_size, hidden)?;
-            let er = e.matmul(&r_row.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            let tensor = a.embedding.clone();
+            let er = times_columns(w, &tensor, a.vocab, hidden, r)?;
             out.push(Ablation {
                 tensor,
                 u: er.iter().map(|&x| -s * x).collect(),
@@ -145,5 +151,59 @@ impl RunnableModel {
                 .kl(&self.distribution(edited, &ids)?);
         }
         Ok(total / prompts.len().max(1) as f64)
+    }
+}
+
+/// `v` scaled to length 1.
+fn unit(v: &[f32]) -> Result<Vec<f32>> {
+    let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    if n == 0.0 {
+        return Err(InferError::Request(
+            "the direction vanishes under the layer's output norm".into(),
+        ));
+    }
+    Ok(v.iter().map(|&x| (x as f64 / n) as f32).collect())
+}
+
+/// `Wᵀ d` for the matrix `name` (`[rows, cols]`), a row at a time as stored (no dense copy).
+fn rows_times(w: &Weights, name: &str, rows: usize, cols: usize, d: &[f32]) -> Result<Vec<f32>> {
+    let mut v = vec![0f64; cols];
+    let mut add = |i: usize, row: &[f32]| {
+        let s = d[i] as f64;
+        for (a, &b) in v.iter_mut().zip(row) {
+            *a += s * b as f64;
+        }
+    };
+    match w.stored(name, rows, cols) {
+        Some(m) => (0..rows).for_each(|i| add(i, &m.row(i, cols))),
+        None => {
+            let dense = dense(w, name, rows, cols)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            dense
+                .chunks_exact(cols)
+                .enumerate()
+                .for_each(|(i, row)| add(i, row));
+        }
+    }
+    Ok(v.into_iter().map(|x| x as f32).collect())
+}
+
+/// `E r` for the matrix `name` (`[rows, cols]`), a row at a time as stored.
+fn times_columns(w: &Weights, name: &str, rows: usize, cols: usize, r: &[f32]) -> Result<Vec<f32>> {
+    let dot = |row: &[f32]| {
+        row.iter()
+            .zip(r)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum::<f64>() as f32
+    };
+    match w.stored(name, rows, cols) {
+        Some(m) => Ok((0..rows).map(|i| dot(&m.row(i, cols))).collect()),
+        None => Ok(dense(w, name, rows, cols)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .chunks_exact(cols)
+            .map(dot)
+            .collect()),
     }
 }

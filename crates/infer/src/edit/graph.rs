@@ -13,10 +13,10 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
 use std::sync::Arc;
 
 /// `x @ Wᵀ` for a constant `W` (`[out, in]`), differentiable in `x` only; both products run
-/// in the stored-width kernel, the backward on a transposed copy.
+/// in the stored-width kernels: the backward reads the same matrix by rows (no transposed copy).
 #[derive(Clone)]
 pub struct Frozen {
-    w: Arc<(Owned, Owned)>,
+    w: Arc<Owned>,
     out: usize,
     input: usize,
 }
@@ -24,12 +24,16 @@ pub struct Frozen {
 impl Frozen {
     /// `w` is `[out, input]`.
     pub fn new(w: Owned, out: usize, input: usize) -> Frozen {
-        let t = w.transposed(out, input);
         Frozen {
-            w: Arc::new((w, t)),
+            w: Arc::new(w),
             out,
             input,
         }
+    }
+
+    /// Bytes of the matrix.
+    pub fn bytes(&self) -> usize {
+        self.w.bytes()
     }
 
     /// `x @ Wᵀ` (`x` is `[n, in]`).
@@ -66,7 +70,7 @@ impl CustomOp1 for Frozen {
                 self.input
             );
         }
-        let y = product(&self.w.0, xs, n, self.out);
+        let y = product(&self.w, xs, n, self.out);
         Ok((CpuStorage::F32(y), Shape::from((n, self.out))))
     }
 
@@ -79,7 +83,8 @@ impl CustomOp1 for Frozen {
         // grad @ W = grad @ (Wᵀ)ᵀ.
         let n = grad.dim(0)?;
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let y = product(&self.w.1, &g, n, self.input);
+        let mut y = vec![0f32; n * self.input];
+        kernel::matmat_transposed(self.w.stored(), &g, n, &mut y);
         Ok(Some(Tensor::from_vec(y, (n, self.input), grad.device())?))
     }
 }

@@ -41,6 +41,30 @@ pub fn default_update_weight(d_k: usize) -> f64 {
 }
 
 impl RunnableModel {
+    /// Whether MEMIT can spread an edit over `layers`: it writes a residual change as a sum of
+    /// `down_proj` outputs, which a norm of the MLP's output (Gemma 3) makes non-linear; there
+    /// ROME (one layer, its `δ` optimised through that norm) is the way.
+    pub fn check_memit_layers(&self, layers: &[usize]) -> Result<()> {
+        let model = self.llama()?;
+        for &l in layers {
+            let spec = model.arch.layers.get(l).ok_or_else(|| {
+                InferError::Request(format!(
+                    "layer {l} is beyond the model's {} layers",
+                    model.arch.depth()
+                ))
+            })?;
+            if layers.len() > 1 && spec.post_mlp_norm.is_some() {
+                return Err(InferError::Unsupported(format!(
+                    "MEMIT spreads a residual change over several layers' down_proj outputs; \
+                     this model normalises each MLP output ({}) so the change does not add up: \
+                     edit one layer (ROME) instead",
+                    spec.post_mlp_norm.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// At `layer`, the goal's key (the `down_proj` input at the subject's last token) and the
     /// residual stream after layer `last` there, each averaged over the context templates
     /// (`{}` the prompt).
@@ -53,7 +77,7 @@ impl RunnableModel {
         last: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let model = self.llama()?;
-        let layers = model.config.num_hidden_layers;
+        let layers = model.arch.depth();
         if layer > last || last >= layers {
             return Err(InferError::Request(format!(
                 "layers {layer} to {last} are not layers of the model's {layers}"

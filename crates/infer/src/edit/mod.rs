@@ -124,12 +124,25 @@ pub fn default_layer(layers: usize) -> usize {
     ((layers as f64 * 0.2).round() as usize).min(layers.saturating_sub(1))
 }
 
-/// The `down_proj` of a layer.
-pub fn down_proj(layer: usize) -> String {
-    format!("model.layers.{layer}.mlp.down_proj.weight")
-}
-
 impl RunnableModel {
+    /// The forward pass's name of the matrix a fact edit at `layer` changes: its `down_proj`.
+    pub(crate) fn down_proj(&self, layer: usize) -> Result<String> {
+        let model = self.llama()?;
+        let spec = model.arch.layers.get(layer).ok_or_else(|| {
+            InferError::Request(format!(
+                "layer {layer} is beyond the model's {} layers",
+                model.arch.depth()
+            ))
+        })?;
+        Ok(spec.down.weight.clone())
+    }
+
+    /// The model's own name (a GGUF's `blk.N.ffn_down.weight`) of the matrix a fact edit at
+    /// `layer` changes.
+    pub fn fact_matrix(&self, layer: usize) -> Result<String> {
+        Ok(self.model_name(&self.down_proj(layer)?))
+    }
+
     /// Token ids of a target: `#ID`, or the text's tokens without special tokens.
     pub fn target_ids(&self, target: &str) -> Result<Vec<u32>> {
         if target.starts_with('#') {
@@ -147,7 +160,7 @@ impl RunnableModel {
     /// ROME's context templates: `{}` and prefixes the model writes itself.
     pub fn context_templates(&self, w: &Weights, opts: &FactOptions) -> Result<Vec<String>> {
         const STARTS: [&str; 5] = ["The", "Therefore", "Because", "I", "You"];
-        let model = self.llama_only(w, "fact editing")?;
+        let model = self.llama()?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
         let mut out = vec!["{}".to_string()];
         for &(length, count) in &opts.contexts {
@@ -170,7 +183,7 @@ impl RunnableModel {
         length: usize,
         rng: &mut impl Rng,
     ) -> Result<Vec<String>> {
-        let hidden = model.config.hidden_size;
+        let hidden = model.arch.hidden;
         let encoded: Vec<Vec<u32>> = starts
             .iter()
             .map(|s| self.encode(s))
@@ -183,8 +196,7 @@ impl RunnableModel {
             let group: Vec<usize> = (0..starts.len())
                 .filter(|&i| encoded[i].len() == size)
                 .collect();
-            let mut kv =
-                vec![vec![(Vec::new(), Vec::new()); group.len()]; model.config.num_hidden_layers];
+            let mut kv = vec![vec![(Vec::new(), Vec::new()); group.len()]; model.arch.depth()];
             let mut feed: Vec<u32> = group.iter().flat_map(|&i| encoded[i].clone()).collect();
             let (mut past, mut n) = (0, size);
             for _ in 0..length {
@@ -239,7 +251,7 @@ impl RunnableModel {
         let v: Vec<f32> = aimed.iter().map(|&a| (a / along) as f32).collect();
         Ok(FactEdit {
             layer: opts.layer,
-            tensor: down_proj(opts.layer),
+            tensor: self.down_proj(opts.layer)?,
             u: d.delta,
             v,
             key,

@@ -14,7 +14,7 @@
 //! base's: edits of the `down_proj`s themselves, the usual fact edits, leave it valid.
 
 use super::problem::unedited_act;
-use crate::llama::EMBED;
+use crate::arch::Architecture;
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
 use std::collections::HashMap;
@@ -61,24 +61,23 @@ impl RunnableModel {
     /// embedding and the layers below do, the layer's own tensors but its `down_proj` do,
     /// later layers and the final norm and unembedding do not.
     fn changes_keys(&self, name: &str, layer: usize) -> bool {
-        if name == self.stored_name(&super::down_proj(layer)) {
+        if self
+            .down_proj(layer)
+            .is_ok_and(|d| name == self.stored_name(&d))
+        {
             return false;
         }
-        if name == self.stored_name(EMBED) {
+        let Some(a) = self.architecture() else {
+            return true;
+        };
+        if name == self.stored_name(&a.embedding) {
             return true;
         }
-        let index = ["model.layers.", "blk."].iter().find_map(|prefix| {
-            name.strip_prefix(prefix)?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        });
-        match index {
+        match Architecture::layer_of(name) {
             Some(i) => i <= layer,
             None => ![
-                self.stored_name("model.norm.weight"),
-                self.stored_name("lm_head.weight"),
+                self.stored_name(&a.final_norm),
+                self.stored_name(&a.unembedding),
             ]
             .contains(&name),
         }
@@ -88,7 +87,7 @@ impl RunnableModel {
     /// sequence (all in one batch), factored.
     fn measure_moment(&self, w: &Weights, layer: usize) -> Result<KeyMoment> {
         let model = self.llama()?;
-        let d = model.config.intermediate_size;
+        let d = model.arch.intermediate;
         let paragraphs: Vec<Vec<u32>> = CORPUS
             .split("\n\n")
             .map(str::trim)

@@ -1,24 +1,63 @@
 //! The optimisation's forward pass: the later layers from the edited one's output, on the
-//! positions the edit reaches, written in differentiable operations.
+//! positions the edit reaches, written in differentiable operations, following the model's
+//! description as the other passes do (head norms, sandwich norms, fused projections, biases,
+//! windows, per-layer rotary bases, the attention scale, logit soft-capping).
 
 use super::graph;
 use super::problem::Problem;
+use crate::arch::{Activation, Architecture};
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
+
+/// What one chunk of the sequences gives: each rewriting sequence's total log-likelihood of
+/// the target, and the KL prompt's next-token log-probabilities if it is in the chunk.
+pub(super) struct Chunk {
+    pub(super) totals: Vec<Tensor>,
+    pub(super) kl_lp: Option<Tensor>,
+}
 
 impl Problem {
     /// With `delta` added at every sequence's first row: the target's mean negative
     /// log-likelihood over the rewriting prompts, the KL prompt's log-probabilities, and the
-    /// target's mean probability.
-    pub(super) fn run(&self, delta: &Tensor) -> Result<(Tensor, Tensor, f64)> {
-        let c = &self.model.config;
-        let eps = c.rms_norm_eps;
-        let (heads, kvh, hd) = (c.num_attention_heads, c.kv_heads(), c.head_width());
-        let rows: Vec<Tensor> = self
-            .seqs
+    /// target's mean probability (all chunks in one graph; the tests' view of the pass).
+    #[cfg(test)]
+    pub(crate) fn run(&self, delta: &Tensor) -> Result<(Tensor, Tensor, f64)> {
+        let (mut totals, mut kl_lp) = (Vec::new(), None);
+        for chunk in 0..self.chunks.len() {
+            let c = self.run_chunk(delta, chunk)?;
+            totals.extend(c.totals);
+            kl_lp = kl_lp.or(c.kl_lp);
+        }
+        let kl_lp = kl_lp.ok_or(crate::InferError::Internal("no KL prompt"))?;
+        let rewriting = totals.len() as f64;
+        let mut p_sum = 0.0;
+        for t in &totals {
+            p_sum += (t.to_scalar::<f32>()? as f64).exp();
+        }
+        let nll = (Tensor::stack(&totals, 0)?.sum_all()?.neg()?
+            / (self.target.len() as f64 * rewriting))?;
+        Ok((nll, kl_lp, p_sum / rewriting))
+    }
+
+    /// [`Problem::run`] on the sequences of chunk `chunk` only: its own graph, so the
+    /// gradient of each chunk can be taken and its intermediates dropped before the next.
+    pub(super) fn run_chunk(&self, delta: &Tensor, chunk: usize) -> Result<Chunk> {
+        let (range, batch) = &self.chunks[chunk];
+        let seqs = &self.seqs[range.clone()];
+        let kl_index = self.seqs.len() - 1;
+        let a = &self.model.arch;
+        let eps = a.rms_eps;
+        let rows: Vec<Tensor> = seqs
             .iter()
             .map(|s| {
-                let first = (s.x.get(0)? + delta)?.unsqueeze(0)?;
+                let first = match (&s.before_norm, &self.edited_post_norm) {
+                    (Some((mid, down)), Some(norm)) => {
+                        let changed = (down + delta)?.unsqueeze(0)?;
+                        mid.unsqueeze(0)?
+                            .add(&graph::rms_norm(&changed, norm, eps)?)?
+                    }
+                    _ => (s.x.get(0)? + delta)?.unsqueeze(0)?,
+                };
                 let n = s.x.dim(0)?;
                 if n == 1 {
                     Ok(first)
@@ -28,65 +67,100 @@ impl Problem {
             })
             .collect::<candle_core::Result<_>>()?;
         let mut x = Tensor::cat(&rows, 0)?;
-        let lens: Vec<usize> = self
-            .seqs
+        let lens: Vec<usize> = seqs
             .iter()
             .map(|s| s.x.dim(0))
             .collect::<candle_core::Result<_>>()?;
         // The scored rows.
         let mut index = Vec::new();
         let mut off = 0;
-        for (s, &n) in self.seqs.iter().zip(&lens) {
+        for (s, &n) in seqs.iter().zip(&lens) {
             index.extend(s.scored.iter().map(|&(r, _)| (off + r) as u32));
             off += n;
         }
         let index = Tensor::new(index.as_slice(), &Device::Cpu)?;
         let last = self.later.len().saturating_sub(1);
+        let (qw, kw, inter) = (a.q_width(), a.kv_width(), a.intermediate);
+        let post = |m: Tensor, norm: &Option<Tensor>| -> candle_core::Result<Tensor> {
+            match norm {
+                Some(n) => graph::rms_norm(&m, n, eps),
+                None => Ok(m),
+            }
+        };
         for (li, lw) in self.later.iter().enumerate() {
             let h = graph::rms_norm(&x, &lw.input_norm, eps)?;
-            let mut qkv = [lw.q.apply(&h)?, lw.k.apply(&h)?, lw.v.apply(&h)?];
-            for (m, b) in qkv.iter_mut().zip(&lw.biases) {
-                if let Some(b) = b {
-                    *m = m.broadcast_add(b)?;
+            let (q_all, k_all, v_all) = match lw.qkv.as_slice() {
+                [q, k, v] => (q.apply(&h)?, k.apply(&h)?, v.apply(&h)?),
+                [fused] => {
+                    let qkv = fused.apply(&h)?;
+                    (
+                        qkv.narrow(1, 0, qw)?.contiguous()?,
+                        qkv.narrow(1, qw, kw)?.contiguous()?,
+                        qkv.narrow(1, qw + kw, kw)?.contiguous()?,
+                    )
                 }
-            }
-            let [q_all, k_all, v_all] = qkv;
-            let mut att = self
-                .batch
-                .attend(li, &q_all, &k_all, &v_all, (heads, kvh, hd))?;
+                _ => return Err(crate::InferError::Internal("a layer without its q, k, v")),
+            };
+            let mut att = batch.attend(li, lw, &q_all, &k_all, &v_all, a)?;
             if li == last {
                 // Past the last attention only the scored rows matter.
                 att = att.index_select(&index, 0)?;
                 x = x.index_select(&index, 0)?;
             }
-            x = (x + lw.o.apply(&att)?)?;
-            let h = graph::rms_norm(&x, &lw.post_norm, eps)?;
-            let act = (lw.gate.apply(&h)?.silu()? * lw.up.apply(&h)?)?;
-            x = (x + lw.down.apply(&act)?)?;
+            x = (x + post(lw.o.apply(&att)?, &lw.post_attention_norm)?)?;
+            let h = graph::rms_norm(&x, &lw.pre_mlp_norm, eps)?;
+            let (gate, up) = match lw.gate_up.as_slice() {
+                [gate, up] => (gate.apply(&h)?, up.apply(&h)?),
+                [fused] => {
+                    let gu = fused.apply(&h)?;
+                    (
+                        gu.narrow(1, 0, inter)?.contiguous()?,
+                        gu.narrow(1, inter, inter)?.contiguous()?,
+                    )
+                }
+                _ => {
+                    return Err(crate::InferError::Internal(
+                        "a layer without its gate and up",
+                    ))
+                }
+            };
+            let gate = match lw.spec.activation {
+                Activation::Silu => gate.silu()?,
+                Activation::GeluTanh => gate.gelu()?,
+            };
+            let down = lw.down.apply(&(gate * up)?)?;
+            x = (x + post(down, &lw.post_mlp_norm)?)?;
         }
         let picked = match self.later.is_empty() {
             true => x.index_select(&index, 0)?,
             false => x,
         };
         let h = graph::rms_norm(&picked, &self.final_norm, eps)?;
-        let lp = graph::log_softmax(&self.unembed.apply(&h)?)?;
-        let rewriting = self.seqs.len() - 1;
+        let logits = self.unembed.apply(&h)?;
+        let logits = match a.final_softcap {
+            Some(cap) => ((logits / f64::from(cap))?.tanh()? * f64::from(cap))?,
+            None => logits,
+        };
+        let lp = graph::log_softmax(&logits)?;
         let mut row = 0;
-        let mut nll_terms = Vec::new();
-        let mut p_sum = 0.0;
-        for s in &self.seqs[..rewriting] {
+        let mut out = Chunk {
+            totals: Vec::new(),
+            kl_lp: None,
+        };
+        for (i, s) in range.clone().zip(seqs) {
+            if i == kl_index {
+                out.kl_lp = Some(lp.get(row)?);
+                row += 1;
+                continue;
+            }
             let mut seq_lp = Vec::new();
             for &(_, token) in &s.scored {
                 seq_lp.push(lp.get(row)?.get(token as usize)?);
                 row += 1;
             }
-            let total = Tensor::stack(&seq_lp, 0)?.sum_all()?;
-            p_sum += (total.to_scalar::<f32>()? as f64).exp();
-            nll_terms.push((total.neg()? / self.target.len() as f64)?);
+            out.totals.push(Tensor::stack(&seq_lp, 0)?.sum_all()?);
         }
-        let nll = (Tensor::stack(&nll_terms, 0)?.sum_all()? / rewriting as f64)?;
-        let kl_lp = lp.get(row)?;
-        Ok((nll, kl_lp, p_sum / rewriting as f64))
+        Ok(out)
     }
 }
 
@@ -103,18 +177,25 @@ pub(super) struct Batch {
     spread: Tensor,
     /// The stacked rows in the padded layout: where each comes back from.
     gather: Tensor,
-    /// `[sequences, 1, rows, hd]` (rotate-half tables of each row's position).
-    cos: Tensor,
-    sin: Tensor,
-    /// `[sequences, 1, rows, past + rows]`: 0 where a row may look, -inf elsewhere.
-    mask: Tensor,
+    /// Per rotary base, `[sequences, 1, rows, hd]` (rotate-half tables of each row's
+    /// position).
+    ropes: Vec<(f64, Tensor, Tensor)>,
+    /// Per window (`None`: every earlier position), `[sequences, 1, rows, past + rows]`: 0
+    /// where a row may look, -inf elsewhere.
+    masks: Vec<(Option<usize>, Tensor)>,
     /// Per later layer: the earlier positions' keys and values, `[sequences, kv_heads, past, hd]`.
     kv: Vec<(Tensor, Tensor)>,
 }
 
 impl Batch {
-    /// The batch of `seqs` (their keys, values, rotary tables and rows).
-    pub(super) fn of(seqs: &[super::problem::Sequence], hd: usize, kvh: usize) -> Result<Batch> {
+    /// The batch of `seqs` (their keys, values, rotary tables and rows) through the `later`
+    /// layers.
+    pub(super) fn of(
+        seqs: &[super::problem::Sequence],
+        later: &[super::problem::LayerWeights],
+        a: &Architecture,
+    ) -> Result<Batch> {
+        let (hd, kvh) = (a.head_width, a.kv_heads);
         let dev = Device::Cpu;
         let sequences = seqs.len();
         let lens: Vec<usize> = seqs
@@ -124,11 +205,33 @@ impl Batch {
         let rows = lens.iter().copied().max().unwrap_or(1);
         let past = seqs.iter().map(|s| s.at).max().unwrap_or(0);
         let total: usize = lens.iter().sum();
-        let (mut spread, mut gather, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        let mut windows: Vec<Option<usize>> = Vec::new();
+        let mut thetas: Vec<f64> = Vec::new();
+        for l in later {
+            if !windows.contains(&l.spec.window) {
+                windows.push(l.spec.window);
+            }
+            if !thetas.contains(&l.spec.rope_theta) {
+                thetas.push(l.spec.rope_theta);
+            }
+        }
+        let (mut spread, mut gather) = (Vec::new(), Vec::new());
+        let mut masks: Vec<Vec<f32>> = vec![Vec::new(); windows.len()];
+        let mut tables: Vec<(Vec<f32>, Vec<f32>)> = vec![Default::default(); thetas.len()];
         let mut off = 0;
         for (s, &n) in seqs.iter().zip(&lens) {
-            let (c, si) = (s.rope.0.to_vec2::<f32>()?, s.rope.1.to_vec2::<f32>()?);
+            let own_tables = thetas
+                .iter()
+                .map(|theta| {
+                    let (c, si) = s
+                        .ropes
+                        .iter()
+                        .find(|(t, _)| t == theta)
+                        .map(|(_, t)| t)
+                        .ok_or(crate::InferError::Internal("no rotary tables for a base"))?;
+                    Ok((c.to_vec2::<f32>()?, si.to_vec2::<f32>()?))
+                })
+                .collect::<Result<Vec<_>>>()?;
             for i in 0..rows {
                 spread.push(if i < n {
                     (off + i) as u32
@@ -140,20 +243,26 @@ impl Batch {
                 }
                 // A padding row looks at its sequence's first row only (its output is dropped).
                 let own = i.min(n - 1);
-                mask.extend((0..past + rows).map(|j| {
-                    let seen = if j < past {
-                        j < s.at && i < n
-                    } else {
-                        j - past <= own
-                    };
-                    if seen {
-                        0.0f32
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                }));
-                cos.extend_from_slice(&c[own]);
-                sin.extend_from_slice(&si[own]);
+                let position = s.at + own;
+                for (window, mask) in windows.iter().zip(&mut masks) {
+                    mask.extend((0..past + rows).map(|j| {
+                        let (seen, key) = if j < past {
+                            (j < s.at && i < n, j)
+                        } else {
+                            (j - past <= own, s.at + j - past)
+                        };
+                        let inside = window.is_none_or(|w| position.saturating_sub(key) < w);
+                        if seen && inside {
+                            0.0f32
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    }));
+                }
+                for ((c, si), (cos, sin)) in own_tables.iter().zip(&mut tables) {
+                    cos.extend_from_slice(&c[own]);
+                    sin.extend_from_slice(&si[own]);
+                }
             }
             off += n;
         }
@@ -179,29 +288,68 @@ impl Batch {
                 Ok((pad(|p| &p.0)?, pad(|p| &p.1)?))
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let shape = (sequences, 1, rows, hd);
         Ok(Batch {
             sequences,
             rows,
             past,
             spread: Tensor::new(spread.as_slice(), &dev)?,
             gather: Tensor::new(gather.as_slice(), &dev)?,
-            cos: Tensor::from_vec(cos, (sequences, 1, rows, hd), &dev)?,
-            sin: Tensor::from_vec(sin, (sequences, 1, rows, hd), &dev)?,
-            mask: Tensor::from_vec(mask, (sequences, 1, rows, past + rows), &dev)?,
+            ropes: thetas
+                .into_iter()
+                .zip(tables)
+                .map(|(theta, (cos, sin))| {
+                    Ok((
+                        theta,
+                        Tensor::from_vec(cos, shape, &dev)?,
+                        Tensor::from_vec(sin, shape, &dev)?,
+                    ))
+                })
+                .collect::<candle_core::Result<_>>()?,
+            masks: windows
+                .into_iter()
+                .zip(masks)
+                .map(|(window, m)| {
+                    Ok((
+                        window,
+                        Tensor::from_vec(m, (sequences, 1, rows, past + rows), &dev)?,
+                    ))
+                })
+                .collect::<candle_core::Result<_>>()?,
             kv,
         })
     }
 
-    /// Layer `li`'s attention output (`[stacked rows, heads * hd]`) for the stacked queries,
-    /// keys and values.
+    /// Later layer `li`'s attention output (`[stacked rows, heads * hd]`) for the stacked
+    /// queries, keys and values (before their head norms and rotation).
     pub(super) fn attend(
         &self,
         li: usize,
+        lw: &super::problem::LayerWeights,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        (heads, kvh, hd): (usize, usize, usize),
+        a: &Architecture,
     ) -> Result<Tensor> {
+        let (heads, kvh, hd) = (a.heads, a.kv_heads, a.head_width);
+        let internal = crate::InferError::Internal;
+        let (_, cos, sin) = self
+            .ropes
+            .iter()
+            .find(|(t, _, _)| *t == lw.spec.rope_theta)
+            .ok_or(internal("no rotary tables for a layer's base"))?;
+        let (_, mask) = self
+            .masks
+            .iter()
+            .find(|(w, _)| *w == lw.spec.window)
+            .ok_or(internal("no mask for a layer's window"))?;
+        let eps = a.rms_eps;
+        let normed = |m: Tensor, n: &Option<Tensor>| -> candle_core::Result<Tensor> {
+            match n {
+                Some(n) => graph::rms_norm(&m, n, eps),
+                None => Ok(m),
+            }
+        };
         let (s, n) = (self.sequences, self.rows);
         let padded = |m: &Tensor, h: usize| -> candle_core::Result<Tensor> {
             let zero = Tensor::zeros((1, h * hd), DType::F32, &Device::Cpu)?;
@@ -211,8 +359,8 @@ impl Batch {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = graph::rope(&padded(q, heads)?, &self.cos, &self.sin)?;
-        let k = graph::rope(&padded(k, kvh)?, &self.cos, &self.sin)?;
+        let q = graph::rope(&normed(padded(q, heads)?, &lw.q_norm)?, cos, sin)?;
+        let k = graph::rope(&normed(padded(k, kvh)?, &lw.k_norm)?, cos, sin)?;
         let v = padded(v, kvh)?;
         let (pk, pv) = &self.kv[li];
         let (k, v) = if self.past > 0 {
@@ -231,8 +379,8 @@ impl Batch {
                 .reshape((s, heads, total, hd))
         };
         let (k, v) = (expand(k)?, expand(v)?);
-        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (hd as f64).sqrt())?;
-        let probs = graph::softmax(&scores.broadcast_add(&self.mask)?)?;
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * a.attention_scale)?;
+        let probs = graph::softmax(&scores.broadcast_add(mask)?)?;
         Ok(probs
             .matmul(&v)?
             .transpose(1, 2)?

@@ -28,7 +28,7 @@ fn the_optimisation_pass_is_the_model_s_own_at_zero() {
     let contexts = ["{}".to_string(), "A dog ran far. {}".to_string()];
     for layer in [0, 1] {
         let p = r.problem(&w, &goal(target), layer, &contexts).unwrap();
-        let zero = Tensor::zeros(p.model.config.hidden_size, DType::F32, &Device::Cpu).unwrap();
+        let zero = Tensor::zeros(p.model.arch.hidden, DType::F32, &Device::Cpu).unwrap();
         let (_, _, p_target) = p.run(&zero).unwrap();
         let want = contexts
             .iter()
@@ -55,7 +55,7 @@ fn the_gradient_matches_a_finite_difference() {
     let contexts = vec!["{}".to_string(), "A dog ran. {}".to_string()];
     let p = r.problem(&w, &goal("#11"), 0, &contexts).unwrap();
     let opts = FactOptions::at_layer(0);
-    let hidden = p.model.config.hidden_size;
+    let hidden = p.model.arch.hidden;
     let at: Vec<f32> = (0..hidden)
         .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05)
         .collect();
@@ -110,4 +110,55 @@ fn the_gradient_matches_a_finite_difference() {
         (along - numeric).abs() < 0.02 * along.abs().max(numeric.abs()),
         "autograd {along} vs finite difference {numeric}"
     );
+}
+
+#[test]
+fn the_gradient_taken_a_chunk_at_a_time_is_the_whole_graph_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), None);
+    let r = runnable(&model);
+    let w = r.weights(&model, Edited::default());
+    let contexts = vec![
+        "{}".to_string(),
+        "A dog ran. {}".to_string(),
+        "The end. {}".to_string(),
+    ];
+    let mut p = r.problem(&w, &goal("#11"), 0, &contexts).unwrap();
+    let opts = FactOptions::at_layer(0);
+    let hidden = p.model.arch.hidden;
+    let at: Vec<f32> = (0..hidden)
+        .map(|i| ((i * 5 % 7) as f32 - 3.0) * 0.1)
+        .collect();
+    let var = Var::from_vec(at, hidden, &Device::Cpu).unwrap();
+    let zero = Tensor::zeros(hidden, DType::F32, &Device::Cpu).unwrap();
+    let kl_init = Some(p.run(&zero).unwrap().1);
+    let (loss, whole) = p
+        .loss(var.as_tensor(), &opts, &mut kl_init.clone())
+        .unwrap();
+    let want = loss
+        .backward()
+        .unwrap()
+        .get(var.as_tensor())
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    // One sequence a chunk: every sequence, the KL prompt's included, in a graph of its own.
+    p.rechunk(1).unwrap();
+    assert_eq!(p.chunks.len(), contexts.len() + 1);
+    let (step, grad) = p
+        .loss_and_gradient(var.as_tensor(), &opts, &mut kl_init.clone())
+        .unwrap();
+    let got = grad.to_vec1::<f32>().unwrap();
+    assert!(
+        (step.loss - whole.loss).abs() < 1e-5 * whole.loss.abs().max(1.0),
+        "{} vs {}",
+        step.loss,
+        whole.loss
+    );
+    assert!((step.p_target - whole.p_target).abs() < 1e-6);
+    let scale = want.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    assert!(scale > 0.0);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4 * scale, "{g} vs {w}");
+    }
 }

@@ -7,7 +7,8 @@ mod tokenizer;
 
 pub use tokenizer::tokenizer;
 
-use crate::config::{Family, LlamaConfig};
+use crate::arch::{Architecture, Constants, GemmaLayers, Kind, Qkv};
+use crate::config::Family;
 use crate::error::{InferError, Result};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use tensor_surgeon_core::header::TensorInfo;
 use tensor_surgeon_core::tensors::{ReadError, TensorSource};
 
 /// The GGUF architectures that run, in llama.cpp's names.
-pub const RUNNABLE: &str = "llama, qwen3, phi3, gemma3";
+pub const RUNNABLE: &str = "llama, qwen2, qwen3, phi3, gemma3";
 
 pub(crate) fn unsupported(why: String) -> InferError {
     InferError::Unsupported(format!(
@@ -84,55 +85,43 @@ pub fn family(h: &GgufHeader) -> Result<(Family, NameMap)> {
     let arch = h
         .architecture()
         .ok_or_else(|| unsupported("its metadata has no general.architecture".into()))?;
-    match arch {
-        "llama" => {
-            let config = llama_config(h, "llama")?;
-            let names = NameMap::llama(h, &config)?;
-            Ok((Family::Llama(config), names))
-        }
-        "qwen3" | "phi3" => {
-            let config = llama_config(h, arch)?;
-            if h.tensor("rope_factors_long.weight").is_some() {
-                return Err(unsupported(
-                    "its long-context rotary factors (LongRoPE) are not implemented".into(),
-                ));
-            }
-            let names = match arch {
-                "qwen3" => NameMap::qwen3(h, &config)?,
-                _ => NameMap::phi3(h, &config)?,
-            };
-            Ok((Family::Llama(config), names))
-        }
-        "gemma3" => {
-            let mut config = llama_config(h, "gemma3")?;
-            // llama.cpp's Gemma 3: every sixth layer global, the others over a window with
-            // rotary base 10,000 (neither is in the file's metadata).
-            config.gemma = Some(crate::config::Gemma3 {
-                sliding_window: number(h, "gemma3.attention.sliding_window").unwrap_or(512),
-                global_every: 6,
-                local_rope_theta: 10_000.0,
-                query_pre_attn_scalar: config.head_width() as f64,
-                norm_offset: 0.0,
-            });
-            config.tie_word_embeddings = h.tensor("output.weight").is_none();
-            let names = NameMap::gemma3(h, &config)?;
-            Ok((Family::Llama(config), names))
-        }
-        other => Err(unsupported(format!("general.architecture is {other:?}"))),
+    let kind = Kind::from_gguf(arch)
+        .ok_or_else(|| unsupported(format!("general.architecture is {arch:?}")))?;
+    if h.tensor("rope_factors_long.weight").is_some() {
+        return Err(unsupported(
+            "its long-context rotary factors (LongRoPE) are not implemented".into(),
+        ));
     }
+    let mut c = constants(h, arch, kind)?;
+    if kind == Kind::Gemma3 {
+        // llama.cpp's Gemma 3: every sixth layer global, the others over a window with rotary
+        // base 10,000 (neither is in the file's metadata); norm weights stored as `1 + w`.
+        c.gemma = Some(GemmaLayers {
+            sliding_window: number(h, "gemma3.attention.sliding_window").unwrap_or(512),
+            global_every: 6,
+            local_rope_theta: 10_000.0,
+            query_pre_attn_scalar: c.head_width as f64,
+            norm_offset: 0.0,
+        });
+    }
+    let architecture = Architecture::resolve(&c);
+    let names = NameMap::new(h, &architecture)?;
+    Ok((Family::Llama(std::sync::Arc::new(architecture)), names))
 }
 
-/// A Llama-like model's sizes, every number from the metadata (llama.cpp's keys, under the
-/// architecture's prefix).
-fn llama_config(h: &GgufHeader, arch: &str) -> Result<LlamaConfig> {
+/// A decoder's numbers, every one from the metadata (llama.cpp's keys, under the
+/// architecture's prefix) or the tensor table (biases, a separate output matrix).
+fn constants(h: &GgufHeader, arch: &str, kind: Kind) -> Result<Constants> {
     let key = |k: &str| format!("{arch}.{k}");
     let hidden = number(h, &key("embedding_length"))?;
     let heads = number(h, &key("attention.head_count"))?;
     let kv_heads = number(h, &key("attention.head_count_kv")).unwrap_or(heads);
-    let head_width = number(h, &key("attention.key_length")).unwrap_or(hidden / heads);
-    if heads == 0 {
-        return Err(unsupported("it has no attention heads".into()));
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        return Err(unsupported(format!(
+            "{heads} attention heads over {kv_heads} key/value heads"
+        )));
     }
+    let head_width = number(h, &key("attention.key_length")).unwrap_or(hidden / heads);
     if let Ok(rope) = number(h, &key("rope.dimension_count")) {
         if rope != head_width {
             return Err(unsupported(format!(
@@ -146,42 +135,37 @@ fn llama_config(h: &GgufHeader, arch: &str) -> Result<LlamaConfig> {
         _ => 0,
     };
     let vocab = number(h, &key("vocab_size")).unwrap_or(tokens);
-    Ok(LlamaConfig {
-        hidden_size: hidden,
-        intermediate_size: number(h, &key("feed_forward_length"))?,
-        num_hidden_layers: number(h, &key("block_count"))?,
-        num_attention_heads: heads,
-        num_key_value_heads: Some(kv_heads),
-        head_dim: Some(head_width),
-        vocab_size: vocab,
-        rms_norm_eps: float_or(h, &key("attention.layer_norm_rms_epsilon"), 1e-5),
+    let has = |name: &str| h.tensor(name).is_some();
+    Ok(Constants {
+        kind,
+        hidden,
+        heads,
+        kv_heads,
+        head_width,
+        intermediate: number(h, &key("feed_forward_length"))?,
+        layers: number(h, &key("block_count"))?,
+        vocab,
+        rms_eps: float_or(h, &key("attention.layer_norm_rms_epsilon"), 1e-5),
         rope_theta: float_or(h, &key("rope.freq_base"), 10_000.0),
-        max_position_embeddings: number(h, &key("context_length")).unwrap_or(2048),
-        tie_word_embeddings: h.tensor("output.weight").is_none(),
-        eos_token_id: h
+        max_positions: number(h, &key("context_length")).unwrap_or(2048),
+        tied: !has("output.weight"),
+        eos: h
             .get("tokenizer.ggml.eos_token_id")
             .and_then(Value::as_u64)
-            .map(serde_json::Value::from),
-        sliding_window: None,
-        use_sliding_window: None,
+            .map(|id| vec![id as u32])
+            .unwrap_or_default(),
+        window: number(h, &key("attention.sliding_window"))
+            .ok()
+            .filter(|_| kind != Kind::Gemma3),
+        qkv_bias: has("blk.0.attn_q.bias") || has("blk.0.attn_qkv.bias"),
+        mlp_bias: has("blk.0.ffn_down.bias"),
+        final_softcap: h
+            .get(&key("final_logit_softcapping"))
+            .and_then(Value::as_f64)
+            .map(|v| v as f32),
         gemma: None,
     })
 }
-
-/// A layer part: llama.cpp's name, the forward pass's, and (query and key weights of a Llama
-/// GGUF) the heads whose rows are put back.
-type Part = (&'static str, &'static str, Option<usize>);
-const ATTN_NORM: Part = ("attn_norm", "input_layernorm", None);
-const Q: Part = ("attn_q", "self_attn.q_proj", None);
-const K: Part = ("attn_k", "self_attn.k_proj", None);
-const V: Part = ("attn_v", "self_attn.v_proj", None);
-const O: Part = ("attn_output", "self_attn.o_proj", None);
-const Q_NORM: Part = ("attn_q_norm", "self_attn.q_norm", None);
-const K_NORM: Part = ("attn_k_norm", "self_attn.k_norm", None);
-const FFN_NORM: Part = ("ffn_norm", "post_attention_layernorm", None);
-const GATE: Part = ("ffn_gate", "mlp.gate_proj", None);
-const UP: Part = ("ffn_up", "mlp.up_proj", None);
-const DOWN: Part = ("ffn_down", "mlp.down_proj", None);
 
 /// One tensor the forward pass reads, and where it is in the file.
 struct Mapped {
@@ -206,101 +190,29 @@ pub struct NameMap {
 }
 
 impl NameMap {
-    /// The map of a Llama-like architecture: llama.cpp's layer parts with the forward
-    /// pass's names, and the head counts of the parts whose rows are put back.
-    fn of_layers(
-        h: &GgufHeader,
-        c: &LlamaConfig,
-        parts: &[(&str, &str, Option<usize>)],
-    ) -> Result<NameMap> {
-        let mut pairs = vec![
-            (
-                "token_embd.weight".into(),
-                "model.embed_tokens.weight".into(),
-                None,
-            ),
-            (
-                "output_norm.weight".into(),
-                "model.norm.weight".into(),
-                None,
-            ),
-            ("output.weight".into(), "lm_head.weight".into(), None),
-        ];
-        for l in 0..c.num_hidden_layers {
-            for &(gguf, hf, heads) in parts {
-                pairs.push((
-                    format!("blk.{l}.{gguf}.weight"),
-                    format!("model.layers.{l}.{hf}.weight"),
-                    heads,
-                ));
+    /// The file's tensors under the description's names. llama.cpp's converter interleaves
+    /// the query and key rows of a Llama-architecture model (its rotary embedding rotates
+    /// adjacent pairs); they are put back, per head.
+    fn new(h: &GgufHeader, a: &Architecture) -> Result<NameMap> {
+        let mut heads: HashMap<&str, usize> = HashMap::new();
+        if a.kind == Kind::Llama {
+            for l in &a.layers {
+                if let Qkv::Split { q, k, .. } = &l.qkv {
+                    heads.insert(&q.weight, a.heads);
+                    heads.insert(&k.weight, a.kv_heads);
+                }
             }
         }
+        let pairs = a
+            .tensor_names()
+            .into_iter()
+            .filter_map(|run| {
+                let source = a.stored_name(&run)?;
+                let n = heads.get(run.as_str()).copied();
+                Some((source, run, n))
+            })
+            .collect();
         NameMap::of(h, pairs)
-    }
-
-    /// Llama: llama.cpp's converter interleaves the query and key rows (its rotary embedding
-    /// rotates adjacent pairs); they are put back.
-    fn llama(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
-        let (q, k) = (Some(c.num_attention_heads), Some(c.kv_heads()));
-        NameMap::of_layers(
-            h,
-            c,
-            &[
-                ATTN_NORM,
-                ("attn_q", "self_attn.q_proj", q),
-                ("attn_k", "self_attn.k_proj", k),
-                V,
-                O,
-                FFN_NORM,
-                GATE,
-                UP,
-                DOWN,
-            ],
-        )
-    }
-
-    /// Qwen3: per-head query and key norms; rows as Hugging Face has them.
-    fn qwen3(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
-        NameMap::of_layers(
-            h,
-            c,
-            &[
-                ATTN_NORM, Q, K, V, O, Q_NORM, K_NORM, FFN_NORM, GATE, UP, DOWN,
-            ],
-        )
-    }
-
-    /// Phi-3: q, k and v in one matrix, gate and up in one (`ffn_up`).
-    fn phi3(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
-        let parts = [
-            ATTN_NORM,
-            ("attn_qkv", "self_attn.qkv_proj", None),
-            O,
-            FFN_NORM,
-            ("ffn_up", "mlp.gate_up_proj", None),
-            DOWN,
-        ];
-        NameMap::of_layers(h, c, &parts)
-    }
-
-    /// Gemma 3: norms around both blocks and on each head's query and key.
-    fn gemma3(h: &GgufHeader, c: &LlamaConfig) -> Result<NameMap> {
-        let parts = [
-            ATTN_NORM,
-            Q,
-            K,
-            V,
-            O,
-            Q_NORM,
-            K_NORM,
-            ("post_attention_norm", "post_attention_layernorm", None),
-            ("ffn_norm", "pre_feedforward_layernorm", None),
-            ("post_ffw_norm", "post_feedforward_layernorm", None),
-            GATE,
-            UP,
-            DOWN,
-        ];
-        NameMap::of_layers(h, c, &parts)
     }
 
     fn of(h: &GgufHeader, pairs: Vec<(String, String, Option<usize>)>) -> Result<NameMap> {

@@ -25,7 +25,7 @@ fn strings<'h>(h: &'h GgufHeader, key: &str) -> Result<Vec<&'h str>> {
 /// The tokenizer a GGUF carries, as the `tokenizers` library runs it: llama.cpp's byte-level
 /// BPE (`tokenizer.ggml.model` "gpt2") with the vocabulary, merges and special tokens of the
 /// file. The pre-tokenizer follows `tokenizer.ggml.pre`: GPT-2's byte-level split, after
-/// single digits for "smollm".
+/// single digits for "smollm", Qwen2's own split for "qwen2".
 pub fn tokenizer(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
     use tokenizers::models::bpe::BPE;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -47,12 +47,18 @@ pub fn tokenizer(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
         .get("tokenizer.ggml.pre")
         .and_then(Value::as_str)
         .unwrap_or("default");
-    let digits = match pre {
-        "smollm" => true,
-        "default" | "gpt-2" | "gpt2" => false,
+    enum Pre {
+        Gpt2,
+        Digits,
+        Qwen2,
+    }
+    let pre = match pre {
+        "smollm" => Pre::Digits,
+        "default" | "gpt-2" | "gpt2" => Pre::Gpt2,
+        "qwen2" => Pre::Qwen2,
         other => {
             return Err(unsupported(format!(
-                "its pre-tokenizer {other:?} is not implemented (smollm and gpt-2 are)"
+                "its pre-tokenizer {other:?} is not implemented (smollm, qwen2 and gpt-2 are)"
             )))
         }
     };
@@ -79,10 +85,27 @@ pub fn tokenizer(h: &GgufHeader) -> Result<tokenizers::Tokenizer> {
         .map_err(|e| unsupported(format!("its vocabulary does not make a BPE model: {e}")))?;
     let mut tok = tokenizers::Tokenizer::new(bpe);
     let byte_level = ByteLevel::new(false, true, true);
-    let pre_tokenizer: PreTokenizerWrapper = if digits {
-        Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-    } else {
-        byte_level.into()
+    let pre_tokenizer: PreTokenizerWrapper = match pre {
+        Pre::Digits => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+        Pre::Gpt2 => byte_level.into(),
+        Pre::Qwen2 => {
+            // Qwen2's split (its tokenizer.json's, llama.cpp's `qwen2`): single digits,
+            // letters with one leading non-letter, punctuation runs, newlines; then bytes.
+            use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+            use tokenizers::SplitDelimiterBehavior;
+            const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+            let split = Split::new(
+                SplitPattern::Regex(QWEN2.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| unsupported(format!("the qwen2 pre-tokenizer: {e}")))?;
+            Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into()
+        }
     };
     tok.with_pre_tokenizer(Some(pre_tokenizer));
     tok.with_post_processor(Some(ByteLevel::new(false, false, true)));

@@ -126,7 +126,7 @@ pub(super) fn row(
         batch.last_rows(&rows, hidden)
     } else {
         let x = Tensor::from_vec(rows, (batch.rows(), hidden), &Device::Cpu)?;
-        let kv_width = model.config.kv_heads() * model.config.head_width();
+        let kv_width = model.arch.kv_width();
         let mut kv: Vec<Vec<(Vec<f32>, Vec<f32>)>> =
             r.kv.iter()
                 .enumerate()

@@ -24,7 +24,7 @@ pub(crate) mod runs;
 #[cfg(test)]
 mod tests;
 
-use crate::llama::{Llama, EMBED};
+use crate::llama::Llama;
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
 use cell::{rerun_row, row, RowFn};
@@ -86,8 +86,8 @@ impl RunnableModel {
         on: &mut dyn FnMut(TraceEvent<'_>),
         row_of: RowFn,
     ) -> Result<CausalTrace> {
-        let model = self.llama_only(w, "causal tracing")?;
-        let layers = model.config.num_hidden_layers;
+        let model = self.llama()?;
+        let layers = model.arch.depth();
         check(req)?;
         let spans = self.encode_spans(&req.prompt)?;
         let ids: Vec<u32> = spans.iter().map(|(id, _)| *id).collect();
@@ -118,6 +118,18 @@ impl RunnableModel {
             mlp: None,
             attention: None,
             stopped: false,
+            mlp_tensors: model
+                .arch
+                .layers
+                .iter()
+                .map(|l| self.model_name(&l.down.weight))
+                .collect(),
+            attention_tensors: model
+                .arch
+                .layers
+                .iter()
+                .map(|l| self.model_name(&l.o.weight))
+                .collect(),
         };
         on(TraceEvent::Started(&trace));
         let kinds: Vec<TraceKind> = TraceKind::ALL
@@ -225,9 +237,10 @@ pub(crate) fn subject_tokens_from(
     }
 }
 
-/// The standard deviation of the embedding matrix's elements.
+/// The standard deviation of the embeddings as the first layer sees them (the matrix's
+/// elements, times the model's embedding scale: Gemma's √hidden).
 fn embedding_std(model: &Llama, w: &Weights) -> Result<f64> {
-    let c = &model.config;
+    let a = &model.arch;
     let (mut sum, mut squares, mut n) = (0f64, 0f64, 0f64);
     let mut add = |row: &[f32]| {
         for &v in row {
@@ -237,12 +250,13 @@ fn embedding_std(model: &Llama, w: &Weights) -> Result<f64> {
         }
         n += row.len() as f64;
     };
-    match w.stored(EMBED, c.vocab_size, c.hidden_size) {
-        Some(e) => (0..c.vocab_size).for_each(|r| add(&e.row(r, c.hidden_size))),
-        None => add(&w.get(EMBED)?.flatten_all()?.to_vec1::<f32>()?),
+    match w.stored(&a.embedding, a.vocab, a.hidden) {
+        Some(e) => (0..a.vocab).for_each(|r| add(&e.row(r, a.hidden))),
+        None => add(&w.get(&a.embedding)?.flatten_all()?.to_vec1::<f32>()?),
     }
     let mean = sum / n;
-    Ok((squares / n - mean * mean).max(0.0).sqrt())
+    let scale = a.embedding_scale.map_or(1.0, f64::from);
+    Ok((squares / n - mean * mean).max(0.0).sqrt() * scale)
 }
 
 /// The mean, exact when every value is the same (a cell that is the clean run in every sample

@@ -90,7 +90,7 @@ pub(super) fn probabilities(
     rows: &[f32],
     target: u32,
 ) -> Result<Vec<f64>> {
-    let hidden = model.config.hidden_size;
+    let hidden = model.arch.hidden;
     let n = rows.len() / hidden;
     let logits = model.logits(w, &Tensor::from_slice(rows, (n, hidden), &Device::Cpu)?)?;
     Ok(logits
@@ -115,8 +115,8 @@ pub(super) fn runs(
     noise: f64,
     req: &TraceRequest,
 ) -> Result<Runs> {
-    let c = &model.config;
-    let (layers, hidden, positions) = (c.num_hidden_layers, c.hidden_size, ids.len());
+    let a = &model.arch;
+    let (layers, hidden, positions) = (a.depth(), a.hidden, ids.len());
     let samples = req.samples as usize;
     let x0 = model.embed_rows(w, ids)?;
     let embedded = values(&x0)?;
@@ -171,7 +171,7 @@ pub(super) fn runs(
         .flat_map(|x| x[first * hidden..].iter().copied())
         .collect();
     let x = Tensor::from_vec(rows, (samples * n, hidden), &Device::Cpu)?;
-    let kv_heads_width = c.kv_heads() * c.head_width();
+    let kv_heads_width = a.kv_width();
     let mut kv: Vec<Vec<(Vec<f32>, Vec<f32>)>> = clean_kv
         .iter()
         .map(|l| {

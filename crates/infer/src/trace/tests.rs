@@ -79,8 +79,8 @@ fn rerun(
     token: usize,
 ) -> f64 {
     let model = r.llama().unwrap();
-    let c = &model.config;
-    let (hidden, n) = (c.hidden_size, t.tokens.len());
+    let a = &model.arch;
+    let (hidden, n) = (a.hidden, t.tokens.len());
     let ids: Vec<u32> = t.tokens.iter().map(|t| t.id).collect();
     let [s0, s1] = t.subject.map(|v| v as usize);
     let batch = model.batch(&[(0, n)]).unwrap();
@@ -90,7 +90,7 @@ fn rerun(
                replace: &dyn Fn(usize) -> Option<(Part, Vec<f32>)>| {
         let mut x = x;
         let mut parts = Vec::new();
-        for l in 0..c.num_hidden_layers {
+        for l in 0..a.depth() {
             let mut kv = vec![(Vec::new(), Vec::new())];
             let value = replace(l);
             let rep: Vec<Replace<'_>> = value
