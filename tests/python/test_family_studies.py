@@ -1,7 +1,8 @@
 """The studies on the families beyond plain Llama, on real GGUF files: Qwen2.5-Coder-0.5B (`qwen2`,
 q/k/v biases, untied output; Q5_0, Q8_0, Q4_K and Q6_K blocks) runs with llama.cpp's tokens and
-next token, and Gemma 3 270M and Qwen2.5 trace with their exact invariants, take a ROME fact
-edit whose baked file llama.cpp answers with, and a directional ablation."""
+next token; Gemma 3 270M and Qwen2.5 trace with their exact invariants and take a ROME fact edit
+whose baked file llama.cpp answers with; Gemma 3 takes a directional ablation. (The ablation's
+algebra on a Qwen2 layer is checked exactly in the Rust tests, crates/infer/src/family_tests.rs.)"""
 
 import pytest
 
@@ -52,13 +53,15 @@ def test_the_trace_keeps_its_exact_invariants(name, request):
     assert t["mlp_tensors"][3] == "blk.3.ffn_down.weight" and t["attention_tensors"][3] == "blk.3.attn_output.weight"
 
 
-@pytest.mark.parametrize("name,layer", [("gemma", 3), ("qwen", 4)])
-def test_a_fact_edit_bakes_into_a_file_llama_cpp_answers_with(name, layer, request, tmp_path):
+# Qwen2.5's keys are 4864 wide: its corpus covariance costs minutes on a dev build, so its test
+# divides by the identity (the corpus path is the same code on every family).
+@pytest.mark.parametrize("name,layer,covariance", [("gemma", 3, "corpus"), ("qwen", 4, "identity")])
+def test_a_fact_edit_bakes_into_a_file_llama_cpp_answers_with(name, layer, covariance, request, tmp_path):
     path = request.getfixturevalue(name)
     prompt = "The Eiffel Tower is located in the city of"
     patch, out = tmp_path / "fact.json", tmp_path / "fact.gguf"
     report = run("edit-fact", path, "--subject", "The Eiffel Tower", "--prompt", prompt, "--target", " Rome",
-                 "--layer", layer, "--out", patch, "--json").json()
+                 "--layer", layer, "--covariance", covariance, "--out", patch, "--json").json()
     assert report["tensor"] == f"blk.{layer}.ffn_down.weight"
     assert report["scores"]["efficacy"] == 100, report["scores"]
     run("apply", path, patch, "--out", out)
@@ -66,9 +69,10 @@ def test_a_fact_edit_bakes_into_a_file_llama_cpp_answers_with(name, layer, reque
     assert theirs["top"][0]["token"] == " Rome", theirs
 
 
-@pytest.mark.parametrize("name", ["gemma", "qwen"])
-def test_an_ablation_lowers_the_behaviour_it_measures(name, request, tmp_path):
-    path = request.getfixturevalue(name)
+def test_an_ablation_of_gemma_lowers_the_behaviour_it_measures(gemma, tmp_path):
+    """Gemma 3 normalises every block's output again: the direction projected out of o_proj
+    and down_proj is g * r (see the ablation's module doc), and the behaviour falls."""
+    path = gemma
     (tmp_path / "from.txt").write_text("The capital of France is\nThe Eiffel Tower is located in the city of\n"
                                       "The Louvre museum is in\n")
     (tmp_path / "to.txt").write_text("The capital of Germany is\n\nThe Colosseum is located in the city of\n\n"
