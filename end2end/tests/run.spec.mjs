@@ -77,6 +77,21 @@ test('a causal trace streams its three maps; hover tells p and the indirect effe
   }
   await expect(page.locator('.trace-summary')).toHaveAttribute('data-running', 'false');
   await expect(page.locator('.trace-summary')).toContainText('90 of 90 rows');
+  // The maps open large over the workspace: at 1600 x 1000 a 30-layer map's cells are at least
+  // 12 px wide and its tokens' rows tall enough to label; hover works there too.
+  const docked = page.viewportSize();
+  await page.setViewportSize({ width: 1600, height: 1000 });
+  await page.locator('button.trace-large').click();
+  await expect(page.locator('.trace-panel')).toHaveClass(/\blarge\b/);
+  const big = page.locator('.trace-map.mlp canvas');
+  const bigBox = await big.boundingBox();
+  expect(bigBox.width / 30).toBeGreaterThanOrEqual(12);
+  expect(bigBox.y + bigBox.height).toBeLessThanOrEqual(1000);
+  await big.hover({ position: { x: bigBox.width * 0.5, y: bigBox.height * 0.5 } });
+  await expect(page.locator('.trace-map.mlp .trace-hover')).toHaveText(/^layer \d+, token \d+ ".*": p = /);
+  await page.locator('button.trace-large').click();
+  await expect(page.locator('.trace-panel')).not.toHaveClass(/\blarge\b/);
+  await page.setViewportSize(docked);
   // Hover a cell: its layer, token, p and indirect effect.
   const mlp = page.locator('.trace-map.mlp canvas');
   const box = await mlp.boundingBox();

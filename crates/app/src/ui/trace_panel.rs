@@ -2,7 +2,9 @@
 //! tokens are corrupted with noise, and each layer's output, MLP output and attention output is
 //! restored one (layer, token) at a time; three tokens x layers maps show p(target), coloured
 //! from the corrupted p to the clean p, streaming in as layers finish. Hover gives p and the
-//! indirect effect; an MLP cell opens that layer's `down_proj`, an attention cell its `o_proj`.
+//! indirect effect; an MLP cell opens that layer's `down_proj`, an attention cell its `o_proj`
+//! (the names the trace gives). "open large" lays the maps over the workspace at the window's
+//! width, so a 30-layer model's cells are tens of pixels wide and the token labels readable.
 
 use super::event_stream::{close, Stream};
 use super::heatmap::{draw, Geom};
@@ -91,6 +93,29 @@ pub fn TracePanel(
     let target = RwSignal::new(String::new());
     let samples = RwSignal::new("10".to_string());
     let trace = TraceState::new();
+    // The maps open large over the workspace (a 30-layer map in the dock has cells a few
+    // pixels wide): the canvases then take the window's width and a third of its height each.
+    let large = RwSignal::new(None::<(u32, u32)>);
+    let toggle_large = move |_| {
+        if large.get_untracked().is_some() {
+            large.set(None);
+            return;
+        }
+        let w = window()
+            .inner_width()
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1600.0);
+        let h = window()
+            .inner_height()
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1000.0);
+        large.set(Some((
+            ((w - 96.0).max(480.0)) as u32,
+            (((h - 260.0) / 3.0).max(160.0)) as u32,
+        )));
+    };
     let start = move || {
         trace.start(&[
             ("prompt", prompt.get_untracked()),
@@ -108,7 +133,7 @@ pub fn TracePanel(
         ))
     };
     view! {
-        <div class="trace-panel">
+        <div class="trace-panel" class:large=move || large.get().is_some()>
             <h4>"Causal trace"</h4>
             <div class="run-fields">
                 <label class="grow">"subject "<input class="trace-subject" placeholder="text of the prompt, e.g. France"
@@ -121,12 +146,16 @@ pub fn TracePanel(
             <div class="run-actions">
                 <button class="trace-button" on:click=move |_| start() disabled=move || trace.running.get()>"trace"</button>
                 <button class="trace-stop" on:click=move |_| trace.stop() disabled=move || !trace.running.get()>"stop the trace"</button>
+                <button class="trace-large" on:click=toggle_large disabled=move || trace.header.get().is_none()
+                    aria-pressed=move || large.get().is_some().to_string()>
+                    {move || if large.get().is_some() { "back to the dock" } else { "open large" }}
+                </button>
             </div>
             {move || trace.error.get().map(|e| view! { <p class="error trace-error">{e}</p> })}
             <p class="muted trace-summary" data-running=move || trace.running.get().to_string()>{summary}</p>
-            <TraceMap kind=TraceKind::Residual trace fact_layer/>
-            <TraceMap kind=TraceKind::Mlp trace fact_layer/>
-            <TraceMap kind=TraceKind::Attention trace fact_layer/>
+            <TraceMap kind=TraceKind::Residual trace fact_layer large/>
+            <TraceMap kind=TraceKind::Mlp trace fact_layer large/>
+            <TraceMap kind=TraceKind::Attention trace fact_layer large/>
         </div>
     }
 }
@@ -163,8 +192,18 @@ fn as_view(t: &CausalTrace, rows: &[Vec<f64>]) -> ViewData {
     }
 }
 
+/// The maps' canvas size in the dock.
+const DOCKED: (u32, u32) = (432, 240);
+
 #[component]
-fn TraceMap(kind: TraceKind, trace: TraceState, fact_layer: RwSignal<String>) -> impl IntoView {
+fn TraceMap(
+    kind: TraceKind,
+    trace: TraceState,
+    fact_layer: RwSignal<String>,
+    /// The canvas size when the maps are open large.
+    large: RwSignal<Option<(u32, u32)>>,
+) -> impl IntoView {
+    let size = move || large.get().unwrap_or(DOCKED);
     let ctx = use_ctx();
     let canvas = NodeRef::<html::Canvas>::new();
     let geom = RwSignal::new(None::<Geom>);
@@ -175,6 +214,10 @@ fn TraceMap(kind: TraceKind, trace: TraceState, fact_layer: RwSignal<String>) ->
         let (Some(el), Some(t)) = (canvas.get(), trace.header.get()) else {
             return;
         };
+        // Drawn at the canvas's size: set it before drawing (the attributes follow too).
+        let (w, h) = size();
+        el.set_width(w);
+        el.set_height(h);
         let drawn = trace.rows.with(|rows| {
             let rows = &rows[slot(kind)];
             if rows.is_empty() {
@@ -228,6 +271,8 @@ fn TraceMap(kind: TraceKind, trace: TraceState, fact_layer: RwSignal<String>) ->
                 .with_untracked(|t| t.as_ref()?.tensor_of(kind, layer).map(str::to_string))
         });
         if let Some(name) = name {
+            // The opened matrix shows in the workspace the large maps cover.
+            large.set(None);
             let url = ctx.url.get_untracked().open(&name);
             ctx.go(&url, false);
         }
@@ -240,7 +285,7 @@ fn TraceMap(kind: TraceKind, trace: TraceState, fact_layer: RwSignal<String>) ->
                 TraceKind::Mlp => "MLP output (window of layers)",
                 TraceKind::Attention => "attention output (window of layers)",
             })}</h5>
-            <canvas node_ref=canvas width=432 height=240 class="trace-canvas"
+            <canvas node_ref=canvas width=move || size().0 height=move || size().1 class="trace-canvas"
                 on:mousemove=move |ev| hover.set(cell_at(&ev)) on:mouseleave=move |_| hover.set(None) on:click=on_click/>
             <p class="muted trace-hover">{move || hover_text().unwrap_or_default()}</p>
         </div>

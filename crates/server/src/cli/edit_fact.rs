@@ -54,6 +54,15 @@ pub struct EditFactArgs {
     /// Seed of the context prefixes the model writes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Strength against specificity: the optimised change of the MLP output is kept under
+    /// this many times the output's own norm (lower: a weaker edit that spills less over to
+    /// other subjects; default: ROME's).
+    #[arg(long, value_parser = positive)]
+    clamp: Option<f64>,
+    /// How much the optimisation weighs keeping the subject's other predictions (the KL
+    /// term; higher: more specific; default: ROME's).
+    #[arg(long, value_parser = non_negative)]
+    kl_weight: Option<f64>,
     /// Where to write the patch (JSON, format version 2).
     #[arg(long)]
     out: PathBuf,
@@ -63,6 +72,22 @@ pub struct EditFactArgs {
 pub enum CovarianceArg {
     Corpus,
     Identity,
+}
+
+/// A finite number above zero.
+fn positive(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a number above 0, not {text:?}")),
+    }
+}
+
+/// A finite number, zero or more.
+fn non_negative(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number of 0 or more, not {text:?}")),
+    }
 }
 
 /// The layers of `--layers`.
@@ -120,6 +145,7 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
         Some(l) => l,
         None => tensor_surgeon_infer::edit::default_layer(layers),
     };
+    let defaults = FactOptions::at_layer(layer);
     let opts = FactOptions {
         steps: a.steps,
         seed: a.seed,
@@ -127,7 +153,9 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
             CovarianceArg::Corpus => Covariance::Corpus,
             CovarianceArg::Identity => Covariance::Identity,
         },
-        ..FactOptions::at_layer(layer)
+        clamp: a.clamp.unwrap_or(defaults.clamp),
+        kl_weight: a.kl_weight.unwrap_or(defaults.kl_weight),
+        ..defaults
     };
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(opts.steps as u64)
