@@ -3,8 +3,8 @@ random model (SmolLM2's tokenizer, F32 weights) against the numpy reference
 (tests/python/reference.py): Qwen3 (an RMSNorm of each head's query and key), Phi-3 (fused
 `qkv_proj` and `gate_up_proj`) and Mistral (a sliding attention window, shorter here than the
 prompt and its continuation). The next-token distribution and a greedy continuation (the
-key/value cache and the window across steps) must match; what is not implemented is refused
-by name."""
+key/value cache and the window across steps) must match, and a causal trace's clean answer is
+the reference's; what is not implemented is refused by name."""
 
 import json
 import shutil
@@ -112,10 +112,23 @@ def test_what_is_not_implemented_is_refused_by_name(smollm2, tmp_path, extra, me
     assert r.code != 0 and message in r.err, r.err
 
 
-def test_tracing_a_model_with_other_layers_is_refused_by_name(smollm2, tmp_path):
-    folder = tiny(tmp_path / "q", smollm2, "qwen3")
-    r = run("trace", folder, "--prompt", PROMPT, "--subject", "Roman", "--json", check=False)
-    assert r.code != 0 and "head norms" in r.err, r.err
+@pytest.mark.parametrize("model_type", sorted(CASES))
+def test_a_trace_follows_each_relative_of_llama(smollm2, tmp_path, model_type):
+    """Causal tracing reads the same description as the runs: its clean answer is the
+    reference's, and its exact invariants hold (a window shorter than the prompt included)."""
+    folder = tiny(tmp_path / model_type, smollm2, model_type, **CASES[model_type])
+    ref = Llama(folder)
+    ids = ref.encode(PROMPT)
+    t = run("trace", folder, "--prompt", PROMPT, "--subject", "Roman", "--samples", 2, "--kind", "residual",
+            "--json").json()
+    probs = softmax(ref.next_token_logits(ids))
+    assert [x["id"] for x in t["tokens"]] == ids
+    assert t["target"]["id"] == int(np.argmax(probs))
+    assert abs(t["clean"] - float(probs[t["target"]["id"]])) < 1e-4, (t["clean"], probs[t["target"]["id"]])
+    r, start, last = t["residual"], t["subject"][0], len(ids) - 1
+    assert r[-1][last] == t["clean"], "the last token's final state restored is the clean run"
+    for row in r:
+        assert row[:start] == [t["corrupted"]] * start, "no noise reaches the tokens before the subject"
 
 
 # --- the same families as GGUF files --------------------------------------------------------
