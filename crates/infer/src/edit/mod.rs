@@ -29,10 +29,10 @@ mod graph;
 pub mod memit;
 pub mod moment;
 mod pass;
-mod problem;
+pub(crate) mod problem;
 pub use evaluate::{GENERATE, UNRELATED};
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::distribution::Distribution;
 use crate::llama::Llama;
