@@ -168,15 +168,15 @@ impl RunnableModel {
             Some(n) => Some(model.norm(w, n)?),
             None => None,
         };
-        let held: usize = later
-            .iter()
-            .flat_map(|l| l.qkv.iter().chain(&l.gate_up).chain([&l.o, &l.down]))
-            .map(|m| m.weight.bytes())
-            .sum::<usize>()
-            + unembed.bytes();
-        let per_row = (a.depth() - layer) * (24 * a.hidden + 8 * a.intermediate) * 4;
-        let budget = ACTIVATION_BUDGET.max(held / 2);
-        let chunks = chunks_of(&seqs, (budget / per_row.max(1)).max(1))
+        // What autograd keeps per row: every later layer's intermediates (about 24 hidden-wide
+        // and 8 MLP-wide f32 rows per layer); per scored row, the logits and the
+        // log-softmax's intermediates (about 6 vocabulary-wide rows: Gemma's 262,144 tokens
+        // make them the larger part).
+        let cost = ChunkCost {
+            row: (a.depth() - layer) * (24 * a.hidden + 8 * a.intermediate) * 4,
+            scored: 6 * a.vocab * 4,
+        };
+        let chunks = chunks_of(&seqs, &cost, ACTIVATION_BUDGET)
             .into_iter()
             .map(|range| {
                 let batch = super::pass::Batch::of(&seqs[range.clone()], &later, &a)?;
@@ -259,7 +259,8 @@ impl Problem {
     #[cfg(test)]
     pub(super) fn rechunk(&mut self, max_rows: usize) -> Result<()> {
         let a = Arc::clone(&self.model.arch);
-        self.chunks = chunks_of(&self.seqs, max_rows)
+        let one_a_row = ChunkCost { row: 1, scored: 0 };
+        self.chunks = chunks_of(&self.seqs, &one_a_row, max_rows)
             .into_iter()
             .map(|range| {
                 let batch = super::pass::Batch::of(&self.seqs[range.clone()], &self.later, &a)?;
@@ -541,24 +542,34 @@ pub(super) fn unedited_act(
     act.ok_or(InferError::Internal("the edited layer was not run"))
 }
 
-/// Bytes that what autograd keeps of a chunk (every later layer's intermediates for its rows,
-/// estimated at 24 hidden-wide and 8 MLP-wide f32 rows per layer) may take, or half the later
-/// layers' weights when that is more: memory stays a small multiple of the model's file,
-/// and one chunk holds every sequence of a small model's problem.
-const ACTIVATION_BUDGET: usize = 96 << 20;
+/// Bytes that what autograd keeps of a chunk may take (more when one sequence alone needs
+/// more): the optimisation's memory stays this above the model's weights, whatever its size.
+const ACTIVATION_BUDGET: usize = 64 << 20;
 
-/// The sequences in consecutive chunks of at most `max_rows` rows (more when one sequence
-/// alone is longer).
-fn chunks_of(seqs: &[Sequence], max_rows: usize) -> Vec<std::ops::Range<usize>> {
+/// What autograd keeps of a chunk, in bytes: per row, and per scored row besides.
+struct ChunkCost {
+    row: usize,
+    scored: usize,
+}
+
+impl ChunkCost {
+    fn of(&self, s: &Sequence) -> usize {
+        let rows = s.x.dims().first().copied().unwrap_or(1);
+        rows * self.row + s.scored.len() * self.scored
+    }
+}
+
+/// The sequences in consecutive chunks that each keep at most `budget` bytes.
+fn chunks_of(seqs: &[Sequence], cost: &ChunkCost, budget: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
-    let (mut start, mut rows) = (0, 0);
+    let (mut start, mut held) = (0, 0);
     for (i, s) in seqs.iter().enumerate() {
-        let n = s.x.dims().first().copied().unwrap_or(1);
-        if rows > 0 && rows + n > max_rows {
+        let n = cost.of(s);
+        if held > 0 && held + n > budget {
             out.push(start..i);
-            (start, rows) = (i, 0);
+            (start, held) = (i, 0);
         }
-        rows += n;
+        held += n;
     }
     if start < seqs.len() {
         out.push(start..seqs.len());
