@@ -147,6 +147,25 @@ impl Owned {
         }
     }
 
+    /// The transpose of this `[rows, cols]` matrix at the same width; `None` for blocks (a
+    /// row of blocks cannot be cut into columns).
+    pub fn transposed(&self, rows: usize, cols: usize) -> Option<Owned> {
+        fn flip<T: Copy + Default>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
+            let mut out = vec![T::default(); v.len()];
+            for (r, row) in v.chunks_exact(cols).enumerate().take(rows) {
+                for (c, &x) in row.iter().enumerate() {
+                    out[c * rows + r] = x;
+                }
+            }
+            out
+        }
+        match self {
+            Owned::BF16(v) => Some(Owned::BF16(flip(v, rows, cols))),
+            Owned::F32(v) => Some(Owned::F32(flip(v, rows, cols))),
+            Owned::Blocks(..) => None,
+        }
+    }
+
     /// Bytes it holds.
     pub fn bytes(&self) -> usize {
         match self {

@@ -13,10 +13,12 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
 use std::sync::Arc;
 
 /// `x @ Wᵀ` for a constant `W` (`[out, in]`), differentiable in `x` only; both products run
-/// in the stored-width kernels: the backward reads the same matrix by rows (no transposed copy).
+/// in the stored-width kernels. The backward multiplies by a transposed copy where `W` is
+/// plain values (BF16, F32: the blocked kernel at twice the memory), and reads quantized blocks
+/// by rows where it is not (no copy: a GGUF's edit stays a small multiple of its file).
 #[derive(Clone)]
 pub struct Frozen {
-    w: Arc<Owned>,
+    w: Arc<(Owned, Option<Owned>)>,
     out: usize,
     input: usize,
 }
@@ -24,16 +26,22 @@ pub struct Frozen {
 impl Frozen {
     /// `w` is `[out, input]`.
     pub fn new(w: Owned, out: usize, input: usize) -> Frozen {
+        let t = w.transposed(out, input);
         Frozen {
-            w: Arc::new(w),
+            w: Arc::new((w, t)),
             out,
             input,
         }
     }
 
-    /// Bytes of the matrix.
+    /// Bytes of the matrix (and of its transposed copy).
     pub fn bytes(&self) -> usize {
-        self.w.bytes()
+        self.w.0.bytes() + self.w.1.as_ref().map_or(0, Owned::bytes)
+    }
+
+    /// Whether the matrix is held as quantized blocks.
+    pub fn is_blocks(&self) -> bool {
+        matches!(self.w.0, Owned::Blocks(..))
     }
 
     /// `x @ Wᵀ` (`x` is `[n, in]`).
@@ -70,7 +78,7 @@ impl CustomOp1 for Frozen {
                 self.input
             );
         }
-        let y = product(&self.w, xs, n, self.out);
+        let y = product(&self.w.0, xs, n, self.out);
         Ok((CpuStorage::F32(y), Shape::from((n, self.out))))
     }
 
@@ -83,8 +91,14 @@ impl CustomOp1 for Frozen {
         // grad @ W = grad @ (Wᵀ)ᵀ.
         let n = grad.dim(0)?;
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let mut y = vec![0f32; n * self.input];
-        kernel::matmat_transposed(self.w.stored(), &g, n, &mut y);
+        let y = match &self.w.1 {
+            Some(t) => product(t, &g, n, self.input),
+            None => {
+                let mut y = vec![0f32; n * self.input];
+                kernel::matmat_transposed(self.w.0.stored(), &g, n, &mut y);
+                y
+            }
+        };
         Ok(Some(Tensor::from_vec(y, (n, self.input), grad.device())?))
     }
 }

@@ -176,7 +176,22 @@ impl RunnableModel {
             row: (a.depth() - layer) * (24 * a.hidden + 8 * a.intermediate) * 4,
             scored: 6 * a.vocab * 4,
         };
-        let chunks = chunks_of(&seqs, &cost, ACTIVATION_BUDGET)
+        // Quantized weights: the memory of a GGUF's edit stays a small multiple of its file.
+        // Plain weights (BF16, F32 checkpoints, held with their transposed copies): chunks up
+        // to twice what they hold, so a small model's problem is one chunk (its speed).
+        let frozen = later
+            .iter()
+            .flat_map(|l| l.qkv.iter().chain(&l.gate_up).chain([&l.o, &l.down]))
+            .map(|m| &m.weight)
+            .chain([&unembed]);
+        let (held, blocks) = frozen.fold((0, true), |(held, blocks), f| {
+            (held + f.bytes(), blocks && f.is_blocks())
+        });
+        let budget = match blocks {
+            true => ACTIVATION_BUDGET,
+            false => ACTIVATION_BUDGET.max(2 * held),
+        };
+        let chunks = chunks_of(&seqs, &cost, budget)
             .into_iter()
             .map(|range| {
                 let batch = super::pass::Batch::of(&seqs[range.clone()], &later, &a)?;
@@ -346,7 +361,11 @@ impl Problem {
             let (mut record, grad) = pool
                 .with_context(|| self.loss_and_gradient(delta.as_tensor(), opts, &mut kl_init))?;
             record.step = step;
-            release_free_memory();
+            if self.chunks.len() > 1 {
+                // Chunked (a memory bound): keep the bound across steps. One chunk: the pages
+                // are wanted again at once, and giving them back costs their faults.
+                release_free_memory();
+            }
             on(&record);
             let done = record.loss < 5e-2 || step + 1 == opts.steps;
             steps.push(record);
@@ -542,8 +561,9 @@ pub(super) fn unedited_act(
     act.ok_or(InferError::Internal("the edited layer was not run"))
 }
 
-/// Bytes that what autograd keeps of a chunk may take (more when one sequence alone needs
-/// more): the optimisation's memory stays this above the model's weights, whatever its size.
+/// Bytes that what autograd keeps of a chunk of a quantized model's problem may take (more
+/// when one sequence alone needs more): the optimisation's memory stays this above the
+/// model's weights, whatever its size.
 const ACTIVATION_BUDGET: usize = 64 << 20;
 
 /// What autograd keeps of a chunk, in bytes: per row, and per scored row besides.
