@@ -10,6 +10,7 @@ Set TENSOR_SURGEON_BIN to the binary to use (default: target/release/tensor-surg
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def main():
             report = cli("edit-fact", path, "--subject", SUBJECT, "--prompt", PROMPT, "--target", TARGET,
                          "--layer", layer, "--out", patch, "--json")
             exact = report["steps"][-1]["p_target"]
-            session = report["probes"][0]["edited_new"]
+            # The probe's scores are mean log-probabilities per target token.
+            session = math.exp(report["probes"][0]["edited_new"])
             subprocess.run([BIN, "apply", str(path), str(patch), "--out", str(baked)], check=True,
                            capture_output=True)
             ours = cli("run", baked, "--prompt", PROMPT, "--target", TARGET, "--json")["base"]["target"]["prob"]
