@@ -143,7 +143,7 @@ case "$cmd" in
     serve)
         setup_rust
         case "${1:-}" in
-            smollm2|minilm|smollm2-gguf|gemma3-gguf)
+            smollm2|minilm|smollm2-gguf|gemma3-gguf|qwen25-gguf)
                 setup_python
                 MODEL_PATH="$(.venv/bin/python tests/python/models.py "$1")"
                 export MODEL_PATH ;;
