@@ -53,9 +53,10 @@ def test_the_trace_keeps_its_exact_invariants(name, request):
     assert t["mlp_tensors"][3] == "blk.3.ffn_down.weight" and t["attention_tensors"][3] == "blk.3.attn_output.weight"
 
 
-# Qwen2.5's keys are 4864 wide: its corpus covariance costs minutes on a dev build, so its test
-# divides by the identity (the corpus path is the same code on every family).
-@pytest.mark.parametrize("name,layer,covariance", [("gemma", 3, "corpus"), ("qwen", 4, "identity")])
+# Qwen2.5 on a dev build: its keys are 4864 wide (the corpus covariance costs minutes) and its
+# vocabulary 151,936 tokens (the optimisation's chunks are many at an early layer), so its
+# test divides by the identity at a late layer (the same code as the others otherwise).
+@pytest.mark.parametrize("name,layer,covariance", [("gemma", 3, "corpus"), ("qwen", 18, "identity")])
 def test_a_fact_edit_bakes_into_a_file_llama_cpp_answers_with(name, layer, covariance, request, tmp_path):
     path = request.getfixturevalue(name)
     prompt = "The Eiffel Tower is located in the city of"
