@@ -24,6 +24,7 @@
 //!   the earlier positions. The gradient is the same; the work falls with what it skips.
 
 pub mod ablate;
+mod chunks;
 mod evaluate;
 mod graph;
 pub mod memit;
