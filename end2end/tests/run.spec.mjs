@@ -104,6 +104,9 @@ test('a causal trace streams its three maps; hover tells p and the indirect effe
   // The fact editor takes that layer; the edit it computes waits as a proposal with its probes.
   await expect(page.locator('.fact-layer')).toHaveValue(layer);
   await page.locator('.fact-target').fill(' Rome');
+  // Neighbours whose answer should stay: the report marks those the edit spills over to.
+  await page.locator('.fact-more summary').click();
+  await page.locator('.fact-neighbors').fill('The capital of Germany is\nThe capital of Spain is');
   await page.getByRole('button', { name: 'compute the edit', exact: true }).click();
   const outcome = page.locator('.fact-outcome');
   await expect(outcome).toBeVisible({ timeout: 200_000 });
@@ -113,6 +116,23 @@ test('a causal trace streams its three maps; hover tells p and the indirect effe
   await expect(row.locator('td').nth(3)).toHaveText('" Paris"');
   expect(Number(await row.locator('td.edited-new').textContent())).toBeGreaterThan(0.5);
   await expect(outcome.locator('.fact-generation code.edited')).toHaveText(/^ Rome/);
+  await expect(outcome.locator('.fact-probes tr.neighbor')).toHaveCount(2);
+  // A neighbour row is marked when the new target beats its own answer, and the warning
+  // counts the marked rows.
+  let spilled = 0;
+  for (const r of await outcome.locator('.fact-probes tr.neighbor').all()) {
+    const cells = await r.locator('td').allTextContents();
+    const wins = Number(cells[2]) > Number(cells[5]);
+    await expect(r).toHaveClass(wins ? /\bspilled\b/ : /^neighbor$/);
+    spilled += wins ? 1 : 0;
+  }
+  const kept = `neighbourhood ${(100 * (2 - spilled) / 2).toFixed(0)}%`;
+  await expect(outcome.locator('.fact-scores')).toContainText(kept);
+  if (spilled > 0) {
+    await expect(outcome.locator('.fact-spill')).toContainText(`${spilled} of 2 neighbours now prefer " Rome"`);
+  } else {
+    await expect(outcome.locator('.fact-spill')).toHaveCount(0);
+  }
   // Before accepting: the proposal's own delta view (the session with it, minus without).
   const tensor = `model.layers.${layer}.mlp.down_proj.weight`;
   const id = await outcome.getAttribute('data-proposal');

@@ -316,3 +316,121 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# --- Decoders read from GGUF files: Qwen2 and Gemma 3 ------------------------------------------
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`)."""
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64**3)))).astype(np.float32)
+
+
+class GgufDecoder:
+    """A decoder read straight from a GGUF file, every matrix dequantized to float32 with the
+    `gguf` package: Qwen2ForCausalLM (a Llama with biases on q, k and v) and
+    Gemma3ForCausalLM (embeddings times sqrt(hidden); RMSNorm of each head's query and key;
+    a norm after attention and one before and after the MLP; tanh-GELU gating; queries scaled
+    by `query_pre_attn_scalar`^-1/2 = key_length^-1/2; five sliding-window layers of rotary
+    base 10,000 to one global layer of the file's base). Written from Hugging Face's
+    definitions. Neither family's GGUF permutes q/k rows (llama.cpp's converter does that for
+    `llama` only); Gemma's norm weights are stored with the 1 of its `(1 + w)` already added.
+
+        GgufDecoder(path).next_token_logits(ids)   # ids from the file's tokenizer
+    """
+
+    def __init__(self, path):
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+
+        r = GGUFReader(str(path))
+
+        def field(key, default=None):
+            f = r.fields.get(key)
+            if f is None:
+                if default is None:
+                    raise KeyError(key)
+                return default
+            return f.contents()
+
+        self.arch = arch = field("general.architecture")
+        assert arch in ("qwen2", "gemma3"), f"the reference reads qwen2 and gemma3, not {arch}"
+        self.hidden = int(field(f"{arch}.embedding_length"))
+        self.n_layers = int(field(f"{arch}.block_count"))
+        self.n_heads = int(field(f"{arch}.attention.head_count"))
+        self.n_kv_heads = int(field(f"{arch}.attention.head_count_kv", self.n_heads))
+        self.head_dim = int(field(f"{arch}.attention.key_length", self.hidden // self.n_heads))
+        self.eps = float(field(f"{arch}.attention.layer_norm_rms_epsilon"))
+        self.theta = float(field(f"{arch}.rope.freq_base", 10000.0))
+        self.window = int(field(f"{arch}.attention.sliding_window", 0)) or None
+        w = {}
+        for t in r.tensors:
+            a = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+            w[t.name] = a.reshape(tuple(int(d) for d in reversed(t.shape)))
+        self.embed = w["token_embd.weight"]
+        self.unembed = w.get("output.weight", self.embed)
+        self.norm = w["output_norm.weight"]
+        self.layers = [{k.split(".", 2)[2]: v for k, v in w.items() if k.startswith(f"blk.{i}.")}
+                       for i in range(self.n_layers)]
+
+    def is_global(self, i: int) -> bool:
+        """Gemma 3: every sixth layer attends to everything with the file's rotary base."""
+        return self.arch != "gemma3" or i % 6 == 5
+
+    def rope(self, n: int, theta: float):
+        inv_freq = 1.0 / (theta ** (np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim))
+        emb = np.outer(np.arange(n, dtype=np.float64), inv_freq)
+        emb = np.concatenate([emb, emb], axis=-1)
+        return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+
+    def attention(self, x, L, i):
+        t = x.shape[0]
+
+        def proj(name, heads):
+            y = x @ L[f"{name}.weight"].T
+            if f"{name}.bias" in L:
+                y = y + L[f"{name}.bias"]
+            return y.reshape(t, heads, self.head_dim).transpose(1, 0, 2)
+
+        q, k, v = proj("attn_q", self.n_heads), proj("attn_k", self.n_kv_heads), proj("attn_v", self.n_kv_heads)
+        if "attn_q_norm.weight" in L:
+            q = rms_norm(q, L["attn_q_norm.weight"], self.eps)
+            k = rms_norm(k, L["attn_k_norm.weight"], self.eps)
+        theta = self.theta if self.is_global(i) else 10000.0
+        cos, sin = self.rope(t, theta)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        group = self.n_heads // self.n_kv_heads
+        k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)
+        scores = (q @ k.transpose(0, 2, 1)) / np.float32(math.sqrt(self.head_dim))
+        hidden = np.triu(np.ones((t, t), dtype=bool), k=1)
+        if self.window and not self.is_global(i):
+            hidden |= np.tril(np.ones((t, t), dtype=bool), k=-self.window)
+        probs = softmax(np.where(hidden, -np.inf, scores)).astype(np.float32)
+        out = (probs @ v).transpose(1, 0, 2).reshape(t, self.n_heads * self.head_dim)
+        return out @ L["attn_output.weight"].T
+
+    def forward(self, ids) -> np.ndarray:
+        """The residual stream [T, hidden] after the last layer, before the final norm."""
+        ids = np.asarray(ids, dtype=np.int64)
+        x = self.embed[ids]
+        gemma = self.arch == "gemma3"
+        if gemma:
+            x = x * np.float32(math.sqrt(self.hidden))
+        for i, L in enumerate(self.layers):
+            a = self.attention(rms_norm(x, L["attn_norm.weight"], self.eps), L, i)
+            if gemma:
+                a = rms_norm(a, L["post_attention_norm.weight"], self.eps)
+            x = x + a
+            h = rms_norm(x, L["ffn_norm.weight"], self.eps)
+            gate = h @ L["ffn_gate.weight"].T
+            act = (gelu_tanh(gate) if gemma else silu(gate)) * (h @ L["ffn_up.weight"].T)
+            m = act @ L["ffn_down.weight"].T
+            if gemma:
+                m = rms_norm(m, L["post_ffw_norm.weight"], self.eps)
+            x = x + m
+        return x
+
+    def next_token_logits(self, ids) -> np.ndarray:
+        return rms_norm(self.forward(ids)[-1:], self.norm, self.eps)[0] @ self.unembed.T

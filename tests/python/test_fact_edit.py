@@ -213,6 +213,10 @@ def test_an_accepted_fact_edit_is_one_low_rank_entry_kept_as_its_factors(smollm2
     s = Server(smollm2, *args).start()
     try:
         fact = {"request": {"subject": SUBJECT, "prompt": PROMPT, "target": TARGET}, "layer": LAYER}
+        # The strength knobs are checked before any work.
+        for knob, value in [("clamp", 0), ("kl_weight", -1)]:
+            status, why = s.call("POST", "/api/fact", {**fact, knob: value}, ok=False)
+            assert status == 400 and ("clamp" in why or "KL weight" in why), (knob, status, why)
         proposal = s.call("POST", "/api/fact", fact, timeout=300)
         assert proposal["report"]["scores"]["efficacy"] == 100
         pid = proposal["proposal"]["id"]

@@ -1,13 +1,40 @@
 """The studies on the families beyond plain Llama, on real GGUF files: Qwen2.5-Coder-0.5B (`qwen2`,
 q/k/v biases, untied output; Q5_0, Q8_0, Q4_K and Q6_K blocks) runs with llama.cpp's tokens and
 next token; Gemma 3 270M and Qwen2.5 trace with their exact invariants and take a ROME fact edit
-whose baked file llama.cpp answers with; Gemma 3 takes a directional ablation. (The ablation's
-algebra on a Qwen2 layer is checked exactly in the Rust tests, crates/infer/src/family_tests.rs.)"""
+whose baked file llama.cpp answers with; Gemma 3 takes a directional ablation. The logits, the
+trace's clean probability and the baked edit are checked against an independent numpy forward
+of each family (reference.GgufDecoder, the file dequantized by the `gguf` package). (The
+ablation's algebra on a Qwen2 layer is checked exactly in the Rust tests,
+crates/infer/src/family_tests.rs.)"""
 
+import numpy as np
 import pytest
 
 from conftest import run
+from reference import GgufDecoder, softmax
 from test_gguf import llama_cpp
+
+_decoders = {}
+
+
+def numpy_forward(path) -> GgufDecoder:
+    """The numpy decoder of a file (dequantized once per file)."""
+    if str(path) not in _decoders:
+        _decoders[str(path)] = GgufDecoder(path)
+    return _decoders[str(path)]
+
+
+def assert_logits_agree(path, prompt, top_k=20):
+    """Our run of `path` against the numpy forward of the same file: the top-k logits to 0.02
+    (float32 sums in other orders; the blocks are dequantized exactly by both), the same
+    top-1. Returns the prompt's ids and numpy's next-token distribution."""
+    got = run("run", path, "--prompt", prompt, "--top-k", top_k, "--json").json()
+    ids = [t["id"] for t in got["prompt_tokens"]]
+    want = numpy_forward(path).next_token_logits(ids)
+    assert got["base"]["top"][0]["id"] == int(np.argmax(want)), (prompt, got["base"]["top"][:3])
+    for t in got["base"]["top"]:
+        assert abs(t["logit"] - float(want[t["id"]])) < 0.02, (prompt, t, float(want[t["id"]]))
+    return ids, softmax(want)
 
 QWEN_PROMPTS = ["The capital of France is", "def fibonacci(n):\n    ", "import numpy as"]
 
@@ -46,6 +73,9 @@ def test_the_trace_keeps_its_exact_invariants(name, request):
     start, end = t["subject"]
     last = len(t["tokens"]) - 1
     assert corrupted < clean, (clean, corrupted)
+    # The clean run is the model's own: numpy's probability of the traced answer.
+    _, probs = assert_logits_agree(path, "The Eiffel Tower is located in the city of")
+    assert abs(clean - probs[t["target"]["id"]]) < 2e-3, (clean, probs[t["target"]["id"]])
     assert r[-1][last] == clean, "the last token's final state restored is the clean run"
     for row in r:
         assert row[:start] == [corrupted] * start, "no noise reaches the tokens before the subject"
@@ -68,6 +98,9 @@ def test_a_fact_edit_bakes_into_a_file_llama_cpp_answers_with(name, layer, covar
     run("apply", path, patch, "--out", out)
     theirs = llama_cpp(out, prompts=[prompt], top_k=3)["prompts"][0]
     assert theirs["top"][0]["token"] == " Rome", theirs
+    # The numpy forward of the baked file agrees with our run of it, and says " Rome".
+    _, probs = assert_logits_agree(out, prompt)
+    assert int(np.argmax(probs)) == report["target"][0]["id"], probs.max()
 
 
 def test_an_ablation_of_gemma_lowers_the_behaviour_it_measures(gemma, tmp_path):

@@ -14,6 +14,9 @@ use tensor_surgeon_infer::RunnableModel;
 use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{FactEditReport, FactRequest, FactStepRow};
 
+/// What a caller sets of a fact edit (layer, clamp, KL weight), the rest defaults.
+pub use tensor_surgeon_infer::edit::FactKnobs;
+
 /// A computed fact edit: the patch entry and how it did.
 pub struct FactOutcome {
     pub entry: LowRankEntry,

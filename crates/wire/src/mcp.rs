@@ -180,6 +180,15 @@ pub struct EditFactArgs {
     /// Prompts about other subjects whose answer should not change.
     #[serde(default)]
     pub neighbors: Vec<String>,
+    /// Strength against specificity: the optimised change of the MLP output is kept under this
+    /// many times the output's own norm (default 4, ROME's; lower spills less over to the
+    /// neighbours, and may not write the fact).
+    #[serde(default)]
+    pub clamp: Option<f64>,
+    /// How much the optimisation weighs keeping the subject's other predictions (default
+    /// 0.0625, ROME's; higher: more specific).
+    #[serde(default)]
+    pub kl_weight: Option<f64>,
     /// What the edit tests, in a sentence: shown to the person who accepts or rejects it.
     pub hypothesis: String,
 }

@@ -71,11 +71,14 @@ pub async fn list_probes() -> Result<Vec<String>, ServerFnError> {
 }
 
 /// Computes a fact edit (ROME) on the edited model and records it as a pending proposal, with
-/// its evaluation. `POST /api/fact`.
+/// its evaluation. `POST /api/fact` with `{"request", "layer", "clamp", "kl_weight"}` (all but
+/// the request optional: the defaults of `edit-fact`).
 #[server(endpoint = "fact", input = Json)]
 pub async fn propose_fact(
     request: FactRequest,
     layer: Option<u32>,
+    clamp: Option<f64>,
+    kl_weight: Option<f64>,
 ) -> Result<FactProposal, ServerFnError> {
     let wb = workbench()?;
     blocking(move || {
@@ -83,7 +86,12 @@ pub async fn propose_fact(
             source: "web".into(),
             hypothesis: Some(format!("{} ->{}", request.prompt, request.target)),
         };
-        wb.propose_fact(&request, layer.map(|l| l as usize), origin)
+        let knobs = tensor_surgeon_engine::fact::FactKnobs {
+            layer: layer.map(|l| l as usize),
+            clamp,
+            kl_weight,
+        };
+        wb.propose_fact(&request, &knobs, origin)
     })
     .await
 }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use tensor_surgeon_core::edit::Op;
 use tensor_surgeon_core::patch::low_rank;
 use tensor_surgeon_core::patch::Origin;
-use tensor_surgeon_infer::edit::{default_layer, FactOptions};
+use tensor_surgeon_infer::edit::{FactKnobs, FactOptions};
 use tensor_surgeon_store::journal::Record;
 use tensor_surgeon_wire::{EditRequest, FactProposal, FactRequest, Proposal, SessionView};
 
@@ -57,22 +57,19 @@ impl Workbench {
     pub fn propose_fact(
         &self,
         req: &FactRequest,
-        layer: Option<usize>,
+        knobs: &FactKnobs,
         origin: Origin,
     ) -> Result<FactProposal> {
         self.writable()?;
         let snap = self.snapshot();
         let outcome = self.runs.exclusive(|runner| {
-            let layer = match layer {
-                Some(l) => l,
-                None => default_layer(runner.layers()?),
-            };
+            let opts = FactOptions::tuned(runner.layers()?, knobs)?;
             crate::fact::edit_fact(
                 &self.model,
                 runner,
                 snap.overlay(),
                 req,
-                &FactOptions::at_layer(layer),
+                &opts,
                 origin.clone(),
                 &mut |_| {},
             )

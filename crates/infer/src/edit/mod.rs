@@ -93,6 +93,50 @@ impl FactOptions {
     }
 }
 
+/// What a user sets of a fact edit; what is left `None` takes the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FactKnobs {
+    /// The layer whose `down_proj` changes ([`default_layer`] when `None`).
+    pub layer: Option<usize>,
+    /// Strength against specificity: `δ`'s norm is kept under this many times the MLP
+    /// output's (lower: a weaker edit that spills less over to other subjects).
+    pub clamp: Option<f64>,
+    /// How much the optimisation weighs keeping the subject's other predictions (higher:
+    /// more specific).
+    pub kl_weight: Option<f64>,
+}
+
+impl FactOptions {
+    /// The options of an edit of a model of `layers` layers: the defaults, with what `knobs`
+    /// sets, each checked (a layer of the model, a clamp above 0, a KL weight of 0 or more).
+    pub fn tuned(layers: usize, knobs: &FactKnobs) -> Result<FactOptions> {
+        let layer = knobs.layer.unwrap_or_else(|| default_layer(layers));
+        if layer >= layers {
+            return Err(InferError::Request(format!(
+                "layer {layer} is beyond the model's {layers} layers"
+            )));
+        }
+        let mut opts = FactOptions::at_layer(layer);
+        if let Some(c) = knobs.clamp {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(InferError::Request(format!(
+                    "the clamp is a number above 0, not {c}"
+                )));
+            }
+            opts.clamp = c;
+        }
+        if let Some(k) = knobs.kl_weight {
+            if !(k.is_finite() && k >= 0.0) {
+                return Err(InferError::Request(format!(
+                    "the KL weight is a number of 0 or more, not {k}"
+                )));
+            }
+            opts.kl_weight = k;
+        }
+        Ok(opts)
+    }
+}
+
 /// One optimisation step as it went.
 #[derive(Clone, Debug)]
 pub struct FactStep {

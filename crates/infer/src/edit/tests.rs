@@ -170,3 +170,62 @@ fn the_gradient_taken_a_chunk_at_a_time_is_the_whole_graph_s() {
         assert!((g - w).abs() < 1e-4 * scale, "{g} vs {w}");
     }
 }
+
+#[test]
+fn the_knobs_are_checked_and_the_clamp_bounds_the_change() {
+    let layers = 2;
+    let defaults = FactOptions::tuned(layers, &FactKnobs::default()).unwrap();
+    assert_eq!(defaults.layer, default_layer(layers));
+    let bad = [
+        FactKnobs {
+            layer: Some(layers),
+            ..Default::default()
+        },
+        FactKnobs {
+            clamp: Some(0.0),
+            ..Default::default()
+        },
+        FactKnobs {
+            clamp: Some(f64::NAN),
+            ..Default::default()
+        },
+        FactKnobs {
+            kl_weight: Some(-1.0),
+            ..Default::default()
+        },
+    ];
+    for knobs in bad {
+        let e = FactOptions::tuned(layers, &knobs).unwrap_err().to_string();
+        assert!(
+            e.contains("layer") || e.contains("clamp") || e.contains("KL weight"),
+            "{e}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), None);
+    let r = runnable(&model);
+    let w = r.weights(&model, Edited::default());
+    let contexts = vec!["{}".to_string(), "A dog ran. {}".to_string()];
+    let p = r.problem(&w, &goal("#11"), 0, &contexts).unwrap();
+    let m = norm(&p.m_init);
+    let size = |clamp: f64| {
+        let knobs = FactKnobs {
+            layer: Some(0),
+            clamp: Some(clamp),
+            kl_weight: None,
+        };
+        let opts = FactOptions {
+            steps: 6,
+            ..FactOptions::tuned(layers, &knobs).unwrap()
+        };
+        let (delta, _) = p.optimise(&opts, &mut |_| {}).unwrap();
+        norm(&delta) / m
+    };
+    let (tight, loose) = (size(0.05), size(4.0));
+    assert!(tight <= 0.05 * (1.0 + 1e-5), "{tight}");
+    assert!(
+        loose > tight * 2.0,
+        "the clamp is what held it: {loose} vs {tight}"
+    );
+}

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use tensor_surgeon_core::patch::{LowRankEntry, Origin};
 use tensor_surgeon_engine::{Error, Result};
-use tensor_surgeon_infer::edit::{Covariance, FactOptions};
+use tensor_surgeon_infer::edit::{Covariance, FactKnobs, FactOptions};
 use tensor_surgeon_store::patch_files::{self, Format};
 use tensor_surgeon_wire::{FactEditReport, FactRequest};
 
@@ -140,12 +140,11 @@ fn requests(a: &EditFactArgs) -> Result<Vec<FactRequest>> {
 pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
     let facts = requests(a)?;
     let o = open(&a.m)?;
-    let layers = o.runner.layers()?;
-    let layer = match a.layer {
-        Some(l) => l,
-        None => tensor_surgeon_infer::edit::default_layer(layers),
+    let knobs = FactKnobs {
+        layer: a.layer,
+        clamp: a.clamp,
+        kl_weight: a.kl_weight,
     };
-    let defaults = FactOptions::at_layer(layer);
     let opts = FactOptions {
         steps: a.steps,
         seed: a.seed,
@@ -153,9 +152,7 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
             CovarianceArg::Corpus => Covariance::Corpus,
             CovarianceArg::Identity => Covariance::Identity,
         },
-        clamp: a.clamp.unwrap_or(defaults.clamp),
-        kl_weight: a.kl_weight.unwrap_or(defaults.kl_weight),
-        ..defaults
+        ..FactOptions::tuned(o.runner.layers()?, &knobs)?
     };
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(opts.steps as u64)

@@ -383,9 +383,13 @@ impl Tools {
                 paraphrases: p.paraphrases,
                 neighbors: p.neighbors,
             };
-            let layer = p.layer.map(|l| l as usize);
+            let knobs = tensor_surgeon_engine::fact::FactKnobs {
+                layer: p.layer.map(|l| l as usize),
+                clamp: p.clamp,
+                kl_weight: p.kl_weight,
+            };
             let origin = tensor_surgeon_engine::workbench::agent_origin(&p.hypothesis)?;
-            let f = wb.propose_fact(&req, layer, origin)?;
+            let f = wb.propose_fact(&req, &knobs, origin)?;
             Ok(
                 json!({"id": f.proposal.id, "label": f.proposal.label, "bytes": f.proposal.bytes,
                 "status": if f.applied { "applied" } else { "pending" }, "report": f.report}),
