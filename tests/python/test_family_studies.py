@@ -86,13 +86,17 @@ def test_the_trace_keeps_its_exact_invariants(name, request):
 # Qwen2.5 on a dev build: its keys are 4864 wide (the corpus covariance costs minutes) and its
 # vocabulary 151,936 tokens (the optimisation's chunks are many at an early layer), so its
 # test divides by the identity at a late layer (the same code as the others otherwise).
-@pytest.mark.parametrize("name,layer,covariance", [("gemma", 3, "corpus"), ("qwen", 18, "identity")])
-def test_a_fact_edit_bakes_into_a_file_llama_cpp_answers_with(name, layer, covariance, request, tmp_path):
+# Gemma 3 takes the fact through MEMIT over two layers, each writing its share through the
+# norm of its MLP output (the ROME optimisation at the last of them is part of it).
+@pytest.mark.parametrize("name,where,covariance", [("gemma", ["--layers", "2-3"], "corpus"),
+                                                   ("qwen", ["--layer", "18"], "identity")])
+def test_a_fact_edit_bakes_into_a_file_llama_cpp_answers_with(name, where, covariance, request, tmp_path):
     path = request.getfixturevalue(name)
     prompt = "The Eiffel Tower is located in the city of"
     patch, out = tmp_path / "fact.json", tmp_path / "fact.gguf"
     report = run("edit-fact", path, "--subject", "The Eiffel Tower", "--prompt", prompt, "--target", " Rome",
-                 "--layer", layer, "--covariance", covariance, "--out", patch, "--json").json()
+                 *where, "--covariance", covariance, "--out", patch, "--json").json()
+    layer = where[1].split("-")[-1]
     assert report["tensor"] == f"blk.{layer}.ffn_down.weight"
     assert report["scores"]["efficacy"] == 100, report["scores"]
     run("apply", path, patch, "--out", out)

@@ -168,8 +168,9 @@ pub fn edit_facts(
     for (i, req) in reqs.iter().enumerate() {
         let goal = goal_of(req);
         let d = runner.fact_delta(&base, &goal, &at_last, &mut |s| on(i, s))?;
-        let (_, h) = runner.fact_state(&base, &goal, &d.contexts, last, last)?;
-        let z: Vec<f32> = h.iter().zip(&d.delta).map(|(a, b)| a + b).collect();
+        let at = runner.fact_state(&base, &goal, &d.contexts, last, last)?;
+        let change = runner.residual_change(&base, last, &at.down, &d.delta)?;
+        let z: Vec<f32> = at.h.iter().zip(&change).map(|(a, b)| a + b).collect();
         facts.push((goal, d, z));
     }
     // 2. Layer by layer, each taking its share of what is left.
@@ -182,9 +183,10 @@ pub fn edit_facts(
         let left = (layers.len() - done) as f32;
         let (mut keys, mut resid) = (Vec::new(), Vec::new());
         for (goal, d, z) in &facts {
-            let (k, h) = runner.fact_state(&w, goal, &d.contexts, layer, last)?;
-            resid.push(z.iter().zip(&h).map(|(z, h)| (z - h) / left).collect());
-            keys.push(k);
+            let at = runner.fact_state(&w, goal, &d.contexts, layer, last)?;
+            let share = z.iter().zip(&at.h).map(|(z, h)| (z - h) / left).collect();
+            resid.push(runner.down_change(&w, layer, &at.down, share)?);
+            keys.push(at.key);
         }
         let lambda = weight.unwrap_or_else(|| default_update_weight(keys[0].len()));
         let (u, v) = runner.memit_factors(&w, layer, &keys, &resid, opts.covariance, lambda)?;

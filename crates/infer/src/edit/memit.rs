@@ -17,6 +17,15 @@
 //!   `hᵢ` on the bare prompt while it averages the keys), the consistent choice r-ROME argues
 //!   for; the optimisation is the fact editor's, with ROME's clamp (4 x the MLP output's norm)
 //!   rather than MEMIT's (0.75 x the residual stream's).
+//! - Where a layer normalises its MLP's output before the residual stream (Gemma 3's
+//!   post-feedforward norm `N(m) = g ⊙ m / rms(m)`), the residual change it should write, `r`,
+//!   is not a change of `down_proj`'s output `m`. MEMIT's update is made for the `down_proj`
+//!   output whose norm gives `N(m) + r` in direction: `m' = rms(m) u / rms(u)` with
+//!   `u = (N(m) + r) / g` (exact whenever `N(m) + r` is an output the norm can give, whose
+//!   `rms(·/g)` is 1; otherwise the nearest direction, and the layers above take up what is
+//!   left, as they do for MEMIT's own approximations). The goal at the last layer is the
+//!   residual change the optimised `δ` (on `down_proj`'s output there) makes: `N(m + δ) -
+//!   N(m)`. `m` is averaged over the context templates as the keys are.
 //! - `(λ C + K Kᵀ)⁻¹ K` is computed as `A⁻¹K (I + Kᵀ A⁻¹ K)⁻¹` with `A = λ C` (Woodbury), from
 //!   the factored moment the fact editor keeps: solves of `d_k`-vectors and one `n x n`
 //!   inverse, never a `d_k x d_k` one.
@@ -40,29 +49,70 @@ pub fn default_update_weight(d_k: usize) -> f64 {
     GPTJ_WEIGHT * d_k as f64 / GPTJ_KEYS
 }
 
+/// A fact's state at a MEMIT layer, averaged over the context templates.
+pub struct FactState {
+    /// The `down_proj` input at the subject's last token.
+    pub key: Vec<f32>,
+    /// `down_proj`'s output there (before a norm of the MLP's output).
+    pub down: Vec<f32>,
+    /// The residual stream after the range's last layer there.
+    pub h: Vec<f32>,
+}
+
 impl RunnableModel {
-    /// Whether MEMIT can spread an edit over `layers`: it writes a residual change as a sum of
-    /// `down_proj` outputs, which a norm of the MLP's output (Gemma 3) makes non-linear; there
-    /// ROME (one layer, its `δ` optimised through that norm) is the way.
+    /// Whether MEMIT can spread an edit over `layers`: each must be a layer of the model.
     pub fn check_memit_layers(&self, layers: &[usize]) -> Result<()> {
         let model = self.llama()?;
-        for &l in layers {
-            let spec = model.arch.layers.get(l).ok_or_else(|| {
-                InferError::Request(format!(
-                    "layer {l} is beyond the model's {} layers",
-                    model.arch.depth()
-                ))
-            })?;
-            if layers.len() > 1 && spec.post_mlp_norm.is_some() {
-                return Err(InferError::Unsupported(format!(
-                    "MEMIT spreads a residual change over several layers' down_proj outputs; \
-                     this model normalises each MLP output ({}) so the change does not add up: \
-                     edit one layer (ROME) instead",
-                    spec.post_mlp_norm.as_deref().unwrap_or_default()
-                )));
-            }
+        if let Some(&l) = layers.iter().find(|&&l| l >= model.arch.depth()) {
+            return Err(InferError::Request(format!(
+                "layer {l} is beyond the model's {} layers",
+                model.arch.depth()
+            )));
         }
         Ok(())
+    }
+
+    /// `layer`'s norm of its MLP output, as `(g, eps)` (`None`: the output joins the residual
+    /// stream as it is).
+    fn mlp_output_norm(&self, w: &Weights, layer: usize) -> Result<Option<(Vec<f32>, f64)>> {
+        let model = self.llama()?;
+        match &model.arch.layers[layer].post_mlp_norm {
+            Some(name) => Ok(Some((
+                model.norm(w, name)?.to_vec1::<f32>()?,
+                model.arch.rms_eps,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// The residual-stream change that `delta` added to `layer`'s `down_proj` output `down`
+    /// makes (`delta` itself where no norm follows the MLP).
+    pub fn residual_change(
+        &self,
+        w: &Weights,
+        layer: usize,
+        down: &[f32],
+        delta: &[f32],
+    ) -> Result<Vec<f32>> {
+        Ok(match self.mlp_output_norm(w, layer)? {
+            Some((g, eps)) => through_norm(&g, eps, down, delta),
+            None => delta.to_vec(),
+        })
+    }
+
+    /// The change of `layer`'s `down_proj` output (now `down`) that writes the residual change
+    /// `resid` (see the module doc for a layer whose MLP output is normalised).
+    pub fn down_change(
+        &self,
+        w: &Weights,
+        layer: usize,
+        down: &[f32],
+        resid: Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        Ok(match self.mlp_output_norm(w, layer)? {
+            Some((g, eps)) => down_for(&g, eps, down, &resid),
+            None => resid,
+        })
     }
 
     /// At `layer`, the goal's key (the `down_proj` input at the subject's last token) and the
@@ -75,7 +125,7 @@ impl RunnableModel {
         contexts: &[String],
         layer: usize,
         last: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    ) -> Result<FactState> {
         let model = self.llama()?;
         let layers = model.arch.depth();
         if layer > last || last >= layers {
@@ -83,7 +133,7 @@ impl RunnableModel {
                 "layers {layer} to {last} are not layers of the model's {layers}"
             )));
         }
-        let (mut key, mut h) = (Vec::<f64>::new(), Vec::<f64>::new());
+        let (mut key, mut down, mut h) = (Vec::<f64>::new(), Vec::<f64>::new(), Vec::new());
         let add = |sum: &mut Vec<f64>, row: Vec<f32>| {
             sum.resize(row.len(), 0.0);
             for (s, v) in sum.iter_mut().zip(row) {
@@ -107,6 +157,7 @@ impl RunnableModel {
             for &at in &rows {
                 if l == layer {
                     add(&mut key, out.act.get(at)?.to_vec1::<f32>()?);
+                    add(&mut down, out.down.get(at)?.to_vec1::<f32>()?);
                 }
                 if l == last {
                     add(&mut h, out.x.get(at)?.to_vec1::<f32>()?);
@@ -116,7 +167,11 @@ impl RunnableModel {
         })?;
         let n = contexts.len().max(1) as f64;
         let mean = |s: Vec<f64>| s.into_iter().map(|v| (v / n) as f32).collect();
-        Ok((mean(key), mean(h)))
+        Ok(FactState {
+            key: mean(key),
+            down: mean(down),
+            h: mean(h),
+        })
     }
 
     /// MEMIT's update of `layer`'s `down_proj` for the facts' `keys` (`d_k` wide) and the
@@ -228,6 +283,67 @@ fn invert(mut a: Vec<f64>, n: usize) -> Result<Vec<f64>> {
     Ok(inv)
 }
 
+/// The change `N(m + δ) - N(m)` of a normalised output `N(x) = g ⊙ x / rms(x)`.
+fn through_norm(g: &[f32], eps: f64, m: &[f32], delta: &[f32]) -> Vec<f32> {
+    let moved: Vec<f32> = m.iter().zip(delta).map(|(m, d)| m + d).collect();
+    let (a, b) = (rms_norm(&moved, g, eps), rms_norm(m, g, eps));
+    a.iter().zip(&b).map(|(a, b)| a - b).collect()
+}
+
+/// The change `Δ` of `m` whose normalised output moves by `r`: `N(m + Δ) ≈ N(m) + r`, by
+/// damped Gauss-Newton steps on `|N(m + Δ) - N(m) - r|²`. At `x` the norm's Jacobian is
+/// `D P` with `D = diag(g) / rms(x)` and `P` the projection off `x` (a norm ignores its input's
+/// size), so a step `s ⊥ x` solves `min |D s - e|² + μ |s|²` on the error `e`:
+/// `s = (D² + μ)⁻¹ (D e - λ x)`, `λ` making `xᵀ s = 0`. `μ` (a thousandth of the mean `D²`)
+/// keeps the coordinates that a gain of (nearly) 0 silences from taking huge steps: what they
+/// cannot write is left to the layers above.
+fn down_for(g: &[f32], eps: f64, m: &[f32], r: &[f32]) -> Vec<f32> {
+    const STEPS: usize = 8;
+    let n = m.len().max(1) as f64;
+    let target: Vec<f64> = rms_norm(m, g, eps)
+        .iter()
+        .zip(r)
+        .map(|(a, b)| (a + b) as f64)
+        .collect();
+    let g: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+    let mean_g2 = g.iter().map(|v| v * v).sum::<f64>() / n;
+    let mut x: Vec<f64> = m.iter().map(|&v| v as f64).collect();
+    for _ in 0..STEPS {
+        let rho = rms(x.iter().copied(), eps);
+        let mu = 1e-3 * mean_g2 / (rho * rho);
+        let d: Vec<f64> = g.iter().map(|gi| gi / rho).collect();
+        let a: Vec<f64> = d.iter().map(|di| 1.0 / (di * di + mu)).collect();
+        let de: Vec<f64> = (0..x.len())
+            .map(|i| d[i] * (target[i] - d[i] * x[i]))
+            .collect();
+        let num: f64 = (0..x.len()).map(|i| a[i] * de[i] * x[i]).sum();
+        let den: f64 = (0..x.len()).map(|i| a[i] * x[i] * x[i]).sum();
+        let lambda = if den > 0.0 { num / den } else { 0.0 };
+        for i in 0..x.len() {
+            x[i] += a[i] * (de[i] - lambda * x[i]);
+        }
+    }
+    x.iter()
+        .zip(m)
+        .map(|(x, &m)| (x - m as f64) as f32)
+        .collect()
+}
+
+/// `sqrt(mean(x²) + eps)`.
+fn rms(x: impl ExactSizeIterator<Item = f64>, eps: f64) -> f64 {
+    let n = x.len().max(1) as f64;
+    (x.map(|v| v * v).sum::<f64>() / n + eps).sqrt()
+}
+
+/// RMSNorm of one row: `g ⊙ x / rms(x)`.
+fn rms_norm(x: &[f32], g: &[f32], eps: f64) -> Vec<f32> {
+    let r = rms(x.iter().map(|&v| v as f64), eps);
+    x.iter()
+        .zip(g)
+        .map(|(&v, &g)| (v as f64 / r * g as f64) as f32)
+        .collect()
+}
+
 /// Columns (one vector each, all as long) as a row-major `[len, columns]` matrix of f32.
 fn interleave(columns: &[Vec<f32>]) -> Vec<f32> {
     let len = columns.first().map_or(0, Vec::len);
@@ -276,6 +392,54 @@ mod tests {
                 assert!((lhs - k[i] as f64).abs() < 1e-4, "{lhs} vs {}", k[i]);
             }
         }
+    }
+
+    /// Through a norm of the MLP output: a change the norm can give (one `δ` made) is written;
+    /// gains of 0 (Gemma 3's norms have them) leave their coordinates unwritten, not the rest.
+    #[test]
+    fn a_residual_change_is_written_through_the_mlp_output_norm() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut vector = |scale: f32| -> Vec<f32> {
+            (0..64)
+                .map(|_| (rng.random::<f32>() - 0.5) * scale)
+                .collect()
+        };
+        let (g, m, delta) = (vector(2.0), vector(3.0), vector(1.0));
+        let mut g: Vec<f32> = g.iter().map(|v| v + 1.5).collect();
+        let eps = 1e-6;
+        let close = |a: &[f32], b: &[f32], skip: &[usize]| {
+            let err: Vec<f32> = a.iter().zip(b).map(|(a, b)| a - b).collect();
+            let kept = |v: &[f32]| -> Vec<f32> {
+                v.iter()
+                    .enumerate()
+                    .filter(|(i, _)| !skip.contains(i))
+                    .map(|(_, &x)| x)
+                    .collect()
+            };
+            length(&kept(&err)) / length(&kept(b))
+        };
+        let r = through_norm(&g, eps, &m, &delta);
+        let written = through_norm(&g, eps, &m, &down_for(&g, eps, &m, &r));
+        assert!(
+            close(&written, &r, &[]) < 1e-3,
+            "{}",
+            close(&written, &r, &[])
+        );
+        g[3] = 0.0;
+        g[7] = 0.0;
+        let r = through_norm(&g, eps, &m, &delta);
+        let change = down_for(&g, eps, &m, &r);
+        assert!(change.iter().all(|v| v.is_finite()));
+        let written = through_norm(&g, eps, &m, &change);
+        assert!(
+            close(&written, &r, &[3, 7]) < 1e-2,
+            "{}",
+            close(&written, &r, &[3, 7])
+        );
+    }
+
+    fn length(v: &[f32]) -> f64 {
+        v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
     }
 
     /// With a vanishing `λ` the update writes each residual at its own key exactly (ROME's
