@@ -8,7 +8,7 @@ use tensor_surgeon_core::patch::{LowRankEntry, Origin};
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_infer::edit::{Covariance, FactKnobs, FactOptions};
 use tensor_surgeon_store::patch_files::{self, Format};
-use tensor_surgeon_wire::{FactEditReport, FactRequest};
+use tensor_surgeon_wire::{FactEditReport, FactRequest, ProbeGroup};
 
 /// Options of `edit-fact`.
 #[derive(clap::Args, Debug)]
@@ -295,9 +295,13 @@ fn print_report(r: &FactEditReport) {
         "base",
         "edited",
     ]);
+    let spills = |p: &tensor_surgeon_wire::FactProbe| {
+        p.group == ProbeGroup::Neighbor && p.edited_new > p.edited_old
+    };
     for p in &r.probes {
+        let group = format!("{:?}", p.group).to_lowercase();
         t.add_row(vec![
-            format!("{:?}", p.group).to_lowercase(),
+            if spills(p) { group + " *" } else { group },
             p.prompt.clone(),
             format!("{:.3}", p.base_new.exp()),
             format!("{:.3}", p.edited_new.exp()),
@@ -316,6 +320,18 @@ fn print_report(r: &FactEditReport) {
         pct(s.neighborhood),
         s.unrelated_kl
     );
+    let spilled = r.probes.iter().filter(|p| spills(p)).count();
+    if spilled > 0 {
+        let neighbours = r
+            .probes
+            .iter()
+            .filter(|p| p.group == ProbeGroup::Neighbor)
+            .count();
+        println!(
+            "the edit spills over: {spilled} of {neighbours} neighbours (*) now prefer {target:?}; \
+             --clamp lower or --kl-weight higher makes it more specific"
+        );
+    }
     println!(
         "base:   {:?}\nedited: {:?}",
         r.generation.base, r.generation.edited
