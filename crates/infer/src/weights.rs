@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use tensor_surgeon_core::dtype::{self, Dtype};
+use tensor_surgeon_core::gguf::GgmlType;
 use tensor_surgeon_core::overlay::{Overlay, RangeMap};
 use tensor_surgeon_core::tensors::TensorSource;
 
@@ -28,13 +29,17 @@ struct LoadedInner {
     runs: Option<RangeMap>,
     /// The rows (of the last dim) the runs change, with the runs laid on, widened.
     rows: PatchedRows,
+    /// A quantized tensor whose edits change more than its stored size in widened rows (a
+    /// low-rank entry changes every row): all its blocks, with the edited ones laid on, read
+    /// by the kernels as stored.
+    blocks: Option<(GgmlType, Vec<u8>)>,
     widened: OnceLock<Tensor>,
 }
 
 impl Loaded {
     /// Whether the edits of this tensor cancel out (every edit undone or turned off).
     pub fn same_as_base(&self) -> bool {
-        self.0.runs.is_some() && self.0.rows.is_empty()
+        self.0.runs.is_some() && self.0.rows.is_empty() && self.0.blocks.is_none()
     }
 
     /// The f32 copy, made on first use from the base bytes and the runs.
@@ -47,6 +52,12 @@ impl Loaded {
     ) -> Result<Tensor> {
         if let Some(t) = self.0.widened.get() {
             return Ok(t.clone());
+        }
+        if let Some((ty, blocks)) = &self.0.blocks {
+            let values = tensor_surgeon_core::gguf::quant::to_f32_bytes(*ty, blocks)
+                .map_err(|e| InferError::Unsupported(format!("cannot run {name}: {e}")))?;
+            let t = to_tensor(name, Dtype::F32, shape, &values)?;
+            return Ok(self.0.widened.get_or_init(|| t).clone());
         }
         let base = base()?;
         let base = &*base;
@@ -170,10 +181,61 @@ impl WeightCache {
         let loaded = Loaded(Arc::new(LoadedInner {
             runs: Some(runs),
             rows,
+            blocks: None,
             widened: OnceLock::new(),
         }));
         self.insert(name, version, loaded.clone());
         Ok(loaded)
+    }
+
+    /// Tensor `name` of `model` at `version` with the overlay's `raw` runs (a quantized
+    /// tensor's are runs of its blocks). A quantized tensor whose edits touch more rows than
+    /// its stored bytes would hold widened keeps its blocks, edited, at their stored size;
+    /// otherwise the edited rows are widened ([`WeightCache::edited`]).
+    pub fn edited_of(
+        &self,
+        model: &dyn TensorSource,
+        name: &str,
+        version: u64,
+        raw: &RangeMap,
+    ) -> Result<Loaded> {
+        if let Some(t) = self.get(name, version) {
+            return Ok(t);
+        }
+        let info = model.info(name).ok_or_else(|| missing(name))?;
+        let cols = info.shape.last().copied().unwrap_or(1).max(1) as usize;
+        if let (Some(ty), Some(base)) = (info.blocks, model.blocks(name)) {
+            let row_bytes = (cols / ty.block_elements().max(1)) * ty.block_bytes();
+            let mut rows = std::collections::BTreeSet::new();
+            for (offset, bytes) in raw.runs() {
+                let first = offset as usize / row_bytes.max(1);
+                let last = (offset as usize + bytes.len()).div_ceil(row_bytes.max(1));
+                rows.extend(first..last);
+            }
+            if row_bytes > 0 && rows.len() * cols * 4 > base.len() {
+                let mut bytes = base.to_vec();
+                raw.lay_onto(0, &mut bytes);
+                let blocks = (bytes != base).then_some((ty, bytes));
+                let loaded = Loaded(Arc::new(LoadedInner {
+                    runs: Some(RangeMap::default()),
+                    rows: PatchedRows::new(),
+                    blocks,
+                    widened: OnceLock::new(),
+                }));
+                self.insert(name, version, loaded.clone());
+                return Ok(loaded);
+            }
+        }
+        let runs = match info.blocks {
+            Some(ty) => tensor_surgeon_core::overlay::decode_blocks(ty, raw),
+            None => raw.clone(),
+        };
+        self.edited(
+            name,
+            version,
+            (info.dtype, &info.shape, &read(model, name)?),
+            runs,
+        )
     }
 
     /// The tensors a set of patches changes, seen through their overlay (the command line:
@@ -184,18 +246,8 @@ impl WeightCache {
         overlay: &Overlay,
     ) -> Result<Edited> {
         let mut out = HashMap::new();
-        for (name, _) in overlay.tensors() {
-            let info = model.info(name).ok_or_else(|| missing(name))?;
-            let runs = overlay
-                .values(info)
-                .map(|r| r.into_owned())
-                .unwrap_or_default();
-            let t = self.edited(
-                name,
-                1,
-                (info.dtype, &info.shape, &read(model, name)?),
-                runs,
-            )?;
+        for (name, raw) in overlay.tensors() {
+            let t = self.edited_of(model, name, 1, raw)?;
             if !t.same_as_base() {
                 out.insert(name.to_string(), t);
             }
@@ -230,7 +282,10 @@ impl Weights<'_> {
         };
         Some(match self.edited(name) {
             Some(_) if self.model.reorders(name) => return None,
-            Some(l) => base.with_patched(&l.0.rows),
+            Some(l) => match &l.0.blocks {
+                Some((ty, bytes)) => Stored::blocks(*ty, bytes, cols)?,
+                None => base.with_patched(&l.0.rows),
+            },
             None => base,
         })
     }

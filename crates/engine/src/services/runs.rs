@@ -91,16 +91,9 @@ impl Runs {
                 tensors.insert(name.to_string(), t);
                 continue;
             }
-            // In the values' bytes (a quantized tensor's edited blocks decoded).
-            let overlay = snap.overlay();
-            let (shard, info) = self.model.get(name)?;
-            let runs = overlay.values(info).map(|r| r.into_owned());
-            let t = runner.cache.edited(
-                name,
-                at,
-                (info.dtype, &info.shape, &shard.data(info)?),
-                runs.unwrap_or_default(),
-            )?;
+            let none = tensor_surgeon_core::overlay::RangeMap::default();
+            let raw = snap.overlay().tensor(name).unwrap_or(&none);
+            let t = runner.cache.edited_of(&*self.model, name, at, raw)?;
             tensors.insert(name.to_string(), t);
         }
         // A tensor whose edits were all undone is the base again.
