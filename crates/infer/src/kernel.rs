@@ -190,9 +190,11 @@ impl Owned {
 }
 
 /// `y = g W` for `t` rows of `g` (`[t, rows]`) and `W` `[rows, cols]` as stored: `y` is
-/// `[t, cols]`. The product with the transpose, as a gradient through `x Wᵀ` needs it: each
-/// task widens its share of `W`'s rows once (a quantized row block by block) and adds each
-/// row, times `g`'s column, into its own `y`; the tasks' parts are summed.
+/// `[t, cols]`. The product with the transpose, as a gradient through `x Wᵀ` needs it. Each
+/// task owns a share of `W`'s rows and a `[t, cols]` part of `y` (the parts are summed): it
+/// widens its rows [`TRANSPOSED_ROWS`] at a time (a quantized row block by block) and adds
+/// them into four rows of its part at once, so a widened row is read from cache once per
+/// four outputs and each output row stays in the first-level cache while the rows pass.
 pub fn matmat_transposed(w: Stored, g: &[f32], t: usize, y: &mut [f32]) {
     let rows = g.len() / t.max(1);
     let cols = y.len() / t.max(1);
@@ -202,14 +204,55 @@ pub fn matmat_transposed(w: Stored, g: &[f32], t: usize, y: &mut [f32]) {
         .into_par_iter()
         .map(|task| {
             let mut part = vec![0f32; t * cols];
-            let mut row = vec![0f32; cols];
-            for r in task * per..((task + 1) * per).min(rows) {
-                w.widen_row(r, cols, &mut row);
-                for (i, out) in part.chunks_exact_mut(cols).enumerate() {
-                    let s = g[i * rows + r];
-                    if s != 0.0 {
-                        for (o, &v) in out.iter_mut().zip(&row) {
-                            *o += s * v;
+            let mut widened = vec![0f32; TRANSPOSED_ROWS * cols];
+            let (first, end) = (task * per, ((task + 1) * per).min(rows));
+            for block in (first..end).step_by(TRANSPOSED_ROWS) {
+                let n = TRANSPOSED_ROWS.min(end - block);
+                for (k, row) in widened.chunks_exact_mut(cols).take(n).enumerate() {
+                    w.widen_row(block + k, cols, row);
+                }
+                let widened = &widened[..n * cols];
+                let mut outs = part.chunks_exact_mut(cols).enumerate();
+                loop {
+                    let mut four: Vec<(usize, &mut [f32])> = outs.by_ref().take(4).collect();
+                    if four.is_empty() {
+                        break;
+                    }
+                    if let [(i0, o0), (i1, o1), (i2, o2), (i3, o3)] = &mut four[..] {
+                        for (k, row) in widened.chunks_exact(cols).enumerate() {
+                            let r = block + k;
+                            let s = [
+                                g[*i0 * rows + r],
+                                g[*i1 * rows + r],
+                                g[*i2 * rows + r],
+                                g[*i3 * rows + r],
+                            ];
+                            if s == [0.0; 4] {
+                                continue;
+                            }
+                            for ((((a, b), c), d), &v) in o0
+                                .iter_mut()
+                                .zip(o1.iter_mut())
+                                .zip(o2.iter_mut())
+                                .zip(o3.iter_mut())
+                                .zip(row)
+                            {
+                                *a += s[0] * v;
+                                *b += s[1] * v;
+                                *c += s[2] * v;
+                                *d += s[3] * v;
+                            }
+                        }
+                        continue;
+                    }
+                    for (i, out) in four {
+                        for (k, row) in widened.chunks_exact(cols).enumerate() {
+                            let s = g[i * rows + block + k];
+                            if s != 0.0 {
+                                for (o, &v) in out.iter_mut().zip(row) {
+                                    *o += s * v;
+                                }
+                            }
                         }
                     }
                 }
@@ -224,6 +267,9 @@ pub fn matmat_transposed(w: Stored, g: &[f32], t: usize, y: &mut [f32]) {
         }
     }
 }
+
+/// Rows of `W` a task of [`matmat_transposed`] widens at once.
+const TRANSPOSED_ROWS: usize = 32;
 
 /// `y = W x` for `W` `[y.len(), x.len()]`.
 pub fn matvec(w: Stored, x: &[f32], y: &mut [f32]) {
@@ -769,6 +815,27 @@ mod block_tests {
                     let want: f32 = row.iter().zip(&xs[i * cols..]).map(|(a, b)| a * b).sum();
                     let got = y[i * rows + r];
                     assert!((got - want).abs() < 1e-5 * scale * cols as f32, "{ty}");
+                }
+            }
+            // The product with the transpose: y = g W, seven rows of g (four at once, then
+            // three one by one).
+            let t = 7;
+            let g: Vec<f32> = (0..t * rows).map(|i| (i as f32 * 0.29).sin()).collect();
+            let mut y = vec![0f32; t * cols];
+            matmat_transposed(w, &g, t, &mut y);
+            for i in 0..t {
+                for c in 0..cols {
+                    let want: f32 = (0..rows)
+                        .map(|r| {
+                            let v = if r == 2 { 0.5 } else { decoded[r * cols + c] };
+                            g[i * rows + r] * v
+                        })
+                        .sum();
+                    let got = y[i * cols + c];
+                    assert!(
+                        (got - want).abs() < 1e-5 * scale * rows as f32,
+                        "{ty}: {got} vs {want}"
+                    );
                 }
             }
             seen += 1;
