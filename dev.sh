@@ -129,7 +129,7 @@ run_tests() {
     cargo fmt --all --check
     cargo clippy --all-targets -- -D warnings
     log "Python reference checks and HTTP API tests"
-    TENSOR_SURGEON_BIN="$PWD/target/debug/tensor-surgeon" .venv/bin/python -m pytest -q tests/python
+    TENSOR_SURGEON_BIN="$PWD/target/debug/tensor-surgeon" .venv/bin/python -m pytest -q --durations=25 tests/python
     log "browser end-to-end tests"
     (cd end2end && npx playwright test)
 }

@@ -382,7 +382,7 @@ test('an agent rewrites a fact: the computed edit waits as a proposal, a person 
   try {
     await open(page);
     const fact = await call('edit_fact', {
-      subject: 'France', prompt: PROMPT, target: ' Rome', layer: 6,
+      subject: 'France', prompt: PROMPT, target: ' Rome', layer: 6, clamp: 4, kl_weight: 0.0625,
       paraphrases: ["France's capital city is"], neighbors: ['The capital of Germany is'],
       hypothesis: 'the capital of France is kept in layer 6',
     });

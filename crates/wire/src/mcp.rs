@@ -171,7 +171,7 @@ pub struct EditFactArgs {
     /// The new continuation: token text with its leading space (" Rome") or "#ID"; several
     /// tokens allowed.
     pub target: String,
-    /// The layer whose down_proj changes (default: a fifth of the way up).
+    /// The layer whose down_proj changes (default: a seventh of the way up).
     #[serde(default)]
     pub layer: Option<u32>,
     /// Other wordings of the prompt, scored after the edit.

@@ -176,6 +176,11 @@ fn the_knobs_are_checked_and_the_clamp_bounds_the_change() {
     let layers = 2;
     let defaults = FactOptions::tuned(layers, &FactKnobs::default()).unwrap();
     assert_eq!(defaults.layer, default_layer(layers));
+    // The study's choice on the models the README names: SmolLM2, Gemma 3 270M, Qwen2.5-0.5B.
+    assert_eq!(
+        [default_layer(30), default_layer(18), default_layer(24)],
+        [4, 3, 3]
+    );
     let bad = [
         FactKnobs {
             layer: Some(layers),
