@@ -191,7 +191,7 @@ impl WeightCache {
     /// Tensor `name` of `model` at `version` with the overlay's `raw` runs (a quantized
     /// tensor's are runs of its blocks). A quantized tensor whose edits touch more rows than
     /// its stored bytes would hold widened keeps its blocks, edited, at their stored size;
-    /// otherwise the edited rows are widened ([`WeightCache::edited`]).
+    /// otherwise its edited rows alone are decoded and widened (never the whole tensor).
     pub fn edited_of(
         &self,
         model: &dyn TensorSource,
@@ -225,6 +225,29 @@ impl WeightCache {
                 self.insert(name, version, loaded.clone());
                 return Ok(loaded);
             }
+            // A few rows: only their blocks are decoded, with the edits laid on.
+            let mut patched = PatchedRows::new();
+            for r in rows {
+                let span = r * row_bytes..((r + 1) * row_bytes).min(base.len());
+                if span.is_empty() {
+                    continue;
+                }
+                let mut row = base[span.clone()].to_vec();
+                raw.lay_onto(span.start as u64, &mut row);
+                if row != base[span] {
+                    let values = tensor_surgeon_core::gguf::quant::to_f32(ty, &row)
+                        .map_err(|e| InferError::Unsupported(format!("cannot run {name}: {e}")))?;
+                    patched.insert(r, values);
+                }
+            }
+            let loaded = Loaded(Arc::new(LoadedInner {
+                runs: Some(tensor_surgeon_core::overlay::decode_blocks(ty, raw)),
+                rows: patched,
+                blocks: None,
+                widened: OnceLock::new(),
+            }));
+            self.insert(name, version, loaded.clone());
+            return Ok(loaded);
         }
         let runs = match info.blocks {
             Some(ty) => tensor_surgeon_core::overlay::decode_blocks(ty, raw),
