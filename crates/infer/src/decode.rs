@@ -237,7 +237,8 @@ fn vector(w: &Weights, name: &str) -> Result<Vec<f32>> {
     Ok(w.get(name)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
-fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+/// RMSNorm of one row: `weight ⊙ x / sqrt(mean(x²) + eps)`.
+pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let inv = 1.0 / (mean + eps).sqrt();
     x.iter().zip(weight).map(|(v, g)| v * inv * g).collect()

@@ -162,13 +162,7 @@ impl WeightCache {
         let cols = shape.last().copied().unwrap_or(1).max(1) as usize;
         let row_bytes = cols * dtype::element_bytes(dt);
         let mut rows = PatchedRows::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for (offset, bytes) in runs.runs() {
-            let first = offset as usize / row_bytes;
-            let last = (offset as usize + bytes.len()).div_ceil(row_bytes);
-            seen.extend(first..last);
-        }
-        for r in seen {
+        for r in touched_rows(&runs, row_bytes) {
             let span = r * row_bytes..((r + 1) * row_bytes).min(base.len());
             let mut row = base[span.clone()].to_vec();
             runs.lay_onto(span.start as u64, &mut row);
@@ -206,12 +200,7 @@ impl WeightCache {
         let cols = info.shape.last().copied().unwrap_or(1).max(1) as usize;
         if let (Some(ty), Some(base)) = (info.blocks, model.blocks(name)) {
             let row_bytes = (cols / ty.block_elements().max(1)) * ty.block_bytes();
-            let mut rows = std::collections::BTreeSet::new();
-            for (offset, bytes) in raw.runs() {
-                let first = offset as usize / row_bytes.max(1);
-                let last = (offset as usize + bytes.len()).div_ceil(row_bytes.max(1));
-                rows.extend(first..last);
-            }
+            let rows = touched_rows(raw, row_bytes.max(1));
             if row_bytes > 0 && rows.len() * cols * 4 > base.len() {
                 let mut bytes = base.to_vec();
                 raw.lay_onto(0, &mut bytes);
@@ -368,6 +357,17 @@ impl Weights<'_> {
         }
         Ok(t)
     }
+}
+
+/// The rows of `row_bytes` bytes that `runs` write into, in order.
+fn touched_rows(runs: &RangeMap, row_bytes: usize) -> std::collections::BTreeSet<usize> {
+    let mut rows = std::collections::BTreeSet::new();
+    for (offset, bytes) in runs.runs() {
+        let first = offset as usize / row_bytes;
+        let last = (offset as usize + bytes.len()).div_ceil(row_bytes);
+        rows.extend(first..last);
+    }
+    rows
 }
 
 /// A tensor the forward pass needs and the model does not have.

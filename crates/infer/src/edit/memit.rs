@@ -19,11 +19,11 @@
 //!   rather than MEMIT's (0.75 x the residual stream's).
 //! - Where a layer normalises its MLP's output before the residual stream (Gemma 3's
 //!   post-feedforward norm `N(m) = g ⊙ m / rms(m)`), the residual change it should write, `r`,
-//!   is not a change of `down_proj`'s output `m`. MEMIT's update is made for the `down_proj`
-//!   output whose norm gives `N(m) + r` in direction: `m' = rms(m) u / rms(u)` with
-//!   `u = (N(m) + r) / g` (exact whenever `N(m) + r` is an output the norm can give, whose
-//!   `rms(·/g)` is 1; otherwise the nearest direction, and the layers above take up what is
-//!   left, as they do for MEMIT's own approximations). The goal at the last layer is the
+//!   is not a change of `down_proj`'s output `m`. MEMIT's update is made for the change `Δ` of
+//!   `m` with `N(m + Δ) ≈ N(m) + r`, found by damped Gauss-Newton steps through the norm
+//!   (exact where the norm can give `N(m) + r`; coordinates a gain of 0 silences, and a change
+//!   of the output's size, which a norm cannot make, are left to the layers above, as MEMIT
+//!   leaves its own approximations). The goal at the last layer is the
 //!   residual change the optimised `δ` (on `down_proj`'s output there) makes: `N(m + δ) -
 //!   N(m)`. `m` is averaged over the context templates as the keys are.
 //! - `(λ C + K Kᵀ)⁻¹ K` is computed as `A⁻¹K (I + Kᵀ A⁻¹ K)⁻¹` with `A = λ C` (Woodbury), from
@@ -335,13 +335,9 @@ fn rms(x: impl ExactSizeIterator<Item = f64>, eps: f64) -> f64 {
     (x.map(|v| v * v).sum::<f64>() / n + eps).sqrt()
 }
 
-/// RMSNorm of one row: `g ⊙ x / rms(x)`.
+/// RMSNorm of one row, the decode step's.
 fn rms_norm(x: &[f32], g: &[f32], eps: f64) -> Vec<f32> {
-    let r = rms(x.iter().map(|&v| v as f64), eps);
-    x.iter()
-        .zip(g)
-        .map(|(&v, &g)| (v as f64 / r * g as f64) as f32)
-        .collect()
+    crate::decode::rms_norm(x, g, eps as f32)
 }
 
 /// Columns (one vector each, all as long) as a row-major `[len, columns]` matrix of f32.
