@@ -423,15 +423,14 @@ fn dot_blocks<L: Layout>(row: &[u8], x: &[f32], sums: &[f32], u: &mut Unpacked) 
 
 /// Input rows met at once: two vectors of AVX2's width, one of AVX-512's.
 const GROUP: usize = 16;
-/// Weight rows met at once: with two vectors per group, twelve accumulators, two input loads
-/// and six broadcasts for twelve fused multiply-adds.
-const BLOCK: usize = 6;
+/// Weight rows a task's share is a multiple of: every block height below divides it.
+const BLOCK: usize = 12;
 /// Bytes of interleaved inputs a block of weight rows meets before the next block.
 const CACHED: usize = 256 << 10;
 
 /// `y = x W^T` for `t` rows of input `x` (`[t, cols]`, row-major) and `W` `[rows, cols]`:
 /// `y` is `[t, rows]`. Blocked as BLAS libraries do, on the weights as stored: the inputs are
-/// interleaved once by groups of sixteen rows (`[cols][16]`), and each task widens six weight
+/// interleaved once by groups of sixteen rows (`[cols][16]`), and each task widens a few weight
 /// rows at a time (read once, whatever `t` is) and meets every input group with them as
 /// outer products: each weight element broadcast against sixteen inputs, no horizontal sums.
 pub fn matmat(w: Stored, x: &[f32], t: usize, y: &mut [f32]) {
@@ -500,30 +499,33 @@ struct Blocks<'a, 'b> {
 impl pulp::WithSimd for Blocks<'_, '_> {
     type Output = ();
 
+    /// Twelve accumulators however wide the vectors: a fused multiply-add's latency times
+    /// the two a core starts per cycle (AVX-512: twelve weight rows against one vector of
+    /// sixteen inputs; AVX2: six rows against two vectors).
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         match std::mem::size_of::<S::f32s>() / 4 {
-            16 => self.run::<S, 1>(simd),
-            8 => self.run::<S, 2>(simd),
-            4 => self.run::<S, 4>(simd),
+            16 => self.run::<S, 1, 12>(simd),
+            8 => self.run::<S, 2, 6>(simd),
+            4 => self.run::<S, 4, 6>(simd),
             _ => self.run_scalar(),
         }
     }
 }
 
 impl Blocks<'_, '_> {
-    /// The blocks, with `V` vectors per group of sixteen inputs.
+    /// The blocks of `R` weight rows, with `V` vectors per group of sixteen inputs.
     #[inline(always)]
-    fn run<S: pulp::Simd, const V: usize>(self, simd: S) {
+    fn run<S: pulp::Simd, const V: usize, const R: usize>(self, simd: S) {
         let (cols, t) = (self.cols, self.t);
         let n = self.out.len() / t;
-        let mut block = vec![0f32; BLOCK * cols];
+        let mut block = vec![0f32; R * cols];
         // The groups a block meets while they stay in the core's cache (a quarter of a MiB).
         let per = (CACHED / (4 * GROUP * cols)).max(1);
         let groups: Vec<&[f32]> = self.groups.chunks_exact(GROUP * cols).collect();
         for (c, chunk) in groups.chunks(per).enumerate() {
-            for b in (0..n).step_by(BLOCK) {
-                let height = BLOCK.min(n - b);
+            for b in (0..n).step_by(R) {
+                let height = R.min(n - b);
                 for (j, row) in block.chunks_exact_mut(cols).enumerate() {
                     match j < height {
                         true => self.w.widen_row(self.first + b + j, cols, row),
@@ -531,7 +533,7 @@ impl Blocks<'_, '_> {
                     }
                 }
                 for (g, group) in chunk.iter().enumerate() {
-                    let tile = tile::<S, V>(simd, &block, group, cols);
+                    let tile = tile::<S, V, R>(simd, &block, group);
                     let first = (c * per + g) * GROUP;
                     for (j, sums) in tile.iter().enumerate().take(height) {
                         for (i, &v) in sums.iter().enumerate().take(t - first) {
@@ -560,42 +562,30 @@ impl Blocks<'_, '_> {
     }
 }
 
-/// Six widened weight rows (`[6][cols]`) times one group of sixteen inputs (`[cols][16]`):
-/// `[6][16]` sums over the columns.
+/// `R` widened weight rows (`[R][cols]`) times one group of sixteen inputs (`[cols][16]`):
+/// `[R][16]` sums over the columns.
 #[inline(always)]
-fn tile<S: pulp::Simd, const V: usize>(
+fn tile<S: pulp::Simd, const V: usize, const R: usize>(
     simd: S,
     block: &[f32],
     group: &[f32],
-    cols: usize,
-) -> [[f32; GROUP]; BLOCK] {
+) -> [[f32; GROUP]; R] {
     let zero = simd.splat_f32s(0.0);
-    let mut acc = [[zero; V]; BLOCK];
-    let (w0, rest) = block.split_at(cols);
-    let (w1, rest) = rest.split_at(cols);
-    let (w2, rest) = rest.split_at(cols);
-    let (w3, rest) = rest.split_at(cols);
-    let (w4, w5) = rest.split_at(cols);
-    let columns = group
-        .chunks_exact(GROUP)
-        .zip(w0)
-        .zip(w1)
-        .zip(w2)
-        .zip(w3)
-        .zip(w4)
-        .zip(w5);
-    for ((((((xk, &a), &b), &c), &d), &e), &f) in columns {
+    let mut acc = [[zero; V]; R];
+    let cols = block.len() / R;
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &block[r * cols..][..cols]);
+    for (k, xk) in group.chunks_exact(GROUP).take(cols).enumerate() {
         let (xv, _) = S::as_simd_f32s(xk);
         let mut x = [zero; V];
         x.copy_from_slice(&xv[..V]);
-        for (acc, w) in acc.iter_mut().zip([a, b, c, d, e, f]) {
-            let w = simd.splat_f32s(w);
+        for (acc, row) in acc.iter_mut().zip(&rows) {
+            let w = simd.splat_f32s(row[k]);
             for (a, x) in acc.iter_mut().zip(&x) {
                 *a = simd.mul_add_e_f32s(w, *x, *a);
             }
         }
     }
-    let mut out = [[0f32; GROUP]; BLOCK];
+    let mut out = [[0f32; GROUP]; R];
     for (o, a) in out.iter_mut().zip(&acc) {
         let (lanes, _) = S::as_mut_simd_f32s(o);
         lanes[..V].copy_from_slice(a);

@@ -15,7 +15,7 @@ pub(super) struct ChunkCost {
 }
 
 impl ChunkCost {
-    fn of(&self, s: &Sequence) -> usize {
+    pub(super) fn of(&self, s: &Sequence) -> usize {
         let rows = s.x.dims().first().copied().unwrap_or(1);
         rows * self.row + s.scored.len() * self.scored
     }

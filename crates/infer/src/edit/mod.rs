@@ -286,14 +286,28 @@ impl RunnableModel {
         opts: &FactOptions,
         on: &mut dyn FnMut(&FactStep),
     ) -> Result<FactEdit> {
-        let d = self.fact_delta(w, goal, opts, on)?;
+        // C does not depend on the fact: it is measured beside the optimisation, whose
+        // single-threaded moments (candle's small operations, the autograd) leave a core idle.
+        // Both are jobs of candle's pool, so they share its threads.
+        let (d, moment) = std::thread::scope(|scope| {
+            let moment = (opts.covariance == Covariance::Corpus).then(|| {
+                scope.spawn(|| {
+                    candle_core::Device::Cpu.with_context(|| self.key_moment(w, opts.layer))
+                })
+            });
+            let d = self.fact_delta(w, goal, opts, on);
+            let moment = moment.map(|m| {
+                m.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (d, moment)
+        });
+        let d = d?;
         let key = d.key;
         // v = C⁻¹k* / ((C⁻¹k*)ᵀ k*)
-        let aimed: Vec<f64> = match opts.covariance {
-            Covariance::Identity => key.iter().map(|&x| x as f64).collect(),
-            Covariance::Corpus => candle_core::Device::Cpu
-                .with_context(|| self.key_moment(w, opts.layer))?
-                .solve(&key)?,
+        let aimed: Vec<f64> = match moment {
+            None => key.iter().map(|&x| x as f64).collect(),
+            Some(moment) => moment?.solve(&key)?,
         };
         let along: f64 = aimed.iter().zip(&key).map(|(a, &k)| a * k as f64).sum();
         let v: Vec<f32> = aimed.iter().map(|&a| (a / along) as f32).collect();

@@ -179,7 +179,7 @@ impl RunnableModel {
         };
         // Quantized weights: the memory of a GGUF's edit stays a small multiple of its file.
         // Plain weights (BF16, F32 checkpoints, held with their transposed copies): chunks up
-        // to twice what they hold, so a small model's problem is one chunk (its speed).
+        // to twice what they hold, so a small model's problem is one pair (its speed).
         let frozen = later
             .iter()
             .flat_map(|l| l.qkv.iter().chain(&l.gate_up).chain([&l.o, &l.down]))
@@ -192,7 +192,11 @@ impl RunnableModel {
             true => ACTIVATION_BUDGET,
             false => ACTIVATION_BUDGET.max(2 * held),
         };
-        let chunks = chunks_of(&seqs, &cost, budget)
+        // Two chunks run at once (each one's small operations beside the other's): each
+        // keeps half the budget, and a problem within it is split in two.
+        let total: usize = seqs.iter().map(|s| cost.of(s)).sum();
+        let largest = seqs.iter().map(|s| cost.of(s)).max().unwrap_or(0);
+        let chunks = chunks_of(&seqs, &cost, (budget / 2).min(total / 2 + largest))
             .into_iter()
             .map(|range| {
                 let batch = super::pass::Batch::of(&seqs[range.clone()], &later, &a)?;
@@ -287,47 +291,61 @@ impl Problem {
     }
 
     /// [`Problem::loss`] and its gradient in `delta`, taken a chunk of sequences at a time
-    /// (the loss is a sum over them): what autograd keeps at once is one chunk's graph.
+    /// (the loss is a sum over them), two chunks at once: what autograd keeps at once is two
+    /// chunks' graphs, and each chunk's many small operations run beside the other's.
     pub(super) fn loss_and_gradient(
         &self,
         delta: &Tensor,
         opts: &FactOptions,
         kl_init: &mut Option<Tensor>,
+        gradient: bool,
     ) -> Result<(FactStep, Tensor)> {
-        let rewriting = (self.seqs.len() - 1) as f64;
-        let per_total = -1.0 / (self.target.len() as f64 * rewriting);
+        // Without the gradient (the last step's loss), no graph is recorded.
+        let detached;
+        let delta = match gradient {
+            true => delta,
+            false => {
+                detached = delta.detach();
+                &detached
+            }
+        };
         let mut grad = Tensor::zeros(delta.dims(), DType::F32, &Device::Cpu)?;
-        let mut add = |part: &Tensor| -> Result<()> {
-            if let Some(g) = part.backward()?.get(delta) {
+        let (mut nll, mut kl_value, mut p_sum) = (0.0, 0.0, 0.0);
+        let init = kl_init.clone();
+        let mut add = |part: Part| -> Result<()> {
+            nll += part.nll;
+            p_sum += part.p_sum;
+            if let Some((value, init)) = part.kl {
+                kl_value = value;
+                kl_init.get_or_insert(init);
+            }
+            if let Some(g) = part.grad {
                 grad = (&grad + g)?;
             }
             Ok(())
         };
-        let (mut nll, mut kl_value, mut p_sum) = (0.0, 0.0, 0.0);
-        for chunk in 0..self.chunks.len() {
-            let c = self.run_chunk(delta, chunk)?;
-            let mut terms = Vec::new();
-            for t in &c.totals {
-                let total = t.to_scalar::<f32>()? as f64;
-                p_sum += total.exp();
-                nll += total * per_total;
-                terms.push((t * per_total)?);
-            }
-            if let Some(kl_lp) = c.kl_lp {
-                let init = kl_init.get_or_insert_with(|| kl_lp.detach());
-                let kl = (kl_lp.exp()? * (&kl_lp - &*init)?)?.sum_all()?;
-                kl_value = kl.to_scalar::<f32>()? as f64;
-                terms.push((kl * opts.kl_weight)?);
-            }
-            if !terms.is_empty() {
-                add(&Tensor::stack(&terms, 0)?.sum_all()?)?;
+        let pairs: Vec<usize> = (0..self.chunks.len()).step_by(2).collect();
+        for first in pairs {
+            let part = |chunk: usize| self.chunk_part(delta, chunk, opts, init.as_ref(), gradient);
+            match first + 1 < self.chunks.len() {
+                true => {
+                    let (a, b) = rayon::join(|| part(first), || part(first + 1));
+                    add(a?)?;
+                    add(b?)?;
+                }
+                false => add(part(first)?)?,
             }
         }
+        let rewriting = (self.seqs.len() - 1) as f64;
         let m_norm = norm(&self.m_init);
         let length = (delta.sqr()?.sum_all()? + 1e-30)?.sqrt()?;
         let decay = (length * (opts.weight_decay / (m_norm * m_norm)))?;
         let decay_value = decay.to_scalar::<f32>()? as f64;
-        add(&decay)?;
+        if gradient {
+            if let Some(g) = decay.backward()?.get(delta) {
+                grad = (&grad + g)?;
+            }
+        }
         let step = FactStep {
             step: 0,
             loss: nll + opts.kl_weight * kl_value + decay_value,
@@ -336,6 +354,46 @@ impl Problem {
             p_target: p_sum / rewriting,
         };
         Ok((step, grad))
+    }
+
+    /// One chunk's share of the loss, and of its gradient when `gradient`; `kl_init` is the
+    /// KL prompt's unedited log-probabilities (`None` on the first step: the chunk that holds
+    /// the KL prompt takes its own, which are the unedited ones there).
+    fn chunk_part(
+        &self,
+        delta: &Tensor,
+        chunk: usize,
+        opts: &FactOptions,
+        kl_init: Option<&Tensor>,
+        gradient: bool,
+    ) -> Result<Part> {
+        let rewriting = (self.seqs.len() - 1) as f64;
+        let per_total = -1.0 / (self.target.len() as f64 * rewriting);
+        let c = self.run_chunk(delta, chunk)?;
+        let mut part = Part {
+            nll: 0.0,
+            p_sum: 0.0,
+            kl: None,
+            grad: None,
+        };
+        let mut terms = Vec::new();
+        for t in &c.totals {
+            let total = t.to_scalar::<f32>()? as f64;
+            part.p_sum += total.exp();
+            part.nll += total * per_total;
+            terms.push((t * per_total)?);
+        }
+        if let Some(kl_lp) = c.kl_lp {
+            let init = kl_init.cloned().unwrap_or_else(|| kl_lp.detach());
+            let kl = (kl_lp.exp()? * (&kl_lp - &init)?)?.sum_all()?;
+            part.kl = Some((kl.to_scalar::<f32>()? as f64, init));
+            terms.push((kl * opts.kl_weight)?);
+        }
+        if gradient && !terms.is_empty() {
+            let loss = Tensor::stack(&terms, 0)?.sum_all()?;
+            part.grad = loss.backward()?.get(delta).cloned();
+        }
+        Ok(part)
     }
 
     /// ROME's loop: Adam on `δ`, clamped after each step; `δ` and the steps.
@@ -359,11 +417,14 @@ impl Problem {
         let mut steps = Vec::new();
         for step in 0..opts.steps {
             let pool = candle_core::Device::Cpu;
-            let (mut record, grad) = pool
-                .with_context(|| self.loss_and_gradient(delta.as_tensor(), opts, &mut kl_init))?;
+            // The last step's gradient would not be used.
+            let gradient = step + 1 < opts.steps;
+            let (mut record, grad) = pool.with_context(|| {
+                self.loss_and_gradient(delta.as_tensor(), opts, &mut kl_init, gradient)
+            })?;
             record.step = step;
-            if self.chunks.len() > 1 {
-                // Chunked (a memory bound): keep the bound across steps. One chunk: the pages
+            if self.chunks.len() > 2 {
+                // Chunked (a memory bound): keep the bound across steps. One pair: the pages
                 // are wanted again at once, and giving them back costs their faults.
                 release_free_memory();
             }
@@ -385,6 +446,15 @@ impl Problem {
         }
         Ok((delta.as_tensor().to_vec1::<f32>()?, steps))
     }
+}
+
+/// One chunk's share of a step: its terms of the loss, the KL value and the unedited
+/// log-probabilities it was measured against (the chunk with the KL prompt), its gradient.
+struct Part {
+    nll: f64,
+    p_sum: f64,
+    kl: Option<(f64, Tensor)>,
+    grad: Option<Tensor>,
 }
 
 /// A layer's weights for the optimisation.

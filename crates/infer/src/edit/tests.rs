@@ -154,9 +154,14 @@ fn the_gradient_taken_a_chunk_at_a_time_is_the_whole_graph_s() {
     p.rechunk(1).unwrap();
     assert_eq!(p.chunks.len(), contexts.len() + 1);
     let (step, grad) = p
-        .loss_and_gradient(var.as_tensor(), &opts, &mut kl_init.clone())
+        .loss_and_gradient(var.as_tensor(), &opts, &mut kl_init.clone(), true)
         .unwrap();
     let got = grad.to_vec1::<f32>().unwrap();
+    // The last step's loss, taken without a graph, is the same loss.
+    let (alone, _) = p
+        .loss_and_gradient(var.as_tensor(), &opts, &mut kl_init.clone(), false)
+        .unwrap();
+    assert_eq!(alone.loss, step.loss);
     assert!(
         (step.loss - whole.loss).abs() < 1e-5 * whole.loss.abs().max(1.0),
         "{} vs {}",
