@@ -302,6 +302,11 @@ impl Weights<'_> {
         })
     }
 
+    /// Whether the model stores that tensor as quantized blocks.
+    pub fn is_quantized(&self, name: &str) -> bool {
+        self.model.info(name).is_some_and(|i| i.blocks.is_some())
+    }
+
     /// Whether the model has a tensor of that name.
     pub fn has(&self, name: &str) -> bool {
         self.model.info(name).is_some()

@@ -288,9 +288,12 @@ impl RunnableModel {
     ) -> Result<FactEdit> {
         // C does not depend on the fact: it is measured beside the optimisation, whose
         // single-threaded moments (candle's small operations, the autograd) leave a core idle.
-        // Both are jobs of candle's pool, so they share its threads.
+        // Both are jobs of candle's pool, so they share its threads. A quantized model's
+        // memory is bounded: there C is measured after the optimisation has let go of its own.
+        let corpus = opts.covariance == Covariance::Corpus;
+        let beside = corpus && !w.is_quantized(&self.down_proj(opts.layer)?);
         let (d, moment) = std::thread::scope(|scope| {
-            let moment = (opts.covariance == Covariance::Corpus).then(|| {
+            let moment = beside.then(|| {
                 scope.spawn(|| {
                     candle_core::Device::Cpu.with_context(|| self.key_moment(w, opts.layer))
                 })
@@ -305,9 +308,16 @@ impl RunnableModel {
         let d = d?;
         let key = d.key;
         // v = C⁻¹k* / ((C⁻¹k*)ᵀ k*)
+        let moment = match (moment, corpus) {
+            (Some(m), _) => Some(m?),
+            (None, true) => {
+                Some(candle_core::Device::Cpu.with_context(|| self.key_moment(w, opts.layer))?)
+            }
+            (None, false) => None,
+        };
         let aimed: Vec<f64> = match moment {
             None => key.iter().map(|&x| x as f64).collect(),
-            Some(moment) => moment?.solve(&key)?,
+            Some(moment) => moment.solve(&key)?,
         };
         let along: f64 = aimed.iter().zip(&key).map(|(a, &k)| a * k as f64).sum();
         let v: Vec<f32> = aimed.iter().map(|&a| (a / along) as f32).collect();
