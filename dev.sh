@@ -39,7 +39,7 @@ setup_python() {
         log "creating .venv"
         python3 -m venv .venv
     fi
-    if ! .venv/bin/python -c "import safetensors, numpy, ml_dtypes, pytest, tokenizers, gguf, openTSNE, umap, moto, boto3" 2>/dev/null; then
+    if ! .venv/bin/python -c "import safetensors, numpy, ml_dtypes, pytest, xdist, tokenizers, gguf, openTSNE, umap, moto, boto3" 2>/dev/null; then
         log "installing Python test dependencies"
         .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     fi
@@ -129,7 +129,9 @@ run_tests() {
     cargo fmt --all --check
     cargo clippy --all-targets -- -D warnings
     log "Python reference checks and HTTP API tests"
-    TENSOR_SURGEON_BIN="$PWD/target/debug/tensor-surgeon" .venv/bin/python -m pytest -q --durations=25 tests/python
+    # Two workers: most tests wait on a server or a subprocess, and the heavy studies share
+    # the cores with them (each test stays in one process with its own fixtures).
+    TENSOR_SURGEON_BIN="$PWD/target/debug/tensor-surgeon" .venv/bin/python -m pytest -q -n 2 --durations=25 tests/python
     log "browser end-to-end tests"
     (cd end2end && npx playwright test)
 }
