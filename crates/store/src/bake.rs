@@ -125,9 +125,10 @@ pub fn bake(
             Some((bytes, old_start)) if si == 0 => (*old_start, bytes.len() as u64),
             _ => (0, shard.header.data_start()),
         };
-        atomic::write_with(target, |f| {
+        atomic::write_with(target, |f| -> Result<()> {
+            let io = || StoreError::io(target);
             if let (Some((bytes, _)), 0) = (&head, si) {
-                f.write_all(bytes)?;
+                f.write_all(bytes).map_err(io())?;
             }
             // Stream the base in chunks (flat memory for any size); File-to-File copies let
             // the kernel move the bytes (copy_file_range) without passing through user space.
@@ -136,19 +137,18 @@ pub fn bake(
                 let mut at = from;
                 while at < shard.size {
                     let end = (at + REMOTE_CHUNK).min(shard.size);
-                    let part = shard
-                        .read_raw(at..end, None)
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    f.write_all(&part)?;
+                    let part = shard.read_raw(at..end, None)?;
+                    f.write_all(&part).map_err(io())?;
                     done += end - at;
                     progress(done, total);
                     at = end;
                 }
             } else {
-                let mut src = File::open(&shard.path)?;
-                src.seek(SeekFrom::Start(from))?;
+                let mut src = File::open(&shard.path).map_err(StoreError::io(&shard.path))?;
+                src.seek(SeekFrom::Start(from))
+                    .map_err(StoreError::io(&shard.path))?;
                 loop {
-                    let n = std::io::copy(&mut (&src).take(64 << 20), f)?;
+                    let n = std::io::copy(&mut (&src).take(64 << 20), f).map_err(io())?;
                     if n == 0 {
                         break;
                     }
@@ -164,13 +164,11 @@ pub fn bake(
                     continue;
                 }
                 let at = data_start + info.data_offsets.0 + entry.offset;
-                f.write_all_at(&entry.patched, at)?;
+                f.write_all_at(&entry.patched, at).map_err(io())?;
             }
-            // A remote base replaced while it was copied: the file is not kept.
-            model
-                .check_unchanged()
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            Ok(())
+            // A remote base replaced while it was copied: the file is not kept, and the
+            // error stays the conflict it is.
+            model.check_unchanged()
         })?;
     }
     if let (true, Some(index)) = (model.is_sharded(), &model.index_file) {

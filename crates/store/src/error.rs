@@ -23,9 +23,16 @@ pub enum StoreError {
     /// A `.safetensors` header is malformed.
     #[error("{}: {source}", path.display())]
     Header { path: PathBuf, source: HeaderError },
-    /// A sharded model's index is malformed or disagrees with its shards.
+    /// A sharded model's index disagrees with its shards.
     #[error("{}: {reason}", path.display())]
     Index { path: PathBuf, reason: String },
+    /// A sharded model's index cannot be read as one.
+    #[error("{}: {source}", path.display())]
+    IndexFile {
+        path: PathBuf,
+        #[source]
+        source: tensor_surgeon_core::index::IndexError,
+    },
     /// A path that is not a model.
     #[error("{}: {reason}", path.display())]
     NotAModel { path: PathBuf, reason: String },
@@ -124,6 +131,7 @@ impl StoreError {
             | StoreError::Decode { .. }
             | StoreError::Gguf { .. }
             | StoreError::Index { .. }
+            | StoreError::IndexFile { .. }
             | StoreError::NotAModel { .. }
             | StoreError::Slice { .. }
             | StoreError::Patch { .. }

@@ -244,7 +244,7 @@ pub fn save(path: &Path, patch: &Patch, format: Format, model: Option<&Model>) -
 
 /// Saves a compact patch atomically.
 pub fn save_compact(path: &Path, patch: &CompactPatch) -> Result<()> {
-    atomic::write_with(path, |f| patch.write_to(f))
+    atomic::write_with(path, |f| patch.write_to(f).map_err(StoreError::io(path)))
 }
 
 /// The current time as RFC 3339 (seconds).

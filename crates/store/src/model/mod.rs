@@ -121,9 +121,9 @@ impl Model {
 
     fn open_index(index_path: &Path, given: &Path) -> Result<Model> {
         let text = std::fs::read_to_string(index_path).map_err(StoreError::io(index_path))?;
-        let idx = index::parse(&text).map_err(|e| StoreError::Index {
+        let idx = index::parse(&text).map_err(|source| StoreError::IndexFile {
             path: index_path.into(),
-            reason: e.to_string(),
+            source,
         })?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let shards = idx
@@ -236,10 +236,10 @@ impl Model {
                         url: index_url.clone(),
                     })?;
                 let index_path = PathBuf::from(&index_url);
-                let idx = index::parse(&String::from_utf8_lossy(&text)).map_err(|e| {
-                    StoreError::Index {
+                let idx = index::parse(&String::from_utf8_lossy(&text)).map_err(|source| {
+                    StoreError::IndexFile {
                         path: index_path.clone(),
-                        reason: e.to_string(),
+                        source,
                     }
                 })?;
                 let urls = idx
