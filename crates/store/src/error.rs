@@ -115,10 +115,10 @@ impl StoreError {
             StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
-            StoreError::Io { .. }
-            | StoreError::Record(_)
-            | StoreError::Remote { .. }
-            | StoreError::RemoteNotFound { .. } => ErrorKind::Internal,
+            StoreError::Io { .. } | StoreError::Record(_) | StoreError::Remote { .. } => {
+                ErrorKind::Internal
+            }
+            StoreError::RemoteNotFound { .. } => ErrorKind::NotFound,
             StoreError::CacheUnusable(cause) => cause.kind(),
             StoreError::RemoteChanged { .. } | StoreError::Conflicts { .. } => ErrorKind::Conflict,
             StoreError::NoTensor { .. } => ErrorKind::NotFound,
@@ -146,3 +146,20 @@ impl StoreError {
 
 /// The store's result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_file_that_is_not_there_is_not_found_and_a_changed_one_a_conflict() {
+        let url = "https://example.org/model.safetensors".to_string();
+        let missing = StoreError::RemoteNotFound { url: url.clone() };
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        let changed = StoreError::RemoteChanged {
+            url,
+            reason: "its ETag changed".into(),
+        };
+        assert_eq!(changed.kind(), ErrorKind::Conflict);
+    }
+}
