@@ -82,7 +82,16 @@ http {{
         return f"{self.scheme}://127.0.0.1:{self.port}/{rel}"
 
     def requests(self):
-        """(method, path, status, range, body bytes) of every request so far."""
+        """(method, path, status, range, body bytes) of every request so far. nginx logs a
+        request after it has answered it (a client may be gone before its line is written),
+        so the log is read once it has not grown for a fifth of a second."""
+        last, deadline = -1, time.monotonic() + 10
+        while time.monotonic() < deadline:
+            size = self.log.stat().st_size if self.log.exists() else 0
+            if size == last:
+                break
+            last = size
+            time.sleep(0.2)
         if not self.log.exists():
             return []
         out = []
