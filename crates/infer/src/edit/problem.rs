@@ -324,8 +324,7 @@ impl Problem {
             }
             Ok(())
         };
-        let pairs: Vec<usize> = (0..self.chunks.len()).step_by(2).collect();
-        for first in pairs {
+        for first in (0..self.chunks.len()).step_by(2) {
             let part = |chunk: usize| self.chunk_part(delta, chunk, opts, init.as_ref(), gradient);
             match first + 1 < self.chunks.len() {
                 true => {
