@@ -59,6 +59,23 @@ impl Kind {
         })
     }
 
+    /// llama.cpp's `general.architecture` for the family (it writes Mistral as `llama`).
+    pub fn gguf_architecture(self) -> &'static str {
+        match self {
+            Kind::Llama | Kind::Mistral => "llama",
+            Kind::Qwen2 => "qwen2",
+            Kind::Qwen3 => "qwen3",
+            Kind::Phi3 => "phi3",
+            Kind::Gemma3 => "gemma3",
+        }
+    }
+
+    /// Whether llama.cpp's converter interleaves the rotary halves of each query and key
+    /// head's rows (its Llama-architecture files).
+    pub fn interleaves_rotary_rows(self) -> bool {
+        matches!(self, Kind::Llama | Kind::Mistral)
+    }
+
     /// Gemma's layers: a norm after each block besides the one before it.
     fn sandwich_norms(self) -> bool {
         self == Kind::Gemma3

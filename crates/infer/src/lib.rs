@@ -20,6 +20,7 @@ pub mod gguf;
 pub mod kernel;
 mod kernel_x86;
 pub mod llama;
+pub mod naming;
 mod studies;
 pub mod tokens;
 pub mod trace;

@@ -45,6 +45,9 @@ pub enum StoreError {
     /// A bad slice of a tensor.
     #[error("{tensor}: {source}")]
     Slice { tensor: String, source: SliceError },
+    /// An adapter file that cannot be read or applied.
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterError),
     /// A malformed patch file.
     #[error("{}: {source}", path.display())]
     Patch { path: PathBuf, source: PatchError },
@@ -119,6 +122,13 @@ impl StoreError {
                 ErrorKind::Internal
             }
             StoreError::RemoteNotFound { .. } => ErrorKind::NotFound,
+            StoreError::Adapter(crate::adapter::AdapterError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                ErrorKind::NotFound
+            }
+            StoreError::Adapter(crate::adapter::AdapterError::Io { .. }) => ErrorKind::Internal,
+            StoreError::Adapter(_) => ErrorKind::Invalid,
             StoreError::CacheUnusable(cause) => cause.kind(),
             StoreError::RemoteChanged { .. } | StoreError::Conflicts { .. } => ErrorKind::Conflict,
             StoreError::NoTensor { .. } => ErrorKind::NotFound,

@@ -17,6 +17,7 @@
 //! # Ok::<(), tensor_surgeon_store::StoreError>(())
 //! ```
 
+pub mod adapter;
 pub mod atomic;
 pub mod bake;
 pub mod compact;

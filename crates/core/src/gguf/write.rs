@@ -166,9 +166,91 @@ pub fn rewrite(
     Ok(out)
 }
 
+/// One F32 tensor of a file [`write_file`] writes: its name, its shape (row-major, the outermost
+/// dimension first, as [`super::GgufTensor::shape`] reads it) and its values.
+pub struct F32Tensor<'a> {
+    pub name: &'a str,
+    pub shape: Vec<u64>,
+    pub values: &'a [f32],
+}
+
+/// A whole GGUF file (version 3, alignment 32) of `metadata` and F32 `tensors`, in order:
+/// what an adapter or a control vector is written as.
+pub fn write_file(metadata: &[(String, Value)], tensors: &[F32Tensor<'_>]) -> Vec<u8> {
+    let align = super::DEFAULT_ALIGNMENT;
+    let mut out = Vec::new();
+    out.extend(MAGIC);
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        put_string(&mut out, key);
+        out.extend(value.value_type().id().to_le_bytes());
+        put(&mut out, value);
+    }
+    let mut offset = 0u64;
+    for t in tensors {
+        put_string(&mut out, t.name);
+        out.extend((t.shape.len() as u32).to_le_bytes());
+        // The file lists dimensions innermost first.
+        for d in t.shape.iter().rev() {
+            out.extend(d.to_le_bytes());
+        }
+        out.extend(super::GgmlType::F32.id().to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offset = (offset + 4 * t.values.len() as u64).next_multiple_of(align);
+    }
+    out.resize((out.len() as u64).next_multiple_of(align) as usize, 0);
+    for t in tensors {
+        out.extend(t.values.iter().flat_map(|v| v.to_le_bytes()));
+        out.resize((out.len() as u64).next_multiple_of(align) as usize, 0);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_file_reads_back_with_its_metadata_shapes_and_values() {
+        let a: Vec<f32> = (0..6).map(|i| i as f32 * 0.5).collect();
+        let b = [7.0f32, -1.0, 3.25];
+        let meta = vec![
+            ("general.type".to_string(), Value::String("adapter".into())),
+            ("adapter.lora.alpha".to_string(), Value::F32(2.0)),
+        ];
+        let f = write_file(
+            &meta,
+            &[
+                F32Tensor {
+                    name: "w.lora_a",
+                    shape: vec![2, 3],
+                    values: &a,
+                },
+                F32Tensor {
+                    name: "w.lora_b",
+                    shape: vec![3, 1],
+                    values: &b,
+                },
+            ],
+        );
+        let h = super::super::parse(&f, f.len() as u64).unwrap();
+        assert_eq!(h.metadata, meta);
+        assert_eq!(h.tensors.len(), 2);
+        assert_eq!(h.tensors[0].shape, vec![2, 3]);
+        assert_eq!(h.tensors[1].shape, vec![3, 1]);
+        let read = |t: &super::super::GgufTensor| -> Vec<f32> {
+            let at = (h.data_start + t.offset) as usize;
+            f[at..at + t.size as usize]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        assert_eq!(read(&h.tensors[0]), a);
+        assert_eq!(read(&h.tensors[1]), b);
+        assert_eq!(h.tensors[1].offset % 32, 0);
+    }
 
     /// A small GGUF: two pairs, one F32 tensor of 4 values, alignment 32.
     fn file() -> Vec<u8> {

@@ -23,11 +23,15 @@ use serde::{Deserialize, Serialize};
 /// The `kind` of a low-rank entry.
 pub const KIND: &str = "low_rank";
 
+/// The `kind` of a low-rank entry kept beside the byte entries that hold it (a quantized
+/// tensor's blocks): the same fields, never applied.
+pub const FACTORS_KIND: &str = "factors";
+
 /// One low-rank entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LowRankEntry {
     pub tensor: String,
-    /// Always [`KIND`].
+    /// [`KIND`], or [`FACTORS_KIND`] for the factors of a quantized tensor's edit.
     pub kind: String,
     pub rank: u32,
     /// `[rows, rank]` little-endian f32, row-major.

@@ -128,6 +128,11 @@ pub struct Patch {
     pub low_rank: Vec<LowRankEntry>,
     /// Metadata entries (version 3): a GGUF header's key-value pairs, applied at bake.
     pub metadata: Vec<MetadataEntry>,
+    /// The factors behind byte entries of quantized tensors (kind `factors`): a low-rank edit
+    /// of a tensor stored as blocks is applied as its blocks quantized again (byte entries),
+    /// and its exact `U Vᵀ` is kept here so it can leave as an adapter. Never applied: the
+    /// byte entries are the change.
+    pub factors: Vec<LowRankEntry>,
 }
 
 /// What is wrong with a patch as a document.
@@ -203,6 +208,7 @@ impl Patch {
             entries: Vec::new(),
             low_rank: Vec::new(),
             metadata: Vec::new(),
+            factors: Vec::new(),
         }
     }
 
@@ -361,6 +367,9 @@ impl Patch {
 
 /// Rejects malformed low-rank entries, two on one tensor, or one beside byte entries.
 pub fn check_low_rank(patch: &Patch) -> Result<(), PatchError> {
+    for e in &patch.factors {
+        e.factor_shape()?;
+    }
     let mut seen = std::collections::BTreeSet::new();
     for e in &patch.low_rank {
         e.factor_shape()?;

@@ -23,12 +23,15 @@ impl TryFrom<RawPatch> for Patch {
         let mut entries = Vec::new();
         let mut low_rank = Vec::new();
         let mut meta = Vec::new();
+        let mut factors = Vec::new();
         for (i, e) in raw.entries.into_iter().enumerate() {
             let kind = e.get("kind").and_then(|k| k.as_str()).map(str::to_string);
             match kind.as_deref() {
                 None => entries
                     .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
                 Some(low_rank::KIND) => low_rank
+                    .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
+                Some(low_rank::FACTORS_KIND) => factors
                     .push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?),
                 Some(metadata::KIND) => {
                     meta.push(serde_json::from_value(e).map_err(|err| format!("entry {i}: {err}"))?)
@@ -45,13 +48,15 @@ impl TryFrom<RawPatch> for Patch {
             entries,
             low_rank,
             metadata: meta,
+            factors,
         })
     }
 }
 
 impl From<Patch> for RawPatch {
     fn from(p: Patch) -> RawPatch {
-        let version = match (p.low_rank.is_empty(), p.metadata.is_empty()) {
+        let bytes_only = p.low_rank.is_empty() && p.factors.is_empty();
+        let version = match (bytes_only, p.metadata.is_empty()) {
             (_, false) => p.version.max(3),
             (false, true) => p.version.max(2),
             (true, true) => p.version,
@@ -62,6 +67,7 @@ impl From<Patch> for RawPatch {
             .map(serde_json::to_value)
             .chain(p.low_rank.iter().map(serde_json::to_value))
             .chain(p.metadata.iter().map(serde_json::to_value))
+            .chain(p.factors.iter().map(serde_json::to_value))
             .filter_map(Result::ok)
             .collect();
         RawPatch {

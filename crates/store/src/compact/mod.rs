@@ -326,8 +326,10 @@ impl CompactPatch {
             base: self.base.clone(),
             entries,
             low_rank: Vec::new(),
-            // The compact form holds byte entries only (a patch with metadata saves as JSON).
+            // The compact form holds byte entries only (a patch with metadata or factors
+            // saves as JSON).
             metadata: Vec::new(),
+            factors: Vec::new(),
         })
     }
 }
