@@ -2,7 +2,8 @@
 // the token ids of each prompt, the next-token distribution's top k, and a greedy generation
 // (its tokens and its speed). Prints one JSON object.
 //
-//   node reference.mjs MODEL.gguf '{"prompts": ["..."], "top_k": 5, "generate": 0, "threads": 2}'
+//   node reference.mjs MODEL.gguf '{"prompts": ["..."], "top_k": 5, "generate": 0, "threads": 2,
+//                                   "lora": [{"path": "A.gguf", "scale": 1}]}'
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 
 const [modelPath, argText] = process.argv.slice(2);
@@ -12,7 +13,11 @@ const threads = args.threads ?? 2;
 
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
 const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-const context = await model.createContext({ threads, contextSize: 512, batchSize: 512 });
+// LoRA adapters (llama.cpp's GGUF adapters), applied at run time over the base's weights.
+const lora = args.lora?.length
+    ? { adapters: args.lora.map((a) => ({ filePath: a.path, scale: a.scale ?? 1 })) }
+    : undefined;
+const context = await model.createContext({ threads, contextSize: 512, batchSize: 512, lora });
 
 const sequence = context.getSequence();
 // A prompt's tokens as llama.cpp's own tools make them: the BOS first when the model asks

@@ -150,13 +150,8 @@ pub fn ablate(
         token_prob: c.token_prob,
         kl: c.kl,
         continuations: c.continuations,
-        // A low-rank entry per float matrix; a quantized one is kept as its blocks.
-        entries: (c.entries.len()
-            + c.blocks
-                .iter()
-                .map(|b| b.tensor.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len()) as u32,
+        // One low-rank entry per matrix (a quantized one's applied as its blocks).
+        entries: c.entries.len() as u32,
         factor_bytes: c
             .entries
             .iter()
@@ -215,12 +210,9 @@ impl Probe<'_> {
                 own.write(&c.tensor, c.offset, &c.patched);
                 both.write(&c.tensor, c.offset, &c.patched);
             }
-            // A quantized tensor is kept as its blocks; a float one as its entry.
-            if update.blocks.is_empty() {
-                entries.push(update.entry);
-            } else {
-                blocks.extend(update.blocks);
-            }
+            // A quantized tensor is applied as its blocks, its factors kept beside them.
+            entries.push(update.entry);
+            blocks.extend(update.blocks);
         }
         let cache = WeightCache::default();
         let edited = runner.weights_in(&cache, model, cache.edited_from_overlay(model, &both)?);

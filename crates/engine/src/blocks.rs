@@ -373,15 +373,7 @@ pub fn low_rank_update(
 ) -> Result<LowRankUpdate> {
     use tensor_surgeon_core::patch::{LowRankEntry, PatchEntry};
     let stored = model.get(name)?.1;
-    // A quantized tensor's update is made on its values, as F32.
-    let info = match stored.blocks {
-        Some(_) => TensorInfo {
-            blocks: None,
-            data_offsets: (0, stored.elements() * 4),
-            ..stored.clone()
-        },
-        None => stored.clone(),
-    };
+    let info = values_info(stored);
     let bytes = model.tensor_bytes(name)?;
     let entry = LowRankEntry::new(&info, &bytes, rank, u, v, origin)?;
     let view = over.view(stored, &*bytes);
@@ -404,6 +396,41 @@ pub fn low_rank_update(
         entries,
         blocks,
     })
+}
+
+/// The tensor as its values read: a quantized tensor's as F32 (what its low-rank entries
+/// name), a float tensor as stored.
+pub fn values_info(stored: &TensorInfo) -> TensorInfo {
+    match stored.blocks {
+        Some(_) => TensorInfo {
+            blocks: None,
+            dtype: tensor_surgeon_core::dtype::Dtype::F32,
+            data_offsets: (0, stored.elements() * 4),
+            ..stored.clone()
+        },
+        None => stored.clone(),
+    }
+}
+
+/// Puts low-rank entries into `patch`: a float tensor's as a low-rank entry; a quantized
+/// tensor's as the byte entries of its blocks (`blocks`, quantized again) with its factors
+/// kept beside them (kind `factors`), so it can still leave as an adapter.
+pub fn keep(
+    model: &Model,
+    patch: &mut tensor_surgeon_core::patch::Patch,
+    entries: Vec<tensor_surgeon_core::patch::LowRankEntry>,
+    blocks: &[Change],
+    origin: &tensor_surgeon_core::patch::Origin,
+) -> Result<()> {
+    for mut e in entries {
+        if blocks_of(model, &e.tensor).is_some() {
+            e.kind = tensor_surgeon_core::patch::low_rank::FACTORS_KIND.into();
+            patch.factors.push(e);
+        } else {
+            patch.low_rank.push(e);
+        }
+    }
+    record(model, patch, blocks, origin)
 }
 
 /// What [`low_rank_update`] makes.

@@ -222,6 +222,7 @@ impl<'a> Comparison<'a> {
                 base: patch.base,
                 origins: Vec::new(),
                 tensors,
+                factors: Vec::new(),
             };
             patch_files::save_compact(out, &compact)?;
             return Ok((Format::Compact, entries));

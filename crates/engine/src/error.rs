@@ -54,6 +54,9 @@ pub enum Error {
     /// A low-rank edit that does not fit its tensor (its dtype, its shape).
     #[error(transparent)]
     LowRank(#[from] LowRankError),
+    /// An adapter that does not fit the model, or an export or extraction that cannot be made.
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterFit),
     /// A request the user should phrase differently.
     #[error("{0}")]
     Usage(String),
@@ -114,6 +117,7 @@ impl Error {
             | Error::Patch { .. }
             | Error::Region { .. }
             | Error::LowRank(_)
+            | Error::Adapter(_)
             | Error::Usage(_) => ErrorKind::Invalid,
         }
     }

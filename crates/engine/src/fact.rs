@@ -114,9 +114,10 @@ fn step_rows(steps: &[FactStep]) -> Vec<FactStepRow> {
 
 /// Several facts computed at once (MEMIT): the entries, one per layer.
 pub struct FactsOutcome {
-    /// One low-rank entry per layer, of rank the number of facts (float tensors).
+    /// One low-rank entry per layer, of rank the number of facts (a quantized tensor's
+    /// against its values as F32).
     pub entries: Vec<LowRankEntry>,
-    /// A quantized model's block changes (its entries are kept as blocks).
+    /// A quantized model's block changes (what its entries are applied as).
     pub blocks: Vec<Change>,
     /// `over` with every layer's update laid on.
     pub overlay: Overlay,
@@ -203,11 +204,9 @@ pub fn edit_facts(
             overlay.write(&c.tensor, c.offset, &c.patched);
             changed_bytes += c.patched.len() as u64;
         }
-        if update.blocks.is_empty() {
-            entries.push(update.entry);
-        } else {
-            blocks.extend(update.blocks);
-        }
+        // A quantized tensor is applied as its blocks, its factors kept beside them.
+        entries.push(update.entry);
+        blocks.extend(update.blocks);
     }
     // 3. Every fact scored with all the updates in.
     let cache = WeightCache::default();

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod ablate;
+pub mod adapter;
 pub mod blocks;
 pub mod diff;
 pub mod error;

@@ -11,6 +11,7 @@ mod fitsne;
 pub mod knn;
 mod pca;
 mod spectral;
+pub mod svd;
 mod tsne;
 mod umap;
 mod umap_graph;

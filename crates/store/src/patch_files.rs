@@ -223,9 +223,9 @@ pub fn wants_compact(format: Format, json_len: u64) -> bool {
 /// Saves a patch atomically in `format`; `model` (when known) gives the element widths the
 /// compact form shuffles by. Returns the form written.
 pub fn save(path: &Path, patch: &Patch, format: Format, model: Option<&Model>) -> Result<Format> {
-    if !patch.low_rank.is_empty() || !patch.metadata.is_empty() || !patch.factors.is_empty() {
-        // Low-rank, factor and metadata entries are small; the compact form holds byte runs
-        // only.
+    if !patch.low_rank.is_empty() || !patch.metadata.is_empty() {
+        // Low-rank and metadata entries are small; the compact form holds byte runs (and the
+        // factors kept beside quantized blocks).
         if format == Format::Compact {
             return Err(StoreError::CompactLowRank {
                 path: path.to_path_buf(),

@@ -9,6 +9,7 @@
 //! assert_eq!(row.shape, [2, 3]);
 //! ```
 
+mod adapter;
 mod analysis;
 mod fact;
 /// The MCP tools' arguments, with JSON schemas for the agents that call them.
@@ -21,6 +22,7 @@ mod structure;
 mod surgery;
 mod trace;
 
+pub use adapter::*;
 pub use analysis::*;
 pub use fact::*;
 pub use model::*;

@@ -151,10 +151,13 @@ impl Patch {
             (false, true) => self.note.clone(),
             _ => other.note.clone(),
         };
+        // Both patches' factors: the second's change comes on top of the first's.
+        let factors = self.factors.iter().chain(&other.factors).cloned().collect();
         Ok(Patch {
             entries,
             note,
             metadata,
+            factors,
             ..self.clone()
         })
     }

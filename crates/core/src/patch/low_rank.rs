@@ -231,6 +231,19 @@ impl LowRankEntry {
         Ok(entry)
     }
 
+    /// The entry that undoes this one's change (`−U Vᵀ`, its digests swapped): what the
+    /// factors kept beside a quantized tensor's blocks become when the patch is inverted.
+    pub fn negated(&self) -> LowRankEntry {
+        let (u, _) = self.factors();
+        let minus: Vec<f32> = u.iter().map(|x| -x).collect();
+        LowRankEntry {
+            u: f32_bytes(&minus),
+            base_sha256: self.patched_sha256.clone(),
+            patched_sha256: self.base_sha256.clone(),
+            ..self.clone()
+        }
+    }
+
     /// `(rows, cols)` as the factors give them.
     pub fn factor_shape(&self) -> Result<(u64, u64), LowRankError> {
         factor_shape(&self.tensor, self.rank, self.u.len(), self.v.len())

@@ -349,6 +349,9 @@ impl Patch {
         for e in &mut out.metadata {
             std::mem::swap(&mut e.original, &mut e.patched);
         }
+        for e in &mut out.factors {
+            *e = e.negated();
+        }
         out
     }
 

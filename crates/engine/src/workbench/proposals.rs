@@ -183,8 +183,7 @@ impl Workbench {
         origin: &Origin,
     ) -> Result<()> {
         let mut patch = tensor_surgeon_store::patch_files::new_for(&self.model, note);
-        patch.low_rank = entries;
-        crate::blocks::record(&self.model, &mut patch, blocks, origin)?;
+        crate::blocks::keep(&self.model, &mut patch, entries, blocks, origin)?;
         std::fs::create_dir_all(&self.config.patches_dir)
             .map_err(Error::io(&self.config.patches_dir))?;
         tensor_surgeon_store::patch_files::save(

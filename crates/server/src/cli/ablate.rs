@@ -93,9 +93,14 @@ pub fn ablate(a: &AblateArgs) -> Result<()> {
     let r = &outcome.report;
     let note = format!("ablation: layer {}, strength {}", r.layer, r.strength);
     let mut patch = patch_files::new_for(&o.model, &note);
-    patch.low_rank = outcome.entries;
     let origin = tensor_surgeon_core::patch::Origin::new("cli");
-    tensor_surgeon_engine::blocks::record(&o.model, &mut patch, &outcome.blocks, &origin)?;
+    tensor_surgeon_engine::blocks::keep(
+        &o.model,
+        &mut patch,
+        outcome.entries,
+        &outcome.blocks,
+        &origin,
+    )?;
     // Byte entries of a quantized model's blocks go compact when large; low-rank entries are JSON.
     patch_files::save(&a.out, &patch, Format::Auto, Some(&o.model))?;
     if a.m.json {

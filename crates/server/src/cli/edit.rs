@@ -326,7 +326,7 @@ pub fn run(args: EditArgs, matches: &ArgMatches) -> Result<()> {
     ops.sort_by_key(|o| o.0);
 
     let mut patch = if args.patch.exists() {
-        patch_files::load_for(&args.patch, &model)?
+        tensor_surgeon_engine::adapter::load_for(&args.patch, &model)?
     } else {
         patch_files::new_for(&model, "")
     };

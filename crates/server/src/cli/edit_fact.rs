@@ -182,20 +182,17 @@ pub fn edit_fact(a: &EditFactArgs) -> Result<()> {
         )?;
         over = outcome.overlay;
         reports.push(outcome.report);
-        // A quantized tensor's edit is kept as the blocks it rewrote.
-        if !outcome.blocks.is_empty() {
-            blocks.extend(outcome.blocks);
-            continue;
-        }
+        // A quantized tensor's edit is applied as the blocks it rewrote.
+        blocks.extend(outcome.blocks);
         // Facts at one layer share its entry: the ranks add up.
         match entries
             .iter_mut()
             .find(|e| e.tensor == outcome.entry.tensor)
         {
             Some(e) => {
-                let info = o.model.get(&e.tensor)?.1;
+                let info = tensor_surgeon_engine::blocks::values_info(o.model.get(&e.tensor)?.1);
                 let base = o.model.tensor_bytes(&e.tensor)?;
-                *e = e.joined(&outcome.entry, info, &base)?;
+                *e = e.joined(&outcome.entry, &info, &base)?;
             }
             None => entries.push(outcome.entry),
         }
@@ -248,8 +245,7 @@ fn write(
     reports: &[FactEditReport],
 ) -> Result<()> {
     let mut patch = patch_files::new_for(&o.model, &note(facts));
-    patch.low_rank = entries;
-    tensor_surgeon_engine::blocks::record(&o.model, &mut patch, blocks, &Origin::new("cli"))?;
+    tensor_surgeon_engine::blocks::keep(&o.model, &mut patch, entries, blocks, &Origin::new("cli"))?;
     patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
     if a.m.json {
         return if a.requests.is_some() {

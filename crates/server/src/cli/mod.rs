@@ -2,6 +2,7 @@
 //! exit code 0 on success, 1 with a one-line message on stderr for anything a user can fix.
 
 mod ablate;
+mod adapter;
 pub mod diff;
 mod edit;
 mod edit_fact;
@@ -192,6 +193,12 @@ enum Command {
     /// projected out of every matrix that writes to the residual stream, written as low-rank
     /// patch entries, with the behaviour and the KL before and after.
     Ablate(ablate::AblateArgs),
+    /// LoRA adapters out: a patch's low-rank entries exported, or a difference extracted
+    /// (adapters in: give one wherever a patch is read).
+    Adapter {
+        #[command(subcommand)]
+        command: adapter::AdapterCommand,
+    },
     /// Write the demo model (a tiny transformer-shaped checkpoint) and its tokenizer.json.
     Demo {
         #[arg(long)]
@@ -321,6 +328,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         Command::Trace(a) => trace::trace(&a),
         Command::EditFact(a) => edit_fact::edit_fact(&a),
         Command::Ablate(a) => ablate::ablate(&a),
+        Command::Adapter { command } => adapter::run(&command),
     }
 }
 

@@ -11,7 +11,7 @@ use tensor_surgeon_store::{bake, demo, Model, StoreError};
 
 pub fn verify(model_path: &Path, patch_path: &Path, as_json: bool) -> Result<()> {
     let model = Model::open(model_path)?;
-    let loaded = patch_files::load_within(patch_path, Some(&model))?;
+    let loaded = tensor_surgeon_engine::adapter::load_within(patch_path, Some(&model))?;
     let mismatched = patch_files::fingerprint_mismatches(&model, loaded.base());
     let entries = loaded.entry_count();
     let conflicts = patch_files::resolve(patch_path, loaded, &model, None)?
@@ -49,7 +49,7 @@ pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
 
 pub fn apply(model_path: &Path, patch_path: &Path, out: &Path) -> Result<()> {
     let model = Model::open(model_path)?;
-    let patch = patch_files::load_for(patch_path, &model)?;
+    let patch = tensor_surgeon_engine::adapter::load_for(patch_path, &model)?;
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(model.total_bytes());
         b.set_style(
@@ -108,7 +108,7 @@ fn report(out: &Path, entries: usize, form: Format) {
 
 pub fn invert(patch_path: &Path, out: &Path, format: Format, model: Option<&Path>) -> Result<()> {
     let model = model.map(Model::open).transpose()?;
-    let loaded = patch_files::load_within(patch_path, model.as_ref())?;
+    let loaded = tensor_surgeon_engine::adapter::load_within(patch_path, model.as_ref())?;
     if let (Loaded::Compact(c), None) = (&loaded, &model) {
         // The delta is symmetric: no base is needed to stay compact.
         if format == Format::Json {
@@ -140,8 +140,8 @@ pub fn combine(
 ) -> Result<()> {
     let model = model.map(Model::open).transpose()?;
     let (la, lb) = (
-        patch_files::load_within(first, model.as_ref())?,
-        patch_files::load_within(second, model.as_ref())?,
+        tensor_surgeon_engine::adapter::load_within(first, model.as_ref())?,
+        tensor_surgeon_engine::adapter::load_within(second, model.as_ref())?,
     );
     if la.base() != lb.base() {
         eprintln!("warning: the two patches were made for different base files");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tensor_surgeon_core::overlay::Overlay;
 use tensor_surgeon_core::stats::{self, scan::ScanRow, Summary};
 use tensor_surgeon_engine::{statistics, Error, Result};
-use tensor_surgeon_store::{patch_files, Model};
+use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::TensorStats;
 
 /// A byte progress bar on stderr, hidden when stderr is not a terminal.
@@ -137,7 +137,7 @@ pub fn stats(
         )));
     }
     let model = Model::open(model_path)?;
-    let overlay = patch_files::overlay_of(&model, patch_paths)?;
+    let overlay = tensor_surgeon_engine::adapter::overlay_of(&model, patch_paths)?;
     let names: Vec<String> = match tensor {
         Some(t) => vec![model.get(t)?.1.name.clone()],
         None => model.tensors().map(|(_, t)| t.name.clone()).collect(),
@@ -161,7 +161,7 @@ pub fn stats(
 /// `scan MODEL`: every tensor's statistics, flags, and outliers among siblings.
 pub fn scan(model_path: &Path, patch_paths: &[PathBuf], as_json: bool) -> Result<()> {
     let model = Model::open(model_path)?;
-    let overlay = patch_files::overlay_of(&model, patch_paths)?;
+    let overlay = tensor_surgeon_engine::adapter::overlay_of(&model, patch_paths)?;
     let names: Vec<String> = model.tensors().map(|(_, t)| t.name.clone()).collect();
     let all = compute_all(&model, &overlay, &names, stats::DEFAULT_BINS)?;
     let mut rows: Vec<ScanRow> = all.iter().map(statistics::scan_row).collect();

@@ -35,6 +35,10 @@ struct Meta {
     base: Vec<Fingerprint>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     origins: Vec<Origin>,
+    /// The factors kept beside quantized tensors' blocks (readers that do not know them
+    /// lose nothing they apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    factors: Vec<tensor_surgeon_core::patch::LowRankEntry>,
 }
 
 /// Byte plane `k` of every `width`-byte element together; a tail shorter than `width` last.
@@ -102,6 +106,7 @@ impl CompactPatch {
             note: self.note.clone(),
             base: self.base.clone(),
             origins: self.origins.clone(),
+            factors: self.factors.clone(),
         })?;
         table.extend_from_slice(&(meta.len() as u32).to_le_bytes());
         table.extend_from_slice(&meta);
@@ -383,6 +388,7 @@ fn parse_body<R: Read>(
         base: meta.base,
         origins: meta.origins,
         tensors,
+        factors: meta.factors,
     })
 }
 

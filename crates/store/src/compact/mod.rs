@@ -42,6 +42,9 @@ pub struct CompactPatch {
     pub origins: Vec<Origin>,
     /// One record per changed tensor, by name.
     pub tensors: Vec<TensorDelta>,
+    /// The factors behind a quantized tensor's blocks ([`Patch::factors`]): kept, never
+    /// applied.
+    pub factors: Vec<tensor_surgeon_core::patch::LowRankEntry>,
 }
 
 /// The changes to one tensor.
@@ -216,6 +219,7 @@ impl CompactPatch {
             base: patch.base.clone(),
             origins,
             tensors,
+            factors: patch.factors.clone(),
         }
     }
 
@@ -229,6 +233,9 @@ impl CompactPatch {
         let mut out = self.clone();
         for t in &mut out.tensors {
             std::mem::swap(&mut t.original_digest, &mut t.patched_digest);
+        }
+        for f in &mut out.factors {
+            *f = f.negated();
         }
         out
     }
@@ -326,10 +333,10 @@ impl CompactPatch {
             base: self.base.clone(),
             entries,
             low_rank: Vec::new(),
-            // The compact form holds byte entries only (a patch with metadata or factors
-            // saves as JSON).
+            // The compact form holds byte entries and factors (a patch with metadata saves
+            // as JSON).
             metadata: Vec::new(),
-            factors: Vec::new(),
+            factors: self.factors.clone(),
         })
     }
 }

@@ -1,0 +1,588 @@
+//! Adapters beside a base model. An adapter (a PEFT folder or a llama.cpp GGUF adapter) is
+//! read as a patch of low-rank entries, one per module, named as the model names its tensors
+//! (through the one description of its architecture: Hugging Face's and llama.cpp's names,
+//! and the query/key rows llama.cpp's converter interleaves). A float tensor's module is a
+//! low-rank entry; a quantized tensor's is applied as its blocks quantized again, its factors
+//! kept beside them. The reverse: any set of low-rank entries leaves as either format, and
+//! any difference (two models, a model and a patch) becomes one by truncated SVD.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tensor_surgeon_core::overlay::Overlay;
+use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Origin, Patch, PatchEntry};
+use tensor_surgeon_core::source::ByteSource;
+use tensor_surgeon_infer::naming::{Naming, Rows, Scheme};
+use tensor_surgeon_store::adapter::{self, Adapter, AdapterFormat, BaseNote, ModuleOut};
+use tensor_surgeon_store::{patch_files, Model};
+use tensor_surgeon_wire::{
+    AdapterModuleRow, ExportReport, ExportedModule, ExtractReport, ExtractedModule, SkippedTensor,
+};
+
+/// How an adapter and a model do not fit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdapterFit {
+    #[error("{module}: the model has no such tensor (an adapter for another base model?)")]
+    NoTensor { module: String },
+    #[error(
+        "{module}: the adapter changes a {rows} x {cols} matrix but the model's {tensor} is \
+         {want_rows} x {want_cols} (an adapter for another base model?)"
+    )]
+    Shape {
+        module: String,
+        tensor: String,
+        rows: u64,
+        cols: u64,
+        want_rows: u64,
+        want_cols: u64,
+    },
+    #[error("{tensor}: this model's description gives it no {scheme} name, so it cannot be written in that format")]
+    NoName { tensor: String, scheme: &'static str },
+    #[error("{tensor} has shape {shape:?}: an adapter module changes a matrix")]
+    NotAMatrix { tensor: String, shape: Vec<u64> },
+    #[error("{tensor}: the adapter replaces it with {have} values but the model stores {want}")]
+    Replaced {
+        tensor: String,
+        have: String,
+        want: String,
+    },
+    #[error(
+        "nothing to export: the patch has no low-rank entries{}",
+        if *byte_tensors > 0 { format!(" (it changes {byte_tensors} tensor(s) byte by byte: `adapter extract` turns a difference into factors)") } else { String::new() }
+    )]
+    Empty { byte_tensors: usize },
+    #[error("give --rank (at least 1) or --tolerance (between 0 and 1)")]
+    Rule,
+}
+
+/// The two names of a model's tensors, from its description (a model without one has only
+/// its own).
+pub fn naming(model: &Model) -> Naming {
+    match model.gguf() {
+        Some(h) => Naming::of_gguf(h).unwrap_or_default(),
+        None => Naming::of_folder(&model.path),
+    }
+}
+
+/// The scheme of the model's own names.
+fn own_scheme(model: &Model) -> Scheme {
+    match model.gguf() {
+        Some(_) => Scheme::Gguf,
+        None => Scheme::HuggingFace,
+    }
+}
+
+/// The model's tensor an adapter's module changes, and how the module's rows map onto it.
+fn own_tensor(model: &Model, naming: &Naming, name: &str) -> Result<(String, Rows)> {
+    if let Some((own, rows)) = naming.to_own(name) {
+        if model.get(&own).is_ok() {
+            return Ok((own, rows));
+        }
+    }
+    if model.get(name).is_ok() {
+        return Ok((name.to_string(), Rows::Same));
+    }
+    Err(AdapterFit::NoTensor {
+        module: name.to_string(),
+    }
+    .into())
+}
+
+/// Whether `path` is an adapter (not a patch file).
+pub fn is_adapter(path: &Path) -> bool {
+    adapter::detect(path).is_some()
+}
+
+/// The patch an adapter makes of `model`: a low-rank entry per module of a float tensor; the
+/// blocks of a quantized one (with its factors); byte entries for whole tensors it replaces.
+pub fn to_patch(model: &Model, a: &Adapter) -> Result<Patch> {
+    let naming = naming(model);
+    let label = a
+        .path
+        .file_name()
+        .map_or_else(|| a.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let origin = Origin::new(&format!("adapter {label}"));
+    let mut patch = patch_files::new_for(model, &format!("adapter {label}"));
+    let (mut entries, mut blocks) = (Vec::new(), Vec::new());
+    for m in &a.modules {
+        let (own, rows) = own_tensor(model, &naming, &m.tensor)?;
+        let (_, stored) = model.get(&own)?;
+        let (want_rows, want_cols) = low_rank::matrix_shape(&stored.shape);
+        if (want_rows, want_cols) != (m.rows as u64, m.cols as u64) || stored.shape.len() != 2 {
+            return Err(AdapterFit::Shape {
+                module: m.tensor.clone(),
+                tensor: own,
+                rows: m.rows as u64,
+                cols: m.cols as u64,
+                want_rows,
+                want_cols,
+            }
+            .into());
+        }
+        let u = rows.apply(&m.u, m.rows);
+        let update = crate::blocks::low_rank_update(
+            model,
+            &Overlay::default(),
+            &own,
+            (m.rank as u32, &u, &m.v),
+            Some(origin.clone()),
+        )?;
+        entries.push(update.entry);
+        blocks.extend(update.blocks);
+    }
+    crate::blocks::keep(model, &mut patch, entries, &blocks, &origin)?;
+    for r in &a.replaced {
+        let (own, _) = own_tensor(model, &naming, &r.tensor)?;
+        let (_, stored) = model.get(&own)?;
+        if stored.blocks.is_some() || stored.dtype != r.dtype || stored.elements() != r.shape.iter().product::<u64>() {
+            return Err(AdapterFit::Replaced {
+                tensor: own,
+                have: format!("{:?} {}", r.shape, tensor_surgeon_core::dtype::name(r.dtype)),
+                want: match stored.blocks {
+                    Some(ty) => format!("{:?} {ty} blocks", stored.shape),
+                    None => format!("{:?} {}", stored.shape, tensor_surgeon_core::dtype::name(stored.dtype)),
+                },
+            }
+            .into());
+        }
+        let base = model.tensor_bytes(&own)?;
+        patch.entries.push(PatchEntry {
+            tensor: own,
+            offset: 0,
+            original: base.to_vec(),
+            patched: r.bytes.clone(),
+            origin: Some(origin.clone()),
+        });
+    }
+    patch.entries = tensor_surgeon_core::patch::normalize(std::mem::take(&mut patch.entries))
+        .map_err(|source| Error::Patch {
+            path: a.path.clone(),
+            source,
+        })?;
+    Ok(patch)
+}
+
+/// Reads a patch file, or an adapter as the patch it makes of `model` (an adapter needs
+/// its base), before either is checked against the model.
+pub fn load_within(path: &Path, model: Option<&Model>) -> Result<patch_files::Loaded> {
+    if !is_adapter(path) {
+        return Ok(patch_files::load_within(path, model)?);
+    }
+    let Some(model) = model else {
+        return Err(Error::Usage(format!(
+            "{} is an adapter: it is read against its base model, so give the model",
+            path.display()
+        )));
+    };
+    let a = adapter::read(path).map_err(tensor_surgeon_store::StoreError::from)?;
+    Ok(patch_files::Loaded::Json(to_patch(model, &a)?))
+}
+
+/// Reads a patch file or an adapter meant for `model` and checks it against the model.
+pub fn load_for(path: &Path, model: &Model) -> Result<Patch> {
+    let loaded = load_within(path, Some(model))?;
+    Ok(patch_files::resolve(path, loaded, model, None)?
+        .map_err(|conflicts| tensor_surgeon_store::StoreError::Conflicts { conflicts })?)
+}
+
+/// The edits of patch files and adapters, in order, as one overlay.
+pub fn overlay_of(model: &Model, paths: &[PathBuf]) -> Result<Overlay> {
+    let mut overlay = Overlay::default();
+    for path in paths {
+        for e in &load_for(path, model)?.entries {
+            overlay.write(&e.tensor, e.offset, &e.patched);
+        }
+    }
+    Ok(overlay)
+}
+
+/// An adapter's modules against `model`: rank, scale and how much each changes its tensor.
+pub fn modules(model: &Model, a: &Adapter) -> Result<Vec<AdapterModuleRow>> {
+    let naming = naming(model);
+    let mut rows = Vec::new();
+    for m in &a.modules {
+        let (own, _) = own_tensor(model, &naming, &m.tensor)?;
+        let norm = product_norm(&m.u, &m.v, m.rank);
+        let w = values(model, &Overlay::default(), &own)?;
+        let w_norm = w.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        rows.push(AdapterModuleRow {
+            layer: tensor_surgeon_infer::arch::Architecture::layer_of(&own).map(|l| l as u32),
+            tensor: own,
+            named: m.tensor.clone(),
+            rank: m.rank as u32,
+            scale: m.scale,
+            norm,
+            relative_norm: if w_norm > 0.0 { norm / w_norm } else { 0.0 },
+        });
+    }
+    Ok(rows)
+}
+
+/// `‖U Vᵀ‖_F` from the `rank x rank` Gram matrices: `trace((UᵀU)(VᵀV))`.
+fn product_norm(u: &[f32], v: &[f32], rank: usize) -> f64 {
+    let gram = |m: &[f32]| {
+        let mut g = vec![0f64; rank * rank];
+        for row in m.chunks_exact(rank) {
+            for a in 0..rank {
+                for b in 0..rank {
+                    g[a * rank + b] += f64::from(row[a]) * f64::from(row[b]);
+                }
+            }
+        }
+        g
+    };
+    let (gu, gv) = (gram(u), gram(v));
+    let mut t = 0.0;
+    for a in 0..rank {
+        for b in 0..rank {
+            t += gu[a * rank + b] * gv[b * rank + a];
+        }
+    }
+    t.max(0.0).sqrt()
+}
+
+/// A tensor's values as f32, through `over` (a quantized tensor's decoded from its blocks).
+fn values(model: &Model, over: &Overlay, name: &str) -> Result<Vec<f32>> {
+    let (_, stored) = model.get(name)?;
+    let info = crate::blocks::values_info(stored);
+    let bytes = model.tensor_bytes(name)?;
+    let mut buf = vec![0u8; info.byte_len() as usize];
+    over.view(stored, &*bytes).read(0, &mut buf);
+    let width = tensor_surgeon_core::dtype::element_bytes(info.dtype);
+    Ok(buf
+        .chunks_exact(width)
+        .map(|c| tensor_surgeon_core::dtype::decode_f64(info.dtype, c) as f32)
+        .collect())
+}
+
+/// The format `out` asks for: `format` when given, else `.gguf` files are GGUF and anything
+/// else a PEFT folder.
+pub fn format_for(out: &Path, format: Option<AdapterFormat>) -> AdapterFormat {
+    format.unwrap_or_else(|| {
+        match out.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("gguf") => AdapterFormat::Gguf,
+            _ => AdapterFormat::Peft,
+        }
+    })
+}
+
+fn format_name(f: AdapterFormat) -> &'static str {
+    match f {
+        AdapterFormat::Peft => "peft",
+        AdapterFormat::Gguf => "gguf",
+    }
+}
+
+/// One module on its way out: the model's tensor and its factors in the model's row order.
+struct Factors {
+    tensor: String,
+    rows: usize,
+    cols: usize,
+    rank: usize,
+    u: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// What a written adapter says of `model`.
+fn base_note(model: &Model, naming: &Naming) -> BaseNote {
+    BaseNote {
+        name: model
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
+        fingerprint: serde_json::to_string(&model.fingerprints()).unwrap_or_default(),
+        architecture: model
+            .gguf()
+            .and_then(|h| h.architecture())
+            .map(str::to_string)
+            .or_else(|| naming.gguf_architecture().map(str::to_string)),
+    }
+}
+
+/// Writes `factors` (in the model's names and row order) as an adapter at `out`.
+fn write(
+    model: &Model,
+    factors: &[Factors],
+    format: AdapterFormat,
+    out: &Path,
+) -> Result<(Vec<ExportedModule>, Vec<String>)> {
+    let naming = naming(model);
+    let scheme = match format {
+        AdapterFormat::Peft => Scheme::HuggingFace,
+        AdapterFormat::Gguf => Scheme::Gguf,
+    };
+    let mut named: Vec<(String, Vec<f32>)> = Vec::new();
+    for f in factors {
+        let (name, rows) = match naming.name_in(&f.tensor, scheme) {
+            Some(n) => n,
+            None if own_scheme(model) == scheme => (f.tensor.clone(), Rows::Same),
+            None => {
+                return Err(AdapterFit::NoName {
+                    tensor: f.tensor.clone(),
+                    scheme: match scheme {
+                        Scheme::HuggingFace => "Hugging Face",
+                        Scheme::Gguf => "llama.cpp",
+                    },
+                }
+                .into())
+            }
+        };
+        named.push((name, rows.apply(&f.u, f.rows)));
+    }
+    let outs: Vec<ModuleOut<'_>> = factors
+        .iter()
+        .zip(&named)
+        .map(|(f, (name, u))| ModuleOut {
+            tensor: name,
+            embedding: name.ends_with("embed_tokens.weight") || name.ends_with("token_embd.weight"),
+            rows: f.rows,
+            cols: f.cols,
+            rank: f.rank,
+            u,
+            v: &f.v,
+        })
+        .collect();
+    let note = base_note(model, &naming);
+    let files = match format {
+        AdapterFormat::Peft => adapter::write_peft(out, &outs, &note)?,
+        AdapterFormat::Gguf => adapter::write_gguf(out, &outs, &note)?,
+    };
+    let modules = factors
+        .iter()
+        .zip(&named)
+        .map(|(f, (name, _))| ExportedModule {
+            tensor: f.tensor.clone(),
+            named: name.clone(),
+            rank: f.rank as u32,
+        })
+        .collect();
+    Ok((modules, files.iter().map(|p| p.display().to_string()).collect()))
+}
+
+/// Writes a patch's low-rank entries (and the factors kept beside a quantized tensor's
+/// blocks) as an adapter for `model` at `out`: entries of one tensor joined (their ranks add
+/// up). Tensors the patch changes byte by byte are listed as skipped.
+pub fn export(
+    model: &Model,
+    patch: &Patch,
+    format: AdapterFormat,
+    out: &Path,
+) -> Result<ExportReport> {
+    let mut by: BTreeMap<&str, Vec<&LowRankEntry>> = BTreeMap::new();
+    for e in patch.low_rank.iter().chain(&patch.factors) {
+        by.entry(e.tensor.as_str()).or_default().push(e);
+    }
+    let byte_tensors: std::collections::BTreeSet<&str> = patch
+        .entries
+        .iter()
+        .map(|e| e.tensor.as_str())
+        .filter(|t| !by.contains_key(t))
+        .collect();
+    if by.is_empty() {
+        return Err(AdapterFit::Empty {
+            byte_tensors: byte_tensors.len(),
+        }
+        .into());
+    }
+    let mut factors = Vec::new();
+    for (tensor, entries) in by {
+        let (_, stored) = model.get(tensor)?;
+        if stored.shape.len() != 2 {
+            return Err(AdapterFit::NotAMatrix {
+                tensor: tensor.to_string(),
+                shape: stored.shape.clone(),
+            }
+            .into());
+        }
+        let (rows, cols) = (stored.shape[0] as usize, stored.shape[1] as usize);
+        let rank: usize = entries.iter().map(|e| e.rank as usize).sum();
+        let (mut u, mut v) = (Vec::with_capacity(rows * rank), Vec::with_capacity(cols * rank));
+        let parts: Vec<(Vec<f32>, Vec<f32>, usize)> = entries
+            .iter()
+            .map(|e| {
+                low_rank::check_shape(stored, e.rank, e.u.len(), e.v.len())?;
+                let (a, b) = e.factors();
+                Ok((a, b, e.rank as usize))
+            })
+            .collect::<Result<_>>()?;
+        for i in 0..rows {
+            for (a, _, r) in &parts {
+                u.extend_from_slice(&a[i * r..(i + 1) * r]);
+            }
+        }
+        for j in 0..cols {
+            for (_, b, r) in &parts {
+                v.extend_from_slice(&b[j * r..(j + 1) * r]);
+            }
+        }
+        factors.push(Factors {
+            tensor: tensor.to_string(),
+            rows,
+            cols,
+            rank,
+            u,
+            v,
+        });
+    }
+    let (modules, files) = write(model, &factors, format, out)?;
+    Ok(ExportReport {
+        format: format_name(format).into(),
+        modules,
+        files,
+        skipped: byte_tensors
+            .into_iter()
+            .map(|t| SkippedTensor {
+                tensor: t.to_string(),
+                reason: "changed byte by byte, not by a low-rank entry".into(),
+            })
+            .collect(),
+    })
+}
+
+/// How many singular triplets an extraction keeps per module.
+#[derive(Clone, Copy, Debug)]
+pub enum RankRule {
+    /// At most this many (fewer where the difference has fewer).
+    Rank(usize),
+    /// The fewest whose dropped energy (share of `Σ σ²`) is at most this.
+    Tolerance(f64),
+}
+
+/// The other side of an extraction: another model with the same tensors, or the base with
+/// edits laid on.
+pub enum Other<'a> {
+    Model(&'a Model),
+    Overlay(&'a Overlay),
+}
+
+/// An adapter of the difference `other − base`, per changed matrix (those `include`
+/// matches): a truncated SVD kept by `rule`, written in `format` at `out`. Each module's
+/// relative error is measured on the factors written.
+pub fn extract(
+    base: &Model,
+    other: Other<'_>,
+    rule: RankRule,
+    include: Option<&regex_lite::Regex>,
+    format: AdapterFormat,
+    out: &Path,
+) -> Result<ExtractReport> {
+    match rule {
+        RankRule::Rank(0) => return Err(AdapterFit::Rule.into()),
+        RankRule::Tolerance(t) if !(0.0..1.0).contains(&t) => return Err(AdapterFit::Rule.into()),
+        _ => {}
+    }
+    let empty = Overlay::default();
+    let mut names: Vec<String> = base.tensors().map(|(_, i)| i.name.clone()).collect();
+    names.sort();
+    let (mut factors, mut modules, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for name in names {
+        if include.is_some_and(|re| !re.is_match(&name)) {
+            continue;
+        }
+        if let Other::Overlay(o) = other {
+            if o.tensor(&name).is_none() {
+                continue;
+            }
+        }
+        let (_, info) = base.get(&name)?;
+        let theirs = match other {
+            Other::Model(m) => match m.get(&name) {
+                Ok((_, i)) if i.shape == info.shape => values(m, &empty, &name)?,
+                Ok((_, i)) => {
+                    skipped.push(SkippedTensor {
+                        tensor: name.clone(),
+                        reason: format!("shapes differ: {:?} and {:?}", info.shape, i.shape),
+                    });
+                    continue;
+                }
+                Err(_) => {
+                    skipped.push(SkippedTensor {
+                        tensor: name.clone(),
+                        reason: "not in the other model".into(),
+                    });
+                    continue;
+                }
+            },
+            Other::Overlay(o) => values(base, o, &name)?,
+        };
+        let ours = values(base, &empty, &name)?;
+        if ours == theirs {
+            continue;
+        }
+        if info.shape.len() != 2 {
+            skipped.push(SkippedTensor {
+                tensor: name.clone(),
+                reason: format!("changed, but it is not a matrix (shape {:?})", info.shape),
+            });
+            continue;
+        }
+        let (rows, cols) = (info.shape[0] as usize, info.shape[1] as usize);
+        let delta: Vec<f32> = theirs.iter().zip(&ours).map(|(t, o)| t - o).collect();
+        let svd = tensor_surgeon_layout::svd::thin(&delta, rows, cols)?;
+        let nonzero = svd
+            .s
+            .iter()
+            .take_while(|s| **s > svd.s[0] * 1e-7)
+            .count()
+            .max(1);
+        let k = match rule {
+            RankRule::Rank(r) => r.min(nonzero),
+            RankRule::Tolerance(t) => (1..=svd.len())
+                .find(|&k| svd.dropped_energy(k) <= t)
+                .unwrap_or(svd.len()),
+        };
+        let n = svd.len();
+        let u: Vec<f32> = (0..rows)
+            .flat_map(|i| (0..k).map(move |c| (i, c)))
+            .map(|(i, c)| (svd.u[i * n + c] * svd.s[c]) as f32)
+            .collect();
+        let v: Vec<f32> = (0..cols)
+            .flat_map(|j| (0..k).map(move |c| (j, c)))
+            .map(|(j, c)| svd.v[j * n + c] as f32)
+            .collect();
+        modules.push(ExtractedModule {
+            tensor: name.clone(),
+            rank: k as u32,
+            relative_error: relative_error(&delta, &u, &v, cols, k),
+            dropped_energy: svd.dropped_energy(k),
+        });
+        factors.push(Factors {
+            tensor: name,
+            rows,
+            cols,
+            rank: k,
+            u,
+            v,
+        });
+    }
+    if factors.is_empty() {
+        return Err(AdapterFit::Empty { byte_tensors: 0 }.into());
+    }
+    let (_, files) = write(base, &factors, format, out)?;
+    Ok(ExtractReport {
+        modules,
+        files,
+        skipped,
+    })
+}
+
+/// `‖Δ − U Vᵀ‖_F / ‖Δ‖_F` in f64, with the factors as written (f32).
+fn relative_error(delta: &[f32], u: &[f32], v: &[f32], cols: usize, k: usize) -> f64 {
+    let (mut err, mut total) = (0f64, 0f64);
+    for (i, row) in delta.chunks_exact(cols).enumerate() {
+        let ui = &u[i * k..(i + 1) * k];
+        for (j, d) in row.iter().enumerate() {
+            let vj = &v[j * k..(j + 1) * k];
+            let approx: f64 = ui.iter().zip(vj).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let d = f64::from(*d);
+            err += (d - approx).powi(2);
+            total += d * d;
+        }
+    }
+    if total == 0.0 {
+        0.0
+    } else {
+        (err / total).sqrt()
+    }
+}
