@@ -625,7 +625,8 @@ def test_a_fact_edit_of_a_quantized_gguf_bakes_into_a_file_llama_cpp_answers_wit
     """ROME on SmolLM2's Q4_1 GGUF: the rank-one change of layer 6's down_proj is made on its
     values and its blocks quantized again; the patch is whole blocks of that tensor; llama.cpp
     on the baked file continues the prompt with the new target and the neighbour's answer
-    stays."""
+    stays; exported as a GGUF adapter, llama.cpp with the base file and the adapter gives our
+    top 3."""
     import models
 
     path = models.smollm2_gguf()
@@ -635,14 +636,30 @@ def test_a_fact_edit_of_a_quantized_gguf_bakes_into_a_file_llama_cpp_answers_wit
                  "--layer", 6, "--neighbor", neighbour, "--out", patch, "--json").json()
     assert report["tensor"] == "blk.6.ffn_down.weight" and report["old"]["token"] == " Paris"
     assert report["scores"]["efficacy"] == 100 and report["scores"]["neighborhood"] == 100
-    entries = json.loads(patch.read_text())["entries"]
-    assert entries and all(e["tensor"] == "blk.6.ffn_down.weight" and "kind" not in e for e in entries)
+    everything = json.loads(patch.read_text())["entries"]
+    entries = [e for e in everything if "kind" not in e]
+    assert entries and all(e["tensor"] == "blk.6.ffn_down.weight" for e in entries)
     assert all(e["offset"] % 20 == 0 and len(e["patched"]) % 40 == 0 for e in entries), "whole Q4_1 blocks"
     assert sum(len(e["patched"]) // 2 for e in entries) == report["changed_bytes"]
+    # Beside the blocks, the edit's exact factors (never applied: the blocks are the change).
+    [factors] = [e for e in everything if "kind" in e]
+    assert factors["kind"] == "factors" and factors["tensor"] == "blk.6.ffn_down.weight" and factors["rank"] == 1
     run("apply", path, patch, "--out", out)
     theirs = llama_cpp(out, prompts=[prompt, neighbour], top_k=3)["prompts"]
     assert theirs[0]["top"][0]["token"] == " Rome" and theirs[0]["top"][0]["prob"] > 0.5, theirs[0]
     assert theirs[1]["top"][0]["token"] == " Paris", theirs[1]
+    # The edit leaves as a GGUF adapter: llama.cpp with the base file and the adapter answers
+    # as our run of the patch does (the adapter adds U Vᵀ exactly; the patch holds it in
+    # Q4_1 blocks quantized again).
+    adapter = tmp_path / "fact-adapter.gguf"
+    exported = run("adapter", "export", path, patch, "--out", adapter, "--json").json()
+    assert exported["format"] == "gguf" and exported["files"] == [str(adapter)]
+    assert exported["modules"] == [{"tensor": "blk.6.ffn_down.weight", "named": "blk.6.ffn_down.weight", "rank": 1}]
+    ours = run("run", path, "--patch", patch, "--prompt", prompt, "--top-k", 3, "--json").json()["edited"]["top"]
+    lora = llama_cpp(path, prompts=[prompt], top_k=3, lora=[{"path": str(adapter), "scale": 1}])["prompts"][0]["top"]
+    assert [t["id"] for t in ours] == [t["id"] for t in lora], (ours, lora)
+    for a, b in zip(ours, lora):
+        assert abs(a["prob"] - b["prob"]) <= 0.02, (ours, lora)
 
 
 def test_an_ablation_of_a_quantized_gguf_keeps_its_blocks_and_llama_cpp_sees_it(tmp_path):
@@ -660,7 +677,9 @@ def test_an_ablation_of_a_quantized_gguf_keeps_its_blocks_and_llama_cpp_sees_it(
     patch, out = tmp_path / "ablate.tsp", tmp_path / "ablated.gguf"
     report = run("ablate", path, "--from", tmp_path / "from.txt", "--to", tmp_path / "to.txt", "--layer", 10,
                  "--token", " Paris", "--generate", 4, "--out", patch, "--json").json()
-    assert report["entries"] == 60 and report["factor_bytes"] == 0
+    # One entry per matrix, applied as its blocks; its rank-one factors kept beside them
+    # (o_proj 576 x 576, down_proj 576 x 1536, f32).
+    assert report["entries"] == 60 and report["factor_bytes"] == 30 * 4 * ((576 + 576) + (576 + 1536))
     assert report["token_prob"]["edited"] < report["token_prob"]["base"] / 10
     assert run("verify", path, patch, "--json").json()["ok"]
     run("apply", path, patch, "--out", out)

@@ -38,7 +38,10 @@ pub enum AdapterFit {
         want_cols: u64,
     },
     #[error("{tensor}: this model's description gives it no {scheme} name, so it cannot be written in that format")]
-    NoName { tensor: String, scheme: &'static str },
+    NoName {
+        tensor: String,
+        scheme: &'static str,
+    },
     #[error("{tensor} has shape {shape:?}: an adapter module changes a matrix")]
     NotAMatrix { tensor: String, shape: Vec<u64> },
     #[error("{tensor}: the adapter replaces it with {have} values but the model stores {want}")]
@@ -98,10 +101,10 @@ pub fn is_adapter(path: &Path) -> bool {
 /// blocks of a quantized one (with its factors); byte entries for whole tensors it replaces.
 pub fn to_patch(model: &Model, a: &Adapter) -> Result<Patch> {
     let naming = naming(model);
-    let label = a
-        .path
-        .file_name()
-        .map_or_else(|| a.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let label = a.path.file_name().map_or_else(
+        || a.path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let origin = Origin::new(&format!("adapter {label}"));
     let mut patch = patch_files::new_for(model, &format!("adapter {label}"));
     let (mut entries, mut blocks) = (Vec::new(), Vec::new());
@@ -135,13 +138,24 @@ pub fn to_patch(model: &Model, a: &Adapter) -> Result<Patch> {
     for r in &a.replaced {
         let (own, _) = own_tensor(model, &naming, &r.tensor)?;
         let (_, stored) = model.get(&own)?;
-        if stored.blocks.is_some() || stored.dtype != r.dtype || stored.elements() != r.shape.iter().product::<u64>() {
+        if stored.blocks.is_some()
+            || stored.dtype != r.dtype
+            || stored.elements() != r.shape.iter().product::<u64>()
+        {
             return Err(AdapterFit::Replaced {
                 tensor: own,
-                have: format!("{:?} {}", r.shape, tensor_surgeon_core::dtype::name(r.dtype)),
+                have: format!(
+                    "{:?} {}",
+                    r.shape,
+                    tensor_surgeon_core::dtype::name(r.dtype)
+                ),
                 want: match stored.blocks {
                     Some(ty) => format!("{:?} {ty} blocks", stored.shape),
-                    None => format!("{:?} {}", stored.shape, tensor_surgeon_core::dtype::name(stored.dtype)),
+                    None => format!(
+                        "{:?} {}",
+                        stored.shape,
+                        tensor_surgeon_core::dtype::name(stored.dtype)
+                    ),
                 },
             }
             .into());
@@ -259,11 +273,9 @@ fn values(model: &Model, over: &Overlay, name: &str) -> Result<Vec<f32>> {
 /// The format `out` asks for: `format` when given, else `.gguf` files are GGUF and anything
 /// else a PEFT folder.
 pub fn format_for(out: &Path, format: Option<AdapterFormat>) -> AdapterFormat {
-    format.unwrap_or_else(|| {
-        match out.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("gguf") => AdapterFormat::Gguf,
-            _ => AdapterFormat::Peft,
-        }
+    format.unwrap_or_else(|| match out.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("gguf") => AdapterFormat::Gguf,
+        _ => AdapterFormat::Peft,
     })
 }
 
@@ -357,7 +369,10 @@ fn write(
             rank: f.rank as u32,
         })
         .collect();
-    Ok((modules, files.iter().map(|p| p.display().to_string()).collect()))
+    Ok((
+        modules,
+        files.iter().map(|p| p.display().to_string()).collect(),
+    ))
 }
 
 /// Writes a patch's low-rank entries (and the factors kept beside a quantized tensor's
@@ -397,7 +412,10 @@ pub fn export(
         }
         let (rows, cols) = (stored.shape[0] as usize, stored.shape[1] as usize);
         let rank: usize = entries.iter().map(|e| e.rank as usize).sum();
-        let (mut u, mut v) = (Vec::with_capacity(rows * rank), Vec::with_capacity(cols * rank));
+        let (mut u, mut v) = (
+            Vec::with_capacity(rows * rank),
+            Vec::with_capacity(cols * rank),
+        );
         let parts: Vec<(Vec<f32>, Vec<f32>, usize)> = entries
             .iter()
             .map(|e| {
@@ -574,7 +592,11 @@ fn relative_error(delta: &[f32], u: &[f32], v: &[f32], cols: usize, k: usize) ->
         let ui = &u[i * k..(i + 1) * k];
         for (j, d) in row.iter().enumerate() {
             let vj = &v[j * k..(j + 1) * k];
-            let approx: f64 = ui.iter().zip(vj).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let approx: f64 = ui
+                .iter()
+                .zip(vj)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
             let d = f64::from(*d);
             err += (d - approx).powi(2);
             total += d * d;

@@ -34,12 +34,64 @@ struct LoadedInner {
     /// by the kernels as stored.
     blocks: Option<(GgmlType, Vec<u8>)>,
     widened: OnceLock<Tensor>,
+    /// The same edits with the rows in the forward pass's order (a Llama-architecture GGUF's
+    /// query and key weights interleave each head's rotary halves), made on first use.
+    restored: OnceLock<Loaded>,
 }
 
 impl Loaded {
     /// Whether the edits of this tensor cancel out (every edit undone or turned off).
     pub fn same_as_base(&self) -> bool {
         self.0.runs.is_some() && self.0.rows.is_empty() && self.0.blocks.is_none()
+    }
+
+    /// These edits with the rows put back in the forward pass's order: the file's row
+    /// `2j + s` of each head of `rows / heads` rows is row `s·d/2 + j` (`row_bytes`: a row of
+    /// the runs, which hold values).
+    fn restored(&self, rows: usize, heads: usize, row_bytes: usize) -> &Loaded {
+        self.0.restored.get_or_init(|| {
+            let d = rows / heads.max(1);
+            let to_run = |file: usize| {
+                let (h, i) = (file / d.max(1), file % d.max(1));
+                h * d + (i % 2) * (d / 2) + i / 2
+            };
+            let runs = self.0.runs.as_ref().map(|runs| {
+                let mut out = RangeMap::default();
+                for (offset, bytes) in runs.runs() {
+                    let mut at = offset as usize;
+                    let end = at + bytes.len();
+                    while at < end {
+                        let row = at / row_bytes.max(1);
+                        let stop = end.min((row + 1) * row_bytes.max(1));
+                        let to = to_run(row) * row_bytes + at % row_bytes.max(1);
+                        out.write(
+                            to as u64,
+                            &bytes[at - offset as usize..stop - offset as usize],
+                        );
+                        at = stop;
+                    }
+                }
+                out
+            });
+            let rows_of = self
+                .0
+                .rows
+                .iter()
+                .map(|(r, v)| (to_run(*r), v.clone()))
+                .collect();
+            let blocks = self
+                .0
+                .blocks
+                .as_ref()
+                .map(|(ty, b)| (*ty, crate::gguf::restore_rows(b, rows, heads)));
+            Loaded(Arc::new(LoadedInner {
+                runs,
+                rows: rows_of,
+                blocks,
+                widened: OnceLock::new(),
+                restored: OnceLock::new(),
+            }))
+        })
     }
 
     /// The f32 copy, made on first use from the base bytes and the runs.
@@ -177,6 +229,7 @@ impl WeightCache {
             rows,
             blocks: None,
             widened: OnceLock::new(),
+            restored: OnceLock::new(),
         }));
         self.insert(name, version, loaded.clone());
         Ok(loaded)
@@ -210,6 +263,7 @@ impl WeightCache {
                     rows: PatchedRows::new(),
                     blocks,
                     widened: OnceLock::new(),
+                    restored: OnceLock::new(),
                 }));
                 self.insert(name, version, loaded.clone());
                 return Ok(loaded);
@@ -234,6 +288,7 @@ impl WeightCache {
                 rows: patched,
                 blocks: None,
                 widened: OnceLock::new(),
+                restored: OnceLock::new(),
             }));
             self.insert(name, version, loaded.clone());
             return Ok(loaded);
@@ -293,7 +348,6 @@ impl Weights<'_> {
             None => Stored::of(info.dtype, self.model.resident(name)?)?,
         };
         Some(match self.edited(name) {
-            Some(_) if self.model.reorders(name) => return None,
             Some(l) => match &l.0.blocks {
                 Some((ty, bytes)) => Stored::blocks(*ty, bytes, cols)?,
                 None => base.with_patched(&l.0.rows),
@@ -326,13 +380,6 @@ impl Weights<'_> {
     pub fn get(&self, name: &str) -> Result<Tensor> {
         let info = self.model.info(name).ok_or_else(|| missing(name))?;
         if let Some(l) = self.edited(name) {
-            if self.model.reorders(name) {
-                return Err(InferError::Unsupported(format!(
-                    "cannot run this edit: {} is stored with its rotary rows interleaved, and \
-                     edits of it are not mapped to the forward pass's order yet",
-                    self.model.source_name(name)
-                )));
-            }
             return l.widened(name, info.dtype, &info.shape, || read(&self.model, name));
         }
         let base = match self.cache.get(name, 0) {
@@ -346,9 +393,22 @@ impl Weights<'_> {
         base.widened(name, info.dtype, &info.shape, || read(&self.model, name))
     }
 
-    /// The edited tensor behind the forward pass's `name` (edits are keyed by the model's).
+    /// The edited tensor behind the forward pass's `name` (edits are keyed by the model's),
+    /// its rows in the forward pass's order.
     fn edited(&self, name: &str) -> Option<&Loaded> {
-        self.edited.get(self.model.source_name(name))
+        let l = self.edited.get(self.model.source_name(name))?;
+        let Some(heads) = self.model.rotary_heads(name) else {
+            return Some(l);
+        };
+        let info = self.model.info(name)?;
+        let rows = info.shape.first().copied().unwrap_or(1) as usize;
+        let cols = info.shape.last().copied().unwrap_or(1) as usize;
+        // The runs hold values: a quantized tensor's decoded to F32.
+        let width = match info.blocks {
+            Some(_) => 4,
+            None => dtype::element_bytes(info.dtype),
+        };
+        Some(l.restored(rows, heads, cols * width))
     }
 
     /// A tensor that must have `shape`.

@@ -80,7 +80,9 @@ mod tests {
         assert!(svd.dropped_energy(2) < 1e-12);
         for i in 0..rows {
             for j in 0..cols {
-                let back: f64 = (0..3).map(|k| svd.u[i * 3 + k] * svd.s[k] * svd.v[j * 3 + k]).sum();
+                let back: f64 = (0..3)
+                    .map(|k| svd.u[i * 3 + k] * svd.s[k] * svd.v[j * 3 + k])
+                    .sum();
                 assert!((back - f64::from(m[i * cols + j])).abs() < 1e-6);
             }
         }

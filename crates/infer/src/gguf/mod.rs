@@ -258,18 +258,11 @@ impl NameMap {
     pub fn run_name(&self, file_name: &str) -> Option<&str> {
         self.run_names.get(file_name).map(String::as_str)
     }
-
-    /// Whether the tensor of the file called `file_name` is read with its rows reordered.
-    pub fn reorders(&self, file_name: &str) -> bool {
-        self.run_name(file_name)
-            .and_then(|r| self.by_name.get(r))
-            .is_some_and(|m| m.heads.is_some())
-    }
 }
 
 /// Rows of a query or key weight in Hugging Face's order: in each head of `rows / heads`
 /// rows, row `s·d/2 + j` is the file's row `2j + s`.
-fn restore_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
+pub(crate) fn restore_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
     let row_bytes = bytes.len() / rows.max(1);
     let d = rows / heads;
     let mut out = vec![0u8; bytes.len()];
@@ -312,11 +305,9 @@ impl<'a> RunSource<'a> {
         }
     }
 
-    /// Whether `name`'s rows are reordered from the file's.
-    pub fn reorders(&self, name: &str) -> bool {
-        self.names
-            .and_then(|m| m.by_name.get(name))
-            .is_some_and(|m| m.heads.is_some())
+    /// The heads whose rows are put back from the file's order, when `name`'s are.
+    pub fn rotary_heads(&self, name: &str) -> Option<usize> {
+        self.names.and_then(|m| m.by_name.get(name))?.heads
     }
 
     fn mapped(&self, name: &str) -> Option<&'a Mapped> {

@@ -49,7 +49,11 @@ pub enum AdapterCommand {
         base: PathBuf,
         other: PathBuf,
         /// Keep at most this many singular values per matrix.
-        #[arg(long, required_unless_present = "tolerance", conflicts_with = "tolerance")]
+        #[arg(
+            long,
+            required_unless_present = "tolerance",
+            conflicts_with = "tolerance"
+        )]
         rank: Option<usize>,
         /// Keep the fewest singular values whose dropped energy (share of Σσ²) is at most this.
         #[arg(long)]
@@ -84,9 +88,10 @@ pub fn run(command: &AdapterCommand) -> Result<()> {
                 Loaded::Json(p) => Some(p.clone()),
                 Loaded::Compact(_) => None,
             };
-            let checked = patch_files::resolve(patch, loaded, &model, None)?.map_err(|conflicts| {
-                Error::from(tensor_surgeon_store::StoreError::Conflicts { conflicts })
-            })?;
+            let checked =
+                patch_files::resolve(patch, loaded, &model, None)?.map_err(|conflicts| {
+                    Error::from(tensor_surgeon_store::StoreError::Conflicts { conflicts })
+                })?;
             let factors = raw.unwrap_or(checked);
             let format = adapter::format_for(out, format.map(Into::into));
             let report = adapter::export(&model, &factors, format, out)?;

@@ -245,7 +245,13 @@ fn write(
     reports: &[FactEditReport],
 ) -> Result<()> {
     let mut patch = patch_files::new_for(&o.model, &note(facts));
-    tensor_surgeon_engine::blocks::keep(&o.model, &mut patch, entries, blocks, &Origin::new("cli"))?;
+    tensor_surgeon_engine::blocks::keep(
+        &o.model,
+        &mut patch,
+        entries,
+        blocks,
+        &Origin::new("cli"),
+    )?;
     patch_files::save(&a.out, &patch, Format::Json, Some(&o.model))?;
     if a.m.json {
         return if a.requests.is_some() {

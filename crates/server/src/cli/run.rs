@@ -4,10 +4,10 @@
 use super::{print_json, table};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tensor_surgeon_engine::adapter::overlay_of;
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_infer::tokens::Vocab;
 use tensor_surgeon_infer::{Edited, RunnableModel};
-use tensor_surgeon_engine::adapter::overlay_of;
 use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{ActivationsRequest, NextTokens, ProbeSet, RunRequest};
 

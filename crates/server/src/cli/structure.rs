@@ -9,11 +9,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 use tensor_surgeon_core::view::ViewSpec;
+use tensor_surgeon_engine::adapter::overlay_of;
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_infer::tokens::{self, Vocab};
 use tensor_surgeon_layout::{self, Input};
 use tensor_surgeon_layout::{Live, Report};
-use tensor_surgeon_engine::adapter::overlay_of;
 use tensor_surgeon_store::Model;
 use tensor_surgeon_wire::{Init, LayoutParams, LayoutReport, Method, Nearest, TokenComparison};
 
