@@ -57,6 +57,16 @@ pub enum AdapterFit {
     Empty { byte_tensors: usize },
     #[error("give --rank (at least 1) or --tolerance (between 0 and 1)")]
     Rule,
+    /// A control vector where a patch was expected.
+    #[error(
+        "{} is a control vector: it is added to layer outputs as the model runs (--control-vector \
+         on run, probe and trace). It would bake into the weights exactly only where a layer's \
+         last matrix has a bias and no norm follows it, which none of the families this build runs \
+         has (Llama, Mistral, Qwen2/3 and Phi-3 have no o_proj or down_proj bias; Gemma 3 \
+         normalises the MLP's output), so it is kept as what it is",
+        path.display()
+    )]
+    ControlVector { path: PathBuf },
 }
 
 /// The two names of a model's tensors, from its description (a model without one has only
@@ -180,6 +190,12 @@ pub fn to_patch(model: &Model, a: &Adapter) -> Result<Patch> {
 /// Reads a patch file, or an adapter as the patch it makes of `model` (an adapter needs
 /// its base), before either is checked against the model.
 pub fn load_within(path: &Path, model: Option<&Model>) -> Result<patch_files::Loaded> {
+    if tensor_surgeon_store::control_vector::is_control_vector(path) {
+        return Err(AdapterFit::ControlVector {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
     if !is_adapter(path) {
         return Ok(patch_files::load_within(path, model)?);
     }

@@ -210,6 +210,9 @@ impl Llama {
                 o = rms_norm(&o, &self.norm_vector(w, norm)?, eps);
             }
             add(&mut x, &o);
+            if let Some(v) = w.steering_at(spec.index) {
+                add(&mut x, v);
+            }
         }
         cache.len = pos + 1;
         let h = rms_norm(&x, &self.norm_vector(w, &a.final_norm)?, eps);

@@ -21,6 +21,7 @@ pub mod kernel;
 mod kernel_x86;
 pub mod llama;
 pub mod naming;
+pub mod steering;
 mod studies;
 pub mod tokens;
 pub mod trace;

@@ -422,7 +422,11 @@ impl Llama {
         let down = linear(w, &act, &spec.down)?;
         let mlp = post_norm(down.clone(), &spec.post_mlp_norm)?;
         let mlp = replaced(mlp, Part::Mlp, replace)?;
-        let x = (x + &mlp)?;
+        let mut x = (x + &mlp)?;
+        if let Some(v) = w.steering_at(layer) {
+            let v = Tensor::from_slice(v, (1, v.len()), &dev)?;
+            x = x.broadcast_add(&v)?;
+        }
         Ok(Block {
             x,
             attention: att_out,

@@ -191,6 +191,7 @@ impl WeightCache {
             model,
             cache: self,
             edited: edited.0,
+            steering: None,
         }
     }
 
@@ -328,9 +329,22 @@ pub struct Weights<'a> {
     model: RunSource<'a>,
     cache: &'a WeightCache,
     edited: HashMap<String, Loaded>,
+    /// Control vectors added to layers' outputs.
+    steering: Option<Arc<crate::steering::Steering>>,
 }
 
 impl Weights<'_> {
+    /// These weights with control vectors added to the layers' outputs.
+    pub fn with_steering(mut self, steering: Option<Arc<crate::steering::Steering>>) -> Self {
+        self.steering = steering.filter(|s| !s.is_empty());
+        self
+    }
+
+    /// The vector added to `layer`'s output, if any.
+    pub fn steering_at(&self, layer: usize) -> Option<&[f32]> {
+        self.steering.as_deref()?.at(layer)
+    }
+
     /// A 2-D weight as stored (`[rows, cols]`), for the kernels: the memory map (a GGUF's
     /// quantized blocks as they are), with the edited rows. `None` when its dtype or alignment does not suit the kernel.
     pub fn stored(&self, name: &str, rows: usize, cols: usize) -> Option<Stored<'_>> {
@@ -371,9 +385,9 @@ impl Weights<'_> {
         self.edited.keys().map(String::as_str)
     }
 
-    /// Whether any tensor is edited.
+    /// Whether these weights differ from the base: a tensor edited, or a control vector.
     pub fn is_edited(&self) -> bool {
-        !self.edited.is_empty()
+        !self.edited.is_empty() || self.steering.is_some()
     }
 
     /// A tensor as f32, in its stored shape (widened once, then cached).

@@ -21,6 +21,7 @@ pub mod adapter;
 pub mod atomic;
 pub mod bake;
 pub mod compact;
+pub mod control_vector;
 pub mod demo;
 pub mod error;
 pub mod journal;

@@ -50,7 +50,7 @@ pub struct AblateArgs {
 }
 
 /// The prompts of a file, one per line, blank lines left out.
-fn prompts(path: &Path) -> Result<Vec<String>> {
+pub(super) fn prompts(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
     Ok(text
         .lines()

@@ -92,10 +92,10 @@ fn non_negative(text: &str) -> std::result::Result<f64, String> {
 
 /// The layers of `--layers`.
 #[derive(Clone, Debug)]
-struct Layers(Vec<usize>);
+pub(super) struct Layers(pub(super) Vec<usize>);
 
 /// Layers given as "A-B" (inclusive) or "A,B,C".
-fn parse_layers(text: &str) -> std::result::Result<Layers, String> {
+pub(super) fn parse_layers(text: &str) -> std::result::Result<Layers, String> {
     let bad = || format!("layers are \"A-B\" or \"A,B,C\", not {text:?}");
     let number = |t: &str| t.trim().parse::<usize>().map_err(|_| bad());
     let layers: Vec<usize> = match text.split_once('-') {

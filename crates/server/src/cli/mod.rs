@@ -3,6 +3,7 @@
 
 mod ablate;
 mod adapter;
+mod control_vector;
 pub mod diff;
 mod edit;
 mod edit_fact;
@@ -193,6 +194,10 @@ enum Command {
     /// projected out of every matrix that writes to the residual stream, written as low-rank
     /// patch entries, with the behaviour and the KL before and after.
     Ablate(ablate::AblateArgs),
+    /// A control vector from paired prompts (the first principal component or the mean of
+    /// the differences of their last hidden states per layer), as llama.cpp's GGUF; run it
+    /// with --control-vector on run, probe and trace.
+    ControlVector(control_vector::ControlVectorArgs),
     /// LoRA adapters out: a patch's low-rank entries exported, or a difference extracted
     /// (adapters in: give one wherever a patch is read).
     Adapter {
@@ -329,6 +334,7 @@ fn run(matches: &ArgMatches) -> Result<(), Error> {
         Command::EditFact(a) => edit_fact::edit_fact(&a),
         Command::Ablate(a) => ablate::ablate(&a),
         Command::Adapter { command } => adapter::run(&command),
+        Command::ControlVector(a) => control_vector::control_vector(&a),
     }
 }
 

@@ -25,11 +25,56 @@ pub struct ModelArgs {
     pub(super) json: bool,
 }
 
+/// Control vectors added to the layers' outputs of the patched side.
+#[derive(clap::Args, Debug, Default)]
+pub struct SteerArgs {
+    /// A control vector (llama.cpp's GGUF) added to the patched side's layer outputs, times
+    /// STRENGTH (default 1); repeatable.
+    #[arg(long = "control-vector", value_name = "CV.gguf[:STRENGTH]")]
+    control_vector: Vec<String>,
+}
+
+impl SteerArgs {
+    /// The control vectors, checked against the model's layers and width.
+    pub(super) fn steering(
+        &self,
+        runner: &RunnableModel,
+    ) -> Result<Option<Arc<tensor_surgeon_infer::steering::Steering>>> {
+        if self.control_vector.is_empty() {
+            return Ok(None);
+        }
+        let info = runner.info(0);
+        let mut steering = tensor_surgeon_infer::steering::Steering::default();
+        for arg in &self.control_vector {
+            // PATH:STRENGTH, where a path may itself hold a colon.
+            let (path, strength) = match arg.rsplit_once(':') {
+                Some((p, s)) if s.parse::<f32>().is_ok() => (p, s.parse::<f32>().unwrap_or(1.0)),
+                _ => (arg.as_str(), 1.0),
+            };
+            let cv = tensor_surgeon_store::control_vector::read(std::path::Path::new(path))?;
+            for (&layer, v) in &cv.layers {
+                if layer >= info.layers as usize || v.len() != info.hidden as usize {
+                    return Err(Error::Usage(format!(
+                        "{path}: direction.{layer} is {} wide, for a model of {} layers of width                          {}: a control vector for another model?",
+                        v.len(),
+                        info.layers,
+                        info.hidden
+                    )));
+                }
+                steering.add(layer, v, strength);
+            }
+        }
+        Ok(Some(Arc::new(steering)))
+    }
+}
+
 /// Options of `run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
     m: ModelArgs,
+    #[command(flatten)]
+    steer: SteerArgs,
     /// The prompt (causal language models).
     #[arg(long, required_unless_present = "sentence")]
     prompt: Option<String>,
@@ -52,6 +97,8 @@ pub struct RunArgs {
 pub struct ProbeArgs {
     #[command(flatten)]
     m: ModelArgs,
+    #[command(flatten)]
+    steer: SteerArgs,
     /// A probe file: {"version": 1, "probes": [{"prompt", "target", "kind"}]}.
     #[arg(long)]
     probes: PathBuf,
@@ -106,7 +153,10 @@ pub(super) fn open(m: &ModelArgs) -> Result<Opened> {
 pub fn run(a: &RunArgs) -> Result<()> {
     let o = open(&a.m)?;
     let base = o.runner.weights(&o.model, Edited::default());
-    let edited = o.runner.weights(&o.model, o.edited.clone());
+    let edited = o
+        .runner
+        .weights(&o.model, o.edited.clone())
+        .with_steering(a.steer.steering(&o.runner)?);
     if !a.sentence.is_empty() {
         let out = o.runner.embed(&base, Some(&edited), &a.sentence)?;
         if a.m.json {
@@ -186,7 +236,10 @@ pub fn probe(a: &ProbeArgs) -> Result<()> {
     let o = open(&a.m)?;
     let set = read_probes(&a.probes)?;
     let base = o.runner.weights(&o.model, Edited::default());
-    let edited = o.runner.weights(&o.model, o.edited.clone());
+    let edited = o
+        .runner
+        .weights(&o.model, o.edited.clone())
+        .with_steering(a.steer.steering(&o.runner)?);
     let bar = super::stats::progress_bar(set.probes.len() as u64, "probing");
     let rows = o
         .runner

@@ -1,5 +1,5 @@
 //! `trace`: causal tracing of a prompt's answer about a subject (the patched model when
-//! patches are given).
+//! patches are given, with its control vectors).
 
 use super::run::{json, open, ModelArgs};
 use std::io::IsTerminal;
@@ -13,6 +13,8 @@ use tensor_surgeon_wire::{CausalTrace, TraceKind, TraceRequest};
 pub struct TraceArgs {
     #[command(flatten)]
     m: ModelArgs,
+    #[command(flatten)]
+    steer: super::run::SteerArgs,
     #[arg(long)]
     prompt: String,
     /// Text of the prompt whose tokens are corrupted.
@@ -63,7 +65,10 @@ impl KindArg {
 
 pub fn trace(a: &TraceArgs) -> Result<()> {
     let o = open(&a.m)?;
-    let weights = o.runner.weights(&o.model, o.edited.clone());
+    let weights = o
+        .runner
+        .weights(&o.model, o.edited.clone())
+        .with_steering(a.steer.steering(&o.runner)?);
     let req = TraceRequest {
         prompt: a.prompt.clone(),
         subject: a.subject.clone(),

@@ -21,20 +21,22 @@ fn is_token_embedding(name: &str) -> bool {
     name.ends_with("token_embd.weight")
 }
 
+/// The header of a small GGUF file (an adapter, a control vector): `None` for anything
+/// else, a model's header included when it does not fit in the bytes read.
+pub(crate) fn header(path: &Path) -> Option<gguf::GgufHeader> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut head = Vec::new();
+    (&mut f).take(SNIFF_BYTES).read_to_end(&mut head).ok()?;
+    if !gguf::is_gguf(&head) {
+        return None;
+    }
+    gguf::parse(&head, len).ok()
+}
+
 /// Whether `path` is a GGUF file whose `general.type` is `adapter`.
 pub(super) fn is_adapter(path: &Path) -> bool {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(len) = f.metadata().map(|m| m.len()) else {
-        return false;
-    };
-    let mut head = Vec::new();
-    if (&mut f).take(SNIFF_BYTES).read_to_end(&mut head).is_err() || !gguf::is_gguf(&head) {
-        return false;
-    }
-    gguf::parse(&head, len)
-        .is_ok_and(|h| h.get("general.type").and_then(Value::as_str) == Some("adapter"))
+    header(path).is_some_and(|h| h.get("general.type").and_then(Value::as_str) == Some("adapter"))
 }
 
 pub(super) fn read(path: &Path) -> Result<Adapter, AdapterError> {

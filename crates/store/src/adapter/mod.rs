@@ -14,6 +14,7 @@ mod peft;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use gguf::header as gguf_header;
 pub use gguf::write as write_gguf;
 pub use peft::write as write_peft;
 
