@@ -134,5 +134,25 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"the bake did not end: {st}")
 
+    def mcp(self, tool, arguments, ok=True):
+        """One MCP tool call at /mcp, as raw JSON-RPC over streamable HTTP (a session of its
+        own): the tool's JSON answer, or (with `ok=False`) the result as it came."""
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        status, got, _ = self.exchange("POST", "/mcp", init, headers)
+        assert status == 200
+        headers["Mcp-Session-Id"] = got["mcp-session-id"]
+        self.request("POST", "/mcp", {"jsonrpc": "2.0", "method": "notifications/initialized"}, headers)
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+        status, body = self.request("POST", "/mcp", call, headers, timeout=300)
+        assert status == 200, body
+        line = next(l for l in body.splitlines() if l.startswith("data:") and '"id":2' in l) if "data:" in body else body
+        result = json.loads(line.removeprefix("data:"))["result"]
+        if not ok:
+            return result
+        assert not result.get("isError"), result
+        return json.loads(result["content"][0]["text"])
+
     def edit(self, tensor, spec, op, **extra):
         return self.call("POST", "/api/edit", {"request": {"tensor": tensor, "spec": spec, "op": op, **extra}})

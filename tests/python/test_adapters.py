@@ -196,3 +196,50 @@ def test_adapters_that_do_not_fit_are_refused_by_name(smollm2, tmp_path):
     run("edit", model, "--patch", patch, "--set", "model.norm.weight[0]=2")
     r = run("adapter", "export", model, patch, "--out", tmp_path / "a", check=False)
     assert r.code != 0 and "nothing to export" in r.err and "adapter extract" in r.err, r.err
+
+
+def test_an_agent_reads_loads_exports_and_extracts_adapters_and_steers_over_mcp(smollm2, tmp_path):
+    from server import Server
+
+    patches = tmp_path / "patches"
+    rng = np.random.default_rng(5)
+    module = "model.layers.4.mlp.down_proj"
+    a = (rng.standard_normal((2, 1536)) * 0.05).astype(np.float32)
+    b = (rng.standard_normal((576, 2)) * 0.05).astype(np.float32)
+    peft(patches / "lora", {"r": 2, "lora_alpha": 2}, {module: (a, b)})
+    s = Server(smollm2, "--patches", patches).start()
+    try:
+        modules = s.mcp("read_adapter", {"path": "lora"})
+        assert [(m["tensor"], m["layer"], m["rank"], m["scale"]) for m in modules] == [(module + ".weight", 4, 2, 1.0)]
+        assert 0 < modules[0]["relative_norm"] < 1
+        assert "lora" in s.call("GET", "/api/saved_patches")
+        loaded = s.call("POST", "/api/adapter/load", {"path": "lora"})
+        assert loaded["outcome"]["applied"] and loaded["modules"] == modules
+        # The session's low-rank step (the adapter's module) leaves as a PEFT adapter, exactly.
+        out = s.mcp("export_adapter", {"source": "", "format": "peft", "save_as": "again"})
+        assert out["modules"] == [{"tensor": module + ".weight", "named": module + ".weight", "rank": 2}]
+        again = json.loads((patches / "again" / "adapter_config.json").read_text())
+        assert again["target_modules"] == [module]
+        # The session's edits as a difference: rank 2 keeps most of it (the rest is the BF16
+        # rounding of the edited weights), and states what it drops.
+        got = s.mcp("extract_adapter", {"other": "", "rank": 2, "format": "gguf", "save_as": "diff"})
+        [m] = got["modules"]
+        assert m["tensor"] == module + ".weight" and m["rank"] == 2 and m["relative_error"] < 0.2
+        assert abs(m["relative_error"] - math.sqrt(m["dropped_energy"])) < 1e-4
+        assert (patches / "diff.gguf").is_file()
+        # A control vector read and set steers every run of the edited side.
+        s.call("POST", "/api/undo", {})
+        cv = s.mcp("control_vector", {"positive": ["I love it", "What joy"], "negative": ["I hate it", "What misery"],
+                                      "method": "mean", "layers": [6, 7], "save_as": "mood"})
+        assert cv["file"] == "mood.gguf" and [l["layer"] for l in cv["layers"]] == [6, 7]
+        assert s.mcp("steer", {"vectors": [{"path": "mood.gguf", "strength": 8}]}) == {"layers": [6, 7]}
+        steered = s.call("POST", "/api/run", {"request": {"prompt": PROMPT, "top_k": 3, "generate": 0}})
+        assert steered["edited"] is not None and steered["kl"] > 0.001
+        assert s.mcp("steer", {"vectors": []}) == {"layers": []}
+        plain = s.call("POST", "/api/run", {"request": {"prompt": PROMPT, "top_k": 3, "generate": 0}})
+        assert plain["edited"] is None
+        # A path outside the folders the server may read is refused.
+        refused = s.mcp("read_adapter", {"path": str(tmp_path)}, ok=False)
+        assert refused.get("isError") and "outside the folders" in refused["content"][0]["text"]
+    finally:
+        s.stop()

@@ -16,21 +16,9 @@ def origins(doc):
 
 
 def propose(server, spec, value, hypothesis):
-    """An agent proposal through the MCP endpoint, as raw JSON-RPC over streamable HTTP."""
-    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
-    status, got, _ = server.exchange("POST", "/mcp", init, headers)
-    assert status == 200
-    headers["Mcp-Session-Id"] = got["mcp-session-id"]
-    server.request("POST", "/mcp", {"jsonrpc": "2.0", "method": "notifications/initialized"}, headers)
+    """An agent proposal through the MCP endpoint."""
     args = {"tensor": W, "spec": spec, "op": {"op": "set", "value": value}, "hypothesis": hypothesis}
-    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "propose_edit", "arguments": args}}
-    status, body = server.request("POST", "/mcp", call, headers)
-    assert status == 200, body
-    line = next(l for l in body.splitlines() if l.startswith("data:") and '"id":2' in l) if "data:" in body else body
-    result = json.loads(line.removeprefix("data:"))["result"]
-    assert not result.get("isError"), result
-    return json.loads(result["content"][0]["text"])
+    return server.mcp("propose_edit", args)
 
 
 def test_cli_edits_are_marked_cli(tmp_path):

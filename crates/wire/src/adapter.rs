@@ -71,3 +71,113 @@ pub struct ExtractReport {
     #[serde(default)]
     pub skipped: Vec<SkippedTensor>,
 }
+
+/// An adapter loaded as a layer, and its modules against the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdapterLoad {
+    pub outcome: crate::LoadOutcome,
+    pub modules: Vec<AdapterModuleRow>,
+}
+
+/// A control vector to read from paired prompts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlVectorRequest {
+    pub positive: Vec<String>,
+    pub negative: Vec<String>,
+    /// `pca` (default) or `mean`.
+    #[serde(default)]
+    pub method: String,
+    /// The layers (default: 1 to the last).
+    #[serde(default)]
+    pub layers: Option<Vec<u32>>,
+    /// The file's name in the patches folder.
+    pub save_as: String,
+}
+
+/// One layer of a control vector read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlVectorRow {
+    pub layer: u32,
+    pub norm: f64,
+    /// The share of pairs whose positive prompt projects above its negative one.
+    pub agreement: f64,
+}
+
+/// A control vector read and saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlVectorReport {
+    /// Its name in the patches folder.
+    pub file: String,
+    pub layers: Vec<ControlVectorRow>,
+}
+
+/// A control vector and its strength.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlVectorUse {
+    /// A name in the patches folder, or a path inside the folders the server may read.
+    pub path: String,
+    pub strength: f32,
+}
+
+/// The control vectors the edited side runs with (none: an empty list).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SteeringRequest {
+    pub vectors: Vec<ControlVectorUse>,
+}
+
+/// Per layer (in order; modules outside every layer last, as `None`), how much an adapter
+/// changes that layer's matrices together: `√Σ‖ΔW‖² / √Σ‖W‖²` over its modules.
+pub fn per_layer(rows: &[AdapterModuleRow]) -> Vec<(Option<u32>, f64)> {
+    let mut sums: std::collections::BTreeMap<(bool, u32), (f64, f64)> = Default::default();
+    for r in rows {
+        let key = (r.layer.is_none(), r.layer.unwrap_or(0));
+        let w = if r.relative_norm > 0.0 {
+            r.norm / r.relative_norm
+        } else {
+            0.0
+        };
+        let s = sums.entry(key).or_default();
+        s.0 += r.norm * r.norm;
+        s.1 += w * w;
+    }
+    sums.into_iter()
+        .map(|((outside, layer), (d, w))| {
+            let rel = if w > 0.0 { (d / w).sqrt() } else { 0.0 };
+            ((!outside).then_some(layer), rel)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(layer: Option<u32>, norm: f64, w: f64) -> AdapterModuleRow {
+        AdapterModuleRow {
+            tensor: String::new(),
+            named: String::new(),
+            layer,
+            rank: 1,
+            scale: 1.0,
+            norm,
+            relative_norm: norm / w,
+        }
+    }
+
+    #[test]
+    fn a_layers_modules_count_together_and_modules_outside_layers_come_last() {
+        let rows = [
+            row(Some(3), 3.0, 10.0),
+            row(None, 1.0, 4.0),
+            row(Some(3), 4.0, 10.0),
+            row(Some(1), 1.0, 2.0),
+        ];
+        let got = per_layer(&rows);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], (Some(1), 0.5));
+        // √(9 + 16) / √(100 + 100) = 5 / √200.
+        assert_eq!(got[1].0, Some(3));
+        assert!((got[1].1 - 5.0 / 200f64.sqrt()).abs() < 1e-12);
+        assert_eq!(got[2], (None, 0.25));
+    }
+}

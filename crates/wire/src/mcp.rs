@@ -279,3 +279,79 @@ pub struct ProjectRows {
     #[serde(default)]
     pub points: Option<usize>,
 }
+
+/// Low-rank entries leaving as a LoRA adapter.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExportAdapterArgs {
+    /// A saved patch's name in the patches folder (fact edits, MEMIT, ablations, a loaded
+    /// adapter); empty: the session's low-rank steps.
+    #[serde(default)]
+    pub source: String,
+    /// `peft` (a folder: adapter_config.json + adapter_model.safetensors) or `gguf`
+    /// (llama.cpp's adapter).
+    pub format: String,
+    /// The adapter's name in the patches folder.
+    pub save_as: String,
+}
+
+/// A difference turned into a LoRA adapter by truncated SVD.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExtractAdapterArgs {
+    /// The other side: a model (same tensors) or a patch or adapter, by name in the patches
+    /// folder or by path inside the folders the server may read; empty: the session's edits.
+    #[serde(default)]
+    pub other: String,
+    /// Keep at most this many singular values per matrix.
+    #[serde(default)]
+    pub rank: Option<u32>,
+    /// Or keep the fewest whose dropped energy (share of Σσ²) is at most this.
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    /// Only tensors whose name this regular expression matches.
+    #[serde(default)]
+    pub include: String,
+    /// `peft` or `gguf`.
+    pub format: String,
+    /// The adapter's name in the patches folder.
+    pub save_as: String,
+}
+
+/// An adapter: a name in the patches folder or a path inside the folders the server may read.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AdapterArg {
+    pub path: String,
+}
+
+/// A control vector read from paired prompts.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ControlVectorArgs {
+    /// Prompts that show the behaviour.
+    pub positive: Vec<String>,
+    /// Their counterparts that do not, in the same order.
+    pub negative: Vec<String>,
+    /// `pca` (default: the first principal component of the differences, unit length) or
+    /// `mean` (the mean difference).
+    #[serde(default)]
+    pub method: String,
+    /// Layers (default: 1 to the last; llama.cpp never steers layer 0).
+    #[serde(default)]
+    pub layers: Option<Vec<u32>>,
+    /// The file's name in the patches folder (GGUF).
+    pub save_as: String,
+}
+
+/// One control vector and its strength.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SteerVector {
+    /// A control vector's name in the patches folder, or a path the server may read.
+    pub path: String,
+    /// Its multiplier (1: as read).
+    pub strength: f32,
+}
+
+/// The control vectors the edited side runs with.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SteerArgs {
+    /// Empty: none.
+    pub vectors: Vec<SteerVector>,
+}

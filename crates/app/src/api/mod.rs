@@ -6,11 +6,13 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::{GetUrl, Json, Rkyv};
 use tensor_surgeon_wire::{CellData, ModelSummary, RemoteRead, ViewData, ViewRequest};
 
+mod adapters;
 mod analysis;
 mod run;
 mod session;
 mod structure;
 mod surgery;
+pub use adapters::*;
 pub use analysis::*;
 pub use run::*;
 pub use session::*;

@@ -2,6 +2,7 @@
 
 mod ablation_panel;
 mod activations_panel;
+mod adapter_panel;
 mod charts;
 mod controls;
 mod edit_panel;
@@ -22,6 +23,7 @@ mod scan_panel;
 mod scatter;
 mod state;
 mod stats_panel;
+mod steer_panel;
 mod summary;
 mod switcher;
 mod tensor_list;
@@ -189,7 +191,7 @@ fn Workspace(summary: tensor_surgeon_wire::ModelSummary) -> impl IntoView {
                 {panel("tokens", if has_vocab { view! { <tokens_panel::TokensPanel/> }.into_any() } else { view! { <p class="muted">"No tokenizer.json beside the model: rows are not labelled with tokens."</p> }.into_any() })}
                 {panel("stats", view! { <stats_panel::StatsPanel/> <profiles::Profiles/> }.into_any())}
                 {panel("project", view! { <scatter::ScatterPanel/> }.into_any())}
-                {panel("patch", view! { <patch_panel::PatchPanel/> <layers_panel::LayersPanel/> }.into_any())}
+                {panel("patch", view! { <patch_panel::PatchPanel/> <layers_panel::LayersPanel/> <adapter_panel::AdapterPanel/> }.into_any())}
                 {panel("run", view! { <run_panel::RunPanel/> }.into_any())}
             </aside>
         </div>

@@ -125,6 +125,7 @@ fn PromptRun(info: RunInfo) -> impl IntoView {
                 <button class="stop-button" on:click=move |_| generation.stop() disabled=move || !generation.running.get()>"stop"</button>
             </div>
         </div>
+        <super::steer_panel::SteerPanel/>
         {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
         {outcome}
         {move || generation.view()}

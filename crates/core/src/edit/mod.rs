@@ -242,13 +242,10 @@ fn plan_low_rank(
     v: &str,
 ) -> Result<Vec<Change>, EditError> {
     use crate::patch::low_rank;
-    use base64::Engine as _;
     let decode = |text: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| low_rank::LowRankError::Encoding {
-                tensor: tensor.name.clone(),
-            })
+        low_rank::from_base64(text).ok_or_else(|| low_rank::LowRankError::Encoding {
+            tensor: tensor.name.clone(),
+        })
     };
     let (u, v) = (decode(u)?, decode(v)?);
     // A quantized tensor's values are edited as F32 (the session quantizes the blocks again).

@@ -388,3 +388,10 @@ pub fn sha256_of(info: &TensorInfo, source: &dyn ByteSource) -> String {
 pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// The bytes of base64 text (`None`: not base64), as [`base64`] writes them.
+pub fn from_base64(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+}

@@ -27,6 +27,8 @@ pub struct Runs {
     probing: AtomicBool,
     probes_done: AtomicU64,
     probes_total: AtomicU64,
+    /// Control vectors added to the edited side's layer outputs.
+    steering: Mutex<Option<Arc<tensor_surgeon_infer::steering::Steering>>>,
 }
 
 impl Runs {
@@ -40,7 +42,18 @@ impl Runs {
             probing: AtomicBool::new(false),
             probes_done: AtomicU64::new(0),
             probes_total: AtomicU64::new(0),
+            steering: Mutex::new(None),
         }
+    }
+
+    /// Control vectors the edited side runs with from now on (`None`: none).
+    pub fn set_steering(&self, steering: Option<Arc<tensor_surgeon_infer::steering::Steering>>) {
+        *lock(&self.steering) = steering;
+    }
+
+    /// The control vectors the edited side runs with.
+    pub fn steering(&self) -> Option<Arc<tensor_surgeon_infer::steering::Steering>> {
+        lock(&self.steering).clone()
     }
 
     /// The model's runner, opened on first use; or exactly why the model cannot run.
@@ -106,7 +119,9 @@ impl Runs {
         self.exclusive(|runner| {
             let edited = self.edited(runner, snap)?;
             let base = runner.weights(&*self.model, Edited::default());
-            let edited = runner.weights(&*self.model, edited);
+            let edited = runner
+                .weights(&*self.model, edited)
+                .with_steering(self.steering());
             Ok(runner.compare(&base, Some(&edited), req)?)
         })
     }
@@ -116,7 +131,9 @@ impl Runs {
         self.exclusive(|runner| {
             let edited = self.edited(runner, snap)?;
             let base = runner.weights(&*self.model, Edited::default());
-            let edited = runner.weights(&*self.model, edited);
+            let edited = runner
+                .weights(&*self.model, edited)
+                .with_steering(self.steering());
             Ok(runner.embed(&base, Some(&edited), sentences)?)
         })
     }
@@ -126,7 +143,9 @@ impl Runs {
         self.exclusive(|runner| {
             let edited = self.edited(runner, snap)?;
             let base = runner.weights(&*self.model, Edited::default());
-            let edited = runner.weights(&*self.model, edited);
+            let edited = runner
+                .weights(&*self.model, edited)
+                .with_steering(self.steering());
             self.probes_total
                 .store(set.probes.len() as u64, Ordering::Relaxed);
             self.probes_done.store(0, Ordering::Relaxed);
@@ -156,7 +175,12 @@ impl Runs {
     pub fn activations(&self, snap: &Snapshot, req: &ActivationsRequest) -> Result<Activations> {
         self.exclusive(|runner| {
             let edited = self.edited(runner, snap)?;
-            Ok(runner.activations(&runner.weights(&*self.model, edited), req)?)
+            Ok(runner.activations(
+                &runner
+                    .weights(&*self.model, edited)
+                    .with_steering(self.steering()),
+                req,
+            )?)
         })
     }
 
@@ -171,7 +195,14 @@ impl Runs {
     ) -> Result<CausalTrace> {
         self.exclusive(|runner| {
             let edited = self.edited(runner, snap)?;
-            Ok(runner.trace(&runner.weights(&*self.model, edited), req, stop, on)?)
+            Ok(runner.trace(
+                &runner
+                    .weights(&*self.model, edited)
+                    .with_steering(self.steering()),
+                req,
+                stop,
+                on,
+            )?)
         })
     }
 
@@ -197,7 +228,9 @@ impl Runs {
             let edited = self.edited(runner, snap)?;
             let has_edits = !edited.is_empty();
             let base = runner.weights(&*self.model, Edited::default());
-            let edited = runner.weights(&*self.model, edited);
+            let edited = runner
+                .weights(&*self.model, edited)
+                .with_steering(self.steering());
             let mut sides = vec![("base", &base, runner.generator(&base, &ids)?.1, true)];
             if has_edits {
                 sides.push(("edited", &edited, runner.generator(&edited, &ids)?.1, true));

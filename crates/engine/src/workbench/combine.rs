@@ -138,7 +138,7 @@ impl Workbench {
 
     /// Refuses a path outside the folders this server may read: the model's folder, the
     /// patches folder and `--allow-dir` (symbolic links and `..` resolved first).
-    fn check_allowed(&self, path: &Path) -> Result<()> {
+    pub(super) fn check_allowed(&self, path: &Path) -> Result<()> {
         let real = path.canonicalize().map_err(Error::io(path))?;
         let model_dir = if self.model.path.is_dir() {
             self.model.path.clone()

@@ -116,7 +116,7 @@ impl Workbench {
     /// each): those of float tensors the session has not edited, made for the base's bytes.
     /// The rest (a tensor already edited, a digest that does not match: a conflict to report)
     /// stay in the patch for its usual checks.
-    fn factored(&self, patch: &mut Patch) -> Result<Vec<LowRankEntry>> {
+    pub(super) fn factored(&self, patch: &mut Patch) -> Result<Vec<LowRankEntry>> {
         let edited: BTreeSet<String> = {
             let s = lock(&self.session);
             s.history
@@ -143,18 +143,30 @@ impl Workbench {
         Ok(out)
     }
 
-    /// The patch files in the patches folder (JSON or compact), by name.
+    /// The patch files (JSON or compact) and adapters in the patches folder, by name.
     pub fn saved_patches(&self) -> Result<Vec<String>> {
         let dir = &self.config.patches_dir;
         let Ok(read) = std::fs::read_dir(dir) else {
             return Ok(Vec::new());
         };
+        // Patch files, and adapters (PEFT folders, llama.cpp's GGUF adapters).
         let mut names: Vec<String> = read
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                match e.file_type() {
+                    Ok(t) if t.is_file() => {
+                        ((n.ends_with(".json") || n.ends_with(".tsp"))
+                            && !n.ends_with(super::PROBES_SUFFIX))
+                            || (n.ends_with(".gguf") && crate::adapter::is_adapter(&e.path()))
+                    }
+                    Ok(t) if t.is_dir() => crate::adapter::is_adapter(&e.path()),
+                    _ => false,
+                }
+            })
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with('.') && (n.ends_with(".json") || n.ends_with(".tsp")))
-            .filter(|n| !n.ends_with(super::PROBES_SUFFIX))
+            .filter(|n| !n.starts_with('.'))
             .collect();
         names.sort();
         Ok(names)
@@ -169,7 +181,7 @@ impl Workbench {
     pub fn load_saved(&self, name: &str) -> Result<LoadOutcome> {
         self.writable()?;
         let path = self.saved_path(name)?;
-        let loaded = patch_files::load_within(&path, Some(&self.model))?;
+        let loaded = crate::adapter::load_within(&path, Some(&self.model))?;
         let entries = loaded.entry_count();
         let (loaded, factored) = match loaded {
             patch_files::Loaded::Json(mut p) => {
@@ -185,7 +197,7 @@ impl Workbench {
     /// Applies a patch checked against the base (`patch_files::resolve`) and the low-rank
     /// entries taken out of it as a new layer, or lists where it does not fit (`entries`: the
     /// file's count).
-    fn load_layer(
+    pub(super) fn load_layer(
         &self,
         fit: patch_files::Fit,
         factored: Vec<LowRankEntry>,

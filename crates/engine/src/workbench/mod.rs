@@ -1,6 +1,7 @@
 //! The web session over one model: the edit history (journaled), views with the overlay
 //! applied, patch save/load and bakes. Server functions are thin calls into this.
 
+mod adapters;
 mod analysis;
 mod combine;
 mod journal_paths;

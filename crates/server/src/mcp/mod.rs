@@ -426,6 +426,79 @@ impl Tools {
     }
 
     #[tool(
+        description = "An adapter (a PEFT folder or a llama.cpp GGUF adapter; a name in the patches folder or a path the server may read) read against the model without loading it: per module the model's tensor, its name in the adapter, layer, rank, scale, the norm of its change and that norm relative to the weight's (where it acts)."
+    )]
+    async fn read_adapter(&self, Parameters(p): Parameters<AdapterArg>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || wb.adapter_modules(&p.path)).await
+    }
+
+    #[tool(
+        description = "Write low-rank entries as a LoRA adapter in the patches folder: those of a saved patch (fact edits, MEMIT, ablations, a loaded adapter; a quantized tensor's factors kept beside its blocks) or, with an empty source, the session's low-rank steps. `peft` writes a folder PEFT and vLLM load; `gguf` a file llama.cpp loads beside the base GGUF. Names follow the format (Hugging Face's or llama.cpp's, with llama.cpp's query/key row order), each module at scale 1. Returns the modules and files written; tensors changed byte by byte are listed as skipped."
+    )]
+    async fn export_adapter(&self, Parameters(p): Parameters<ExportAdapterArgs>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || wb.export_adapter(&p.source, &p.format, &p.save_as)).await
+    }
+
+    #[tool(
+        description = "Turn a difference into a LoRA adapter in the patches folder: per changed matrix, a truncated SVD of (other - model), keeping `rank` singular values or the fewest whose dropped energy is at most `tolerance`. `other` is a model, a patch or an adapter (empty: the session's edits). Returns per module the rank kept, the relative error ||dW - BA|| / ||dW|| measured on the written factors, and the dropped energy (Eckart-Young: the error is its square root)."
+    )]
+    async fn extract_adapter(&self, Parameters(p): Parameters<ExtractAdapterArgs>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let rule = match (p.rank, p.tolerance) {
+                (Some(r), _) => tensor_surgeon_engine::adapter::RankRule::Rank(r as usize),
+                (None, Some(t)) => tensor_surgeon_engine::adapter::RankRule::Tolerance(t),
+                (None, None) => {
+                    return Err(Error::Usage("give rank or tolerance".into()));
+                }
+            };
+            wb.extract_adapter(&p.other, rule, Some(&p.include), &p.format, &p.save_as)
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Read a control vector from paired prompts (positive[i] against negative[i]): per layer, the first principal component of the differences of their last tokens' hidden states after that layer (sign: the positive side projects higher), or their mean. Saved as llama.cpp's control-vector GGUF in the patches folder. Returns per layer the vector's norm and the share of pairs it orders rightly."
+    )]
+    async fn control_vector(&self, Parameters(p): Parameters<ControlVectorArgs>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            wb.compute_control_vector(&tensor_surgeon_wire::ControlVectorRequest {
+                positive: p.positive,
+                negative: p.negative,
+                method: p.method,
+                layers: p.layers,
+                save_as: p.save_as,
+            })
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Set the control vectors the edited side runs with (each added, times its strength, to the output of its layers, as llama.cpp does): every run, probe, continuation and trace after this sees them, in the web app too. An empty list removes them. The weights do not change."
+    )]
+    async fn steer(&self, Parameters(p): Parameters<SteerArgs>) -> ToolResult {
+        let wb = self.wb.clone();
+        blocking(move || {
+            let req = tensor_surgeon_wire::SteeringRequest {
+                vectors: p
+                    .vectors
+                    .into_iter()
+                    .map(|v| tensor_surgeon_wire::ControlVectorUse {
+                        path: v.path,
+                        strength: v.strength,
+                    })
+                    .collect(),
+            };
+            wb.set_steering(&req)?;
+            Ok(json!({"layers": wb.steering_layers()}))
+        })
+        .await
+    }
+
+    #[tool(
         description = "The session's patch: changed elements (old -> new values and hex, with who made each change), the edit history, and the pending proposals."
     )]
     async fn list_patch(&self, Parameters(_): Parameters<Nothing>) -> ToolResult {
