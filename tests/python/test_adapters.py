@@ -33,10 +33,12 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
     path.write_bytes(struct.pack("<Q", len(text)) + text + data)
 
 
-def peft(folder: Path, config: dict, modules: dict[str, tuple[np.ndarray, np.ndarray]], embedding=()) -> Path:
-    """A PEFT adapter folder: per module its (A, B) as PEFT saves them."""
+def peft(folder: Path, config: dict, modules: dict[str, tuple[np.ndarray, np.ndarray]], embedding=(),
+         saved=None) -> Path:
+    """A PEFT adapter folder: per module its (A, B) as PEFT saves them; `saved`: whole tensors
+    of its modules_to_save."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {}
+    tensors = {f"base_model.model.{k}": v for k, v in (saved or {}).items()}
     for name, (a, b) in modules.items():
         kind = ("lora_embedding_A", "lora_embedding_B") if name in embedding else ("lora_A.weight", "lora_B.weight")
         tensors[f"base_model.model.{name}.{kind[0]}"] = a
@@ -69,8 +71,11 @@ def test_a_peft_adapter_bakes_into_numpys_w_plus_scaled_b_a(smollm2, tmp_path):
     }
     modules = {k: (a.astype(np.float32), b.astype(np.float32)) for k, (a, b) in modules.items()}
     config = {"r": 4, "lora_alpha": 16, "use_rslora": True, "rank_pattern": {"down_proj": 2},
-              "alpha_pattern": {"embed_tokens": 2}, "target_modules": ["q_proj", "down_proj", "embed_tokens"]}
-    adapter = peft(tmp_path / "adapter", config, modules, embedding={embed})
+              "alpha_pattern": {"embed_tokens": 2}, "target_modules": ["q_proj", "down_proj", "embed_tokens"],
+              "modules_to_save": ["model.norm"]}
+    # A module to save, as training keeps it (F32 over the model's BF16).
+    norm = (1 + rng.standard_normal(576) * 0.1).astype(np.float32)
+    adapter = peft(tmp_path / "adapter", config, modules, embedding={embed}, saved={"model.norm.weight": norm})
     # PEFT's scales: alpha / sqrt(r) (rsLoRA), the patterns matched by the module's last part.
     scales = {q: 16 / math.sqrt(4), down: 16 / math.sqrt(2), embed: 2 / math.sqrt(4)}
     assert run("verify", model, adapter, "--json").json()["ok"]
@@ -83,6 +88,11 @@ def test_a_peft_adapter_bakes_into_numpys_w_plus_scaled_b_a(smollm2, tmp_path):
         dtype, shape, before = tensor_bytes(model, name)
         _, _, after = tensor_bytes(baked, name)
         module = name.removesuffix(".weight")
+        if name == "model.norm.weight":
+            # A whole tensor, rounded to nearest-even into the model's BF16.
+            bits = norm.view(np.uint32)
+            assert after == ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()
+            continue
         if module not in modules:
             assert after == before, name
             continue

@@ -660,6 +660,9 @@ def test_a_fact_edit_of_a_quantized_gguf_bakes_into_a_file_llama_cpp_answers_wit
     assert [t["id"] for t in ours] == [t["id"] for t in lora], (ours, lora)
     for a, b in zip(ours, lora):
         assert abs(a["prob"] - b["prob"]) <= 0.02, (ours, lora)
+    # Read back as the patch it makes of the base (its factors quantized into the same blocks).
+    back = run("run", path, "--patch", adapter, "--prompt", prompt, "--top-k", 3, "--json").json()["edited"]["top"]
+    assert back == ours
 
 
 def test_an_ablation_of_a_quantized_gguf_keeps_its_blocks_and_llama_cpp_sees_it(tmp_path):

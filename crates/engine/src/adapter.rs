@@ -148,34 +148,24 @@ pub fn to_patch(model: &Model, a: &Adapter) -> Result<Patch> {
     for r in &a.replaced {
         let (own, _) = own_tensor(model, &naming, &r.tensor)?;
         let (_, stored) = model.get(&own)?;
-        if stored.blocks.is_some()
-            || stored.dtype != r.dtype
-            || stored.elements() != r.shape.iter().product::<u64>()
-        {
-            return Err(AdapterFit::Replaced {
-                tensor: own,
-                have: format!(
+        let bytes = replaced_bytes(r, stored).ok_or_else(|| AdapterFit::Replaced {
+            tensor: own.clone(),
+            have: format!("{:?} {}", r.shape, tensor_surgeon_core::dtype::name(r.dtype)),
+            want: match stored.blocks {
+                Some(ty) => format!("{:?} {ty} blocks", stored.shape),
+                None => format!(
                     "{:?} {}",
-                    r.shape,
-                    tensor_surgeon_core::dtype::name(r.dtype)
+                    stored.shape,
+                    tensor_surgeon_core::dtype::name(stored.dtype)
                 ),
-                want: match stored.blocks {
-                    Some(ty) => format!("{:?} {ty} blocks", stored.shape),
-                    None => format!(
-                        "{:?} {}",
-                        stored.shape,
-                        tensor_surgeon_core::dtype::name(stored.dtype)
-                    ),
-                },
-            }
-            .into());
-        }
+            },
+        })?;
         let base = model.tensor_bytes(&own)?;
         patch.entries.push(PatchEntry {
             tensor: own,
             offset: 0,
             original: base.to_vec(),
-            patched: r.bytes.clone(),
+            patched: bytes,
             origin: Some(origin.clone()),
         });
     }
@@ -185,6 +175,32 @@ pub fn to_patch(model: &Model, a: &Adapter) -> Result<Patch> {
             source,
         })?;
     Ok(patch)
+}
+
+/// A whole tensor an adapter replaces, in the model's dtype: as given when the dtypes agree,
+/// else each value rounded to nearest into the model's float dtype; `None` when it cannot be
+/// (another element count, a quantized or integer tensor, a value out of range).
+fn replaced_bytes(
+    r: &tensor_surgeon_store::adapter::Replaced,
+    stored: &tensor_surgeon_core::header::TensorInfo,
+) -> Option<Vec<u8>> {
+    use tensor_surgeon_core::dtype::{self, EncodeOptions, Kind, Number};
+    if stored.blocks.is_some() || stored.elements() != r.shape.iter().product::<u64>() {
+        return None;
+    }
+    if stored.dtype == r.dtype {
+        return Some(r.bytes.clone());
+    }
+    if dtype::kind(stored.dtype) != Kind::Float || dtype::kind(r.dtype) != Kind::Float {
+        return None;
+    }
+    let width = dtype::element_bytes(r.dtype);
+    let mut out = Vec::with_capacity(stored.byte_len() as usize);
+    for el in r.bytes.chunks_exact(width) {
+        let v = dtype::decode_f64(r.dtype, el);
+        out.extend(dtype::encode(stored.dtype, Number::Float(v), EncodeOptions::EXACT).ok()?);
+    }
+    Some(out)
 }
 
 /// Reads a patch file, or an adapter as the patch it makes of `model` (an adapter needs
