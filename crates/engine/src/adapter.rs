@@ -150,7 +150,11 @@ pub fn to_patch(model: &Model, a: &Adapter) -> Result<Patch> {
         let (_, stored) = model.get(&own)?;
         let bytes = replaced_bytes(r, stored).ok_or_else(|| AdapterFit::Replaced {
             tensor: own.clone(),
-            have: format!("{:?} {}", r.shape, tensor_surgeon_core::dtype::name(r.dtype)),
+            have: format!(
+                "{:?} {}",
+                r.shape,
+                tensor_surgeon_core::dtype::name(r.dtype)
+            ),
             want: match stored.blocks {
                 Some(ty) => format!("{:?} {ty} blocks", stored.shape),
                 None => format!(

@@ -174,8 +174,10 @@ fn mean(rows: &[Vec<f64>]) -> Vec<f64> {
     m
 }
 
-/// The unit first principal component of `rows` (centred), from the eigenvector of their
-/// Gram matrix with the largest eigenvalue.
+/// The unit first principal component of `rows` (centred): the top eigenvector of their
+/// `n x n` Gram matrix (a few pairs to a few hundred) by power iteration, mapped back through
+/// the rows. Where the largest eigenvalues tie, any unit vector of their span is a first
+/// component; the iteration returns one, the same one every time.
 fn first_component(rows: &[Vec<f64>]) -> Result<Vec<f64>> {
     let m = mean(rows);
     let centred: Vec<Vec<f64>> = rows
@@ -183,28 +185,45 @@ fn first_component(rows: &[Vec<f64>]) -> Result<Vec<f64>> {
         .map(|r| r.iter().zip(&m).map(|(a, b)| a - b).collect())
         .collect();
     let n = centred.len();
-    let gram = faer::Mat::from_fn(n, n, |i, j| {
-        centred[i]
-            .iter()
-            .zip(&centred[j])
-            .map(|(a, b)| a * b)
-            .sum::<f64>()
-    });
-    let eig = gram
-        .self_adjoint_eigen(faer::Side::Lower)
-        .map_err(|e| InferError::Request(format!("the differences' principal component: {e:?}")))?;
-    // Eigenvalues ascend: the last is the largest.
-    let (values, vectors) = (eig.S().column_vector(), eig.U());
-    if values[n - 1] <= 0.0 {
+    let gram: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| centred[i].iter().zip(&centred[j]).map(|(a, b)| a * b).sum())
+                .collect()
+        })
+        .collect();
+    let trace: f64 = (0..n).map(|i| gram[i][i]).sum();
+    if trace <= 0.0 {
         return Err(InferError::Request(
             "the prompt pairs differ by the same state: they have no principal component (use \
              the mean difference)"
                 .into(),
         ));
     }
+    // A start with a part along every direction (not orthogonal to the top one).
+    let mut e: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 / n as f64).collect();
+    for _ in 0..10_000 {
+        let next: Vec<f64> = gram
+            .iter()
+            .map(|row| row.iter().zip(&e).map(|(a, b)| a * b).sum())
+            .collect();
+        let norm = next.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            break;
+        }
+        let next: Vec<f64> = next.iter().map(|x| x / norm).collect();
+        let moved = next
+            .iter()
+            .zip(&e)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        e = next;
+        if moved < 1e-13 {
+            break;
+        }
+    }
     let mut v = vec![0.0; m.len()];
-    for (i, row) in centred.iter().enumerate() {
-        let c = vectors[(i, n - 1)];
+    for (c, row) in e.iter().zip(&centred) {
         for (a, b) in v.iter_mut().zip(row) {
             *a += c * b;
         }
