@@ -102,6 +102,20 @@ fn own_tensor(model: &Model, naming: &Naming, name: &str) -> Result<(String, Row
     .into())
 }
 
+/// The control-vector file of vectors read on `model` (its architecture as the hint).
+pub fn control_vector_file(
+    model: &Model,
+    vectors: &[tensor_surgeon_infer::steering::LayerVector],
+) -> tensor_surgeon_store::control_vector::ControlVector {
+    tensor_surgeon_store::control_vector::ControlVector {
+        model_hint: naming(model).gguf_architecture().map(str::to_string),
+        layers: vectors
+            .iter()
+            .map(|v| (v.layer, v.vector.clone()))
+            .collect(),
+    }
+}
+
 /// Whether `path` is an adapter (not a patch file).
 pub fn is_adapter(path: &Path) -> bool {
     adapter::detect(path).is_some()

@@ -25,7 +25,7 @@ use tensor_surgeon_wire::TraceRequest;
 /// A prompt longer than the windows below, the subject inside it.
 const PROMPT: &str = "the cat sat on the mat and the dog ran";
 
-fn constants(kind: Kind) -> Constants {
+pub(crate) fn constants(kind: Kind) -> Constants {
     Constants {
         kind,
         hidden: 16,

@@ -199,26 +199,7 @@ mod tests {
 
     #[test]
     fn a_llama_gguf_names_both_ways_and_moves_only_query_and_key_rows() {
-        let a = Architecture::resolve(&crate::arch::Constants {
-            kind: crate::arch::Kind::Llama,
-            hidden: 16,
-            heads: 4,
-            kv_heads: 2,
-            head_width: 4,
-            intermediate: 24,
-            layers: 2,
-            vocab: 32,
-            rms_eps: 1e-6,
-            rope_theta: 10_000.0,
-            max_positions: 64,
-            tied: false,
-            eos: vec![],
-            window: None,
-            qkv_bias: false,
-            mlp_bias: false,
-            final_softcap: None,
-            gemma: None,
-        });
+        let a = Architecture::resolve(&crate::family_tests::constants(crate::arch::Kind::Llama));
         let n = Naming::of_architecture(&a, Scheme::Gguf);
         assert_eq!(n.gguf_architecture(), Some("llama"));
         let (own, rows) = n.to_own("model.layers.1.self_attn.q_proj.weight").unwrap();

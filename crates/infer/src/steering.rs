@@ -69,7 +69,11 @@ pub struct LayerVector {
 
 impl RunnableModel {
     /// The last token's hidden state after every layer, for each prompt.
-    fn states_after_layers(&self, w: &Weights, prompts: &[String]) -> Result<Vec<Vec<Vec<f32>>>> {
+    pub(crate) fn states_after_layers(
+        &self,
+        w: &Weights,
+        prompts: &[String],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let model = self.llama()?;
         prompts
             .iter()

@@ -81,16 +81,20 @@ pub struct AdapterLoad {
 
 /// A control vector to read from paired prompts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ControlVectorRequest {
+    /// Prompts that show the behaviour.
     pub positive: Vec<String>,
+    /// Their counterparts that do not, in the same order.
     pub negative: Vec<String>,
-    /// `pca` (default) or `mean`.
+    /// `pca` (default: the first principal component of the differences, unit length) or
+    /// `mean` (the mean difference).
     #[serde(default)]
     pub method: String,
-    /// The layers (default: 1 to the last).
+    /// Layers (default: 1 to the last; llama.cpp never steers layer 0).
     #[serde(default)]
     pub layers: Option<Vec<u32>>,
-    /// The file's name in the patches folder.
+    /// The file's name in the patches folder (GGUF).
     pub save_as: String,
 }
 

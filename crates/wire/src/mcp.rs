@@ -322,24 +322,6 @@ pub struct AdapterArg {
     pub path: String,
 }
 
-/// A control vector read from paired prompts.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct ControlVectorArgs {
-    /// Prompts that show the behaviour.
-    pub positive: Vec<String>,
-    /// Their counterparts that do not, in the same order.
-    pub negative: Vec<String>,
-    /// `pca` (default: the first principal component of the differences, unit length) or
-    /// `mean` (the mean difference).
-    #[serde(default)]
-    pub method: String,
-    /// Layers (default: 1 to the last; llama.cpp never steers layer 0).
-    #[serde(default)]
-    pub layers: Option<Vec<u32>>,
-    /// The file's name in the patches folder (GGUF).
-    pub save_as: String,
-}
-
 /// One control vector and its strength.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SteerVector {

@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use tensor_surgeon_wire::{AblationReport, AblationRequest, AblationSaved};
 
 /// Non-empty lines.
-fn lines(text: &str) -> Vec<String> {
+pub(super) fn lines(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

@@ -2,19 +2,11 @@
 //! and set the ones the edited side runs with and their strength; every run, probe,
 //! continuation and trace after that sees them.
 
+use super::ablation_panel::lines;
 use super::state::message;
 use crate::api::{control_vector, steer};
 use leptos::prelude::*;
 use tensor_surgeon_wire::{ControlVectorRequest, ControlVectorUse, SteeringRequest};
-
-/// The non-empty lines of a text box.
-fn lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
 
 #[component]
 pub fn SteerPanel() -> impl IntoView {

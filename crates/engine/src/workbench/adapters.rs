@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tensor_surgeon_core::patch::{low_rank, LowRankEntry, Patch};
 use tensor_surgeon_store::adapter::AdapterFormat;
-use tensor_surgeon_store::control_vector::{self, ControlVector};
+use tensor_surgeon_store::control_vector;
 use tensor_surgeon_wire::{
     AdapterLoad, ControlVectorReport, ControlVectorRequest, ControlVectorRow, ExportReport,
     ExtractReport, SteeringRequest,
@@ -228,15 +228,7 @@ impl Workbench {
             let v = runner.control_vector(&w, &req.positive, &req.negative, &layers, method)?;
             Ok((v, depth))
         })?;
-        let cv = ControlVector {
-            model_hint: adapter::naming(model)
-                .gguf_architecture()
-                .map(str::to_string),
-            layers: vectors
-                .iter()
-                .map(|v| (v.layer, v.vector.clone()))
-                .collect(),
-        };
+        let cv = adapter::control_vector_file(model, &vectors);
         std::fs::create_dir_all(&self.config.patches_dir)
             .map_err(Error::io(&self.config.patches_dir))?;
         control_vector::write(&self.config.patches_dir.join(&name), &cv, depth)?;

@@ -17,7 +17,6 @@
 //! middle of the stack), the position is the prompt's last token, and `s` is given (default 1).
 
 use super::problem::dense;
-use crate::llama::{Capture, Captured, KvCache};
 use crate::weights::Weights;
 use crate::{InferError, Result, RunnableModel};
 
@@ -36,20 +35,11 @@ impl RunnableModel {
         prompts: &[String],
         layer: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let model = self.llama()?;
-        prompts
-            .iter()
-            .map(|p| {
-                let ids = self.encode(p)?;
-                let mut captured = Captured::default();
-                let capture = Capture {
-                    layer: None,
-                    residuals: true,
-                };
-                model.forward(w, &ids, &mut KvCache::default(), capture, &mut captured)?;
-                Ok(captured.residuals[layer].to_vec1::<f32>()?)
-            })
-            .collect()
+        Ok(self
+            .states_after_layers(w, prompts)?
+            .into_iter()
+            .map(|mut layers| layers.swap_remove(layer))
+            .collect())
     }
 
     /// The unit direction from the mean residual stream after `layer` of the `to` prompts to

@@ -70,6 +70,21 @@ pub enum AdapterCommand {
     },
 }
 
+/// Prints a table of modules, then what was skipped and the files written.
+fn written(
+    table: &comfy_table::Table,
+    skipped: &[tensor_surgeon_wire::SkippedTensor],
+    files: &[String],
+) {
+    println!("{table}");
+    for s in skipped {
+        eprintln!("skipped {}: {}", s.tensor, s.reason);
+    }
+    for f in files {
+        println!("wrote {f}");
+    }
+}
+
 pub fn run(command: &AdapterCommand) -> Result<()> {
     match command {
         AdapterCommand::Export {
@@ -103,13 +118,7 @@ pub fn run(command: &AdapterCommand) -> Result<()> {
             for m in &report.modules {
                 t.add_row(vec![m.tensor.clone(), m.named.clone(), m.rank.to_string()]);
             }
-            println!("{t}");
-            for s in &report.skipped {
-                eprintln!("skipped {}: {}", s.tensor, s.reason);
-            }
-            for f in &report.files {
-                println!("wrote {f}");
-            }
+            written(&t, &report.skipped, &report.files);
             Ok(())
         }
         AdapterCommand::Extract {
@@ -169,13 +178,7 @@ pub fn run(command: &AdapterCommand) -> Result<()> {
                     format!("{:.3e}", m.dropped_energy),
                 ]);
             }
-            println!("{t}");
-            for s in &report.skipped {
-                eprintln!("skipped {}: {}", s.tensor, s.reason);
-            }
-            for f in &report.files {
-                println!("wrote {f}");
-            }
+            written(&t, &report.skipped, &report.files);
             Ok(())
         }
     }

@@ -5,7 +5,7 @@ use super::run::{json, open, ModelArgs};
 use std::path::PathBuf;
 use tensor_surgeon_engine::{Error, Result};
 use tensor_surgeon_infer::steering::Method;
-use tensor_surgeon_store::control_vector::{self, ControlVector};
+use tensor_surgeon_store::control_vector;
 
 /// `--method` of a control vector.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
@@ -61,15 +61,7 @@ pub fn control_vector(a: &ControlVectorArgs) -> Result<()> {
     let vectors = o
         .runner
         .control_vector(&w, &positive, &negative, &layers, method)?;
-    let cv = ControlVector {
-        model_hint: tensor_surgeon_engine::adapter::naming(&o.model)
-            .gguf_architecture()
-            .map(str::to_string),
-        layers: vectors
-            .iter()
-            .map(|v| (v.layer, v.vector.clone()))
-            .collect(),
-    };
+    let cv = tensor_surgeon_engine::adapter::control_vector_file(&o.model, &vectors);
     control_vector::write(&a.out, &cv, depth)?;
     let rows: Vec<serde_json::Value> = vectors
         .iter()

@@ -462,18 +462,12 @@ impl Tools {
     #[tool(
         description = "Read a control vector from paired prompts (positive[i] against negative[i]): per layer, the first principal component of the differences of their last tokens' hidden states after that layer (sign: the positive side projects higher), or their mean. Saved as llama.cpp's control-vector GGUF in the patches folder. Returns per layer the vector's norm and the share of pairs it orders rightly."
     )]
-    async fn control_vector(&self, Parameters(p): Parameters<ControlVectorArgs>) -> ToolResult {
+    async fn control_vector(
+        &self,
+        Parameters(p): Parameters<tensor_surgeon_wire::ControlVectorRequest>,
+    ) -> ToolResult {
         let wb = self.wb.clone();
-        blocking(move || {
-            wb.compute_control_vector(&tensor_surgeon_wire::ControlVectorRequest {
-                positive: p.positive,
-                negative: p.negative,
-                method: p.method,
-                layers: p.layers,
-                save_as: p.save_as,
-            })
-        })
-        .await
+        blocking(move || wb.compute_control_vector(&p)).await
     }
 
     #[tool(
