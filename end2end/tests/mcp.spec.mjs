@@ -14,7 +14,9 @@ import { cli, resetSession, openView, cellCenter, pixel, waitPixelChange, mcpCli
 const EMBED = 'model.embed_tokens.weight';
 const NORM = 'model.layers.3.post_attention_layernorm.weight';
 const OUTLIER = 'model.layers.2.self_attn.o_proj.weight';
-const TOOLS = ['ablate', 'causal_trace', 'compare_tokens', 'edit_fact', 'edit_facts', 'find_outliers', 'list_patch', 'list_tensors', 'nearest_tokens', 'project_rows', 'propose_edit', 'read_values', 'run_prompt', 'tensor_info', 'tensor_stats', 'top_neurons', 'undo'];
+const TOOLS = ['ablate', 'causal_trace', 'compare_tokens', 'control_vector', 'edit_fact', 'edit_facts', 'export_adapter',
+  'extract_adapter', 'find_outliers', 'list_patch', 'list_tensors', 'nearest_tokens', 'project_rows', 'propose_edit',
+  'read_adapter', 'read_values', 'run_prompt', 'steer', 'tensor_info', 'tensor_stats', 'top_neurons', 'undo'];
 
 /** Calls a tool; returns [parsed JSON or text, isError]. */
 async function call(client, name, args = {}) {
